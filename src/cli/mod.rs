@@ -1,0 +1,395 @@
+//! The `pflow` command line: argument parsing, the run lifecycle (telemetry
+//! up, root span, signals, trace saved), and rendering results as text or as
+//! one JSON object. Errors from the library become messages and exit codes:
+//! 0 success, 1 the workflow failed, 2 invalid input, 130 interrupted (SIGINT),
+//! 143 terminated (SIGTERM).
+
+mod output;
+
+use crate::ir::{self, Diagnostic};
+use crate::runtime::{self, CompileContext, RunError, RunOptions, Runtime};
+use crate::telemetry::{Telemetry, TelemetryConfig, TraceMode};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pflow",
+    version,
+    about = "Run AI workflows; every run observable and cost-transparent (OpenTelemetry-native).",
+    after_help = "`pflow FILE [NAME=VALUE ...]` is short for `pflow run FILE ...`."
+)]
+pub struct Cli {
+    /// Output format: text (outputs on stdout, summary on stderr) or json (one object on stdout).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+    /// Save the run's trace to $PFLOW_HOME/traces (always saved when a run fails).
+    #[arg(long, global = true)]
+    pub trace: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow file.
+    Run {
+        /// The workflow JSON file.
+        file: PathBuf,
+        /// Inputs and parameters as NAME=VALUE (VALUE parsed as JSON when valid JSON).
+        params: Vec<String>,
+    },
+    /// Check a workflow file without running it.
+    Validate {
+        file: PathBuf,
+        /// Parameters the run would get, as NAME=VALUE.
+        params: Vec<String>,
+    },
+    /// List node types with their params and outputs.
+    Nodes,
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "help"];
+
+/// Inserts `run` for the `pflow FILE ...` shortcut.
+fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--output-format" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if !SUBCOMMANDS.contains(&a.as_str()) {
+            args.insert(i, "run".into());
+        }
+        break;
+    }
+    args
+}
+
+/// Entry point used by the binary; returns the exit code.
+pub fn main() -> i32 {
+    let args = with_shortcut(std::env::args().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pflow: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    // Child processes and sockets are gone with the tasks; don't wait for stragglers.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Nodes => output::print_nodes(&Runtime::default(), cli.output_format),
+        Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
+        Command::Run { file, params } => run_cmd(file, params, &cli).await,
+    }
+}
+
+/// Parses `NAME=VALUE` arguments; VALUE is JSON when it parses as JSON.
+pub fn parse_params(args: &[String]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for a in args {
+        let Some((k, v)) = a.split_once('=') else {
+            return Err(format!("parameter `{a}` is not NAME=VALUE"));
+        };
+        let k = k.trim();
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "parameter name `{k}` is invalid: use letters, digits, `_` and `-`"
+            ));
+        }
+        if ir::validate::is_reserved(k) {
+            return Err(format!("parameter name `{k}` is reserved for the runtime"));
+        }
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn references_stdin(ir: &ir::WorkflowIr) -> bool {
+    let mut found = false;
+    let mut check = |_: &str, s: &str| {
+        if s.contains("${stdin") {
+            found = true;
+        }
+    };
+    for n in &ir.nodes {
+        ir::template::walk_strings(
+            &Value::Object(n.params.clone()),
+            &mut String::new(),
+            &mut check,
+        );
+        if let Some(b) = &n.batch {
+            ir::template::walk_strings(&b.items, &mut String::new(), &mut check);
+        }
+    }
+    for o in ir.outputs.values() {
+        if let Some(s) = &o.source {
+            check("", s);
+        }
+    }
+    found
+}
+
+fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
+    let params = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(format, &e),
+    };
+    let ir = match ir::load_file(file) {
+        Ok(ir) => ir,
+        Err(e) => return output::validation_result(format, file, Err(e.to_string()), &[]),
+    };
+    let rt = Runtime::default();
+    let cx = CompileContext {
+        params: params.keys().cloned().collect(),
+        stdin: None,
+    };
+    let diags = rt.check(
+        &ir,
+        &file.display().to_string(),
+        &runtime::base_dir_of(file),
+        &cx,
+    );
+    output::validation_result(format, file, Ok(ir.nodes.len()), &diags)
+}
+
+/// What a run produced, for rendering.
+pub struct RunReport {
+    pub result: Result<runtime::RunOutput, RunError>,
+    pub metrics: Option<crate::telemetry::metrics::MetricsSummary>,
+    pub trace_id: Option<String>,
+    pub trace_file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    pub validation_warnings: Vec<Diagnostic>,
+    pub exit_code: i32,
+}
+
+async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
+    let mut given = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(cli.output_format, &e),
+    };
+    let mut config = TelemetryConfig::from_env();
+    if let TraceMode::Full { .. } = config.mode {
+        config.mode = TraceMode::Full {
+            save_always: cli.trace,
+        };
+    }
+    let mut telemetry = Telemetry::init(config);
+    let mut warnings = telemetry.take_warnings();
+    if cli.trace && telemetry.mode() == TraceMode::Off {
+        warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
+    }
+    // One dispatcher for the whole process: spans from every worker thread reach it.
+    let _ = tracing::dispatcher::set_global_default(telemetry.dispatch());
+
+    let root = tracing::info_span!(
+        target: "pflow::run",
+        "run",
+        otel.name = %format!("pflow run {}", file.display()),
+        pflow.run.command = "run",
+        pflow.workflow.file = %file.display(),
+        pflow.workflow.name = tracing::field::Empty,
+        pflow.run.status = tracing::field::Empty,
+        pflow.run.exit_code = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    let trace_id = telemetry.trace_id(&root);
+
+    let runtime = Runtime::default();
+    let mut validation_warnings = Vec::new();
+    let work = {
+        let root = root.clone();
+        let runtime = runtime.clone();
+        let file = file.to_path_buf();
+        let vw = &mut validation_warnings;
+        async move {
+            let ir = ir::load_file(&file)?;
+            let uses_stdin = references_stdin(&ir);
+            if uses_stdin && !std::io::stdin().is_terminal() {
+                let mut s = String::new();
+                // Empty input (e.g. </dev/null) counts as nothing piped.
+                if std::io::stdin().read_to_string(&mut s).is_ok() && !s.is_empty() {
+                    given.insert("stdin".into(), Value::String(s));
+                }
+            }
+            let cx = CompileContext {
+                params: given.keys().cloned().collect(),
+                stdin: Some(given.contains_key("stdin")),
+            };
+            let wf = runtime.compile(
+                ir,
+                &file.display().to_string(),
+                &runtime::base_dir_of(&file),
+                &cx,
+            )?;
+            *vw = wf.warnings.clone();
+            root.record("pflow.workflow.name", wf.name.as_str());
+            let inputs = runtime.prepare_inputs(&wf, given)?;
+            runtime.run(wf, inputs, &RunOptions::default()).await
+        }
+    };
+    use tracing::Instrument;
+    let work = work.instrument(root.clone());
+    let (result, signal_code) = tokio::select! {
+        r = work => (r, None),
+        code = shutdown_signal() => (Err(RunError::Interrupted), Some(code)),
+    };
+    let exit_code = match (&result, signal_code) {
+        (_, Some(code)) => code,
+        (Ok(_), None) => 0,
+        (Err(e), None) => e.exit_code(),
+    };
+    let status = match (&result, signal_code) {
+        (_, Some(_)) => "interrupted",
+        (Ok(_), _) => "ok",
+        (Err(RunError::Invalid(_) | RunError::Input(_)), _) => "invalid",
+        (Err(_), _) => "failed",
+    };
+    root.record("pflow.run.status", status);
+    root.record("pflow.run.exit_code", exit_code as i64);
+    if let Err(e) = &result {
+        tracing::error!(parent: &root, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
+        root.record("error.type", e.kind());
+        root.record("otel.status_description", e.to_string().as_str());
+    }
+    drop(root);
+    let metrics = telemetry.metrics();
+    let save = cli.trace || exit_code != 0;
+    let finished = telemetry.finish(
+        save,
+        trace_id
+            .as_deref()
+            .unwrap_or("00000000000000000000000000000000"),
+    );
+    warnings.extend(finished.warnings);
+    let report = RunReport {
+        result,
+        metrics,
+        trace_id,
+        trace_file: finished.trace_file,
+        warnings,
+        validation_warnings,
+        exit_code,
+    };
+    output::print_run(&report, cli.output_format);
+    exit_code
+}
+
+/// Resolves on SIGINT (→ 130) or SIGTERM (→ 143), marking the run interrupted
+/// before the work is dropped so its spans end with that status.
+async fn shutdown_signal() -> i32 {
+    let code = wait_signal().await;
+    runtime::INTERRUPTED.store(true, Ordering::SeqCst);
+    code
+}
+
+async fn wait_signal() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => 130,
+                _ = term.recv() => 143,
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                130
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        130
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcut_inserts_run() {
+        let v = |a: &[&str]| with_shortcut(a.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            v(&["pflow", "wf.json", "a=1"]),
+            ["pflow", "run", "wf.json", "a=1"]
+        );
+        assert_eq!(
+            v(&["pflow", "--output-format", "json", "--trace", "wf.json"]),
+            [
+                "pflow",
+                "--output-format",
+                "json",
+                "--trace",
+                "run",
+                "wf.json"
+            ]
+        );
+        assert_eq!(
+            v(&["pflow", "validate", "wf.json"]),
+            ["pflow", "validate", "wf.json"]
+        );
+        assert_eq!(v(&["pflow", "--help"]), ["pflow", "--help"]);
+    }
+
+    #[test]
+    fn params_parse_as_json_or_string() {
+        let p = parse_params(&[
+            "a=1".into(),
+            "b=hello".into(),
+            "c={\"x\":[1]}".into(),
+            "d=".into(),
+            "e=a=b".into(),
+        ])
+        .unwrap();
+        assert_eq!(p["a"], serde_json::json!(1));
+        assert_eq!(p["b"], serde_json::json!("hello"));
+        assert_eq!(p["c"], serde_json::json!({"x": [1]}));
+        assert_eq!(p["d"], serde_json::json!(""));
+        assert_eq!(p["e"], serde_json::json!("a=b"));
+        assert!(parse_params(&["novalue".into()]).is_err());
+        assert!(parse_params(&["__index__=1".into()]).is_err());
+    }
+}

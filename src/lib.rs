@@ -1,0 +1,14 @@
+//! pflow runs AI workflows with every step observable and cost-transparent.
+//!
+//! A workflow is a JSON file (the pflow IR, [`ir`]) of nodes and edges. The
+//! [`runtime`] compiles and executes it, calling [`nodes`]; every workflow,
+//! node attempt and batch item is a `tracing` span that [`telemetry`] turns
+//! into OpenTelemetry spans, a metrics summary and an OTLP/JSON trace file.
+//! The [`cli`] module is the `pflow` command. Data flows one way:
+//! cli → runtime → nodes; telemetry observes, it never steers.
+
+pub mod cli;
+pub mod ir;
+pub mod nodes;
+pub mod runtime;
+pub mod telemetry;

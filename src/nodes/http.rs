@@ -1,0 +1,163 @@
+//! `http`: one HTTP request. JSON responses are parsed, others kept as text;
+//! a status of 400 or more fails the node unless `ignore_errors`.
+
+use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use futures::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+pub struct Http;
+
+static SPEC: NodeSpec = NodeSpec {
+    name: "http",
+    description: "Make an HTTP request. The response body is parsed as JSON when it is JSON, else kept as text.",
+    params: &[
+        req("url", "string", "request URL"),
+        opt("method", "string", "GET (default; POST when a body is given), POST, PUT, PATCH, DELETE, HEAD"),
+        opt("headers", "object", "request headers"),
+        opt("query", "object", "query-string parameters"),
+        opt("body", "string", "raw request body"),
+        opt("json", "any", "JSON request body (sets content-type)"),
+        opt("timeout", "number", "seconds before giving up (default 30)"),
+        opt("ignore_errors", "boolean", "succeed on 4xx/5xx statuses (default false)"),
+    ],
+    outputs: &[
+        req("response", "any", "the body: parsed JSON or text"),
+        req("status_code", "integer", "HTTP status"),
+        req("headers", "object", "response headers (lower-case names)"),
+    ],
+    dynamic_outputs: false,
+};
+
+impl Node for Http {
+    fn spec(&self) -> &'static NodeSpec {
+        &SPEC
+    }
+
+    fn run<'a>(
+        &'a self,
+        ctx: &'a NodeContext,
+        params: Params,
+    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+        Box::pin(async move {
+            let url = params.str("url")?;
+            let has_body = params.get("body").is_some() || params.get("json").is_some();
+            let method_s = params
+                .str_opt("method")?
+                .map(str::to_ascii_uppercase)
+                .unwrap_or_else(|| {
+                    if has_body {
+                        "POST".into()
+                    } else {
+                        "GET".into()
+                    }
+                });
+            let method = reqwest::Method::from_bytes(method_s.as_bytes()).map_err(|_| {
+                NodeError::param("method", format!("`{method_s}` is not an HTTP method"))
+            })?;
+            let timeout = params.f64_opt("timeout")?.unwrap_or(30.0);
+            if !(timeout > 0.0 && timeout.is_finite()) {
+                return Err(NodeError::param(
+                    "timeout",
+                    "must be a positive number of seconds",
+                ));
+            }
+            let mut rb = ctx
+                .services
+                .http()
+                .request(method.clone(), url)
+                .timeout(Duration::from_secs_f64(timeout));
+            if let Some(h) = params.object_opt("headers")? {
+                for (k, v) in h {
+                    let v = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    rb = rb.header(k.as_str(), v);
+                }
+            }
+            if let Some(q) = params.object_opt("query")? {
+                let pairs: Vec<(String, String)> = q
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect();
+                rb = rb.query(&pairs);
+            }
+            if let Some(j) = params.get("json") {
+                rb = rb.json(j);
+            } else if let Some(b) = params.text_opt("body") {
+                rb = rb.body(b);
+            }
+            let resp = rb.send().await.map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect_error"
+                } else if e.is_builder() {
+                    "invalid_request"
+                } else {
+                    "http_error"
+                };
+                NodeError::new(
+                    kind,
+                    format!("{method_s} {url} failed: {}", error_chain(&e)),
+                )
+            })?;
+            let status = resp.status();
+            let mut headers = Map::new();
+            for (k, v) in resp.headers() {
+                headers.insert(
+                    k.as_str().to_string(),
+                    json!(String::from_utf8_lossy(v.as_bytes())),
+                );
+            }
+            let is_json = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.contains("json"));
+            let bytes = resp.bytes().await.map_err(|e| {
+                NodeError::new(
+                    "http_error",
+                    format!("{method_s} {url}: reading the body failed: {e}"),
+                )
+            })?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let body = if is_json || text.trim_start().starts_with(['{', '[']) {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            } else {
+                Value::String(text)
+            };
+            let mut outputs = Map::new();
+            outputs.insert("response".into(), body);
+            outputs.insert("status_code".into(), json!(status.as_u16()));
+            outputs.insert("headers".into(), Value::Object(headers));
+            if status.as_u16() >= 400 && !params.bool_or("ignore_errors", false)? {
+                return Err(NodeError::new(
+                    "http_status",
+                    format!("{method_s} {url} returned {status}"),
+                )
+                .with_details(Value::Object(outputs)));
+            }
+            Ok(NodeOutput::new(outputs))
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,262 @@
+//! Built-in node types and the registry that names them.
+//!
+//! A node is a small async unit: it gets its params (templates already
+//! resolved), does one thing, and returns outputs plus an action that picks
+//! the next edge. Nodes know nothing of spans or the shared store: the
+//! runtime namespaces their outputs and traces every attempt. Each node
+//! documents its params and outputs in a [`NodeSpec`], which `pflow nodes`
+//! prints and the validator uses.
+
+mod echo;
+mod file;
+mod http;
+mod params;
+mod shell;
+
+pub use params::type_name as params_type_name;
+pub use params::Params;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+/// Documentation of one param or output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Field {
+    pub name: &'static str,
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+/// Shorthand constructors for specs.
+pub const fn req(name: &'static str, ty: &'static str, description: &'static str) -> Field {
+    Field {
+        name,
+        ty,
+        required: true,
+        description,
+    }
+}
+pub const fn opt(name: &'static str, ty: &'static str, description: &'static str) -> Field {
+    Field {
+        name,
+        ty,
+        required: false,
+        description,
+    }
+}
+
+/// What a node type takes and gives.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub params: &'static [Field],
+    pub outputs: &'static [Field],
+    /// Outputs depend on params (e.g. `echo`): the validator cannot check keys.
+    pub dynamic_outputs: bool,
+}
+
+/// Params every node accepts; the runtime consumes them.
+pub const RUNTIME_PARAMS: &[Field] = &[
+    opt(
+        "max_retries",
+        "integer",
+        "retry a failing node this many times (default 0)",
+    ),
+    opt(
+        "wait",
+        "number",
+        "seconds to wait between attempts (default 0)",
+    ),
+];
+
+/// What a node returns.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOutput {
+    pub outputs: Map<String, Value>,
+    /// Action naming the edge to take; `default` when `None`.
+    pub action: Option<String>,
+}
+
+impl NodeOutput {
+    pub fn new(outputs: Map<String, Value>) -> Self {
+        NodeOutput {
+            outputs,
+            action: None,
+        }
+    }
+}
+
+/// A node failure, with a stable `kind` for `error.type` and optional details
+/// that later nodes can read through the error edge.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct NodeError {
+    pub kind: String,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl NodeError {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        NodeError {
+            kind: kind.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+    /// A bad param value (wrong type, missing).
+    pub fn param(name: &str, message: impl std::fmt::Display) -> Self {
+        NodeError::new("invalid_param", format!("param `{name}`: {message}"))
+    }
+}
+
+/// Shared, lazily built services nodes may use (one HTTP client per run).
+#[derive(Debug, Default)]
+pub struct Services {
+    http: OnceLock<reqwest::Client>,
+}
+
+impl Services {
+    pub fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("pflow/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// What a node sees of the run besides its params.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub node_id: String,
+    pub services: Arc<Services>,
+}
+
+/// A node implementation.
+pub trait Node: Send + Sync {
+    fn spec(&self) -> &'static NodeSpec;
+    fn run<'a>(
+        &'a self,
+        ctx: &'a NodeContext,
+        params: Params,
+    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>>;
+}
+
+/// A registry entry: a node implementation, or the runtime-handled `workflow`.
+#[derive(Clone)]
+pub enum NodeKind {
+    Builtin(Arc<dyn Node>),
+    /// Nested workflows run inside the runtime (they need the executor).
+    Workflow,
+}
+
+pub static WORKFLOW_SPEC: NodeSpec = NodeSpec {
+    name: "workflow",
+    description: "Run another workflow as one node, in its own store. Outputs are the child's outputs renamed by output_mapping (or all child outputs when no mapping is given).",
+    params: &[
+        opt("workflow_ref", "string", "path to the child workflow file, relative to this workflow's file"),
+        opt("workflow_ir", "object", "the child workflow inline (instead of workflow_ref)"),
+        opt("param_mapping", "object", "child input name -> value or template in the parent"),
+        opt("output_mapping", "object", "child output name -> key in this node's namespace"),
+    ],
+    outputs: &[],
+    dynamic_outputs: true,
+};
+
+/// The node types this build knows.
+#[derive(Clone)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, NodeKind>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Registry {
+    pub fn builtin() -> Self {
+        let mut kinds: BTreeMap<&'static str, NodeKind> = BTreeMap::new();
+        let nodes: Vec<Arc<dyn Node>> = vec![
+            Arc::new(echo::Echo),
+            Arc::new(file::ReadFile),
+            Arc::new(file::WriteFile),
+            Arc::new(file::CopyFile),
+            Arc::new(file::MoveFile),
+            Arc::new(file::DeleteFile),
+            Arc::new(shell::Shell),
+            Arc::new(http::Http),
+        ];
+        for n in nodes {
+            kinds.insert(n.spec().name, NodeKind::Builtin(n));
+        }
+        kinds.insert("workflow", NodeKind::Workflow);
+        Registry { kinds }
+    }
+
+    /// Adds or replaces a node type (for embedding pflow with custom nodes).
+    pub fn register(&mut self, node: Arc<dyn Node>) {
+        self.kinds.insert(node.spec().name, NodeKind::Builtin(node));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&NodeKind> {
+        self.kinds.get(name)
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&'static NodeSpec> {
+        match self.kinds.get(name)? {
+            NodeKind::Builtin(n) => Some(n.spec()),
+            NodeKind::Workflow => Some(&WORKFLOW_SPEC),
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+
+    pub fn specs(&self) -> Vec<&'static NodeSpec> {
+        self.names().filter_map(|n| self.spec(n)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_lists_every_builtin_with_docs() {
+        let r = Registry::builtin();
+        let names: Vec<_> = r.names().collect();
+        for n in [
+            "copy-file",
+            "delete-file",
+            "echo",
+            "http",
+            "move-file",
+            "read-file",
+            "shell",
+            "workflow",
+            "write-file",
+        ] {
+            assert!(names.contains(&n), "{n} missing");
+            let spec = r.spec(n).unwrap();
+            assert!(!spec.description.is_empty());
+            for p in spec.params {
+                assert!(!p.description.is_empty(), "{n}.{}", p.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Typed access to a node's resolved params, with errors that name the param.
+
+use super::NodeError;
+use serde_json::{Map, Value};
+
+/// A node's params after template resolution.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn str_opt(&self, name: &str) -> Result<Option<&str>, NodeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(NodeError::param(
+                name,
+                format!("expected a string, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Result<&str, NodeError> {
+        self.str_opt(name)?
+            .ok_or_else(|| NodeError::param(name, "is required"))
+    }
+
+    /// A string, or any other JSON value rendered as text (objects as pretty JSON).
+    pub fn text_opt(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Object(_) | Value::Array(_) => {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            }
+            other => other.to_string(),
+        })
+    }
+
+    pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, NodeError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+            Some(other) => Err(NodeError::param(
+                name,
+                format!("expected true or false, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    pub fn f64_opt(&self, name: &str) -> Result<Option<f64>, NodeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| NodeError::param(name, format!("expected a number, got `{s}`"))),
+            Some(other) => Err(NodeError::param(
+                name,
+                format!("expected a number, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    pub fn object_opt(&self, name: &str) -> Result<Option<&Map<String, Value>>, NodeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(other) => Err(NodeError::param(
+                name,
+                format!("expected an object, got {}", type_name(other)),
+            )),
+        }
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typed_getters_name_the_param() {
+        let p = Params(
+            json!({"a": 1, "s": "x", "b": "true", "n": "2.5"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(p.str("s").unwrap(), "x");
+        let e = p.str("a").unwrap_err();
+        assert!(
+            e.message.contains("`a`") && e.message.contains("a number"),
+            "{e}"
+        );
+        assert!(p.str("zz").unwrap_err().message.contains("required"));
+        assert!(p.bool_or("b", false).unwrap());
+        assert_eq!(p.f64_opt("n").unwrap(), Some(2.5));
+        assert_eq!(p.text_opt("a").as_deref(), Some("1"));
+    }
+}

@@ -1,0 +1,151 @@
+//! `shell`: runs a command with `sh -c`, captures stdout, stderr and the exit
+//! code. The child is killed when the node times out or the run is
+//! interrupted (no orphaned processes).
+
+use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use futures::future::BoxFuture;
+use serde_json::{json, Map, Value};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+pub struct Shell;
+
+const DEFAULT_TIMEOUT_S: f64 = 600.0;
+
+static SPEC: NodeSpec = NodeSpec {
+    name: "shell",
+    description: "Run a shell command (`sh -c`). A non-zero exit fails the node unless `ignore_errors` is true; the outputs are then still readable through the error edge.",
+    params: &[
+        req("command", "string", "the command line"),
+        opt("stdin", "any", "text fed to the command's stdin (objects as JSON)"),
+        opt("cwd", "string", "working directory"),
+        opt("env", "object", "extra environment variables"),
+        opt("timeout", "number", "seconds before the command is killed (default 600)"),
+        opt("ignore_errors", "boolean", "succeed even on a non-zero exit (default false)"),
+    ],
+    outputs: &[
+        req("stdout", "string", "standard output"),
+        req("stderr", "string", "standard error"),
+        req("exit_code", "integer", "exit status (-1 when killed by a signal)"),
+    ],
+    dynamic_outputs: false,
+};
+
+impl Node for Shell {
+    fn spec(&self) -> &'static NodeSpec {
+        &SPEC
+    }
+
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a NodeContext,
+        params: Params,
+    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+        Box::pin(async move {
+            let command = params.str("command")?;
+            let timeout = params.f64_opt("timeout")?.unwrap_or(DEFAULT_TIMEOUT_S);
+            if !(timeout > 0.0 && timeout.is_finite()) {
+                return Err(NodeError::param(
+                    "timeout",
+                    "must be a positive number of seconds",
+                ));
+            }
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg("-c").arg(command);
+            cmd.kill_on_drop(true);
+            // Own process group, so a timeout or an interrupt can kill the
+            // command's children too (`sh -c "a | b"`), not only `sh`.
+            #[cfg(unix)]
+            cmd.process_group(0);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            if let Some(cwd) = params.str_opt("cwd")? {
+                cmd.current_dir(cwd);
+            }
+            if let Some(env) = params.object_opt("env")? {
+                for (k, v) in env {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    cmd.env(k, v);
+                }
+            }
+            let stdin = params.text_opt("stdin");
+            cmd.stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+            let mut child = cmd.spawn().map_err(|e| {
+                NodeError::new(
+                    "spawn_error",
+                    format!("cannot start `sh -c {command}`: {e}"),
+                )
+            })?;
+            let mut group = GroupKiller(child.id());
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // Feed stdin concurrently so a command that writes before reading cannot deadlock.
+                tokio::spawn(async move {
+                    let _ = pipe.write_all(text.as_bytes()).await;
+                });
+            }
+            let out = match tokio::time::timeout(
+                Duration::from_secs_f64(timeout),
+                child.wait_with_output(),
+            )
+            .await
+            {
+                Ok(r) => r.map_err(|e| {
+                    NodeError::new("io_error", format!("command `{command}` failed: {e}"))
+                })?,
+                Err(_) => {
+                    return Err(NodeError::new(
+                        "timeout",
+                        format!("command timed out after {timeout}s and was killed: `{command}`"),
+                    ));
+                }
+            };
+            group.0 = None;
+            let exit_code = out.status.code().unwrap_or(-1);
+            let mut outputs = Map::new();
+            outputs.insert("stdout".into(), json!(String::from_utf8_lossy(&out.stdout)));
+            outputs.insert("stderr".into(), json!(String::from_utf8_lossy(&out.stderr)));
+            outputs.insert("exit_code".into(), json!(exit_code));
+            if exit_code != 0 && !params.bool_or("ignore_errors", false)? {
+                let stderr_tail: String = String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .rev()
+                    .take(500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                let mut msg = format!("command exited with status {exit_code}: `{command}`");
+                if !stderr_tail.trim().is_empty() {
+                    msg.push_str(&format!("; stderr: {}", stderr_tail.trim()));
+                }
+                return Err(NodeError::new("exit_status", msg).with_details(Value::Object(outputs)));
+            }
+            Ok(NodeOutput::new(outputs))
+        })
+    }
+}
+
+/// Kills the command's whole process group when dropped armed (timeout,
+/// cancellation, interrupt); disarmed once the command has exited.
+struct GroupKiller(Option<u32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self.0.take() {
+            if let Ok(pgid) = libc::pid_t::try_from(pid) {
+                // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH.
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1209 @@
+//! The runtime: compiles validated IR into a graph and executes it.
+//!
+//! Execution follows edges by action from the start node, keeps a shared
+//! store where each node's outputs live under its own id, retries failing
+//! nodes, runs batches (concurrently when asked, bounded by
+//! `max_concurrent`) and nested workflows. Every workflow, node attempt and
+//! batch item is a `tracing` span; resolved params, template resolutions and
+//! store writes are DEBUG events in those spans. The runtime never looks at
+//! what telemetry does with them.
+
+pub mod template;
+
+use crate::ir::validate::{NodeShape, Severity, ValidationContext};
+use crate::ir::{self, BatchErrorHandling, Diagnostic, IrError, WorkflowIr};
+use crate::nodes::{NodeContext, NodeError, NodeKind, NodeOutput, Params, Registry, Services};
+use futures::FutureExt;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use template::{CompiledValue, Scope};
+use tracing::field::Empty;
+use tracing::Instrument;
+
+/// Set by the CLI on SIGINT/SIGTERM: spans ended by cancellation say "interrupted".
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Nested workflows deeper than this are refused (a workflow including itself).
+pub const MAX_DEPTH: u32 = 10;
+/// Batch concurrency when `parallel` is set without `max_concurrent`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 10;
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Invalid(#[from] IrError),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("node `{node}` failed: {message}")]
+    Node {
+        node: String,
+        node_type: String,
+        kind: String,
+        message: String,
+        details: Option<Box<Value>>,
+    },
+    #[error("step limit reached: {steps} node executions without finishing (last node `{node}`); the workflow probably loops forever. Raise PFLOW_MAX_STEPS if this is intended")]
+    StepLimit { steps: usize, node: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl RunError {
+    /// The documented exit code: 2 for bad input, 1 for a failed run, 130 for an interrupt.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Invalid(_) | RunError::Input(_) => 2,
+            RunError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    /// Stable short name for `error.type` and the JSON `error.type`.
+    pub fn kind(&self) -> &str {
+        match self {
+            RunError::Invalid(_) => "validation_error",
+            RunError::Input(_) => "input_error",
+            RunError::Node { kind, .. } => kind,
+            RunError::StepLimit { .. } => "step_limit",
+            RunError::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One compiled node.
+#[derive(Debug)]
+pub struct CompiledNode {
+    pub id: String,
+    pub node_type: String,
+    kind: CompiledKind,
+    params: Vec<(String, CompiledValue)>,
+    batch: Option<CompiledBatch>,
+    max_retries: u32,
+    wait: Duration,
+}
+
+enum CompiledKind {
+    Builtin(Arc<dyn crate::nodes::Node>),
+    Workflow {
+        child: Arc<CompiledWorkflow>,
+        param_mapping: Vec<(String, CompiledValue)>,
+        output_mapping: Option<Vec<(String, String)>>,
+    },
+}
+
+impl std::fmt::Debug for CompiledKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompiledKind::Builtin(n) => write!(f, "Builtin({})", n.spec().name),
+            CompiledKind::Workflow { child, .. } => write!(f, "Workflow({})", child.name),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledBatch {
+    items: CompiledValue,
+    as_name: String,
+    parallel: bool,
+    max_concurrent: usize,
+    error_handling: BatchErrorHandling,
+}
+
+/// A workflow ready to run.
+#[derive(Debug)]
+pub struct CompiledWorkflow {
+    pub name: String,
+    pub origin: String,
+    pub ir: WorkflowIr,
+    nodes: Vec<CompiledNode>,
+    edges: HashMap<(usize, String), usize>,
+    start: usize,
+    outputs: Vec<(String, Option<CompiledValue>)>,
+    /// Validation warnings (printed, not fatal).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl CompiledWorkflow {
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Settings for one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Maximum node executions; default `max(1000, 10 × nodes)`.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            max_steps: std::env::var("PFLOW_MAX_STEPS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub outputs: Map<String, Value>,
+    pub store: Map<String, Value>,
+    pub steps: usize,
+}
+
+/// Compiles and runs workflows with a node registry.
+#[derive(Clone)]
+pub struct Runtime {
+    registry: Arc<Registry>,
+    services: Arc<Services>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new(Registry::builtin())
+    }
+}
+
+/// What the caller knows at compile time beyond the file.
+#[derive(Debug, Clone, Default)]
+pub struct CompileContext {
+    /// Names passed as parameters (`NAME=VALUE`).
+    pub params: HashSet<String>,
+    /// Whether stdin was piped (`None`: unknown, e.g. `pflow validate`).
+    pub stdin: Option<bool>,
+}
+
+impl Runtime {
+    pub fn new(registry: Registry) -> Self {
+        Runtime {
+            registry: Arc::new(registry),
+            services: Arc::new(Services::default()),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn shape(&self, n: &ir::NodeIr) -> NodeShape {
+        match self.registry.spec(&n.node_type) {
+            None => NodeShape::Unknown {
+                known_types: self.registry.names().map(str::to_string).collect(),
+            },
+            Some(spec) => NodeShape::Known {
+                required_params: spec
+                    .params
+                    .iter()
+                    .filter(|p| p.required && p.name != "*")
+                    .map(|p| p.name.to_string())
+                    .collect(),
+                outputs: if spec.dynamic_outputs {
+                    None
+                } else {
+                    Some(spec.outputs.iter().map(|o| o.name.to_string()).collect())
+                },
+            },
+        }
+    }
+
+    /// Validates only; returns every diagnostic (including nested workflows).
+    pub fn check(
+        &self,
+        ir: &WorkflowIr,
+        origin: &str,
+        base_dir: &Path,
+        cx: &CompileContext,
+    ) -> Vec<Diagnostic> {
+        match self.compile_inner(ir.clone(), origin, base_dir, cx, 0) {
+            Ok(wf) => wf.warnings.clone(),
+            Err(IrError::Invalid { diagnostics, .. }) => diagnostics,
+            Err(other) => vec![Diagnostic {
+                severity: Severity::Error,
+                path: "(file)".into(),
+                message: other.to_string(),
+                hint: None,
+            }],
+        }
+    }
+
+    /// Validates and compiles. `base_dir` resolves nested `workflow_ref` paths.
+    pub fn compile(
+        &self,
+        ir: WorkflowIr,
+        origin: &str,
+        base_dir: &Path,
+        cx: &CompileContext,
+    ) -> Result<Arc<CompiledWorkflow>, IrError> {
+        self.compile_inner(ir, origin, base_dir, cx, 0)
+            .map(Arc::new)
+    }
+
+    fn compile_inner(
+        &self,
+        ir: WorkflowIr,
+        origin: &str,
+        base_dir: &Path,
+        cx: &CompileContext,
+        depth: u32,
+    ) -> Result<CompiledWorkflow, IrError> {
+        let shape = |n: &ir::NodeIr| self.shape(n);
+        let vcx = ValidationContext {
+            params: cx.params.clone(),
+            stdin: cx.stdin,
+            describe: &shape,
+        };
+        let mut diags = ir::validate(&ir, &vcx);
+        let invalid = |diagnostics: Vec<Diagnostic>| IrError::Invalid {
+            file: origin.to_string(),
+            diagnostics,
+        };
+        if diags.iter().any(|d| d.severity == Severity::Error) {
+            return Err(invalid(diags));
+        }
+        let index: HashMap<&str, usize> = ir
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.as_str(), i))
+            .collect();
+        let mut nodes = Vec::with_capacity(ir.nodes.len());
+        for (i, n) in ir.nodes.iter().enumerate() {
+            let path = format!("nodes[{i}]");
+            let mut err = |p: String, m: String| {
+                diags.push(Diagnostic {
+                    severity: Severity::Error,
+                    path: p,
+                    message: m,
+                    hint: None,
+                })
+            };
+            let mut max_retries = 0;
+            let mut wait = Duration::ZERO;
+            let mut params = Vec::with_capacity(n.params.len());
+            for (k, v) in &n.params {
+                match k.as_str() {
+                    "max_retries" => match v.as_u64() {
+                        Some(r) if r <= 100 => max_retries = r as u32,
+                        _ => err(
+                            format!("{path}.params.max_retries"),
+                            format!(
+                                "node `{}`: max_retries must be an integer from 0 to 100",
+                                n.id
+                            ),
+                        ),
+                    },
+                    "wait" => match v.as_f64() {
+                        Some(w) if (0.0..=3600.0).contains(&w) => wait = Duration::from_secs_f64(w),
+                        _ => err(
+                            format!("{path}.params.wait"),
+                            format!(
+                                "node `{}`: wait must be a number of seconds from 0 to 3600",
+                                n.id
+                            ),
+                        ),
+                    },
+                    _ if n.node_type == "workflow"
+                        && matches!(
+                            k.as_str(),
+                            "workflow_ref" | "workflow_ir" | "param_mapping" | "output_mapping"
+                        ) => {}
+                    _ => match CompiledValue::compile(v) {
+                        Ok(cv) => params.push((k.clone(), cv)),
+                        Err(e) => err(format!("{path}.params.{k}"), e.to_string()),
+                    },
+                }
+            }
+            let kind = match self.registry.get(&n.node_type) {
+                Some(NodeKind::Builtin(node)) => CompiledKind::Builtin(node.clone()),
+                Some(NodeKind::Workflow) => match self.compile_child(n, &path, base_dir, cx, depth)
+                {
+                    Ok(k) => k,
+                    Err(mut ds) => {
+                        diags.append(&mut ds);
+                        continue;
+                    }
+                },
+                None => continue, // reported by validate
+            };
+            let batch = match &n.batch {
+                None => None,
+                Some(b) => match CompiledValue::compile(&b.items) {
+                    Ok(items) => Some(CompiledBatch {
+                        items,
+                        as_name: b.as_name.clone(),
+                        parallel: b.parallel,
+                        max_concurrent: if b.parallel {
+                            b.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT).max(1)
+                        } else {
+                            1
+                        },
+                        error_handling: b.error_handling,
+                    }),
+                    Err(e) => {
+                        err(format!("{path}.batch.items"), e.to_string());
+                        None
+                    }
+                },
+            };
+            nodes.push(CompiledNode {
+                id: n.id.clone(),
+                node_type: n.node_type.clone(),
+                kind,
+                params,
+                batch,
+                max_retries,
+                wait,
+            });
+        }
+        let mut outputs = Vec::new();
+        for (name, o) in &ir.outputs {
+            let src = match &o.source {
+                Some(s) => match CompiledValue::compile(&Value::String(s.clone())) {
+                    Ok(cv) => Some(cv),
+                    Err(e) => {
+                        diags.push(Diagnostic {
+                            severity: Severity::Error,
+                            path: format!("outputs.{name}.source"),
+                            message: e.to_string(),
+                            hint: None,
+                        });
+                        None
+                    }
+                },
+                None => None,
+            };
+            outputs.push((name.clone(), src));
+        }
+        if diags.iter().any(|d| d.severity == Severity::Error) {
+            return Err(invalid(diags));
+        }
+        let edges = ir
+            .edges
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    (*index.get(e.from.as_str())?, e.action.clone()),
+                    *index.get(e.to.as_str())?,
+                ))
+            })
+            .collect();
+        let start = ir
+            .start_node
+            .as_deref()
+            .and_then(|s| index.get(s).copied())
+            .unwrap_or(0);
+        let name = ir.name().map(str::to_string).unwrap_or_else(|| {
+            Path::new(origin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "workflow".into())
+        });
+        Ok(CompiledWorkflow {
+            name,
+            origin: origin.to_string(),
+            ir,
+            nodes,
+            edges,
+            start,
+            outputs,
+            warnings: diags,
+        })
+    }
+
+    fn compile_child(
+        &self,
+        n: &ir::NodeIr,
+        path: &str,
+        base_dir: &Path,
+        _cx: &CompileContext,
+        depth: u32,
+    ) -> Result<CompiledKind, Vec<Diagnostic>> {
+        let d = |p: &str, m: String| {
+            vec![Diagnostic {
+                severity: Severity::Error,
+                path: format!("{path}.params{p}"),
+                message: m,
+                hint: None,
+            }]
+        };
+        if depth + 1 > MAX_DEPTH {
+            return Err(d("", format!("node `{}`: nested workflows deeper than {MAX_DEPTH} levels (does a workflow include itself?)", n.id)));
+        }
+        let (child_ir, child_origin, child_dir) = match (n.params.get("workflow_ref"), n.params.get("workflow_ir")) {
+            (Some(Value::String(r)), None) => {
+                let p = base_dir.join(r);
+                let ir = ir::load_file(&p).map_err(|e| d(".workflow_ref", format!("node `{}`: {e}", n.id)))?;
+                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                (ir, p.display().to_string(), dir)
+            }
+            (None, Some(v @ Value::Object(_))) => {
+                let origin = format!("{path}.params.workflow_ir");
+                let ir = ir::from_value(v, &origin).map_err(|e| d(".workflow_ir", e.to_string()))?;
+                (ir, origin, base_dir.to_path_buf())
+            }
+            (Some(_), Some(_)) => return Err(d("", format!("node `{}`: give either workflow_ref or workflow_ir, not both", n.id))),
+            _ => return Err(d("", format!("node `{}`: a workflow node needs workflow_ref (a path) or workflow_ir (an object)", n.id))),
+        };
+        let mapping = |key: &str| -> Result<Option<&Map<String, Value>>, Vec<Diagnostic>> {
+            match n.params.get(key) {
+                None => Ok(None),
+                Some(Value::Object(m)) => Ok(Some(m)),
+                Some(_) => Err(d(
+                    &format!(".{key}"),
+                    format!("node `{}`: {key} must be an object", n.id),
+                )),
+            }
+        };
+        let mut param_mapping = Vec::new();
+        let mut child_params = HashSet::new();
+        if let Some(m) = mapping("param_mapping")? {
+            for (k, v) in m {
+                child_params.insert(k.clone());
+                let cv = CompiledValue::compile(v)
+                    .map_err(|e| d(&format!(".param_mapping.{k}"), e.to_string()))?;
+                param_mapping.push((k.clone(), cv));
+            }
+        }
+        let output_mapping = match mapping("output_mapping")? {
+            None => None,
+            Some(m) => {
+                let mut out = Vec::new();
+                for (k, v) in m {
+                    let target = v.as_str().ok_or_else(|| {
+                        d(
+                            &format!(".output_mapping.{k}"),
+                            "output_mapping values must be key names (strings)".into(),
+                        )
+                    })?;
+                    if !child_ir.outputs.contains_key(k) {
+                        return Err(d(
+                            &format!(".output_mapping.{k}"),
+                            format!("node `{}`: child workflow has no output `{k}`", n.id),
+                        ));
+                    }
+                    out.push((k.clone(), target.to_string()));
+                }
+                Some(out)
+            }
+        };
+        let child_cx = CompileContext {
+            params: child_params,
+            stdin: Some(false),
+        };
+        let child = self
+            .compile_inner(child_ir, &child_origin, &child_dir, &child_cx, depth + 1)
+            .map_err(|e| match e {
+                IrError::Invalid { file, diagnostics } => diagnostics
+                    .into_iter()
+                    .map(|mut dg| {
+                        dg.message = format!(
+                            "in nested workflow `{file}` (node `{}`): {}",
+                            n.id, dg.message
+                        );
+                        dg
+                    })
+                    .collect(),
+                other => d("", other.to_string()),
+            })?;
+        Ok(CompiledKind::Workflow {
+            child: Arc::new(child),
+            param_mapping,
+            output_mapping,
+        })
+    }
+
+    /// Checks and completes workflow inputs from the given values and defaults.
+    pub fn prepare_inputs(
+        &self,
+        wf: &CompiledWorkflow,
+        given: Map<String, Value>,
+    ) -> Result<Map<String, Value>, RunError> {
+        let mut store = given;
+        let mut problems = Vec::new();
+        for (name, spec) in &wf.ir.inputs {
+            match store.get(name) {
+                Some(v) => {
+                    if let Some(t) = spec.value_type {
+                        let coerced = coerce(v, t);
+                        match coerced {
+                            Some(c) => {
+                                store.insert(name.clone(), c);
+                            }
+                            None => problems.push(format!(
+                                "input `{name}` must be of type {}, got {}",
+                                t.as_str(),
+                                crate::nodes::params_type_name(v)
+                            )),
+                        }
+                    }
+                }
+                None => match &spec.default {
+                    Some(d) => {
+                        store.insert(name.clone(), d.clone());
+                    }
+                    None if spec.required => {
+                        let desc = spec
+                            .description
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default();
+                        problems.push(format!(
+                            "missing required input `{name}`{desc}: pass it as `{name}=VALUE`"
+                        ));
+                    }
+                    None => {
+                        store.insert(name.clone(), Value::Null);
+                    }
+                },
+            }
+        }
+        if problems.is_empty() {
+            Ok(store)
+        } else {
+            Err(RunError::Input(problems.join("; ")))
+        }
+    }
+
+    /// Runs a compiled workflow (inputs already prepared) under a `invoke_workflow` span.
+    pub async fn run(
+        &self,
+        wf: Arc<CompiledWorkflow>,
+        inputs: Map<String, Value>,
+        opts: &RunOptions,
+    ) -> Result<RunOutput, RunError> {
+        self.run_at(wf, inputs, opts.clone(), 0, String::new())
+            .await
+    }
+
+    fn run_at(
+        &self,
+        wf: Arc<CompiledWorkflow>,
+        inputs: Map<String, Value>,
+        opts: RunOptions,
+        depth: u32,
+        prefix: String,
+    ) -> futures::future::BoxFuture<'static, Result<RunOutput, RunError>> {
+        let span = tracing::info_span!(
+            target: "pflow::workflow",
+            "invoke_workflow",
+            otel.name = %format!("invoke_workflow {}", wf.name),
+            "gen_ai.operation.name" = "invoke_workflow",
+            pflow.workflow.name = %wf.name,
+            pflow.workflow.file = %wf.origin,
+            pflow.workflow.depth = depth as i64,
+            pflow.workflow.node_count = wf.nodes.len() as i64,
+            pflow.workflow.steps = Empty,
+            pflow.workflow.status = Empty,
+            "error.type" = Empty,
+            otel.status_description = Empty,
+        );
+        let rt = self.clone();
+        let guard = SpanOutcome::new(span.clone(), "pflow.workflow.status");
+        async move {
+            let mut guard = guard;
+            let r = rt.execute(&wf, inputs, &opts, depth, &prefix).await;
+            match &r {
+                Ok(out) => {
+                    guard.span.record("pflow.workflow.steps", out.steps as i64);
+                    guard.ok();
+                }
+                Err(e) => guard.fail(e.kind(), &e.to_string()),
+            }
+            r
+        }
+        .instrument(span)
+        .boxed()
+    }
+
+    async fn execute(
+        &self,
+        wf: &Arc<CompiledWorkflow>,
+        inputs: Map<String, Value>,
+        opts: &RunOptions,
+        depth: u32,
+        prefix: &str,
+    ) -> Result<RunOutput, RunError> {
+        let mut store = inputs;
+        let max_steps = opts
+            .max_steps
+            .unwrap_or_else(|| (wf.nodes.len() * 10).max(1000));
+        let mut current = wf.start;
+        let mut steps = 0usize;
+        loop {
+            let node = &wf.nodes[current];
+            steps += 1;
+            if steps > max_steps {
+                return Err(RunError::StepLimit {
+                    steps: max_steps,
+                    node: format!("{prefix}{}", node.id),
+                });
+            }
+            let path = format!("{prefix}{}", node.id);
+            let result = if node.batch.is_some() {
+                self.exec_batch(wf, node, &store, &path, opts, depth).await
+            } else {
+                self.exec_attempts(wf, node, &store, &[], &path, ROLE_NODE, None, opts, depth)
+                    .await
+            };
+            let action = match result {
+                Ok(out) => {
+                    let action = out.action.unwrap_or_else(|| "default".to_string());
+                    store.insert(node.id.clone(), Value::Object(out.outputs));
+                    action
+                }
+                Err(Failure::Interrupted) => return Err(RunError::Interrupted),
+                Err(Failure::Node(err)) => {
+                    if wf.edges.contains_key(&(current, "error".to_string())) {
+                        let mut ns = match &err.details {
+                            Some(Value::Object(m)) => m.clone(),
+                            _ => Map::new(),
+                        };
+                        ns.insert(
+                            "error".into(),
+                            json!({"message": err.message, "type": err.kind}),
+                        );
+                        store.insert(node.id.clone(), Value::Object(ns));
+                        "error".to_string()
+                    } else {
+                        return Err(RunError::Node {
+                            node: path,
+                            node_type: node.node_type.clone(),
+                            kind: err.kind,
+                            message: err.message,
+                            details: err.details.map(Box::new),
+                        });
+                    }
+                }
+            };
+            match wf.edges.get(&(current, action)) {
+                Some(next) => current = *next,
+                None => break,
+            }
+        }
+        let outputs = collect_outputs(wf, &store);
+        Ok(RunOutput {
+            outputs,
+            store,
+            steps,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_attempts(
+        &self,
+        wf: &Arc<CompiledWorkflow>,
+        node: &CompiledNode,
+        store: &Map<String, Value>,
+        locals: &[(&str, &Value)],
+        path: &str,
+        role: &'static str,
+        batch_index: Option<usize>,
+        opts: &RunOptions,
+        depth: u32,
+    ) -> Result<NodeOutput, Failure> {
+        let max_attempts = node.max_retries + 1;
+        let mut attempt = 1;
+        loop {
+            let span = tracing::info_span!(
+                target: "pflow::node",
+                "node",
+                otel.name = %format!("node {path}"),
+                pflow.node.id = %node.id,
+                pflow.node.type = %node.node_type,
+                pflow.node.path = %path,
+                pflow.node.role = role,
+                pflow.node.attempt = attempt as i64,
+                pflow.node.max_attempts = max_attempts as i64,
+                pflow.batch.index = Empty,
+                pflow.node.action = Empty,
+                pflow.node.status = Empty,
+                pflow.node.params = Empty,
+                "error.type" = Empty,
+                otel.status_description = Empty,
+            );
+            if let Some(i) = batch_index {
+                span.record("pflow.batch.index", i as i64);
+            }
+            let mut guard = SpanOutcome::new(span.clone(), "pflow.node.status");
+            let params = {
+                let _e = span.enter();
+                resolve_params(node, store, locals)
+            };
+            let result = match params {
+                Err(e) => Err(e),
+                Ok(params) => {
+                    let fut = self.run_node(wf, node, params, store, locals, path, opts, depth);
+                    match std::panic::AssertUnwindSafe(fut)
+                        .catch_unwind()
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(panic) => Err(NodeError::new(
+                            "panic",
+                            format!("node panicked: {}", panic_message(&panic)),
+                        )),
+                    }
+                }
+            };
+            match result {
+                Ok(out) => {
+                    let action = out.action.as_deref().unwrap_or("default");
+                    span.record("pflow.node.action", action);
+                    let ns = match batch_index {
+                        Some(i) => format!("{}.results[{i}]", node.id),
+                        None => node.id.clone(),
+                    };
+                    record_store_writes(&span, &ns, &out.outputs);
+                    guard.ok();
+                    return Ok(out);
+                }
+                Err(err) => {
+                    if INTERRUPTED.load(Ordering::Relaxed) {
+                        return Err(Failure::Interrupted);
+                    }
+                    let retry = attempt < max_attempts
+                        && err.kind != "template_error"
+                        && err.kind != "interrupted";
+                    if err.kind == "interrupted" {
+                        return Err(Failure::Interrupted);
+                    }
+                    guard.fail(&err.kind, &err.message);
+                    drop(guard);
+                    if !retry {
+                        return Err(Failure::Node(err));
+                    }
+                    tracing::info!(parent: &span, { pflow.node.next_attempt = (attempt + 1) as i64, pflow.node.wait_s = node.wait.as_secs_f64() }, "pflow.node.retry");
+                    drop(span);
+                    if !node.wait.is_zero() {
+                        tokio::time::sleep(node.wait).await;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_node(
+        &self,
+        wf: &Arc<CompiledWorkflow>,
+        node: &CompiledNode,
+        params: Map<String, Value>,
+        store: &Map<String, Value>,
+        locals: &[(&str, &Value)],
+        path: &str,
+        opts: &RunOptions,
+        depth: u32,
+    ) -> Result<NodeOutput, NodeError> {
+        let _ = wf;
+        match &node.kind {
+            CompiledKind::Builtin(n) => {
+                let ctx = NodeContext {
+                    node_id: node.id.clone(),
+                    services: self.services.clone(),
+                };
+                n.run(&ctx, Params(params)).await
+            }
+            CompiledKind::Workflow {
+                child,
+                param_mapping,
+                output_mapping,
+            } => {
+                let scope = Scope { store, locals };
+                let mut inputs = Map::new();
+                for (k, cv) in param_mapping {
+                    let v = cv
+                        .resolve(&scope, &mut |t, v| {
+                            template_event(&format!("param_mapping.{k}"), t, v)
+                        })
+                        .map_err(|e| {
+                            NodeError::new("template_error", format!("param_mapping `{k}`: {e}"))
+                        })?;
+                    inputs.insert(k.clone(), v);
+                }
+                let inputs = self.prepare_inputs(child, inputs).map_err(|e| {
+                    NodeError::new(
+                        "input_error",
+                        format!("child workflow `{}`: {e}", child.name),
+                    )
+                })?;
+                let out = self
+                    .run_at(
+                        child.clone(),
+                        inputs,
+                        opts.clone(),
+                        depth + 1,
+                        format!("{path}/"),
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        RunError::Interrupted => NodeError::new("interrupted", "interrupted"),
+                        RunError::Node {
+                            node,
+                            kind,
+                            message,
+                            details,
+                            ..
+                        } => NodeError::new(
+                            kind,
+                            format!(
+                                "child workflow `{}` failed at node `{node}`: {message}",
+                                child.name
+                            ),
+                        )
+                        .with_details(json!({"child_node": node, "details": details})),
+                        other => NodeError::new(
+                            other.kind().to_string(),
+                            format!("child workflow `{}`: {other}", child.name),
+                        ),
+                    })?;
+                let outputs = match output_mapping {
+                    None => out.outputs,
+                    Some(m) => m
+                        .iter()
+                        .map(|(from, to)| {
+                            (
+                                to.clone(),
+                                out.outputs.get(from).cloned().unwrap_or(Value::Null),
+                            )
+                        })
+                        .collect(),
+                };
+                Ok(NodeOutput::new(outputs))
+            }
+        }
+    }
+
+    async fn exec_batch(
+        &self,
+        wf: &Arc<CompiledWorkflow>,
+        node: &CompiledNode,
+        store: &Map<String, Value>,
+        path: &str,
+        opts: &RunOptions,
+        depth: u32,
+    ) -> Result<NodeOutput, Failure> {
+        let Some(batch) = &node.batch else {
+            return Err(Failure::Node(NodeError::new(
+                "internal",
+                "batch settings missing",
+            )));
+        };
+        let span = tracing::info_span!(
+            target: "pflow::node",
+            "node",
+            otel.name = %format!("node {path}"),
+            pflow.node.id = %node.id,
+            pflow.node.type = %node.node_type,
+            pflow.node.path = %path,
+            pflow.node.role = ROLE_BATCH,
+            pflow.node.attempt = 1i64,
+            pflow.batch.size = Empty,
+            pflow.batch.parallel = batch.parallel,
+            pflow.batch.max_concurrent = batch.max_concurrent as i64,
+            pflow.batch.failed = Empty,
+            pflow.node.action = Empty,
+            pflow.node.status = Empty,
+            "error.type" = Empty,
+            otel.status_description = Empty,
+        );
+        let mut guard = SpanOutcome::new(span.clone(), "pflow.node.status");
+        let items = {
+            let _e = span.enter();
+            let scope = Scope { store, locals: &[] };
+            batch
+                .items
+                .resolve(&scope, &mut |t, v| template_event("batch.items", t, v))
+                .map_err(|e| NodeError::new("template_error", format!("batch items: {e}")))
+                .and_then(|v| match v {
+                    Value::Array(a) => Ok(a),
+                    Value::String(s) => match serde_json::from_str::<Value>(&s) {
+                        Ok(Value::Array(a)) => Ok(a),
+                        _ => Err(NodeError::new("batch_items", "batch items must resolve to an array (got a string that is not a JSON array)")),
+                    },
+                    other => Err(NodeError::new("batch_items", format!("batch items must resolve to an array, got {}", crate::nodes::params_type_name(&other)))),
+                })
+        };
+        let items = match items {
+            Ok(i) => i,
+            Err(e) => {
+                guard.fail(&e.kind, &e.message);
+                return Err(Failure::Node(e));
+            }
+        };
+        span.record("pflow.batch.size", items.len() as i64);
+        let run_item = |i: usize| {
+            let item_path = format!("{path}[{i}]");
+            let item = &items[i];
+            let idx = json!(i);
+            let span = span.clone();
+            async move {
+                let locals = [(batch.as_name.as_str(), item), ("__index__", &idx)];
+                let r = self
+                    .exec_attempts(
+                        wf,
+                        node,
+                        store,
+                        &locals,
+                        &item_path,
+                        ROLE_BATCH_ITEM,
+                        Some(i),
+                        opts,
+                        depth,
+                    )
+                    .await;
+                (i, r)
+            }
+            .instrument(span)
+        };
+        let mut results: Vec<Option<Result<NodeOutput, NodeError>>> =
+            (0..items.len()).map(|_| None).collect();
+        let fail_fast = batch.error_handling == BatchErrorHandling::FailFast;
+        let mut first_error: Option<NodeError> = None;
+        {
+            use futures::StreamExt;
+            let mut stream = futures::stream::iter(0..items.len())
+                .map(run_item)
+                .buffer_unordered(batch.max_concurrent);
+            while let Some((i, r)) = stream.next().await {
+                match r {
+                    Ok(out) => results[i] = Some(Ok(out)),
+                    Err(Failure::Interrupted) => return Err(Failure::Interrupted),
+                    Err(Failure::Node(e)) => {
+                        if fail_fast {
+                            // Dropping the stream cancels the items still running.
+                            first_error = Some(NodeError {
+                                message: format!("item {i}: {}", e.message),
+                                ..e
+                            });
+                            break;
+                        }
+                        results[i] = Some(Err(e));
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            guard.fail(&e.kind, &e.message);
+            return Err(Failure::Node(e));
+        }
+        let mut failed = 0;
+        let mut errors = Vec::new();
+        let list: Vec<Value> = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Some(Ok(out)) => Value::Object(out.outputs),
+                Some(Err(e)) => {
+                    failed += 1;
+                    let ev = json!({"index": i, "message": e.message, "type": e.kind});
+                    errors.push(ev.clone());
+                    json!({"error": ev})
+                }
+                None => Value::Null,
+            })
+            .collect();
+        span.record("pflow.batch.failed", failed as i64);
+        let mut outputs = Map::new();
+        outputs.insert("results".into(), Value::Array(list));
+        outputs.insert("count".into(), json!(items.len()));
+        outputs.insert("failed".into(), json!(failed));
+        if !errors.is_empty() {
+            outputs.insert("errors".into(), Value::Array(errors));
+        }
+        span.record("pflow.node.action", "default");
+        record_store_writes(&span, &node.id, &outputs);
+        guard.ok();
+        Ok(NodeOutput::new(outputs))
+    }
+}
+
+const ROLE_NODE: &str = "node";
+const ROLE_BATCH: &str = "batch";
+const ROLE_BATCH_ITEM: &str = "batch_item";
+
+enum Failure {
+    Node(NodeError),
+    Interrupted,
+}
+
+fn resolve_params(
+    node: &CompiledNode,
+    store: &Map<String, Value>,
+    locals: &[(&str, &Value)],
+) -> Result<Map<String, Value>, NodeError> {
+    let scope = Scope { store, locals };
+    let mut params = Map::with_capacity(node.params.len());
+    for (k, cv) in &node.params {
+        let v = cv
+            .resolve(&scope, &mut |t, v| template_event(k, t, v))
+            .map_err(|e| NodeError::new("template_error", format!("param `{k}`: {e}")))?;
+        params.insert(k.clone(), v);
+    }
+    if tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
+        let p = crate::telemetry::preview::preview(&Value::Object(params.clone()));
+        tracing::Span::current().record("pflow.node.params", p.text.as_str());
+    }
+    Ok(params)
+}
+
+fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
+    if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
+        return;
+    }
+    let p = crate::telemetry::preview::preview_named(param, v);
+    tracing::debug!(
+        target: "pflow::detail",
+        {
+            pflow.param = param,
+            pflow.template = %template_text(t),
+            pflow.value.preview = %p.text,
+            pflow.value.size = p.size as i64,
+            pflow.value.truncated = p.truncated,
+        },
+        "pflow.template.resolved"
+    );
+}
+
+fn template_text(t: &crate::ir::template::Template) -> String {
+    use crate::ir::template::Part;
+    t.parts
+        .iter()
+        .map(|p| match p {
+            Part::Literal(s) => s.replace("${", "$${"),
+            Part::Ref(r) => r.text.clone(),
+        })
+        .collect()
+}
+
+fn record_store_writes(span: &tracing::Span, node_id: &str, outputs: &Map<String, Value>) {
+    if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
+        return;
+    }
+    for (k, v) in outputs {
+        let p = crate::telemetry::preview::preview_named(k, v);
+        tracing::debug!(
+            target: "pflow::detail",
+            parent: span,
+            {
+                pflow.store.key = %format!("{node_id}.{k}"),
+                pflow.value.preview = %p.text,
+                pflow.value.size = p.size as i64,
+                pflow.value.truncated = p.truncated,
+            },
+            "pflow.store.write"
+        );
+    }
+}
+
+fn collect_outputs(wf: &CompiledWorkflow, store: &Map<String, Value>) -> Map<String, Value> {
+    let scope = Scope { store, locals: &[] };
+    let mut out = Map::new();
+    for (name, src) in &wf.outputs {
+        let v = match src {
+            Some(cv) => cv.resolve(&scope, &mut |t, v| template_event(&format!("outputs.{name}"), t, v)).unwrap_or_else(|e| {
+                tracing::warn!({ pflow.output = %name, pflow.reason = %e }, "pflow.output.unresolved");
+                Value::Null
+            }),
+            // No source: the key of that name in the last node namespace that has it.
+            None => wf.nodes.iter().rev().find_map(|n| store.get(&n.id)?.get(name).cloned()).unwrap_or(Value::Null),
+        };
+        // A declared type turns JSON text (e.g. a command's stdout) into the value it holds.
+        let v = match wf.ir.outputs.get(name).and_then(|o| o.value_type) {
+            Some(t) => coerce(&v, t).unwrap_or(v),
+            None => v,
+        };
+        out.insert(name.clone(), v);
+    }
+    out
+}
+
+/// Accepts CLI strings for numbers and booleans ("3" for an integer input).
+fn coerce(v: &Value, t: ir::ValueType) -> Option<Value> {
+    if t.matches(v) {
+        return Some(v.clone());
+    }
+    if t == ir::ValueType::String {
+        // `name=123` on the command line parses as a number; a string input wants the text.
+        return match v {
+            Value::Number(_) | Value::Bool(_) => Some(Value::String(v.to_string())),
+            _ => None,
+        };
+    }
+    let parsed: Value = serde_json::from_str(v.as_str()?).ok()?;
+    t.matches(&parsed).then_some(parsed)
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".into()
+    }
+}
+
+/// Ends a span with a status. Dropped without a verdict (the future was
+/// cancelled: Ctrl-C, fail-fast batch), it marks the span interrupted or cancelled.
+struct SpanOutcome {
+    span: tracing::Span,
+    status_field: &'static str,
+    done: bool,
+}
+
+impl SpanOutcome {
+    fn new(span: tracing::Span, status_field: &'static str) -> Self {
+        SpanOutcome {
+            span,
+            status_field,
+            done: false,
+        }
+    }
+    fn ok(&mut self) {
+        self.span.record(self.status_field, "ok");
+        self.done = true;
+    }
+    fn fail(&mut self, kind: &str, message: &str) {
+        tracing::error!(parent: &self.span, { "exception.type" = kind, "exception.message" = message }, "exception");
+        self.span.record(self.status_field, "error");
+        self.span.record("error.type", kind);
+        self.span.record("otel.status_description", message);
+        self.done = true;
+    }
+}
+
+impl Drop for SpanOutcome {
+    fn drop(&mut self) {
+        if !self.done {
+            let status = if INTERRUPTED.load(Ordering::Relaxed) {
+                "interrupted"
+            } else {
+                "cancelled"
+            };
+            self.span.record(self.status_field, status);
+            self.span.record("error.type", status);
+            self.span.record("otel.status_description", status);
+        }
+    }
+}
+
+/// Directory of a workflow file, for resolving nested `workflow_ref` paths.
+pub fn base_dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+//! Every span, attribute and event name pflow emits, in one place, so no name
+//! is typed twice. OpenTelemetry semantic-convention names are used where one
+//! exists (GenAI conventions, `error.type`, `exception.*`); pflow's own carry a
+//! `pflow.` prefix. `docs/telemetry.md` documents each of them.
+
+// Semantic-convention names.
+pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+pub const ERROR_TYPE: &str = "error.type";
+pub const EXCEPTION_TYPE: &str = "exception.type";
+pub const EXCEPTION_MESSAGE: &str = "exception.message";
+pub const SERVICE_NAME: &str = "service.name";
+pub const SERVICE_VERSION: &str = "service.version";
+
+// Run (root span).
+pub const RUN_STATUS: &str = "pflow.run.status";
+pub const RUN_COMMAND: &str = "pflow.run.command";
+pub const RUN_EXIT_CODE: &str = "pflow.run.exit_code";
+
+// Workflow spans (`invoke_workflow {name}`).
+pub const WORKFLOW_NAME: &str = "pflow.workflow.name";
+pub const WORKFLOW_FILE: &str = "pflow.workflow.file";
+pub const WORKFLOW_DEPTH: &str = "pflow.workflow.depth";
+pub const WORKFLOW_NODE_COUNT: &str = "pflow.workflow.node_count";
+pub const WORKFLOW_STEPS: &str = "pflow.workflow.steps";
+pub const WORKFLOW_STATUS: &str = "pflow.workflow.status";
+
+// Node spans (`node {path}`).
+pub const NODE_ID: &str = "pflow.node.id";
+pub const NODE_TYPE: &str = "pflow.node.type";
+pub const NODE_PATH: &str = "pflow.node.path";
+pub const NODE_ROLE: &str = "pflow.node.role";
+pub const NODE_ATTEMPT: &str = "pflow.node.attempt";
+pub const NODE_MAX_ATTEMPTS: &str = "pflow.node.max_attempts";
+pub const NODE_ACTION: &str = "pflow.node.action";
+pub const NODE_STATUS: &str = "pflow.node.status";
+pub const NODE_PARAMS: &str = "pflow.node.params";
+pub const BATCH_INDEX: &str = "pflow.batch.index";
+pub const BATCH_SIZE: &str = "pflow.batch.size";
+pub const BATCH_PARALLEL: &str = "pflow.batch.parallel";
+pub const BATCH_MAX_CONCURRENT: &str = "pflow.batch.max_concurrent";
+pub const BATCH_FAILED: &str = "pflow.batch.failed";
+
+// Values of `pflow.node.role`.
+pub const ROLE_NODE: &str = "node";
+pub const ROLE_BATCH: &str = "batch";
+pub const ROLE_BATCH_ITEM: &str = "batch_item";
+
+// Span event names and their attributes (the debugging tier).
+pub const EVENT_TEMPLATE_RESOLVED: &str = "pflow.template.resolved";
+pub const EVENT_STORE_WRITE: &str = "pflow.store.write";
+pub const EVENT_RETRY: &str = "pflow.node.retry";
+pub const EVENT_EXCEPTION: &str = "exception";
+pub const TEMPLATE: &str = "pflow.template";
+pub const PARAM: &str = "pflow.param";
+pub const STORE_KEY: &str = "pflow.store.key";
+pub const VALUE_PREVIEW: &str = "pflow.value.preview";
+pub const VALUE_SIZE: &str = "pflow.value.size";
+pub const VALUE_TRUNCATED: &str = "pflow.value.truncated";
+
+// Token and cost attributes (GenAI conventions; filled by the LLM node).
+pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+pub const USAGE_CACHE_READ: &str = "gen_ai.usage.cache_read.input_tokens";
+pub const USAGE_CACHE_CREATION: &str = "gen_ai.usage.cache_creation.input_tokens";
+pub const USAGE_CACHE_WRITE: &str = "gen_ai.usage.cache_write.input_tokens";
+pub const USAGE_REASONING: &str = "gen_ai.usage.reasoning.output_tokens";
+pub const COST_USD: &str = "pflow.cost.usd";
+/// Which part of the run a span belongs to: `workflow` or `planner`.
+pub const SECTION: &str = "pflow.section";

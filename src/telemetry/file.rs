@@ -1,0 +1,306 @@
+//! The trace file exporter: streams finished spans to a writer thread that
+//! encodes them as OTLP/JSON, one `ExportTraceServiceRequest` per line (the
+//! format the Collector's file exporter writes and its `otlpjsonfile`
+//! receiver reads).
+//!
+//! Nodes never wait on disk: `on_end` only queues the span. Nothing is lost
+//! either: the queue is unbounded and drained at `finish`. Where the bytes
+//! go is decided up front: a temp file in the trace directory when the trace
+//! will be kept (`--trace`), memory when it is kept only if the run fails.
+//! `finish` renames the temp file into place (atomic), or drops it.
+
+use super::redact::Redactor;
+use opentelemetry::{Array, KeyValue, Value as OtelValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use opentelemetry_sdk::Resource;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Spans per encoded line, so one line stays a reasonable size.
+const SPANS_PER_LINE: usize = 512;
+
+enum Msg {
+    Span(Box<SpanData>),
+    Finish(mpsc::Sender<Sink>),
+}
+
+/// Where encoded lines accumulate.
+pub enum Sink {
+    Memory(Vec<u8>),
+    File {
+        file: std::io::BufWriter<tempfile::NamedTempFile>,
+        error: Option<String>,
+    },
+}
+
+impl Sink {
+    fn write_line(&mut self, line: &[u8]) {
+        match self {
+            Sink::Memory(buf) => {
+                buf.extend_from_slice(line);
+                buf.push(b'\n');
+            }
+            Sink::File { file, error } => {
+                if error.is_none() {
+                    if let Err(e) = file.write_all(line).and_then(|_| file.write_all(b"\n")) {
+                        *error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Creates `dir` (0700) if missing.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Opens the sink: a temp file in `dir` when `stream_to_disk`, else memory.
+/// Returns a warning when the directory cannot be used (memory is used instead).
+pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
+    if !stream_to_disk {
+        return (Sink::Memory(Vec::new()), None);
+    }
+    let opened = ensure_dir(dir).and_then(|_| {
+        tempfile::Builder::new()
+            .prefix(".pflow-trace-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+    });
+    match opened {
+        Ok(f) => (
+            Sink::File {
+                file: std::io::BufWriter::with_capacity(256 * 1024, f),
+                error: None,
+            },
+            None,
+        ),
+        Err(e) => (
+            Sink::Memory(Vec::new()),
+            Some(format!("cannot write traces to `{}`: {e}", dir.display())),
+        ),
+    }
+}
+
+/// Span processor feeding the writer thread.
+#[derive(Debug)]
+pub struct TraceFileProcessor {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Handle to finish the file after the provider is done with the processor.
+#[derive(Debug, Clone)]
+pub struct TraceFileHandle {
+    tx: mpsc::Sender<Msg>,
+    worker: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl TraceFileProcessor {
+    pub fn new(
+        sink: Sink,
+        resource: &Resource,
+        redactor: Arc<Redactor>,
+    ) -> (Self, TraceFileHandle) {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let resource = ResourceAttributesWithSchema::from(resource);
+        let worker = std::thread::Builder::new()
+            .name("pflow-trace-writer".into())
+            .spawn(move || writer_loop(rx, sink, resource, redactor))
+            .ok();
+        let worker = Arc::new(Mutex::new(worker));
+        (
+            TraceFileProcessor { tx: tx.clone() },
+            TraceFileHandle { tx, worker },
+        )
+    }
+}
+
+fn writer_loop(
+    rx: mpsc::Receiver<Msg>,
+    mut sink: Sink,
+    resource: ResourceAttributesWithSchema,
+    redactor: Arc<Redactor>,
+) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(SPANS_PER_LINE);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Msg::Span(s)) => {
+                batch.push(*s);
+                if batch.len() >= SPANS_PER_LINE {
+                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
+                }
+            }
+            Ok(Msg::Finish(reply)) => {
+                if !batch.is_empty() {
+                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
+                }
+                let _ = reply.send(sink);
+                return;
+            }
+            // Quiet for a while: write what we have so a crash loses little.
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if !batch.is_empty() {
+                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Encodes one batch as a single OTLP/JSON line, redacting every string on the way.
+pub fn encode(
+    sink: &mut Sink,
+    mut spans: Vec<SpanData>,
+    resource: &ResourceAttributesWithSchema,
+    redactor: &Redactor,
+) {
+    for s in &mut spans {
+        redact_attrs(&mut s.attributes, redactor);
+        for ev in s.events.events.iter_mut() {
+            redact_attrs(&mut ev.attributes, redactor);
+        }
+        if let opentelemetry::trace::Status::Error { description } = &s.status {
+            let r = redactor.redact_str(description);
+            if let std::borrow::Cow::Owned(r) = r {
+                s.status = opentelemetry::trace::Status::error(r);
+            }
+        }
+    }
+    let req = ExportTraceServiceRequest {
+        resource_spans: group_spans_by_resource_and_scope(spans, resource),
+    };
+    match serde_json::to_vec(&req) {
+        Ok(line) => sink.write_line(&line),
+        Err(e) => {
+            if let Sink::File { error, .. } = sink {
+                *error = Some(format!("cannot encode spans: {e}"));
+            }
+        }
+    }
+}
+
+fn redact_attrs(attrs: &mut [KeyValue], redactor: &Redactor) {
+    for kv in attrs.iter_mut() {
+        match &kv.value {
+            OtelValue::String(s) => {
+                if let std::borrow::Cow::Owned(r) = redactor.redact_str(s.as_str()) {
+                    kv.value = OtelValue::String(r.into());
+                }
+            }
+            OtelValue::Array(Array::String(items)) => {
+                let red: Vec<_> = items
+                    .iter()
+                    .map(|s| redactor.redact_str(s.as_str()).into_owned().into())
+                    .collect();
+                kv.value = OtelValue::Array(Array::String(red));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl SpanProcessor for TraceFileProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        // A closed channel means the file was already finished: nothing to do.
+        let _ = self.tx.send(Msg::Span(Box::new(span)));
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The result of finishing a trace file.
+#[derive(Debug, Default)]
+pub struct FinishOutcome {
+    pub path: Option<PathBuf>,
+    pub warning: Option<String>,
+}
+
+impl TraceFileHandle {
+    /// Stops the writer and, when `save`, moves the trace to `final_path`.
+    pub fn finish(&self, save: bool, dir: &Path, final_name: &str) -> FinishOutcome {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        if self.tx.send(Msg::Finish(reply_tx)).is_err() {
+            return FinishOutcome {
+                path: None,
+                warning: Some("trace writer stopped early; trace not saved".into()),
+            };
+        }
+        let sink = reply_rx.recv_timeout(Duration::from_secs(60)).ok();
+        if let Ok(mut w) = self.worker.lock() {
+            if let Some(h) = w.take() {
+                let _ = h.join();
+            }
+        }
+        let Some(sink) = sink else {
+            return FinishOutcome {
+                path: None,
+                warning: Some("trace writer did not finish in time; trace not saved".into()),
+            };
+        };
+        if !save {
+            return FinishOutcome::default();
+        }
+        let final_path = dir.join(final_name);
+        let result: Result<(), String> = (|| {
+            let tmp = match sink {
+                Sink::File { file, error } => {
+                    if let Some(e) = error {
+                        return Err(e);
+                    }
+                    file.into_inner().map_err(|e| e.error().to_string())?
+                }
+                Sink::Memory(buf) => {
+                    ensure_dir(dir).map_err(|e| e.to_string())?;
+                    let mut f = tempfile::Builder::new()
+                        .prefix(".pflow-trace-")
+                        .suffix(".tmp")
+                        .tempfile_in(dir)
+                        .map_err(|e| e.to_string())?;
+                    f.write_all(&buf).map_err(|e| e.to_string())?;
+                    f
+                }
+            };
+            tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+            tmp.persist(&final_path).map_err(|e| e.error.to_string())?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => FinishOutcome {
+                path: Some(final_path),
+                warning: None,
+            },
+            Err(e) => FinishOutcome {
+                path: None,
+                warning: Some(format!("could not save trace to `{}`: {e}", dir.display())),
+            },
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The metrics processor: an OpenTelemetry `SpanProcessor` that folds spans
+//! into the run's metrics summary as they end.
+//!
+//! The summary is computed from span attributes only (names in
+//! [`super::attr`]), so any backend that receives the spans can compute the
+//! same numbers. It keeps aggregates, never span copies. The JSON shape is a
+//! wire format: [`MetricsSummary`] and friends are separate serde types with a
+//! `schema_version`.
+
+use super::attr;
+use indexmap::IndexMap;
+use opentelemetry::trace::Status;
+use opentelemetry::{Context, KeyValue, Value as OtelValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Token counts, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub total: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
+/// One section (`workflow` or `planner`) of the summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SectionMetrics {
+    pub duration_ms: f64,
+    pub nodes_executed: u64,
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+    /// Wall time per node path (`id`, `parent/child`, `id[3]`), summed over attempts.
+    pub node_timings: IndexMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_taken: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TotalMetrics {
+    pub duration_ms: f64,
+    pub llm_calls: u64,
+    pub tokens_total: u64,
+    pub cost_usd: f64,
+}
+
+/// The `metrics` object of `--output-format json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MetricsSummary {
+    pub schema_version: u32,
+    pub workflow: SectionMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planner: Option<SectionMetrics>,
+    pub total: TotalMetrics,
+}
+
+/// What the aggregation needs from one finished span.
+#[derive(Debug, Default, Clone)]
+pub struct SpanFacts {
+    pub is_run: bool,
+    pub workflow_depth: Option<i64>,
+    pub node_role: Option<String>,
+    pub node_path: Option<String>,
+    pub attempt: i64,
+    pub section: Option<String>,
+    pub llm: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+    pub cost_usd: Option<f64>,
+    pub start: Option<SystemTime>,
+    pub duration: Duration,
+    pub failed: bool,
+}
+
+impl SpanFacts {
+    /// Reads the facts from attribute key/value pairs.
+    pub fn from_attributes<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> SpanFacts {
+        let mut f = SpanFacts {
+            attempt: 1,
+            ..Default::default()
+        };
+        for kv in attrs {
+            let k = kv.key.as_str();
+            match k {
+                attr::RUN_STATUS | attr::RUN_COMMAND => f.is_run = true,
+                attr::WORKFLOW_DEPTH => f.workflow_depth = as_i64(&kv.value),
+                attr::NODE_ROLE => f.node_role = Some(kv.value.as_str().into_owned()),
+                attr::NODE_PATH => f.node_path = Some(kv.value.as_str().into_owned()),
+                attr::NODE_ATTEMPT => f.attempt = as_i64(&kv.value).unwrap_or(1),
+                attr::SECTION => f.section = Some(kv.value.as_str().into_owned()),
+                attr::USAGE_INPUT_TOKENS => {
+                    f.llm = true;
+                    f.input_tokens = as_u64(&kv.value)
+                }
+                attr::USAGE_OUTPUT_TOKENS => {
+                    f.llm = true;
+                    f.output_tokens = as_u64(&kv.value)
+                }
+                attr::USAGE_CACHE_READ => f.cache_read = as_u64(&kv.value),
+                attr::USAGE_CACHE_WRITE => f.cache_write = as_u64(&kv.value),
+                attr::USAGE_REASONING => f.reasoning = as_u64(&kv.value),
+                attr::COST_USD => f.cost_usd = as_f64(&kv.value),
+                attr::GEN_AI_OPERATION_NAME => {
+                    if matches!(
+                        kv.value.as_str().as_ref(),
+                        "chat" | "text_completion" | "generate_content"
+                    ) {
+                        f.llm = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+
+    pub fn from_span(span: &SpanData) -> SpanFacts {
+        let mut f = Self::from_attributes(span.attributes.iter());
+        f.start = Some(span.start_time);
+        f.duration = span
+            .end_time
+            .duration_since(span.start_time)
+            .unwrap_or_default();
+        f.failed = matches!(span.status, Status::Error { .. });
+        f
+    }
+}
+
+fn as_i64(v: &OtelValue) -> Option<i64> {
+    match v {
+        OtelValue::I64(i) => Some(*i),
+        OtelValue::F64(f) => Some(*f as i64),
+        OtelValue::String(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &OtelValue) -> u64 {
+    as_i64(v).map(|i| i.max(0) as u64).unwrap_or(0)
+}
+
+fn as_f64(v: &OtelValue) -> Option<f64> {
+    match v {
+        OtelValue::F64(f) => Some(*f),
+        OtelValue::I64(i) => Some(*i as f64),
+        OtelValue::String(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+#[derive(Debug, Default)]
+struct SectionAgg {
+    duration: Option<Duration>,
+    nodes_executed: u64,
+    llm_calls: u64,
+    tokens: Tokens,
+    cost_usd: f64,
+    /// path -> (first start, summed duration)
+    timings: IndexMap<String, (SystemTime, Duration)>,
+}
+
+/// Running aggregates; fed one span at a time, in any order.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    run: Option<Duration>,
+    workflow: SectionAgg,
+    planner: Option<SectionAgg>,
+}
+
+impl Aggregator {
+    pub fn add(&mut self, f: &SpanFacts) {
+        if f.is_run {
+            self.run = Some(f.duration);
+            return;
+        }
+        let section = match f.section.as_deref() {
+            Some("planner") => self.planner.get_or_insert_with(Default::default),
+            _ => &mut self.workflow,
+        };
+        if f.workflow_depth == Some(0) {
+            section.duration = Some(f.duration);
+        }
+        if let (Some(role), Some(path)) = (&f.node_role, &f.node_path) {
+            if role != attr::ROLE_BATCH && f.attempt == 1 {
+                section.nodes_executed += 1;
+            }
+            let start = f.start.unwrap_or(SystemTime::UNIX_EPOCH);
+            let e = section
+                .timings
+                .entry(path.clone())
+                .or_insert((start, Duration::ZERO));
+            e.0 = e.0.min(start);
+            e.1 += f.duration;
+        }
+        if f.llm {
+            section.llm_calls += 1;
+            let t = &mut section.tokens;
+            t.input += f.input_tokens;
+            t.output += f.output_tokens;
+            t.total += f.input_tokens + f.output_tokens;
+            t.cache_read += f.cache_read;
+            t.cache_write += f.cache_write;
+            t.reasoning += f.reasoning;
+            section.cost_usd += f.cost_usd.unwrap_or(0.0);
+        }
+    }
+
+    fn section(agg: &SectionAgg) -> SectionMetrics {
+        let mut timings: Vec<(&String, &(SystemTime, Duration))> = agg.timings.iter().collect();
+        timings.sort_by_key(|(_, (start, _))| *start);
+        SectionMetrics {
+            duration_ms: ms(agg.duration.unwrap_or_default()),
+            nodes_executed: agg.nodes_executed,
+            llm_calls: agg.llm_calls,
+            tokens: agg.tokens,
+            cost_usd: round_usd(agg.cost_usd),
+            node_timings: timings
+                .into_iter()
+                .map(|(k, (_, d))| (k.clone(), ms(*d)))
+                .collect(),
+            path_taken: None,
+        }
+    }
+
+    pub fn summary(&self) -> MetricsSummary {
+        let workflow = Self::section(&self.workflow);
+        let planner = self.planner.as_ref().map(Self::section);
+        let p = planner.as_ref();
+        let section_sum = workflow.duration_ms + p.map_or(0.0, |p| p.duration_ms);
+        MetricsSummary {
+            schema_version: 1,
+            total: TotalMetrics {
+                duration_ms: self.run.map(ms).unwrap_or(section_sum),
+                llm_calls: workflow.llm_calls + p.map_or(0, |p| p.llm_calls),
+                tokens_total: workflow.tokens.total + p.map_or(0, |p| p.tokens.total),
+                cost_usd: round_usd(workflow.cost_usd + p.map_or(0.0, |p| p.cost_usd)),
+            },
+            workflow,
+            planner,
+        }
+    }
+}
+
+/// Costs are reported to 1e-10 USD, enough to keep per-token sums exact.
+fn round_usd(v: f64) -> f64 {
+    (v * 1e10).round() / 1e10
+}
+
+/// The span processor; cheap to clone (shares the aggregates).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsProcessor {
+    agg: Arc<Mutex<Aggregator>>,
+}
+
+impl MetricsProcessor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The summary of every span ended so far.
+    pub fn summary(&self) -> MetricsSummary {
+        match self.agg.lock() {
+            Ok(a) => a.summary(),
+            Err(poisoned) => poisoned.into_inner().summary(),
+        }
+    }
+}
+
+impl SpanProcessor for MetricsProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let facts = SpanFacts::from_span(&span);
+        match self.agg.lock() {
+            Ok(mut a) => a.add(&facts),
+            Err(poisoned) => poisoned.into_inner().add(&facts),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, role: &str, attempt: i64, ms_: u64, start: u64) -> SpanFacts {
+        SpanFacts {
+            node_role: Some(role.into()),
+            node_path: Some(path.into()),
+            attempt,
+            start: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(start)),
+            duration: Duration::from_millis(ms_),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn aggregates_in_any_order() {
+        let mut a = Aggregator::default();
+        a.add(&node("b", "node", 1, 5, 20));
+        a.add(&node("a", "node", 1, 3, 10));
+        a.add(&node("a", "node", 2, 4, 14));
+        a.add(&node("c", "batch", 1, 9, 30));
+        a.add(&node("c[0]", "batch_item", 1, 4, 31));
+        a.add(&node("c[1]", "batch_item", 1, 4, 31));
+        a.add(&SpanFacts {
+            workflow_depth: Some(0),
+            duration: Duration::from_millis(40),
+            ..Default::default()
+        });
+        a.add(&SpanFacts {
+            llm: true,
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read: 2,
+            cost_usd: Some(0.001),
+            ..Default::default()
+        });
+        let s = a.summary();
+        assert_eq!(s.workflow.nodes_executed, 4);
+        assert_eq!(s.workflow.duration_ms, 40.0);
+        let keys: Vec<&String> = s.workflow.node_timings.keys().collect();
+        assert_eq!(keys, ["a", "b", "c", "c[0]", "c[1]"]);
+        assert_eq!(s.workflow.node_timings["a"], 7.0);
+        assert_eq!(s.workflow.tokens.total, 15);
+        assert_eq!(s.total.tokens_total, 15);
+        assert_eq!(s.total.llm_calls, 1);
+        assert_eq!(s.total.duration_ms, 40.0);
+        assert!(s.planner.is_none());
+    }
+
+    #[test]
+    fn reads_attributes() {
+        let attrs = [
+            KeyValue::new(attr::NODE_ROLE, "node"),
+            KeyValue::new(attr::NODE_PATH, "p/c"),
+            KeyValue::new(attr::NODE_ATTEMPT, 2i64),
+            KeyValue::new(attr::USAGE_INPUT_TOKENS, 7i64),
+            KeyValue::new(attr::COST_USD, 0.5),
+        ];
+        let f = SpanFacts::from_attributes(attrs.iter());
+        assert_eq!(f.node_path.as_deref(), Some("p/c"));
+        assert_eq!(f.attempt, 2);
+        assert!(f.llm);
+        assert_eq!(f.input_tokens, 7);
+        assert_eq!(f.cost_usd, Some(0.5));
+    }
+}

@@ -1,0 +1,240 @@
+//! Telemetry: turns the `tracing` spans the runtime emits into OpenTelemetry
+//! spans, folds them into the metrics summary, and writes the trace file.
+//!
+//! Only this module touches OpenTelemetry types. Everything that consumes
+//! spans is plugged in here at start-up: the metrics processor (sees every
+//! span as it ends, in-process) and the trace file exporter (a writer thread;
+//! never blocks a node). The runtime knows nothing of files or metrics.
+//!
+//! ```no_run
+//! use pflow::telemetry::{Telemetry, TelemetryConfig, TraceMode};
+//! let t = Telemetry::init(TelemetryConfig { mode: TraceMode::Full { save_always: true }, ..TelemetryConfig::from_env() });
+//! tracing::dispatcher::with_default(&t.dispatch(), || {
+//!     let _run = tracing::info_span!("run").entered();
+//! });
+//! let finished = t.finish(false, "run");
+//! println!("{:?}", finished.trace_file);
+//! ```
+
+pub mod attr;
+pub mod file;
+pub mod metrics;
+pub mod preview;
+pub mod redact;
+
+use file::{TraceFileHandle, TraceFileProcessor};
+use metrics::{MetricsProcessor, MetricsSummary};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanLimits};
+use opentelemetry_sdk::Resource;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+/// How much telemetry to collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMode {
+    /// `OTEL_SDK_DISABLED=true`: no spans, no metrics, no file.
+    Off,
+    /// Spans feed the metrics summary only; debug-tier events are not recorded.
+    MetricsOnly,
+    /// Everything, with a trace file kept always (`--trace`) or only on failure.
+    Full { save_always: bool },
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub mode: TraceMode,
+    /// Where trace files go: `$PFLOW_HOME/traces`.
+    pub trace_dir: PathBuf,
+    pub service_name: String,
+}
+
+/// `$PFLOW_HOME`, else `~/.pflow`.
+pub fn pflow_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("PFLOW_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".pflow")
+}
+
+/// Whether `OTEL_SDK_DISABLED` is set to true.
+pub fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+impl TelemetryConfig {
+    /// Defaults from the environment (`OTEL_SDK_DISABLED`, `PFLOW_HOME`, `OTEL_SERVICE_NAME`).
+    pub fn from_env() -> Self {
+        TelemetryConfig {
+            mode: if sdk_disabled() {
+                TraceMode::Off
+            } else {
+                TraceMode::Full { save_always: false }
+            },
+            trace_dir: pflow_home().join("traces"),
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "pflow".into()),
+        }
+    }
+}
+
+/// A run's telemetry pipeline. Call [`Telemetry::finish`] when the root span has closed.
+#[must_use = "finish() saves the trace"]
+pub struct Telemetry {
+    config: TelemetryConfig,
+    provider: Option<SdkTracerProvider>,
+    metrics: Option<MetricsProcessor>,
+    file: Option<TraceFileHandle>,
+    dispatch: tracing::Dispatch,
+    warnings: Vec<String>,
+    sink_failed: bool,
+}
+
+/// What finishing the telemetry produced.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub trace_file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+impl Telemetry {
+    /// Builds the pipeline. Never fails: problems (e.g. an unwritable trace
+    /// directory) become warnings and the run goes on.
+    pub fn init(config: TelemetryConfig) -> Telemetry {
+        let settings = Arc::new(preview::PreviewSettings::from_env());
+        preview::install(settings.clone());
+        if config.mode == TraceMode::Off {
+            return Telemetry {
+                config,
+                provider: None,
+                metrics: None,
+                file: None,
+                dispatch: tracing::Dispatch::none(),
+                warnings: Vec::new(),
+                sink_failed: false,
+            };
+        }
+        let mut warnings = Vec::new();
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new(attr::SERVICE_NAME, config.service_name.clone()),
+                KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+                KeyValue::new("process.pid", std::process::id() as i64),
+                KeyValue::new("telemetry.sdk.name", "opentelemetry"),
+                KeyValue::new("telemetry.sdk.language", "rust"),
+            ])
+            .build();
+        let metrics = MetricsProcessor::new();
+        let limits = SpanLimits {
+            max_events_per_span: 4096,
+            max_attributes_per_span: 256,
+            max_attributes_per_event: 64,
+            ..SpanLimits::default()
+        };
+        let mut builder = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_limits(limits)
+            .with_span_processor(metrics.clone());
+        let mut file = None;
+        let full = matches!(config.mode, TraceMode::Full { .. });
+        if let TraceMode::Full { save_always } = config.mode {
+            let (sink, warning) = file::open_sink(&config.trace_dir, save_always);
+            warnings.extend(warning);
+            let redactor = Arc::new(redact::Redactor::from_env());
+            let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor);
+            builder = builder.with_span_processor(processor);
+            file = Some(handle);
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer("pflow");
+        // Detail (template resolutions, store writes) is DEBUG: recorded only in full mode.
+        let level = if full {
+            tracing::level_filters::LevelFilter::DEBUG
+        } else {
+            tracing::level_filters::LevelFilter::INFO
+        };
+        let otel_layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
+            .with_level(false)
+            .with_filter(level);
+        let subscriber = tracing_subscriber::registry().with(otel_layer);
+        Telemetry {
+            config,
+            provider: Some(provider),
+            metrics: Some(metrics),
+            file,
+            dispatch: tracing::Dispatch::new(subscriber),
+            sink_failed: !warnings.is_empty(),
+            warnings,
+        }
+    }
+
+    /// The `tracing` dispatcher to install (globally or per thread).
+    pub fn dispatch(&self) -> tracing::Dispatch {
+        self.dispatch.clone()
+    }
+
+    pub fn mode(&self) -> TraceMode {
+        self.config.mode
+    }
+
+    /// Warnings from start-up (printed by the CLI).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The 32-hex trace id of a span, when telemetry is on.
+    pub fn trace_id(&self, span: &tracing::Span) -> Option<String> {
+        self.provider.as_ref()?;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = tracing::dispatcher::with_default(&self.dispatch, || span.context());
+        let id = cx.span().span_context().trace_id();
+        (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+    }
+
+    /// The summary of every span ended so far; `None` when telemetry is off.
+    pub fn metrics(&self) -> Option<MetricsSummary> {
+        self.metrics.as_ref().map(MetricsProcessor::summary)
+    }
+
+    /// Ends the pipeline; when `save`, the trace file is written (atomically)
+    /// and its path returned. `trace_id` names the file.
+    pub fn finish(self, save: bool, trace_id: &str) -> Finished {
+        let mut out = Finished {
+            trace_file: None,
+            warnings: self.warnings,
+        };
+        if let Some(provider) = &self.provider {
+            let _ = provider.force_flush();
+        }
+        if let Some(handle) = &self.file {
+            let name = format!(
+                "{}_{}.otlp.json",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+                trace_id
+            );
+            let res = handle.finish(save, &self.config.trace_dir, &name);
+            out.trace_file = res.path;
+            // One clear warning per problem: a directory that failed at start-up fails again here.
+            if !self.sink_failed {
+                out.warnings.extend(res.warning);
+            }
+        }
+        if let Some(provider) = self.provider {
+            let _ = provider.shutdown();
+        }
+        out
+    }
+}

@@ -1,0 +1,272 @@
+//! Bounded, redacted previews of values for span attributes and events.
+//!
+//! A 50 MB string in the store must not become 50 MB of trace: previews keep
+//! at most `PFLOW_TRACE_MAX_VALUE_BYTES` (default 4096) and note the full size,
+//! computed without building the full serialisation in memory. Binary-looking
+//! text is summarised, never dumped. Every preview is redacted.
+//!
+//! ```
+//! use pflow::telemetry::preview::{preview_with, PreviewSettings};
+//! let s = PreviewSettings::new(8);
+//! let p = preview_with(&serde_json::json!("hello, world"), &s);
+//! assert_eq!(p.text, "hello, w");
+//! assert_eq!((p.size, p.truncated), (12, true));
+//! ```
+
+use super::redact::{is_secret_name, Redactor, REDACTED};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
+use std::io;
+use std::sync::{Arc, RwLock};
+
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 4096;
+
+/// Preview limits and the redactor used for every preview.
+#[derive(Debug)]
+pub struct PreviewSettings {
+    pub max_bytes: usize,
+    pub redactor: Redactor,
+}
+
+impl PreviewSettings {
+    pub fn new(max_bytes: usize) -> Self {
+        PreviewSettings {
+            max_bytes,
+            redactor: Redactor::new(Vec::new()),
+        }
+    }
+
+    /// `PFLOW_TRACE_MAX_VALUE_BYTES` and secrets from the environment.
+    pub fn from_env() -> Self {
+        let max_bytes = std::env::var("PFLOW_TRACE_MAX_VALUE_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+        PreviewSettings {
+            max_bytes,
+            redactor: Redactor::from_env(),
+        }
+    }
+}
+
+static SETTINGS: RwLock<Option<Arc<PreviewSettings>>> = RwLock::new(None);
+
+/// Installs the process-wide preview settings (done by `telemetry::Telemetry::init`).
+pub fn install(settings: Arc<PreviewSettings>) {
+    if let Ok(mut s) = SETTINGS.write() {
+        *s = Some(settings);
+    }
+}
+
+/// The installed settings, or defaults.
+pub fn settings() -> Arc<PreviewSettings> {
+    if let Ok(s) = SETTINGS.read() {
+        if let Some(s) = s.as_ref() {
+            return s.clone();
+        }
+    }
+    let s = Arc::new(PreviewSettings::new(DEFAULT_MAX_VALUE_BYTES));
+    install(s.clone());
+    s
+}
+
+/// A bounded view of a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub text: String,
+    /// Full size in bytes (UTF-8 for strings, compact JSON otherwise).
+    pub size: usize,
+    pub truncated: bool,
+}
+
+/// Preview with the installed settings.
+pub fn preview(v: &Value) -> Preview {
+    preview_with(v, &settings())
+}
+
+/// Preview of a value stored or passed under `name`: a secret-looking name
+/// (e.g. `api_key`, `headers.Authorization`) hides the whole value.
+pub fn preview_named(name: &str, v: &Value) -> Preview {
+    let last = name.rsplit(['.', '[']).next().unwrap_or(name);
+    if is_secret_name(last) && !v.is_null() && !v.is_object() {
+        return Preview {
+            text: REDACTED.to_string(),
+            size: 0,
+            truncated: true,
+        };
+    }
+    preview(v)
+}
+
+/// Preview of a string with the installed settings.
+pub fn preview_str(s: &str) -> Preview {
+    let st = settings();
+    string_preview(s, &st)
+}
+
+pub fn preview_with(v: &Value, st: &PreviewSettings) -> Preview {
+    match v {
+        Value::String(s) => string_preview(s, st),
+        _ => {
+            // Keep a little slack so a credential cut at the boundary is still recognised.
+            let keep = st.max_bytes.saturating_add(256);
+            let mut w = BoundedWriter {
+                buf: Vec::with_capacity(keep.min(64 * 1024)),
+                keep,
+                total: 0,
+            };
+            // Writing to BoundedWriter cannot fail.
+            let _ = serde_json::to_writer(&mut w, &KeyRedacted(v));
+            let text = String::from_utf8_lossy(&w.buf).into_owned();
+            finish(&text, w.total, st)
+        }
+    }
+}
+
+fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
+    if looks_binary(s) {
+        return Preview {
+            text: format!("<binary data, {} bytes>", s.len()),
+            size: s.len(),
+            truncated: true,
+        };
+    }
+    let keep = st.max_bytes.saturating_add(256).min(s.len());
+    let head = &s[..floor_char_boundary(s, keep)];
+    finish(head, s.len(), st)
+}
+
+fn finish(head: &str, total: usize, st: &PreviewSettings) -> Preview {
+    let redacted = st.redactor.redact_str(head);
+    let cut = floor_char_boundary(&redacted, st.max_bytes);
+    let truncated = total > st.max_bytes || cut < redacted.len();
+    Preview {
+        text: redacted[..cut].to_string(),
+        size: total,
+        truncated,
+    }
+}
+
+/// Text with NULs or many control/replacement characters is treated as binary.
+fn looks_binary(s: &str) -> bool {
+    let sample = &s[..floor_char_boundary(s, 4096)];
+    if sample.contains('\0') {
+        return true;
+    }
+    let odd = sample
+        .chars()
+        .filter(|c| *c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t')))
+        .count();
+    odd > 0 && odd * 10 > sample.chars().count()
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+struct BoundedWriter {
+    buf: Vec<u8>,
+    keep: usize,
+    total: usize,
+}
+
+impl io::Write for BoundedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.keep.saturating_sub(self.buf.len());
+        if room > 0 {
+            self.buf.extend_from_slice(&data[..room.min(data.len())]);
+        }
+        self.total += data.len();
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialises a JSON value with secret-named keys' values replaced.
+struct KeyRedacted<'a>(&'a Value);
+
+impl Serialize for KeyRedacted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(&KeyRedacted(i))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    if is_secret_name(k) && !v.is_null() && !v.is_object() {
+                        m.serialize_entry(k, REDACTED)?;
+                    } else {
+                        m.serialize_entry(k, &KeyRedacted(v))?;
+                    }
+                }
+                m.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn small_values_are_whole() {
+        let st = PreviewSettings::new(100);
+        let p = preview_with(&json!({"a": [1, 2]}), &st);
+        assert_eq!(p.text, r#"{"a":[1,2]}"#);
+        assert!(!p.truncated);
+        assert_eq!(p.size, 11);
+    }
+
+    #[test]
+    fn big_values_are_cut_with_full_size() {
+        let st = PreviewSettings::new(64);
+        let big = "x".repeat(5_000_000);
+        let p = preview_with(&json!(big), &st);
+        assert_eq!(p.text.len(), 64);
+        assert_eq!(p.size, 5_000_000);
+        assert!(p.truncated);
+        let p = preview_with(&json!({"data": big}), &st);
+        assert_eq!(p.text.len(), 64);
+        assert_eq!(p.size, 5_000_000 + 11);
+    }
+
+    #[test]
+    fn utf8_boundaries_are_respected() {
+        let st = PreviewSettings::new(5);
+        let p = preview_with(&json!("ééééé"), &st);
+        assert_eq!(p.text, "éé");
+    }
+
+    #[test]
+    fn binary_is_summarised() {
+        let st = PreviewSettings::new(100);
+        let p = preview_with(&json!("\u{0}\u{1}\u{2}abc"), &st);
+        assert!(p.text.starts_with("<binary data, "), "{}", p.text);
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_key_and_format() {
+        let st = PreviewSettings::new(1000);
+        let p = preview_with(
+            &json!({"token": "abc", "note": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}),
+            &st,
+        );
+        assert_eq!(p.text, r#"{"token":"[REDACTED]","note":"[REDACTED]"}"#);
+    }
+}

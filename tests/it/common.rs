@@ -1,0 +1,213 @@
+//! Helpers: a `pflow` command isolated in a temp home, workflow files, and a
+//! trace-file reader that checks each line against opentelemetry-proto.
+
+use assert_cmd::Command;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn traces_dir(&self) -> PathBuf {
+        self.home().join("traces")
+    }
+
+    /// `pflow` with PFLOW_HOME in the temp dir and no OTEL_* leaking in.
+    pub fn pflow(&self) -> Command {
+        let mut c = Command::cargo_bin("pflow").expect("binary");
+        c.env("PFLOW_HOME", self.home());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") || k.starts_with("PFLOW_") && k != "PFLOW_HOME" {
+                c.env_remove(k);
+            }
+        }
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    pub fn workflow(&self, name: &str, v: Value) -> PathBuf {
+        self.write(name, &serde_json::to_string_pretty(&v).unwrap())
+    }
+
+    pub fn trace_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = match std::fs::read_dir(self.traces_dir()) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => vec![],
+        };
+        v.sort();
+        v
+    }
+}
+
+/// Runs and parses the single JSON object on stdout.
+pub fn run_json(cmd: &mut Command) -> (Value, i32, String) {
+    let out = cmd.output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+    (
+        v,
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A span flattened from the trace file.
+#[derive(Debug, Clone)]
+pub struct SpanView {
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent: String,
+    pub kind: i64,
+    pub status_code: i64,
+    pub status_message: String,
+    pub attrs: serde_json::Map<String, Value>,
+    pub events: Vec<(String, serde_json::Map<String, Value>)>,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl SpanView {
+    pub fn attr(&self, k: &str) -> Option<&Value> {
+        self.attrs.get(k)
+    }
+    pub fn s(&self, k: &str) -> &str {
+        self.attrs.get(k).and_then(Value::as_str).unwrap_or("")
+    }
+    pub fn i(&self, k: &str) -> i64 {
+        self.attrs.get(k).and_then(Value::as_i64).unwrap_or(-1)
+    }
+}
+
+fn any_value(v: &Value) -> Value {
+    let Some(obj) = v.as_object() else {
+        return Value::Null;
+    };
+    if let Some(s) = obj.get("stringValue") {
+        return s.clone();
+    }
+    if let Some(i) = obj.get("intValue") {
+        return match i {
+            Value::String(s) => Value::from(s.parse::<i64>().unwrap_or_default()),
+            other => other.clone(),
+        };
+    }
+    if let Some(b) = obj.get("boolValue") {
+        return b.clone();
+    }
+    if let Some(d) = obj.get("doubleValue") {
+        return d.clone();
+    }
+    if let Some(a) = obj.get("arrayValue") {
+        return Value::Array(
+            a["values"]
+                .as_array()
+                .map(|vs| vs.iter().map(any_value).collect())
+                .unwrap_or_default(),
+        );
+    }
+    Value::Null
+}
+
+fn attrs(v: &Value) -> serde_json::Map<String, Value> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|kv| {
+                    (
+                        kv["key"].as_str().unwrap_or("").to_string(),
+                        any_value(&kv["value"]),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn u(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        other => other.as_u64().unwrap_or(0),
+    }
+}
+
+/// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
+/// OTLP/JSON (checked with opentelemetry-proto's serde mapping).
+pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut spans = Vec::new();
+    let mut resources = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let proto: Result<ExportTraceServiceRequest, _> = serde_json::from_str(line);
+        let proto = proto.unwrap_or_else(|e| {
+            panic!("line {} of {} is not OTLP/JSON: {e}", i + 1, path.display())
+        });
+        assert!(!proto.resource_spans.is_empty());
+        let v: Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            resources.push(Value::Object(attrs(&rs["resource"]["attributes"])));
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for s in ss["spans"].as_array().unwrap() {
+                    spans.push(SpanView {
+                        name: s["name"].as_str().unwrap().to_string(),
+                        trace_id: s["traceId"].as_str().unwrap().to_string(),
+                        span_id: s["spanId"].as_str().unwrap().to_string(),
+                        parent: s["parentSpanId"].as_str().unwrap_or("").to_string(),
+                        kind: s["kind"].as_i64().unwrap_or(0),
+                        status_code: s["status"]["code"].as_i64().unwrap_or(0),
+                        status_message: s["status"]["message"].as_str().unwrap_or("").to_string(),
+                        attrs: attrs(&s["attributes"]),
+                        events: s["events"]
+                            .as_array()
+                            .map(|es| {
+                                es.iter()
+                                    .map(|e| {
+                                        (
+                                            e["name"].as_str().unwrap_or("").to_string(),
+                                            attrs(&e["attributes"]),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        start: u(&s["startTimeUnixNano"]),
+                        end: u(&s["endTimeUnixNano"]),
+                    });
+                }
+            }
+        }
+    }
+    (spans, resources)
+}
+
+pub fn by_name<'a>(spans: &'a [SpanView], name: &str) -> &'a SpanView {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span `{name}` in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}

@@ -1,0 +1,6 @@
+mod common;
+mod errors;
+mod examples;
+mod run;
+mod signals;
+mod trace;

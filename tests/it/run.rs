@@ -1,0 +1,362 @@
+//! Running workflows: outputs, JSON shape, metrics, parameters, stdin and
+//! when trace files are (and are not) written.
+
+use super::common::*;
+use serde_json::{json, Value};
+
+fn simple() -> Value {
+    json!({"ir_version": "0.1.0", "metadata": {"name": "simple"},
+        "inputs": {"who": {"type": "string", "default": "world"}, "n": {"type": "integer", "required": false}},
+        "nodes": [
+            {"id": "a", "type": "echo", "params": {"greeting": "hello ${who}"}},
+            {"id": "b", "type": "shell", "params": {"command": "printf '%s' \"${a.greeting}\" | tr a-z A-Z"}}
+        ],
+        "edges": [{"from": "a", "to": "b"}],
+        "outputs": {"shout": {"source": "${b.stdout}"}, "n": {"source": "${n}"}}})
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let env = Env::new();
+    let wf = env.workflow("wf.json", simple());
+    let (v, code, _) = run_json(
+        env.pflow()
+            .args(["run", "--output-format", "json"])
+            .arg(&wf)
+            .arg("n=5"),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["success"], json!(true));
+    assert_eq!(v["result"], json!({"shout": "HELLO WORLD", "n": 5}));
+    assert_eq!(v["error"], Value::Null);
+    let m = &v["metrics"];
+    let w = &m["workflow"];
+    for k in [
+        "duration_ms",
+        "nodes_executed",
+        "llm_calls",
+        "tokens",
+        "cost_usd",
+        "node_timings",
+    ] {
+        assert!(w.get(k).is_some(), "metrics.workflow.{k} missing: {m}");
+    }
+    for k in [
+        "input",
+        "output",
+        "total",
+        "cache_read",
+        "cache_write",
+        "reasoning",
+    ] {
+        assert_eq!(w["tokens"][k], json!(0), "tokens.{k}");
+    }
+    for k in ["duration_ms", "llm_calls", "tokens_total", "cost_usd"] {
+        assert!(m["total"].get(k).is_some(), "metrics.total.{k} missing");
+    }
+    assert!(
+        m.get("planner").is_none(),
+        "no planner section without the planner"
+    );
+    assert_eq!(w["nodes_executed"], json!(2));
+    let timings = w["node_timings"].as_object().unwrap();
+    assert_eq!(timings.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(timings["b"].as_f64().unwrap() > 0.0);
+    assert!(m["total"]["duration_ms"].as_f64().unwrap() >= w["duration_ms"].as_f64().unwrap());
+    let tid = v["trace_id"].as_str().unwrap();
+    assert_eq!(tid.len(), 32);
+    assert!(tid
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    // Success without --trace: nothing on disk.
+    assert_eq!(v["trace_file"], Value::Null);
+    assert!(
+        !env.home().exists(),
+        "nothing may be written without --trace or a failure"
+    );
+}
+
+#[test]
+fn text_output_puts_outputs_on_stdout_and_summary_on_stderr() {
+    let env = Env::new();
+    let wf = env.workflow("wf.json", simple());
+    let out = env.pflow().arg(&wf).arg("who=pflow").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout, "shout: HELLO PFLOW\nn: null\n");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("✓ 2 nodes in"), "{stderr}");
+    assert!(
+        stderr.contains("0 LLM calls · 0 tokens · $0.000000"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn trace_flag_writes_a_private_file_named_by_time_and_trace_id() {
+    let env = Env::new();
+    let wf = env.workflow("wf.json", simple());
+    let (v, code, stderr) = run_json(
+        env.pflow()
+            .args(["--trace", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0);
+    let path = v["trace_file"].as_str().expect("trace_file");
+    let tid = v["trace_id"].as_str().unwrap();
+    assert!(stderr.contains(&format!("Trace saved: {path}")), "{stderr}");
+    let p = std::path::Path::new(path);
+    assert_eq!(p.parent().unwrap(), env.traces_dir());
+    let name = p.file_name().unwrap().to_str().unwrap();
+    assert!(name.contains(tid), "{name}");
+    assert!(name.starts_with("20"), "time-sortable name: {name}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(env.traces_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // No temp files left beside it.
+    assert_eq!(env.trace_files().len(), 1);
+    // A second run sorts after the first.
+    let (v2, _, _) = run_json(
+        env.pflow()
+            .args(["--trace", "--output-format", "json"])
+            .arg(&wf),
+    );
+    let files = env.trace_files();
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        files[1].to_str().unwrap(),
+        v2["trace_file"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn a_failed_run_always_saves_its_trace() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "fail.json",
+        json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ok", "type": "echo", "params": {"x": 1}},
+        {"id": "boom", "type": "shell", "params": {"command": "echo bad >&2; exit 4"}}],
+        "edges": [{"from": "ok", "to": "boom"}]}),
+    );
+    let (v, code, stderr) = run_json(env.pflow().args(["--output-format", "json"]).arg(&wf));
+    assert_eq!(code, 1);
+    assert_eq!(v["success"], json!(false));
+    assert_eq!(v["error"]["node"], json!("boom"));
+    assert_eq!(v["error"]["type"], json!("exit_status"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("status 4"));
+    assert_eq!(v["error"]["details"]["exit_code"], json!(4));
+    assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(2));
+    let path = v["trace_file"].as_str().expect("trace saved on failure");
+    assert!(stderr.contains("Trace saved:"));
+    let (spans, _) = read_trace(std::path::Path::new(path));
+    let boom = by_name(&spans, "node boom");
+    assert_eq!(boom.status_code, 2);
+    assert_eq!(boom.s("error.type"), "exit_status");
+}
+
+#[test]
+fn otel_sdk_disabled_switches_telemetry_off() {
+    let env = Env::new();
+    let wf = env.workflow("fail.json", json!({"ir_version": "0.1.0", "nodes": [{"id": "x", "type": "echo", "params": {"fail": "no"}}]}));
+    let (v, code, _) = run_json(
+        env.pflow()
+            .env("OTEL_SDK_DISABLED", "true")
+            .args(["--trace", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(v["metrics"], Value::Null);
+    assert_eq!(v["trace_file"], Value::Null);
+    assert_eq!(v["trace_id"], Value::Null);
+    assert!(!env.traces_dir().exists());
+    // Same result as with telemetry on.
+    let wf = env.workflow("wf.json", simple());
+    let (off, _, _) = run_json(
+        env.pflow()
+            .env("OTEL_SDK_DISABLED", "true")
+            .args(["--output-format", "json"])
+            .arg(&wf),
+    );
+    let (on, _, _) = run_json(
+        env.pflow()
+            .args(["--trace", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(off["result"], on["result"]);
+}
+
+#[test]
+fn unwritable_trace_directory_is_a_warning_not_a_failure() {
+    let env = Env::new();
+    let wf = env.workflow("wf.json", simple());
+    // A regular file where the home directory should be: no directory can be made (even as root).
+    let blocker = env.write("blocker", "x");
+    let out = env
+        .pflow()
+        .env("PFLOW_HOME", &blocker)
+        .args(["--trace", "--output-format", "json"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["success"], json!(true));
+    assert_eq!(v["result"]["shout"], json!("HELLO WORLD"));
+    assert_eq!(v["trace_file"], Value::Null);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("blocker"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn params_parse_as_json_and_stdin_is_readable() {
+    let env = Env::new();
+    let wf = env.workflow("wf.json", json!({"ir_version": "0.1.0",
+        "nodes": [{"id": "e", "type": "echo", "params": {"obj": "${cfg}", "first": "${cfg.list[0]}", "text": "${stdin}", "field": "${stdin.k}"}}],
+        "outputs": {"obj": {"source": "${e.obj}"}, "first": {"source": "${e.first}"}, "text": {"source": "${e.text}"}, "field": {"source": "${e.field}"}}}));
+    let (v, code, _) = run_json(
+        env.pflow()
+            .args(["--output-format", "json"])
+            .arg(&wf)
+            .arg(r#"cfg={"list":[7,8]}"#)
+            .write_stdin(r#"{"k": "from stdin"}"#),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["result"]["obj"], json!({"list": [7, 8]}));
+    assert_eq!(v["result"]["first"], json!(7));
+    assert_eq!(v["result"]["field"], json!("from stdin"));
+}
+
+#[test]
+fn nodes_command_lists_params_and_outputs() {
+    let env = Env::new();
+    let out = env.pflow().arg("nodes").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for n in [
+        "read-file",
+        "write-file",
+        "copy-file",
+        "move-file",
+        "delete-file",
+        "shell",
+        "http",
+        "echo",
+        "workflow",
+        "max_retries",
+    ] {
+        assert!(text.contains(n), "{n} missing from `pflow nodes`");
+    }
+    let (v, code, _) = run_json(env.pflow().args(["nodes", "--output-format", "json"]));
+    assert_eq!(code, 0);
+    let shell = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "shell")
+        .unwrap();
+    let outs: Vec<&str> = shell["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(outs, ["stdout", "stderr", "exit_code"]);
+}
+
+#[test]
+fn file_nodes_round_trip() {
+    let env = Env::new();
+    let wf = env.workflow("files.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "w", "type": "write-file", "params": {"file_path": "out/a/b.txt", "content": "line1\n"}},
+        {"id": "w2", "type": "write-file", "params": {"file_path": "out/a/b.txt", "content": "line2\n", "append": true}},
+        {"id": "c", "type": "copy-file", "params": {"source_path": "out/a/b.txt", "dest_path": "out/c.txt"}},
+        {"id": "m", "type": "move-file", "params": {"source_path": "out/c.txt", "dest_path": "out/d.txt"}},
+        {"id": "r", "type": "read-file", "params": {"file_path": "out/d.txt"}},
+        {"id": "d", "type": "delete-file", "params": {"file_path": "out/a/b.txt"}}],
+        "edges": [{"from": "w", "to": "w2"}, {"from": "w2", "to": "c"}, {"from": "c", "to": "m"}, {"from": "m", "to": "r"}, {"from": "r", "to": "d"}],
+        "outputs": {"content": {"source": "${r.content}"}, "written": {"source": "${w.written}"}}}));
+    let (v, code, _) = run_json(env.pflow().args(["--output-format", "json"]).arg(&wf));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["result"],
+        json!({"content": "line1\nline2\n", "written": 6})
+    );
+    assert!(!env.dir.path().join("out/a/b.txt").exists());
+    assert!(!env.dir.path().join("out/c.txt").exists());
+    // Copying onto an existing file needs overwrite.
+    let wf = env.workflow("copy.json", json!({"ir_version": "0.1.0", "nodes": [{"id": "c", "type": "copy-file", "params": {"source_path": "out/d.txt", "dest_path": "out/d.txt"}}]}));
+    let (v, code, _) = run_json(env.pflow().args(["--output-format", "json"]).arg(&wf));
+    assert_eq!(code, 1);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overwrite"),
+        "{v}"
+    );
+}
+
+#[test]
+fn http_node_against_a_local_server() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (status, body) = if req.starts_with("POST") {
+                ("201 Created", r#"{"id": 9, "items": [{"name": "x"}]}"#)
+            } else {
+                ("404 Not Found", "missing")
+            };
+            let ct = if req.starts_with("POST") {
+                "application/json"
+            } else {
+                "text/plain"
+            };
+            write!(s, "HTTP/1.1 {status}\r\ncontent-type: {ct}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+            seen.push(req);
+        }
+        seen
+    });
+    let env = Env::new();
+    let wf = env.workflow("http.json", json!({"ir_version": "0.1.0", "inputs": {"port": {"type": "integer"}}, "nodes": [
+        {"id": "post", "type": "http", "params": {"url": "http://127.0.0.1:${port}/things", "json": {"a": 1}, "headers": {"x-test": "yes"}}},
+        {"id": "get", "type": "http", "params": {"url": "http://127.0.0.1:${port}/missing"}},
+        {"id": "handled", "type": "echo", "params": {"status": "${get.status_code}", "body": "${get.response}"}}],
+        "edges": [{"from": "post", "to": "get"}, {"from": "get", "to": "handled", "action": "error"}],
+        "outputs": {"name": {"source": "${post.response.items[0].name}"}, "status": {"source": "${post.status_code}"}, "missing": {"source": "${handled.status}"}}}));
+    let (v, code, _) = run_json(
+        env.pflow()
+            .args(["--output-format", "json"])
+            .arg(&wf)
+            .arg(format!("port={port}")),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["result"],
+        json!({"name": "x", "status": 201, "missing": 404})
+    );
+    let reqs = server.join().unwrap();
+    assert!(reqs[0].starts_with("POST /things"), "{}", reqs[0]);
+    assert!(reqs[0].to_ascii_lowercase().contains("x-test: yes"));
+    assert!(reqs[0].ends_with(r#"{"a":1}"#), "{}", reqs[0]);
+}
