@@ -1050,7 +1050,7 @@ fn resolve_params(
         params.insert(k.clone(), v);
     }
     if tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
-        let p = crate::telemetry::preview::preview(&Value::Object(params.clone()));
+        let p = crate::telemetry::preview::preview_map(&params);
         tracing::Span::current().record("pflow.node.params", p.text.as_str());
     }
     Ok(params)

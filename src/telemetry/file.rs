@@ -28,8 +28,19 @@ use std::time::Duration;
 const SPANS_PER_LINE: usize = 512;
 
 enum Msg {
-    Span(Box<SpanData>),
+    /// A full buffer of spans, handed over in one go (one wake-up per batch, not per span).
+    Batch(Vec<SpanData>),
     Finish(mpsc::Sender<Sink>),
+}
+
+/// Spans ended but not yet handed to the writer.
+type Pending = Arc<Mutex<Vec<SpanData>>>;
+
+fn take_pending(p: &Pending) -> Vec<SpanData> {
+    match p.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    }
 }
 
 /// Where encoded lines accumulate.
@@ -105,6 +116,7 @@ pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
 #[derive(Debug)]
 pub struct TraceFileProcessor {
     tx: mpsc::Sender<Msg>,
+    pending: Pending,
 }
 
 /// Handle to finish the file after the provider is done with the processor.
@@ -122,13 +134,18 @@ impl TraceFileProcessor {
     ) -> (Self, TraceFileHandle) {
         let (tx, rx) = mpsc::channel::<Msg>();
         let resource = ResourceAttributesWithSchema::from(resource);
+        let pending: Pending = Arc::new(Mutex::new(Vec::with_capacity(SPANS_PER_LINE)));
+        let for_writer = pending.clone();
         let worker = std::thread::Builder::new()
             .name("pflow-trace-writer".into())
-            .spawn(move || writer_loop(rx, sink, resource, redactor))
+            .spawn(move || writer_loop(rx, for_writer, sink, resource, redactor))
             .ok();
         let worker = Arc::new(Mutex::new(worker));
         (
-            TraceFileProcessor { tx: tx.clone() },
+            TraceFileProcessor {
+                tx: tx.clone(),
+                pending: pending.clone(),
+            },
             TraceFileHandle { tx, worker },
         )
     }
@@ -136,30 +153,27 @@ impl TraceFileProcessor {
 
 fn writer_loop(
     rx: mpsc::Receiver<Msg>,
+    pending: Pending,
     mut sink: Sink,
     resource: ResourceAttributesWithSchema,
     redactor: Arc<Redactor>,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(SPANS_PER_LINE);
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Msg::Span(s)) => {
-                batch.push(*s);
-                if batch.len() >= SPANS_PER_LINE {
-                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
-                }
-            }
+            Ok(Msg::Batch(batch)) => encode(&mut sink, batch, &resource, &redactor),
             Ok(Msg::Finish(reply)) => {
-                if !batch.is_empty() {
-                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
+                let rest = take_pending(&pending);
+                if !rest.is_empty() {
+                    encode(&mut sink, rest, &resource, &redactor);
                 }
                 let _ = reply.send(sink);
                 return;
             }
-            // Quiet for a while: write what we have so a crash loses little.
+            // Quiet for a while: write what has accumulated so a crash loses little.
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !batch.is_empty() {
-                    encode(&mut sink, std::mem::take(&mut batch), &resource, &redactor);
+                let rest = take_pending(&pending);
+                if !rest.is_empty() {
+                    encode(&mut sink, rest, &resource, &redactor);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -177,6 +191,10 @@ pub fn encode(
     for s in &mut spans {
         redact_attrs(&mut s.attributes, redactor);
         for ev in s.events.events.iter_mut() {
+            // tracing-opentelemetry adds the tracing level and target to every
+            // event; they say nothing the event name does not, so keep files lean.
+            ev.attributes
+                .retain(|kv| !matches!(kv.key.as_str(), "level" | "target"));
             redact_attrs(&mut ev.attributes, redactor);
         }
         if let opentelemetry::trace::Status::Error { description } = &s.status {
@@ -202,7 +220,8 @@ pub fn encode(
 fn redact_attrs(attrs: &mut [KeyValue], redactor: &Redactor) {
     for kv in attrs.iter_mut() {
         match &kv.value {
-            OtelValue::String(s) => {
+            // Nothing shorter than 8 bytes can hold a credential the rules know.
+            OtelValue::String(s) if s.as_str().len() >= 8 => {
                 if let std::borrow::Cow::Owned(r) = redactor.redact_str(s.as_str()) {
                     kv.value = OtelValue::String(r.into());
                 }
@@ -223,8 +242,19 @@ impl SpanProcessor for TraceFileProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        // A closed channel means the file was already finished: nothing to do.
-        let _ = self.tx.send(Msg::Span(Box::new(span)));
+        let full = {
+            let mut p = match self.pending.lock() {
+                Ok(p) => p,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            p.push(span);
+            (p.len() >= SPANS_PER_LINE)
+                .then(|| std::mem::replace(&mut *p, Vec::with_capacity(SPANS_PER_LINE)))
+        };
+        if let Some(batch) = full {
+            // A closed channel means the file was already finished: nothing to do.
+            let _ = self.tx.send(Msg::Batch(batch));
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {

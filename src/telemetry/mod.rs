@@ -139,21 +139,22 @@ impl Telemetry {
             max_attributes_per_event: 64,
             ..SpanLimits::default()
         };
-        let mut builder = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_span_limits(limits)
-            .with_span_processor(metrics.clone());
         let mut file = None;
         let full = matches!(config.mode, TraceMode::Full { .. });
+        let mut chain = metrics.clone();
         if let TraceMode::Full { save_always } = config.mode {
             let (sink, warning) = file::open_sink(&config.trace_dir, save_always);
             warnings.extend(warning);
             let redactor = Arc::new(redact::Redactor::from_env());
             let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor);
-            builder = builder.with_span_processor(processor);
+            chain = chain.with_next(processor);
             file = Some(handle);
         }
-        let provider = builder.build();
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_limits(limits)
+            .with_span_processor(chain)
+            .build();
         let tracer = provider.tracer("pflow");
         // Detail (template resolutions, store writes) is DEBUG: recorded only in full mode.
         let level = if full {

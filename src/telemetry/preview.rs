@@ -107,20 +107,27 @@ pub fn preview_str(s: &str) -> Preview {
 pub fn preview_with(v: &Value, st: &PreviewSettings) -> Preview {
     match v {
         Value::String(s) => string_preview(s, st),
-        _ => {
-            // Keep a little slack so a credential cut at the boundary is still recognised.
-            let keep = st.max_bytes.saturating_add(256);
-            let mut w = BoundedWriter {
-                buf: Vec::with_capacity(keep.min(64 * 1024)),
-                keep,
-                total: 0,
-            };
-            // Writing to BoundedWriter cannot fail.
-            let _ = serde_json::to_writer(&mut w, &KeyRedacted(v));
-            let text = String::from_utf8_lossy(&w.buf).into_owned();
-            finish(&text, w.total, st)
-        }
+        _ => bounded_json(&KeyRedacted(v), st),
     }
+}
+
+/// Preview of a params object, without copying it (params may hold 50 MB).
+pub fn preview_map(m: &serde_json::Map<String, Value>) -> Preview {
+    bounded_json(&MapRedacted(m), &settings())
+}
+
+fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
+    // Keep a little slack so a credential cut at the boundary is still recognised.
+    let keep = st.max_bytes.saturating_add(256);
+    let mut w = BoundedWriter {
+        buf: Vec::with_capacity(keep.min(64 * 1024)),
+        keep,
+        total: 0,
+    };
+    // Writing to BoundedWriter cannot fail.
+    let _ = serde_json::to_writer(&mut w, v);
+    let text = String::from_utf8_lossy(&w.buf).into_owned();
+    finish(&text, w.total, st)
 }
 
 fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
@@ -193,6 +200,22 @@ impl io::Write for BoundedWriter {
 /// Serialises a JSON value with secret-named keys' values replaced.
 struct KeyRedacted<'a>(&'a Value);
 
+struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
+
+impl Serialize for MapRedacted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            if is_secret_name(k) && !v.is_null() && !v.is_object() {
+                m.serialize_entry(k, REDACTED)?;
+            } else {
+                m.serialize_entry(k, &KeyRedacted(v))?;
+            }
+        }
+        m.end()
+    }
+}
+
 impl Serialize for KeyRedacted<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
@@ -203,17 +226,7 @@ impl Serialize for KeyRedacted<'_> {
                 }
                 seq.end()
             }
-            Value::Object(map) => {
-                let mut m = s.serialize_map(Some(map.len()))?;
-                for (k, v) in map {
-                    if is_secret_name(k) && !v.is_null() && !v.is_object() {
-                        m.serialize_entry(k, REDACTED)?;
-                    } else {
-                        m.serialize_entry(k, &KeyRedacted(v))?;
-                    }
-                }
-                m.end()
-            }
+            Value::Object(map) => MapRedacted(map).serialize(s),
             other => other.serialize(s),
         }
     }
