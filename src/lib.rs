@@ -9,6 +9,8 @@
 
 pub mod cli;
 pub mod ir;
+pub mod llm;
 pub mod nodes;
+pub mod pricing;
 pub mod runtime;
 pub mod telemetry;

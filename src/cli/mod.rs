@@ -7,6 +7,8 @@
 mod output;
 
 use crate::ir::{self, Diagnostic};
+use crate::nodes::{Registry, Services};
+use crate::pricing::PriceTable;
 use crate::runtime::{self, CompileContext, RunError, RunOptions, Runtime};
 use crate::telemetry::{Telemetry, TelemetryConfig, TraceMode};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -14,6 +16,7 @@ use serde_json::{Map, Value};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -35,6 +38,9 @@ pub struct Cli {
     /// Save the run's trace to $PFLOW_HOME/traces (always saved when a run fails).
     #[arg(long, global = true)]
     pub trace: bool,
+    /// Price overrides (JSON, USD per million tokens) instead of $PFLOW_HOME/pricing.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,16 +62,30 @@ pub enum Command {
     },
     /// List node types with their params and outputs.
     Nodes,
+    /// Model prices: the built-in table and your overrides.
+    Pricing {
+        #[command(subcommand)]
+        action: PricingCommand,
+    },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "help"];
+#[derive(Debug, Subcommand)]
+pub enum PricingCommand {
+    /// Show the resolved price of a model (or a summary of the table) and where it came from.
+    Show { model: Option<String> },
+    /// Validate a price override file.
+    Check { file: PathBuf },
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "pricing", "help"];
 
 /// Inserts `run` for the `pflow FILE ...` shortcut.
 fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
     let mut i = 1;
     while i < args.len() {
         let a = &args[i];
-        if a == "--output-format" {
+        // Global flags that take a value: skip the value too.
+        if a == "--output-format" || a == "--pricing" {
             i += 2;
             continue;
         }
@@ -110,6 +130,7 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> i32 {
     match &cli.command {
         Command::Nodes => output::print_nodes(&Runtime::default(), cli.output_format),
+        Command::Pricing { action } => pricing_cmd(action, &cli),
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
         Command::Run { file, params } => run_cmd(file, params, &cli).await,
     }
@@ -200,9 +221,54 @@ pub struct RunReport {
     pub exit_code: i32,
 }
 
+/// The price table for this run: built-in, merged with `--pricing FILE` or
+/// `$PFLOW_HOME/pricing.json`. Returns the table, where overrides came from, and warnings.
+pub fn load_prices(
+    explicit: Option<&Path>,
+) -> Result<(PriceTable, Option<PathBuf>, Vec<String>), String> {
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(crate::telemetry::pflow_home().join("pricing.json")).filter(|p| p.is_file()),
+    };
+    match path {
+        None => Ok((PriceTable::builtin().clone(), None, vec![])),
+        Some(p) => {
+            let (t, w) = PriceTable::with_overrides_file(&p).map_err(|e| e.to_string())?;
+            Ok((t, Some(p), w.into_iter().map(|w| w.to_string()).collect()))
+        }
+    }
+}
+
+fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
+    match action {
+        PricingCommand::Check { file } => match PriceTable::with_overrides_file(file) {
+            Ok((_, warnings)) => output::pricing_check(cli.output_format, file, Ok(&warnings)),
+            Err(e) => output::pricing_check(cli.output_format, file, Err(&e.to_string())),
+        },
+        PricingCommand::Show { model } => {
+            let (table, source, warnings) = match load_prices(cli.pricing.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return output::usage_error(cli.output_format, &e),
+            };
+            output::pricing_show(
+                cli.output_format,
+                &table,
+                model.as_deref(),
+                source.as_deref(),
+                &warnings,
+            )
+        }
+    }
+}
+
 async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     let mut given = match parse_params(params) {
         Ok(p) => p,
+        Err(e) => return output::usage_error(cli.output_format, &e),
+    };
+    // A malformed price file stops the run before it starts.
+    let (prices, _, price_warnings) = match load_prices(cli.pricing.as_deref()) {
+        Ok(t) => t,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
     let mut config = TelemetryConfig::from_env();
@@ -213,6 +279,7 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     }
     let mut telemetry = Telemetry::init(config);
     let mut warnings = telemetry.take_warnings();
+    warnings.extend(price_warnings);
     if cli.trace && telemetry.mode() == TraceMode::Off {
         warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
     }
@@ -233,7 +300,7 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     );
     let trace_id = telemetry.trace_id(&root);
 
-    let runtime = Runtime::default();
+    let runtime = Runtime::with_services(Registry::builtin(), Services::new(Arc::new(prices)));
     let mut validation_warnings = Vec::new();
     let work = {
         let root = root.clone();
@@ -292,6 +359,11 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     }
     drop(root);
     let metrics = telemetry.metrics();
+    if let Some(m) = &metrics {
+        for model in &m.unpriced_models {
+            warnings.push(format!("no price known for model `{model}`: its cost is reported as null and totals are incomplete (add it to $PFLOW_HOME/pricing.json)"));
+        }
+    }
     let save = cli.trace || exit_code != 0;
     let finished = telemetry.finish(
         save,
@@ -372,6 +444,10 @@ mod tests {
             ["pflow", "validate", "wf.json"]
         );
         assert_eq!(v(&["pflow", "--help"]), ["pflow", "--help"]);
+        assert_eq!(
+            v(&["pflow", "--pricing", "p.json", "wf.json"]),
+            ["pflow", "--pricing", "p.json", "run", "wf.json"]
+        );
     }
 
     #[test]

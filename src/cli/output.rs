@@ -197,17 +197,137 @@ fn summary_line(r: &RunReport) -> String {
         Some(m) => {
             let w = &m.workflow;
             format!(
-                "{mark} {} nodes in {:.1} ms · {} LLM calls · {} tokens · ${:.6}",
+                "{mark} {} nodes in {:.1} ms · {} LLM calls · {} tokens · ${:.6}{}",
                 w.nodes_executed,
                 m.total.duration_ms,
                 m.total.llm_calls,
                 m.total.tokens_total,
-                m.total.cost_usd
+                m.total.cost_usd,
+                if m.total.cost_complete {
+                    ""
+                } else {
+                    " (incomplete: unpriced calls)"
+                }
             )
         }
         None => match &r.result {
             Ok(out) => format!("{mark} {} steps (telemetry off)", out.steps),
             Err(_) => format!("{mark} failed (telemetry off)"),
         },
+    }
+}
+
+pub fn pricing_check(
+    format: OutputFormat,
+    file: &Path,
+    result: Result<&Vec<crate::pricing::PricingWarning>, &str>,
+) -> i32 {
+    match (format, result) {
+        (OutputFormat::Json, Ok(w)) => print_json(
+            &json!({"valid": true, "file": file.display().to_string(), "warnings": w.iter().map(|w| w.to_string()).collect::<Vec<_>>()}),
+        ),
+        (OutputFormat::Json, Err(e)) => {
+            print_json(&json!({"valid": false, "file": file.display().to_string(), "error": e}))
+        }
+        (OutputFormat::Text, Ok(w)) => {
+            for x in w {
+                eprintln!("warning: {x}");
+            }
+            println!("✓ `{}` is a valid price file", file.display());
+        }
+        (OutputFormat::Text, Err(e)) => eprintln!("error: {e}"),
+    }
+    if result.is_ok() {
+        0
+    } else {
+        2
+    }
+}
+
+pub fn pricing_show(
+    format: OutputFormat,
+    table: &crate::pricing::PriceTable,
+    model: Option<&str>,
+    overrides: Option<&Path>,
+    warnings: &[String],
+) -> i32 {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let overrides_s = overrides.map(|p| p.display().to_string());
+    let Some(model) = model else {
+        let v = json!({"models": table.len(), "builtin_source": "LiteLLM model_prices_and_context_window.json (MIT), see data/README.md", "overrides": overrides_s});
+        match format {
+            OutputFormat::Json => print_json(&v),
+            OutputFormat::Text => {
+                println!(
+                    "{} priced models (USD per 1M tokens), built in from LiteLLM's price map",
+                    table.len()
+                );
+                println!(
+                    "overrides: {}",
+                    overrides_s
+                        .as_deref()
+                        .unwrap_or("none ($PFLOW_HOME/pricing.json or --pricing FILE)")
+                );
+            }
+        }
+        return 0;
+    };
+    let provider = crate::llm::resolve_model(model).ok();
+    let prefix = provider.as_ref().and_then(|(p, _)| match p {
+        crate::llm::Provider::Gemini => Some("gemini"),
+        crate::llm::Provider::Ollama => Some("ollama"),
+        crate::llm::Provider::Anthropic => Some("anthropic"),
+        _ => None,
+    });
+    let name = provider.as_ref().map(|(_, m)| m.as_str()).unwrap_or(model);
+    match table.lookup(name, prefix) {
+        Some(r) => {
+            let from = match r.source {
+                crate::pricing::PriceSource::Builtin => "built-in table".to_string(),
+                crate::pricing::PriceSource::Override => {
+                    format!("override file {}", overrides_s.clone().unwrap_or_default())
+                }
+            };
+            match format {
+                OutputFormat::Json => print_json(
+                    &json!({"model": model, "key": r.key, "source": r.source, "from": from, "price_per_million_tokens": r.price}),
+                ),
+                OutputFormat::Text => {
+                    println!("{model} → `{}` ({from}), USD per 1M tokens:", r.key);
+                    let p = &r.price;
+                    println!("  input        {}", p.input);
+                    println!("  output       {}", p.output);
+                    let opt = |v: Option<f64>, fallback: &str| {
+                        v.map(|x| x.to_string())
+                            .unwrap_or_else(|| format!("(as {fallback})"))
+                    };
+                    println!("  cache_read   {}", opt(p.cache_read, "input"));
+                    println!("  cache_write  {}", opt(p.cache_write, "input"));
+                    if let Some(x) = p.cache_write_1h {
+                        println!("  cache_write_1h {x}");
+                    }
+                    if let Some(x) = p.reasoning {
+                        println!("  reasoning    {x}");
+                    }
+                    for t in &p.tiers {
+                        println!(
+                            "  above {} prompt tokens: input {:?} output {:?}",
+                            t.above, t.input, t.output
+                        );
+                    }
+                }
+            }
+            0
+        }
+        None => {
+            let msg = format!("no price known for `{model}`; add it to $PFLOW_HOME/pricing.json, e.g. {{\"{model}\": {{\"input\": 1.0, \"output\": 2.0}}}}");
+            match format {
+                OutputFormat::Json => print_json(&json!({"model": model, "error": msg})),
+                OutputFormat::Text => eprintln!("error: {msg}"),
+            }
+            1
+        }
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! A node is a small async unit: it gets its params (templates already
 //! resolved), does one thing, and returns outputs plus an action that picks
-//! the next edge. Nodes know nothing of spans or the shared store: the
-//! runtime namespaces their outputs and traces every attempt. Each node
+//! the next edge. Nodes know nothing of the shared store: the runtime
+//! namespaces their outputs and traces every attempt. Only the `llm` node
+//! emits spans of its own (one CLIENT span per provider attempt). Each node
 //! documents its params and outputs in a [`NodeSpec`], which `pflow nodes`
 //! prints and the validator uses.
 
 mod echo;
 mod file;
 mod http;
+mod llm;
 mod params;
 mod shell;
 
@@ -120,13 +122,52 @@ impl NodeError {
     }
 }
 
-/// Shared, lazily built services nodes may use (one HTTP client per run).
-#[derive(Debug, Default)]
+/// Shared, lazily built services nodes may use: one HTTP client and one LLM
+/// client per run, and the price table in force.
+#[derive(Debug)]
 pub struct Services {
     http: OnceLock<reqwest::Client>,
+    llm: OnceLock<crate::llm::LlmClient>,
+    llm_config: Option<crate::llm::ProviderConfig>,
+    prices: Arc<crate::pricing::PriceTable>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::new(Arc::new(crate::pricing::PriceTable::builtin().clone()))
+    }
 }
 
 impl Services {
+    pub fn new(prices: Arc<crate::pricing::PriceTable>) -> Self {
+        Services {
+            http: OnceLock::new(),
+            llm: OnceLock::new(),
+            llm_config: None,
+            prices,
+        }
+    }
+
+    /// Uses this provider configuration instead of the environment's.
+    pub fn with_llm_config(mut self, config: crate::llm::ProviderConfig) -> Self {
+        self.llm_config = Some(config);
+        self
+    }
+
+    pub fn prices(&self) -> &crate::pricing::PriceTable {
+        &self.prices
+    }
+
+    pub fn llm(&self) -> &crate::llm::LlmClient {
+        self.llm.get_or_init(|| {
+            crate::llm::LlmClient::new(
+                self.llm_config
+                    .clone()
+                    .unwrap_or_else(crate::llm::ProviderConfig::from_env),
+            )
+        })
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
             reqwest::Client::builder()
@@ -141,6 +182,8 @@ impl Services {
 #[derive(Debug, Clone)]
 pub struct NodeContext {
     pub node_id: String,
+    /// The node's unambiguous path in the run (`id`, `parent/child`, `id[3]`).
+    pub path: String,
     pub services: Arc<Services>,
 }
 
@@ -199,6 +242,7 @@ impl Registry {
             Arc::new(file::DeleteFile),
             Arc::new(shell::Shell),
             Arc::new(http::Http),
+            Arc::new(llm::Llm),
         ];
         for n in nodes {
             kinds.insert(n.spec().name, NodeKind::Builtin(n));

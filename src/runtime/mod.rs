@@ -183,9 +183,14 @@ pub struct CompileContext {
 
 impl Runtime {
     pub fn new(registry: Registry) -> Self {
+        Self::with_services(registry, Services::default())
+    }
+
+    /// A runtime whose nodes use these services (price table, LLM endpoints).
+    pub fn with_services(registry: Registry, services: Services) -> Self {
         Runtime {
             registry: Arc::new(registry),
-            services: Arc::new(Services::default()),
+            services: Arc::new(services),
         }
     }
 
@@ -809,6 +814,7 @@ impl Runtime {
             CompiledKind::Builtin(n) => {
                 let ctx = NodeContext {
                     node_id: node.id.clone(),
+                    path: path.to_string(),
                     services: self.services.clone(),
                 };
                 n.run(&ctx, Params(params)).await

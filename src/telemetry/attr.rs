@@ -65,5 +65,10 @@ pub const USAGE_CACHE_CREATION: &str = "gen_ai.usage.cache_creation.input_tokens
 pub const USAGE_CACHE_WRITE: &str = "gen_ai.usage.cache_write.input_tokens";
 pub const USAGE_REASONING: &str = "gen_ai.usage.reasoning.output_tokens";
 pub const COST_USD: &str = "pflow.cost.usd";
+/// Where the cost came from: `table`, `override`, `provider`, `free`, `local`, `unpriced`.
+pub const COST_SOURCE: &str = "pflow.cost.source";
+/// The node path an LLM call belongs to.
+pub const LLM_NODE_PATH: &str = "pflow.llm.node_path";
+pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
 /// Which part of the run a span belongs to: `workflow` or `planner`.
 pub const SECTION: &str = "pflow.section";

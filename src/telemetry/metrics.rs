@@ -28,6 +28,41 @@ pub struct Tokens {
     pub reasoning: u64,
 }
 
+/// LLM usage of one node or one model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    /// Sum of the priced calls; see `cost_complete`.
+    pub cost_usd: f64,
+    /// False when a call's cost is unknown (unpriced model).
+    pub cost_complete: bool,
+}
+
+impl Usage {
+    fn add(&mut self, f: &SpanFacts) {
+        self.llm_calls += 1;
+        let t = &mut self.tokens;
+        t.input += f.input_tokens;
+        t.output += f.output_tokens;
+        t.total += f.input_tokens + f.output_tokens;
+        t.cache_read += f.cache_read;
+        t.cache_write += f.cache_write;
+        t.reasoning += f.reasoning;
+        match f.cost_usd {
+            Some(c) if !f.unpriced => self.cost_usd += c,
+            _ => self.cost_complete = false,
+        }
+    }
+
+    fn rounded(&self) -> Usage {
+        Usage {
+            cost_usd: round_usd(self.cost_usd),
+            ..self.clone()
+        }
+    }
+}
+
 /// One section (`workflow` or `planner`) of the summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SectionMetrics {
@@ -36,8 +71,12 @@ pub struct SectionMetrics {
     pub llm_calls: u64,
     pub tokens: Tokens,
     pub cost_usd: f64,
+    /// False when some LLM call had no known price: `cost_usd` is then a lower bound.
+    pub cost_complete: bool,
     /// Wall time per node path (`id`, `parent/child`, `id[3]`), summed over attempts.
     pub node_timings: IndexMap<String, f64>,
+    /// LLM calls, tokens and cost per node path (nodes that called an LLM).
+    pub node_usage: IndexMap<String, Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_taken: Option<String>,
 }
@@ -48,6 +87,7 @@ pub struct TotalMetrics {
     pub llm_calls: u64,
     pub tokens_total: u64,
     pub cost_usd: f64,
+    pub cost_complete: bool,
 }
 
 /// The `metrics` object of `--output-format json`.
@@ -58,6 +98,10 @@ pub struct MetricsSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planner: Option<SectionMetrics>,
     pub total: TotalMetrics,
+    /// Usage per model (as requested), across sections.
+    pub models: IndexMap<String, Usage>,
+    /// Models called without a known price (their cost is null, not 0).
+    pub unpriced_models: Vec<String>,
 }
 
 /// What the aggregation needs from one finished span.
@@ -67,6 +111,8 @@ pub struct SpanFacts {
     pub workflow_depth: Option<i64>,
     pub node_role: Option<String>,
     pub node_path: Option<String>,
+    /// The node an LLM call was made for.
+    pub llm_node_path: Option<String>,
     pub attempt: i64,
     pub section: Option<String>,
     pub llm: bool,
@@ -76,6 +122,9 @@ pub struct SpanFacts {
     pub cache_write: u64,
     pub reasoning: u64,
     pub cost_usd: Option<f64>,
+    /// `pflow.cost.source` is `unpriced`.
+    pub unpriced: bool,
+    pub model: Option<String>,
     pub start: Option<SystemTime>,
     pub duration: Duration,
     pub failed: bool,
@@ -109,6 +158,8 @@ impl SpanFacts {
                 attr::USAGE_CACHE_WRITE => f.cache_write = as_u64(&kv.value),
                 attr::USAGE_REASONING => f.reasoning = as_u64(&kv.value),
                 attr::COST_USD => f.cost_usd = as_f64(&kv.value),
+                attr::COST_SOURCE => f.unpriced = kv.value.as_str() == "unpriced",
+                attr::GEN_AI_REQUEST_MODEL => f.model = Some(kv.value.as_str().into_owned()),
                 attr::GEN_AI_OPERATION_NAME => {
                     if matches!(
                         kv.value.as_str().as_ref(),
@@ -117,6 +168,7 @@ impl SpanFacts {
                         f.llm = true;
                     }
                 }
+                attr::LLM_NODE_PATH => f.llm_node_path = Some(kv.value.as_str().into_owned()),
                 _ => {}
             }
         }
@@ -161,15 +213,29 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SectionAgg {
     duration: Option<Duration>,
     nodes_executed: u64,
-    llm_calls: u64,
-    tokens: Tokens,
-    cost_usd: f64,
+    usage: Usage,
     /// path -> (first start, summed duration)
     timings: IndexMap<String, (SystemTime, Duration)>,
+    node_usage: IndexMap<String, Usage>,
+}
+
+impl Default for SectionAgg {
+    fn default() -> Self {
+        SectionAgg {
+            duration: None,
+            nodes_executed: 0,
+            usage: Usage {
+                cost_complete: true,
+                ..Usage::default()
+            },
+            timings: IndexMap::new(),
+            node_usage: IndexMap::new(),
+        }
+    }
 }
 
 /// Running aggregates; fed one span at a time, in any order.
@@ -178,6 +244,8 @@ pub struct Aggregator {
     run: Option<Duration>,
     workflow: SectionAgg,
     planner: Option<SectionAgg>,
+    models: IndexMap<String, Usage>,
+    unpriced: Vec<String>,
 }
 
 impl Aggregator {
@@ -206,15 +274,23 @@ impl Aggregator {
             e.1 += f.duration;
         }
         if f.llm {
-            section.llm_calls += 1;
-            let t = &mut section.tokens;
-            t.input += f.input_tokens;
-            t.output += f.output_tokens;
-            t.total += f.input_tokens + f.output_tokens;
-            t.cache_read += f.cache_read;
-            t.cache_write += f.cache_write;
-            t.reasoning += f.reasoning;
-            section.cost_usd += f.cost_usd.unwrap_or(0.0);
+            section.usage.add(f);
+            let fresh = || Usage {
+                cost_complete: true,
+                ..Usage::default()
+            };
+            if let Some(p) = &f.llm_node_path {
+                section
+                    .node_usage
+                    .entry(p.clone())
+                    .or_insert_with(fresh)
+                    .add(f);
+            }
+            let model = f.model.clone().unwrap_or_else(|| "unknown".into());
+            if f.unpriced && !self.unpriced.contains(&model) {
+                self.unpriced.push(model.clone());
+            }
+            self.models.entry(model).or_insert_with(fresh).add(f);
         }
     }
 
@@ -224,12 +300,18 @@ impl Aggregator {
         SectionMetrics {
             duration_ms: ms(agg.duration.unwrap_or_default()),
             nodes_executed: agg.nodes_executed,
-            llm_calls: agg.llm_calls,
-            tokens: agg.tokens,
-            cost_usd: round_usd(agg.cost_usd),
+            llm_calls: agg.usage.llm_calls,
+            tokens: agg.usage.tokens,
+            cost_usd: round_usd(agg.usage.cost_usd),
+            cost_complete: agg.usage.cost_complete,
             node_timings: timings
                 .into_iter()
                 .map(|(k, (_, d))| (k.clone(), ms(*d)))
+                .collect(),
+            node_usage: agg
+                .node_usage
+                .iter()
+                .map(|(k, u)| (k.clone(), u.rounded()))
                 .collect(),
             path_taken: None,
         }
@@ -247,9 +329,16 @@ impl Aggregator {
                 llm_calls: workflow.llm_calls + p.map_or(0, |p| p.llm_calls),
                 tokens_total: workflow.tokens.total + p.map_or(0, |p| p.tokens.total),
                 cost_usd: round_usd(workflow.cost_usd + p.map_or(0.0, |p| p.cost_usd)),
+                cost_complete: workflow.cost_complete && p.is_none_or(|p| p.cost_complete),
             },
             workflow,
             planner,
+            models: self
+                .models
+                .iter()
+                .map(|(k, u)| (k.clone(), u.rounded()))
+                .collect(),
+            unpriced_models: self.unpriced.clone(),
         }
     }
 }

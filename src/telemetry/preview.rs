@@ -20,11 +20,14 @@ use std::io;
 use std::sync::{Arc, RwLock};
 
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 4096;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 65536;
 
 /// Preview limits and the redactor used for every preview.
 #[derive(Debug)]
 pub struct PreviewSettings {
     pub max_bytes: usize,
+    /// Limit for LLM prompts and responses, which users read whole when debugging.
+    pub max_message_bytes: usize,
     pub redactor: Redactor,
 }
 
@@ -32,6 +35,7 @@ impl PreviewSettings {
     pub fn new(max_bytes: usize) -> Self {
         PreviewSettings {
             max_bytes,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             redactor: Redactor::new(Vec::new()),
         }
     }
@@ -42,8 +46,13 @@ impl PreviewSettings {
             .ok()
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+        let max_message_bytes = std::env::var("PFLOW_TRACE_MAX_MESSAGE_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         PreviewSettings {
             max_bytes,
+            max_message_bytes,
             redactor: Redactor::from_env(),
         }
     }
@@ -98,6 +107,12 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
     preview(v)
 }
 
+/// Preview of an LLM prompt or response (`PFLOW_TRACE_MAX_MESSAGE_BYTES`, default 64 KiB).
+pub fn preview_message(s: &str) -> Preview {
+    let st = settings();
+    limited_string_preview(s, st.max_message_bytes, &st.redactor)
+}
+
 /// Preview of a string with the installed settings.
 pub fn preview_str(s: &str) -> Preview {
     let st = settings();
@@ -127,10 +142,14 @@ fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
     // Writing to BoundedWriter cannot fail.
     let _ = serde_json::to_writer(&mut w, v);
     let text = String::from_utf8_lossy(&w.buf).into_owned();
-    finish(&text, w.total, st)
+    finish(&text, w.total, st.max_bytes, &st.redactor)
 }
 
 fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
+    limited_string_preview(s, st.max_bytes, &st.redactor)
+}
+
+fn limited_string_preview(s: &str, max_bytes: usize, redactor: &Redactor) -> Preview {
     if looks_binary(s) {
         return Preview {
             text: format!("<binary data, {} bytes>", s.len()),
@@ -138,15 +157,15 @@ fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
             truncated: true,
         };
     }
-    let keep = st.max_bytes.saturating_add(256).min(s.len());
+    let keep = max_bytes.saturating_add(256).min(s.len());
     let head = &s[..floor_char_boundary(s, keep)];
-    finish(head, s.len(), st)
+    finish(head, s.len(), max_bytes, redactor)
 }
 
-fn finish(head: &str, total: usize, st: &PreviewSettings) -> Preview {
-    let redacted = st.redactor.redact_str(head);
-    let cut = floor_char_boundary(&redacted, st.max_bytes);
-    let truncated = total > st.max_bytes || cut < redacted.len();
+fn finish(head: &str, total: usize, max_bytes: usize, redactor: &Redactor) -> Preview {
+    let redacted = redactor.redact_str(head);
+    let cut = floor_char_boundary(&redacted, max_bytes);
+    let truncated = total > max_bytes || cut < redacted.len();
     Preview {
         text: redacted[..cut].to_string(),
         size: total,

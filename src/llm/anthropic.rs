@@ -1,0 +1,167 @@
+//! Anthropic Messages API (`/v1/messages`), streaming and not. Input usage
+//! excludes both cache buckets; streaming usage is split between
+//! `message_start` and the cumulative `message_delta`.
+
+use super::sse::SseParser;
+use super::usage::{from_anthropic, AnthropicStreamUsage};
+use super::{
+    load_image, next_chunk, parse_json, str_field, Image, LlmClient, LlmError, LlmRequest,
+    LlmResponse, Provider,
+};
+use serde_json::{json, Value};
+
+/// Anthropic requires max_tokens; this is used when the node sets none.
+const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+    let key = c
+        .config
+        .anthropic_api_key
+        .clone()
+        .ok_or(LlmError::MissingApiKey {
+            provider: "anthropic",
+            env_var: "ANTHROPIC_API_KEY",
+        })?;
+    let base = c.config.endpoint(Provider::Anthropic);
+    let content = if req.images.is_empty() {
+        json!(req.prompt)
+    } else {
+        let mut parts = Vec::new();
+        for src in &req.images {
+            parts.push(match load_image(src)? {
+                Image::Url(u) => json!({"type": "image", "source": {"type": "url", "url": u}}),
+                Image::Inline { media_type, data_b64 } => json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data_b64}}),
+            });
+        }
+        parts.push(json!({"type": "text", "text": req.prompt}));
+        Value::Array(parts)
+    };
+    let mut body = json!({
+        "model": req.model,
+        "max_tokens": req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        "messages": [{"role": "user", "content": content}],
+    });
+    if let Some(s) = &req.system {
+        body["system"] = json!(s);
+    }
+    if let Some(t) = req.temperature {
+        body["temperature"] = json!(t);
+    }
+    if req.stream {
+        body["stream"] = json!(true);
+    }
+    let headers = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let mut resp = c
+        .post(
+            &format!("{base}/v1/messages"),
+            &headers,
+            &body,
+            Some(&key),
+            "anthropic",
+        )
+        .await?;
+    if !req.stream {
+        let v = parse_json(
+            &resp
+                .bytes()
+                .await
+                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
+        )?;
+        let text = v["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect::<String>();
+        return Ok(LlmResponse {
+            text,
+            usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null)),
+            response_model: str_field(&v, "model"),
+            response_id: str_field(&v, "id"),
+            finish_reasons: str_field(&v, "stop_reason").into_iter().collect(),
+            provider_cost_usd: None,
+            service_tier: v
+                .pointer("/usage/service_tier")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        });
+    }
+    let mut out = LlmResponse::default();
+    let mut usage = AnthropicStreamUsage::default();
+    let mut parser = SseParser::new();
+    let mut stopped = false;
+    let mut eof = false;
+    while !eof {
+        let events = match next_chunk(&mut resp).await {
+            Ok(Some(c)) => parser.feed(&c),
+            Ok(None) => {
+                eof = true;
+                parser.finish()
+            }
+            Err(e) => {
+                return Err(LlmError::Stream {
+                    message: e,
+                    partial: Box::new(usage.usage()),
+                })
+            }
+        };
+        for ev in events {
+            // Anthropic pads its JSON with spaces: parse, never pattern-match.
+            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
+                LlmError::InvalidResponse(format!("stream event is not JSON ({e})"))
+            })?;
+            usage.event(&v);
+            match v["type"].as_str().unwrap_or_default() {
+                "message_start" => {
+                    out.response_id = v
+                        .pointer("/message/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    out.response_model = v
+                        .pointer("/message/model")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
+                "content_block_delta"
+                    if v.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta") =>
+                {
+                    out.text.push_str(
+                        v.pointer("/delta/text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default(),
+                    );
+                }
+                "message_delta" => {
+                    if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                        out.finish_reasons = vec![r.to_string()];
+                    }
+                }
+                "message_stop" => stopped = true,
+                "error" => {
+                    let msg = v
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("stream error")
+                        .to_string();
+                    return Err(LlmError::Stream {
+                        message: msg,
+                        partial: Box::new(usage.usage()),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    out.usage = usage.usage();
+    if !stopped {
+        return Err(LlmError::Stream {
+            message: "the stream ended before `message_stop`".into(),
+            partial: Box::new(out.usage),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! Gemini `generateContent` / `streamGenerateContent?alt=sse`. Thoughts are
+//! counted beside the candidates; streaming chunks repeat cumulative usage,
+//! so the last one wins.
+
+use super::sse::SseParser;
+use super::usage::{from_gemini, Usage, UsageSource};
+use super::{
+    load_image, next_chunk, parse_json, str_field, Image, LlmClient, LlmError, LlmRequest,
+    LlmResponse, Provider,
+};
+use serde_json::{json, Value};
+
+pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+    let key = c
+        .config
+        .gemini_api_key
+        .clone()
+        .ok_or(LlmError::MissingApiKey {
+            provider: "gemini",
+            env_var: "GEMINI_API_KEY",
+        })?;
+    let base = c.config.endpoint(Provider::Gemini);
+    let mut parts = vec![json!({"text": req.prompt})];
+    for src in &req.images {
+        match load_image(src)? {
+            Image::Inline {
+                media_type,
+                data_b64,
+            } => parts.push(json!({"inline_data": {"mime_type": media_type, "data": data_b64}})),
+            Image::Url(u) => {
+                return Err(LlmError::Image(format!(
+                    "`{u}`: Gemini takes images inline; give a local file path"
+                )))
+            }
+        }
+    }
+    let mut body = json!({"contents": [{"role": "user", "parts": parts}]});
+    if let Some(s) = &req.system {
+        body["systemInstruction"] = json!({"parts": [{"text": s}]});
+    }
+    let mut gen = serde_json::Map::new();
+    if let Some(t) = req.temperature {
+        gen.insert("temperature".into(), json!(t));
+    }
+    if let Some(m) = req.max_tokens {
+        gen.insert("maxOutputTokens".into(), json!(m));
+    }
+    if !gen.is_empty() {
+        body["generationConfig"] = Value::Object(gen);
+    }
+    let url = if req.stream {
+        format!(
+            "{base}/v1beta/models/{}:streamGenerateContent?alt=sse",
+            req.model
+        )
+    } else {
+        format!("{base}/v1beta/models/{}:generateContent", req.model)
+    };
+    let headers = [("x-goog-api-key", key.as_str())];
+    let mut resp = c.post(&url, &headers, &body, Some(&key), "gemini").await?;
+    if !req.stream {
+        let v = parse_json(
+            &resp
+                .bytes()
+                .await
+                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
+        )?;
+        let mut out = LlmResponse {
+            usage: Usage::unknown(),
+            ..Default::default()
+        };
+        absorb(&mut out, &v, UsageSource::Provider);
+        return Ok(out);
+    }
+    let mut out = LlmResponse {
+        usage: Usage::unknown(),
+        ..Default::default()
+    };
+    let mut parser = SseParser::new();
+    let mut chunks = 0;
+    let mut eof = false;
+    while !eof {
+        let events = match next_chunk(&mut resp).await {
+            Ok(Some(c)) => parser.feed(&c),
+            Ok(None) => {
+                eof = true;
+                parser.finish()
+            }
+            Err(e) => {
+                return Err(LlmError::Stream {
+                    message: e,
+                    partial: Box::new(out.usage),
+                })
+            }
+        };
+        for ev in events {
+            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
+                LlmError::InvalidResponse(format!("stream chunk is not JSON ({e})"))
+            })?;
+            if let Some(err) = v.get("error") {
+                return Err(LlmError::Stream {
+                    message: super::error_message(&json!({"error": err}).to_string()),
+                    partial: Box::new(out.usage),
+                });
+            }
+            absorb(&mut out, &v, UsageSource::ProviderStream);
+            chunks += 1;
+        }
+    }
+    // Gemini sends no terminator: a finishReason is how a complete answer ends.
+    if chunks == 0 || out.finish_reasons.is_empty() {
+        return Err(LlmError::Stream {
+            message: "the stream ended before a finishReason".into(),
+            partial: Box::new(out.usage),
+        });
+    }
+    Ok(out)
+}
+
+/// Folds one response (or stream chunk) into `out`: text appended, usage replaced.
+fn absorb(out: &mut LlmResponse, v: &Value, source: UsageSource) {
+    if let Some(cand) = v.pointer("/candidates/0") {
+        for p in cand
+            .pointer("/content/parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            // Thought summaries are not the answer.
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                out.text.push_str(t);
+            }
+        }
+        if let Some(f) = str_field(cand, "finishReason") {
+            out.finish_reasons = vec![f];
+        }
+    }
+    if let Some(u) = v.get("usageMetadata") {
+        out.usage = from_gemini(u);
+        out.usage.source = source;
+        out.service_tier = str_field(u, "serviceTier").or(out.service_tier.take());
+    }
+    out.response_model = str_field(v, "modelVersion").or(out.response_model.take());
+    out.response_id = str_field(v, "responseId").or(out.response_id.take());
+}

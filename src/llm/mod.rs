@@ -1,0 +1,636 @@
+//! LLM providers over their real HTTP wire formats, streaming and not, with
+//! exact usage extraction. One call = one attempt: the caller (the `llm`
+//! node) wraps each attempt in a span and decides about retries with
+//! [`LlmError::is_retryable`] and [`backoff`].
+//!
+//! Providers: `openai` (Chat Completions and the Responses API; any
+//! OpenAI-compatible server via `OPENAI_BASE_URL`), `anthropic` (Messages),
+//! `gemini` (generateContent), `ollama` (native `/api/chat`) and `echo`
+//! (offline: answers with the prompt, counts tokens with a real tokenizer).
+//!
+//! ```
+//! use pflow::llm::{resolve_model, Provider};
+//! assert_eq!(resolve_model("claude-sonnet-4-5").unwrap(), (Provider::Anthropic, "claude-sonnet-4-5".to_string()));
+//! assert_eq!(resolve_model("openai/gpt-4o").unwrap(), (Provider::OpenAi, "gpt-4o".to_string()));
+//! ```
+
+mod anthropic;
+mod echo;
+mod gemini;
+mod ollama;
+mod openai;
+pub mod sse;
+pub mod usage;
+
+pub use usage::{Usage, UsageSource};
+
+use base64::Engine;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Ollama,
+    Echo,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::Ollama => "ollama",
+            Provider::Echo => "echo",
+        }
+    }
+
+    /// `gen_ai.provider.name` (GenAI conventions; `ollama` and `echo` are custom values).
+    pub fn semconv_name(self) -> &'static str {
+        match self {
+            Provider::Gemini => "gcp.gemini",
+            other => other.as_str(),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Provider> {
+        Some(match s {
+            "openai" => Provider::OpenAi,
+            "anthropic" => Provider::Anthropic,
+            "gemini" | "google" => Provider::Gemini,
+            "ollama" => Provider::Ollama,
+            "echo" => Provider::Echo,
+            _ => return None,
+        })
+    }
+}
+
+/// Which OpenAI API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Responses,
+}
+
+/// The model used when a node names none: `PFLOW_DEFAULT_MODEL`, else `echo`
+/// (offline, free: a workflow runs end to end before any key is set up).
+pub fn default_model() -> String {
+    std::env::var("PFLOW_DEFAULT_MODEL")
+        .ok()
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| "echo".into())
+}
+
+/// `provider/model`, or a plain name whose provider is inferred from
+/// well-known prefixes (gpt-*, o1/o3/o4*, chatgpt-*, claude-*, gemini-*).
+pub fn resolve_model(name: &str) -> Result<(Provider, String), LlmError> {
+    let name = name.trim();
+    if name == "echo" {
+        return Ok((Provider::Echo, "echo".into()));
+    }
+    if let Some((p, m)) = name.split_once('/') {
+        if let Some(p) = Provider::parse(p) {
+            if m.is_empty() {
+                return Err(LlmError::UnknownModel(format!(
+                    "`{name}` names no model after the provider"
+                )));
+            }
+            return Ok((p, m.to_string()));
+        }
+    }
+    let lower = name.to_ascii_lowercase();
+    let is_o_series =
+        lower.len() >= 2 && lower.starts_with('o') && lower.as_bytes()[1].is_ascii_digit();
+    let provider = if lower.starts_with("gpt-")
+        || lower.starts_with("chatgpt-")
+        || is_o_series
+        || lower.starts_with("text-")
+    {
+        Provider::OpenAi
+    } else if lower.starts_with("claude-") {
+        Provider::Anthropic
+    } else if lower.starts_with("gemini-") {
+        Provider::Gemini
+    } else {
+        return Err(LlmError::UnknownModel(format!(
+            "cannot tell which provider serves `{name}`; write it as `provider/model` (providers: openai, anthropic, gemini, ollama, echo), e.g. `ollama/{name}`"
+        )));
+    };
+    Ok((provider, name.to_string()))
+}
+
+/// One LLM request.
+#[derive(Debug, Clone)]
+pub struct LlmRequest {
+    pub provider: Provider,
+    pub model: String,
+    pub prompt: String,
+    pub system: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub stream: bool,
+    pub api: Api,
+    /// Local paths (sent inline, base64) or http(s) URLs.
+    pub images: Vec<String>,
+}
+
+/// One LLM response.
+#[derive(Debug, Clone, Default)]
+pub struct LlmResponse {
+    pub text: String,
+    pub usage: Usage,
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reasons: Vec<String>,
+    /// Cost reported by the provider itself (e.g. OpenRouter's `usage.cost`).
+    pub provider_cost_usd: Option<f64>,
+    pub service_tier: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("no API key for {provider}: set {env_var}")]
+    MissingApiKey {
+        provider: &'static str,
+        env_var: &'static str,
+    },
+    #[error("{provider} rejected the API key (HTTP {status}): {message}")]
+    Unauthorized {
+        provider: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("rate limited (HTTP 429){}: {message}", retry_after.map(|d| format!(", retry after {:.1}s", d.as_secs_f64())).unwrap_or_default())]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    #[error("server error (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("request rejected (HTTP {status}): {message}")]
+    BadRequest { status: u16, message: String },
+    #[error("no response within {:.1}s", after.as_secs_f64())]
+    Timeout { after: Duration },
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("stream broken: {message}")]
+    Stream {
+        message: String,
+        partial: Box<Usage>,
+    },
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("{0}")]
+    UnknownModel(String),
+    #[error("image: {0}")]
+    Image(String),
+}
+
+impl LlmError {
+    /// Worth another attempt: rate limits, server errors, timeouts, broken connections.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Timeout { .. }
+                | LlmError::Connect(_)
+                | LlmError::Stream { .. }
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Stable short name for `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::MissingApiKey { .. } => "missing_api_key",
+            LlmError::Unauthorized { .. } => "unauthorized",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server_error",
+            LlmError::BadRequest { .. } => "bad_request",
+            LlmError::Timeout { .. } => "timeout",
+            LlmError::Connect(_) => "connect_error",
+            LlmError::Stream { .. } => "stream_error",
+            LlmError::InvalidResponse(_) => "invalid_response",
+            LlmError::UnknownModel(_) => "unknown_model",
+            LlmError::Image(_) => "image_error",
+        }
+    }
+
+    /// Usage that arrived before a stream broke (still billed, still counted).
+    pub fn partial_usage(&self) -> Option<&Usage> {
+        match self {
+            LlmError::Stream { partial, .. } if partial.is_known() => Some(partial),
+            _ => None,
+        }
+    }
+}
+
+/// Delay before attempt `attempt + 1`: exponential from 0.5 s, capped at 8 s, ±25% jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(10) as i32);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64(base.min(8.0) * jitter)
+}
+
+/// Endpoints and keys, from the environment like each official SDK.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    /// Includes the version: `https://api.openai.com/v1`.
+    pub openai_base_url: String,
+    pub openai_api_key: Option<String>,
+    /// Host root: `https://api.anthropic.com`.
+    pub anthropic_base_url: String,
+    pub anthropic_api_key: Option<String>,
+    /// Host root: `https://generativelanguage.googleapis.com`.
+    pub gemini_base_url: String,
+    pub gemini_api_key: Option<String>,
+    /// `host:port` or a URL; default `http://localhost:11434`.
+    pub ollama_host: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    // Keys never appear in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("openai_base_url", &self.openai_base_url)
+            .field("anthropic_base_url", &self.anthropic_base_url)
+            .field("gemini_base_url", &self.gemini_base_url)
+            .field("ollama_host", &self.ollama_host)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl ProviderConfig {
+    /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `ANTHROPIC_BASE_URL`, `ANTHROPIC_API_KEY`,
+    /// `GEMINI_BASE_URL`, `GEMINI_API_KEY`, `OLLAMA_HOST`, `PFLOW_LLM_TIMEOUT` (seconds, default 120).
+    pub fn from_env() -> Self {
+        ProviderConfig {
+            openai_base_url: env("OPENAI_BASE_URL")
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            openai_api_key: env("OPENAI_API_KEY"),
+            anthropic_base_url: env("ANTHROPIC_BASE_URL")
+                .unwrap_or_else(|| "https://api.anthropic.com".into()),
+            anthropic_api_key: env("ANTHROPIC_API_KEY"),
+            gemini_base_url: env("GEMINI_BASE_URL")
+                .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into()),
+            gemini_api_key: env("GEMINI_API_KEY"),
+            ollama_host: env("OLLAMA_HOST").unwrap_or_else(|| "http://localhost:11434".into()),
+            timeout: Duration::from_secs_f64(
+                env("PFLOW_LLM_TIMEOUT")
+                    .and_then(|t| t.parse().ok())
+                    .filter(|t: &f64| *t > 0.0)
+                    .unwrap_or(120.0),
+            ),
+        }
+    }
+
+    /// The base URL requests for `provider` go to.
+    pub fn endpoint(&self, provider: Provider) -> String {
+        match provider {
+            Provider::OpenAi => self.openai_base_url.trim_end_matches('/').to_string(),
+            Provider::Anthropic => self.anthropic_base_url.trim_end_matches('/').to_string(),
+            Provider::Gemini => self.gemini_base_url.trim_end_matches('/').to_string(),
+            Provider::Ollama => {
+                let h = self.ollama_host.trim_end_matches('/');
+                if h.contains("://") {
+                    h.to_string()
+                } else {
+                    format!("http://{h}")
+                }
+            }
+            Provider::Echo => String::new(),
+        }
+    }
+
+    /// `server.address` and `server.port` for spans.
+    pub fn server(&self, provider: Provider) -> Option<(String, u16)> {
+        let url = reqwest::Url::parse(&self.endpoint(provider)).ok()?;
+        Some((url.host_str()?.to_string(), url.port_or_known_default()?))
+    }
+}
+
+/// The client: one connection pool for every call of a run.
+#[derive(Debug, Clone)]
+pub struct LlmClient {
+    http: reqwest::Client,
+    config: ProviderConfig,
+}
+
+impl LlmClient {
+    pub fn new(config: ProviderConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("pflow/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10).min(config.timeout))
+            .build()
+            .unwrap_or_default();
+        LlmClient { http, config }
+    }
+
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    /// One attempt. The whole call (including a stream) is bounded by the configured timeout.
+    pub async fn complete(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let fut = async {
+            match req.provider {
+                Provider::Echo => echo::complete(req),
+                Provider::OpenAi => openai::complete(self, req).await,
+                Provider::Anthropic => anthropic::complete(self, req).await,
+                Provider::Gemini => gemini::complete(self, req).await,
+                Provider::Ollama => ollama::complete(self, req).await,
+            }
+        };
+        match tokio::time::timeout(self.config.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(LlmError::Timeout {
+                after: self.config.timeout,
+            }),
+        }
+    }
+
+    /// POSTs JSON and maps HTTP failures to [`LlmError`]; `secret` is scrubbed from messages.
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+        secret: Option<&str>,
+        provider: &'static str,
+    ) -> Result<reqwest::Response, LlmError> {
+        let mut rb = self.http.post(url).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, self.config.timeout))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let retry_after = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        let mut message = error_message(&text);
+        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+            message = message.replace(s, "[REDACTED]");
+        }
+        Err(match status {
+            401 | 403 => LlmError::Unauthorized {
+                provider,
+                status,
+                message,
+            },
+            429 => LlmError::RateLimited {
+                retry_after,
+                message,
+            },
+            500..=599 => LlmError::Server { status, message },
+            _ => LlmError::BadRequest { status, message },
+        })
+    }
+}
+
+fn transport_error(e: &reqwest::Error, timeout: Duration) -> LlmError {
+    if e.is_timeout() {
+        return LlmError::Timeout { after: timeout };
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    if e.is_connect() {
+        LlmError::Connect(s)
+    } else if e.is_body() || e.is_decode() {
+        LlmError::Stream {
+            message: s,
+            partial: Box::new(Usage::unknown()),
+        }
+    } else {
+        LlmError::Connect(s)
+    }
+}
+
+/// `Retry-After` (seconds or HTTP date) or `retry-after-ms`.
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = h
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+    }
+    let v = h
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_string();
+    if let Ok(secs) = v.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(&v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The provider's own error message (`error.message`, `error`, `message`), else the body's start.
+fn error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        let m = v
+            .pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("message"));
+        if let Some(m) = m {
+            return match m {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+        }
+    }
+    let t: String = body.chars().take(300).collect();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        t
+    }
+}
+
+/// Reads a response body chunk by chunk (for streams), mapping failures.
+async fn next_chunk(resp: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, String> {
+    resp.chunk().await.map_err(|e| {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
+    })
+}
+
+/// An image for a request: inline bytes with a media type, or a URL.
+#[derive(Debug)]
+enum Image {
+    Inline {
+        media_type: String,
+        data_b64: String,
+    },
+    Url(String),
+}
+
+fn load_image(src: &str) -> Result<Image, LlmError> {
+    if src.starts_with("http://") || src.starts_with("https://") {
+        return Ok(Image::Url(src.to_string()));
+    }
+    let ext = std::path::Path::new(src)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let media_type = match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        other => {
+            return Err(LlmError::Image(format!(
+                "`{src}`: unsupported image type `.{other}` (png, jpg, gif, webp)"
+            )))
+        }
+    };
+    let bytes =
+        std::fs::read(src).map_err(|e| LlmError::Image(format!("cannot read `{src}`: {e}")))?;
+    Ok(Image::Inline {
+        media_type: media_type.into(),
+        data_b64: base64::engine::general_purpose::STANDARD.encode(bytes),
+    })
+}
+
+/// Parses a response body as JSON, with a clear error.
+fn parse_json(bytes: &[u8]) -> Result<Value, LlmError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let preview: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
+        LlmError::InvalidResponse(format!("body is not JSON ({e}): {preview}"))
+    })
+}
+
+fn str_field(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names() {
+        assert_eq!(resolve_model("gpt-4o").unwrap().0, Provider::OpenAi);
+        assert_eq!(resolve_model("o3-mini").unwrap().0, Provider::OpenAi);
+        assert_eq!(
+            resolve_model("claude-3-opus-latest").unwrap().0,
+            Provider::Anthropic
+        );
+        assert_eq!(
+            resolve_model("gemini-2.5-flash").unwrap().0,
+            Provider::Gemini
+        );
+        assert_eq!(
+            resolve_model("ollama/llama3.2").unwrap(),
+            (Provider::Ollama, "llama3.2".into())
+        );
+        assert_eq!(resolve_model("echo").unwrap().0, Provider::Echo);
+        let e = resolve_model("llama3.2").unwrap_err().to_string();
+        assert!(e.contains("`ollama/llama3.2`"), "{e}");
+        assert!(resolve_model("openai/").is_err());
+    }
+
+    #[test]
+    fn endpoints_follow_the_sdks() {
+        let mut c = ProviderConfig::from_env();
+        c.ollama_host = "127.0.0.1:9999".into();
+        assert_eq!(c.endpoint(Provider::Ollama), "http://127.0.0.1:9999");
+        c.openai_base_url = "http://localhost:8000/v1/".into();
+        assert_eq!(c.endpoint(Provider::OpenAi), "http://localhost:8000/v1");
+        assert_eq!(c.server(Provider::OpenAi), Some(("localhost".into(), 8000)));
+        let dbg = format!(
+            "{:?}",
+            ProviderConfig {
+                openai_api_key: Some("sk-secret-value".into()),
+                ..c
+            }
+        );
+        assert!(!dbg.contains("sk-secret-value"));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert!(backoff(1) <= Duration::from_secs_f64(0.625));
+        assert!(backoff(3) >= Duration::from_secs_f64(1.5));
+        assert!(backoff(20) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn error_messages_come_from_the_body() {
+        assert_eq!(
+            error_message(r#"{"error": {"message": "bad key", "type": "auth"}}"#),
+            "bad key"
+        );
+        assert_eq!(
+            error_message(r#"{"error": "model not found"}"#),
+            "model not found"
+        );
+        assert_eq!(error_message(""), "(empty body)");
+    }
+
+    #[test]
+    fn images() {
+        assert!(matches!(
+            load_image("https://x/y.png").unwrap(),
+            Image::Url(_)
+        ));
+        assert!(load_image("x.bmp")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported"));
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.png");
+        std::fs::write(&p, [1u8, 2, 3]).unwrap();
+        match load_image(p.to_str().unwrap()).unwrap() {
+            Image::Inline {
+                media_type,
+                data_b64,
+            } => {
+                assert_eq!(media_type, "image/png");
+                assert_eq!(data_b64, "AQID");
+            }
+            Image::Url(_) => panic!(),
+        }
+    }
+}

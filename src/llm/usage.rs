@@ -1,0 +1,285 @@
+//! Token usage extraction: each provider's usage object normalised into
+//! [`Usage`], where input counts every prompt-side token (cache reads and
+//! writes included) and output every generated token (reasoning included).
+//!
+//! The traps (see `tests/fixtures/llm/INDEX.md`): OpenAI's input already
+//! includes cached tokens, Anthropic's excludes both cache buckets, Gemini
+//! reports thoughts beside the candidates; streaming usage arrives in the
+//! last chunk (OpenAI), is split across events and must be overwritten, not
+//! summed (Anthropic), or repeats cumulatively (Gemini); a missing usage is
+//! unknown, never 0.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where token counts come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// A provider's non-streaming response.
+    #[default]
+    Provider,
+    /// A provider's streaming events.
+    ProviderStream,
+    /// Counted locally with a tokenizer.
+    Estimated,
+    /// The provider sent no usage.
+    Unknown,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Provider => "provider",
+            UsageSource::ProviderStream => "provider_stream",
+            UsageSource::Estimated => "estimated",
+            UsageSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// Normalised usage; `None` is "not reported", different from 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_read_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
+    pub cache_write_1h_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub source: UsageSource,
+}
+
+impl Usage {
+    pub fn unknown() -> Usage {
+        Usage {
+            source: UsageSource::Unknown,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.source != UsageSource::Unknown
+            && (self.input_tokens.is_some() || self.output_tokens.is_some())
+    }
+
+    pub fn total(&self) -> Option<u64> {
+        match (self.input_tokens, self.output_tokens) {
+            (None, None) => None,
+            (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+        }
+    }
+
+    /// Counts for pricing (unknown fields as 0).
+    pub fn counts(&self) -> crate::pricing::TokenCounts {
+        crate::pricing::TokenCounts {
+            input: self.input_tokens.unwrap_or(0),
+            output: self.output_tokens.unwrap_or(0),
+            cache_read: self.cache_read_tokens.unwrap_or(0),
+            cache_write: self.cache_write_tokens.unwrap_or(0),
+            cache_write_1h: self.cache_write_1h_tokens.unwrap_or(0),
+            reasoning: self.reasoning_tokens.unwrap_or(0),
+        }
+    }
+}
+
+fn n(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+/// OpenAI Chat Completions `usage` (also OpenAI-compatible servers).
+pub fn from_openai_chat(u: &Value) -> Usage {
+    if !u.is_object() {
+        return Usage::unknown();
+    }
+    Usage {
+        input_tokens: n(u, &["prompt_tokens"]),
+        output_tokens: n(u, &["completion_tokens"]),
+        cache_read_tokens: Some(n(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0)),
+        cache_write_tokens: Some(
+            n(u, &["prompt_tokens_details", "cache_write_tokens"]).unwrap_or(0),
+        ),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: n(u, &["completion_tokens_details", "reasoning_tokens"]),
+        source: UsageSource::Provider,
+    }
+}
+
+/// OpenAI Responses API `usage`.
+pub fn from_openai_responses(u: &Value) -> Usage {
+    if !u.is_object() {
+        return Usage::unknown();
+    }
+    Usage {
+        input_tokens: n(u, &["input_tokens"]),
+        output_tokens: n(u, &["output_tokens"]),
+        cache_read_tokens: Some(n(u, &["input_tokens_details", "cached_tokens"]).unwrap_or(0)),
+        cache_write_tokens: Some(
+            n(u, &["input_tokens_details", "cache_write_tokens"]).unwrap_or(0),
+        ),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: n(u, &["output_tokens_details", "reasoning_tokens"]),
+        source: UsageSource::Provider,
+    }
+}
+
+/// Anthropic Messages `usage`; with compaction, billing is the sum of `iterations`.
+pub fn from_anthropic(u: &Value) -> Usage {
+    if !u.is_object() {
+        return Usage::unknown();
+    }
+    if let Some(iters) = u
+        .get("iterations")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
+        let mut total = Usage {
+            source: UsageSource::Provider,
+            ..Default::default()
+        };
+        for it in iters {
+            let one = anthropic_one(it);
+            total.input_tokens =
+                Some(total.input_tokens.unwrap_or(0) + one.input_tokens.unwrap_or(0));
+            total.output_tokens =
+                Some(total.output_tokens.unwrap_or(0) + one.output_tokens.unwrap_or(0));
+            total.cache_read_tokens =
+                Some(total.cache_read_tokens.unwrap_or(0) + one.cache_read_tokens.unwrap_or(0));
+            total.cache_write_tokens =
+                Some(total.cache_write_tokens.unwrap_or(0) + one.cache_write_tokens.unwrap_or(0));
+            total.cache_write_1h_tokens = Some(
+                total.cache_write_1h_tokens.unwrap_or(0) + one.cache_write_1h_tokens.unwrap_or(0),
+            );
+            total.reasoning_tokens = match (total.reasoning_tokens, one.reasoning_tokens) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            };
+        }
+        return total;
+    }
+    anthropic_one(u)
+}
+
+fn anthropic_one(u: &Value) -> Usage {
+    let uncached = n(u, &["input_tokens"]);
+    let read = n(u, &["cache_read_input_tokens"]).unwrap_or(0);
+    let write = n(u, &["cache_creation_input_tokens"]).unwrap_or(0);
+    Usage {
+        input_tokens: uncached.map(|i| i + read + write),
+        output_tokens: n(u, &["output_tokens"]),
+        cache_read_tokens: Some(read),
+        cache_write_tokens: Some(write),
+        cache_write_1h_tokens: Some(
+            n(u, &["cache_creation", "ephemeral_1h_input_tokens"]).unwrap_or(0),
+        ),
+        reasoning_tokens: n(u, &["output_tokens_details", "thinking_tokens"]),
+        source: UsageSource::Provider,
+    }
+}
+
+/// Gemini `usageMetadata`: thoughts sit beside the candidates; cached content is inside the prompt.
+pub fn from_gemini(u: &Value) -> Usage {
+    if !u.is_object() {
+        return Usage::unknown();
+    }
+    let prompt = n(u, &["promptTokenCount"]);
+    let tool = n(u, &["toolUsePromptTokenCount"]).unwrap_or(0);
+    let cand = n(u, &["candidatesTokenCount"]);
+    let thoughts = n(u, &["thoughtsTokenCount"]);
+    Usage {
+        input_tokens: prompt.map(|p| p + tool),
+        output_tokens: match (cand, thoughts) {
+            (None, None) => None,
+            (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+        },
+        cache_read_tokens: Some(n(u, &["cachedContentTokenCount"]).unwrap_or(0)),
+        cache_write_tokens: Some(0),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: thoughts,
+        source: UsageSource::Provider,
+    }
+}
+
+/// Ollama native `/api/chat` (the `done: true` object). Missing counts stay unknown.
+pub fn from_ollama(v: &Value) -> Usage {
+    let input = n(v, &["prompt_eval_count"]);
+    let output = n(v, &["eval_count"]);
+    if input.is_none() && output.is_none() {
+        return Usage::unknown();
+    }
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cache_read_tokens: Some(0),
+        cache_write_tokens: Some(0),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: None,
+        source: UsageSource::Provider,
+    }
+}
+
+/// Anthropic streaming: `message_start` gives input and cache figures,
+/// `message_delta` the cumulative output (and, in newer versions, repeats the
+/// rest). Non-null fields overwrite; nothing is added up across events.
+#[derive(Debug, Default)]
+pub struct AnthropicStreamUsage {
+    raw: serde_json::Map<String, Value>,
+}
+
+impl AnthropicStreamUsage {
+    pub fn event(&mut self, ev: &Value) {
+        let usage = match ev.get("type").and_then(Value::as_str) {
+            Some("message_start") => ev.get("message").and_then(|m| m.get("usage")),
+            Some("message_delta") => ev.get("usage"),
+            _ => None,
+        };
+        if let Some(Value::Object(u)) = usage {
+            for (k, v) in u {
+                if !v.is_null() {
+                    self.raw.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        if self.raw.is_empty() {
+            return Usage::unknown();
+        }
+        let mut u = from_anthropic(&Value::Object(self.raw.clone()));
+        u.source = UsageSource::ProviderStream;
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_usage_is_unknown_not_zero() {
+        let u = from_openai_chat(&Value::Null);
+        assert!(!u.is_known());
+        assert_eq!(u.input_tokens, None);
+        assert!(!from_ollama(&json!({"done": true})).is_known());
+    }
+
+    #[test]
+    fn anthropic_stream_overwrites_instead_of_summing() {
+        let mut s = AnthropicStreamUsage::default();
+        s.event(&json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}));
+        s.event(&json!({"type": "message_delta", "usage": {"output_tokens": 7}}));
+        s.event(
+            &json!({"type": "message_delta", "usage": {"output_tokens": 9, "input_tokens": null}}),
+        );
+        let u = s.usage();
+        assert_eq!(u.input_tokens, Some(15));
+        assert_eq!(u.output_tokens, Some(9));
+        assert_eq!(u.source, UsageSource::ProviderStream);
+    }
+}
