@@ -22,6 +22,7 @@ mod openai;
 pub mod sse;
 pub mod usage;
 
+pub use echo::count_tokens;
 pub use usage::{Usage, UsageSource};
 
 use base64::Engine;
@@ -234,6 +235,22 @@ impl LlmError {
             LlmError::Stream { partial, .. } if partial.is_known() => Some(partial),
             _ => None,
         }
+    }
+}
+
+/// Usage counted locally (o200k_base tokenizer) for a call whose provider
+/// reported none: prompt side = system + prompt, output = the answer.
+pub fn estimate_usage(req: &LlmRequest, answer: &str) -> Usage {
+    let mut prompt_side = req.system.clone().map(|s| s + "\n").unwrap_or_default();
+    prompt_side.push_str(&req.prompt);
+    Usage {
+        input_tokens: count_tokens(&prompt_side),
+        output_tokens: count_tokens(answer),
+        cache_read_tokens: Some(0),
+        cache_write_tokens: Some(0),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: None,
+        source: UsageSource::Estimated,
     }
 }
 

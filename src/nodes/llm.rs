@@ -307,7 +307,11 @@ impl Node for Llm {
                 }
                 let result = client.complete(&request).instrument(span.clone()).await;
                 match result {
-                    Ok(resp) => {
+                    Ok(mut resp) => {
+                        if !resp.usage.is_known() {
+                            // No usage from the provider: count with the tokenizer, marked estimated.
+                            resp.usage = llm::estimate_usage(&request, &resp.text);
+                        }
                         if let Some(m) = &resp.response_model {
                             span.record("gen_ai.response.model", m.as_str());
                         }

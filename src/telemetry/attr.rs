@@ -65,6 +65,7 @@ pub const USAGE_CACHE_CREATION: &str = "gen_ai.usage.cache_creation.input_tokens
 pub const USAGE_CACHE_WRITE: &str = "gen_ai.usage.cache_write.input_tokens";
 pub const USAGE_REASONING: &str = "gen_ai.usage.reasoning.output_tokens";
 pub const COST_USD: &str = "pflow.cost.usd";
+pub const USAGE_ESTIMATED: &str = "pflow.usage.estimated";
 /// Where the cost came from: `table`, `override`, `provider`, `free`, `local`, `unpriced`.
 pub const COST_SOURCE: &str = "pflow.cost.source";
 /// The node path an LLM call belongs to.

@@ -37,11 +37,14 @@ pub struct Usage {
     pub cost_usd: f64,
     /// False when a call's cost is unknown (unpriced model).
     pub cost_complete: bool,
+    /// Calls whose tokens were counted locally because the provider reported none.
+    pub estimated_calls: u64,
 }
 
 impl Usage {
     fn add(&mut self, f: &SpanFacts) {
         self.llm_calls += 1;
+        self.estimated_calls += u64::from(f.estimated);
         let t = &mut self.tokens;
         t.input += f.input_tokens;
         t.output += f.output_tokens;
@@ -73,6 +76,8 @@ pub struct SectionMetrics {
     pub cost_usd: f64,
     /// False when some LLM call had no known price: `cost_usd` is then a lower bound.
     pub cost_complete: bool,
+    /// LLM calls whose tokens are estimates (the provider reported no usage).
+    pub estimated_calls: u64,
     /// Wall time per node path (`id`, `parent/child`, `id[3]`), summed over attempts.
     pub node_timings: IndexMap<String, f64>,
     /// LLM calls, tokens and cost per node path (nodes that called an LLM).
@@ -124,6 +129,8 @@ pub struct SpanFacts {
     pub cost_usd: Option<f64>,
     /// `pflow.cost.source` is `unpriced`.
     pub unpriced: bool,
+    /// `pflow.usage.estimated`.
+    pub estimated: bool,
     pub model: Option<String>,
     pub start: Option<SystemTime>,
     pub duration: Duration,
@@ -169,6 +176,7 @@ impl SpanFacts {
                     }
                 }
                 attr::LLM_NODE_PATH => f.llm_node_path = Some(kv.value.as_str().into_owned()),
+                attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
                 _ => {}
             }
         }
@@ -304,6 +312,7 @@ impl Aggregator {
             tokens: agg.usage.tokens,
             cost_usd: round_usd(agg.usage.cost_usd),
             cost_complete: agg.usage.cost_complete,
+            estimated_calls: agg.usage.estimated_calls,
             node_timings: timings
                 .into_iter()
                 .map(|(k, (_, d))| (k.clone(), ms(*d)))

@@ -448,3 +448,48 @@ fn unknown_model_name_is_a_clear_error() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_usage_is_estimated_with_the_tokenizer_and_marked() {
+    let text = String::from_utf8(fixture("openai-chat-stream-no-usage.jsonl")).unwrap();
+    let mut wire = String::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        wire.push_str(&format!("data: {l}\n\n"));
+    }
+    wire.push_str("data: [DONE]\n\n");
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(wire.into_bytes(), "text/event-stream"),
+        )
+        .mount(&server)
+        .await;
+    let env = Env::new();
+    let wf = env.workflow("wf.json", llm_wf("gpt-4o-mini", json!({"stream": true})));
+    let (v, code, _) = run_json(
+        with_openai(&env, &server)
+            .args(["--trace", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0, "{v}");
+    let u = &v["result"]["usage"];
+    assert_eq!(u["estimated"], json!(true));
+    assert_eq!(u["usage_source"], json!("estimated"));
+    assert_eq!(
+        u["output_tokens"],
+        json!(pflow::llm::count_tokens(v["result"]["answer"].as_str().unwrap()).unwrap())
+    );
+    assert!(
+        u["cost_usd"].as_f64().unwrap() > 0.0,
+        "estimated usage is still priced"
+    );
+    let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
+    let s = by_name(&spans, "chat gpt-4o-mini");
+    assert_eq!(s.attr("pflow.usage.estimated"), Some(&json!(true)));
+    assert_eq!(s.s("pflow.usage.source"), "estimated");
+    assert_eq!(v["metrics"]["workflow"]["estimated_calls"], json!(1));
+    assert_eq!(
+        v["metrics"]["models"]["gpt-4o-mini"]["estimated_calls"],
+        json!(1)
+    );
+}
