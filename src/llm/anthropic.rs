@@ -2,11 +2,10 @@
 //! excludes both cache buckets; streaming usage is split between
 //! `message_start` and the cumulative `message_delta`.
 
-use super::sse::SseParser;
 use super::usage::{from_anthropic, AnthropicStreamUsage};
 use super::{
-    load_image, next_chunk, parse_json, str_field, Image, LlmClient, LlmError, LlmRequest,
-    LlmResponse, Provider,
+    load_image, read_json, str_field, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
+    Provider, SseStream,
 };
 use serde_json::{json, Value};
 
@@ -54,7 +53,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         ("x-api-key", key.as_str()),
         ("anthropic-version", "2023-06-01"),
     ];
-    let mut resp = c
+    let resp = c
         .post(
             &format!("{base}/v1/messages"),
             &headers,
@@ -64,12 +63,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         )
         .await?;
     if !req.stream {
-        let v = parse_json(
-            &resp
-                .bytes()
-                .await
-                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
-        )?;
+        let v = read_json(resp).await?;
         let text = v["content"]
             .as_array()
             .into_iter()
@@ -92,16 +86,11 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     }
     let mut out = LlmResponse::default();
     let mut usage = AnthropicStreamUsage::default();
-    let mut parser = SseParser::new();
     let mut stopped = false;
-    let mut eof = false;
-    while !eof {
-        let events = match next_chunk(&mut resp).await {
-            Ok(Some(c)) => parser.feed(&c),
-            Ok(None) => {
-                eof = true;
-                parser.finish()
-            }
+    let mut stream = SseStream::new(resp);
+    while let Some(events) = stream.next().await {
+        let events = match events {
+            Ok(events) => events,
             Err(e) => {
                 return Err(LlmError::Stream {
                     message: e,

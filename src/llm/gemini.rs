@@ -2,11 +2,10 @@
 //! counted beside the candidates; streaming chunks repeat cumulative usage,
 //! so the last one wins.
 
-use super::sse::SseParser;
 use super::usage::{from_gemini, Usage, UsageSource};
 use super::{
-    load_image, next_chunk, parse_json, str_field, Image, LlmClient, LlmError, LlmRequest,
-    LlmResponse, Provider,
+    load_image, read_json, str_field, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
+    Provider, SseStream,
 };
 use serde_json::{json, Value};
 
@@ -57,14 +56,9 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         format!("{base}/v1beta/models/{}:generateContent", req.model)
     };
     let headers = [("x-goog-api-key", key.as_str())];
-    let mut resp = c.post(&url, &headers, &body, Some(&key), "gemini").await?;
+    let resp = c.post(&url, &headers, &body, Some(&key), "gemini").await?;
     if !req.stream {
-        let v = parse_json(
-            &resp
-                .bytes()
-                .await
-                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
-        )?;
+        let v = read_json(resp).await?;
         let mut out = LlmResponse {
             usage: Usage::unknown(),
             ..Default::default()
@@ -76,16 +70,11 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         usage: Usage::unknown(),
         ..Default::default()
     };
-    let mut parser = SseParser::new();
     let mut chunks = 0;
-    let mut eof = false;
-    while !eof {
-        let events = match next_chunk(&mut resp).await {
-            Ok(Some(c)) => parser.feed(&c),
-            Ok(None) => {
-                eof = true;
-                parser.finish()
-            }
+    let mut stream = SseStream::new(resp);
+    while let Some(events) = stream.next().await {
+        let events = match events {
+            Ok(events) => events,
             Err(e) => {
                 return Err(LlmError::Stream {
                     message: e,

@@ -498,6 +498,47 @@ fn error_message(body: &str) -> String {
     }
 }
 
+/// Server-sent events from a streaming response, a network chunk at a time.
+struct SseStream {
+    resp: reqwest::Response,
+    parser: sse::SseParser,
+    eof: bool,
+}
+
+impl SseStream {
+    fn new(resp: reqwest::Response) -> Self {
+        SseStream {
+            resp,
+            parser: sse::SseParser::new(),
+            eof: false,
+        }
+    }
+
+    /// The events completed by the next chunk; `None` once the stream has ended.
+    async fn next(&mut self) -> Option<Result<Vec<sse::SseEvent>, String>> {
+        if self.eof {
+            return None;
+        }
+        Some(match next_chunk(&mut self.resp).await {
+            Ok(Some(c)) => Ok(self.parser.feed(&c)),
+            Ok(None) => {
+                self.eof = true;
+                Ok(self.parser.finish())
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// The whole body of a non-streaming response, as JSON.
+async fn read_json(resp: reqwest::Response) -> Result<Value, LlmError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| LlmError::InvalidResponse(format!("reading the body failed: {e}")))?;
+    parse_json(&bytes)
+}
+
 /// Reads a response body chunk by chunk (for streams), mapping failures.
 async fn next_chunk(resp: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, String> {
     resp.chunk().await.map_err(|e| {

@@ -3,8 +3,8 @@
 
 use super::usage::{from_ollama, Usage, UsageSource};
 use super::{
-    load_image, next_chunk, parse_json, str_field, Image, LlmClient, LlmError, LlmRequest,
-    LlmResponse, Provider,
+    load_image, next_chunk, parse_json, read_json, str_field, Image, LlmClient, LlmError,
+    LlmRequest, LlmResponse, Provider,
 };
 use serde_json::{json, Value};
 
@@ -45,12 +45,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .post(&format!("{base}/api/chat"), &[], &body, None, "ollama")
         .await?;
     if !req.stream {
-        let v = parse_json(
-            &resp
-                .bytes()
-                .await
-                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
-        )?;
+        let v = read_json(resp).await?;
         return Ok(LlmResponse {
             text: v
                 .pointer("/message/content")

@@ -2,11 +2,10 @@
 //! any OpenAI-compatible server (Ollama's /v1, vLLM, LM Studio, OpenRouter)
 //! through `OPENAI_BASE_URL`; a key is required only for api.openai.com.
 
-use super::sse::SseParser;
 use super::usage::{from_openai_chat, from_openai_responses, Usage, UsageSource};
 use super::{
-    load_image, next_chunk, parse_json, str_field, Api, Image, LlmClient, LlmError, LlmRequest,
-    LlmResponse,
+    load_image, read_json, str_field, Api, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
+    SseStream,
 };
 use serde_json::{json, Value};
 
@@ -87,7 +86,7 @@ async fn chat(
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    let mut resp = c
+    let resp = c
         .post(
             &format!("{base}/chat/completions"),
             headers,
@@ -97,12 +96,7 @@ async fn chat(
         )
         .await?;
     if !req.stream {
-        let v = parse_json(
-            &resp
-                .bytes()
-                .await
-                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
-        )?;
+        let v = read_json(resp).await?;
         let choice = v.pointer("/choices/0").cloned().unwrap_or(Value::Null);
         return Ok(LlmResponse {
             text: choice
@@ -129,16 +123,11 @@ async fn chat(
         usage: Usage::unknown(),
         ..Default::default()
     };
-    let mut parser = SseParser::new();
     let mut done = false;
-    let mut eof = false;
-    while !eof {
-        let events = match next_chunk(&mut resp).await {
-            Ok(Some(c)) => parser.feed(&c),
-            Ok(None) => {
-                eof = true;
-                parser.finish()
-            }
+    let mut stream = SseStream::new(resp);
+    while let Some(events) = stream.next().await {
+        let events = match events {
+            Ok(events) => events,
             Err(e) => {
                 return Err(LlmError::Stream {
                     message: e,
@@ -215,29 +204,19 @@ async fn responses(
     if req.stream {
         body["stream"] = json!(true);
     }
-    let mut resp = c
+    let resp = c
         .post(&format!("{base}/responses"), headers, &body, key, "openai")
         .await?;
     if !req.stream {
-        let v = parse_json(
-            &resp
-                .bytes()
-                .await
-                .map_err(|e| LlmError::InvalidResponse(e.to_string()))?,
-        )?;
+        let v = read_json(resp).await?;
         return Ok(from_response_object(&v, UsageSource::Provider));
     }
     let mut text = String::new();
     let mut usage = Usage::unknown();
-    let mut parser = SseParser::new();
-    let mut eof = false;
-    while !eof {
-        let events = match next_chunk(&mut resp).await {
-            Ok(Some(c)) => parser.feed(&c),
-            Ok(None) => {
-                eof = true;
-                parser.finish()
-            }
+    let mut stream = SseStream::new(resp);
+    while let Some(events) = stream.next().await {
+        let events = match events {
+            Ok(events) => events,
             Err(e) => {
                 return Err(LlmError::Stream {
                     message: e,

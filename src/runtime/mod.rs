@@ -717,23 +717,7 @@ impl Runtime {
         let max_attempts = node.max_retries + 1;
         let mut attempt = 1;
         loop {
-            let span = tracing::info_span!(
-                target: "pflow::node",
-                "node",
-                otel.name = %format!("node {path}"),
-                pflow.node.id = %node.id,
-                pflow.node.type = %node.node_type,
-                pflow.node.path = %path,
-                pflow.node.role = role,
-                pflow.node.attempt = attempt as i64,
-                pflow.node.max_attempts = max_attempts as i64,
-                pflow.batch.index = Empty,
-                pflow.node.action = Empty,
-                pflow.node.status = Empty,
-                pflow.node.params = Empty,
-                "error.type" = Empty,
-                otel.status_description = Empty,
-            );
+            let span = node_span(node, path, role, attempt, max_attempts);
             if let Some(i) = batch_index {
                 span.record("pflow.batch.index", i as i64);
             }
@@ -904,24 +888,9 @@ impl Runtime {
                 "batch settings missing",
             )));
         };
-        let span = tracing::info_span!(
-            target: "pflow::node",
-            "node",
-            otel.name = %format!("node {path}"),
-            pflow.node.id = %node.id,
-            pflow.node.type = %node.node_type,
-            pflow.node.path = %path,
-            pflow.node.role = ROLE_BATCH,
-            pflow.node.attempt = 1i64,
-            pflow.batch.size = Empty,
-            pflow.batch.parallel = batch.parallel,
-            pflow.batch.max_concurrent = batch.max_concurrent as i64,
-            pflow.batch.failed = Empty,
-            pflow.node.action = Empty,
-            pflow.node.status = Empty,
-            "error.type" = Empty,
-            otel.status_description = Empty,
-        );
+        let span = node_span(node, path, ROLE_BATCH, 1, 1);
+        span.record("pflow.batch.parallel", batch.parallel);
+        span.record("pflow.batch.max_concurrent", batch.max_concurrent as i64);
         let mut guard = SpanOutcome::new(span.clone(), "pflow.node.status");
         let items = {
             let _e = span.enter();
@@ -1031,6 +1000,38 @@ impl Runtime {
         guard.ok();
         Ok(NodeOutput::new(outputs))
     }
+}
+
+/// The span of one node attempt, batch item or batch (all fields declared up
+/// front, as tracing requires; those never recorded do not appear).
+fn node_span(
+    node: &CompiledNode,
+    path: &str,
+    role: &'static str,
+    attempt: u32,
+    max_attempts: u32,
+) -> tracing::Span {
+    tracing::info_span!(
+        target: "pflow::node",
+        "node",
+        otel.name = %format!("node {path}"),
+        pflow.node.id = %node.id,
+        pflow.node.type = %node.node_type,
+        pflow.node.path = %path,
+        pflow.node.role = role,
+        pflow.node.attempt = attempt as i64,
+        pflow.node.max_attempts = max_attempts as i64,
+        pflow.batch.index = Empty,
+        pflow.batch.size = Empty,
+        pflow.batch.parallel = Empty,
+        pflow.batch.max_concurrent = Empty,
+        pflow.batch.failed = Empty,
+        pflow.node.action = Empty,
+        pflow.node.status = Empty,
+        pflow.node.params = Empty,
+        "error.type" = Empty,
+        otel.status_description = Empty,
+    )
 }
 
 const ROLE_NODE: &str = "node";

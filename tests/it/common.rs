@@ -211,3 +211,25 @@ pub fn by_name<'a>(spans: &'a [SpanView], name: &str) -> &'a SpanView {
         )
     })
 }
+
+/// A recorded LLM response body from `tests/fixtures/llm`.
+pub fn llm_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/llm")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// Chunks listed one JSON object per line, as they travel on the wire:
+/// SSE `data:` events ending with `[DONE]`.
+pub fn sse_from_jsonl(name: &str) -> Vec<u8> {
+    let text = String::from_utf8(llm_fixture(name)).unwrap();
+    let mut wire = String::new();
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        wire.push_str(&format!("data: {l}\n\n"));
+    }
+    wire.push_str("data: [DONE]\n\n");
+    wire.into_bytes()
+}

@@ -451,17 +451,10 @@ fn unknown_model_name_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_usage_is_estimated_with_the_tokenizer_and_marked() {
-    let text = String::from_utf8(fixture("openai-chat-stream-no-usage.jsonl")).unwrap();
-    let mut wire = String::new();
-    for l in text.lines().filter(|l| !l.trim().is_empty()) {
-        wire.push_str(&format!("data: {l}\n\n"));
-    }
-    wire.push_str("data: [DONE]\n\n");
+    let wire = sse_from_jsonl("openai-chat-stream-no-usage.jsonl");
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_raw(wire.into_bytes(), "text/event-stream"),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_raw(wire, "text/event-stream"))
         .mount(&server)
         .await;
     let env = Env::new();

@@ -10,13 +10,7 @@ use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-fn fixtures() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm")
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(name)).unwrap()
-}
+use super::common::{llm_fixture as fixture, sse_from_jsonl};
 
 fn config(base: &str) -> ProviderConfig {
     ProviderConfig {
@@ -51,23 +45,15 @@ fn plan(name: &str) -> (Provider, Api, &'static str, bool, Vec<u8>, &'static str
     let sse = "text/event-stream";
     let json = "application/json";
     match name {
-        "openai-chat-stream-no-usage.jsonl" => {
-            // The spec example lists the chunks; on the wire each is an SSE data line.
-            let text = String::from_utf8(body).unwrap();
-            let mut wire = String::new();
-            for l in text.lines().filter(|l| !l.trim().is_empty()) {
-                wire.push_str(&format!("data: {l}\n\n"));
-            }
-            wire.push_str("data: [DONE]\n\n");
-            (
-                Provider::OpenAi,
-                Api::Chat,
-                "/v1/chat/completions",
-                true,
-                wire.into_bytes(),
-                sse,
-            )
-        }
+        // The spec example lists the chunks; on the wire each is an SSE data line.
+        "openai-chat-stream-no-usage.jsonl" => (
+            Provider::OpenAi,
+            Api::Chat,
+            "/v1/chat/completions",
+            true,
+            sse_from_jsonl(name),
+            sse,
+        ),
         n if n.starts_with("openai-chat-stream") => (
             Provider::OpenAi,
             Api::Chat,
