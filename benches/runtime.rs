@@ -49,6 +49,8 @@ fn run_once(
         mode,
         trace_dir: dir.to_path_buf(),
         service_name: "pflow-bench".into(),
+        otlp: None,
+        resource_attributes: Vec::new(),
     });
     tracing::dispatcher::with_default(&telemetry.dispatch(), || {
         let out = tokio_rt

@@ -41,6 +41,13 @@ pub struct Cli {
     /// Price overrides (JSON, USD per million tokens) instead of $PFLOW_HOME/pricing.json.
     #[arg(long, global = true, value_name = "FILE")]
     pub pricing: Option<PathBuf>,
+    /// Also export spans over OTLP to this endpoint (else OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT).
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Let prompts, responses and value previews leave the machine in exported spans
+    /// (same as OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).
+    #[arg(long, global = true)]
+    pub capture_content: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +74,18 @@ pub enum Command {
         #[command(subcommand)]
         action: PricingCommand,
     },
+    /// Saved traces.
+    Trace {
+        #[command(subcommand)]
+        action: TraceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Send a saved trace file to an OTLP backend (for runs made offline).
+    /// Uses --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables.
+    Export { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,7 +96,7 @@ pub enum PricingCommand {
     Check { file: PathBuf },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "pricing", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "pricing", "trace", "help"];
 
 /// Inserts `run` for the `pflow FILE ...` shortcut.
 fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
@@ -85,7 +104,7 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
     while i < args.len() {
         let a = &args[i];
         // Global flags that take a value: skip the value too.
-        if a == "--output-format" || a == "--pricing" {
+        if a == "--output-format" || a == "--pricing" || a == "--otlp-endpoint" {
             i += 2;
             continue;
         }
@@ -131,6 +150,9 @@ async fn dispatch(cli: Cli) -> i32 {
     match &cli.command {
         Command::Nodes => output::print_nodes(&Runtime::default(), cli.output_format),
         Command::Pricing { action } => pricing_cmd(action, &cli),
+        Command::Trace {
+            action: TraceCommand::Export { file },
+        } => trace_export_cmd(file, &cli).await,
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
         Command::Run { file, params } => run_cmd(file, params, &cli).await,
     }
@@ -221,6 +243,51 @@ pub struct RunReport {
     pub exit_code: i32,
 }
 
+async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
+    let settings = match crate::telemetry::otlp::OtlpSettings::from_env(
+        cli.otlp_endpoint.as_deref(),
+        cli.capture_content,
+    ) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return output::usage_error(
+                cli.output_format,
+                "no OTLP endpoint: pass --otlp-endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT",
+            )
+        }
+        Err(e) => return output::usage_error(cli.output_format, &e),
+    };
+    match crate::telemetry::otlp::export_file(file, &settings).await {
+        Ok(report) => {
+            match cli.output_format {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                OutputFormat::Text => println!(
+                    "✓ sent {} spans ({} requests) to {} ({})",
+                    report.spans, report.requests, report.endpoint, report.protocol
+                ),
+            }
+            0
+        }
+        Err(e) => {
+            let code = if e.contains("cannot read") || e.contains("not an OTLP/JSON") {
+                2
+            } else {
+                1
+            };
+            match cli.output_format {
+                OutputFormat::Json => {
+                    println!("{}", serde_json::json!({"success": false, "error": e}))
+                }
+                OutputFormat::Text => eprintln!("error: {e}"),
+            }
+            code
+        }
+    }
+}
+
 /// The price table for this run: built-in, merged with `--pricing FILE` or
 /// `$PFLOW_HOME/pricing.json`. Returns the table, where overrides came from, and warnings.
 pub fn load_prices(
@@ -277,8 +344,27 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
             save_always: cli.trace,
         };
     }
+    let mut warnings = Vec::new();
+    if config.mode != TraceMode::Off {
+        match crate::telemetry::otlp::OtlpSettings::from_env(
+            cli.otlp_endpoint.as_deref(),
+            cli.capture_content,
+        ) {
+            Ok(o) => config.otlp = o,
+            Err(e) => warnings.push(format!("OTLP export off: {e}")),
+        }
+        // The workflow's name as a resource attribute, so backends can group runs by it.
+        if let Some(name) = ir::load_file(file)
+            .ok()
+            .and_then(|ir| ir.name().map(str::to_string))
+        {
+            config
+                .resource_attributes
+                .push(("pflow.workflow.name".into(), name));
+        }
+    }
     let mut telemetry = Telemetry::init(config);
-    let mut warnings = telemetry.take_warnings();
+    warnings.extend(telemetry.take_warnings());
     warnings.extend(price_warnings);
     if cli.trace && telemetry.mode() == TraceMode::Off {
         warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
@@ -298,6 +384,7 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
         "error.type" = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
     );
+    telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
 
     let runtime = Runtime::with_services(Registry::builtin(), Services::new(Arc::new(prices)));

@@ -67,6 +67,13 @@ impl Node for Http {
                 .http()
                 .request(method.clone(), url)
                 .timeout(Duration::from_secs_f64(timeout));
+            // Propagate the trace (W3C trace context) unless the workflow set the headers itself.
+            let user_headers = params.object_opt("headers")?;
+            for (k, v) in crate::telemetry::current_trace_context() {
+                if user_headers.is_none_or(|h| !h.keys().any(|uk| uk.eq_ignore_ascii_case(&k))) {
+                    rb = rb.header(k.as_str(), v);
+                }
+            }
             if let Some(h) = params.object_opt("headers")? {
                 for (k, v) in h {
                     let v = v

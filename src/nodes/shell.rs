@@ -71,6 +71,16 @@ impl Node for Shell {
                     cmd.env(k, v);
                 }
             }
+            // The command joins the run's trace (W3C TRACEPARENT/TRACESTATE), unless the workflow set them.
+            for (k, v) in crate::telemetry::current_trace_context() {
+                let name = k.to_ascii_uppercase();
+                if params
+                    .object_opt("env")?
+                    .is_none_or(|e| !e.contains_key(&name))
+                {
+                    cmd.env(name, v);
+                }
+            }
             let stdin = params.text_opt("stdin");
             cmd.stdin(if stdin.is_some() {
                 Stdio::piped()

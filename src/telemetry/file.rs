@@ -189,20 +189,7 @@ pub fn encode(
     redactor: &Redactor,
 ) {
     for s in &mut spans {
-        redact_attrs(&mut s.attributes, redactor);
-        for ev in s.events.events.iter_mut() {
-            // tracing-opentelemetry adds the tracing level and target to every
-            // event; they say nothing the event name does not, so keep files lean.
-            ev.attributes
-                .retain(|kv| !matches!(kv.key.as_str(), "level" | "target"));
-            redact_attrs(&mut ev.attributes, redactor);
-        }
-        if let opentelemetry::trace::Status::Error { description } = &s.status {
-            let r = redactor.redact_str(description);
-            if let std::borrow::Cow::Owned(r) = r {
-                s.status = opentelemetry::trace::Status::error(r);
-            }
-        }
+        redact_span(s, redactor);
     }
     let req = ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(spans, resource),
@@ -213,6 +200,23 @@ pub fn encode(
             if let Sink::File { error, .. } = sink {
                 *error = Some(format!("cannot encode spans: {e}"));
             }
+        }
+    }
+}
+
+/// Redacts every string of a span (attributes, event attributes, status) and
+/// drops the `level`/`target` event attributes tracing-opentelemetry adds:
+/// they say nothing the event name does not.
+pub fn redact_span(s: &mut SpanData, redactor: &Redactor) {
+    redact_attrs(&mut s.attributes, redactor);
+    for ev in s.events.events.iter_mut() {
+        ev.attributes
+            .retain(|kv| !matches!(kv.key.as_str(), "level" | "target"));
+        redact_attrs(&mut ev.attributes, redactor);
+    }
+    if let opentelemetry::trace::Status::Error { description } = &s.status {
+        if let std::borrow::Cow::Owned(r) = redactor.redact_str(description) {
+            s.status = opentelemetry::trace::Status::error(r);
         }
     }
 }

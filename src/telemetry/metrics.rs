@@ -365,7 +365,7 @@ fn round_usd(v: f64) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct MetricsProcessor {
     agg: Arc<Mutex<Aggregator>>,
-    next: Option<Arc<dyn SpanProcessor>>,
+    next: Vec<Arc<dyn SpanProcessor>>,
 }
 
 impl MetricsProcessor {
@@ -375,7 +375,7 @@ impl MetricsProcessor {
 
     /// Passes every span on to `next` once aggregated.
     pub fn with_next(mut self, next: impl SpanProcessor + 'static) -> Self {
-        self.next = Some(Arc::new(next));
+        self.next.push(Arc::new(next));
         self
     }
 
@@ -397,23 +397,23 @@ impl SpanProcessor for MetricsProcessor {
             Ok(mut a) => a.add(&facts),
             Err(poisoned) => poisoned.into_inner().add(&facts),
         }
-        if let Some(next) = &self.next {
-            next.on_end(span);
+        // Every consumer but the last gets a copy; the last takes the span itself.
+        if let Some((last, rest)) = self.next.split_last() {
+            for n in rest {
+                n.on_end(span.clone());
+            }
+            last.on_end(span);
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        match &self.next {
-            Some(n) => n.force_flush(),
-            None => Ok(()),
-        }
+        self.next.iter().try_for_each(|n| n.force_flush())
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        match &self.next {
-            Some(n) => n.shutdown_with_timeout(timeout),
-            None => Ok(()),
-        }
+        self.next
+            .iter()
+            .try_for_each(|n| n.shutdown_with_timeout(timeout))
     }
 }
 

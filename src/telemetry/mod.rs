@@ -19,6 +19,7 @@
 pub mod attr;
 pub mod file;
 pub mod metrics;
+pub mod otlp;
 pub mod preview;
 pub mod redact;
 
@@ -50,6 +51,23 @@ pub struct TelemetryConfig {
     /// Where trace files go: `$PFLOW_HOME/traces`.
     pub trace_dir: PathBuf,
     pub service_name: String,
+    /// OTLP export, when an endpoint is configured.
+    pub otlp: Option<otlp::OtlpSettings>,
+    /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` and the workflow name).
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k2=v2`, percent-encoded values.
+pub fn env_resource_attributes() -> Vec<(String, String)> {
+    std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+        .ok()
+        .and_then(|s| otlp::parse_headers(&s).ok())
+        .map(|m| {
+            let mut v: Vec<(String, String)> = m.into_iter().collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default()
 }
 
 /// `$PFLOW_HOME`, else `~/.pflow`.
@@ -81,7 +99,15 @@ impl TelemetryConfig {
             service_name: std::env::var("OTEL_SERVICE_NAME")
                 .ok()
                 .filter(|s| !s.is_empty())
+                .or_else(|| {
+                    env_resource_attributes()
+                        .into_iter()
+                        .find(|(k, _)| k == "service.name")
+                        .map(|(_, v)| v)
+                })
                 .unwrap_or_else(|| "pflow".into()),
+            otlp: None,
+            resource_attributes: env_resource_attributes(),
         }
     }
 }
@@ -96,6 +122,7 @@ pub struct Telemetry {
     dispatch: tracing::Dispatch,
     warnings: Vec<String>,
     sink_failed: bool,
+    otlp: Option<otlp::OtlpHandle>,
 }
 
 /// What finishing the telemetry produced.
@@ -120,18 +147,30 @@ impl Telemetry {
                 dispatch: tracing::Dispatch::none(),
                 warnings: Vec::new(),
                 sink_failed: false,
+                otlp: None,
             };
         }
         let mut warnings = Vec::new();
-        let resource = Resource::builder_empty()
-            .with_attributes([
-                KeyValue::new(attr::SERVICE_NAME, config.service_name.clone()),
-                KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
-                KeyValue::new("process.pid", std::process::id() as i64),
-                KeyValue::new("telemetry.sdk.name", "opentelemetry"),
-                KeyValue::new("telemetry.sdk.language", "rust"),
-            ])
-            .build();
+        let mut attrs = vec![
+            KeyValue::new(attr::SERVICE_NAME, config.service_name.clone()),
+            KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+            KeyValue::new("process.pid", std::process::id() as i64),
+            KeyValue::new("process.executable.name", "pflow"),
+            KeyValue::new("process.runtime.name", "rust"),
+            KeyValue::new("os.type", std::env::consts::OS),
+            KeyValue::new("host.arch", std::env::consts::ARCH),
+            KeyValue::new("telemetry.sdk.name", "opentelemetry"),
+            KeyValue::new("telemetry.sdk.language", "rust"),
+        ];
+        if let Some(h) = hostname() {
+            attrs.push(KeyValue::new("host.name", h));
+        }
+        for (k, v) in &config.resource_attributes {
+            if k != attr::SERVICE_NAME {
+                attrs.push(KeyValue::new(k.clone(), v.clone()));
+            }
+        }
+        let resource = Resource::builder_empty().with_attributes(attrs).build();
         let metrics = MetricsProcessor::new();
         let limits = SpanLimits {
             max_events_per_span: 4096,
@@ -140,15 +179,31 @@ impl Telemetry {
             ..SpanLimits::default()
         };
         let mut file = None;
+        let mut sink_failed = false;
         let full = matches!(config.mode, TraceMode::Full { .. });
         let mut chain = metrics.clone();
         if let TraceMode::Full { save_always } = config.mode {
             let (sink, warning) = file::open_sink(&config.trace_dir, save_always);
+            sink_failed = warning.is_some();
             warnings.extend(warning);
             let redactor = Arc::new(redact::Redactor::from_env());
             let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor);
             chain = chain.with_next(processor);
             file = Some(handle);
+        }
+        let mut otlp_handle = None;
+        if let Some(settings) = &config.otlp {
+            match otlp::OtlpProcessor::start(
+                settings,
+                &resource,
+                Arc::new(redact::Redactor::from_env()),
+            ) {
+                Ok((processor, handle)) => {
+                    chain = chain.with_next(processor);
+                    otlp_handle = Some(handle);
+                }
+                Err(e) => warnings.push(e),
+            }
         }
         let provider = SdkTracerProvider::builder()
             .with_resource(resource.clone())
@@ -177,8 +232,9 @@ impl Telemetry {
             metrics: Some(metrics),
             file,
             dispatch: tracing::Dispatch::new(subscriber),
-            sink_failed: !warnings.is_empty(),
+            sink_failed,
             warnings,
+            otlp: otlp_handle,
         }
     }
 
@@ -233,9 +289,59 @@ impl Telemetry {
                 out.warnings.extend(res.warning);
             }
         }
+        if let Some(h) = &self.otlp {
+            out.warnings.extend(h.finish());
+        }
         if let Some(provider) = self.provider {
             let _ = provider.shutdown();
         }
         out
     }
+
+    /// Makes `span` (the run's root) a child of the trace in `TRACEPARENT` /
+    /// `TRACESTATE`, so a run joins its caller's trace (a CI pipeline, a script).
+    pub fn adopt_env_parent(&self, span: &tracing::Span) {
+        let Some(tp) = std::env::var("TRACEPARENT")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            return;
+        };
+        use opentelemetry::propagation::TextMapPropagator;
+        let mut carrier = std::collections::HashMap::new();
+        carrier.insert("traceparent".to_string(), tp.trim().to_string());
+        if let Ok(ts) = std::env::var("TRACESTATE") {
+            carrier.insert("tracestate".to_string(), ts);
+        }
+        let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+        if cx.span().span_context().is_valid() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = tracing::dispatcher::with_default(&self.dispatch, || span.set_parent(cx));
+        }
+    }
+}
+
+/// W3C trace context of the current span, as `(name, value)` pairs
+/// (`traceparent`, `tracestate`), for child processes and outgoing requests.
+/// Empty when telemetry is off.
+pub fn current_trace_context() -> Vec<(String, String)> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    let mut v: Vec<(String, String)> = carrier.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    v.sort();
+    v
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
 }
