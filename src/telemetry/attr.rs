@@ -71,5 +71,7 @@ pub const COST_SOURCE: &str = "pflow.cost.source";
 /// The node path an LLM call belongs to.
 pub const LLM_NODE_PATH: &str = "pflow.llm.node_path";
 pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
 /// Which part of the run a span belongs to: `workflow` or `planner`.
 pub const SECTION: &str = "pflow.section";

@@ -131,6 +131,15 @@ pub struct SpanFacts {
     pub unpriced: bool,
     /// `pflow.usage.estimated`.
     pub estimated: bool,
+    /// Any `gen_ai.usage.*` token attribute was present.
+    pub has_usage: bool,
+    pub operation: Option<String>,
+    pub provider_name: Option<String>,
+    pub response_model: Option<String>,
+    pub error_type: Option<String>,
+    pub node_type: Option<String>,
+    pub node_status: Option<String>,
+    pub run_status: Option<String>,
     pub model: Option<String>,
     pub start: Option<SystemTime>,
     pub duration: Duration,
@@ -147,7 +156,20 @@ impl SpanFacts {
         for kv in attrs {
             let k = kv.key.as_str();
             match k {
-                attr::RUN_STATUS | attr::RUN_COMMAND => f.is_run = true,
+                attr::RUN_STATUS => {
+                    f.is_run = true;
+                    f.run_status = Some(kv.value.as_str().into_owned());
+                }
+                attr::RUN_COMMAND => f.is_run = true,
+                attr::GEN_AI_PROVIDER_NAME => {
+                    f.provider_name = Some(kv.value.as_str().into_owned())
+                }
+                attr::GEN_AI_RESPONSE_MODEL => {
+                    f.response_model = Some(kv.value.as_str().into_owned())
+                }
+                attr::ERROR_TYPE => f.error_type = Some(kv.value.as_str().into_owned()),
+                attr::NODE_TYPE => f.node_type = Some(kv.value.as_str().into_owned()),
+                attr::NODE_STATUS => f.node_status = Some(kv.value.as_str().into_owned()),
                 attr::WORKFLOW_DEPTH => f.workflow_depth = as_i64(&kv.value),
                 attr::NODE_ROLE => f.node_role = Some(kv.value.as_str().into_owned()),
                 attr::NODE_PATH => f.node_path = Some(kv.value.as_str().into_owned()),
@@ -155,10 +177,12 @@ impl SpanFacts {
                 attr::SECTION => f.section = Some(kv.value.as_str().into_owned()),
                 attr::USAGE_INPUT_TOKENS => {
                     f.llm = true;
+                    f.has_usage = true;
                     f.input_tokens = as_u64(&kv.value)
                 }
                 attr::USAGE_OUTPUT_TOKENS => {
                     f.llm = true;
+                    f.has_usage = true;
                     f.output_tokens = as_u64(&kv.value)
                 }
                 attr::USAGE_CACHE_READ => f.cache_read = as_u64(&kv.value),
@@ -168,6 +192,7 @@ impl SpanFacts {
                 attr::COST_SOURCE => f.unpriced = kv.value.as_str() == "unpriced",
                 attr::GEN_AI_REQUEST_MODEL => f.model = Some(kv.value.as_str().into_owned()),
                 attr::GEN_AI_OPERATION_NAME => {
+                    f.operation = Some(kv.value.as_str().into_owned());
                     if matches!(
                         kv.value.as_str().as_ref(),
                         "chat" | "text_completion" | "generate_content"
@@ -366,11 +391,18 @@ fn round_usd(v: f64) -> f64 {
 pub struct MetricsProcessor {
     agg: Arc<Mutex<Aggregator>>,
     next: Vec<Arc<dyn SpanProcessor>>,
+    otel: Option<Arc<super::otel_metrics::OtelMetrics>>,
 }
 
 impl MetricsProcessor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Also records OTel metrics (for OTLP export) from every span.
+    pub fn with_otel_metrics(mut self, m: Arc<super::otel_metrics::OtelMetrics>) -> Self {
+        self.otel = Some(m);
+        self
     }
 
     /// Passes every span on to `next` once aggregated.
@@ -396,6 +428,9 @@ impl SpanProcessor for MetricsProcessor {
         match self.agg.lock() {
             Ok(mut a) => a.add(&facts),
             Err(poisoned) => poisoned.into_inner().add(&facts),
+        }
+        if let Some(o) = &self.otel {
+            o.record(&facts);
         }
         // Every consumer but the last gets a copy; the last takes the span itself.
         if let Some((last, rest)) = self.next.split_last() {

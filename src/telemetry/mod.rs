@@ -19,6 +19,7 @@
 pub mod attr;
 pub mod file;
 pub mod metrics;
+pub mod otel_metrics;
 pub mod otlp;
 pub mod preview;
 pub mod redact;
@@ -123,6 +124,7 @@ pub struct Telemetry {
     warnings: Vec<String>,
     sink_failed: bool,
     otlp: Option<otlp::OtlpHandle>,
+    otel_metrics: Option<Arc<otel_metrics::OtelMetrics>>,
 }
 
 /// What finishing the telemetry produced.
@@ -148,6 +150,7 @@ impl Telemetry {
                 warnings: Vec::new(),
                 sink_failed: false,
                 otlp: None,
+                otel_metrics: None,
             };
         }
         let mut warnings = Vec::new();
@@ -171,7 +174,15 @@ impl Telemetry {
             }
         }
         let resource = Resource::builder_empty().with_attributes(attrs).build();
-        let metrics = MetricsProcessor::new();
+        let otel_metrics = config
+            .otlp
+            .as_ref()
+            .filter(|o| o.metrics_endpoint.is_some())
+            .map(|o| Arc::new(otel_metrics::OtelMetrics::new(o, &resource)));
+        let mut metrics = MetricsProcessor::new();
+        if let Some(m) = &otel_metrics {
+            metrics = metrics.with_otel_metrics(m.clone());
+        }
         let limits = SpanLimits {
             max_events_per_span: 4096,
             max_attributes_per_span: 256,
@@ -235,6 +246,7 @@ impl Telemetry {
             sink_failed,
             warnings,
             otlp: otlp_handle,
+            otel_metrics,
         }
     }
 
@@ -289,8 +301,22 @@ impl Telemetry {
                 out.warnings.extend(res.warning);
             }
         }
-        if let Some(h) = &self.otlp {
-            out.warnings.extend(h.finish());
+        // Spans and metrics go out side by side, so a dead backend costs one
+        // export timeout in total, and its failures make one warning line.
+        let (spans_warning, metrics_warning) = std::thread::scope(|scope| {
+            let metrics = self
+                .otel_metrics
+                .as_ref()
+                .map(|m| scope.spawn(move || m.export()));
+            let spans = self.otlp.as_ref().and_then(|h| h.finish());
+            (spans, metrics.and_then(|t| t.join().ok().flatten()))
+        });
+        match (spans_warning, metrics_warning) {
+            (Some(s), Some(_)) => out
+                .warnings
+                .push(format!("{s} (metrics not delivered either)")),
+            (Some(w), None) | (None, Some(w)) => out.warnings.push(w),
+            (None, None) => {}
         }
         if let Some(provider) = self.provider {
             let _ = provider.shutdown();

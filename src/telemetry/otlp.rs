@@ -66,6 +66,11 @@ pub struct OtlpSettings {
     pub timeout: Duration,
     /// Export prompts, responses and value previews too.
     pub capture_content: bool,
+    /// Where OTel metrics go (`…/v1/metrics`, or the gRPC server); `None`:
+    /// `OTEL_METRICS_EXPORTER=none`.
+    pub metrics_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
+    pub temporality: opentelemetry_sdk::metrics::Temporality,
 }
 
 fn var(keys: &[&str]) -> Option<String> {
@@ -173,6 +178,27 @@ impl OtlpSettings {
             })?),
             None => DEFAULT_TIMEOUT,
         };
+        let metrics_endpoint = match var(&["OTEL_METRICS_EXPORTER"]) {
+            Some(m) if !m.split(',').any(|e| e.trim() == "otlp") => None,
+            _ => Some(
+                match (var(&["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]), protocol) {
+                    (Some(e), _) => e,
+                    (None, OtlpProtocol::Grpc) => raw.clone(),
+                    (None, _) if is_signal => format!(
+                        "{}/v1/metrics",
+                        raw.trim_end_matches('/').trim_end_matches("/v1/traces")
+                    ),
+                    (None, _) => format!("{}/v1/metrics", raw.trim_end_matches('/')),
+                },
+            ),
+        };
+        use opentelemetry_sdk::metrics::Temporality;
+        let temporality = match var(&["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"]).map(|t| t.to_ascii_lowercase()).as_deref() {
+            None | Some("cumulative") => Temporality::Cumulative,
+            Some("delta") => Temporality::Delta,
+            Some("lowmemory") => Temporality::LowMemory,
+            Some(other) => return Err(format!("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE `{other}` is not cumulative, delta or lowmemory")),
+        };
         let env_capture =
             var(&["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"]).is_some_and(|v| {
                 let v = v.to_ascii_lowercase();
@@ -184,6 +210,8 @@ impl OtlpSettings {
             headers,
             timeout,
             capture_content: capture_flag || env_capture,
+            metrics_endpoint,
+            temporality,
         }))
     }
 }
@@ -216,6 +244,63 @@ impl opentelemetry_http::HttpClient for ReqwestTransport {
     }
 }
 
+fn grpc_metadata(s: &OtlpSettings) -> Result<tonic::metadata::MetadataMap, String> {
+    let mut meta = tonic::metadata::MetadataMap::new();
+    for (k, v) in &s.headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| format!("OTLP header `{k}`: {e}"))?;
+        let val = v.parse().map_err(|e| format!("OTLP header `{k}`: {e}"))?;
+        meta.insert(key, val);
+    }
+    Ok(meta)
+}
+
+fn http_transport(s: &OtlpSettings) -> Result<ReqwestTransport, String> {
+    Ok(ReqwestTransport(
+        reqwest::Client::builder()
+            .timeout(s.timeout)
+            .build()
+            .map_err(|e| e.to_string())?,
+    ))
+}
+
+/// The OTLP metric exporter for these settings (built inside a tokio runtime).
+pub fn build_metric_exporter(
+    s: &OtlpSettings,
+) -> Result<opentelemetry_otlp::MetricExporter, String> {
+    let endpoint = s.metrics_endpoint.clone().ok_or("metrics export is off")?;
+    let built = match s.protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_metadata(grpc_metadata(s)?)
+                .with_temporality(s.temporality);
+            if endpoint.starts_with("https://") {
+                b = b.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
+            }
+            b.build()
+        }
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint.clone())
+                .with_protocol(if s.protocol == OtlpProtocol::HttpJson {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                })
+                .with_timeout(s.timeout)
+                .with_headers(s.headers.clone())
+                .with_http_client(http_transport(s)?)
+                .with_temporality(s.temporality)
+                .build()
+        }
+    };
+    built.map_err(|e| format!("cannot set up OTLP metrics export to {endpoint}: {e}"))
+}
+
 fn build_exporter(s: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
     let built = match s.protocol {
         OtlpProtocol::Grpc => {
@@ -238,10 +323,7 @@ fn build_exporter(s: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, 
             b.build()
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let client = reqwest::Client::builder()
-                .timeout(s.timeout)
-                .build()
-                .map_err(|e| e.to_string())?;
+            let transport = http_transport(s)?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(s.endpoint.clone())
@@ -252,7 +334,7 @@ fn build_exporter(s: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, 
                 })
                 .with_timeout(s.timeout)
                 .with_headers(s.headers.clone())
-                .with_http_client(ReqwestTransport(client))
+                .with_http_client(transport)
                 .build()
         }
     };

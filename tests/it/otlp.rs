@@ -5,6 +5,12 @@
 //! is down, slow or failing never changes a run's result.
 
 use super::common::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -15,7 +21,7 @@ use prost::Message;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SECRET: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
@@ -88,8 +94,8 @@ async fn http_receiver(json_body: bool) -> MockServer {
     } else {
         ("application/x-protobuf", Vec::new())
     };
+    // Traces (/v1/traces) and metrics (/v1/metrics) alike.
     Mock::given(method("POST"))
-        .and(path("/v1/traces"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, ct))
         .mount(&server)
         .await;
@@ -245,7 +251,43 @@ async fn http_json_export_with_content_opt_in() {
 }
 
 #[derive(Default, Clone)]
-struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+struct Receiver(
+    Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+);
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.1.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// An OTLP/gRPC receiver for traces and metrics on a free local port.
+async fn grpc_receiver() -> (std::net::SocketAddr, Receiver) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recv = Receiver::default();
+    let (traces, metrics) = (
+        TraceServiceServer::new(recv.clone()),
+        MetricsServiceServer::new(recv.clone()),
+    );
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(traces)
+            .add_service(metrics)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, recv)
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -262,17 +304,7 @@ impl TraceService for Receiver {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_export_and_cli_endpoint_flag() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let recv = Receiver::default();
-    let svc = TraceServiceServer::new(recv.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let (addr, recv) = grpc_receiver().await;
     let env = Env::new();
     let wf = workflow(&env);
     let (v, code, _) = run_json(
@@ -290,6 +322,11 @@ async fn grpc_export_and_cli_endpoint_flag() {
     assert_eq!(v["warnings"], json!([]), "{v}");
     let reqs = recv.0.lock().unwrap().clone();
     check_export(&reqs, &v, false);
+    let metrics = recv.1.lock().unwrap().clone();
+    assert_eq!(metrics.len(), 1, "one metrics export per run");
+    assert!(serde_json::to_string(&metrics[0])
+        .unwrap()
+        .contains("gen_ai.client.token.usage"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -547,17 +584,7 @@ async fn saved_trace_files_can_be_exported_later() {
     );
 
     // gRPC.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let recv = Receiver::default();
-    let svc = TraceServiceServer::new(recv.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let (addr, recv) = grpc_receiver().await;
     let out = env
         .pflow()
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
@@ -615,4 +642,139 @@ async fn saved_trace_files_can_be_exported_later() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_metrics_follow_the_genai_conventions() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(Vec::new(), "application/x-protobuf"))
+        .mount(&server)
+        .await;
+    let env = Env::new();
+    let wf = workflow(&env);
+    for (pref, temporality) in [("cumulative", 2), ("delta", 1)] {
+        let (v, code, _) = run_json(
+            env.pflow()
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri())
+                .env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", pref)
+                .args(["--output-format", "json"])
+                .arg(&wf),
+        );
+        assert_eq!(code, 0, "{v}");
+        assert_eq!(v["warnings"], json!([]), "{v}");
+        let reqs = server.received_requests().await.unwrap();
+        let last = reqs
+            .iter()
+            .rev()
+            .find(|r| r.url.path() == "/v1/metrics")
+            .expect("metrics exported");
+        let m = ExportMetricsServiceRequest::decode(&last.body[..]).unwrap();
+        let mv = serde_json::to_value(&m).unwrap();
+        let metrics: Vec<&Value> = mv["resourceMetrics"][0]["scopeMetrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["metrics"].as_array().unwrap())
+            .collect();
+        let find = |name: &str| {
+            *metrics
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "metric {name} missing: {:?}",
+                        metrics.iter().map(|m| &m["name"]).collect::<Vec<_>>()
+                    )
+                })
+        };
+        let usage = find("gen_ai.client.token.usage");
+        assert_eq!(usage["unit"], json!("{token}"));
+        let points = usage["histogram"]["dataPoints"].as_array().unwrap();
+        assert_eq!(
+            usage["histogram"]["aggregationTemporality"],
+            json!(temporality),
+            "{pref}"
+        );
+        let sum_of =
+            |t: &str| -> f64 {
+                points
+                    .iter()
+                    .filter(|p| {
+                        p["attributes"].as_array().unwrap().iter().any(|a| {
+                            a["key"] == "gen_ai.token.type" && a["value"]["stringValue"] == t
+                        })
+                    })
+                    .map(|p| p["sum"].as_f64().unwrap())
+                    .sum()
+            };
+        assert_eq!(
+            sum_of("input") as u64,
+            v["metrics"]["workflow"]["tokens"]["input"]
+                .as_u64()
+                .unwrap()
+        );
+        assert_eq!(
+            sum_of("output") as u64,
+            v["metrics"]["workflow"]["tokens"]["output"]
+                .as_u64()
+                .unwrap()
+        );
+        let bounds = points[0]["explicitBounds"].as_array().unwrap();
+        assert_eq!(bounds.first(), Some(&json!(1.0)));
+        assert_eq!(bounds.last(), Some(&json!(67108864.0)));
+        let dur = find("gen_ai.client.operation.duration");
+        assert_eq!(dur["unit"], json!("s"));
+        assert_eq!(
+            dur["histogram"]["dataPoints"][0]["explicitBounds"][0],
+            json!(0.01)
+        );
+        let nodes = find("pflow.node.duration");
+        let count: u64 = nodes["histogram"]["dataPoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p["count"]
+                    .as_str()
+                    .map(|s| s.parse().unwrap())
+                    .or(p["count"].as_u64())
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(
+            count,
+            v["metrics"]["workflow"]["nodes_executed"].as_u64().unwrap()
+        );
+        let runs = find("pflow.runs");
+        assert_eq!(
+            runs["sum"]["dataPoints"][0]["attributes"][0]["value"]["stringValue"],
+            json!("ok")
+        );
+        find("pflow.llm.cost");
+    }
+    // OTEL_METRICS_EXPORTER=none: spans still go, metrics do not.
+    let before = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v1/metrics")
+        .count();
+    let (v, _, _) = run_json(
+        env.pflow()
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri())
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .args(["--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(v["warnings"], json!([]));
+    let after = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v1/metrics")
+        .count();
+    assert_eq!(before, after);
 }

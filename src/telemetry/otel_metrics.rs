@@ -1,0 +1,240 @@
+//! OpenTelemetry metrics, derived from the same spans as everything else and
+//! exported over the OTLP settings once, when the run ends (a run is short:
+//! one collection holds it all).
+//!
+//! GenAI conventions: `gen_ai.client.token.usage` (histogram, `{token}`, by
+//! `gen_ai.token.type`, operation, provider, model) and
+//! `gen_ai.client.operation.duration` (histogram, seconds), with the
+//! conventions' bucket boundaries. pflow's own: `pflow.llm.cost` (USD by
+//! model), `pflow.node.duration` (seconds by node type and status) and
+//! `pflow.runs` (by status).
+
+use super::metrics::SpanFacts;
+use super::otlp::{build_metric_exporter, OtlpSettings};
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+use opentelemetry_sdk::Resource;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Token buckets from the GenAI conventions: powers of 4 from 1 to 4^13.
+pub fn token_buckets() -> Vec<f64> {
+    (0..14).map(|i| 4f64.powi(i)).collect()
+}
+
+/// Duration buckets from the GenAI conventions: 0.01 s doubling to 81.92 s.
+pub fn duration_buckets() -> Vec<f64> {
+    (0..14).map(|i| 0.01 * 2f64.powi(i)).collect()
+}
+
+/// Lets the provider own the reader while we keep a handle to collect from it.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// The instruments, fed from finished spans.
+#[derive(Debug)]
+pub struct OtelMetrics {
+    provider: SdkMeterProvider,
+    reader: Arc<ManualReader>,
+    settings: OtlpSettings,
+    token_usage: Histogram<u64>,
+    operation_duration: Histogram<f64>,
+    cost: Counter<f64>,
+    node_duration: Histogram<f64>,
+    runs: Counter<u64>,
+}
+
+impl OtelMetrics {
+    pub fn new(settings: &OtlpSettings, resource: &Resource) -> OtelMetrics {
+        let reader = Arc::new(
+            ManualReader::builder()
+                .with_temporality(settings.temporality)
+                .build(),
+        );
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(SharedReader(reader.clone()))
+            .build();
+        let meter = provider.meter("pflow");
+        OtelMetrics {
+            token_usage: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used")
+                .with_boundaries(token_buckets())
+                .build(),
+            operation_duration: meter
+                .f64_histogram("gen_ai.client.operation.duration")
+                .with_unit("s")
+                .with_description("GenAI operation duration")
+                .with_boundaries(duration_buckets())
+                .build(),
+            cost: meter
+                .f64_counter("pflow.llm.cost")
+                .with_unit("USD")
+                .with_description("Cost of LLM calls")
+                .build(),
+            node_duration: meter
+                .f64_histogram("pflow.node.duration")
+                .with_unit("s")
+                .with_description("Duration of node executions")
+                .with_boundaries(duration_buckets())
+                .build(),
+            runs: meter
+                .u64_counter("pflow.runs")
+                .with_unit("{run}")
+                .with_description("Workflow runs by status")
+                .build(),
+            provider,
+            reader,
+            settings: settings.clone(),
+        }
+    }
+
+    /// Records what a finished span says.
+    pub fn record(&self, f: &SpanFacts) {
+        let secs = f.duration.as_secs_f64();
+        if f.is_run {
+            self.runs.add(
+                1,
+                &[KeyValue::new(
+                    "pflow.run.status",
+                    f.run_status.clone().unwrap_or_else(|| "unknown".into()),
+                )],
+            );
+            return;
+        }
+        if f.llm {
+            let mut attrs = vec![
+                KeyValue::new(
+                    "gen_ai.operation.name",
+                    f.operation.clone().unwrap_or_default(),
+                ),
+                KeyValue::new(
+                    "gen_ai.provider.name",
+                    f.provider_name.clone().unwrap_or_default(),
+                ),
+                KeyValue::new("gen_ai.request.model", f.model.clone().unwrap_or_default()),
+            ];
+            if let Some(m) = &f.response_model {
+                attrs.push(KeyValue::new("gen_ai.response.model", m.clone()));
+            }
+            if let Some(e) = &f.error_type {
+                attrs.push(KeyValue::new("error.type", e.clone()));
+            }
+            self.operation_duration.record(secs, &attrs);
+            if f.has_usage {
+                let with = |t: &'static str| {
+                    let mut a = attrs.clone();
+                    a.push(KeyValue::new("gen_ai.token.type", t));
+                    a
+                };
+                self.token_usage.record(f.input_tokens, &with("input"));
+                self.token_usage.record(f.output_tokens, &with("output"));
+            }
+            if let (Some(c), false) = (f.cost_usd, f.unpriced) {
+                self.cost.add(
+                    c,
+                    &[KeyValue::new(
+                        "gen_ai.request.model",
+                        f.model.clone().unwrap_or_default(),
+                    )],
+                );
+            }
+            return;
+        }
+        if let (Some(role), Some(node_type)) = (&f.node_role, &f.node_type) {
+            if role != super::attr::ROLE_BATCH {
+                self.node_duration.record(
+                    secs,
+                    &[
+                        KeyValue::new("pflow.node.type", node_type.clone()),
+                        KeyValue::new(
+                            "pflow.node.status",
+                            f.node_status.clone().unwrap_or_default(),
+                        ),
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Collects everything recorded and sends it, bounded by the export timeout.
+    /// Returns one warning when it could not be delivered.
+    pub fn export(&self) -> Option<String> {
+        let mut rm = ResourceMetrics::default();
+        if let Err(e) = self.reader.collect(&mut rm) {
+            return Some(format!("OTel metrics not collected: {e}"));
+        }
+        let settings = &self.settings;
+        let endpoint = settings.metrics_endpoint.clone().unwrap_or_default();
+        let result = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<(), String> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(async {
+                        let exporter = build_metric_exporter(settings)?;
+                        let r = tokio::time::timeout(settings.timeout, exporter.export(&rm)).await;
+                        let _ = exporter.shutdown_with_timeout(Duration::from_millis(100));
+                        match r {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err(format!(
+                                "no answer within {:.1}s",
+                                settings.timeout.as_secs_f64()
+                            )),
+                        }
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err("metrics export thread failed".into()))
+        });
+        let _ = self.provider.shutdown();
+        result.err().map(|e| {
+            format!("OTLP metrics export to {endpoint} failed: {e}; the run's result is unaffected")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_boundaries_follow_the_conventions() {
+        let t = token_buckets();
+        assert_eq!(t.first(), Some(&1.0));
+        assert_eq!(t.last(), Some(&67_108_864.0));
+        let d = duration_buckets();
+        assert_eq!(d.len(), 14);
+        assert!((d[13] - 81.92).abs() < 1e-9);
+    }
+}
