@@ -206,12 +206,26 @@ async fn http_protobuf_export_without_content() {
     let (v, code, _) = run_json(
         env.pflow()
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", server.uri())
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=ci,team=data%20eng",
+            )
             .args(["--trace", "--output-format", "json"])
             .arg(&wf),
     );
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["warnings"], json!([]), "{v}");
-    check_export(&received_http(&server, false).await, &v, false);
+    let reqs = received_http(&server, false).await;
+    check_export(&reqs, &v, false);
+    let (_, resource) = flatten(&reqs);
+    assert_eq!(
+        resource["deployment.environment"]["stringValue"],
+        json!("ci")
+    );
+    assert_eq!(resource["team"]["stringValue"], json!("data eng"));
+    for k in ["service.version", "host.name", "process.pid", "os.type"] {
+        assert!(resource.contains_key(k), "resource lacks {k}");
+    }
     // The local file keeps the content.
     let raw = std::fs::read_to_string(v["trace_file"].as_str().unwrap()).unwrap();
     assert!(raw.contains("secret prompt text"));
