@@ -274,6 +274,8 @@ impl Node for Llm {
                     pflow.llm.stream = request.stream,
                     pflow.llm.api = if api == Api::Responses { "responses" } else { "chat" },
                     pflow.section = "workflow",
+                    pflow.llm.input_bytes = (request.prompt.len() + request.system.as_ref().map_or(0, String::len)) as i64,
+                    pflow.llm.output_bytes = Empty,
                     pflow.usage.source = Empty,
                     pflow.usage.estimated = Empty,
                     pflow.cost.usd = Empty,
@@ -318,6 +320,7 @@ impl Node for Llm {
                         if let Some(id) = &resp.response_id {
                             span.record("gen_ai.response.id", id.as_str());
                         }
+                        span.record("pflow.llm.output_bytes", resp.text.len() as i64);
                         span.record(
                             "gen_ai.response.finish_reasons",
                             json!(resp.finish_reasons).to_string().as_str(),

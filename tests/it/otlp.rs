@@ -184,6 +184,11 @@ fn check_export(reqs: &[ExportTraceServiceRequest], local: &Value, content_expor
         assert!(!chat.1.contains_key("gen_ai.input.messages"));
         assert!(chat.1.contains_key("pflow.content.omitted"));
         assert!(
+            chat.1.contains_key("pflow.llm.input_bytes")
+                && chat.1.contains_key("pflow.llm.output_bytes"),
+            "sizes, not text"
+        );
+        assert!(
             spans
                 .iter()
                 .all(|s| !s.2.iter().any(|k| k == "pflow.value.preview")),
