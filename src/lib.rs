@@ -14,3 +14,4 @@ pub mod nodes;
 pub mod pricing;
 pub mod runtime;
 pub mod telemetry;
+pub mod workflows;

@@ -74,11 +74,35 @@ pub enum Command {
         #[command(subcommand)]
         action: PricingCommand,
     },
+    /// Saved workflows in $PFLOW_HOME/workflows, runnable by name.
+    Workflow {
+        #[command(subcommand)]
+        action: WorkflowCommand,
+    },
     /// Saved traces.
     Trace {
         #[command(subcommand)]
         action: TraceCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Validate a workflow file and save it under a name (nested files are inlined).
+    Save {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace a saved workflow of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List saved workflows.
+    List,
+    /// Show a saved workflow: description, inputs, outputs, nodes.
+    Show { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +120,9 @@ pub enum PricingCommand {
     Check { file: PathBuf },
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "validate", "nodes", "pricing", "trace", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "run", "validate", "nodes", "pricing", "trace", "workflow", "help",
+];
 
 /// Inserts `run` for the `pflow FILE ...` shortcut.
 fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
@@ -150,12 +176,23 @@ async fn dispatch(cli: Cli) -> i32 {
     match &cli.command {
         Command::Nodes => output::print_nodes(&Runtime::default(), cli.output_format),
         Command::Pricing { action } => pricing_cmd(action, &cli),
+        Command::Workflow { action } => output::workflow_cmd(action, cli.output_format),
         Command::Trace {
             action: TraceCommand::Export { file },
         } => trace_export_cmd(file, &cli).await,
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
-        Command::Run { file, params } => run_cmd(file, params, &cli).await,
+        Command::Run { file, params } => run_cmd(&resolve_workflow_arg(file), params, &cli).await,
     }
+}
+
+/// `pflow run NAME`: a path that does not exist but names a saved workflow runs that one.
+fn resolve_workflow_arg(arg: &Path) -> PathBuf {
+    if arg.exists() {
+        return arg.to_path_buf();
+    }
+    arg.to_str()
+        .and_then(|n| crate::workflows::find(&crate::workflows::dir(), n))
+        .unwrap_or_else(|| arg.to_path_buf())
 }
 
 /// Parses `NAME=VALUE` arguments; VALUE is JSON when it parses as JSON.
@@ -338,6 +375,9 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
         Ok(t) => t,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
+    // Parsed once, before telemetry starts, so the workflow's name can be a
+    // resource attribute; a parse error still fails the run inside its trace.
+    let loaded = ir::load_file(file);
     let mut config = TelemetryConfig::from_env();
     if let TraceMode::Full { .. } = config.mode {
         config.mode = TraceMode::Full {
@@ -354,9 +394,11 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
             Err(e) => warnings.push(format!("OTLP export off: {e}")),
         }
         // The workflow's name as a resource attribute, so backends can group runs by it.
-        if let Some(name) = ir::load_file(file)
+        if let Some(name) = loaded
+            .as_ref()
             .ok()
-            .and_then(|ir| ir.name().map(str::to_string))
+            .and_then(|ir| ir.name())
+            .map(str::to_string)
         {
             config
                 .resource_attributes
@@ -395,7 +437,7 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
         let file = file.to_path_buf();
         let vw = &mut validation_warnings;
         async move {
-            let ir = ir::load_file(&file)?;
+            let ir = loaded?;
             let uses_stdin = references_stdin(&ir);
             if uses_stdin && !std::io::stdin().is_terminal() {
                 let mut s = String::new();

@@ -331,3 +331,104 @@ pub fn pricing_show(
         }
     }
 }
+
+pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i32 {
+    use crate::workflows;
+    let dir = workflows::dir();
+    let fail = |e: &dyn std::fmt::Display, code: i32| {
+        match format {
+            OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
+            OutputFormat::Text => eprintln!("error: {e}"),
+        }
+        code
+    };
+    match action {
+        super::WorkflowCommand::Save {
+            file,
+            name,
+            description,
+            force,
+        } => match workflows::save(&dir, file, name, description.as_deref(), *force) {
+            Ok(p) => {
+                match format {
+                    OutputFormat::Json => print_json(
+                        &json!({"success": true, "name": name, "path": p.display().to_string()}),
+                    ),
+                    OutputFormat::Text => println!(
+                        "✓ saved `{name}` ({}); run it with `pflow run {name}`",
+                        p.display()
+                    ),
+                }
+                0
+            }
+            Err(e) => fail(&e, 2),
+        },
+        super::WorkflowCommand::List => {
+            let all = workflows::list(&dir);
+            match format {
+                OutputFormat::Json => print_json(&json!({"workflows": all})),
+                OutputFormat::Text if all.is_empty() => println!(
+                    "no saved workflows (save one with `pflow workflow save FILE --name NAME`)"
+                ),
+                OutputFormat::Text => {
+                    for w in &all {
+                        println!(
+                            "{:<24} {:<6} {}",
+                            w.name,
+                            format!("{}n", w.nodes),
+                            w.description.as_deref().unwrap_or("")
+                        );
+                        if !w.inputs.is_empty() {
+                            println!("{:<24} inputs: {}", "", w.inputs.join(", "));
+                        }
+                    }
+                }
+            }
+            0
+        }
+        super::WorkflowCommand::Show { name } => match workflows::load(&dir, name) {
+            Ok(ir) => {
+                match format {
+                    OutputFormat::Json => {
+                        print_json(&serde_json::to_value(&ir).unwrap_or(Value::Null))
+                    }
+                    OutputFormat::Text => {
+                        println!(
+                            "{name}: {}",
+                            ir.metadata
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .unwrap_or("(no description)")
+                        );
+                        if let Some(c) = ir.metadata.get("created").and_then(Value::as_str) {
+                            println!("created {c}");
+                        }
+                        println!("inputs:");
+                        for (k, i) in &ir.inputs {
+                            let t = i.value_type.map(|t| t.as_str()).unwrap_or("any");
+                            let req = if i.required && i.default.is_none() {
+                                " (required)"
+                            } else {
+                                ""
+                            };
+                            println!(
+                                "  {k:<16} {t:<8} {}{req}",
+                                i.description.as_deref().unwrap_or("")
+                            );
+                        }
+                        println!("outputs:");
+                        for (k, o) in &ir.outputs {
+                            println!("  {k:<16} {}", o.source.as_deref().unwrap_or(""));
+                        }
+                        println!("nodes:");
+                        for n in &ir.nodes {
+                            println!("  {:<16} {}", n.id, n.node_type);
+                        }
+                    }
+                }
+                0
+            }
+            Err(e) => fail(&e, 2),
+        },
+    }
+}

@@ -360,3 +360,69 @@ fn http_node_against_a_local_server() {
     assert!(reqs[0].to_ascii_lowercase().contains("x-test: yes"));
     assert!(reqs[0].ends_with(r#"{"a":1}"#), "{}", reqs[0]);
 }
+
+#[test]
+fn saved_workflows_run_by_name() {
+    let env = Env::new();
+    let wf = env.workflow("greet.json", simple());
+    let out = env
+        .pflow()
+        .args(["workflow", "save"])
+        .arg(&wf)
+        .args(["--name", "greet", "--description", "Shout a greeting"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.home().join("workflows/greet.json").is_file());
+    let (v, _, _) = run_json(
+        env.pflow()
+            .args(["workflow", "list", "--output-format", "json"]),
+    );
+    assert_eq!(v["workflows"][0]["name"], json!("greet"));
+    assert_eq!(v["workflows"][0]["description"], json!("Shout a greeting"));
+    assert_eq!(v["workflows"][0]["inputs"], json!(["who", "n"]));
+    let out = env
+        .pflow()
+        .args(["workflow", "show", "greet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Shout a greeting") && text.contains("who") && text.contains("shell"),
+        "{text}"
+    );
+    // By name, from anywhere, with parameters; and through the shortcut.
+    let (v, code, _) = run_json(env.pflow().current_dir(env.home()).args([
+        "run",
+        "greet",
+        "who=you",
+        "--output-format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["result"]["shout"], json!("HELLO YOU"));
+    let (v, _, _) = run_json(env.pflow().args(["greet", "--output-format", "json"]));
+    assert_eq!(v["result"]["shout"], json!("HELLO WORLD"));
+    // Clear errors.
+    let out = env
+        .pflow()
+        .args(["workflow", "save"])
+        .arg(&wf)
+        .args(["--name", "greet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = env
+        .pflow()
+        .args(["workflow", "show", "gret"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `greet`"));
+    let out = env.pflow().args(["run", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
