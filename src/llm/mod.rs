@@ -20,6 +20,7 @@ mod gemini;
 mod ollama;
 mod openai;
 pub mod sse;
+pub mod traced;
 pub mod usage;
 
 pub use echo::count_tokens;

@@ -1,0 +1,296 @@
+//! One LLM call as the trace shows it: each provider attempt a CLIENT span
+//! named and attributed per the OpenTelemetry GenAI conventions (`chat
+//! gpt-4o`), carrying usage, cost and — in the local trace — the prompt and
+//! the response. Retries on 429/5xx/timeouts back off (honouring
+//! `Retry-After`); usage of failed attempts still counts. Used by the `llm`
+//! node and by the planner.
+
+use super::{Api, LlmClient, LlmError, LlmRequest, LlmResponse, Provider, Usage};
+use crate::pricing::PriceTable;
+use serde_json::json;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+/// Where a call belongs in the run.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Extra attempts on retryable errors.
+    pub retries: u64,
+    /// The node the call is made for (per-node sums), if any.
+    pub node_path: Option<String>,
+    /// `workflow` or `planner`.
+    pub section: &'static str,
+}
+
+/// A successful call.
+#[derive(Debug)]
+pub struct Done {
+    pub response: LlmResponse,
+    pub priced: Priced,
+    pub attempts: u64,
+}
+
+/// A failed call, after its retries.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: LlmError,
+    pub attempts: u64,
+}
+
+/// How a call's cost was determined.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    pub usd: Option<f64>,
+    /// `table`, `override`, `provider`, `free`, `local`, `unpriced`, `unknown_usage`.
+    pub source: &'static str,
+    pub key: Option<String>,
+    pub cache_savings_usd: f64,
+}
+
+pub fn price_call(
+    provider: Provider,
+    model: &str,
+    resp: Option<&LlmResponse>,
+    usage: &Usage,
+    table: &PriceTable,
+) -> Priced {
+    let none = |source| Priced {
+        usd: None,
+        source,
+        key: None,
+        cache_savings_usd: 0.0,
+    };
+    if provider == Provider::Echo {
+        return Priced {
+            usd: Some(0.0),
+            source: "free",
+            key: None,
+            cache_savings_usd: 0.0,
+        };
+    }
+    if let Some(c) = resp.and_then(|r| r.provider_cost_usd) {
+        return Priced {
+            usd: Some(c),
+            source: "provider",
+            key: None,
+            cache_savings_usd: 0.0,
+        };
+    }
+    if !usage.is_known() {
+        return none("unknown_usage");
+    }
+    let prefix = match provider {
+        Provider::Gemini => Some("gemini"),
+        Provider::Ollama => Some("ollama"),
+        Provider::Anthropic => Some("anthropic"),
+        _ => None,
+    };
+    // The billed version (response model) first, then what was asked for.
+    let found = resp
+        .and_then(|r| r.response_model.as_deref())
+        .and_then(|m| table.lookup(m, prefix))
+        .or_else(|| table.lookup(model, prefix));
+    match found {
+        Some(p) => {
+            let c = crate::pricing::cost(&usage.counts(), &p.price);
+            Priced {
+                usd: Some(c.total_usd),
+                source: p.source.cost_source(),
+                key: Some(p.key),
+                cache_savings_usd: c.cache_savings_usd,
+            }
+        }
+        // A local model with no listed price costs nothing to call.
+        None if provider == Provider::Ollama => Priced {
+            usd: Some(0.0),
+            source: "local",
+            key: None,
+            cache_savings_usd: 0.0,
+        },
+        None => none("unpriced"),
+    }
+}
+
+pub fn operation(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Gemini => "generate_content",
+        _ => "chat",
+    }
+}
+
+fn record_usage(span: &tracing::Span, u: &Usage) {
+    let rec = |k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            span.record(k, v as i64);
+        }
+    };
+    rec("gen_ai.usage.input_tokens", u.input_tokens);
+    rec("gen_ai.usage.output_tokens", u.output_tokens);
+    rec("gen_ai.usage.cache_read.input_tokens", u.cache_read_tokens);
+    rec(
+        "gen_ai.usage.cache_creation.input_tokens",
+        u.cache_write_tokens,
+    );
+    rec(
+        "gen_ai.usage.cache_write.input_tokens",
+        u.cache_write_tokens,
+    );
+    rec("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+    span.record("pflow.usage.source", u.source.as_str());
+    span.record(
+        "pflow.usage.estimated",
+        u.source == super::UsageSource::Estimated,
+    );
+}
+
+fn record_cost(span: &tracing::Span, p: &Priced) {
+    if let Some(c) = p.usd {
+        span.record("pflow.cost.usd", c);
+        span.record("gen_ai.usage.cost", c);
+    }
+    span.record("pflow.cost.source", p.source);
+    if let Some(k) = &p.key {
+        span.record("pflow.cost.price_key", k.as_str());
+    }
+    if p.cache_savings_usd > 0.0 {
+        span.record("pflow.cost.cache_savings_usd", p.cache_savings_usd);
+    }
+}
+
+/// Calls the model, one span per attempt.
+pub async fn call(
+    client: &LlmClient,
+    prices: &PriceTable,
+    request: &LlmRequest,
+    opts: &CallOptions,
+) -> Result<Done, Failed> {
+    let provider = request.provider;
+    let model = request.model.clone();
+    let api = request.api;
+    let server = client.config().server(provider);
+    let mut attempt: u64 = 1;
+    loop {
+        let span = tracing::info_span!(
+            target: "pflow::llm",
+            "llm",
+            otel.name = %format!("{} {}", operation(provider), model),
+            otel.kind = "client",
+            "gen_ai.operation.name" = operation(provider),
+            "gen_ai.provider.name" = provider.semconv_name(),
+            "gen_ai.system" = provider.semconv_name(),
+            "gen_ai.request.model" = %model,
+            "gen_ai.request.temperature" = Empty,
+            "gen_ai.request.max_tokens" = Empty,
+            "gen_ai.response.model" = Empty,
+            "gen_ai.response.id" = Empty,
+            "gen_ai.response.finish_reasons" = Empty,
+            "gen_ai.usage.input_tokens" = Empty,
+            "gen_ai.usage.output_tokens" = Empty,
+            "gen_ai.usage.cache_read.input_tokens" = Empty,
+            "gen_ai.usage.cache_creation.input_tokens" = Empty,
+            "gen_ai.usage.cache_write.input_tokens" = Empty,
+            "gen_ai.usage.reasoning.output_tokens" = Empty,
+            "gen_ai.usage.cost" = Empty,
+            "gen_ai.system_instructions" = Empty,
+            "gen_ai.input.messages" = Empty,
+            "gen_ai.output.messages" = Empty,
+            "server.address" = Empty,
+            "server.port" = Empty,
+            "error.type" = Empty,
+            otel.status_description = Empty,
+            pflow.llm.node_path = opts.node_path.as_deref().unwrap_or(""),
+            pflow.llm.attempt = attempt as i64,
+            pflow.llm.stream = request.stream,
+            pflow.llm.api = if api == Api::Responses { "responses" } else { "chat" },
+            pflow.section = opts.section,
+            pflow.llm.input_bytes = (request.prompt.len() + request.system.as_ref().map_or(0, String::len)) as i64,
+            pflow.llm.output_bytes = Empty,
+            pflow.usage.source = Empty,
+            pflow.usage.estimated = Empty,
+            pflow.cost.usd = Empty,
+            pflow.cost.source = Empty,
+            pflow.cost.price_key = Empty,
+            pflow.cost.cache_savings_usd = Empty,
+        );
+        if let Some(t) = request.temperature {
+            span.record("gen_ai.request.temperature", t);
+        }
+        if let Some(m) = request.max_tokens {
+            span.record("gen_ai.request.max_tokens", m as i64);
+        }
+        if let Some((host, port)) = &server {
+            span.record("server.address", host.as_str());
+            span.record("server.port", *port as i64);
+        }
+        let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
+        if detail {
+            use crate::telemetry::preview::preview_message;
+            if let Some(s) = &request.system {
+                span.record(
+                    "gen_ai.system_instructions",
+                    json!([{"type": "text", "content": preview_message(s).text}])
+                        .to_string()
+                        .as_str(),
+                );
+            }
+            let input = json!([{"role": "user", "parts": [{"type": "text", "content": preview_message(&request.prompt).text}]}]);
+            span.record("gen_ai.input.messages", input.to_string().as_str());
+        }
+        let result = client.complete(request).instrument(span.clone()).await;
+        match result {
+            Ok(mut resp) => {
+                if !resp.usage.is_known() {
+                    // No usage from the provider: count with the tokenizer, marked estimated.
+                    resp.usage = super::estimate_usage(request, &resp.text);
+                }
+                if let Some(m) = &resp.response_model {
+                    span.record("gen_ai.response.model", m.as_str());
+                }
+                if let Some(id) = &resp.response_id {
+                    span.record("gen_ai.response.id", id.as_str());
+                }
+                span.record("pflow.llm.output_bytes", resp.text.len() as i64);
+                span.record(
+                    "gen_ai.response.finish_reasons",
+                    json!(resp.finish_reasons).to_string().as_str(),
+                );
+                record_usage(&span, &resp.usage);
+                let priced = price_call(provider, &model, Some(&resp), &resp.usage, prices);
+                record_cost(&span, &priced);
+                if detail {
+                    let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": resp.finish_reasons.first()}]);
+                    span.record("gen_ai.output.messages", out.to_string().as_str());
+                }
+                return Ok(Done {
+                    response: resp,
+                    priced,
+                    attempts: attempt,
+                });
+            }
+            Err(e) => {
+                if let Some(u) = e.partial_usage() {
+                    record_usage(&span, u);
+                    record_cost(&span, &price_call(provider, &model, None, u, prices));
+                }
+                tracing::error!(parent: &span, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
+                span.record("error.type", e.kind());
+                span.record("otel.status_description", e.to_string().as_str());
+                let retry = e.is_retryable() && attempt <= opts.retries;
+                if !retry {
+                    return Err(Failed {
+                        error: e,
+                        attempts: attempt,
+                    });
+                }
+                let wait = e
+                    .retry_after()
+                    .map(|d| d.min(std::time::Duration::from_secs(60)))
+                    .unwrap_or_else(|| super::backoff(attempt as u32));
+                tracing::info!(parent: &span, { pflow.llm.next_attempt = (attempt + 1) as i64, pflow.llm.wait_s = wait.as_secs_f64() }, "pflow.llm.retry");
+                drop(span);
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
+}
