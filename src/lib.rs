@@ -11,6 +11,7 @@ pub mod cli;
 pub mod ir;
 pub mod llm;
 pub mod nodes;
+pub mod planner;
 pub mod pricing;
 pub mod runtime;
 pub mod telemetry;

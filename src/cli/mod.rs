@@ -44,6 +44,15 @@ pub struct Cli {
     /// Also export spans over OTLP to this endpoint (else OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT).
     #[arg(long, global = true, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Model for the planner (else PFLOW_PLANNER_MODEL, else PFLOW_DEFAULT_MODEL).
+    #[arg(long, global = true, value_name = "MODEL")]
+    pub planner_model: Option<String>,
+    /// Give up planning after this many seconds (default 180).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub planner_timeout: Option<f64>,
+    /// Save the trace of a planned run even when it succeeds (like --trace).
+    #[arg(long, global = true)]
+    pub trace_planner: bool,
     /// Let prompts, responses and value previews leave the machine in exported spans
     /// (same as OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).
     #[arg(long, global = true)]
@@ -73,6 +82,16 @@ pub enum Command {
     Pricing {
         #[command(subcommand)]
         action: PricingCommand,
+    },
+    /// Plan a workflow from a plain-language request without running it.
+    Plan {
+        /// What the workflow should do, e.g. "summarize report.txt into summary.md".
+        request: String,
+        /// Write the planned workflow here (else it is printed).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Values for the workflow's inputs, as NAME=VALUE.
+        params: Vec<String>,
     },
     /// Saved workflows in $PFLOW_HOME/workflows, runnable by name.
     Workflow {
@@ -120,9 +139,14 @@ pub enum PricingCommand {
     Check { file: PathBuf },
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "run", "validate", "nodes", "pricing", "trace", "workflow", "help",
-];
+/// Whether `word` names a subcommand (taken from the clap definition, so it cannot drift).
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
+}
 
 /// Inserts `run` for the `pflow FILE ...` shortcut.
 fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
@@ -130,7 +154,14 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
     while i < args.len() {
         let a = &args[i];
         // Global flags that take a value: skip the value too.
-        if a == "--output-format" || a == "--pricing" || a == "--otlp-endpoint" {
+        if matches!(
+            a.as_str(),
+            "--output-format"
+                | "--pricing"
+                | "--otlp-endpoint"
+                | "--planner-model"
+                | "--planner-timeout"
+        ) {
             i += 2;
             continue;
         }
@@ -138,7 +169,7 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
             i += 1;
             continue;
         }
-        if !SUBCOMMANDS.contains(&a.as_str()) {
+        if !is_subcommand(a) {
             args.insert(i, "run".into());
         }
         break;
@@ -181,7 +212,40 @@ async fn dispatch(cli: Cli) -> i32 {
             action: TraceCommand::Export { file },
         } => trace_export_cmd(file, &cli).await,
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
-        Command::Run { file, params } => run_cmd(&resolve_workflow_arg(file), params, &cli).await,
+        Command::Run { file, params } => run_cmd(target_of(file), params, &cli).await,
+        Command::Plan {
+            request,
+            output,
+            params,
+        } => {
+            run_cmd(
+                Target::PlanOnly(request.clone(), output.clone()),
+                params,
+                &cli,
+            )
+            .await
+        }
+    }
+}
+
+/// What `pflow run` was given.
+pub enum Target {
+    File(PathBuf),
+    /// A plain-language request: plan, then run.
+    Request(String),
+    /// `pflow plan`: plan only, write the workflow to the path (or print it).
+    PlanOnly(String, Option<PathBuf>),
+}
+
+/// A file, a saved workflow's name, or — when it is neither and reads like a
+/// sentence — a request for the planner.
+fn target_of(arg: &Path) -> Target {
+    let resolved = resolve_workflow_arg(arg);
+    match arg.to_str() {
+        Some(s) if !resolved.exists() && s.trim().contains(char::is_whitespace) => {
+            Target::Request(s.to_string())
+        }
+        _ => Target::File(resolved),
     }
 }
 
@@ -365,7 +429,7 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
     }
 }
 
-async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
+async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
     let mut given = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return output::usage_error(cli.output_format, &e),
@@ -375,13 +439,44 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
         Ok(t) => t,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
+    let planning = !matches!(target, Target::File(_));
+    let planner_config = match &target {
+        Target::File(_) => None,
+        _ => Some(crate::planner::PlannerConfig {
+            model: match crate::planner::PlannerConfig::resolve_model(cli.planner_model.as_deref())
+            {
+                Ok(m) => m,
+                Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
+            },
+            timeout: cli
+                .planner_timeout
+                .filter(|t| *t > 0.0)
+                .map(std::time::Duration::from_secs_f64)
+                .unwrap_or(crate::planner::DEFAULT_TIMEOUT),
+            library: crate::workflows::dir(),
+        }),
+    };
+    let (file, label) = match &target {
+        Target::File(p) => (p.clone(), p.display().to_string()),
+        Target::Request(r) | Target::PlanOnly(r, _) => {
+            (PathBuf::from("planned-workflow.json"), format!("{r:?}"))
+        }
+    };
+    let file = file.as_path();
     // Parsed once, before telemetry starts, so the workflow's name can be a
     // resource attribute; a parse error still fails the run inside its trace.
-    let loaded = ir::load_file(file);
+    let loaded = if planning {
+        Err(ir::IrError::Io {
+            file: file.to_path_buf(),
+            source: std::io::Error::other("planned"),
+        })
+    } else {
+        ir::load_file(file)
+    };
     let mut config = TelemetryConfig::from_env();
     if let TraceMode::Full { .. } = config.mode {
         config.mode = TraceMode::Full {
-            save_always: cli.trace,
+            save_always: cli.trace || (planning && cli.trace_planner),
         };
     }
     let mut warnings = Vec::new();
@@ -417,8 +512,8 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     let root = tracing::info_span!(
         target: "pflow::run",
         "run",
-        otel.name = %format!("pflow run {}", file.display()),
-        pflow.run.command = "run",
+        otel.name = %format!("pflow {} {label}", if matches!(target, Target::PlanOnly(..)) { "plan" } else { "run" }),
+        pflow.run.command = if matches!(target, Target::PlanOnly(..)) { "plan" } else { "run" },
         pflow.workflow.file = %file.display(),
         pflow.workflow.name = tracing::field::Empty,
         pflow.run.status = tracing::field::Empty,
@@ -437,7 +532,21 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
         let file = file.to_path_buf();
         let vw = &mut validation_warnings;
         async move {
-            let ir = loaded?;
+            let (ir, plan_only) = match target {
+                Target::File(_) => (loaded?, None),
+                Target::Request(request) => (
+                    plan_into(&request, planner_config.as_ref(), &runtime, &mut given).await?,
+                    None,
+                ),
+                Target::PlanOnly(request, out) => {
+                    let ir =
+                        plan_into(&request, planner_config.as_ref(), &runtime, &mut given).await?;
+                    (ir, Some(out))
+                }
+            };
+            if let Some(out) = plan_only {
+                return write_plan(ir, out, given);
+            }
             let uses_stdin = references_stdin(&ir);
             if uses_stdin && !std::io::stdin().is_terminal() {
                 let mut s = String::new();
@@ -512,6 +621,64 @@ async fn run_cmd(file: &Path, params: &[String], cli: &Cli) -> i32 {
     };
     output::print_run(&report, cli.output_format);
     exit_code
+}
+
+/// Plans `request`; values found for the workflow's inputs join `given`
+/// (parameters on the command line win).
+async fn plan_into(
+    request: &str,
+    config: Option<&crate::planner::PlannerConfig>,
+    runtime: &Runtime,
+    given: &mut Map<String, Value>,
+) -> Result<ir::WorkflowIr, RunError> {
+    let config = config.ok_or_else(|| RunError::Planner {
+        kind: "planner_no_model".into(),
+        message: crate::planner::PlannerError::NoModel.to_string(),
+    })?;
+    let plan = crate::planner::plan(request, config, runtime)
+        .await
+        .map_err(|e| RunError::Planner {
+            kind: e.kind().into(),
+            message: e.to_string(),
+        })?;
+    for (k, v) in plan.inputs {
+        given.entry(k).or_insert(v);
+    }
+    Ok(plan.ir)
+}
+
+/// `pflow plan`: the result is the workflow (written to `out`, or inline) and the inputs found.
+fn write_plan(
+    ir: ir::WorkflowIr,
+    out: Option<PathBuf>,
+    inputs: Map<String, Value>,
+) -> Result<runtime::RunOutput, RunError> {
+    let mut outputs = Map::new();
+    let text = serde_json::to_string_pretty(&ir).unwrap_or_default();
+    match out {
+        Some(p) => {
+            std::fs::write(&p, text + "\n").map_err(|e| RunError::Planner {
+                kind: "io_error".into(),
+                message: format!("cannot write `{}`: {e}", p.display()),
+            })?;
+            outputs.insert(
+                "workflow_file".into(),
+                Value::String(p.display().to_string()),
+            );
+        }
+        None => {
+            outputs.insert(
+                "workflow".into(),
+                serde_json::to_value(&ir).unwrap_or(Value::Null),
+            );
+        }
+    }
+    outputs.insert("inputs".into(), Value::Object(inputs));
+    Ok(runtime::RunOutput {
+        outputs,
+        store: Map::new(),
+        steps: 0,
+    })
 }
 
 /// Resolves on SIGINT (→ 130) or SIGTERM (→ 143), marking the run interrupted

@@ -87,6 +87,7 @@ mod tests {
             stream: false,
             api: super::super::Api::Chat,
             images: vec![],
+            json_mode: false,
         };
         let r = complete(&req).unwrap();
         assert_eq!(r.usage.output_tokens, Some(3));

@@ -44,6 +44,9 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if let Some(m) = req.max_tokens {
         gen.insert("maxOutputTokens".into(), json!(m));
     }
+    if req.json_mode {
+        gen.insert("responseMimeType".into(), json!("application/json"));
+    }
     if !gen.is_empty() {
         body["generationConfig"] = Value::Object(gen);
     }

@@ -139,6 +139,8 @@ pub struct LlmRequest {
     pub api: Api,
     /// Local paths (sent inline, base64) or http(s) URLs.
     pub images: Vec<String>,
+    /// Ask for a JSON object (the provider's JSON mode where it has one).
+    pub json_mode: bool,
 }
 
 /// One LLM response.

@@ -38,6 +38,9 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if let Some(m) = req.max_tokens {
         options.insert("num_predict".into(), json!(m));
     }
+    if req.json_mode {
+        body["format"] = json!("json");
+    }
     if !options.is_empty() {
         body["options"] = Value::Object(options);
     }

@@ -86,6 +86,9 @@ async fn chat(
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
+    if req.json_mode {
+        body["response_format"] = json!({"type": "json_object"});
+    }
     let resp = c
         .post(
             &format!("{base}/chat/completions"),
@@ -203,6 +206,9 @@ async fn responses(
     }
     if req.stream {
         body["stream"] = json!(true);
+    }
+    if req.json_mode {
+        body["text"] = json!({"format": {"type": "json_object"}});
     }
     let resp = c
         .post(&format!("{base}/responses"), headers, &body, key, "openai")

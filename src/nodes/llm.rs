@@ -110,6 +110,7 @@ impl Node for Llm {
                 stream: params.bool_or("stream", false)?,
                 api,
                 images,
+                json_mode: false,
             };
             let retries = params
                 .f64_opt("retries")?

@@ -51,6 +51,9 @@ pub enum RunError {
     StepLimit { steps: usize, node: String },
     #[error("interrupted")]
     Interrupted,
+    /// Planning failed (no model, invalid after its attempts, timeout…).
+    #[error("planner: {message}")]
+    Planner { kind: String, message: String },
 }
 
 impl RunError {
@@ -71,6 +74,7 @@ impl RunError {
             RunError::Node { kind, .. } => kind,
             RunError::StepLimit { .. } => "step_limit",
             RunError::Interrupted => "interrupted",
+            RunError::Planner { kind, .. } => kind,
         }
     }
 }
@@ -196,6 +200,11 @@ impl Runtime {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The services nodes (and the planner) use: LLM client, prices.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     fn shape(&self, n: &ir::NodeIr) -> NodeShape {

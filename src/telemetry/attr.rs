@@ -75,3 +75,10 @@ pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
 /// Which part of the run a span belongs to: `workflow` or `planner`.
 pub const SECTION: &str = "pflow.section";
+
+// Planner spans (`plan pflow`, `plan {step}`).
+/// The request text (content: kept local unless capture is on).
+pub const PLANNER_REQUEST: &str = "pflow.planner.request";
+pub const PLANNER_PATH: &str = "pflow.planner.path";
+pub const PLANNER_ATTEMPTS: &str = "pflow.planner.attempts";
+pub const PLANNER_STEP: &str = "pflow.planner.step";

@@ -82,8 +82,15 @@ pub struct SectionMetrics {
     pub node_timings: IndexMap<String, f64>,
     /// LLM calls, tokens and cost per node path (nodes that called an LLM).
     pub node_usage: IndexMap<String, Usage>,
+    /// Planner only: `A` (a saved workflow reused) or `B` (a new one generated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_taken: Option<String>,
+    /// Planner only: workflow generation attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
+    /// Planner only: ms per planning step (attempts summed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_timings: Option<IndexMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -140,6 +147,11 @@ pub struct SpanFacts {
     pub node_type: Option<String>,
     pub node_status: Option<String>,
     pub run_status: Option<String>,
+    /// The planner's own span (`plan` operation, not a step).
+    pub planner_root: bool,
+    pub planner_path: Option<String>,
+    pub planner_attempts: Option<i64>,
+    pub planner_step: Option<String>,
     pub model: Option<String>,
     pub start: Option<SystemTime>,
     pub duration: Duration,
@@ -161,6 +173,9 @@ impl SpanFacts {
                     f.run_status = Some(kv.value.as_str().into_owned());
                 }
                 attr::RUN_COMMAND => f.is_run = true,
+                attr::PLANNER_PATH => f.planner_path = Some(kv.value.as_str().into_owned()),
+                attr::PLANNER_ATTEMPTS => f.planner_attempts = as_i64(&kv.value),
+                attr::PLANNER_STEP => f.planner_step = Some(kv.value.as_str().into_owned()),
                 attr::GEN_AI_PROVIDER_NAME => {
                     f.provider_name = Some(kv.value.as_str().into_owned())
                 }
@@ -205,6 +220,7 @@ impl SpanFacts {
                 _ => {}
             }
         }
+        f.planner_root = f.operation.as_deref() == Some("plan") && f.planner_step.is_none();
         f
     }
 
@@ -254,6 +270,9 @@ struct SectionAgg {
     /// path -> (first start, summed duration)
     timings: IndexMap<String, (SystemTime, Duration)>,
     node_usage: IndexMap<String, Usage>,
+    path: Option<String>,
+    attempts: Option<u64>,
+    steps: IndexMap<String, (SystemTime, Duration)>,
 }
 
 impl Default for SectionAgg {
@@ -267,6 +286,9 @@ impl Default for SectionAgg {
             },
             timings: IndexMap::new(),
             node_usage: IndexMap::new(),
+            path: None,
+            attempts: None,
+            steps: IndexMap::new(),
         }
     }
 }
@@ -293,6 +315,20 @@ impl Aggregator {
         };
         if f.workflow_depth == Some(0) {
             section.duration = Some(f.duration);
+        }
+        if f.planner_root {
+            section.duration = Some(f.duration);
+            section.path = f.planner_path.clone();
+            section.attempts = f.planner_attempts.map(|a| a.max(0) as u64);
+        }
+        if let Some(step) = &f.planner_step {
+            let start = f.start.unwrap_or(SystemTime::UNIX_EPOCH);
+            let e = section
+                .steps
+                .entry(step.clone())
+                .or_insert((start, Duration::ZERO));
+            e.0 = e.0.min(start);
+            e.1 += f.duration;
         }
         if let (Some(role), Some(path)) = (&f.node_role, &f.node_path) {
             if role != attr::ROLE_BATCH && f.attempt == 1 {
@@ -347,7 +383,16 @@ impl Aggregator {
                 .iter()
                 .map(|(k, u)| (k.clone(), u.rounded()))
                 .collect(),
-            path_taken: None,
+            path_taken: agg.path.clone(),
+            attempts: agg.attempts,
+            step_timings: (!agg.steps.is_empty()).then(|| {
+                let mut steps: Vec<_> = agg.steps.iter().collect();
+                steps.sort_by_key(|(_, (start, _))| *start);
+                steps
+                    .into_iter()
+                    .map(|(k, (_, d))| (k.clone(), ms(*d)))
+                    .collect()
+            }),
         }
     }
 

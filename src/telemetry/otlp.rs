@@ -36,6 +36,7 @@ const CONTENT_ATTRS: &[&str] = &[
     "gen_ai.output.messages",
     "gen_ai.system_instructions",
     "pflow.node.params",
+    "pflow.planner.request",
 ];
 const CONTENT_EVENT_ATTRS: &[&str] = &["pflow.value.preview"];
 

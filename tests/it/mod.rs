@@ -3,6 +3,7 @@ mod errors;
 mod examples;
 mod llm_node;
 mod otlp;
+mod planner;
 mod providers;
 mod run;
 mod signals;

@@ -36,6 +36,7 @@ fn request(provider: Provider, model: &str, stream: bool, api: Api) -> LlmReques
         stream,
         api,
         images: vec![],
+        json_mode: false,
     }
 }
 

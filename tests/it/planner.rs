@@ -1,0 +1,418 @@
+//! The planner against a local server that scripts an OpenAI-compatible
+//! model per planning step: path A, path B, a generation that fails
+//! validation twice, malformed answers, a timeout and missing inputs. Span
+//! tree, planner metrics and exact cost sums are checked.
+
+use super::common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// What the scripted model answers per step; `generate` answers in turn.
+#[derive(Clone, Default)]
+struct Script {
+    discovery: Option<Value>,
+    select: Option<String>,
+    extract: Value,
+    generate: Vec<Value>,
+    map: Value,
+    delay_ms: u64,
+}
+
+fn good_ir() -> Value {
+    json!({"ir_version": "0.1.0", "metadata": {"name": "summarize-file", "description": "Summarize a file into another"},
+        "inputs": {"input_file": {"type": "string", "description": "file to read"}, "output_file": {"type": "string", "description": "where the summary goes"}},
+        "nodes": [
+            {"id": "read", "type": "read-file", "params": {"file_path": "${input_file}"}},
+            {"id": "summarize", "type": "llm", "params": {"model": "echo", "prompt": "Summary: ${read.content}"}},
+            {"id": "write", "type": "write-file", "params": {"file_path": "${output_file}", "content": "${summarize.response}"}}],
+        "edges": [{"from": "read", "to": "summarize"}, {"from": "summarize", "to": "write"}],
+        "outputs": {"written": {"source": "${write.file_path}"}}})
+}
+
+struct Mocked {
+    server: MockServer,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// Each answer reports usage growing with the call number, so sums are checked exactly.
+async fn scripted(script: Script) -> Mocked {
+    let server = MockServer::start().await;
+    let calls: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let gen_i = Arc::new(AtomicUsize::new(0));
+    let log = calls.clone();
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |req: &Request| {
+            let b: Value = serde_json::from_slice(&req.body).unwrap();
+            assert_eq!(b["response_format"]["type"], "json_object", "planner asks for JSON");
+            let system = b["messages"][0]["content"].as_str().unwrap_or("");
+            let user = b["messages"][1]["content"].as_str().unwrap_or("").to_string();
+            let step = system.lines().next().unwrap_or("").trim_start_matches("STEP: ").to_string();
+            let n = {
+                let mut l = log.lock().unwrap();
+                l.push((step.clone(), user));
+                l.len() as u64
+            };
+            let content = match step.as_str() {
+                "discovery" => script.discovery.clone().unwrap_or(json!({"found": false, "workflow_name": null})).to_string(),
+                "select_nodes" => script.select.clone().unwrap_or_else(|| json!({"node_types": ["read-file", "llm", "write-file"]}).to_string()),
+                "extract_params" => script.extract.to_string(),
+                "generate" => {
+                    let i = gen_i.fetch_add(1, Ordering::SeqCst);
+                    script.generate.get(i).or(script.generate.last()).cloned().unwrap_or_else(good_ir).to_string()
+                }
+                "map_inputs" => script.map.to_string(),
+                other => panic!("unexpected step {other}"),
+            };
+            let body = json!({"id": format!("c{n}"), "model": "gpt-4o-mini-2024-07-18", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100 * n, "completion_tokens": 10 * n, "total_tokens": 110 * n}});
+            ResponseTemplate::new(200).set_delay(std::time::Duration::from_millis(script.delay_ms)).set_body_json(body)
+        })
+        .mount(&server)
+        .await;
+    Mocked { server, calls }
+}
+
+fn planner_cmd(env: &Env, m: &Mocked) -> assert_cmd::Command {
+    let mut c = env.pflow();
+    c.env("OPENAI_BASE_URL", format!("{}/v1", m.server.uri()))
+        .env("OPENAI_API_KEY", "sk-test-planner-key-000000")
+        .args(["--planner-model", "gpt-4o-mini"]);
+    c
+}
+
+/// Sum of what the n calls cost at the built-in gpt-4o-mini price.
+fn cost_of_calls(n: u64) -> f64 {
+    let p = pflow::pricing::PriceTable::builtin()
+        .lookup("gpt-4o-mini-2024-07-18", None)
+        .unwrap()
+        .price;
+    (1..=n)
+        .map(|i| {
+            pflow::pricing::cost(
+                &pflow::pricing::TokenCounts {
+                    input: 100 * i,
+                    output: 10 * i,
+                    ..Default::default()
+                },
+                &p,
+            )
+            .total_usd
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_b_plans_generates_and_runs_in_one_trace() {
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    env.write("report.txt", "Quarterly numbers went up.");
+    let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
+        "--trace",
+        "--output-format",
+        "json",
+        "summarize report.txt into summary.md",
+    ]));
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(env.dir.path().join("summary.md")).unwrap(),
+        "Summary: Quarterly numbers went up."
+    );
+    let steps: Vec<String> = m
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(
+        steps,
+        ["select_nodes", "extract_params", "generate"],
+        "no saved workflows: no discovery call; inputs found already: no mapping call"
+    );
+    let p = &v["metrics"]["planner"];
+    assert_eq!(p["path_taken"], json!("B"));
+    assert_eq!(p["attempts"], json!(1));
+    assert_eq!(p["llm_calls"], json!(3));
+    assert_eq!(p["tokens"]["input"], json!(600));
+    let want = cost_of_calls(3);
+    assert!(
+        (p["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
+        "{} vs {want}",
+        p["cost_usd"]
+    );
+    for s in [
+        "discovery",
+        "select_nodes",
+        "extract_params",
+        "generate",
+        "validate",
+        "metadata",
+        "map_inputs",
+    ] {
+        assert!(p["step_timings"].get(s).is_some(), "step {s} timed: {p}");
+    }
+    // Totals add planner and workflow.
+    let w = &v["metrics"]["workflow"];
+    assert_eq!(
+        v["metrics"]["total"]["llm_calls"],
+        json!(3 + w["llm_calls"].as_u64().unwrap())
+    );
+    assert_eq!(
+        v["metrics"]["total"]["tokens_total"].as_u64().unwrap(),
+        p["tokens"]["total"].as_u64().unwrap() + w["tokens"]["total"].as_u64().unwrap()
+    );
+    // Span tree: root → planner (→ steps → LLM calls) and root → workflow.
+    let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
+    let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();
+    let planner = by_name(&spans, "plan pflow");
+    assert_eq!(planner.parent, root.span_id);
+    assert_eq!(planner.s("pflow.planner.path"), "B");
+    let wf = spans
+        .iter()
+        .find(|s| s.name.starts_with("invoke_workflow"))
+        .unwrap();
+    assert_eq!(wf.parent, root.span_id);
+    let gen = by_name(&spans, "plan generate");
+    assert_eq!(gen.parent, planner.span_id);
+    let call = spans
+        .iter()
+        .find(|s| s.name == "chat gpt-4o-mini" && s.parent == gen.span_id)
+        .expect("LLM span under the generate step");
+    assert_eq!(call.s("pflow.section"), "planner");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_a_reuses_a_saved_workflow() {
+    let m = scripted(Script {
+        discovery: Some(
+            json!({"found": true, "workflow_name": "summarize-file", "reasoning": "same job"}),
+        ),
+        map: json!({"inputs": {"input_file": "notes.txt", "output_file": "out.md"}}),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let wf = env.workflow("s.json", good_ir());
+    assert!(env
+        .pflow()
+        .args(["workflow", "save"])
+        .arg(&wf)
+        .args(["--name", "summarize-file"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    env.write("notes.txt", "hello");
+    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+        "--output-format",
+        "json",
+        "please summarize notes.txt to out.md",
+    ]));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(env.dir.path().join("out.md")).unwrap(),
+        "Summary: hello"
+    );
+    let steps: Vec<String> = m
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(steps, ["discovery", "map_inputs"]);
+    assert_eq!(v["metrics"]["planner"]["path_taken"], json!("A"));
+    assert_eq!(v["metrics"]["planner"]["attempts"], json!(0));
+    let want = cost_of_calls(2);
+    assert!((v["metrics"]["planner"]["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_generations_are_fed_back_until_valid() {
+    let mut bad_type = good_ir();
+    bad_type["nodes"][1]["type"] = json!("summarizer");
+    let mut bad_ref = good_ir();
+    bad_ref["nodes"][2]["params"]["content"] = json!("${summary.response}");
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "r.txt", "output_file": "o.md"}}),
+        generate: vec![bad_type, bad_ref, good_ir()],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    env.write("r.txt", "x");
+    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+        "--trace",
+        "--output-format",
+        "json",
+        "summarize r.txt into o.md",
+    ]));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["metrics"]["planner"]["attempts"], json!(3));
+    let calls = m.calls.lock().unwrap().clone();
+    let gens: Vec<&(String, String)> = calls.iter().filter(|c| c.0 == "generate").collect();
+    assert_eq!(gens.len(), 3);
+    assert!(
+        gens[1].1.contains("rejected by the validator") && gens[1].1.contains("summarizer"),
+        "errors fed back: {}",
+        gens[1].1
+    );
+    assert!(gens[2].1.contains("summary"), "{}", gens[2].1);
+    let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
+    let attempts: Vec<&SpanView> = spans.iter().filter(|s| s.name == "plan generate").collect();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(
+        attempts.iter().filter(|s| s.status_code == 2).count(),
+        2,
+        "two failed attempts visible"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_invalid_generations_fail_with_the_errors() {
+    let mut bad = good_ir();
+    bad["nodes"][1]["type"] = json!("summarizer");
+    let m = scripted(Script {
+        extract: json!({"parameters": {}}),
+        generate: vec![bad],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let (v, code, _) =
+        run_json(planner_cmd(&env, &m).args(["--output-format", "json", "summarize a file"]));
+    assert_eq!(code, 1);
+    assert_eq!(v["error"]["type"], json!("planner_invalid_workflow"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after 3 attempts")
+            && v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("summarizer")
+    );
+    assert!(v["trace_file"].is_string(), "a failed plan keeps its trace");
+    assert_eq!(v["metrics"]["planner"]["llm_calls"], json!(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_answers_are_failed_attempts_with_a_reason() {
+    let m = scripted(Script {
+        select: Some("Sure! I would use read-file and llm.".into()),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let (v, code, _) =
+        run_json(planner_cmd(&env, &m).args(["--output-format", "json", "summarize a file"]));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["error"]["type"], json!("planner_malformed_output"));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("select_nodes") && msg.contains("not JSON") && msg.contains("3 attempts"),
+        "{msg}"
+    );
+    assert_eq!(m.calls.lock().unwrap().len(), 3);
+    assert!(v["trace_file"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planner_timeout_is_a_clear_failure() {
+    let m = scripted(Script {
+        delay_ms: 3000,
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+        "--planner-timeout",
+        "0.5",
+        "--output-format",
+        "json",
+        "summarize a file",
+    ]));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["error"]["type"], json!("planner_timeout"));
+    assert!(v["trace_file"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_inputs_are_reported() {
+    let m = scripted(Script {
+        extract: json!({"parameters": {}}),
+        map: json!({"inputs": {}}),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let (v, code, _) =
+        run_json(planner_cmd(&env, &m).args(["--output-format", "json", "summarize a file"]));
+    assert_eq!(code, 2, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("missing required input `input_file`"), "{msg}");
+    // Given on the command line, they fill the gap.
+    env.write("a.txt", "A");
+    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+        "--output-format",
+        "json",
+        "summarize a file",
+        "input_file=a.txt",
+        "output_file=b.md",
+    ]));
+    assert_eq!(code, 0, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_command_writes_a_valid_workflow_without_running_it() {
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let out = env.dir.path().join("planned.json");
+    let (v, code, _) = run_json(
+        planner_cmd(&env, &m)
+            .args(["plan", "summarize report.txt into summary.md", "-o"])
+            .arg(&out)
+            .args(["--output-format", "json"]),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["result"]["inputs"],
+        json!({"input_file": "report.txt", "output_file": "summary.md"})
+    );
+    assert!(v["metrics"]["planner"]["llm_calls"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        v["metrics"]["workflow"]["nodes_executed"],
+        json!(0),
+        "nothing ran"
+    );
+    assert!(!env.dir.path().join("summary.md").exists());
+    let check = env.pflow().arg("validate").arg(&out).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn planning_without_a_model_says_how_to_get_one() {
+    let env = Env::new();
+    let out = env
+        .pflow()
+        .args(["summarize report.txt into summary.md"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--planner-model"));
+}
