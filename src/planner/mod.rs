@@ -134,7 +134,7 @@ pub fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// Checks a parsed answer's shape; the message is fed back to the model.
-type Check = dyn Fn(&Map<String, Value>) -> Result<(), String>;
+type Check<'a> = dyn Fn(&Map<String, Value>) -> Result<(), String> + 'a;
 
 struct Ctx<'a> {
     services: &'a Services,
@@ -178,7 +178,7 @@ impl Ctx<'_> {
         step: &'static str,
         system: String,
         user: String,
-        check: &Check,
+        check: &Check<'_>,
     ) -> Result<Map<String, Value>, PlannerError> {
         let mut reason = String::new();
         for attempt in 1..=MAX_ATTEMPTS {
