@@ -63,9 +63,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a workflow file.
+    /// Run a workflow file, a saved workflow (by name) or a plain-language request (planned first).
     Run {
-        /// The workflow JSON file.
+        /// The workflow JSON file, a saved workflow's name, or a quoted request.
         file: PathBuf,
         /// Inputs and parameters as NAME=VALUE (VALUE parsed as JSON when valid JSON).
         params: Vec<String>,
