@@ -46,6 +46,12 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
     }
+    // Anthropic has no JSON mode: a forced call of an `answer` tool whose
+    // input schema is the wanted JSON gives a structured answer.
+    if let (true, Some(schema)) = (req.json_mode, &req.json_schema) {
+        body["tools"] = json!([{"name": "answer", "description": "Give the answer as structured data.", "input_schema": schema}]);
+        body["tool_choice"] = json!({"type": "tool", "name": "answer"});
+    }
     if req.stream {
         body["stream"] = json!(true);
     }
@@ -64,13 +70,25 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .await?;
     if !req.stream {
         let v = read_json(resp).await?;
-        let text = v["content"]
+        let mut text = v["content"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|b| b["type"] == "text")
             .filter_map(|b| b["text"].as_str())
             .collect::<String>();
+        // A forced `answer` tool call carries the structured answer as its input.
+        if req.json_schema.is_some() {
+            if let Some(input) = v["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| b["type"] == "tool_use" && b["name"] == "answer")
+                .map(|b| b["input"].clone())
+            {
+                text = input.to_string();
+            }
+        }
         return Ok(LlmResponse {
             text,
             usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null)),

@@ -88,6 +88,7 @@ mod tests {
             api: super::super::Api::Chat,
             images: vec![],
             json_mode: false,
+            json_schema: None,
         };
         let r = complete(&req).unwrap();
         assert_eq!(r.usage.output_tokens, Some(3));

@@ -46,6 +46,9 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     }
     if req.json_mode {
         gen.insert("responseMimeType".into(), json!("application/json"));
+        if let Some(schema) = &req.json_schema {
+            gen.insert("responseJsonSchema".into(), schema.clone());
+        }
     }
     if !gen.is_empty() {
         body["generationConfig"] = Value::Object(gen);

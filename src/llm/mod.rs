@@ -141,6 +141,10 @@ pub struct LlmRequest {
     pub images: Vec<String>,
     /// Ask for a JSON object (the provider's JSON mode where it has one).
     pub json_mode: bool,
+    /// With `json_mode`: the JSON Schema the answer must follow, sent as the
+    /// provider's structured-output schema (OpenAI `json_schema`, Gemini
+    /// `responseJsonSchema`, Ollama `format`, Anthropic a forced tool call).
+    pub json_schema: Option<Value>,
 }
 
 /// One LLM response.

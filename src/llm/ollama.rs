@@ -39,7 +39,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         options.insert("num_predict".into(), json!(m));
     }
     if req.json_mode {
-        body["format"] = json!("json");
+        body["format"] = req.json_schema.clone().unwrap_or_else(|| json!("json"));
     }
     if !options.is_empty() {
         body["options"] = Value::Object(options);

@@ -87,7 +87,12 @@ async fn chat(
         body["stream_options"] = json!({"include_usage": true});
     }
     if req.json_mode {
-        body["response_format"] = json!({"type": "json_object"});
+        body["response_format"] = match &req.json_schema {
+            Some(schema) => {
+                json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+            }
+            None => json!({"type": "json_object"}),
+        };
     }
     let resp = c
         .post(
@@ -208,7 +213,12 @@ async fn responses(
         body["stream"] = json!(true);
     }
     if req.json_mode {
-        body["text"] = json!({"format": {"type": "json_object"}});
+        body["text"] = match &req.json_schema {
+            Some(schema) => {
+                json!({"format": {"type": "json_schema", "name": "answer", "schema": schema}})
+            }
+            None => json!({"format": {"type": "json_object"}}),
+        };
     }
     let resp = c
         .post(&format!("{base}/responses"), headers, &body, key, "openai")

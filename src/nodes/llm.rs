@@ -111,6 +111,7 @@ impl Node for Llm {
                 api,
                 images,
                 json_mode: false,
+                json_schema: None,
             };
             let retries = params
                 .f64_opt("retries")?

@@ -178,6 +178,7 @@ impl Ctx<'_> {
         step: &'static str,
         system: String,
         user: String,
+        schema: Value,
         check: &Check<'_>,
     ) -> Result<Map<String, Value>, PlannerError> {
         let mut reason = String::new();
@@ -198,6 +199,7 @@ impl Ctx<'_> {
                 api: Api::Chat,
                 images: vec![],
                 json_mode: true,
+                json_schema: Some(schema.clone()),
             };
             let opts = CallOptions {
                 retries: 2,
@@ -337,6 +339,7 @@ async fn plan_inner(
                 "discovery",
                 fill(PROMPT_DISCOVERY, &[("workflows", listing)]),
                 request.to_string(),
+                json!({"type": "object", "properties": {"found": {"type": "boolean"}, "workflow_name": {"type": ["string", "null"], "enum": names.iter().map(|n| json!(n)).chain([Value::Null]).collect::<Vec<_>>()}, "reasoning": {"type": "string"}}, "required": ["found", "workflow_name"]}),
                 &|m| match (
                     m.get("found").and_then(Value::as_bool),
                     m.get("workflow_name"),
@@ -409,6 +412,7 @@ async fn plan_inner(
                 "map_inputs",
                 fill(PROMPT_MAP, &[("inputs", listing)]),
                 request.to_string(),
+                json!({"type": "object", "properties": {"inputs": {"type": "object", "properties": ir.inputs.keys().map(|k| (k.clone(), json!({}))).collect::<Map<String, Value>>()}}, "required": ["inputs"]}),
                 &|m| match m.get("inputs") {
                     Some(Value::Object(_)) => Ok(()),
                     _ => Err("missing object field `inputs`".into()),
@@ -452,6 +456,7 @@ async fn generate(
             "select_nodes",
             fill(PROMPT_SELECT, &[("nodes", node_catalog(runtime, None))]),
             request.to_string(),
+            json!({"type": "object", "properties": {"node_types": {"type": "array", "items": {"type": "string", "enum": known}}, "reasoning": {"type": "string"}}, "required": ["node_types"]}),
             &|m| {
                 let list = m
                     .get("node_types")
@@ -490,6 +495,7 @@ async fn generate(
             "extract_params",
             PROMPT_EXTRACT.to_string(),
             request.to_string(),
+            json!({"type": "object", "properties": {"parameters": {"type": "object"}}, "required": ["parameters"]}),
             &|m| match m.get("parameters") {
                 Some(Value::Object(_)) => Ok(()),
                 _ => Err("missing object field `parameters`".into()),
@@ -527,7 +533,9 @@ async fn generate(
         };
         let outcome: Result<WorkflowIr, Vec<String>> = async {
             let answer = ctx
-                .ask("generate", system.clone(), user, &|_| Ok(()))
+                .ask("generate", system.clone(), user, ir_schema(&types), &|_| {
+                    Ok(())
+                })
                 .await
                 .map_err(|e| vec![e.to_string()])?;
             let ir = ir::from_value(&Value::Object(answer), "planned workflow")
@@ -585,6 +593,22 @@ async fn generate(
     Err(PlannerError::Invalid {
         attempts: MAX_ATTEMPTS,
         diagnostics: last_errors,
+    })
+}
+
+/// The shape of a workflow, for the model's structured output (the validator checks the rest).
+fn ir_schema(types: &[String]) -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "ir_version": {"type": "string", "enum": ["0.1.0"]},
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}}},
+            "inputs": {"type": "object"},
+            "outputs": {"type": "object"},
+            "nodes": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "type": {"type": "string", "enum": types}, "params": {"type": "object"}}, "required": ["id", "type"]}},
+            "edges": {"type": "array", "items": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "action": {"type": "string"}}, "required": ["from", "to"]}}
+        },
+        "required": ["ir_version", "nodes"]
     })
 }
 

@@ -45,7 +45,8 @@ async fn scripted(script: Script) -> Mocked {
     Mock::given(wiremock::matchers::method("POST"))
         .respond_with(move |req: &Request| {
             let b: Value = serde_json::from_slice(&req.body).unwrap();
-            assert_eq!(b["response_format"]["type"], "json_object", "planner asks for JSON");
+            assert_eq!(b["response_format"]["type"], "json_schema", "planner asks for schema-shaped JSON");
+            assert_eq!(b["response_format"]["json_schema"]["schema"]["type"], "object");
             let system = b["messages"][0]["content"].as_str().unwrap_or("");
             let user = b["messages"][1]["content"].as_str().unwrap_or("").to_string();
             let step = system.lines().next().unwrap_or("").trim_start_matches("STEP: ").to_string();

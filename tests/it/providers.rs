@@ -37,6 +37,7 @@ fn request(provider: Provider, model: &str, stream: bool, api: Api) -> LlmReques
         api,
         images: vec![],
         json_mode: false,
+        json_schema: None,
     }
 }
 
@@ -442,4 +443,50 @@ async fn missing_keys_name_the_variable() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");
+}
+
+#[tokio::test]
+async fn structured_output_per_provider() {
+    let schema = serde_json::json!({"type": "object", "properties": {"found": {"type": "boolean"}}, "required": ["found"]});
+    let server = MockServer::start().await;
+    let s2 = schema.clone();
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(move |req: &Request| {
+            let b: Value = serde_json::from_slice(&req.body).unwrap();
+            assert_eq!(b["tools"][0]["input_schema"], s2, "the schema is the tool's input");
+            assert_eq!(b["tool_choice"], serde_json::json!({"type": "tool", "name": "answer"}));
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "msg_1", "model": "claude-sonnet-4-5", "role": "assistant", "type": "message", "stop_reason": "tool_use",
+                "content": [{"type": "tool_use", "id": "tu_1", "name": "answer", "input": {"found": true}}], "usage": {"input_tokens": 20, "output_tokens": 5}}))
+        })
+        .mount(&server)
+        .await;
+    let s3 = schema.clone();
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .respond_with(move |req: &Request| {
+            let b: Value = serde_json::from_slice(&req.body).unwrap();
+            assert_eq!(
+                b["generationConfig"]["responseMimeType"],
+                "application/json"
+            );
+            assert_eq!(b["generationConfig"]["responseJsonSchema"], s3);
+            ResponseTemplate::new(200)
+                .set_body_raw(fixture("gemini-generate-content.json"), "application/json")
+        })
+        .mount(&server)
+        .await;
+    let c = LlmClient::new(config(&server.uri()));
+    let mut req = request(Provider::Anthropic, "claude-sonnet-4-5", false, Api::Chat);
+    req.json_mode = true;
+    req.json_schema = Some(schema.clone());
+    let r = c.complete(&req).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.text).unwrap(),
+        serde_json::json!({"found": true})
+    );
+    let mut req = request(Provider::Gemini, "gemini-2.5-flash", false, Api::Chat);
+    req.json_mode = true;
+    req.json_schema = Some(schema);
+    c.complete(&req).await.unwrap();
 }
