@@ -389,20 +389,26 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
     }
 }
 
-/// The price table for this run: built-in, merged with `--pricing FILE` or
-/// `$PFLOW_HOME/pricing.json`. Returns the table, where overrides came from, and warnings.
-pub fn load_prices(
-    explicit: Option<&Path>,
-) -> Result<(PriceTable, Option<PathBuf>, Vec<String>), String> {
+/// Overrides (if any), the file they came from, and warnings about them.
+pub type LoadedPrices = (Option<PriceTable>, Option<PathBuf>, Vec<String>);
+
+/// The price table for this run: built-in (`None`, parsed only when needed),
+/// or merged with `--pricing FILE` or `$PFLOW_HOME/pricing.json`. Returns the
+/// table, where overrides came from, and warnings.
+pub fn load_prices(explicit: Option<&Path>) -> Result<LoadedPrices, String> {
     let path = match explicit {
         Some(p) => Some(p.to_path_buf()),
         None => Some(crate::telemetry::pflow_home().join("pricing.json")).filter(|p| p.is_file()),
     };
     match path {
-        None => Ok((PriceTable::builtin().clone(), None, vec![])),
+        None => Ok((None, None, vec![])),
         Some(p) => {
             let (t, w) = PriceTable::with_overrides_file(&p).map_err(|e| e.to_string())?;
-            Ok((t, Some(p), w.into_iter().map(|w| w.to_string()).collect()))
+            Ok((
+                Some(t),
+                Some(p),
+                w.into_iter().map(|w| w.to_string()).collect(),
+            ))
         }
     }
 }
@@ -420,7 +426,7 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
             };
             output::pricing_show(
                 cli.output_format,
-                &table,
+                table.as_ref().unwrap_or_else(|| PriceTable::builtin()),
                 model.as_deref(),
                 source.as_deref(),
                 &warnings,
@@ -524,7 +530,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
 
-    let runtime = Runtime::with_services(Registry::builtin(), Services::new(Arc::new(prices)));
+    let runtime = Runtime::with_services(Registry::builtin(), Services::new(prices.map(Arc::new)));
     let mut validation_warnings = Vec::new();
     let work = {
         let root = root.clone();

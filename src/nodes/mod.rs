@@ -129,17 +129,19 @@ pub struct Services {
     http: OnceLock<reqwest::Client>,
     llm: OnceLock<crate::llm::LlmClient>,
     llm_config: Option<crate::llm::ProviderConfig>,
-    prices: Arc<crate::pricing::PriceTable>,
+    /// `None`: the built-in table, parsed only when an LLM call needs a price.
+    prices: Option<Arc<crate::pricing::PriceTable>>,
 }
 
 impl Default for Services {
     fn default() -> Self {
-        Services::new(Arc::new(crate::pricing::PriceTable::builtin().clone()))
+        Services::new(None)
     }
 }
 
 impl Services {
-    pub fn new(prices: Arc<crate::pricing::PriceTable>) -> Self {
+    /// `prices`: a table with overrides, or `None` for the built-in one.
+    pub fn new(prices: Option<Arc<crate::pricing::PriceTable>>) -> Self {
         Services {
             http: OnceLock::new(),
             llm: OnceLock::new(),
@@ -155,7 +157,10 @@ impl Services {
     }
 
     pub fn prices(&self) -> &crate::pricing::PriceTable {
-        &self.prices
+        match &self.prices {
+            Some(p) => p,
+            None => crate::pricing::PriceTable::builtin(),
+        }
     }
 
     pub fn llm(&self) -> &crate::llm::LlmClient {
