@@ -15,4 +15,5 @@ pub mod planner;
 pub mod pricing;
 pub mod runtime;
 pub mod telemetry;
+pub mod traces;
 pub mod workflows;

@@ -126,9 +126,33 @@ pub enum WorkflowCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TraceCommand {
-    /// Send a saved trace file to an OTLP backend (for runs made offline).
+    /// Saved traces, newest first: time, workflow, status, duration, tokens, cost, file.
+    List {
+        /// Show at most this many (0: all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The span tree of a run with durations, tokens and cost per node and LLM call.
+    Show {
+        /// A trace file, a trace id (or prefix), `last` or `last~N`.
+        #[arg(default_value = "last", value_name = "TRACE")]
+        target: String,
+        /// Show one node's params, template resolutions, store writes, prompt and response.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+    },
+    /// The run's `metrics` JSON, recomputed from the trace file.
+    Summary {
+        /// A trace file, a trace id (or prefix), `last` or `last~N`.
+        #[arg(default_value = "last", value_name = "TRACE")]
+        target: String,
+    },
+    /// Send a saved trace to an OTLP backend (for runs made offline).
     /// Uses --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables.
-    Export { file: PathBuf },
+    Export {
+        /// A trace file, a trace id (or prefix), `last` or `last~N`.
+        file: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,7 +234,11 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Workflow { action } => output::workflow_cmd(action, cli.output_format),
         Command::Trace {
             action: TraceCommand::Export { file },
-        } => trace_export_cmd(file, &cli).await,
+        } => match crate::traces::resolve(file, &crate::traces::default_dir()) {
+            Ok(path) => trace_export_cmd(&path, &cli).await,
+            Err(e) => output::trace_error(cli.output_format, &e),
+        },
+        Command::Trace { action } => output::trace_cmd(action, cli.output_format),
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
         Command::Run { file, params } => run_cmd(target_of(file), params, &cli).await,
         Command::Plan {

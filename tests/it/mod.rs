@@ -9,3 +9,4 @@ mod run;
 mod signals;
 mod stack;
 mod trace;
+mod viewer;

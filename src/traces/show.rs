@@ -1,0 +1,695 @@
+//! Terminal rendering of saved traces: the run list, the span tree with
+//! durations, tokens and cost per node and per LLM call (failures marked),
+//! and one node's details (params, template resolutions, store writes,
+//! prompt and response). Colour is the caller's choice ([`Style`]), so the
+//! same text is pinned by snapshot tests.
+
+use super::{AttrValue, Trace, TraceSpan};
+use crate::telemetry::attr;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// ANSI styling, on only when the caller says so (a TTY without `NO_COLOR`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    /// Colour when `tty` and `NO_COLOR` is unset or empty.
+    pub fn detect(tty: bool) -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: tty && !no_color,
+        }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+}
+
+/// `12.3 ms`, `1.20 s`, `2m03s`.
+pub fn fmt_duration_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let s = (ms / 1000.0).round() as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// `$0.001234`; `?` when unknown.
+pub fn fmt_cost(usd: Option<f64>) -> String {
+    match usd {
+        Some(c) => format!("${c:.6}"),
+        None => "?".into(),
+    }
+}
+
+/// LLM usage of one span and everything below it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sum {
+    calls: u64,
+    input: u64,
+    output: u64,
+    cost: f64,
+    /// A call had no known cost.
+    unknown: bool,
+}
+
+fn is_llm(s: &TraceSpan) -> bool {
+    s.attr(attr::USAGE_INPUT_TOKENS).is_some()
+        || s.attr(attr::COST_SOURCE).is_some()
+        || s.attr(attr::LLM_NODE_PATH).is_some()
+}
+
+fn own(s: &TraceSpan) -> Sum {
+    if !is_llm(s) {
+        return Sum::default();
+    }
+    let n = |k| s.attr(k).and_then(AttrValue::as_i64).unwrap_or(0).max(0) as u64;
+    let cost = s.attr(attr::COST_USD).and_then(AttrValue::as_f64);
+    Sum {
+        calls: 1,
+        input: n(attr::USAGE_INPUT_TOKENS),
+        output: n(attr::USAGE_OUTPUT_TOKENS),
+        cost: cost.unwrap_or(0.0),
+        unknown: cost.is_none() || s.str_attr(attr::COST_SOURCE) == Some("unpriced"),
+    }
+}
+
+fn sums<'a>(
+    span: &'a TraceSpan,
+    kids: &HashMap<&str, Vec<&'a TraceSpan>>,
+    out: &mut HashMap<&'a str, Sum>,
+) -> Sum {
+    let mut s = own(span);
+    for c in kids.get(span.span_id.as_str()).into_iter().flatten() {
+        let k = sums(c, kids, out);
+        s.calls += k.calls;
+        s.input += k.input;
+        s.output += k.output;
+        s.cost += k.cost;
+        s.unknown |= k.unknown;
+    }
+    out.insert(span.span_id.as_str(), s);
+    s
+}
+
+fn error_text(s: &TraceSpan, max_chars: usize) -> Option<String> {
+    if !s.failed() && s.attr(attr::ERROR_TYPE).is_none() {
+        return None;
+    }
+    let kind = s.str_attr(attr::ERROR_TYPE).unwrap_or("error");
+    let msg = s.status_message.lines().next().unwrap_or("");
+    let mut t = if msg.is_empty() || msg == kind {
+        kind.to_string()
+    } else {
+        format!("{kind}: {msg}")
+    };
+    if t.chars().count() > max_chars {
+        t = t.chars().take(max_chars - 1).collect::<String>() + "…";
+    }
+    Some(t)
+}
+
+/// The span tree: one line a span, with duration, tokens and cost.
+pub fn render_tree(trace: &Trace, style: &Style) -> String {
+    let kids = trace.children();
+    let roots: Vec<&TraceSpan> = {
+        let ids: std::collections::HashSet<&str> =
+            trace.spans.iter().map(|s| s.span_id.as_str()).collect();
+        let mut r: Vec<&TraceSpan> = trace
+            .spans
+            .iter()
+            .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+            .collect();
+        r.sort_by_key(|s| s.start_ns);
+        r
+    };
+    let mut totals = HashMap::new();
+    for r in &roots {
+        sums(r, &kids, &mut totals);
+    }
+    let mut rows: Vec<(String, &TraceSpan)> = Vec::new();
+    fn walk<'a>(
+        s: &'a TraceSpan,
+        prefix: &str,
+        last: bool,
+        top: bool,
+        kids: &HashMap<&str, Vec<&'a TraceSpan>>,
+        rows: &mut Vec<(String, &'a TraceSpan)>,
+    ) {
+        let branch = if top {
+            ""
+        } else if last {
+            "└─ "
+        } else {
+            "├─ "
+        };
+        rows.push((format!("{prefix}{branch}"), s));
+        let child_prefix = if top {
+            String::new()
+        } else if last {
+            format!("{prefix}   ")
+        } else {
+            format!("{prefix}│  ")
+        };
+        let cs = kids.get(s.span_id.as_str()).cloned().unwrap_or_default();
+        let n = cs.len();
+        for (i, c) in cs.into_iter().enumerate() {
+            walk(c, &child_prefix, i + 1 == n, false, kids, rows);
+        }
+    }
+    for r in &roots {
+        walk(r, "", true, true, &kids, &mut rows);
+    }
+    let label = |s: &TraceSpan| {
+        let mark = if s.failed() { "✗ " } else { "" };
+        let attempt = s
+            .attr(attr::NODE_ATTEMPT)
+            .or_else(|| s.attr("pflow.llm.attempt"))
+            .and_then(AttrValue::as_i64)
+            .filter(|a| *a > 1)
+            .map(|a| format!(" (attempt {a})"))
+            .unwrap_or_default();
+        format!("{mark}{}{attempt}", s.name)
+    };
+    let width = rows
+        .iter()
+        .map(|(p, s)| p.chars().count() + label(s).chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(20, 70);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        style.dim(&format!(
+            "{:<width$}  {:>10}  {:>15}  {:>11}",
+            "SPAN", "DURATION", "TOKENS in→out", "COST"
+        ))
+    );
+    for (prefix, s) in &rows {
+        let s = *s;
+        let room = width.saturating_sub(prefix.chars().count()).max(1);
+        let mut name = label(s);
+        if name.chars().count() > room {
+            name = name.chars().take(room - 1).collect::<String>() + "…";
+        }
+        let pad = room.saturating_sub(name.chars().count());
+        let sum = totals.get(s.span_id.as_str()).copied().unwrap_or_default();
+        let (tokens, cost) = if sum.calls > 0 {
+            (
+                format!("{}→{}", sum.input, sum.output),
+                if sum.unknown {
+                    format!("{}+?", fmt_cost(Some(sum.cost)))
+                } else {
+                    fmt_cost(Some(sum.cost))
+                },
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let name = if s.failed() {
+            style.red(&name)
+        } else if is_llm(s) {
+            style.yellow(&name)
+        } else {
+            name
+        };
+        let name = format!("{prefix}{name}");
+        let _ = write!(
+            out,
+            "{name}{}  {:>10}  {:>15}  {:>11}",
+            " ".repeat(pad),
+            fmt_duration_ms(s.duration().as_secs_f64() * 1000.0),
+            tokens,
+            cost
+        );
+        if let Some(e) = error_text(s, 100) {
+            let _ = write!(out, "  {}", style.red(&e));
+        }
+        let trimmed = out.trim_end_matches(' ').len();
+        out.truncate(trimmed);
+        out.push('\n');
+    }
+    out
+}
+
+/// The header above the tree: what ran, when, how it ended, the totals.
+pub fn render_header(trace: &Trace, style: &Style) -> String {
+    let m = trace.metrics();
+    let status = trace.status();
+    let status = match status {
+        "ok" => style.green("✓ ok"),
+        other => style.red(&format!("✗ {other}")),
+    };
+    let when = chrono::DateTime::from_timestamp_nanos(trace.start_ns() as i64)
+        .format("%Y-%m-%d %H:%M:%S UTC");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}  {}",
+        style.bold("trace"),
+        trace.trace_id(),
+        status
+    );
+    let _ = writeln!(
+        out,
+        "{when} · workflow {} · {} · {} nodes · {} LLM call{} · {} tokens · {}{}",
+        trace.workflow_name().unwrap_or("?"),
+        fmt_duration_ms(m.total.duration_ms),
+        m.workflow.nodes_executed,
+        m.total.llm_calls,
+        if m.total.llm_calls == 1 { "" } else { "s" },
+        m.total.tokens_total,
+        fmt_cost(Some(m.total.cost_usd)),
+        if m.total.cost_complete {
+            ""
+        } else {
+            " (incomplete: unpriced models)"
+        }
+    );
+    out
+}
+
+/// Node paths and ids in the trace, for "did you mean".
+pub fn node_names(trace: &Trace) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for s in &trace.spans {
+        if let Some(p) = s.str_attr(attr::NODE_PATH) {
+            if !v.iter().any(|x| x == p) {
+                v.push(p.to_string());
+            }
+        }
+    }
+    v
+}
+
+/// The spans of one node (every attempt and, for a batch, the batch span):
+/// matched by path, else by id.
+pub fn node_spans<'a>(trace: &'a Trace, id: &str) -> Vec<&'a TraceSpan> {
+    let by = |k: &str| -> Vec<&TraceSpan> {
+        let mut v: Vec<&TraceSpan> = trace
+            .spans
+            .iter()
+            .filter(|s| s.str_attr(attr::NODE_ROLE).is_some() && s.str_attr(k) == Some(id))
+            .collect();
+        v.sort_by_key(|s| s.start_ns);
+        v
+    };
+    let v = by(attr::NODE_PATH);
+    if v.is_empty() {
+        by(attr::NODE_ID)
+    } else {
+        v
+    }
+}
+
+fn pretty(s: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            serde_json::to_string_pretty(&v).unwrap_or_else(|_| s.to_string())
+        }
+        _ => s.to_string(),
+    }
+}
+
+fn indent(s: &str, by: &str) -> String {
+    s.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text of GenAI message JSON (`[{"role", "parts": [{"content"}]}]`), else the raw value.
+fn message_text(raw: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return raw.to_string();
+    };
+    let mut parts = Vec::new();
+    for m in v.as_array().into_iter().flatten() {
+        if let Some(c) = m.get("content").and_then(|c| c.as_str()) {
+            parts.push(c.to_string());
+        }
+        for p in m
+            .get("parts")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = p.get("content").and_then(|c| c.as_str()) {
+                parts.push(c.to_string());
+            }
+        }
+    }
+    if parts.is_empty() {
+        pretty(raw)
+    } else {
+        parts.join("\n")
+    }
+}
+
+/// Multi-line text as a JSON string literal, so it stays on one line.
+fn one_line(s: &str) -> String {
+    if s.contains('\n') {
+        serde_json::Value::String(s.to_string()).to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// ` value` inline, or the lines of a multi-line value indented below.
+fn block(s: &str, by: &str) -> String {
+    if s.contains('\n') {
+        format!("\n{}", indent(s.trim_end_matches('\n'), by))
+    } else {
+        format!(" {s}")
+    }
+}
+
+fn value_line(attrs: &super::Attrs) -> String {
+    let preview = super::get(attrs, attr::VALUE_PREVIEW)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let size = super::get(attrs, attr::VALUE_SIZE).and_then(AttrValue::as_i64);
+    let truncated = super::get(attrs, attr::VALUE_TRUNCATED) == Some(&AttrValue::Bool(true));
+    match (truncated, size) {
+        (true, Some(n)) => format!("{preview} … ({n} bytes, truncated)"),
+        _ => preview,
+    }
+}
+
+/// One node's details: every attempt with its params, template
+/// resolutions, store writes, errors, and the LLM calls made for it.
+pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, String> {
+    let spans = node_spans(trace, id);
+    if spans.is_empty() {
+        let names = node_names(trace);
+        let hint = names
+            .iter()
+            .map(|n| (strsim::jaro_winkler(n, id), n))
+            .filter(|(d, _)| *d > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, n)| format!(" Did you mean `{n}`?"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no node `{id}` in `{}`.{hint} Nodes: {}",
+            trace.path.display(),
+            names.join(", ")
+        ));
+    }
+    let kids = trace.children();
+    let mut out = String::new();
+    for s in spans {
+        let role = s.str_attr(attr::NODE_ROLE).unwrap_or("node");
+        let attempt = s.attr(attr::NODE_ATTEMPT).and_then(AttrValue::as_i64);
+        let status = s.str_attr(attr::NODE_STATUS).unwrap_or("ok");
+        let status = if status == "ok" {
+            style.green(status)
+        } else {
+            style.red(status)
+        };
+        let _ = writeln!(
+            out,
+            "{} {}  ({}{}{})  {}  {}",
+            style.bold("node"),
+            s.str_attr(attr::NODE_PATH).unwrap_or(id),
+            s.str_attr(attr::NODE_TYPE).unwrap_or("?"),
+            if role == "node" {
+                String::new()
+            } else {
+                format!(", {role}")
+            },
+            attempt
+                .filter(|a| *a > 1)
+                .map(|a| format!(", attempt {a}"))
+                .unwrap_or_default(),
+            status,
+            fmt_duration_ms(s.duration().as_secs_f64() * 1000.0),
+        );
+        if let Some(e) = error_text(s, usize::MAX) {
+            let _ = writeln!(out, "  {} {}", style.red("error:"), e);
+        }
+        if let Some(a) = s.str_attr(attr::NODE_ACTION) {
+            let _ = writeln!(out, "  action: {a}");
+        }
+        if let Some(p) = s.str_attr(attr::NODE_PARAMS) {
+            let _ = writeln!(out, "  params:\n{}", indent(&pretty(p), "    "));
+        }
+        let templates: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| e.name == attr::EVENT_TEMPLATE_RESOLVED)
+            .collect();
+        if !templates.is_empty() {
+            let _ = writeln!(out, "  templates:");
+            for e in templates {
+                let param = super::get(&e.attributes, attr::PARAM)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let t = super::get(&e.attributes, attr::TEMPLATE)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "    {param}: {} →{}",
+                    one_line(&t),
+                    block(&value_line(&e.attributes), "      ")
+                );
+            }
+        }
+        let writes: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| e.name == attr::EVENT_STORE_WRITE)
+            .collect();
+        if !writes.is_empty() {
+            let _ = writeln!(out, "  store writes:");
+            for e in writes {
+                let key = super::get(&e.attributes, attr::STORE_KEY)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "    {key} ={}",
+                    block(&value_line(&e.attributes), "      ")
+                );
+            }
+        }
+        for e in s.events.iter().filter(|e| e.name == attr::EVENT_EXCEPTION) {
+            let msg = super::get(&e.attributes, attr::EXCEPTION_MESSAGE)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {} {msg}", style.red("exception:"));
+        }
+        let mut llm: Vec<&TraceSpan> = Vec::new();
+        let mut stack: Vec<&TraceSpan> = vec![s];
+        while let Some(x) = stack.pop() {
+            for c in kids.get(x.span_id.as_str()).into_iter().flatten() {
+                if is_llm(c) {
+                    llm.push(c);
+                } else if c.str_attr(attr::NODE_ROLE).is_none() {
+                    stack.push(c);
+                }
+            }
+        }
+        llm.sort_by_key(|c| c.start_ns);
+        for c in llm {
+            let u = own(c);
+            let _ = writeln!(
+                out,
+                "  {} {}  {}  {}→{} tokens  {}{}",
+                style.yellow("llm"),
+                c.name,
+                fmt_duration_ms(c.duration().as_secs_f64() * 1000.0),
+                u.input,
+                u.output,
+                fmt_cost(c.attr(attr::COST_USD).and_then(AttrValue::as_f64)),
+                c.str_attr(attr::COST_SOURCE)
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+            if let Some(e) = error_text(c, usize::MAX) {
+                let _ = writeln!(out, "    {} {e}", style.red("error:"));
+            }
+            for (k, title) in [
+                ("gen_ai.system_instructions", "system"),
+                ("gen_ai.input.messages", "prompt"),
+                ("gen_ai.output.messages", "response"),
+            ] {
+                if let Some(v) = c.str_attr(k) {
+                    let _ = writeln!(out, "    {title}:\n{}", indent(&message_text(v), "      "));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// One row of `pflow trace list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListRow {
+    pub time: String,
+    pub trace_id: String,
+    pub workflow: Option<String>,
+    pub status: String,
+    pub duration_ms: f64,
+    pub tokens_total: u64,
+    pub cost_usd: f64,
+    pub cost_complete: bool,
+    pub file: String,
+    /// Set when the file could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ListRow {
+    pub fn of(file: &super::TraceFile) -> ListRow {
+        let name = file
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let time_of_name = || {
+            chrono::NaiveDateTime::parse_from_str(
+                name.split('_').next().unwrap_or(""),
+                "%Y%m%dT%H%M%S%.3fZ",
+            )
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+        };
+        match super::load(&file.path) {
+            Ok(t) => {
+                let m = t.metrics();
+                ListRow {
+                    time: chrono::DateTime::from_timestamp_nanos(t.start_ns() as i64)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string(),
+                    trace_id: t.trace_id().to_string(),
+                    workflow: t.workflow_name().map(str::to_string),
+                    status: t.status().to_string(),
+                    duration_ms: m.total.duration_ms,
+                    tokens_total: m.total.tokens_total,
+                    cost_usd: m.total.cost_usd,
+                    cost_complete: m.total.cost_complete,
+                    file: file.path.display().to_string(),
+                    error: None,
+                }
+            }
+            Err(e) => ListRow {
+                time: time_of_name(),
+                trace_id: file.trace_id.clone(),
+                workflow: None,
+                status: "unreadable".into(),
+                duration_ms: 0.0,
+                tokens_total: 0,
+                cost_usd: 0.0,
+                cost_complete: false,
+                file: file.path.display().to_string(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// The run list as an aligned table (times in UTC).
+pub fn render_list(rows: &[ListRow], style: &Style) -> String {
+    let wf_width = rows
+        .iter()
+        .map(|r| r.workflow.as_deref().unwrap_or("?").chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(8, 32);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        style.dim(&format!(
+            "{:<19}  {:<wf_width$}  {:<11}  {:>10}  {:>8}  {:>11}  FILE",
+            "TIME (UTC)", "WORKFLOW", "STATUS", "DURATION", "TOKENS", "COST"
+        ))
+    );
+    for r in rows {
+        let mut wf = r.workflow.clone().unwrap_or_else(|| "?".into());
+        if wf.chars().count() > wf_width {
+            wf = wf.chars().take(wf_width - 1).collect::<String>() + "…";
+        }
+        let status = format!("{:<11}", r.status);
+        let status = if r.status == "ok" {
+            style.green(&status)
+        } else {
+            style.red(&status)
+        };
+        let file = std::path::Path::new(&r.file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| r.file.clone());
+        let _ = writeln!(
+            out,
+            "{:<19}  {:<wf_width$}  {status}  {:>10}  {:>8}  {:>11}  {file}",
+            r.time,
+            wf,
+            fmt_duration_ms(r.duration_ms),
+            r.tokens_total,
+            if r.cost_complete {
+                fmt_cost(Some(r.cost_usd))
+            } else {
+                format!("{}+?", fmt_cost(Some(r.cost_usd)))
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_costs_format() {
+        assert_eq!(fmt_duration_ms(12.345), "12.3 ms");
+        assert_eq!(fmt_duration_ms(1234.0), "1.23 s");
+        assert_eq!(fmt_duration_ms(123_000.0), "2m03s");
+        assert_eq!(fmt_cost(Some(0.0012345)), "$0.001235");
+        assert_eq!(fmt_cost(None), "?");
+    }
+
+    #[test]
+    fn style_paints_only_when_on() {
+        assert_eq!(Style { color: false }.red("x"), "x");
+        assert_eq!(Style { color: true }.red("x"), "\x1b[31mx\x1b[0m");
+    }
+
+    #[test]
+    fn message_text_reads_genai_parts() {
+        let raw = r#"[{"role":"user","parts":[{"type":"text","content":"hi there"}]}]"#;
+        assert_eq!(message_text(raw), "hi there");
+        assert_eq!(message_text("plain"), "plain");
+    }
+}
