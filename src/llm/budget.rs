@@ -441,7 +441,7 @@ impl Budget {
         model: &str,
         node: Option<&str>,
         estimate: impl FnOnce() -> CallEstimate,
-    ) -> Result<Reservation<'_>, BudgetExceeded> {
+    ) -> Result<Reservation<'_>, Box<BudgetExceeded>> {
         if !self.limits.is_set() {
             return Ok(Reservation {
                 budget: self,
@@ -455,28 +455,30 @@ impl Budget {
         let est = estimate();
         let mut s = self.lock();
         if let Some(stop) = &s.stop {
-            return Err(stop.clone());
+            return Err(Box::new(stop.clone()));
         }
-        let refuse = |s: &State, reason| BudgetExceeded {
-            reason,
-            stopped: Stopped::BeforeCall,
-            spent_usd: s.spent.usd,
-            tokens_used: s.spent.tokens,
-            reserved_usd: s.reserved_usd,
-            reserved_tokens: s.reserved_tokens,
-            max_cost_usd: self.limits.max_cost_usd,
-            max_tokens_total: self.limits.max_tokens_total,
-            node: node.map(str::to_string),
-            model: model.to_string(),
-            next_call_estimate_usd: est.usd,
-            next_call_estimate_tokens: Some(est.tokens()),
+        let refuse = |s: &State, reason| -> Box<BudgetExceeded> {
+            Box::new(BudgetExceeded {
+                reason,
+                stopped: Stopped::BeforeCall,
+                spent_usd: s.spent.usd,
+                tokens_used: s.spent.tokens,
+                reserved_usd: s.reserved_usd,
+                reserved_tokens: s.reserved_tokens,
+                max_cost_usd: self.limits.max_cost_usd,
+                max_tokens_total: self.limits.max_tokens_total,
+                node: node.map(str::to_string),
+                model: model.to_string(),
+                next_call_estimate_usd: est.usd,
+                next_call_estimate_tokens: Some(est.tokens()),
+            })
         };
         let mut usd = est.usd.unwrap_or(0.0);
         if let Some(max) = self.limits.max_cost_usd {
             if est.usd.is_none() {
                 if !self.limits.allow_unpriced {
                     let e = refuse(&s, Reason::UnpricedModel);
-                    s.stop = Some(e.clone());
+                    s.stop = Some((*e).clone());
                     return Err(e);
                 }
                 usd = 0.0;
@@ -486,7 +488,7 @@ impl Budget {
             }
             if s.spent.usd + s.reserved_usd + usd > max + EPSILON_USD {
                 let e = refuse(&s, Reason::MaxCost);
-                s.stop = Some(e.clone());
+                s.stop = Some((*e).clone());
                 return Err(e);
             }
         }
@@ -494,7 +496,7 @@ impl Budget {
         if let Some(max) = self.limits.max_tokens_total {
             if s.spent.tokens + s.reserved_tokens + tokens > max {
                 let e = refuse(&s, Reason::MaxTokensTotal);
-                s.stop = Some(e.clone());
+                s.stop = Some((*e).clone());
                 return Err(e);
             }
         }

@@ -189,7 +189,7 @@ pub async fn call(
             Ok(r) => r,
             Err(stop) => {
                 return Err(Failed {
-                    error: LlmError::Budget(Box::new(stop)),
+                    error: LlmError::Budget(stop),
                     attempts: attempt - 1,
                 })
             }

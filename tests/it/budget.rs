@@ -344,7 +344,9 @@ fn invalid_limits_are_usage_errors() {
         "wf.json",
         json!({"ir_version": "0.1.0", "nodes": [{"id": "e", "type": "echo", "params": {}}]}),
     );
-    let cases: [(&[&str], Option<(&str, &str)>, &str); 6] = [
+    /// Flags, an environment variable, and what the message must say.
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 6] = [
         (&["--max-cost", "abc"], None, "invalid --max-cost `abc`"),
         (&["--max-cost", "-1"], None, "cannot be negative"),
         (&["--max-cost=-0.5"], None, "invalid --max-cost `-0.5`"),
