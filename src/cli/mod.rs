@@ -1,8 +1,9 @@
 //! The `pflow` command line: argument parsing, the run lifecycle (telemetry
 //! up, root span, signals, trace saved), and rendering results as text or as
 //! one JSON object. Errors from the library become messages and exit codes:
-//! 0 success, 1 the workflow failed, 2 invalid input, 130 interrupted (SIGINT),
-//! 143 terminated (SIGTERM).
+//! 0 success, 1 the workflow failed, 2 invalid input, 3 stopped by a budget
+//! (`--max-cost`, `--max-tokens-total`), 130 interrupted (SIGINT), 143
+//! terminated (SIGTERM).
 
 mod output;
 
@@ -57,6 +58,16 @@ pub struct Cli {
     /// (same as OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).
     #[arg(long, global = true)]
     pub capture_content: bool,
+    /// Stop before any LLM call (planner included) that could take the run's cost past USD,
+    /// and as soon as actual spend passes it; exit code 3 (else PFLOW_MAX_COST).
+    #[arg(long, global = true, value_name = "USD", allow_hyphen_values = true)]
+    pub max_cost: Option<String>,
+    /// The same for tokens, input + output (else PFLOW_MAX_TOKENS_TOTAL).
+    #[arg(long, global = true, value_name = "N", allow_hyphen_values = true)]
+    pub max_tokens_total: Option<String>,
+    /// Under --max-cost, call models with no known price anyway (counted as $0, with a warning).
+    #[arg(long, global = true)]
+    pub allow_unpriced: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -185,6 +196,8 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
                 | "--otlp-endpoint"
                 | "--planner-model"
                 | "--planner-timeout"
+                | "--max-cost"
+                | "--max-tokens-total"
         ) {
             i += 2;
             continue;
@@ -473,6 +486,15 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         Ok(t) => t,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
+    let limits = match crate::llm::budget::BudgetLimits::resolve(
+        cli.max_cost.as_deref(),
+        cli.max_tokens_total.as_deref(),
+        cli.allow_unpriced,
+        |k| std::env::var(k).ok(),
+    ) {
+        Ok(l) => l,
+        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
+    };
     let planning = !matches!(target, Target::File(_));
     let planner_config = match &target {
         Target::File(_) => None,
@@ -552,13 +574,28 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         pflow.workflow.name = tracing::field::Empty,
         pflow.run.status = tracing::field::Empty,
         pflow.run.exit_code = tracing::field::Empty,
+        pflow.budget.max_cost_usd = tracing::field::Empty,
+        pflow.budget.max_tokens_total = tracing::field::Empty,
+        pflow.budget.allow_unpriced = tracing::field::Empty,
+        pflow.budget.spent_usd = tracing::field::Empty,
+        pflow.budget.tokens_used = tracing::field::Empty,
+        pflow.budget.exceeded = tracing::field::Empty,
+        pflow.budget.stopped = tracing::field::Empty,
+        pflow.budget.reason = tracing::field::Empty,
+        pflow.budget.node = tracing::field::Empty,
+        pflow.budget.model = tracing::field::Empty,
+        pflow.budget.next_call_estimate_usd = tracing::field::Empty,
+        pflow.budget.next_call_estimate_tokens = tracing::field::Empty,
         "error.type" = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
     );
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
 
-    let runtime = Runtime::with_services(Registry::builtin(), Services::new(prices.map(Arc::new)));
+    let runtime = Runtime::with_services(
+        Registry::builtin(),
+        Services::new(prices.map(Arc::new)).with_budget(crate::llm::budget::Budget::new(limits)),
+    );
     let mut validation_warnings = Vec::new();
     let work = {
         let root = root.clone();
@@ -620,10 +657,13 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         (_, Some(_)) => "interrupted",
         (Ok(_), _) => "ok",
         (Err(RunError::Invalid(_) | RunError::Input(_)), _) => "invalid",
+        (Err(RunError::Budget(_)), _) => "budget_exceeded",
         (Err(_), _) => "failed",
     };
     root.record("pflow.run.status", status);
     root.record("pflow.run.exit_code", exit_code as i64);
+    record_budget(&root, runtime.services().budget());
+    warnings.extend(runtime.services().budget().warnings());
     if let Err(e) = &result {
         tracing::error!(parent: &root, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
         root.record("error.type", e.kind());
@@ -657,6 +697,45 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
     exit_code
 }
 
+/// The budget's limits, live totals and stop (if any) as root-span
+/// attributes: the metrics summary's `budget` is read back from them.
+fn record_budget(root: &tracing::Span, budget: &crate::llm::budget::Budget) {
+    let limits = budget.limits();
+    if !limits.is_set() {
+        return;
+    }
+    if let Some(c) = limits.max_cost_usd {
+        root.record("pflow.budget.max_cost_usd", c);
+    }
+    if let Some(t) = limits.max_tokens_total {
+        root.record("pflow.budget.max_tokens_total", t as i64);
+    }
+    root.record("pflow.budget.allow_unpriced", limits.allow_unpriced);
+    let spent = budget.spent();
+    root.record("pflow.budget.spent_usd", spent.usd);
+    root.record("pflow.budget.tokens_used", spent.tokens as i64);
+    let stop = budget.stopped();
+    root.record(
+        "pflow.budget.exceeded",
+        stop.as_ref()
+            .is_some_and(|s| s.reason != crate::llm::budget::Reason::UnpricedModel),
+    );
+    if let Some(s) = stop {
+        root.record("pflow.budget.stopped", s.stopped.as_str());
+        root.record("pflow.budget.reason", s.reason.as_str());
+        if let Some(n) = &s.node {
+            root.record("pflow.budget.node", n.as_str());
+        }
+        root.record("pflow.budget.model", s.model.as_str());
+        if let Some(u) = s.next_call_estimate_usd {
+            root.record("pflow.budget.next_call_estimate_usd", u);
+        }
+        if let Some(t) = s.next_call_estimate_tokens {
+            root.record("pflow.budget.next_call_estimate_tokens", t as i64);
+        }
+    }
+}
+
 /// Plans `request`; values found for the workflow's inputs join `given`
 /// (parameters on the command line win).
 async fn plan_into(
@@ -671,9 +750,12 @@ async fn plan_into(
     })?;
     let plan = crate::planner::plan(request, config, runtime)
         .await
-        .map_err(|e| RunError::Planner {
-            kind: e.kind().into(),
-            message: e.to_string(),
+        .map_err(|e| match e {
+            crate::planner::PlannerError::Budget(stop) => RunError::Budget(stop),
+            e => RunError::Planner {
+                kind: e.kind().into(),
+                message: e.to_string(),
+            },
         })?;
     for (k, v) in plan.inputs {
         given.entry(k).or_insert(v);

@@ -132,6 +132,9 @@ fn error_json(e: &RunError) -> Value {
         }) => json!({
             "node": null, "type": "schema_error", "message": e.to_string(), "file": file, "path": path, "line": line, "column": column,
         }),
+        RunError::Budget(b) => json!({
+            "node": b.node, "type": b.kind(), "message": e.to_string(), "stopped": b.stopped, "reason": b.reason,
+        }),
         other => json!({"node": null, "type": other.kind(), "message": other.to_string()}),
     }
 }

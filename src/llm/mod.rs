@@ -15,6 +15,7 @@
 //! ```
 
 mod anthropic;
+pub mod budget;
 mod echo;
 mod gemini;
 mod ollama;
@@ -197,6 +198,9 @@ pub enum LlmError {
     UnknownModel(String),
     #[error("image: {0}")]
     Image(String),
+    /// Refused by the run's budget guard before it was sent.
+    #[error(transparent)]
+    Budget(Box<budget::BudgetExceeded>),
 }
 
 impl LlmError {
@@ -233,6 +237,7 @@ impl LlmError {
             LlmError::InvalidResponse(_) => "invalid_response",
             LlmError::UnknownModel(_) => "unknown_model",
             LlmError::Image(_) => "image_error",
+            LlmError::Budget(b) => b.kind(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! `Retry-After`); usage of failed attempts still counts. Used by the `llm`
 //! node and by the planner.
 
+use super::budget::Budget;
 use super::{Api, LlmClient, LlmError, LlmRequest, LlmResponse, Provider, Usage};
 use crate::pricing::PriceTable;
 use serde_json::json;
@@ -79,12 +80,7 @@ pub fn price_call(
     if !usage.is_known() {
         return none("unknown_usage");
     }
-    let prefix = match provider {
-        Provider::Gemini => Some("gemini"),
-        Provider::Ollama => Some("ollama"),
-        Provider::Anthropic => Some("anthropic"),
-        _ => None,
-    };
+    let prefix = price_prefix(provider);
     // The billed version (response model) first, then what was asked for.
     let found = resp
         .and_then(|r| r.response_model.as_deref())
@@ -108,6 +104,16 @@ pub fn price_call(
             cache_savings_usd: 0.0,
         },
         None => none("unpriced"),
+    }
+}
+
+/// The price-table prefix models of `provider` are listed under, if any.
+pub fn price_prefix(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::Gemini => Some("gemini"),
+        Provider::Ollama => Some("ollama"),
+        Provider::Anthropic => Some("anthropic"),
+        _ => None,
     }
 }
 
@@ -157,10 +163,13 @@ fn record_cost(span: &tracing::Span, p: &Priced) {
     }
 }
 
-/// Calls the model, one span per attempt.
+/// Calls the model, one span per attempt. Each attempt is first checked
+/// against `budget` (a refused attempt is never sent and has no span: it
+/// fails with [`LlmError::Budget`]) and settled with its priced usage after.
 pub async fn call(
     client: &LlmClient,
     prices: &PriceTable,
+    budget: &Budget,
     request: &LlmRequest,
     opts: &CallOptions,
 ) -> Result<Done, Failed> {
@@ -169,7 +178,22 @@ pub async fn call(
     let api = request.api;
     let server = client.config().server(provider);
     let mut attempt: u64 = 1;
+    // The worst case is the same for every attempt: counted once, when a limit needs it.
+    let mut estimate = None;
     loop {
+        let reservation = match budget.reserve(&model, opts.node_path.as_deref(), || {
+            estimate
+                .get_or_insert_with(|| super::budget::estimate(request, prices))
+                .clone()
+        }) {
+            Ok(r) => r,
+            Err(stop) => {
+                return Err(Failed {
+                    error: LlmError::Budget(stop),
+                    attempts: attempt - 1,
+                })
+            }
+        };
         let span = tracing::info_span!(
             target: "pflow::llm",
             "llm",
@@ -257,6 +281,7 @@ pub async fn call(
                 record_usage(&span, &resp.usage);
                 let priced = price_call(provider, &model, Some(&resp), &resp.usage, prices);
                 record_cost(&span, &priced);
+                reservation.settle(priced.usd, resp.usage.total().unwrap_or(0));
                 if detail {
                     let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": resp.finish_reasons.first()}]);
                     span.record("gen_ai.output.messages", out.to_string().as_str());
@@ -268,9 +293,14 @@ pub async fn call(
                 });
             }
             Err(e) => {
-                if let Some(u) = e.partial_usage() {
-                    record_usage(&span, u);
-                    record_cost(&span, &price_call(provider, &model, None, u, prices));
+                match e.partial_usage() {
+                    Some(u) => {
+                        record_usage(&span, u);
+                        let priced = price_call(provider, &model, None, u, prices);
+                        record_cost(&span, &priced);
+                        reservation.settle(priced.usd, u.total().unwrap_or(0));
+                    }
+                    None => reservation.settle(Some(0.0), 0),
                 }
                 tracing::error!(parent: &span, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
                 span.record("error.type", e.kind());

@@ -123,7 +123,15 @@ impl Node for Llm {
                 node_path: Some(ctx.path.clone()),
                 section: "workflow",
             };
-            match traced::call(ctx.services.llm(), ctx.services.prices(), &request, &opts).await {
+            match traced::call(
+                ctx.services.llm(),
+                ctx.services.prices(),
+                ctx.services.budget(),
+                &request,
+                &opts,
+            )
+            .await
+            {
                 Ok(done) => Ok(outputs(provider, &model, done.response, &done.priced)),
                 Err(failed) => Err(node_error(&failed.error, provider, failed.attempts)),
             }

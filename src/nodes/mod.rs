@@ -123,7 +123,7 @@ impl NodeError {
 }
 
 /// Shared, lazily built services nodes may use: one HTTP client and one LLM
-/// client per run, and the price table in force.
+/// client per run, the price table in force and the run's budget guard.
 #[derive(Debug)]
 pub struct Services {
     http: OnceLock<reqwest::Client>,
@@ -131,6 +131,7 @@ pub struct Services {
     llm_config: Option<crate::llm::ProviderConfig>,
     /// `None`: the built-in table, parsed only when an LLM call needs a price.
     prices: Option<Arc<crate::pricing::PriceTable>>,
+    budget: crate::llm::budget::Budget,
 }
 
 impl Default for Services {
@@ -147,7 +148,19 @@ impl Services {
             llm: OnceLock::new(),
             llm_config: None,
             prices,
+            budget: crate::llm::budget::Budget::unlimited(),
         }
+    }
+
+    /// Every LLM call of the run (nodes and planner) goes through this guard.
+    pub fn with_budget(mut self, budget: crate::llm::budget::Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The run's budget guard (unlimited unless set).
+    pub fn budget(&self) -> &crate::llm::budget::Budget {
+        &self.budget
     }
 
     /// Uses this provider configuration instead of the environment's.

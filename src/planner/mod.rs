@@ -95,6 +95,9 @@ pub enum PlannerError {
     Timeout(Duration),
     #[error("{0}")]
     Model(String),
+    /// The run's budget guard refused a planner call.
+    #[error(transparent)]
+    Budget(Box<llm::budget::BudgetExceeded>),
 }
 
 impl PlannerError {
@@ -106,6 +109,7 @@ impl PlannerError {
             PlannerError::Invalid { .. } => "planner_invalid_workflow",
             PlannerError::Timeout(_) => "planner_timeout",
             PlannerError::Model(_) => "planner_model",
+            PlannerError::Budget(b) => b.kind(),
         }
     }
 }
@@ -206,12 +210,21 @@ impl Ctx<'_> {
                 node_path: None,
                 section: "planner",
             };
-            let done = traced::call(self.services.llm(), self.services.prices(), &request, &opts)
-                .await
-                .map_err(|f| PlannerError::Llm {
+            let done = traced::call(
+                self.services.llm(),
+                self.services.prices(),
+                self.services.budget(),
+                &request,
+                &opts,
+            )
+            .await
+            .map_err(|f| match f.error {
+                llm::LlmError::Budget(stop) => PlannerError::Budget(stop),
+                other => PlannerError::Llm {
                     step,
-                    message: f.error.to_string(),
-                })?;
+                    message: other.to_string(),
+                },
+            })?;
             match parse_object(&done.response.text).and_then(|m| check(&m).map(|_| m)) {
                 Ok(m) => return Ok(m),
                 Err(r) => {

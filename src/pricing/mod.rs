@@ -71,6 +71,10 @@ pub struct ModelPrice {
     pub tiers: Vec<PriceTier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The model's output limit in tokens, from an override file only (the
+    /// built-in table has none); the budget guard's worst-case estimate uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Where a price came from.
@@ -364,9 +368,16 @@ impl PriceTable {
                     price.tiers = tiers;
                     continue;
                 }
+                if k == "max_output_tokens" {
+                    let n = val.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                        ferr("field `max_output_tokens` must be a positive integer (tokens)".into())
+                    })?;
+                    price.max_output_tokens = Some(n);
+                    continue;
+                }
                 if !RATE_FIELDS.contains(&k.as_str()) {
                     return Err(ferr(format!(
-                        "unknown field `{k}`; allowed: {}, tiers",
+                        "unknown field `{k}`; allowed: {}, tiers, max_output_tokens",
                         RATE_FIELDS.join(", ")
                     )));
                 }
@@ -592,6 +603,7 @@ mod tests {
                 ..Default::default()
             }],
             provider: None,
+            max_output_tokens: None,
         };
         let t = TokenCounts {
             input: 1000,

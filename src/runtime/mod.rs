@@ -54,13 +54,18 @@ pub enum RunError {
     /// Planning failed (no model, invalid after its attempts, timeout…).
     #[error("planner: {message}")]
     Planner { kind: String, message: String },
+    /// The budget guard stopped the run (`--max-cost`, `--max-tokens-total`).
+    #[error(transparent)]
+    Budget(Box<crate::llm::budget::BudgetExceeded>),
 }
 
 impl RunError {
-    /// The documented exit code: 2 for bad input, 1 for a failed run, 130 for an interrupt.
+    /// The documented exit code: 2 for bad input, 1 for a failed run, 3 for a
+    /// budget stop, 130 for an interrupt.
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Invalid(_) | RunError::Input(_) => 2,
+            RunError::Budget(_) => 3,
             RunError::Interrupted => 130,
             _ => 1,
         }
@@ -75,6 +80,7 @@ impl RunError {
             RunError::StepLimit { .. } => "step_limit",
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
+            RunError::Budget(b) => b.kind(),
         }
     }
 }
@@ -202,9 +208,13 @@ impl Runtime {
         &self.registry
     }
 
-    /// The services nodes (and the planner) use: LLM client, prices.
+    /// The services nodes (and the planner) use: LLM client, prices, budget.
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    fn budget_stop(&self) -> Option<Box<crate::llm::budget::BudgetExceeded>> {
+        self.services.budget().stopped().map(Box::new)
     }
 
     fn shape(&self, n: &ir::NodeIr) -> NodeShape {
@@ -652,6 +662,10 @@ impl Runtime {
         let mut current = wf.start;
         let mut steps = 0usize;
         loop {
+            // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
+            if let Some(stop) = self.budget_stop() {
+                return Err(RunError::Budget(stop));
+            }
             let node = &wf.nodes[current];
             steps += 1;
             if steps > max_steps {
@@ -674,6 +688,7 @@ impl Runtime {
                     action
                 }
                 Err(Failure::Interrupted) => return Err(RunError::Interrupted),
+                Err(Failure::Budget(stop)) => return Err(RunError::Budget(stop)),
                 Err(Failure::Node(err)) => {
                     if wf.edges.contains_key(&(current, "error".to_string())) {
                         let mut ns = match &err.details {
@@ -702,6 +717,10 @@ impl Runtime {
                 None => break,
             }
         }
+        // The last node's call may have crossed a limit: still a budget stop.
+        if let Some(stop) = self.budget_stop() {
+            return Err(RunError::Budget(stop));
+        }
         let outputs = collect_outputs(wf, &store);
         Ok(RunOutput {
             outputs,
@@ -726,6 +745,10 @@ impl Runtime {
         let max_attempts = node.max_retries + 1;
         let mut attempt = 1;
         loop {
+            // No node starts once the budget guard has stopped the run.
+            if let Some(stop) = self.budget_stop() {
+                return Err(Failure::Budget(stop));
+            }
             let span = node_span(node, path, role, attempt, max_attempts);
             if let Some(i) = batch_index {
                 span.record("pflow.batch.index", i as i64);
@@ -775,6 +798,11 @@ impl Runtime {
                         return Err(Failure::Interrupted);
                     }
                     guard.fail(&err.kind, &err.message);
+                    if crate::llm::budget::is_budget_kind(&err.kind) {
+                        if let Some(stop) = self.budget_stop() {
+                            return Err(Failure::Budget(stop));
+                        }
+                    }
                     drop(guard);
                     if !retry {
                         return Err(Failure::Node(err));
@@ -953,6 +981,7 @@ impl Runtime {
             (0..items.len()).map(|_| None).collect();
         let fail_fast = batch.error_handling == BatchErrorHandling::FailFast;
         let mut first_error: Option<NodeError> = None;
+        let mut budget_stop = None;
         {
             use futures::StreamExt;
             let mut stream = futures::stream::iter(0..items.len())
@@ -962,6 +991,10 @@ impl Runtime {
                 match r {
                     Ok(out) => results[i] = Some(Ok(out)),
                     Err(Failure::Interrupted) => return Err(Failure::Interrupted),
+                    // Calls already in flight were within the budget: let them
+                    // finish (they are billed either way); items not started yet
+                    // are refused at once.
+                    Err(Failure::Budget(stop)) => budget_stop = budget_stop.or(Some(stop)),
                     Err(Failure::Node(e)) => {
                         if fail_fast {
                             // Dropping the stream cancels the items still running.
@@ -975,6 +1008,10 @@ impl Runtime {
                     }
                 }
             }
+        }
+        if let Some(stop) = budget_stop {
+            guard.fail(stop.kind(), &stop.to_string());
+            return Err(Failure::Budget(stop));
         }
         if let Some(e) = first_error {
             guard.fail(&e.kind, &e.message);
@@ -1050,6 +1087,8 @@ const ROLE_BATCH_ITEM: &str = "batch_item";
 enum Failure {
     Node(NodeError),
     Interrupted,
+    /// The budget guard stopped the run: no error edge, no retry.
+    Budget(Box<crate::llm::budget::BudgetExceeded>),
 }
 
 fn resolve_params(

@@ -16,6 +16,22 @@ pub const RUN_STATUS: &str = "pflow.run.status";
 pub const RUN_COMMAND: &str = "pflow.run.command";
 pub const RUN_EXIT_CODE: &str = "pflow.run.exit_code";
 
+// Budget facts (root span, only when `--max-cost` / `--max-tokens-total` is set).
+pub const BUDGET_MAX_COST_USD: &str = "pflow.budget.max_cost_usd";
+pub const BUDGET_MAX_TOKENS_TOTAL: &str = "pflow.budget.max_tokens_total";
+pub const BUDGET_ALLOW_UNPRICED: &str = "pflow.budget.allow_unpriced";
+pub const BUDGET_SPENT_USD: &str = "pflow.budget.spent_usd";
+pub const BUDGET_TOKENS_USED: &str = "pflow.budget.tokens_used";
+pub const BUDGET_EXCEEDED: &str = "pflow.budget.exceeded";
+/// `before_call` or `after_call`.
+pub const BUDGET_STOPPED: &str = "pflow.budget.stopped";
+/// `max_cost`, `max_tokens_total` or `unpriced_model`.
+pub const BUDGET_REASON: &str = "pflow.budget.reason";
+pub const BUDGET_NODE: &str = "pflow.budget.node";
+pub const BUDGET_MODEL: &str = "pflow.budget.model";
+pub const BUDGET_NEXT_CALL_ESTIMATE_USD: &str = "pflow.budget.next_call_estimate_usd";
+pub const BUDGET_NEXT_CALL_ESTIMATE_TOKENS: &str = "pflow.budget.next_call_estimate_tokens";
+
 // Workflow spans (`invoke_workflow {name}`).
 pub const WORKFLOW_NAME: &str = "pflow.workflow.name";
 pub const WORKFLOW_FILE: &str = "pflow.workflow.file";

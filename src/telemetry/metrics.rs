@@ -114,6 +114,31 @@ pub struct MetricsSummary {
     pub models: IndexMap<String, Usage>,
     /// Models called without a known price (their cost is null, not 0).
     pub unpriced_models: Vec<String>,
+    /// The run's budget, when `--max-cost` or `--max-tokens-total` was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetMetrics>,
+}
+
+/// `metrics.budget`: the limits, what was spent, and where the guard stopped
+/// the run (read from the root span's `pflow.budget.*` attributes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BudgetMetrics {
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens_total: Option<u64>,
+    pub spent_usd: f64,
+    pub tokens_used: u64,
+    /// A limit stopped the run (a call refused, or actual spend past it).
+    pub exceeded: bool,
+    /// `before_call` or `after_call`.
+    pub stopped: Option<String>,
+    /// The node whose call was refused or crossed the limit (null: the planner).
+    pub node: Option<String>,
+    pub model: Option<String>,
+    pub next_call_estimate_usd: Option<f64>,
+    pub next_call_estimate_tokens: Option<u64>,
+    /// `max_cost`, `max_tokens_total` or `unpriced_model` (null when not stopped).
+    pub reason: Option<String>,
+    pub allow_unpriced: bool,
 }
 
 /// What the aggregation needs from one finished span.
@@ -156,6 +181,8 @@ pub struct SpanFacts {
     pub start: Option<SystemTime>,
     pub duration: Duration,
     pub failed: bool,
+    /// Root span only: the `pflow.budget.*` attributes, when a budget was set.
+    pub budget: Option<BudgetMetrics>,
 }
 
 impl SpanFacts {
@@ -217,6 +244,32 @@ impl SpanFacts {
                 }
                 attr::LLM_NODE_PATH => f.llm_node_path = Some(kv.value.as_str().into_owned()),
                 attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
+                k if k.starts_with("pflow.budget.") => {
+                    let b = f.budget.get_or_insert_with(BudgetMetrics::default);
+                    let text = || Some(kv.value.as_str().into_owned());
+                    let flag = matches!(kv.value, OtelValue::Bool(true));
+                    match k {
+                        attr::BUDGET_MAX_COST_USD => b.max_cost_usd = as_f64(&kv.value),
+                        attr::BUDGET_MAX_TOKENS_TOTAL => {
+                            b.max_tokens_total = as_i64(&kv.value).map(|v| v.max(0) as u64)
+                        }
+                        attr::BUDGET_ALLOW_UNPRICED => b.allow_unpriced = flag,
+                        attr::BUDGET_SPENT_USD => b.spent_usd = as_f64(&kv.value).unwrap_or(0.0),
+                        attr::BUDGET_TOKENS_USED => b.tokens_used = as_u64(&kv.value),
+                        attr::BUDGET_EXCEEDED => b.exceeded = flag,
+                        attr::BUDGET_STOPPED => b.stopped = text(),
+                        attr::BUDGET_REASON => b.reason = text(),
+                        attr::BUDGET_NODE => b.node = text(),
+                        attr::BUDGET_MODEL => b.model = text(),
+                        attr::BUDGET_NEXT_CALL_ESTIMATE_USD => {
+                            b.next_call_estimate_usd = as_f64(&kv.value)
+                        }
+                        attr::BUDGET_NEXT_CALL_ESTIMATE_TOKENS => {
+                            b.next_call_estimate_tokens = as_i64(&kv.value).map(|v| v.max(0) as u64)
+                        }
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
@@ -301,12 +354,16 @@ pub struct Aggregator {
     planner: Option<SectionAgg>,
     models: IndexMap<String, Usage>,
     unpriced: Vec<String>,
+    budget: Option<BudgetMetrics>,
 }
 
 impl Aggregator {
     pub fn add(&mut self, f: &SpanFacts) {
         if f.is_run {
             self.run = Some(f.duration);
+            if f.budget.is_some() {
+                self.budget = f.budget.clone();
+            }
             return;
         }
         let section = match f.section.as_deref() {
@@ -418,6 +475,11 @@ impl Aggregator {
                 .map(|(k, u)| (k.clone(), u.rounded()))
                 .collect(),
             unpriced_models: self.unpriced.clone(),
+            budget: self.budget.as_ref().map(|b| BudgetMetrics {
+                spent_usd: round_usd(b.spent_usd),
+                next_call_estimate_usd: b.next_call_estimate_usd.map(round_usd),
+                ..b.clone()
+            }),
         }
     }
 }
@@ -562,5 +624,37 @@ mod tests {
         assert!(f.llm);
         assert_eq!(f.input_tokens, 7);
         assert_eq!(f.cost_usd, Some(0.5));
+        assert!(f.budget.is_none());
+    }
+
+    #[test]
+    fn budget_comes_from_the_root_span() {
+        let attrs = [
+            KeyValue::new(attr::RUN_STATUS, "budget_exceeded"),
+            KeyValue::new(attr::BUDGET_MAX_COST_USD, 0.01),
+            KeyValue::new(attr::BUDGET_SPENT_USD, 0.012_345_678_912_3),
+            KeyValue::new(attr::BUDGET_TOKENS_USED, 120i64),
+            KeyValue::new(attr::BUDGET_EXCEEDED, true),
+            KeyValue::new(attr::BUDGET_STOPPED, "before_call"),
+            KeyValue::new(attr::BUDGET_NODE, "summarize"),
+            KeyValue::new(attr::BUDGET_MODEL, "gpt-4o"),
+            KeyValue::new(attr::BUDGET_NEXT_CALL_ESTIMATE_TOKENS, 300i64),
+        ];
+        let mut a = Aggregator::default();
+        assert!(a.summary().budget.is_none());
+        a.add(&SpanFacts::from_attributes(attrs.iter()));
+        let b = a.summary().budget.unwrap();
+        assert_eq!(b.max_cost_usd, Some(0.01));
+        assert_eq!(b.max_tokens_total, None);
+        assert_eq!(b.spent_usd, 0.0123456789);
+        assert_eq!(b.tokens_used, 120);
+        assert!(b.exceeded);
+        assert_eq!(b.stopped.as_deref(), Some("before_call"));
+        assert_eq!(b.node.as_deref(), Some("summarize"));
+        assert_eq!(b.next_call_estimate_tokens, Some(300));
+        let v = serde_json::to_value(&b).unwrap();
+        for k in ["max_tokens_total", "next_call_estimate_usd", "reason"] {
+            assert!(v[k].is_null(), "{k} serialised as null");
+        }
     }
 }

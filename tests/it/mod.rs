@@ -1,3 +1,4 @@
+mod budget;
 mod common;
 mod errors;
 mod examples;

@@ -1,0 +1,859 @@
+//! The budget guard: `--max-cost` / `--max-tokens-total` for a whole run
+//! (workflow and planner). Before every LLM attempt the guard estimates the
+//! call's worst case (prompt tokens counted with the tokenizer, output = the
+//! request's `max_tokens` or the model's output limit, priced with the price
+//! table) and refuses it when spent + in-flight reservations + estimate would
+//! pass a limit; after the attempt it settles what was actually billed, and
+//! once actual spend passes a limit no further call or node starts.
+//!
+//! The guard keeps its own tally of what [`super::traced::call`] priced — the
+//! same numbers the spans carry, so it equals the metrics totals — which keeps
+//! it working with `OTEL_SDK_DISABLED=true`.
+//!
+//! ```
+//! use pflow::llm::budget::{Budget, BudgetLimits, CallEstimate};
+//! let b = Budget::new(BudgetLimits { max_cost_usd: Some(0.01), ..Default::default() });
+//! let est = CallEstimate { prompt_tokens: 10, max_output_tokens: 100, usd: Some(0.006), cost_source: "table" };
+//! let r = b.reserve("gpt-4o", Some("a"), || est.clone()).unwrap();
+//! // A second call in flight would pass the budget: refused before it is made.
+//! assert!(b.reserve("gpt-4o", Some("b"), || est.clone()).is_err());
+//! r.settle(Some(0.002), 40);
+//! assert_eq!(b.spent().tokens, 40);
+//! ```
+
+use super::{LlmRequest, Provider};
+use crate::pricing::PriceTable;
+use serde::Serialize;
+use std::sync::Mutex;
+
+/// Output limit assumed for a model no family below matches (and no
+/// `max_output_tokens` override names): generous, so the estimate stays a
+/// worst case for most models.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 32_768;
+
+/// Known families' maximum output tokens, matched as name prefixes (the most
+/// specific first). From the providers' model pages; a `max_output_tokens`
+/// field in the pricing override file wins.
+const OUTPUT_LIMITS: &[(&str, u64)] = &[
+    ("gpt-4o", 16_384),
+    ("chatgpt-4o", 16_384),
+    ("gpt-4.1", 32_768),
+    ("gpt-4-turbo", 4_096),
+    ("gpt-4", 8_192),
+    ("gpt-3.5", 4_096),
+    ("gpt-5", 128_000),
+    ("o1-mini", 65_536),
+    ("o1", 100_000),
+    ("o3", 100_000),
+    ("o4", 100_000),
+    ("claude-opus-4-5", 64_000),
+    ("claude-opus-4", 32_000),
+    ("claude-sonnet-4", 64_000),
+    ("claude-haiku-4", 64_000),
+    ("claude-3-7-sonnet", 64_000),
+    ("claude-3-5", 8_192),
+    ("claude-3", 4_096),
+    ("gemini-3", 65_536),
+    ("gemini-2.5", 65_536),
+    ("gemini-2.0", 8_192),
+    ("gemini-1.5", 8_192),
+];
+
+/// Tokens a chat request adds around its messages (role markers, reply
+/// priming), per OpenAI's counting guide: keeps the estimate at or above
+/// what providers bill for short prompts.
+const MESSAGE_OVERHEAD_TOKENS: u64 = 4;
+const REPLY_OVERHEAD_TOKENS: u64 = 3;
+
+/// Float slack so a budget of exactly N estimated calls admits N.
+const EPSILON_USD: f64 = 1e-12;
+
+/// The limits of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BudgetLimits {
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens_total: Option<u64>,
+    /// Under a cost limit, call models with no known price anyway (counted as $0).
+    pub allow_unpriced: bool,
+}
+
+/// A bad limit on the command line or in the environment.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("invalid {origin} `{value}`: {why}")]
+    Invalid {
+        origin: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl BudgetLimits {
+    /// Limits from the flags, else `PFLOW_MAX_COST` / `PFLOW_MAX_TOKENS_TOTAL`
+    /// (read through `env`); a flag wins over its variable.
+    pub fn resolve(
+        max_cost: Option<&str>,
+        max_tokens_total: Option<&str>,
+        allow_unpriced: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BudgetLimits, BudgetError> {
+        let pick = |flag: Option<&str>, flag_name: &str, var: &str| -> Option<(String, String)> {
+            match flag {
+                Some(v) => Some((flag_name.to_string(), v.to_string())),
+                None => env(var)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (var.to_string(), v)),
+            }
+        };
+        let max_cost_usd = match pick(max_cost, "--max-cost", "PFLOW_MAX_COST") {
+            None => None,
+            Some((origin, value)) => {
+                Some(parse_usd(&value).map_err(|why| BudgetError::Invalid {
+                    origin,
+                    value: value.clone(),
+                    why,
+                })?)
+            }
+        };
+        let max_tokens_total = match pick(
+            max_tokens_total,
+            "--max-tokens-total",
+            "PFLOW_MAX_TOKENS_TOTAL",
+        ) {
+            None => None,
+            Some((origin, value)) => {
+                Some(parse_tokens(&value).map_err(|why| BudgetError::Invalid {
+                    origin,
+                    value: value.clone(),
+                    why,
+                })?)
+            }
+        };
+        Ok(BudgetLimits {
+            max_cost_usd,
+            max_tokens_total,
+            allow_unpriced,
+        })
+    }
+
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.max_cost_usd.is_some() || self.max_tokens_total.is_some()
+    }
+}
+
+fn parse_usd(s: &str) -> Result<f64, &'static str> {
+    let t = s.trim();
+    let t = t.strip_prefix('$').unwrap_or(t);
+    match t.parse::<f64>() {
+        Ok(v) if !v.is_finite() => Err("expected a finite number of US dollars, e.g. 0.50"),
+        Ok(v) if v < 0.0 => Err("a budget cannot be negative; expected US dollars, e.g. 0.50"),
+        Ok(v) => Ok(v),
+        Err(_) => Err("expected a number of US dollars, e.g. 0.50"),
+    }
+}
+
+fn parse_tokens(s: &str) -> Result<u64, &'static str> {
+    match s.trim().parse::<i128>() {
+        Ok(v) if v < 1 => Err("expected a positive whole number of tokens, e.g. 10000"),
+        Ok(v) => u64::try_from(v).map_err(|_| "too large"),
+        Err(_) => Err("expected a positive whole number of tokens, e.g. 10000"),
+    }
+}
+
+/// The worst case of one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallEstimate {
+    pub prompt_tokens: u64,
+    pub max_output_tokens: u64,
+    /// `None`: the model has no known price.
+    pub usd: Option<f64>,
+    /// As `pflow.cost.source`: `table`, `override`, `free`, `local`, `unpriced`.
+    pub cost_source: &'static str,
+}
+
+impl CallEstimate {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.max_output_tokens
+    }
+}
+
+/// The output limit assumed for `model`: a `max_output_tokens` override, a
+/// known family's limit, else [`DEFAULT_MAX_OUTPUT_TOKENS`].
+pub fn max_output_tokens(provider: Provider, model: &str, prices: &PriceTable) -> u64 {
+    if let Some(n) = prices
+        .lookup(model, super::traced::price_prefix(provider))
+        .and_then(|p| p.price.max_output_tokens)
+    {
+        return n;
+    }
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    OUTPUT_LIMITS
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, n)| *n)
+        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+}
+
+/// The worst case of `req`: prompt tokens (o200k_base, plus the chat
+/// overhead), the most output it may produce, priced like an actual call.
+pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
+    let count = |s: &str| super::count_tokens(s).unwrap_or(s.len() as u64);
+    let mut prompt_tokens = count(&req.prompt) + MESSAGE_OVERHEAD_TOKENS + REPLY_OVERHEAD_TOKENS;
+    if let Some(s) = &req.system {
+        prompt_tokens += count(s) + MESSAGE_OVERHEAD_TOKENS;
+    }
+    if let Some(schema) = &req.json_schema {
+        prompt_tokens += count(&schema.to_string());
+    }
+    let max_output_tokens = match (req.provider, req.max_tokens) {
+        // The echo model answers with the prompt: it never says more.
+        (Provider::Echo, m) => {
+            let echoed = count(&req.prompt);
+            m.map_or(echoed, |m| m.min(echoed))
+        }
+        (_, Some(m)) => m,
+        (p, None) => max_output_tokens(p, &req.model, prices),
+    };
+    let usage = |reasoning| super::Usage {
+        input_tokens: Some(prompt_tokens),
+        output_tokens: Some(max_output_tokens),
+        cache_read_tokens: Some(0),
+        cache_write_tokens: Some(0),
+        cache_write_1h_tokens: Some(0),
+        reasoning_tokens: Some(reasoning),
+        source: super::UsageSource::Estimated,
+    };
+    // Output priced at the dearer of the output and reasoning rates.
+    let plain = super::traced::price_call(req.provider, &req.model, None, &usage(0), prices);
+    let reasoning = super::traced::price_call(
+        req.provider,
+        &req.model,
+        None,
+        &usage(max_output_tokens),
+        prices,
+    );
+    let usd = match (plain.usd, reasoning.usd) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    CallEstimate {
+        prompt_tokens,
+        max_output_tokens,
+        usd,
+        cost_source: plain.source,
+    }
+}
+
+/// When the guard stopped the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopped {
+    /// A call was refused: it could have passed a limit.
+    BeforeCall,
+    /// A finished call's actual spend passed a limit.
+    AfterCall,
+}
+
+impl Stopped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stopped::BeforeCall => "before_call",
+            Stopped::AfterCall => "after_call",
+        }
+    }
+}
+
+/// Which limit stopped the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    MaxCost,
+    MaxTokensTotal,
+    /// A model with no known price under `--max-cost` (without `--allow-unpriced`).
+    UnpricedModel,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MaxCost => "max_cost",
+            Reason::MaxTokensTotal => "max_tokens_total",
+            Reason::UnpricedModel => "unpriced_model",
+        }
+    }
+}
+
+/// The `error.type` of budget stops.
+pub const KIND_EXCEEDED: &str = "budget_exceeded";
+/// The `error.type` of an unpriced model refused under a cost budget.
+pub const KIND_UNPRICED: &str = "budget_unpriced";
+
+/// Whether an `error.type` is one of the guard's.
+pub fn is_budget_kind(kind: &str) -> bool {
+    kind == KIND_EXCEEDED || kind == KIND_UNPRICED
+}
+
+/// Why the guard stopped the run, with the numbers for the message, the JSON
+/// output and the root span.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct BudgetExceeded {
+    pub reason: Reason,
+    pub stopped: Stopped,
+    pub spent_usd: f64,
+    pub tokens_used: u64,
+    /// Held by other calls in flight when this one was refused.
+    pub reserved_usd: f64,
+    pub reserved_tokens: u64,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens_total: Option<u64>,
+    /// The node whose call was refused or crossed the limit (`None`: the planner).
+    pub node: Option<String>,
+    pub model: String,
+    pub next_call_estimate_usd: Option<f64>,
+    pub next_call_estimate_tokens: Option<u64>,
+}
+
+/// `$0.0123` for cents and up, more digits below a cent.
+pub fn fmt_usd(v: f64) -> String {
+    if v == 0.0 || v.abs() >= 0.01 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.6}")
+    }
+}
+
+impl BudgetExceeded {
+    /// `budget_exceeded` or `budget_unpriced`.
+    pub fn kind(&self) -> &'static str {
+        match self.reason {
+            Reason::UnpricedModel => KIND_UNPRICED,
+            _ => KIND_EXCEEDED,
+        }
+    }
+
+    fn place(&self) -> String {
+        match &self.node {
+            Some(n) => format!("node `{n}`"),
+            None => "the planner".into(),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        let place = self.place();
+        let model = &self.model;
+        let max_usd = fmt_usd(self.max_cost_usd.unwrap_or(0.0));
+        let max_tokens = self.max_tokens_total.unwrap_or(0);
+        let spent = fmt_usd(self.spent_usd);
+        match (self.reason, self.stopped) {
+            (Reason::UnpricedModel, _) => format!(
+                "budget: model `{model}` in {place} has no known price, so --max-cost cannot bound it (spent {spent} of {max_usd} budget); add its price to $PFLOW_HOME/pricing.json (or --pricing FILE), or pass --allow-unpriced to count it as $0"
+            ),
+            (Reason::MaxCost, Stopped::BeforeCall) => {
+                let held = if self.reserved_usd > 0.0 {
+                    format!(" ({} more held by calls in flight)", fmt_usd(self.reserved_usd))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "budget exceeded: spent {spent} of {max_usd} budget{held}; next call to {model} in {place} would cost up to {}",
+                    fmt_usd(self.next_call_estimate_usd.unwrap_or(0.0))
+                )
+            }
+            (Reason::MaxCost, Stopped::AfterCall) => format!(
+                "budget exceeded: spent {spent} of {max_usd} budget after the call to {model} in {place}; no further LLM call or node runs"
+            ),
+            (Reason::MaxTokensTotal, Stopped::BeforeCall) => {
+                let held = if self.reserved_tokens > 0 {
+                    format!(" ({} more held by calls in flight)", self.reserved_tokens)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "token budget exceeded: used {} of {max_tokens} tokens{held}; next call to {model} in {place} would use up to {} tokens",
+                    self.tokens_used,
+                    self.next_call_estimate_tokens.unwrap_or(0)
+                )
+            }
+            (Reason::MaxTokensTotal, Stopped::AfterCall) => format!(
+                "token budget exceeded: used {} of {max_tokens} tokens after the call to {model} in {place}; no further LLM call or node runs",
+                self.tokens_used
+            ),
+        }
+    }
+}
+
+/// Actual spend so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    pub usd: f64,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spent: Spent,
+    reserved_usd: f64,
+    reserved_tokens: u64,
+    stop: Option<BudgetExceeded>,
+    unpriced_allowed: Vec<String>,
+}
+
+/// The guard of one run, shared by every node and the planner.
+#[derive(Debug, Default)]
+pub struct Budget {
+    limits: BudgetLimits,
+    state: Mutex<State>,
+}
+
+impl Budget {
+    pub fn new(limits: BudgetLimits) -> Self {
+        Budget {
+            limits,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// No limits: every call goes ahead (spend is still tallied).
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+
+    pub fn limits(&self) -> &BudgetLimits {
+        &self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent between statements: a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a call against the limits and holds its estimate until settled.
+    /// `estimate` runs only when a limit is set. Once refused (or once actual
+    /// spend has passed a limit) every later call is refused with the same stop.
+    pub fn reserve(
+        &self,
+        model: &str,
+        node: Option<&str>,
+        estimate: impl FnOnce() -> CallEstimate,
+    ) -> Result<Reservation<'_>, Box<BudgetExceeded>> {
+        if !self.limits.is_set() {
+            return Ok(Reservation {
+                budget: self,
+                usd: 0.0,
+                tokens: 0,
+                model: model.to_string(),
+                node: node.map(str::to_string),
+                settled: false,
+            });
+        }
+        let est = estimate();
+        let mut s = self.lock();
+        if let Some(stop) = &s.stop {
+            return Err(Box::new(stop.clone()));
+        }
+        let refuse = |s: &State, reason| -> Box<BudgetExceeded> {
+            Box::new(BudgetExceeded {
+                reason,
+                stopped: Stopped::BeforeCall,
+                spent_usd: s.spent.usd,
+                tokens_used: s.spent.tokens,
+                reserved_usd: s.reserved_usd,
+                reserved_tokens: s.reserved_tokens,
+                max_cost_usd: self.limits.max_cost_usd,
+                max_tokens_total: self.limits.max_tokens_total,
+                node: node.map(str::to_string),
+                model: model.to_string(),
+                next_call_estimate_usd: est.usd,
+                next_call_estimate_tokens: Some(est.tokens()),
+            })
+        };
+        let mut usd = est.usd.unwrap_or(0.0);
+        if let Some(max) = self.limits.max_cost_usd {
+            if est.usd.is_none() {
+                if !self.limits.allow_unpriced {
+                    let e = refuse(&s, Reason::UnpricedModel);
+                    s.stop = Some((*e).clone());
+                    return Err(e);
+                }
+                usd = 0.0;
+                if !s.unpriced_allowed.iter().any(|m| m == model) {
+                    s.unpriced_allowed.push(model.to_string());
+                }
+            }
+            if s.spent.usd + s.reserved_usd + usd > max + EPSILON_USD {
+                let e = refuse(&s, Reason::MaxCost);
+                s.stop = Some((*e).clone());
+                return Err(e);
+            }
+        }
+        let tokens = est.tokens();
+        if let Some(max) = self.limits.max_tokens_total {
+            if s.spent.tokens + s.reserved_tokens + tokens > max {
+                let e = refuse(&s, Reason::MaxTokensTotal);
+                s.stop = Some((*e).clone());
+                return Err(e);
+            }
+        }
+        s.reserved_usd += usd;
+        s.reserved_tokens += tokens;
+        Ok(Reservation {
+            budget: self,
+            usd,
+            tokens,
+            model: model.to_string(),
+            node: node.map(str::to_string),
+            settled: false,
+        })
+    }
+
+    fn release(s: &mut State, usd: f64, tokens: u64) {
+        s.reserved_usd = (s.reserved_usd - usd).max(0.0);
+        s.reserved_tokens = s.reserved_tokens.saturating_sub(tokens);
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn stopped(&self) -> Option<BudgetExceeded> {
+        self.lock().stop.clone()
+    }
+
+    /// Actual spend so far (settled calls).
+    pub fn spent(&self) -> Spent {
+        self.lock().spent
+    }
+
+    /// One line per unpriced model called under `--allow-unpriced`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.lock()
+            .unpriced_allowed
+            .iter()
+            .map(|m| format!("model `{m}` has no known price: its calls were estimated at $0 under --max-cost (--allow-unpriced), so the budget could not bound them"))
+            .collect()
+    }
+}
+
+/// A call's estimate, held against the limits while the call is in flight.
+/// Dropped unsettled (the call was cancelled), it is released.
+#[must_use = "settle the reservation with what the call cost"]
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    budget: &'a Budget,
+    usd: f64,
+    tokens: u64,
+    model: String,
+    node: Option<String>,
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// Replaces the estimate with what the attempt actually cost (`None`:
+    /// unpriced, counted as $0). Passing a limit stops the run from here on.
+    pub fn settle(mut self, usd: Option<f64>, tokens: u64) {
+        self.settled = true;
+        let b = self.budget;
+        let mut s = b.lock();
+        Budget::release(&mut s, self.usd, self.tokens);
+        s.spent.usd += usd.unwrap_or(0.0);
+        s.spent.tokens += tokens;
+        if s.stop.is_some() {
+            return;
+        }
+        let over_cost = b
+            .limits
+            .max_cost_usd
+            .is_some_and(|max| s.spent.usd > max + EPSILON_USD);
+        let over_tokens = b
+            .limits
+            .max_tokens_total
+            .is_some_and(|max| s.spent.tokens > max);
+        let reason = match (over_cost, over_tokens) {
+            (true, _) => Reason::MaxCost,
+            (_, true) => Reason::MaxTokensTotal,
+            _ => return,
+        };
+        s.stop = Some(BudgetExceeded {
+            reason,
+            stopped: Stopped::AfterCall,
+            spent_usd: s.spent.usd,
+            tokens_used: s.spent.tokens,
+            reserved_usd: s.reserved_usd,
+            reserved_tokens: s.reserved_tokens,
+            max_cost_usd: b.limits.max_cost_usd,
+            max_tokens_total: b.limits.max_tokens_total,
+            node: self.node.clone(),
+            model: self.model.clone(),
+            next_call_estimate_usd: None,
+            next_call_estimate_tokens: None,
+        });
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut s = self.budget.lock();
+            Budget::release(&mut s, self.usd, self.tokens);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::Api;
+
+    fn req(provider: Provider, model: &str, prompt: &str, max_tokens: Option<u64>) -> LlmRequest {
+        LlmRequest {
+            provider,
+            model: model.into(),
+            prompt: prompt.into(),
+            system: None,
+            temperature: None,
+            max_tokens,
+            stream: false,
+            api: Api::Chat,
+            images: vec![],
+            json_mode: false,
+            json_schema: None,
+        }
+    }
+
+    fn est(usd: Option<f64>, tokens: u64) -> CallEstimate {
+        CallEstimate {
+            prompt_tokens: tokens / 2,
+            max_output_tokens: tokens - tokens / 2,
+            usd,
+            cost_source: "table",
+        }
+    }
+
+    #[test]
+    fn estimate_counts_prompt_and_worst_case_output() {
+        let t = PriceTable::builtin();
+        let prompt = "Summarise the quarterly report in three bullet points.";
+        let p = crate::llm::count_tokens(prompt).unwrap() + 7;
+        let e = estimate(&req(Provider::OpenAi, "gpt-4o", prompt, Some(100)), t);
+        assert_eq!(e.prompt_tokens, p);
+        assert_eq!(e.max_output_tokens, 100);
+        assert_eq!(e.cost_source, "table");
+        // gpt-4o: $2.50 in, $10 out per million.
+        let want = p as f64 * 2.5e-6 + 100.0 * 10e-6;
+        assert!((e.usd.unwrap() - want).abs() < 1e-12, "{e:?}");
+        // No max_tokens: the family's output limit.
+        let e = estimate(&req(Provider::OpenAi, "gpt-4o", prompt, None), t);
+        assert_eq!(e.max_output_tokens, 16_384);
+        let e = estimate(
+            &req(Provider::Anthropic, "claude-sonnet-4-5", prompt, None),
+            t,
+        );
+        assert_eq!(e.max_output_tokens, 64_000);
+        let e = estimate(&req(Provider::OpenAi, "some-new-model", prompt, None), t);
+        assert_eq!(e.max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS);
+        assert_eq!((e.usd, e.cost_source), (None, "unpriced"));
+    }
+
+    #[test]
+    fn estimate_free_local_and_override_limit() {
+        let t = PriceTable::builtin();
+        let e = estimate(&req(Provider::Echo, "echo", "one two three", None), t);
+        assert_eq!((e.usd, e.cost_source), (Some(0.0), "free"));
+        assert_eq!(
+            e.max_output_tokens,
+            crate::llm::count_tokens("one two three").unwrap()
+        );
+        let e = estimate(&req(Provider::Ollama, "no-such-local-model", "hi", None), t);
+        assert_eq!((e.usd, e.cost_source), (Some(0.0), "local"));
+        let (t, _) =
+            PriceTable::with_overrides_str(r#"{"gpt-4o": {"max_output_tokens": 2000}}"#, "x")
+                .unwrap();
+        let e = estimate(&req(Provider::OpenAi, "gpt-4o", "hi", None), &t);
+        assert_eq!(e.max_output_tokens, 2000);
+        assert!(
+            PriceTable::with_overrides_str(r#"{"gpt-4o": {"max_output_tokens": -1}}"#, "x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn limits_from_flags_and_env() {
+        let env = |k: &str| match k {
+            "PFLOW_MAX_COST" => Some("0.25".to_string()),
+            "PFLOW_MAX_TOKENS_TOTAL" => Some("5000".to_string()),
+            _ => None,
+        };
+        let l = BudgetLimits::resolve(None, None, false, env).unwrap();
+        assert_eq!(l.max_cost_usd, Some(0.25));
+        assert_eq!(l.max_tokens_total, Some(5000));
+        let l = BudgetLimits::resolve(Some("$1.5"), Some("10"), true, env).unwrap();
+        assert_eq!((l.max_cost_usd, l.max_tokens_total), (Some(1.5), Some(10)));
+        assert!(!BudgetLimits::resolve(None, None, false, |_| None)
+            .unwrap()
+            .is_set());
+        let e = BudgetLimits::resolve(Some("abc"), None, false, env).unwrap_err();
+        assert!(e.to_string().contains("--max-cost `abc`"), "{e}");
+        let e = BudgetLimits::resolve(Some("-1"), None, false, env).unwrap_err();
+        assert!(e.to_string().contains("negative"), "{e}");
+        let e = BudgetLimits::resolve(None, None, false, |_| Some("lots".into())).unwrap_err();
+        assert!(e.to_string().contains("PFLOW_MAX_COST `lots`"), "{e}");
+        assert!(BudgetLimits::resolve(None, Some("0"), false, env).is_err());
+        assert!(BudgetLimits::resolve(None, Some("1.5"), false, env).is_err());
+    }
+
+    #[test]
+    fn refuses_before_and_stops_after() {
+        let b = Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.010),
+            ..Default::default()
+        });
+        b.reserve("m", Some("a"), || est(Some(0.004), 10))
+            .unwrap()
+            .settle(Some(0.003), 8);
+        b.reserve("m", Some("b"), || est(Some(0.004), 10))
+            .unwrap()
+            .settle(Some(0.003), 8);
+        // 0.006 spent: a 0.004 call fits exactly, a 0.0041 one does not.
+        let e = b
+            .reserve("m", Some("c"), || est(Some(0.0041), 10))
+            .unwrap_err();
+        assert_eq!(
+            (e.reason, e.stopped),
+            (Reason::MaxCost, Stopped::BeforeCall)
+        );
+        assert_eq!(e.node.as_deref(), Some("c"));
+        assert!((e.spent_usd - 0.006).abs() < 1e-12);
+        assert_eq!(e.next_call_estimate_usd, Some(0.0041));
+        let m = e.to_string();
+        assert!(m.contains("spent $0.006000 of $0.0100 budget"), "{m}");
+        assert!(
+            m.contains("next call to m in node `c` would cost up to $0.004100"),
+            "{m}"
+        );
+        // Stopped for good: even a free call is refused now, with the same stop.
+        assert_eq!(b.reserve("m", None, || est(Some(0.0), 1)).unwrap_err(), e);
+
+        let b = Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.010),
+            max_tokens_total: Some(100),
+            ..Default::default()
+        });
+        b.reserve("m", Some("a"), || est(Some(0.001), 10))
+            .unwrap()
+            .settle(Some(0.02), 10);
+        let e = b.stopped().unwrap();
+        assert_eq!((e.reason, e.stopped), (Reason::MaxCost, Stopped::AfterCall));
+        assert!(
+            e.to_string().contains("after the call to m in node `a`"),
+            "{e}"
+        );
+        assert!(b.reserve("m", Some("b"), || est(Some(0.0), 1)).is_err());
+    }
+
+    #[test]
+    fn tokens_and_unpriced() {
+        let b = Budget::new(BudgetLimits {
+            max_tokens_total: Some(100),
+            ..Default::default()
+        });
+        b.reserve("m", Some("a"), || est(None, 60))
+            .unwrap()
+            .settle(None, 30);
+        let e = b.reserve("m", Some("b"), || est(None, 80)).unwrap_err();
+        assert_eq!(e.reason, Reason::MaxTokensTotal);
+        assert!(e.to_string().contains("used 30 of 100 tokens"), "{e}");
+
+        let strict = Budget::new(BudgetLimits {
+            max_cost_usd: Some(1.0),
+            ..Default::default()
+        });
+        let e = strict
+            .reserve("mystery", Some("a"), || est(None, 5))
+            .unwrap_err();
+        assert_eq!((e.reason, e.kind()), (Reason::UnpricedModel, KIND_UNPRICED));
+        assert!(e.to_string().contains("--allow-unpriced"), "{e}");
+        let lax = Budget::new(BudgetLimits {
+            max_cost_usd: Some(1.0),
+            allow_unpriced: true,
+            ..Default::default()
+        });
+        lax.reserve("mystery", Some("a"), || est(None, 5))
+            .unwrap()
+            .settle(None, 5);
+        assert_eq!(
+            lax.spent(),
+            Spent {
+                usd: 0.0,
+                tokens: 5
+            }
+        );
+        assert_eq!(lax.warnings().len(), 1);
+        assert!(lax.stopped().is_none());
+    }
+
+    #[test]
+    fn dropped_reservation_is_released() {
+        let b = Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.01),
+            ..Default::default()
+        });
+        let r = b.reserve("m", None, || est(Some(0.008), 1)).unwrap();
+        drop(r);
+        b.reserve("m", None, || est(Some(0.008), 1))
+            .unwrap()
+            .settle(Some(0.001), 1);
+        assert_eq!(b.spent().usd, 0.001);
+    }
+
+    #[test]
+    fn concurrent_reservations_never_oversubscribe() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        // 16 threads race for $0.01 in $0.001 calls that each cost exactly their estimate.
+        let b = Arc::new(Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.01),
+            ..Default::default()
+        }));
+        let granted = Arc::new(AtomicU64::new(0));
+        let in_flight_max = Arc::new(AtomicU64::new(0));
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (b, granted, in_flight, in_flight_max) = (
+                    b.clone(),
+                    granted.clone(),
+                    in_flight.clone(),
+                    in_flight_max.clone(),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..10 {
+                        let node = format!("n[{i}]");
+                        match b.reserve("m", Some(&node), || est(Some(0.001), 2)) {
+                            Ok(r) => {
+                                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                in_flight_max.fetch_max(now, Ordering::SeqCst);
+                                granted.fetch_add(1, Ordering::SeqCst);
+                                std::thread::yield_now();
+                                in_flight.fetch_sub(1, Ordering::SeqCst);
+                                r.settle(Some(0.001), 2);
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(granted.load(Ordering::SeqCst), 10);
+        assert!(in_flight_max.load(Ordering::SeqCst) <= 10);
+        let s = b.spent();
+        assert!((s.usd - 0.01).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.tokens, 20);
+        assert!(b.stopped().is_some());
+    }
+}
