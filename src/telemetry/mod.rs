@@ -4,7 +4,9 @@
 //! Only this module touches OpenTelemetry types. Everything that consumes
 //! spans is plugged in here at start-up: the metrics processor (sees every
 //! span as it ends, in-process) and the trace file exporter (a writer thread;
-//! never blocks a node). The runtime knows nothing of files or metrics.
+//! never blocks a node), and, when the CLI asks, the progress layer (sees
+//! spans open and close, even with telemetry off). The runtime knows nothing
+//! of files, metrics or progress.
 //!
 //! ```no_run
 //! use pflow::telemetry::{Telemetry, TelemetryConfig, TraceMode};

@@ -394,8 +394,8 @@ where
             return;
         }
         let raw = id.into_u64();
+        let mut st = self.sink.state();
         let line = {
-            let mut st = self.sink.state();
             if let Some(pos) = st.open.iter().rposition(|(i, _)| *i == raw) {
                 st.open.remove(pos);
             }
@@ -433,6 +433,7 @@ where
                 }
             }
         };
+        // Sent under the state lock, so lines keep the order of their counts.
         if let Some(line) = line {
             self.sink.emit(line);
         }
