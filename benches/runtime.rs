@@ -51,6 +51,7 @@ fn run_once(
         service_name: "pflow-bench".into(),
         otlp: None,
         resource_attributes: Vec::new(),
+        progress: None,
     });
     tracing::dispatcher::with_default(&telemetry.dispatch(), || {
         let out = tokio_rt

@@ -6,6 +6,7 @@
 //! terminated (SIGTERM).
 
 mod output;
+mod progress;
 
 use crate::ir::{self, Diagnostic};
 use crate::nodes::{Registry, Services};
@@ -39,6 +40,9 @@ pub struct Cli {
     /// Save the run's trace to $PFLOW_HOME/traces (always saved when a run fails).
     #[arg(long, global = true)]
     pub trace: bool,
+    /// Plain progress lines on stderr instead of the live bar (PFLOW_PROGRESS=off hides progress).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
     /// Price overrides (JSON, USD per million tokens) instead of $PFLOW_HOME/pricing.json.
     #[arg(long, global = true, value_name = "FILE")]
     pub pricing: Option<PathBuf>,
@@ -556,6 +560,10 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
                 .push(("pflow.workflow.name".into(), name));
         }
     }
+    let (progress_mode, progress_warning) = progress::Mode::choose(cli.no_progress);
+    warnings.extend(progress_warning);
+    let display = progress::Display::start(progress_mode);
+    config.progress = display.as_ref().map(progress::Display::sink);
     let mut telemetry = Telemetry::init(config);
     warnings.extend(telemetry.take_warnings());
     warnings.extend(price_warnings);
@@ -670,6 +678,10 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         root.record("otel.status_description", e.to_string().as_str());
     }
     drop(root);
+    // Every node span has closed: the display goes before anything else is printed.
+    if let Some(d) = display {
+        d.finish();
+    }
     let metrics = telemetry.metrics();
     if let Some(m) = &metrics {
         for model in &m.unpriced_models {

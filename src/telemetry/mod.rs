@@ -4,7 +4,9 @@
 //! Only this module touches OpenTelemetry types. Everything that consumes
 //! spans is plugged in here at start-up: the metrics processor (sees every
 //! span as it ends, in-process) and the trace file exporter (a writer thread;
-//! never blocks a node). The runtime knows nothing of files or metrics.
+//! never blocks a node), and, when the CLI asks, the progress layer (sees
+//! spans open and close, even with telemetry off). The runtime knows nothing
+//! of files, metrics or progress.
 //!
 //! ```no_run
 //! use pflow::telemetry::{Telemetry, TelemetryConfig, TraceMode};
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod otel_metrics;
 pub mod otlp;
 pub mod preview;
+pub mod progress;
 pub mod redact;
 
 use file::{TraceFileHandle, TraceFileProcessor};
@@ -56,6 +59,8 @@ pub struct TelemetryConfig {
     pub otlp: Option<otlp::OtlpSettings>,
     /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` and the workflow name).
     pub resource_attributes: Vec<(String, String)>,
+    /// The live progress display's observer; installed even when telemetry is off.
+    pub progress: Option<progress::ProgressSink>,
 }
 
 /// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k2=v2`, percent-encoded values.
@@ -109,6 +114,7 @@ impl TelemetryConfig {
                 .unwrap_or_else(|| "pflow".into()),
             otlp: None,
             resource_attributes: env_resource_attributes(),
+            progress: None,
         }
     }
 }
@@ -141,12 +147,21 @@ impl Telemetry {
         let settings = Arc::new(preview::PreviewSettings::from_env());
         preview::install(settings.clone());
         if config.mode == TraceMode::Off {
+            // No OpenTelemetry at all; progress still needs spans and their fields.
+            let dispatch = match &config.progress {
+                Some(p) => tracing::Dispatch::new(
+                    tracing_subscriber::registry()
+                        .with(p.layer())
+                        .with(tracing::level_filters::LevelFilter::INFO),
+                ),
+                None => tracing::Dispatch::none(),
+            };
             return Telemetry {
                 config,
                 provider: None,
                 metrics: None,
                 file: None,
-                dispatch: tracing::Dispatch::none(),
+                dispatch,
                 warnings: Vec::new(),
                 sink_failed: false,
                 otlp: None,
@@ -236,7 +251,14 @@ impl Telemetry {
             .with_target(false)
             .with_level(false)
             .with_filter(level);
-        let subscriber = tracing_subscriber::registry().with(otel_layer);
+        // The progress layer has no per-layer filter: `tracing::enabled!` at a
+        // level a per-layer filter rejects leaves that filter's "disabled" mark
+        // for the next span on the thread, which then never reached it. The
+        // global filter, outermost, keeps the level as it was for everyone.
+        let subscriber = tracing_subscriber::registry()
+            .with(otel_layer)
+            .with(config.progress.as_ref().map(progress::ProgressSink::layer))
+            .with(level);
         Telemetry {
             config,
             provider: Some(provider),

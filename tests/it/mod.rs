@@ -5,6 +5,7 @@ mod examples;
 mod llm_node;
 mod otlp;
 mod planner;
+mod progress;
 mod providers;
 mod run;
 mod signals;

@@ -1,0 +1,683 @@
+//! Live run progress, observed from spans: a `tracing` layer watches the
+//! workflow, node, planner and LLM spans open, record and close, and keeps a
+//! small shared state (nodes done / total, the node running, batch items,
+//! running tokens and cost) that a renderer (the CLI's bar) reads on its own
+//! thread.
+//!
+//! Like the rest of telemetry it observes and never steers: each callback
+//! takes one short mutex, and completed-node lines for plain output are sent
+//! down an unbounded channel, so a node never waits on the terminal.
+
+use super::attr;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The handle shared by the layer (which writes) and the renderer (which
+/// reads). Cheap to clone.
+#[derive(Clone)]
+pub struct ProgressSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    start: Instant,
+    state: Mutex<State>,
+    /// Plain mode: one line per completed top-level node goes here.
+    lines: Mutex<Option<mpsc::Sender<String>>>,
+}
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressSink").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Nodes of the top workflow (depth 0), once it has started.
+    total: Option<u64>,
+    /// Top-level node paths that finished (ok or failed for good); a node
+    /// run again by a loop counts once, so done never exceeds total.
+    done: HashSet<String>,
+    /// Node (and planner step) spans open, in start order: the last is "current".
+    open: Vec<(u64, String)>,
+    /// Batch spans open, with their items' progress.
+    batches: Vec<Batch>,
+    tokens: u64,
+    cost_usd: f64,
+}
+
+#[derive(Debug)]
+struct Batch {
+    id: u64,
+    path: String,
+    size: Option<u64>,
+    done: u64,
+}
+
+impl ProgressSink {
+    /// `lines`: where plain output goes (one line per completed top-level
+    /// node); `None` when a live display reads [`ProgressSink::bar_text`].
+    pub fn new(lines: Option<mpsc::Sender<String>>) -> Self {
+        ProgressSink {
+            inner: Arc::new(Inner {
+                start: Instant::now(),
+                state: Mutex::new(State::default()),
+                lines: Mutex::new(lines),
+            }),
+        }
+    }
+
+    /// The layer to install in the run's subscriber.
+    pub fn layer(&self) -> ProgressLayer {
+        ProgressLayer { sink: self.clone() }
+    }
+
+    /// Time since the sink was created (the run's start).
+    pub fn elapsed(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    /// The live display's text, e.g. `[00:03] 4/7 nodes · count[2] · count 3/10 items · 1,234 tok · $0.0021`.
+    pub fn bar_text(&self) -> String {
+        self.state().bar_text(self.elapsed())
+    }
+
+    /// Ends plain output: the line writer sees the channel close once it has
+    /// drained it. Spans closing later are still counted, never printed.
+    pub fn close_lines(&self) {
+        if let Ok(mut l) = self.inner.lines.lock() {
+            l.take();
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not silence progress: the state stays usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn emit(&self, line: String) {
+        if let Ok(l) = self.inner.lines.lock() {
+            if let Some(tx) = l.as_ref() {
+                let _ = tx.send(line);
+            }
+        }
+    }
+
+    fn has_lines(&self) -> bool {
+        self.inner.lines.lock().is_ok_and(|l| l.is_some())
+    }
+}
+
+impl State {
+    fn counts(&self) -> String {
+        match self.total {
+            Some(t) => format!("{}/{t}", self.done.len()),
+            None => format!("{}/?", self.done.len()),
+        }
+    }
+
+    fn bar_text(&self, elapsed: Duration) -> String {
+        // Before the workflow starts (planning) there is no total to show.
+        let mut parts = Vec::new();
+        if self.total.is_some() {
+            parts.push(format!("{} nodes", self.counts()));
+        }
+        if let Some((_, current)) = self.open.last() {
+            parts.push(current.clone());
+        }
+        if let Some(b) = self.batches.last() {
+            parts.push(match b.size {
+                Some(n) => format!("{} {}/{n} items", b.path, b.done),
+                None => format!("{} {} items", b.path, b.done),
+            });
+        }
+        parts.push(format!("{} tok", thousands(self.tokens)));
+        parts.push(format!("${:.4}", self.cost_usd));
+        format!("[{}] {}", clock(elapsed), parts.join(" · "))
+    }
+
+    fn totals(&self) -> String {
+        format!("{} tok · ${:.6}", thousands(self.tokens), self.cost_usd)
+    }
+}
+
+/// `[0.12s] ✓ read (1/7) · 0 tok · $0.000000`: a top-level node finished.
+fn done_line(elapsed: Duration, what: &str, state: &State) -> String {
+    format!(
+        "[{:.2}s] {what} ({}) · {}",
+        elapsed.as_secs_f64(),
+        state.counts(),
+        state.totals()
+    )
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `MM:SS`, or `H:MM:SS` past an hour.
+pub fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Other,
+    Workflow,
+    Node,
+    Planner,
+    Llm,
+}
+
+/// What the layer keeps on each span it cares about (a registry extension).
+#[derive(Debug, Default)]
+struct SpanData {
+    kind: Kind,
+    path: String,
+    role: String,
+    attempt: i64,
+    max_attempts: i64,
+    status: Option<String>,
+    error_type: Option<String>,
+    depth: Option<i64>,
+    node_count: Option<i64>,
+    batch_size: Option<i64>,
+    batch_failed: Option<i64>,
+    planner_step: Option<String>,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    /// A `pflow.node.retry` event said another attempt follows.
+    retrying: bool,
+    /// A node of the top workflow.
+    top_level: bool,
+    /// The batch span an item belongs to.
+    batch: Option<u64>,
+}
+
+impl Visit for SpanData {
+    fn record_i64(&mut self, field: &Field, v: i64) {
+        match field.name() {
+            attr::NODE_ATTEMPT => self.attempt = v,
+            attr::NODE_MAX_ATTEMPTS => self.max_attempts = v,
+            attr::WORKFLOW_DEPTH => self.depth = Some(v),
+            attr::WORKFLOW_NODE_COUNT => self.node_count = Some(v),
+            attr::BATCH_SIZE => self.batch_size = Some(v),
+            attr::BATCH_FAILED => self.batch_failed = Some(v),
+            attr::USAGE_INPUT_TOKENS => self.input_tokens = v,
+            attr::USAGE_OUTPUT_TOKENS => self.output_tokens = v,
+            _ => {}
+        }
+    }
+    fn record_u64(&mut self, field: &Field, v: u64) {
+        self.record_i64(field, i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    fn record_f64(&mut self, field: &Field, v: f64) {
+        if field.name() == attr::COST_USD && v.is_finite() {
+            self.cost_usd = v;
+        }
+    }
+    fn record_str(&mut self, field: &Field, v: &str) {
+        match field.name() {
+            attr::NODE_PATH => self.path = v.to_string(),
+            attr::NODE_ROLE => self.role = v.to_string(),
+            attr::NODE_STATUS => self.status = Some(v.to_string()),
+            attr::ERROR_TYPE => self.error_type = Some(v.to_string()),
+            attr::PLANNER_STEP => self.planner_step = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, field: &Field, v: &dyn fmt::Debug) {
+        // `%value` fields (paths) arrive here; their Debug is their Display.
+        match field.name() {
+            attr::NODE_PATH
+            | attr::NODE_ROLE
+            | attr::NODE_STATUS
+            | attr::ERROR_TYPE
+            | attr::PLANNER_STEP => self.record_str(field, &format!("{v:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// The `tracing` layer; see the module docs.
+pub struct ProgressLayer {
+    sink: ProgressSink,
+}
+
+fn kind_of(meta: &tracing::Metadata<'_>) -> Kind {
+    match (meta.target(), meta.name()) {
+        ("pflow::workflow", "invoke_workflow") => Kind::Workflow,
+        ("pflow::node", "node") => Kind::Node,
+        ("pflow::llm", _) => Kind::Llm,
+        ("pflow::planner", "planner_step") => Kind::Planner,
+        _ => Kind::Other,
+    }
+}
+
+impl<S> Layer<S> for ProgressLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let kind = kind_of(attrs.metadata());
+        if kind == Kind::Other {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let mut data = SpanData {
+            kind,
+            ..SpanData::default()
+        };
+        attrs.record(&mut data);
+        if let Some(parent) = span.parent() {
+            if let Some(p) = parent.extensions().get::<SpanData>() {
+                data.top_level =
+                    kind == Kind::Node && p.kind == Kind::Workflow && p.depth == Some(0);
+                if kind == Kind::Node
+                    && data.role == attr::ROLE_BATCH_ITEM
+                    && p.kind == Kind::Node
+                    && p.role == attr::ROLE_BATCH
+                {
+                    data.batch = Some(parent.id().into_u64());
+                }
+            }
+        }
+        {
+            let mut st = self.sink.state();
+            match kind {
+                Kind::Workflow if data.depth == Some(0) => {
+                    st.total = data.node_count.map(|n| n.max(0) as u64);
+                }
+                Kind::Node => {
+                    st.open.push((id.into_u64(), data.path.clone()));
+                    if data.role == attr::ROLE_BATCH {
+                        st.batches.push(Batch {
+                            id: id.into_u64(),
+                            path: data.path.clone(),
+                            size: data.batch_size.map(|n| n.max(0) as u64),
+                            done: 0,
+                        });
+                    }
+                }
+                Kind::Planner => {
+                    let step = data.planner_step.as_deref().unwrap_or("pflow");
+                    st.open.push((id.into_u64(), format!("plan {step}")));
+                }
+                _ => {}
+            }
+        }
+        span.extensions_mut().insert(data);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<SpanData>() else {
+            return;
+        };
+        let (tokens, cost) = (data.input_tokens + data.output_tokens, data.cost_usd);
+        values.record(data);
+        match data.kind {
+            Kind::Llm => {
+                // Usage is recorded once per call; adding the change stays right if it is recorded again.
+                let d_tokens = data.input_tokens + data.output_tokens - tokens;
+                let d_cost = data.cost_usd - cost;
+                if d_tokens != 0 || d_cost != 0.0 {
+                    let mut st = self.sink.state();
+                    st.tokens = st.tokens.saturating_add_signed(d_tokens);
+                    st.cost_usd += d_cost;
+                }
+            }
+            Kind::Node if data.role == attr::ROLE_BATCH => {
+                if let Some(n) = data.batch_size {
+                    let mut st = self.sink.state();
+                    if let Some(b) = st.batches.iter_mut().find(|b| b.id == id.into_u64()) {
+                        b.size = Some(n.max(0) as u64);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        // `pflow.node.retry` (the only event carrying the next attempt): another attempt follows.
+        if event
+            .metadata()
+            .fields()
+            .field("pflow.node.next_attempt")
+            .is_none()
+        {
+            return;
+        }
+        if let Some(span) = ctx.event_span(event) {
+            if let Some(d) = span.extensions_mut().get_mut::<SpanData>() {
+                d.retrying = true;
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        let Some(data) = ext.get::<SpanData>() else {
+            return;
+        };
+        if !matches!(data.kind, Kind::Node | Kind::Planner) {
+            return;
+        }
+        let raw = id.into_u64();
+        let mut st = self.sink.state();
+        let line = {
+            if let Some(pos) = st.open.iter().rposition(|(i, _)| *i == raw) {
+                st.open.remove(pos);
+            }
+            if data.kind == Kind::Planner {
+                return;
+            }
+            if data.role == attr::ROLE_BATCH {
+                st.batches.retain(|b| b.id != raw);
+            }
+            if data.retrying {
+                // Another attempt follows: not done yet.
+                (data.top_level && self.sink.has_lines()).then(|| {
+                    let what = format!(
+                        "↻ {} attempt {}/{} failed: {}, retrying",
+                        data.path,
+                        data.attempt,
+                        data.max_attempts,
+                        data.error_type.as_deref().unwrap_or("error")
+                    );
+                    format!("[{:.2}s] {what}", self.sink.elapsed().as_secs_f64())
+                })
+            } else {
+                if let Some(b) = data.batch {
+                    if let Some(b) = st.batches.iter_mut().find(|x| x.id == b) {
+                        b.done += 1;
+                    }
+                }
+                if data.top_level {
+                    st.done.insert(data.path.clone());
+                    self.sink
+                        .has_lines()
+                        .then(|| done_line(self.sink.elapsed(), &outcome(data), &st))
+                } else {
+                    None
+                }
+            }
+        };
+        // Sent under the state lock, so lines keep the order of their counts.
+        if let Some(line) = line {
+            self.sink.emit(line);
+        }
+    }
+}
+
+/// `✓ read`, `✓ count 10 items, 2 failed`, `✗ fetch failed: http_status`, `✗ fetch interrupted`.
+fn outcome(d: &SpanData) -> String {
+    match d.status.as_deref() {
+        Some("ok") => {
+            let mut s = format!("✓ {}", d.path);
+            if let Some(n) = d.batch_size {
+                s.push_str(&format!(" {n} items"));
+                if let Some(f) = d.batch_failed.filter(|f| *f > 0) {
+                    s.push_str(&format!(", {f} failed"));
+                }
+            }
+            s
+        }
+        Some("error") => format!(
+            "✗ {} failed: {}",
+            d.path,
+            d.error_type.as_deref().unwrap_or("error")
+        ),
+        Some(other) => format!("✗ {} {other}", d.path),
+        None => format!("✗ {} ended without a status", d.path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::field::Empty;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    fn with_progress(f: impl FnOnce()) -> (ProgressSink, Vec<String>) {
+        let (tx, rx) = mpsc::channel();
+        let sink = ProgressSink::new(Some(tx));
+        let subscriber = tracing_subscriber::registry().with(sink.layer());
+        tracing::subscriber::with_default(subscriber, f);
+        sink.close_lines();
+        // Elapsed times vary: compare what follows `[..s] `.
+        let lines = rx
+            .iter()
+            .map(|l| l.split_once("] ").map(|(_, r)| r.to_string()).unwrap_or(l))
+            .collect();
+        (sink, lines)
+    }
+
+    fn workflow(depth: i64, count: i64) -> tracing::Span {
+        tracing::info_span!(target: "pflow::workflow", "invoke_workflow", pflow.workflow.depth = depth, pflow.workflow.node_count = count)
+    }
+
+    fn node(path: &str, role: &str, attempt: i64, max: i64) -> tracing::Span {
+        tracing::info_span!(target: "pflow::node", "node", pflow.node.path = %path, pflow.node.role = role,
+            pflow.node.attempt = attempt, pflow.node.max_attempts = max,
+            pflow.batch.size = Empty, pflow.batch.failed = Empty, pflow.node.status = Empty, "error.type" = Empty)
+    }
+
+    fn llm(input: i64, output: i64, cost: f64) {
+        let s = tracing::info_span!(target: "pflow::llm", "llm",
+            "gen_ai.usage.input_tokens" = Empty, "gen_ai.usage.output_tokens" = Empty, pflow.cost.usd = Empty);
+        s.record("gen_ai.usage.input_tokens", input);
+        s.record("gen_ai.usage.output_tokens", output);
+        s.record("pflow.cost.usd", cost);
+    }
+
+    #[test]
+    fn counts_top_level_nodes_items_tokens_and_failures() {
+        let (sink, lines) = with_progress(|| {
+            let wf = workflow(0, 3);
+            let _w = wf.enter();
+            {
+                let n = node("read", "node", 1, 1);
+                let _e = n.enter();
+                n.record("pflow.node.status", "ok");
+            }
+            {
+                let b = node("count", "batch", 1, 1);
+                let _e = b.enter();
+                b.record("pflow.batch.size", 2_i64);
+                for i in 0..2 {
+                    let it = node(&format!("count[{i}]"), "batch_item", 1, 1);
+                    let _i = it.enter();
+                    llm(1000, 234, 0.0021);
+                    it.record("pflow.node.status", "ok");
+                }
+                b.record("pflow.node.status", "ok");
+                b.record("pflow.batch.failed", 0_i64);
+            }
+            {
+                // A nested workflow's nodes are not nodes of the top workflow.
+                let n = node("fetch", "node", 1, 2);
+                let _e = n.enter();
+                {
+                    let child = workflow(1, 5);
+                    let _c = child.enter();
+                    let inner = node("fetch/get", "node", 1, 1);
+                    inner.record("pflow.node.status", "ok");
+                }
+                n.record("pflow.node.status", "error");
+                n.record("error.type", "http_status");
+                tracing::info!(target: "pflow::runtime", parent: &n, { pflow.node.next_attempt = 2_i64 }, "pflow.node.retry");
+            }
+            let n = node("fetch", "node", 2, 2);
+            n.record("pflow.node.status", "error");
+            n.record("error.type", "http_status");
+        });
+        assert_eq!(
+            lines,
+            [
+                "✓ read (1/3) · 0 tok · $0.000000",
+                "✓ count 2 items (2/3) · 2,468 tok · $0.004200",
+                "↻ fetch attempt 1/2 failed: http_status, retrying",
+                "✗ fetch failed: http_status (3/3) · 2,468 tok · $0.004200",
+            ]
+        );
+        let text = sink.bar_text();
+        assert!(
+            text.ends_with("] 3/3 nodes · 2,468 tok · $0.0042"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bar_shows_current_node_and_batch_items() {
+        let (tx, _rx) = mpsc::channel();
+        let sink = ProgressSink::new(Some(tx));
+        let subscriber = tracing_subscriber::registry().with(sink.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let wf = workflow(0, 7);
+            let _w = wf.enter();
+            let b = node("count", "batch", 1, 1);
+            let _e = b.enter();
+            b.record("pflow.batch.size", 10_i64);
+            for i in 0..3 {
+                let it = node(&format!("count[{i}]"), "batch_item", 1, 1);
+                it.record("pflow.node.status", "ok");
+            }
+            let it = node("count[3]", "batch_item", 1, 1);
+            let _i = it.enter();
+            llm(1200, 34, 0.0021);
+            let text = sink.bar_text();
+            assert!(
+                text.ends_with("] 0/7 nodes · count[3] · count 3/10 items · 1,234 tok · $0.0021"),
+                "{text}"
+            );
+        });
+        // Items are progress of their batch, never nodes of the total: the batch done is one node.
+        let text = sink.bar_text();
+        assert!(text.contains("] 1/7 nodes · 1,234 tok"), "{text}");
+    }
+
+    #[test]
+    fn interrupted_and_looped_nodes() {
+        let (_, lines) = with_progress(|| {
+            let wf = workflow(0, 2);
+            let _w = wf.enter();
+            for _ in 0..2 {
+                let n = node("step", "node", 1, 1);
+                n.record("pflow.node.status", "ok");
+            }
+            let n = node("wait", "node", 1, 1);
+            n.record("pflow.node.status", "interrupted");
+        });
+        assert_eq!(
+            lines,
+            [
+                "✓ step (1/2) · 0 tok · $0.000000",
+                "✓ step (1/2) · 0 tok · $0.000000",
+                "✗ wait interrupted (2/2) · 0 tok · $0.000000",
+            ]
+        );
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(clock(Duration::from_secs(3)), "00:03");
+        assert_eq!(clock(Duration::from_secs(125)), "02:05");
+        assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
+        let st = State {
+            total: Some(7),
+            ..State::default()
+        };
+        assert_eq!(
+            st.bar_text(Duration::from_secs(3)),
+            "[00:03] 0/7 nodes · 0 tok · $0.0000"
+        );
+        assert_eq!(
+            State::default().bar_text(Duration::ZERO),
+            "[00:00] 0 tok · $0.0000"
+        );
+    }
+
+    /// Runs a top-level node whose work makes an LLM call, with a
+    /// `tracing::enabled!` probe at debug level before each span (as the
+    /// runtime does), through the subscriber `Telemetry::init` builds.
+    fn through_telemetry(mode: super::super::TraceMode) -> String {
+        use super::super::{Telemetry, TelemetryConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let sink = ProgressSink::new(Some(tx));
+        let t = Telemetry::init(TelemetryConfig {
+            mode,
+            trace_dir: dir.path().to_path_buf(),
+            service_name: "test".into(),
+            otlp: None,
+            resource_attributes: Vec::new(),
+            progress: Some(sink.clone()),
+        });
+        tracing::dispatcher::with_default(&t.dispatch(), || {
+            let wf = workflow(0, 1);
+            let _w = wf.enter();
+            let _ = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
+            let n = node("ask", "node", 1, 1);
+            let _e = n.enter();
+            let _ = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
+            llm(40, 2, 0.5);
+            n.record("pflow.node.status", "ok");
+        });
+        sink.close_lines();
+        let _ = t.finish(false, "0");
+        let lines: Vec<String> = rx.iter().collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines[0].split_once("] ").unwrap().1.to_string()
+    }
+
+    #[test]
+    fn installed_by_telemetry_in_every_mode() {
+        use super::super::TraceMode;
+        for mode in [
+            TraceMode::Off,
+            TraceMode::MetricsOnly,
+            TraceMode::Full { save_always: false },
+        ] {
+            assert_eq!(
+                through_telemetry(mode),
+                "✓ ask (1/1) · 42 tok · $0.500000",
+                "{mode:?}"
+            );
+        }
+    }
+}
