@@ -8,6 +8,7 @@
 //! cli → runtime → nodes; telemetry observes, it never steers.
 
 pub mod cli;
+pub mod history;
 pub mod ir;
 pub mod llm;
 pub mod nodes;

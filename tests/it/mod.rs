@@ -1,6 +1,7 @@
 mod common;
 mod errors;
 mod examples;
+mod history;
 mod llm_node;
 mod otlp;
 mod planner;
