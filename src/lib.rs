@@ -4,10 +4,12 @@
 //! [`runtime`] compiles and executes it, calling [`nodes`]; every workflow,
 //! node attempt and batch item is a `tracing` span that [`telemetry`] turns
 //! into OpenTelemetry spans, a metrics summary and an OTLP/JSON trace file.
+//! [`history`] records each run's metrics summary for `pflow stats`.
 //! The [`cli`] module is the `pflow` command. Data flows one way:
 //! cli → runtime → nodes; telemetry observes, it never steers.
 
 pub mod cli;
+pub mod history;
 pub mod ir;
 pub mod llm;
 pub mod nodes;

@@ -7,6 +7,7 @@
 
 mod output;
 mod progress;
+mod stats;
 
 use crate::ir::{self, Diagnostic};
 use crate::nodes::{Registry, Services};
@@ -117,6 +118,14 @@ pub enum Command {
     Trace {
         #[command(subcommand)]
         action: TraceCommand,
+    },
+    /// Run history: totals, and usage by day, workflow, model or node ($PFLOW_HOME/history.db).
+    #[command(args_conflicts_with_subcommands = true)]
+    Stats {
+        #[command(subcommand)]
+        action: Option<stats::StatsCommand>,
+        #[command(flatten)]
+        query: stats::StatsArgs,
     },
 }
 
@@ -257,6 +266,9 @@ async fn dispatch(cli: Cli) -> i32 {
         },
         Command::Trace { action } => output::trace_cmd(action, cli.output_format),
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
+        Command::Stats { action, query } => {
+            stats::stats_cmd(action.as_ref(), query, cli.output_format)
+        }
         Command::Run { file, params } => run_cmd(target_of(file), params, &cli).await,
         Command::Plan {
             request,
@@ -481,6 +493,7 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
 }
 
 async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
+    let started = chrono::Utc::now();
     let mut given = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return output::usage_error(cli.output_format, &e),
@@ -605,11 +618,22 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         Services::new(prices.map(Arc::new)).with_budget(crate::llm::budget::Budget::new(limits)),
     );
     let mut validation_warnings = Vec::new();
+    let command = if matches!(target, Target::PlanOnly(..)) {
+        "plan"
+    } else {
+        "run"
+    };
+    let fallback_name = match &target {
+        Target::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        _ => None,
+    };
+    let mut ident = None;
     let work = {
         let root = root.clone();
         let runtime = runtime.clone();
         let file = file.to_path_buf();
         let vw = &mut validation_warnings;
+        let ident = &mut ident;
         async move {
             let (ir, plan_only) = match target {
                 Target::File(_) => (loaded?, None),
@@ -623,6 +647,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
                     (ir, Some(out))
                 }
             };
+            *ident = Some(crate::history::WorkflowIdent::of(&ir));
             if let Some(out) = plan_only {
                 return write_plan(ir, out, given);
             }
@@ -696,6 +721,17 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
             .unwrap_or("00000000000000000000000000000000"),
     );
     warnings.extend(finished.warnings);
+    warnings.extend(stats::after_run(stats::FinishedRun {
+        started,
+        command,
+        ident,
+        fallback_name,
+        status,
+        exit_code,
+        trace_id: trace_id.as_deref(),
+        trace_file: finished.trace_file.as_deref(),
+        metrics: metrics.as_ref(),
+    }));
     let report = RunReport {
         result,
         metrics,

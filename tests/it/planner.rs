@@ -168,6 +168,20 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
         v["metrics"]["total"]["tokens_total"].as_u64().unwrap(),
         p["tokens"]["total"].as_u64().unwrap() + w["tokens"]["total"].as_u64().unwrap()
     );
+    // The run history counts planner and workflow together, per model too.
+    let (h, _, _) =
+        run_json(
+            env.pflow()
+                .args(["stats", "--by", "model", "--output-format", "json"]),
+        );
+    assert_eq!(h["runs"], 1);
+    assert_eq!(
+        h["totals"]["tokens_total"],
+        v["metrics"]["total"]["tokens_total"]
+    );
+    assert_eq!(h["totals"]["cost_usd"], v["metrics"]["total"]["cost_usd"]);
+    assert_eq!(h["groups"][0]["key"], "gpt-4o-mini");
+    assert_eq!(h["groups"][0]["llm_calls"], 3);
     // Span tree: root → planner (→ steps → LLM calls) and root → workflow.
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();

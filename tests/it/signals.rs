@@ -59,6 +59,14 @@ fn interrupt(signal: i32, expected: i32) {
     let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();
     assert_eq!(root.s("pflow.run.status"), "interrupted");
     assert_eq!(root.i("pflow.run.exit_code"), expected as i64);
+    // The run history has it too, with its status and exit code.
+    let conn = rusqlite::Connection::open(env.home().join("history.db")).unwrap();
+    let row: (String, i64) = conn
+        .query_row("SELECT status, exit_code FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("interrupted".to_string(), expected as i64));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         count_procs(&marker),

@@ -1,0 +1,221 @@
+//! Opening the history database: schema migrations keyed on
+//! `PRAGMA user_version`, WAL mode and a busy timeout so concurrent runs
+//! queue for the write lock instead of failing, and a bounded retry for the
+//! moments SQLite reports `SQLITE_BUSY` without waiting.
+
+use super::HistoryError;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The schema version this pflow writes; `MIGRATIONS[i]` goes from version `i` to `i + 1`.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    time_unix_ms INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    workflow_name TEXT,
+    workflow_hash TEXT,
+    status TEXT NOT NULL,
+    exit_code INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    tokens_total INTEGER NOT NULL,
+    tokens_cache_read INTEGER NOT NULL,
+    tokens_cache_write INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cost_complete INTEGER NOT NULL,
+    trace_id TEXT,
+    trace_file TEXT
+);
+CREATE INDEX runs_by_time ON runs (time_unix_ms);
+CREATE TABLE run_models (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    tokens_total INTEGER NOT NULL,
+    tokens_cache_read INTEGER NOT NULL,
+    tokens_cache_write INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cost_complete INTEGER NOT NULL,
+    PRIMARY KEY (run_id, model)
+);
+CREATE TABLE run_nodes (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    section TEXT NOT NULL,
+    node_path TEXT NOT NULL,
+    duration_ms REAL NOT NULL,
+    llm_calls INTEGER NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    tokens_total INTEGER NOT NULL,
+    tokens_cache_read INTEGER NOT NULL,
+    tokens_cache_write INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cost_complete INTEGER NOT NULL,
+    PRIMARY KEY (run_id, section, node_path)
+);
+"#];
+
+/// How long one statement waits for another run's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole operation keeps retrying: bounded, so history never hangs a run.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Opens (creating when missing) and migrates the database at `path`.
+pub fn open(path: &Path) -> Result<Connection, HistoryError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::telemetry::file::ensure_dir(dir).map_err(|source| HistoryError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let sql = HistoryError::sql;
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql(path))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(path))?;
+    // WAL: readers (`pflow stats`) never block a run's write, and writers queue on the busy timeout.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql(path))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sql(path))?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], under the write lock so that
+/// concurrent first runs create it exactly once.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), HistoryError> {
+    let sql = HistoryError::sql;
+    let version = user_version(conn).map_err(sql(path))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql(path))?;
+    // Read again under the lock: another run may have migrated meanwhile.
+    let version = user_version(&tx).map_err(sql(path))?;
+    if version > SCHEMA_VERSION {
+        return Err(HistoryError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for step in MIGRATIONS.iter().skip(version.max(0) as usize) {
+        tx.execute_batch(step).map_err(sql(path))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql(path))?;
+    tx.commit().map_err(sql(path))
+}
+
+pub fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+fn is_busy(e: &HistoryError) -> bool {
+    matches!(
+        e,
+        HistoryError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. }
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Opens the database and runs `op`, retrying the whole of it while SQLite
+/// says busy (a lock upgrade it cannot wait for), for at most [`RETRY_FOR`].
+pub fn with_retry<T>(
+    path: &Path,
+    mut op: impl FnMut(&mut Connection) -> Result<T, HistoryError>,
+) -> Result<T, HistoryError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match open(path).and_then(|mut c| op(&mut c)) {
+            Err(e) if is_busy(&e) && start.elapsed() < RETRY_FOR => {
+                // Jitter, so runs that collided do not collide again in step.
+                let jitter = Duration::from_millis(rand::random::<u64>() % 20);
+                std::thread::sleep(pause + jitter);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) if is_busy(&e) => {
+                return Err(HistoryError::Busy {
+                    path: path.to_path_buf(),
+                    secs: RETRY_FOR.as_secs(),
+                })
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_the_schema_once_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/history.db");
+        let conn = open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'run_models', 'run_nodes')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 3);
+        drop(conn);
+        // A second open finds the version current and changes nothing.
+        let conn = open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+                .unwrap();
+        }
+        let e = open(&path).unwrap_err();
+        assert!(matches!(e, HistoryError::TooNew { found, .. } if found == SCHEMA_VERSION + 5));
+        assert!(e.to_string().contains("upgrade pflow"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let e = open(&path).unwrap_err();
+        assert!(e.to_string().contains("history.db"), "{e}");
+    }
+}

@@ -1,0 +1,430 @@
+//! The questions `pflow stats` asks: totals since a point in time, usage
+//! grouped by day (UTC), workflow, model or node, and pruning old runs.
+
+use super::{db, HistoryError};
+use crate::telemetry::metrics::Tokens;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+use std::path::Path;
+
+/// What `pflow stats --by` groups on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Day,
+    Workflow,
+    Model,
+    Node,
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Day => "day",
+            GroupBy::Workflow => "workflow",
+            GroupBy::Model => "model",
+            GroupBy::Node => "node",
+        }
+    }
+}
+
+/// Totals over the runs in range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub runs: u64,
+    pub ok: u64,
+    /// Every run that did not succeed (`failed`, `invalid` and `interrupted`).
+    pub failed: u64,
+    pub invalid: u64,
+    pub interrupted: u64,
+    pub duration_ms: f64,
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    pub tokens_total: u64,
+    pub cost_usd: f64,
+    /// False when some run had an unpriced LLM call: `cost_usd` is then a lower bound.
+    pub cost_complete: bool,
+}
+
+/// One row of the grouped table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub key: String,
+    /// Runs that contributed to this group.
+    pub runs: u64,
+    /// Run-level groups (`day`, `workflow`) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    /// Run time (`day`, `workflow`) or node time (`node`); null for `model`.
+    pub duration_ms: Option<f64>,
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    pub tokens_total: u64,
+    pub cost_usd: f64,
+    pub cost_complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub totals: Totals,
+    pub groups: Vec<Group>,
+}
+
+const TOKEN_SUMS: &str = "COALESCE(SUM(t.tokens_input), 0), COALESCE(SUM(t.tokens_output), 0),
+    COALESCE(SUM(t.tokens_total), 0), COALESCE(SUM(t.tokens_cache_read), 0),
+    COALESCE(SUM(t.tokens_cache_write), 0), COALESCE(SUM(t.tokens_reasoning), 0),
+    COALESCE(SUM(t.cost_usd), 0.0), COALESCE(MIN(t.cost_complete), 1)";
+
+/// The grouping query for `by`: one row per key, the usage columns of
+/// [`TOKEN_SUMS`] after `key, runs, ok, failed, duration, calls`.
+pub(crate) fn group_sql(by: GroupBy) -> String {
+    let (key, from, runs, ok, failed, duration, order) = match by {
+        GroupBy::Day => (
+            "strftime('%Y-%m-%d', t.time_unix_ms / 1000, 'unixepoch')",
+            "runs t",
+            "COUNT(*)",
+            "SUM(t.status = 'ok')",
+            "SUM(t.status <> 'ok')",
+            "SUM(t.duration_ms)",
+            "key",
+        ),
+        GroupBy::Workflow => (
+            "COALESCE(t.workflow_name, '(unnamed)')",
+            "runs t",
+            "COUNT(*)",
+            "SUM(t.status = 'ok')",
+            "SUM(t.status <> 'ok')",
+            "SUM(t.duration_ms)",
+            "13 DESC, 9 DESC, key",
+        ),
+        GroupBy::Model => (
+            "t.model",
+            "run_models t JOIN runs r ON r.id = t.run_id",
+            "COUNT(DISTINCT t.run_id)",
+            "NULL",
+            "NULL",
+            "NULL",
+            "13 DESC, 9 DESC, key",
+        ),
+        GroupBy::Node => (
+            // Planner steps keep their section so they never merge with a workflow node of the same id.
+            "CASE t.section WHEN 'workflow' THEN t.node_path ELSE t.section || ':' || t.node_path END",
+            "run_nodes t JOIN runs r ON r.id = t.run_id",
+            "COUNT(DISTINCT t.run_id)",
+            "NULL",
+            "NULL",
+            "SUM(t.duration_ms)",
+            "13 DESC, 9 DESC, key",
+        ),
+    };
+    let time = if from.starts_with("runs") {
+        "t.time_unix_ms"
+    } else {
+        "r.time_unix_ms"
+    };
+    // Columns: 1 key, 2 runs, 3 ok, 4 failed, 5 duration, 6 calls, 7-12 tokens (9 total),
+    // 13 cost, 14 complete: groups other than days sort most expensive first.
+    format!(
+        "SELECT {key} AS key, {runs}, {ok}, {failed}, {duration}, COALESCE(SUM(t.llm_calls), 0), {TOKEN_SUMS}
+         FROM {from} WHERE {time} >= ?1 GROUP BY key ORDER BY {order}"
+    )
+}
+
+fn tokens_at(r: &Row, first: usize) -> rusqlite::Result<Tokens> {
+    let g = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(first + i)?.max(0) as u64) };
+    Ok(Tokens {
+        input: g(0)?,
+        output: g(1)?,
+        total: g(2)?,
+        cache_read: g(3)?,
+        cache_write: g(4)?,
+        reasoning: g(5)?,
+    })
+}
+
+fn count(r: &Row, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+}
+
+/// Totals and groups of the runs that started at or after `since` (all when `None`).
+pub fn query(
+    conn: &Connection,
+    since: Option<DateTime<Utc>>,
+    by: GroupBy,
+) -> rusqlite::Result<Stats> {
+    let since_ms = since.map_or(i64::MIN, |s| s.timestamp_millis());
+    let totals = conn.query_row(
+        &format!(
+            "SELECT COUNT(*), COALESCE(SUM(t.status = 'ok'), 0), COALESCE(SUM(t.status <> 'ok'), 0),
+                COALESCE(SUM(t.status = 'invalid'), 0), COALESCE(SUM(t.status = 'interrupted'), 0),
+                COALESCE(SUM(t.duration_ms), 0.0), COALESCE(SUM(t.llm_calls), 0), {TOKEN_SUMS}
+             FROM runs t WHERE t.time_unix_ms >= ?1"
+        ),
+        params![since_ms],
+        |r| {
+            let tokens = tokens_at(r, 7)?;
+            Ok(Totals {
+                runs: count(r, 0)?,
+                ok: count(r, 1)?,
+                failed: count(r, 2)?,
+                invalid: count(r, 3)?,
+                interrupted: count(r, 4)?,
+                duration_ms: r.get(5)?,
+                llm_calls: count(r, 6)?,
+                tokens_total: tokens.total,
+                tokens,
+                cost_usd: round_usd(r.get(13)?),
+                cost_complete: r.get::<_, i64>(14)? != 0,
+            })
+        },
+    )?;
+    let mut stmt = conn.prepare(&group_sql(by))?;
+    let groups = stmt
+        .query_map(params![since_ms], |r| {
+            let tokens = tokens_at(r, 6)?;
+            Ok(Group {
+                key: r.get(0)?,
+                runs: count(r, 1)?,
+                ok: r.get::<_, Option<i64>>(2)?.map(|n| n.max(0) as u64),
+                failed: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as u64),
+                duration_ms: r.get(4)?,
+                llm_calls: count(r, 5)?,
+                tokens_total: tokens.total,
+                tokens,
+                cost_usd: round_usd(r.get(12)?),
+                cost_complete: r.get::<_, i64>(13)? != 0,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Stats { totals, groups })
+}
+
+/// Sums of floats drift in the last digits; costs are shown to a nano-dollar.
+fn round_usd(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
+}
+
+/// `pflow stats`: empty stats when no history exists yet (the file is not created).
+pub fn stats(
+    path: &Path,
+    since: Option<DateTime<Utc>>,
+    by: GroupBy,
+) -> Result<Stats, HistoryError> {
+    if !path.exists() {
+        return Ok(Stats {
+            totals: Totals {
+                cost_complete: true,
+                ..Totals::default()
+            },
+            groups: vec![],
+        });
+    }
+    db::with_retry(path, |conn| {
+        query(conn, since, by).map_err(HistoryError::sql(path))
+    })
+}
+
+/// Deletes the runs that started before `cutoff`, with their model and node rows; returns how many runs.
+pub fn prune(path: &Path, cutoff: DateTime<Utc>) -> Result<u64, HistoryError> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    db::with_retry(path, |conn| {
+        let sql = HistoryError::sql(path);
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let ms = cutoff.timestamp_millis();
+        // Explicit child deletes: they do not depend on foreign_keys being on.
+        let run = |t: &rusqlite::Transaction, q: &str| t.execute(q, params![ms]);
+        let removed = (|| {
+            run(&tx, "DELETE FROM run_models WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
+            run(&tx, "DELETE FROM run_nodes WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
+            run(&tx, "DELETE FROM runs WHERE time_unix_ms < ?1")
+        })()
+        .map_err(HistoryError::sql(path))?;
+        tx.commit().map_err(HistoryError::sql(path))?;
+        Ok(removed as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::record::{record, RunRecord};
+    use crate::telemetry::metrics::{MetricsSummary, Usage};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn usage(calls: u64, input: u64, output: u64, cost: f64) -> Usage {
+        Usage {
+            llm_calls: calls,
+            tokens: Tokens {
+                input,
+                output,
+                total: input + output,
+                ..Tokens::default()
+            },
+            cost_usd: cost,
+            cost_complete: true,
+            estimated_calls: 0,
+        }
+    }
+
+    /// A run of `name` with one LLM node `ask` on `model` and a shell node `prep`.
+    fn run(time: &str, name: &str, status: &str, model: &str, u: Usage) -> RunRecord {
+        let mut m = MetricsSummary::default();
+        m.workflow.llm_calls = u.llm_calls;
+        m.workflow.tokens = u.tokens;
+        m.workflow.cost_usd = u.cost_usd;
+        m.workflow.cost_complete = u.cost_complete;
+        m.workflow.node_timings.insert("prep".into(), 5.0);
+        m.workflow.node_timings.insert("ask".into(), 100.0);
+        m.workflow.node_usage.insert("ask".into(), u.clone());
+        m.total.duration_ms = 110.0;
+        m.total.llm_calls = u.llm_calls;
+        m.total.tokens_total = u.tokens.total;
+        m.total.cost_usd = u.cost_usd;
+        m.total.cost_complete = u.cost_complete;
+        m.models.insert(model.into(), u);
+        RunRecord {
+            time: at(time),
+            command: "run".into(),
+            workflow_name: Some(name.into()),
+            workflow_hash: Some("abc".into()),
+            status: status.into(),
+            exit_code: if status == "ok" { 0 } else { 1 },
+            trace_id: None,
+            trace_file: None,
+            metrics: m,
+        }
+    }
+
+    fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        for r in [
+            run(
+                "2025-01-01T10:00:00Z",
+                "a",
+                "ok",
+                "gpt-4o",
+                usage(1, 100, 50, 0.5),
+            ),
+            run(
+                "2025-01-01T23:59:59Z",
+                "b",
+                "failed",
+                "echo",
+                usage(2, 10, 10, 0.0),
+            ),
+            run(
+                "2025-01-02T00:00:00Z",
+                "a",
+                "ok",
+                "gpt-4o",
+                usage(1, 200, 100, 1.0),
+            ),
+        ] {
+            record(&db, &r).unwrap();
+        }
+        (dir, db)
+    }
+
+    #[test]
+    fn totals_and_days() {
+        let (_d, db) = fixture();
+        let s = stats(&db, None, GroupBy::Day).unwrap();
+        assert_eq!(s.totals.runs, 3);
+        assert_eq!((s.totals.ok, s.totals.failed), (2, 1));
+        assert_eq!(s.totals.llm_calls, 4);
+        assert_eq!(s.totals.tokens.input, 310);
+        assert_eq!(s.totals.tokens_total, 470);
+        assert_eq!(s.totals.cost_usd, 1.5);
+        assert_eq!(s.totals.duration_ms, 330.0);
+        let days: Vec<_> = s
+            .groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.runs, g.failed))
+            .collect();
+        assert_eq!(
+            days,
+            [("2025-01-01", 2, Some(1)), ("2025-01-02", 1, Some(0))]
+        );
+    }
+
+    #[test]
+    fn since_filters_by_start_time() {
+        let (_d, db) = fixture();
+        let s = stats(&db, Some(at("2025-01-01T23:59:59Z")), GroupBy::Workflow).unwrap();
+        assert_eq!(s.totals.runs, 2);
+        // Most expensive first.
+        let keys: Vec<_> = s
+            .groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.runs, g.cost_usd))
+            .collect();
+        assert_eq!(keys, [("a", 1, 1.0), ("b", 1, 0.0)]);
+    }
+
+    #[test]
+    fn models_and_nodes_group_child_rows() {
+        let (_d, db) = fixture();
+        let s = stats(&db, None, GroupBy::Model).unwrap();
+        let m: Vec<_> = s
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.key.as_str(),
+                    g.runs,
+                    g.llm_calls,
+                    g.tokens_total,
+                    g.duration_ms,
+                )
+            })
+            .collect();
+        assert_eq!(m, [("gpt-4o", 2, 2, 450, None), ("echo", 1, 2, 20, None)]);
+        let s = stats(&db, None, GroupBy::Node).unwrap();
+        let n: Vec<_> = s
+            .groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.runs, g.llm_calls, g.duration_ms))
+            .collect();
+        assert_eq!(n, [("ask", 3, 4, Some(300.0)), ("prep", 3, 0, Some(15.0))]);
+    }
+
+    #[test]
+    fn prune_removes_runs_and_their_rows() {
+        let (_d, db) = fixture();
+        assert_eq!(prune(&db, at("2025-01-02T00:00:00Z")).unwrap(), 2);
+        let s = stats(&db, None, GroupBy::Model).unwrap();
+        assert_eq!(s.totals.runs, 1);
+        assert_eq!(s.groups.len(), 1);
+        let conn = db::open(&db).unwrap();
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM run_models) + (SELECT count(*) FROM run_nodes)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 1 + 2);
+    }
+
+    #[test]
+    fn missing_history_is_empty_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let s = stats(&db, None, GroupBy::Day).unwrap();
+        assert_eq!(s.totals.runs, 0);
+        assert!(s.groups.is_empty());
+        assert!(!db.exists());
+        assert_eq!(prune(&db, Utc::now()).unwrap(), 0);
+    }
+}

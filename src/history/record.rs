@@ -1,0 +1,170 @@
+//! Appending one run: its totals in `runs`, its usage per model in
+//! `run_models` and per node in `run_nodes`, all in one transaction so a
+//! reader never sees half a run and concurrent runs never lose one.
+
+use super::{db, HistoryError};
+use crate::telemetry::metrics::{MetricsSummary, Tokens, Usage};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Transaction};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Which workflow ran: its name and a hash of its IR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowIdent {
+    pub name: Option<String>,
+    /// sha256 (hex) of the IR as pflow serializes it: compact JSON, keys in
+    /// the order written. Formatting and whitespace in the file do not change it.
+    pub hash: String,
+}
+
+impl WorkflowIdent {
+    pub fn of(ir: &crate::ir::WorkflowIr) -> WorkflowIdent {
+        let bytes = serde_json::to_vec(ir).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        WorkflowIdent {
+            name: ir.name().map(str::to_string),
+            hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// One run as it is recorded.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// When the run started.
+    pub time: DateTime<Utc>,
+    /// `run` or `plan`.
+    pub command: String,
+    pub workflow_name: Option<String>,
+    pub workflow_hash: Option<String>,
+    /// `ok`, `failed`, `invalid` or `interrupted`.
+    pub status: String,
+    pub exit_code: i32,
+    pub trace_id: Option<String>,
+    pub trace_file: Option<PathBuf>,
+    pub metrics: MetricsSummary,
+}
+
+/// Appends `run` to the database at `path` (created on first use); returns its row id.
+pub fn record(path: &Path, run: &RunRecord) -> Result<i64, HistoryError> {
+    db::with_retry(path, |conn| {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(HistoryError::sql(path))?;
+        let id = insert(&tx, run).map_err(HistoryError::sql(path))?;
+        tx.commit().map_err(HistoryError::sql(path))?;
+        Ok(id)
+    })
+}
+
+fn add_tokens(a: &Tokens, b: &Tokens) -> Tokens {
+    Tokens {
+        input: a.input + b.input,
+        output: a.output + b.output,
+        total: a.total + b.total,
+        cache_read: a.cache_read + b.cache_read,
+        cache_write: a.cache_write + b.cache_write,
+        reasoning: a.reasoning + b.reasoning,
+    }
+}
+
+fn i(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64> {
+    let m = &run.metrics;
+    let tokens = m.planner.as_ref().map_or(m.workflow.tokens, |p| {
+        add_tokens(&m.workflow.tokens, &p.tokens)
+    });
+    tx.execute(
+        "INSERT INTO runs (time, time_unix_ms, command, workflow_name, workflow_hash, status,
+            exit_code, duration_ms, llm_calls, tokens_input, tokens_output, tokens_total,
+            tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd, cost_complete,
+            trace_id, trace_file)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        params![
+            run.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            run.time.timestamp_millis(),
+            run.command,
+            run.workflow_name,
+            run.workflow_hash,
+            run.status,
+            run.exit_code,
+            m.total.duration_ms,
+            i(m.total.llm_calls),
+            i(tokens.input),
+            i(tokens.output),
+            i(m.total.tokens_total),
+            i(tokens.cache_read),
+            i(tokens.cache_write),
+            i(tokens.reasoning),
+            m.total.cost_usd,
+            m.total.cost_complete,
+            run.trace_id,
+            run.trace_file.as_ref().map(|p| p.display().to_string()),
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut model_row = tx.prepare_cached(
+        "INSERT INTO run_models (run_id, model, llm_calls, tokens_input, tokens_output,
+            tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd,
+            cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for (model, u) in &m.models {
+        let t = &u.tokens;
+        model_row.execute(params![
+            id,
+            model,
+            i(u.llm_calls),
+            i(t.input),
+            i(t.output),
+            i(t.total),
+            i(t.cache_read),
+            i(t.cache_write),
+            i(t.reasoning),
+            u.cost_usd,
+            u.cost_complete,
+        ])?;
+    }
+    let mut node_row = tx.prepare_cached(
+        "INSERT INTO run_nodes (run_id, section, node_path, duration_ms, llm_calls, tokens_input,
+            tokens_output, tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning,
+            cost_usd, cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let sections = std::iter::once(("workflow", &m.workflow))
+        .chain(m.planner.as_ref().map(|p| ("planner", p)));
+    for (section, s) in sections {
+        // Nodes that ran, plus any that called an LLM without a node span of their own.
+        let paths = s.node_timings.keys().chain(
+            s.node_usage
+                .keys()
+                .filter(|k| !s.node_timings.contains_key(*k)),
+        );
+        for path in paths {
+            let none = Usage {
+                cost_complete: true,
+                ..Usage::default()
+            };
+            let u = s.node_usage.get(path).unwrap_or(&none);
+            let t = &u.tokens;
+            node_row.execute(params![
+                id,
+                section,
+                path,
+                s.node_timings.get(path).copied().unwrap_or(0.0),
+                i(u.llm_calls),
+                i(t.input),
+                i(t.output),
+                i(t.total),
+                i(t.cache_read),
+                i(t.cache_write),
+                i(t.reasoning),
+                u.cost_usd,
+                u.cost_complete,
+            ])?;
+        }
+    }
+    Ok(id)
+}
