@@ -5,6 +5,7 @@ mod llm_node;
 mod otlp;
 mod planner;
 mod providers;
+mod report;
 mod run;
 mod signals;
 mod stack;
