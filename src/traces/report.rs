@@ -198,15 +198,14 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         out.push_str("<p class=\"muted\">No nodes ran.</p>");
         return;
     }
-    let node_type = |path: &str| {
-        trace
-            .spans
-            .iter()
-            .find(|s| s.str_attr(attr::NODE_PATH) == Some(path))
-            .and_then(|s| s.str_attr(attr::NODE_TYPE))
-            .unwrap_or("")
-            .to_string()
-    };
+    // One pass over the spans: a lookup per row would be quadratic on big batches.
+    let mut types: std::collections::HashMap<&str, &str> = Default::default();
+    for s in &trace.spans {
+        if let (Some(p), Some(t)) = (s.str_attr(attr::NODE_PATH), s.str_attr(attr::NODE_TYPE)) {
+            types.entry(p).or_insert(t);
+        }
+    }
+    let node_type = |path: &str| types.get(path).copied().unwrap_or("").to_string();
     out.push_str(
         "<table class=\"grid\"><thead><tr><th>Node</th><th>Type</th><th class=\"num\">Duration</th>\
          <th class=\"num\">LLM calls</th><th class=\"num\">Tokens in</th><th class=\"num\">Tokens out</th>\
@@ -396,13 +395,19 @@ pub fn render_html(trace: &Trace) -> String {
         &mut out,
         "LLM calls",
         &m.total.llm_calls.to_string(),
-        &format!("{} model{}", m.models.len(), if m.models.len() == 1 { "" } else { "s" }),
+        &format!(
+            "{} model{}",
+            m.models.len(),
+            if m.models.len() == 1 { "" } else { "s" }
+        ),
     );
     let (tin, tout) = m
         .planner
         .iter()
         .chain(std::iter::once(&m.workflow))
-        .fold((0, 0), |(i, o), s| (i + s.tokens.input, o + s.tokens.output));
+        .fold((0, 0), |(i, o), s| {
+            (i + s.tokens.input, o + s.tokens.output)
+        });
     card(
         &mut out,
         "Tokens",
@@ -432,7 +437,10 @@ pub fn render_html(trace: &Trace) -> String {
             esc(&models)
         );
     }
-    if let Some(root) = trace.root().filter(|r| r.failed() && !r.status_message.is_empty()) {
+    if let Some(root) = trace
+        .root()
+        .filter(|r| r.failed() && !r.status_message.is_empty())
+    {
         let _ = write!(
             out,
             "<div class=\"notice error\">{}</div>",
@@ -454,7 +462,9 @@ pub fn render_html(trace: &Trace) -> String {
 
     out.push_str("<section class=\"panel\"><div class=\"section-head\"><h2>Cost and tokens by node</h2></div>");
     node_table(&mut out, trace, &m.workflow);
-    out.push_str("</section>\n<section class=\"panel\"><div class=\"section-head\"><h2>By model</h2></div>");
+    out.push_str(
+        "</section>\n<section class=\"panel\"><div class=\"section-head\"><h2>By model</h2></div>",
+    );
     model_table(&mut out, &m.models, &m.unpriced_models);
     out.push_str("</section>\n");
     if let Some(p) = &m.planner {
@@ -548,7 +558,10 @@ mod tests {
             .attributes
             .push((attr::NODE_PATH.into(), AttrValue::Str(EVIL.into())));
         let html = render_html(&t);
-        assert!(!html.contains("<img"), "raw markup from a span reached the page");
+        assert!(
+            !html.contains("<img"),
+            "raw markup from a span reached the page"
+        );
         assert!(!html.contains("<!--"));
         // Exactly the two script elements the page has: data and code.
         assert_eq!(html.matches("</script>").count(), 2);
@@ -578,10 +591,15 @@ mod tests {
         let html = render_html(&t);
         let (page, data) = split(&html);
         assert!(data.to_string().contains("https://cdn.example/x.js"));
-        for bad in ["http:", "https:", "//cdn", "src=", "href=", "url(", "@import", "<link"] {
+        for bad in [
+            "http:", "https:", "//cdn", "src=", "href=", "url(", "@import", "<link",
+        ] {
             assert!(!page.contains(bad), "page contains `{bad}`");
         }
-        assert!(page.contains("default-src 'none'"), "a CSP blocks every fetch");
+        assert!(
+            page.contains("default-src 'none'"),
+            "a CSP blocks every fetch"
+        );
     }
 
     #[test]
@@ -617,10 +635,8 @@ mod tests {
         assert_eq!((item.1, item.2.as_str()), (3, "item"));
         assert_eq!(rows[3].2, "llm");
         assert_eq!(rows[0].2, "workflow");
-        let fetch = &data["spans"].as_array().unwrap()[names
-            .iter()
-            .position(|n| *n == "node fetch")
-            .unwrap()];
+        let fetch = &data["spans"].as_array().unwrap()
+            [names.iter().position(|n| *n == "node fetch").unwrap()];
         assert_eq!(fetch["failed"], true);
         // Parallel batch items overlap in time.
         let span = |n: &str| {

@@ -676,7 +676,7 @@ mod tests {
         assert_eq!(fmt_duration_ms(12.345), "12.3 ms");
         assert_eq!(fmt_duration_ms(1234.0), "1.23 s");
         assert_eq!(fmt_duration_ms(123_000.0), "2m03s");
-        assert_eq!(fmt_cost(Some(0.0012345)), "$0.001235");
+        assert_eq!(fmt_cost(Some(0.0012346)), "$0.001235");
         assert_eq!(fmt_cost(None), "?");
     }
 

@@ -117,14 +117,14 @@ fn report_defaults_to_last_and_the_trace_name() {
     let env = env_with_fixtures();
     let (_, stderr, code) = out_of(env.pflow().args(["trace", "report"]));
     assert_eq!(code, 0, "{stderr}");
-    let want = env
-        .dir
-        .path()
-        .join(FAILED.replace(".otlp.json", ".html"));
+    let want = env.dir.path().join(FAILED.replace(".otlp.json", ".html"));
     let html = std::fs::read_to_string(&want).expect("report in the current directory");
     assert!(html.contains("<h1>deploy-check</h1>"));
     assert!(html.contains("✗ failed"));
-    assert!(stderr.contains(&FAILED.replace(".otlp.json", ".html")), "{stderr}");
+    assert!(
+        stderr.contains(&FAILED.replace(".otlp.json", ".html")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -134,13 +134,11 @@ fn report_errors_name_what_is_wrong() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("ffff0000"), "{stderr}");
     let bad = env.dir.path().join("no/such/dir/run.html");
-    let (_, stderr, code) = out_of(env.pflow().args([
-        "trace",
-        "report",
-        "last",
-        "--output",
-        bad.to_str().unwrap(),
-    ]));
+    let (_, stderr, code) =
+        out_of(
+            env.pflow()
+                .args(["trace", "report", "last", "--output", bad.to_str().unwrap()]),
+        );
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("cannot write the report") && stderr.contains("no/such/dir/run.html"),
@@ -204,13 +202,19 @@ fn report_renders_in_headless_chromium() {
     }
     let env = env_with_fixtures();
     let report = env.dir.path().join("review.html");
-    let (_, stderr, code) = out_of(env.pflow().args([
-        "trace",
-        "report",
-        REVIEW.split('_').nth(1).unwrap().trim_end_matches(".otlp.json"),
-        "-o",
-        report.to_str().unwrap(),
-    ]));
+    let (_, stderr, code) = out_of(
+        env.pflow().args([
+            "trace",
+            "report",
+            REVIEW
+                .split('_')
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(".otlp.json"),
+            "-o",
+            report.to_str().unwrap(),
+        ]),
+    );
     assert_eq!(code, 0, "{stderr}");
 
     // The script ran: one row per span, and the page marked itself drawn.
@@ -231,9 +235,15 @@ fn report_renders_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     let details = details_of(&dom);
     assert!(details.contains("What is the weather in SF?"), "{details}");
-    assert!(details.contains("I'm unable to provide real-time weather"), "{details}");
+    assert!(
+        details.contains("I'm unable to provide real-time weather"),
+        "{details}"
+    );
     assert!(details.contains("gpt-4o-2024-08-06"), "{details}");
-    assert!(dom.contains("row k-row-llm selected"), "the row is highlighted");
+    assert!(
+        dom.contains("row k-row-llm selected"),
+        "the row is highlighted"
+    );
 
     // The screenshot shows the bars, each kind in its colour, and the
     // parallel batch items overlapping in time.

@@ -102,6 +102,14 @@
     wf.appendChild(head);
 
     var rows = el("div", "rows");
+    // Grid lines once, behind all rows (not per row: 10k rows stay light).
+    var overlay = el("div", "grid-overlay");
+    ticks.forEach(function (t) {
+      var g = el("div", "grid-line");
+      g.style.left = pct(t);
+      overlay.appendChild(g);
+    });
+    rows.appendChild(overlay);
     var frag = document.createDocumentFragment();
     var limit = Math.min(spans.length, data.row_limit);
     var hasKids = {};
@@ -120,11 +128,6 @@
       lbl.title = s.name;
       row.appendChild(lbl);
       var track = el("div", "track");
-      ticks.forEach(function (t) {
-        var g = el("div", "grid-line");
-        g.style.left = pct(t);
-        track.appendChild(g);
-      });
       var bar = el("div", "bar k-" + s.kind + (s.failed ? " failed" : ""));
       var b0 = Math.max(s.start, view.from), b1 = Math.min(s.end, view.to);
       if (b1 >= b0) {
