@@ -171,6 +171,15 @@ pub enum TraceCommand {
         #[arg(default_value = "last", value_name = "TRACE")]
         target: String,
     },
+    /// One self-contained HTML file: span waterfall, cost and tokens by node and model, details on click.
+    Report {
+        /// A trace file, a trace id (or prefix), `last` or `last~N`.
+        #[arg(default_value = "last", value_name = "TRACE")]
+        target: String,
+        /// Write the report here (default: the trace file's name with .html, in the current directory).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Send a saved trace to an OTLP backend (for runs made offline).
     /// Uses --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables.
     Export {

@@ -445,7 +445,7 @@ pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
     e.exit_code()
 }
 
-/// `pflow trace list|show|summary`.
+/// `pflow trace list|show|summary|report`.
 pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
     use super::TraceCommand;
     use crate::traces::{self, show};
@@ -549,6 +549,31 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             }
             Err(e) => trace_error(format, &e),
         },
+        TraceCommand::Report { target, output } => {
+            let t = match load(target) {
+                Ok(t) => t,
+                Err(e) => return trace_error(format, &e),
+            };
+            let path = output
+                .clone()
+                .unwrap_or_else(|| traces::report::default_output(&t.path));
+            if let Err(e) = traces::report::write(&t, &path) {
+                match format {
+                    OutputFormat::Json => {
+                        print_json(&json!({"success": false, "error": e.to_string()}))
+                    }
+                    OutputFormat::Text => eprintln!("error: {e}"),
+                }
+                return 1;
+            }
+            eprintln!("report written to {}", path.display());
+            if format == OutputFormat::Json {
+                print_json(
+                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.spans.len()}),
+                );
+            }
+            0
+        }
         TraceCommand::Export { .. } => {
             unreachable!("export is async and dispatched by cli::dispatch")
         }

@@ -11,6 +11,7 @@
 //! println!("{} spans, ${}", trace.spans.len(), trace.metrics().total.cost_usd);
 //! ```
 
+pub mod report;
 pub mod show;
 
 use crate::telemetry::metrics::{Aggregator, MetricsSummary, SpanFacts};

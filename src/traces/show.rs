@@ -80,7 +80,7 @@ struct Sum {
     unknown: bool,
 }
 
-fn is_llm(s: &TraceSpan) -> bool {
+pub(crate) fn is_llm(s: &TraceSpan) -> bool {
     s.attr(attr::USAGE_INPUT_TOKENS).is_some()
         || s.attr(attr::COST_SOURCE).is_some()
         || s.attr(attr::LLM_NODE_PATH).is_some()

@@ -1,0 +1,715 @@
+//! `pflow trace report`: one self-contained HTML file for a saved trace — a
+//! waterfall of every span (parallel batch items side by side in time), the
+//! cost and token breakdown by node and by model, and any span's details on
+//! click. Nothing in it points outside the file (inline CSS and vanilla JS, a
+//! CSP that forbids every fetch), so it can be mailed or archived as is.
+//!
+//! The span data travels as JSON in a `<script type="application/json">`
+//! block with every `<`, `>` and `&` written as a `\u` escape, so prompt text
+//! can never close the script tag; the page inserts all of it with
+//! `textContent`. The tables are rendered here, HTML-escaped, so they are
+//! there even with scripts off.
+
+use super::{show, Trace, TraceSpan};
+use crate::telemetry::attr;
+use crate::telemetry::metrics::{SectionMetrics, Usage};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The waterfall draws at most this many rows (plain DOM stays responsive);
+/// the tables and every span's details are always complete.
+pub const ROW_LIMIT: usize = 5000;
+
+const CSS: &str = include_str!("report_assets/report.css");
+const JS: &str = include_str!("report_assets/report.js");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the report to `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a span is, for its colour in the waterfall.
+fn kind(s: &TraceSpan) -> &'static str {
+    if show::is_llm(s) {
+        "llm"
+    } else if s.str_attr(attr::NODE_ROLE) == Some(attr::ROLE_BATCH_ITEM) {
+        "item"
+    } else if s.str_attr(attr::NODE_ROLE).is_some() {
+        "node"
+    } else if s.str_attr(attr::SECTION) == Some("planner")
+        || s.str_attr(attr::GEN_AI_OPERATION_NAME) == Some("plan")
+    {
+        "planner"
+    } else if s.attr(attr::RUN_STATUS).is_some() || s.attr(attr::WORKFLOW_NAME).is_some() {
+        "workflow"
+    } else {
+        "other"
+    }
+}
+
+/// Spans in tree order (children by start time) with their depth. Spans a
+/// walk from the roots cannot reach (a parent cycle in a hand-edited file)
+/// follow at depth 0, so none is lost and none repeats.
+fn tree_order(trace: &Trace) -> Vec<(usize, &TraceSpan)> {
+    let kids = trace.children();
+    let ids: HashSet<&str> = trace.spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut roots: Vec<&TraceSpan> = trace
+        .spans
+        .iter()
+        .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+        .collect();
+    roots.sort_by_key(|s| (s.start_ns, s.end_ns));
+    let mut seen: HashSet<*const TraceSpan> = HashSet::new();
+    let mut out = Vec::with_capacity(trace.spans.len());
+    // Roots first; then every span again, which only adds the unreachable ones.
+    for start in roots.into_iter().chain(trace.spans.iter()) {
+        let mut stack: Vec<(usize, &TraceSpan)> = vec![(0, start)];
+        while let Some((d, s)) = stack.pop() {
+            if !seen.insert(s as *const TraceSpan) {
+                continue;
+            }
+            out.push((d, s));
+            if let Some(cs) = kids.get(s.span_id.as_str()) {
+                stack.extend(cs.iter().rev().map(|c| (d + 1, *c)));
+            }
+        }
+    }
+    out
+}
+
+fn attrs_json(a: &super::Attrs) -> Value {
+    Value::Array(
+        a.iter()
+            .map(|(k, v)| json!([k, v.to_json()]))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The page's data: spans in tree order with times in ms from the run start.
+fn data(trace: &Trace) -> Value {
+    let t0 = trace.start_ns();
+    let ms = |ns: u64| ns.saturating_sub(t0) as f64 / 1e6;
+    let end = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(t0);
+    let spans: Vec<Value> = tree_order(trace)
+        .into_iter()
+        .map(|(depth, s)| {
+            json!({
+                "id": s.span_id,
+                "parent": s.parent_span_id,
+                "name": s.name,
+                "kind": kind(s),
+                "depth": depth,
+                "start": ms(s.start_ns),
+                "end": ms(s.end_ns.max(s.start_ns)),
+                "failed": s.failed(),
+                "status": s.status_message,
+                "attrs": attrs_json(&s.attributes),
+                "events": s.events.iter().map(|e| json!({
+                    "name": e.name,
+                    "t": ms(e.time_ns),
+                    "attrs": attrs_json(&e.attributes),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "trace_id": trace.trace_id(),
+        "total_ms": ms(end),
+        "row_limit": ROW_LIMIT,
+        "spans": spans,
+    })
+}
+
+/// JSON safe inside a `<script>` element: no `<`, `>` or `&` left to end it
+/// or open a comment; `\u2028`/`\u2029` escaped for old parsers.
+fn script_json(v: &Value) -> String {
+    let s = v.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for HTML element content and quoted attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cost_cell(cost: f64, complete: bool) -> String {
+    let c = show::fmt_cost(Some(cost));
+    if complete {
+        c
+    } else {
+        format!("{c}+?")
+    }
+}
+
+fn card(out: &mut String, label: &str, value: &str, sub: &str) {
+    let _ = write!(
+        out,
+        "<div class=\"card\"><div class=\"card-label\">{}</div><div class=\"card-value\">{}</div><div class=\"card-sub\">{}</div></div>",
+        esc(label),
+        esc(value),
+        esc(sub)
+    );
+}
+
+fn share_bar(share: f64) -> String {
+    let pct = (share * 100.0).clamp(0.0, 100.0);
+    format!(
+        "<div class=\"share\"><div class=\"share-bar\" style=\"width:{pct:.1}%\"></div><span>{pct:.0}%</span></div>"
+    )
+}
+
+/// Per-node table of one section: duration, LLM calls, tokens, cost, share.
+fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
+    let mut names: Vec<&String> = sec.node_timings.keys().collect();
+    for k in sec.node_usage.keys() {
+        if !names.contains(&k) {
+            names.push(k);
+        }
+    }
+    if names.is_empty() {
+        out.push_str("<p class=\"muted\">No nodes ran.</p>");
+        return;
+    }
+    // One pass over the spans: a lookup per row would be quadratic on big batches.
+    let mut types: std::collections::HashMap<&str, &str> = Default::default();
+    for s in &trace.spans {
+        if let (Some(p), Some(t)) = (s.str_attr(attr::NODE_PATH), s.str_attr(attr::NODE_TYPE)) {
+            types.entry(p).or_insert(t);
+        }
+    }
+    let node_type = |path: &str| types.get(path).copied().unwrap_or("").to_string();
+    out.push_str(
+        "<table class=\"grid\"><thead><tr><th>Node</th><th>Type</th><th class=\"num\">Duration</th>\
+         <th class=\"num\">LLM calls</th><th class=\"num\">Tokens in</th><th class=\"num\">Tokens out</th>\
+         <th class=\"num\">Cost</th><th class=\"share-col\">Share of cost</th></tr></thead><tbody>",
+    );
+    let default = Usage {
+        cost_complete: true,
+        ..Usage::default()
+    };
+    for name in names {
+        let u = sec.node_usage.get(name).unwrap_or(&default);
+        let dur = sec
+            .node_timings
+            .get(name)
+            .map(|ms| show::fmt_duration_ms(*ms))
+            .unwrap_or_default();
+        let share = if sec.cost_usd > 0.0 {
+            u.cost_usd / sec.cost_usd
+        } else {
+            0.0
+        };
+        let (calls, tin, tout, cost, bar) = if u.llm_calls > 0 {
+            (
+                u.llm_calls.to_string(),
+                u.tokens.input.to_string(),
+                u.tokens.output.to_string(),
+                cost_cell(u.cost_usd, u.cost_complete),
+                share_bar(share),
+            )
+        } else {
+            Default::default()
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(&node_type(name)),
+            esc(&dur),
+            calls,
+            tin,
+            tout,
+            esc(&cost),
+            bar
+        );
+    }
+    let _ = write!(
+        out,
+        "</tbody><tfoot><tr><td>Total</td><td></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td></td></tr></tfoot></table>",
+        esc(&show::fmt_duration_ms(sec.duration_ms)),
+        sec.llm_calls,
+        sec.tokens.input,
+        sec.tokens.output,
+        esc(&cost_cell(sec.cost_usd, sec.cost_complete)),
+    );
+}
+
+fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unpriced: &[String]) {
+    if models.is_empty() {
+        out.push_str("<p class=\"muted\">No LLM calls.</p>");
+        return;
+    }
+    let total: f64 = models.values().map(|u| u.cost_usd).sum();
+    out.push_str(
+        "<table class=\"grid\"><thead><tr><th>Model</th><th class=\"num\">Calls</th><th class=\"num\">Input</th>\
+         <th class=\"num\">Output</th><th class=\"num\">Cache read</th><th class=\"num\">Cache write</th>\
+         <th class=\"num\">Reasoning</th><th class=\"num\">Cost</th><th class=\"share-col\">Share of cost</th></tr></thead><tbody>",
+    );
+    for (m, u) in models {
+        let cost = if unpriced.contains(m) && u.cost_usd == 0.0 {
+            "unpriced".to_string()
+        } else {
+            cost_cell(u.cost_usd, u.cost_complete)
+        };
+        let share = if total > 0.0 { u.cost_usd / total } else { 0.0 };
+        let t = &u.tokens;
+        let _ = write!(
+            out,
+            "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(m),
+            u.llm_calls,
+            t.input,
+            t.output,
+            t.cache_read,
+            t.cache_write,
+            t.reasoning,
+            esc(&cost),
+            share_bar(share)
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
+    out.push_str("<section class=\"panel\"><div class=\"section-head\"><h2>Planner</h2></div>");
+    let _ = write!(
+        out,
+        "<p class=\"muted\">{} · {} LLM call{} · {} tokens · {}{}{}</p>",
+        esc(&show::fmt_duration_ms(p.duration_ms)),
+        p.llm_calls,
+        if p.llm_calls == 1 { "" } else { "s" },
+        p.tokens.total,
+        esc(&cost_cell(p.cost_usd, p.cost_complete)),
+        p.path_taken
+            .as_deref()
+            .map(|x| format!(" · path {}", esc(x)))
+            .unwrap_or_default(),
+        p.attempts
+            .map(|a| format!(" · {a} attempt{}", if a == 1 { "" } else { "s" }))
+            .unwrap_or_default(),
+    );
+    if let Some(steps) = p.step_timings.as_ref().filter(|s| !s.is_empty()) {
+        out.push_str("<table class=\"grid\"><thead><tr><th>Step</th><th class=\"num\">Duration</th></tr></thead><tbody>");
+        for (step, ms) in steps {
+            let _ = write!(
+                out,
+                "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(step),
+                esc(&show::fmt_duration_ms(*ms))
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if !p.node_usage.is_empty() {
+        node_table(out, trace, p);
+    }
+    out.push_str("</section>");
+}
+
+/// The whole report page.
+pub fn render_html(trace: &Trace) -> String {
+    let m = trace.metrics();
+    let workflow = trace.workflow_name().unwrap_or("(unnamed workflow)");
+    let status = trace.status();
+    let started = chrono::DateTime::from_timestamp_nanos(trace.start_ns() as i64)
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    let file = trace
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short_id: String = trace.trace_id().chars().take(8).collect();
+
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"generator\" content=\"pflow {}\">\
+         <title>{} · {} · pflow trace</title><style>{CSS}</style></head>\n<body data-rendered=\"false\">\n",
+        env!("CARGO_PKG_VERSION"),
+        esc(workflow),
+        esc(&short_id),
+    );
+
+    // Header: what ran, how it ended, the totals.
+    let ok = status == "ok";
+    let _ = write!(
+        out,
+        "<header class=\"top\"><div class=\"title-row\"><span class=\"brand\">pflow trace</span><h1>{}</h1>\
+         <span class=\"badge {}\">{}</span></div>\
+         <div class=\"meta\"><span>trace <code>{}</code></span><span>{}</span><span>{}</span></div><div class=\"cards\">",
+        esc(workflow),
+        if ok { "ok" } else { "failed" },
+        esc(&if ok { "✓ ok".to_string() } else { format!("✗ {status}") }),
+        esc(trace.trace_id()),
+        esc(&started),
+        esc(&file),
+    );
+    card(
+        &mut out,
+        "Duration",
+        &show::fmt_duration_ms(m.total.duration_ms),
+        &format!("{} spans", trace.spans.len()),
+    );
+    card(
+        &mut out,
+        "Nodes",
+        &m.workflow.nodes_executed.to_string(),
+        "executed",
+    );
+    card(
+        &mut out,
+        "LLM calls",
+        &m.total.llm_calls.to_string(),
+        &format!(
+            "{} model{}",
+            m.models.len(),
+            if m.models.len() == 1 { "" } else { "s" }
+        ),
+    );
+    let (tin, tout) = m
+        .planner
+        .iter()
+        .chain(std::iter::once(&m.workflow))
+        .fold((0, 0), |(i, o), s| {
+            (i + s.tokens.input, o + s.tokens.output)
+        });
+    card(
+        &mut out,
+        "Tokens",
+        &m.total.tokens_total.to_string(),
+        &format!("{tin} in · {tout} out"),
+    );
+    card(
+        &mut out,
+        "Cost",
+        &cost_cell(m.total.cost_usd, m.total.cost_complete),
+        if m.total.cost_complete {
+            "USD"
+        } else {
+            "USD, lower bound"
+        },
+    );
+    out.push_str("</div>");
+    if !m.total.cost_complete {
+        let models = if m.unpriced_models.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", m.unpriced_models.join(", "))
+        };
+        let _ = write!(
+            out,
+            "<div class=\"notice warn\">Cost is incomplete: some calls have no known price{}. The total is a lower bound.</div>",
+            esc(&models)
+        );
+    }
+    if let Some(root) = trace
+        .root()
+        .filter(|r| r.failed() && !r.status_message.is_empty())
+    {
+        let _ = write!(
+            out,
+            "<div class=\"notice error\">{}</div>",
+            esc(&root.status_message)
+        );
+    }
+    out.push_str("</header>\n");
+
+    // Waterfall and details: drawn by the script from the data block.
+    out.push_str(
+        "<main class=\"layout\"><section class=\"panel wf-panel\"><div class=\"section-head\"><h2>Timeline</h2>\
+         <div class=\"legend\">\
+         <span><i class=\"sw k-workflow\"></i>workflow</span><span><i class=\"sw k-node\"></i>node</span>\
+         <span><i class=\"sw k-item\"></i>batch item</span><span><i class=\"sw k-llm\"></i>LLM call</span>\
+         <span><i class=\"sw k-planner\"></i>planner</span><span><i class=\"sw k-failed\"></i>failed</span>\
+         </div></div><div id=\"waterfall\"><noscript><p class=\"muted\">The timeline needs JavaScript.</p></noscript></div></section>\
+         <aside id=\"details\" class=\"panel\"><div class=\"placeholder\">Click a span in the timeline to see its attributes, events, prompt and response.</div></aside></main>\n",
+    );
+
+    out.push_str("<section class=\"panel\"><div class=\"section-head\"><h2>Cost and tokens by node</h2></div>");
+    node_table(&mut out, trace, &m.workflow);
+    out.push_str(
+        "</section>\n<section class=\"panel\"><div class=\"section-head\"><h2>By model</h2></div>",
+    );
+    model_table(&mut out, &m.models, &m.unpriced_models);
+    out.push_str("</section>\n");
+    if let Some(p) = &m.planner {
+        planner_section(&mut out, trace, p);
+    }
+    let _ = write!(
+        out,
+        "<footer>Generated by pflow {} from <code>{}</code>. Self-contained: this file loads nothing from the network.</footer>\n\
+         <script type=\"application/json\" id=\"pflow-data\">{}</script>\n<script>{JS}</script>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        esc(&file),
+        script_json(&data(trace)),
+    );
+    out
+}
+
+/// `<trace file name without .otlp.json>.html`, in the current directory.
+pub fn default_output(trace_path: &Path) -> PathBuf {
+    let name = trace_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into());
+    let stem = name
+        .strip_suffix(super::TRACE_SUFFIX)
+        .or_else(|| name.strip_suffix(".json"))
+        .unwrap_or(&name);
+    PathBuf::from(format!("{stem}.html"))
+}
+
+/// Writes the report atomically: a temp file beside `path`, then a rename,
+/// so a reader never sees half a page.
+pub fn write(trace: &Trace, path: &Path) -> Result<(), ReportError> {
+    let err = |source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let html = render_html(trace);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pflow-report-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    std::io::Write::write_all(&mut tmp, html.as_bytes()).map_err(err)?;
+    // Temp files are private (0600); a report is meant to be opened and shared.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traces::AttrValue;
+
+    const EVIL: &str = "</script><img src=x onerror=alert(1)><!-- & -->";
+
+    fn fixture() -> Trace {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "tests/fixtures/traces/20261201T190339.377Z_e4dc5f3657d643f701f02e0e78d8b794.otlp.json",
+        );
+        crate::traces::load(&p).unwrap()
+    }
+
+    /// The page with the data block cut out, and the data block's JSON.
+    fn split(html: &str) -> (String, Value) {
+        let open = "<script type=\"application/json\" id=\"pflow-data\">";
+        let a = html.find(open).expect("data block") + open.len();
+        let b = a + html[a..].find("</script>").expect("data block end");
+        let data = serde_json::from_str(&html[a..b]).expect("data block is JSON");
+        (format!("{}{}", &html[..a], &html[b..]), data)
+    }
+
+    #[test]
+    fn span_text_cannot_leave_the_data_block() {
+        let mut t = fixture();
+        t.spans[0]
+            .attributes
+            .push(("gen_ai.input.messages".into(), AttrValue::Str(EVIL.into())));
+        t.spans[1].name = EVIL.into();
+        t.spans[1]
+            .attributes
+            .push((attr::NODE_PATH.into(), AttrValue::Str(EVIL.into())));
+        let html = render_html(&t);
+        assert!(
+            !html.contains("<img"),
+            "raw markup from a span reached the page"
+        );
+        assert!(!html.contains("<!--"));
+        // Exactly the two script elements the page has: data and code.
+        assert_eq!(html.matches("</script>").count(), 2);
+        let (_, data) = split(&html);
+        let spans = data["spans"].as_array().unwrap();
+        let has = |want: &str| {
+            spans.iter().any(|s| {
+                s["name"] == want
+                    || s["attrs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|kv| kv[1] == want)
+            })
+        };
+        assert!(has(EVIL), "the data round-trips unchanged");
+    }
+
+    #[test]
+    fn page_refers_to_nothing_outside_itself() {
+        let mut t = fixture();
+        // A URL inside the trace data is data, not a reference.
+        t.spans[0].attributes.push((
+            "url.full".into(),
+            AttrValue::Str("https://cdn.example/x.js".into()),
+        ));
+        let html = render_html(&t);
+        let (page, data) = split(&html);
+        assert!(data.to_string().contains("https://cdn.example/x.js"));
+        for bad in [
+            "http:", "https:", "//cdn", "src=", "href=", "url(", "@import", "<link",
+        ] {
+            assert!(!page.contains(bad), "page contains `{bad}`");
+        }
+        assert!(
+            page.contains("default-src 'none'"),
+            "a CSP blocks every fetch"
+        );
+    }
+
+    #[test]
+    fn spans_come_in_tree_order_with_depth() {
+        let t = fixture();
+        let (page, data) = split(&render_html(&t));
+        let rows: Vec<(String, u64, String)> = data["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["depth"].as_u64().unwrap(),
+                    s["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), t.spans.len());
+        let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            &names[..6],
+            [
+                "pflow run review.json",
+                "invoke_workflow review-notes",
+                "node ask",
+                "chat gpt-4o",
+                "node split",
+                "node each"
+            ]
+        );
+        let item = rows.iter().find(|r| r.0 == "node each[1]").unwrap();
+        assert_eq!((item.1, item.2.as_str()), (3, "item"));
+        assert_eq!(rows[3].2, "llm");
+        assert_eq!(rows[0].2, "workflow");
+        let fetch = &data["spans"].as_array().unwrap()
+            [names.iter().position(|n| *n == "node fetch").unwrap()];
+        assert_eq!(fetch["failed"], true);
+        // Parallel batch items overlap in time.
+        let span = |n: &str| {
+            data["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert!(span("node each[1]")["start"].as_f64() < span("node each[0]")["end"].as_f64());
+        // Tables: by node and by model, from the same metrics the run printed.
+        assert!(page.contains("<td class=\"mono\">each[2]</td>"));
+        assert!(page.contains("<td class=\"mono\">gpt-4o</td>"));
+        assert!(page.contains("$0.000810"));
+    }
+
+    #[test]
+    fn parent_cycles_neither_loop_nor_lose_spans() {
+        let mut t = fixture();
+        let (a, b) = (t.spans[0].span_id.clone(), t.spans[1].span_id.clone());
+        t.spans[0].parent_span_id = b;
+        t.spans[1].parent_span_id = a;
+        let order = tree_order(&t);
+        assert_eq!(order.len(), t.spans.len());
+        let mut ids: Vec<&str> = order.iter().map(|(_, s)| s.span_id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), t.spans.len());
+    }
+
+    #[test]
+    fn ten_thousand_spans_keep_every_span_and_the_tables() {
+        let mut t = fixture();
+        let template = t
+            .spans
+            .iter()
+            .find(|s| s.name == "node each[0]")
+            .unwrap()
+            .clone();
+        let parent = template.parent_span_id.clone();
+        for i in 0..10_000u64 {
+            let mut s = template.clone();
+            s.span_id = format!("{:016x}", 0xabc0_0000_0000u64 + i);
+            s.parent_span_id = parent.clone();
+            s.name = format!("node each[{i}]");
+            t.spans.push(s);
+        }
+        let html = render_html(&t);
+        let (page, data) = split(&html);
+        assert_eq!(data["spans"].as_array().unwrap().len(), t.spans.len());
+        assert_eq!(data["row_limit"], ROW_LIMIT);
+        assert!(page.contains("Cost and tokens by node"));
+    }
+
+    #[test]
+    fn default_name_and_unwritable_targets() {
+        assert_eq!(
+            default_output(Path::new("/x/20260101T000000.000Z_ab.otlp.json")),
+            PathBuf::from("20260101T000000.000Z_ab.html")
+        );
+        let t = fixture();
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("missing/dir/run.html");
+        let e = write(&t, &bad).unwrap_err();
+        assert!(e.to_string().contains("missing/dir/run.html"), "{e}");
+        let good = d.path().join("run.html");
+        write(&t, &good).unwrap();
+        assert!(std::fs::read_to_string(&good)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>"));
+        // Only the report is left behind, no temp file.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}
