@@ -233,3 +233,17 @@ pub fn sse_from_jsonl(name: &str) -> Vec<u8> {
     wire.push_str("data: [DONE]\n\n");
     wire.into_bytes()
 }
+
+/// Whether an external tool a test needs is there. Off CI a missing tool
+/// skips the test with a note; on CI (`CI` set), whose set-up installs it,
+/// a missing tool fails the test instead of passing it silently.
+pub fn tool_present(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing on CI, whose set-up (.ci/run) provides it"
+        );
+        eprintln!("skipped: {what} is not installed");
+    }
+    present
+}

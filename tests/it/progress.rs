@@ -175,8 +175,7 @@ fn on_a_tty(env: &Env, args: &str, extra_env: &[(&str, &str)]) -> Option<String>
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_script {
-        eprintln!("skipped: util-linux `script` is not installed");
+    if !tool_present(has_script, "util-linux `script`") {
         return None;
     }
     let bin = assert_cmd::cargo::cargo_bin("pflow");

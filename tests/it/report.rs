@@ -196,8 +196,7 @@ fn decode_png(p: &Path) -> (u32, u32, Vec<u8>) {
 
 #[test]
 fn report_renders_in_headless_chromium() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} not installed");
+    if !tool_present(Path::new(CHROMIUM).exists(), CHROMIUM) {
         return;
     }
     let env = env_with_fixtures();
@@ -286,8 +285,7 @@ fn report_renders_in_headless_chromium() {
 
 #[test]
 fn markup_in_a_prompt_stays_text_in_chromium() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} not installed");
+    if !tool_present(Path::new(CHROMIUM).exists(), CHROMIUM) {
         return;
     }
     let env = Env::new();

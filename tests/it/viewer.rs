@@ -219,12 +219,11 @@ async fn summary_recomputes_the_printed_metrics() {
 /// On a terminal the tree is coloured (failures red), and `NO_COLOR` turns it off.
 #[test]
 fn colour_only_on_a_tty_and_never_with_no_color() {
-    if std::process::Command::new("script")
+    let has_script = std::process::Command::new("script")
         .arg("--version")
         .output()
-        .is_err()
-    {
-        eprintln!("skipped: util-linux `script` is not installed");
+        .is_ok_and(|o| o.status.success());
+    if !tool_present(has_script, "util-linux `script`") {
         return;
     }
     let env = env_with_fixtures();
