@@ -8,6 +8,7 @@ mod otlp;
 mod planner;
 mod progress;
 mod providers;
+mod reprice_diff;
 mod run;
 mod signals;
 mod stack;
