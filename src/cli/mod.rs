@@ -180,6 +180,23 @@ pub enum TraceCommand {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Every LLM call's cost again from its stored tokens with today's prices
+    /// (or --pricing FILE): old vs new per node and in total. The file is not changed.
+    Reprice {
+        /// A trace file, a trace id (or prefix), `last` or `last~N`.
+        #[arg(default_value = "last", value_name = "TRACE")]
+        target: String,
+    },
+    /// Two runs side by side per node: duration, tokens, cost, model, status,
+    /// changed params and prompts, and a summary of the deltas.
+    Diff {
+        /// The first run (A): a trace file, a trace id (or prefix), `last` or `last~N`.
+        #[arg(value_name = "A")]
+        a: String,
+        /// The second run (B), e.g. `pflow trace diff last~1 last`.
+        #[arg(value_name = "B")]
+        b: String,
+    },
     /// Send a saved trace to an OTLP backend (for runs made offline).
     /// Uses --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables.
     Export {
@@ -273,6 +290,9 @@ async fn dispatch(cli: Cli) -> i32 {
             Ok(path) => trace_export_cmd(&path, &cli).await,
             Err(e) => output::trace_error(cli.output_format, &e),
         },
+        Command::Trace {
+            action: TraceCommand::Reprice { target },
+        } => output::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
         Command::Trace { action } => output::trace_cmd(action, cli.output_format),
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
         Command::Stats { action, query } => {

@@ -445,7 +445,41 @@ pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
     e.exit_code()
 }
 
-/// `pflow trace list|show|summary|report`.
+/// `pflow trace reprice`: the trace priced again with the current table
+/// (`--pricing` or `$PFLOW_HOME/pricing.json` over the built-in one).
+pub fn trace_reprice(target: &str, pricing: Option<&Path>, format: OutputFormat) -> i32 {
+    use crate::traces::{self, reprice, show};
+    use std::io::IsTerminal;
+    let t = match traces::resolve(target, &traces::default_dir()).and_then(|p| traces::load(&p)) {
+        Ok(t) => t,
+        Err(e) => return trace_error(format, &e),
+    };
+    let (table, source, warnings) = match super::load_prices(pricing) {
+        Ok(loaded) => loaded,
+        Err(e) => return usage_error(format, &e),
+    };
+    let table = table
+        .as_ref()
+        .unwrap_or_else(|| crate::pricing::PriceTable::builtin());
+    let r = reprice::reprice(&t, table, source.as_deref());
+    match format {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            v["warnings"] = json!(warnings);
+            print_json(&v);
+        }
+        OutputFormat::Text => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            let style = show::Style::detect(std::io::stdout().is_terminal());
+            print!("{}", reprice::render(&r, &style));
+        }
+    }
+    0
+}
+
+/// `pflow trace list|show|summary|report|diff`.
 pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
     use super::TraceCommand;
     use crate::traces::{self, show};
@@ -574,8 +608,20 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             }
             0
         }
-        TraceCommand::Export { .. } => {
-            unreachable!("export is async and dispatched by cli::dispatch")
+        TraceCommand::Diff { a, b } => {
+            let (ta, tb) = match (load(a), load(b)) {
+                (Ok(ta), Ok(tb)) => (ta, tb),
+                (Err(e), _) | (_, Err(e)) => return trace_error(format, &e),
+            };
+            let d = traces::diff::diff(&ta, &tb);
+            match format {
+                OutputFormat::Json => print_json(&serde_json::to_value(&d).unwrap_or(Value::Null)),
+                OutputFormat::Text => print!("{}", traces::diff::render(&d, &style)),
+            }
+            0
+        }
+        TraceCommand::Export { .. } | TraceCommand::Reprice { .. } => {
+            unreachable!("export and reprice are dispatched by cli::dispatch")
         }
     }
 }

@@ -273,6 +273,7 @@ mod tests {
             cost_usd: cost,
             cost_complete: true,
             estimated_calls: 0,
+            ..Usage::default()
         }
     }
 

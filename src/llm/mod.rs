@@ -61,6 +61,14 @@ impl Provider {
         }
     }
 
+    /// The provider a span's `gen_ai.provider.name` names.
+    pub fn from_semconv_name(s: &str) -> Option<Provider> {
+        match s {
+            "gcp.gemini" => Some(Provider::Gemini),
+            other => Self::parse(other),
+        }
+    }
+
     fn parse(s: &str) -> Option<Provider> {
         Some(match s {
             "openai" => Provider::OpenAi,

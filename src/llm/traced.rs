@@ -48,10 +48,34 @@ pub struct Priced {
     pub cache_savings_usd: f64,
 }
 
+/// Prices one call (or one failed attempt's partial usage, `resp` None).
 pub fn price_call(
     provider: Provider,
     model: &str,
     resp: Option<&LlmResponse>,
+    usage: &Usage,
+    table: &PriceTable,
+) -> Priced {
+    price_usage(
+        provider,
+        model,
+        resp.and_then(|r| r.response_model.as_deref()),
+        resp.and_then(|r| r.provider_cost_usd),
+        usage,
+        table,
+    )
+}
+
+/// The pricing rules, from the facts a span keeps, so `pflow trace reprice`
+/// applies exactly what the live call did: echo is free, a provider-reported
+/// cost wins, then the table by the billed (response) model, then by the
+/// requested one, with the provider's table prefix; an unlisted Ollama
+/// model is local and free; anything else is unpriced.
+pub fn price_usage(
+    provider: Provider,
+    model: &str,
+    response_model: Option<&str>,
+    provider_cost_usd: Option<f64>,
     usage: &Usage,
     table: &PriceTable,
 ) -> Priced {
@@ -69,7 +93,7 @@ pub fn price_call(
             cache_savings_usd: 0.0,
         };
     }
-    if let Some(c) = resp.and_then(|r| r.provider_cost_usd) {
+    if let Some(c) = provider_cost_usd {
         return Priced {
             usd: Some(c),
             source: "provider",
@@ -82,8 +106,7 @@ pub fn price_call(
     }
     let prefix = price_prefix(provider);
     // The billed version (response model) first, then what was asked for.
-    let found = resp
-        .and_then(|r| r.response_model.as_deref())
+    let found = response_model
         .and_then(|m| table.lookup(m, prefix))
         .or_else(|| table.lookup(model, prefix));
     match found {
@@ -142,6 +165,11 @@ fn record_usage(span: &tracing::Span, u: &Usage) {
         u.cache_write_tokens,
     );
     rec("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+    // Only when there is one: it changes the price of the writes, and reprice needs it.
+    rec(
+        "pflow.usage.cache_write_1h.input_tokens",
+        u.cache_write_1h_tokens.filter(|n| *n > 0),
+    );
     span.record("pflow.usage.source", u.source.as_str());
     span.record(
         "pflow.usage.estimated",
@@ -158,7 +186,9 @@ fn record_cost(span: &tracing::Span, p: &Priced) {
     if let Some(k) = &p.key {
         span.record("pflow.cost.price_key", k.as_str());
     }
-    if p.cache_savings_usd > 0.0 {
+    // Whenever a table price was used, 0 included: "nothing was cached" is
+    // a fact, while absent means no input price to compare with.
+    if p.key.is_some() {
         span.record("pflow.cost.cache_savings_usd", p.cache_savings_usd);
     }
 }
@@ -230,6 +260,7 @@ pub async fn call(
             pflow.llm.input_bytes = (request.prompt.len() + request.system.as_ref().map_or(0, String::len)) as i64,
             pflow.llm.output_bytes = Empty,
             pflow.usage.source = Empty,
+            pflow.usage.cache_write_1h.input_tokens = Empty,
             pflow.usage.estimated = Empty,
             pflow.cost.usd = Empty,
             pflow.cost.source = Empty,

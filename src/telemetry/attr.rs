@@ -82,6 +82,14 @@ pub const USAGE_CACHE_WRITE: &str = "gen_ai.usage.cache_write.input_tokens";
 pub const USAGE_REASONING: &str = "gen_ai.usage.reasoning.output_tokens";
 pub const COST_USD: &str = "pflow.cost.usd";
 pub const USAGE_ESTIMATED: &str = "pflow.usage.estimated";
+/// Where the token counts came from: `provider`, `provider_stream`, `estimated`.
+pub const USAGE_SOURCE: &str = "pflow.usage.source";
+/// The 1-hour share of the cache writes (Anthropic), when there is one.
+pub const USAGE_CACHE_WRITE_1H: &str = "pflow.usage.cache_write_1h.input_tokens";
+/// The table entry a cost was computed from.
+pub const COST_PRICE_KEY: &str = "pflow.cost.price_key";
+/// What cache reads saved versus the input price, in USD (0 when nothing was cached).
+pub const COST_CACHE_SAVINGS_USD: &str = "pflow.cost.cache_savings_usd";
 /// Where the cost came from: `table`, `override`, `provider`, `free`, `local`, `unpriced`.
 pub const COST_SOURCE: &str = "pflow.cost.source";
 /// The node path an LLM call belongs to.

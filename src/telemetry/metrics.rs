@@ -39,12 +39,27 @@ pub struct Usage {
     pub cost_complete: bool,
     /// Calls whose tokens were counted locally because the provider reported none.
     pub estimated_calls: u64,
+    /// Calls per `pflow.usage.source` (`provider`, `provider_stream`,
+    /// `estimated`; `none` for an attempt that failed before any usage arrived).
+    pub token_sources: IndexMap<String, u64>,
+    /// Calls per `pflow.cost.source` (`table`, `override`, `provider`, `free`,
+    /// `local`, `unpriced`, `unknown_usage`; `none` when no cost was recorded).
+    pub cost_sources: IndexMap<String, u64>,
+    /// What the cache reads saved: their cost at the input price minus what they cost.
+    pub cache_savings_usd: f64,
 }
 
 impl Usage {
     fn add(&mut self, f: &SpanFacts) {
         self.llm_calls += 1;
         self.estimated_calls += u64::from(f.estimated);
+        let source = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        *self
+            .token_sources
+            .entry(source(&f.usage_source))
+            .or_insert(0) += 1;
+        *self.cost_sources.entry(source(&f.cost_source)).or_insert(0) += 1;
+        self.cache_savings_usd += f.cache_savings_usd;
         let t = &mut self.tokens;
         t.input += f.input_tokens;
         t.output += f.output_tokens;
@@ -61,6 +76,7 @@ impl Usage {
     fn rounded(&self) -> Usage {
         Usage {
             cost_usd: round_usd(self.cost_usd),
+            cache_savings_usd: round_usd(self.cache_savings_usd),
             ..self.clone()
         }
     }
@@ -78,6 +94,12 @@ pub struct SectionMetrics {
     pub cost_complete: bool,
     /// LLM calls whose tokens are estimates (the provider reported no usage).
     pub estimated_calls: u64,
+    /// LLM calls per token source (see [`Usage::token_sources`]).
+    pub token_sources: IndexMap<String, u64>,
+    /// LLM calls per cost source (see [`Usage::cost_sources`]).
+    pub cost_sources: IndexMap<String, u64>,
+    /// What cache reads saved in this section, in USD.
+    pub cache_savings_usd: f64,
     /// Wall time per node path (`id`, `parent/child`, `id[3]`), summed over attempts.
     pub node_timings: IndexMap<String, f64>,
     /// LLM calls, tokens and cost per node path (nodes that called an LLM).
@@ -100,6 +122,8 @@ pub struct TotalMetrics {
     pub tokens_total: u64,
     pub cost_usd: f64,
     pub cost_complete: bool,
+    /// What cache reads saved across sections, in USD.
+    pub cache_savings_usd: f64,
 }
 
 /// The `metrics` object of `--output-format json`.
@@ -161,6 +185,12 @@ pub struct SpanFacts {
     pub cost_usd: Option<f64>,
     /// `pflow.cost.source` is `unpriced`.
     pub unpriced: bool,
+    /// `pflow.cost.source`.
+    pub cost_source: Option<String>,
+    /// `pflow.usage.source`.
+    pub usage_source: Option<String>,
+    /// `pflow.cost.cache_savings_usd` (0 when absent).
+    pub cache_savings_usd: f64,
     /// `pflow.usage.estimated`.
     pub estimated: bool,
     /// Any `gen_ai.usage.*` token attribute was present.
@@ -231,7 +261,14 @@ impl SpanFacts {
                 attr::USAGE_CACHE_WRITE => f.cache_write = as_u64(&kv.value),
                 attr::USAGE_REASONING => f.reasoning = as_u64(&kv.value),
                 attr::COST_USD => f.cost_usd = as_f64(&kv.value),
-                attr::COST_SOURCE => f.unpriced = kv.value.as_str() == "unpriced",
+                attr::COST_SOURCE => {
+                    f.unpriced = kv.value.as_str() == "unpriced";
+                    f.cost_source = Some(kv.value.as_str().into_owned());
+                }
+                attr::USAGE_SOURCE => f.usage_source = Some(kv.value.as_str().into_owned()),
+                attr::COST_CACHE_SAVINGS_USD => {
+                    f.cache_savings_usd = as_f64(&kv.value).unwrap_or(0.0)
+                }
                 attr::GEN_AI_REQUEST_MODEL => f.model = Some(kv.value.as_str().into_owned()),
                 attr::GEN_AI_OPERATION_NAME => {
                     f.operation = Some(kv.value.as_str().into_owned());
@@ -431,6 +468,9 @@ impl Aggregator {
             cost_usd: round_usd(agg.usage.cost_usd),
             cost_complete: agg.usage.cost_complete,
             estimated_calls: agg.usage.estimated_calls,
+            token_sources: agg.usage.token_sources.clone(),
+            cost_sources: agg.usage.cost_sources.clone(),
+            cache_savings_usd: round_usd(agg.usage.cache_savings_usd),
             node_timings: timings
                 .into_iter()
                 .map(|(k, (_, d))| (k.clone(), ms(*d)))
@@ -466,6 +506,9 @@ impl Aggregator {
                 tokens_total: workflow.tokens.total + p.map_or(0, |p| p.tokens.total),
                 cost_usd: round_usd(workflow.cost_usd + p.map_or(0.0, |p| p.cost_usd)),
                 cost_complete: workflow.cost_complete && p.is_none_or(|p| p.cost_complete),
+                cache_savings_usd: round_usd(
+                    workflow.cache_savings_usd + p.map_or(0.0, |p| p.cache_savings_usd),
+                ),
             },
             workflow,
             planner,
@@ -625,6 +668,55 @@ mod tests {
         assert_eq!(f.input_tokens, 7);
         assert_eq!(f.cost_usd, Some(0.5));
         assert!(f.budget.is_none());
+    }
+
+    #[test]
+    fn counts_token_and_cost_sources_and_cache_savings() {
+        let call = |usage: Option<&str>, cost: Option<&str>, saved: f64| {
+            let mut attrs = vec![
+                KeyValue::new(attr::GEN_AI_OPERATION_NAME, "chat"),
+                KeyValue::new(attr::GEN_AI_REQUEST_MODEL, "m"),
+                KeyValue::new(attr::LLM_NODE_PATH, "ask"),
+            ];
+            if let Some(u) = usage {
+                attrs.push(KeyValue::new(attr::USAGE_SOURCE, u.to_string()));
+                attrs.push(KeyValue::new(attr::USAGE_INPUT_TOKENS, 10i64));
+            }
+            if let Some(c) = cost {
+                attrs.push(KeyValue::new(attr::COST_SOURCE, c.to_string()));
+                attrs.push(KeyValue::new(attr::COST_USD, 0.001));
+                attrs.push(KeyValue::new(attr::COST_CACHE_SAVINGS_USD, saved));
+            }
+            SpanFacts::from_attributes(attrs.iter())
+        };
+        let mut a = Aggregator::default();
+        a.add(&call(Some("provider"), Some("table"), 0.000_1));
+        a.add(&call(Some("provider_stream"), Some("table"), 0.000_2));
+        a.add(&call(Some("estimated"), Some("override"), 0.0));
+        a.add(&call(None, None, 0.0));
+        let s = a.summary();
+        let want = |pairs: &[(&str, u64)]| -> IndexMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let w = &s.workflow;
+        assert_eq!(
+            w.token_sources,
+            want(&[
+                ("provider", 1),
+                ("provider_stream", 1),
+                ("estimated", 1),
+                ("none", 1)
+            ])
+        );
+        assert_eq!(
+            w.cost_sources,
+            want(&[("table", 2), ("override", 1), ("none", 1)])
+        );
+        assert_eq!(w.cache_savings_usd, 0.0003);
+        assert_eq!(s.total.cache_savings_usd, 0.0003);
+        assert_eq!(w.node_usage["ask"].token_sources, w.token_sources);
+        assert_eq!(s.models["m"].cost_sources, w.cost_sources);
+        assert_eq!(s.models["m"].cache_savings_usd, 0.0003);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! println!("{} spans, ${}", trace.spans.len(), trace.metrics().total.cost_usd);
 //! ```
 
+pub mod diff;
 pub mod report;
+pub mod reprice;
 pub mod show;
 
 use crate::telemetry::metrics::{Aggregator, MetricsSummary, SpanFacts};

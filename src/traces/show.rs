@@ -80,7 +80,8 @@ struct Sum {
     unknown: bool,
 }
 
-pub(crate) fn is_llm(s: &TraceSpan) -> bool {
+/// An LLM call span (usage, a cost source or a node path of a call).
+pub fn is_llm(s: &TraceSpan) -> bool {
     s.attr(attr::USAGE_INPUT_TOKENS).is_some()
         || s.attr(attr::COST_SOURCE).is_some()
         || s.attr(attr::LLM_NODE_PATH).is_some()
@@ -347,7 +348,7 @@ fn indent(s: &str, by: &str) -> String {
 }
 
 /// The text of GenAI message JSON (`[{"role", "parts": [{"content"}]}]`), else the raw value.
-fn message_text(raw: &str) -> String {
+pub fn message_text(raw: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else {
         return raw.to_string();
     };

@@ -377,6 +377,7 @@ fn usage(calls: u64, input: u64, output: u64, cost: f64) -> Usage {
         cost_usd: cost,
         cost_complete: true,
         estimated_calls: 0,
+        ..Usage::default()
     }
 }
 

@@ -9,6 +9,7 @@ mod planner;
 mod progress;
 mod providers;
 mod report;
+mod reprice_diff;
 mod run;
 mod signals;
 mod stack;
