@@ -369,7 +369,7 @@ fn interrupt_with_queued_items(signal: i32, expected: i32) {
     let p = env.workflow("slow.json", json!({"ir_version": "0.1.0", "nodes": [
         {"id": "fan", "type": "shell", "batch": {"items": [1, 2, 3, 4, 5, 6], "parallel": true, "max_concurrent": 2},
          "params": {"command": format!("sleep {marker}; echo unique-marker-XYZ")}}]}));
-    let mut child = pflow_cmd(&env, None)
+    let child = pflow_cmd(&env, None)
         .args(["--output-format", "json", "run"])
         .arg(&p)
         .stdout(std::process::Stdio::piped())
@@ -400,7 +400,7 @@ fn interrupt_with_queued_items(signal: i32, expected: i32) {
         .unwrap();
     for s in items.iter().copied().chain([batch]) {
         assert_eq!(s.s("pflow.node.status"), "interrupted", "{}", s.name);
-        assert_eq!(s.parent.is_empty(), false);
+        assert!(!s.parent.is_empty());
     }
     assert!(items.iter().all(|s| s.parent == batch.span_id));
     let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();
@@ -532,6 +532,7 @@ async fn server_errors_are_retried_as_spans_then_fail() {
         [1, 2, 3]
     );
     assert!(calls.iter().all(|s| s.s("error.type") == "server_error"));
+    assert_eq!(v["metrics"]["total"]["cost_complete"], json!(true));
     let retries = calls
         .iter()
         .filter(|s| s.events.iter().any(|(n, _)| n == "pflow.llm.retry"))
@@ -608,25 +609,54 @@ async fn rate_limit_waits_what_retry_after_says() {
     assert_eq!(calls[1].status_code, 0);
     assert_eq!(v["metrics"]["total"]["tokens_total"], json!(51));
     assert_eq!(v["metrics"]["total"]["cost_usd"], json!(0.000405));
+    // The refused attempt billed nothing: $0, and the run's cost is complete.
+    assert_eq!(calls[0].s("pflow.cost.source"), "not_billed");
+    assert_eq!(calls[0].attr("pflow.cost.usd"), Some(&json!(0.0)));
+    assert_eq!(v["metrics"]["total"]["cost_complete"], json!(true));
 }
 
 /// What a raw server does with a connection after reading the request.
 #[derive(Clone, Copy)]
 enum Fault {
-    /// Send headers and `message_start` (usage included), then reset (RST).
+    /// Anthropic stream: headers and `message_start` (usage included), then a reset (RST).
     ResetMidStream,
-    /// Send the stream up to the first text delta and close cleanly: no `message_stop`.
+    /// Anthropic stream: every text delta, then a clean close before `message_delta`/`message_stop`.
     TruncatedSse,
+    /// OpenAI, not streaming: headers and half the JSON body, then a reset.
+    ResetMidBody,
+}
+
+/// Closes with SO_LINGER 0, so the peer sees a reset rather than an end of stream.
+fn reset(sock: tokio::net::TcpStream) {
+    let std = sock.into_std().unwrap();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            std.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A loopback HTTP server: the first connection suffers `fault`, later ones
-/// get the whole Anthropic stream fixture.
+/// get the whole fixture (Anthropic stream, or OpenAI chat for `ResetMidBody`).
 async fn faulty_server(fault: Fault) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     let c2 = count.clone();
-    let full = String::from_utf8(llm_fixture("anthropic-messages-stream.sse")).unwrap();
+    let (fixture, ctype) = match fault {
+        Fault::ResetMidBody => ("openai-chat.json", "application/json"),
+        _ => ("anthropic-messages-stream.sse", "text/event-stream"),
+    };
+    let full = String::from_utf8(llm_fixture(fixture)).unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -636,9 +666,11 @@ async fn faulty_server(fault: Fault) -> (String, Arc<AtomicUsize>) {
             let full = full.clone();
             tokio::spawn(async move {
                 read_request(&mut sock).await;
+                let head = |len: usize| {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n")
+                };
                 if n > 0 {
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", full.len());
-                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(head(full.len()).as_bytes()).await;
                     let _ = sock.write_all(full.as_bytes()).await;
                     return;
                 }
@@ -651,29 +683,19 @@ async fn faulty_server(fault: Fault) -> (String, Arc<AtomicUsize>) {
                         let _ = sock.write_all(chunk.as_bytes()).await;
                         let _ = sock.flush().await;
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        // SO_LINGER 0: closing sends RST, a reset rather than an end of stream.
-                        let std = sock.into_std().unwrap();
-                        let linger = libc::linger {
-                            l_onoff: 1,
-                            l_linger: 0,
-                        };
-                        unsafe {
-                            use std::os::fd::AsRawFd;
-                            libc::setsockopt(
-                                std.as_raw_fd(),
-                                libc::SOL_SOCKET,
-                                libc::SO_LINGER,
-                                &linger as *const libc::linger as *const libc::c_void,
-                                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                            );
-                        }
-                        drop(std);
+                        reset(sock);
                     }
                     Fault::TruncatedSse => {
-                        let part = &full[..full.find("event: content_block_stop").unwrap()];
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", part.len());
-                        let _ = sock.write_all(head.as_bytes()).await;
+                        let part = &full[..full.find("event: message_delta").unwrap()];
+                        let _ = sock.write_all(head(part.len()).as_bytes()).await;
                         let _ = sock.write_all(part.as_bytes()).await;
+                    }
+                    Fault::ResetMidBody => {
+                        let _ = sock.write_all(head(full.len()).as_bytes()).await;
+                        let _ = sock.write_all(&full.as_bytes()[..full.len() / 2]).await;
+                        let _ = sock.flush().await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        reset(sock);
                     }
                 }
             });
@@ -857,4 +879,29 @@ async fn two_hundred_items_thirty_two_at_a_time_exact_totals_and_spans() {
         peak = peak.max(open);
     }
     assert!(peak <= 32, "{peak} items at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_reset_mid_body_is_retried() {
+    // Not streaming: a body cut by a reset is a transport fault like a broken
+    // stream (retryable), not an invalid answer.
+    let (base, count) = faulty_server(Fault::ResetMidBody).await;
+    let env = Env::new();
+    let p = env.workflow("wf.json", llm_wf("gpt-4o", json!({"retries": 1})));
+    let (v, code, _) = run_json(
+        with_provider(&env, &base)
+            .args(["--trace", "--output-format", "json"])
+            .arg(&p),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    let spans = trace_of(&v);
+    let calls = llm_spans(&spans, "chat gpt-4o");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].s("error.type"), "stream_error");
+    assert_eq!(v["metrics"]["total"]["tokens_total"], json!(51));
+    assert_eq!(v["metrics"]["total"]["cost_usd"], json!(0.000405));
+    // The cut attempt may have been billed, and nobody knows for how much.
+    assert_eq!(calls[0].attr("pflow.cost.usd"), None);
+    assert_eq!(v["metrics"]["total"]["cost_complete"], json!(false));
 }
