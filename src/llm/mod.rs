@@ -231,6 +231,22 @@ impl LlmError {
         }
     }
 
+    /// The provider refused the attempt before generating anything, so it
+    /// billed nothing (unlike a timeout or a broken stream, which may have been).
+    pub fn not_billed(&self) -> bool {
+        matches!(
+            self,
+            LlmError::MissingApiKey { .. }
+                | LlmError::Unauthorized { .. }
+                | LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::BadRequest { .. }
+                | LlmError::Connect(_)
+                | LlmError::UnknownModel(_)
+                | LlmError::Image(_)
+        )
+    }
+
     /// Stable short name for `error.type`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -552,10 +568,21 @@ impl SseStream {
 
 /// The whole body of a non-streaming response, as JSON.
 async fn read_json(resp: reqwest::Response) -> Result<Value, LlmError> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| LlmError::InvalidResponse(format!("reading the body failed: {e}")))?;
+    // A body cut off (reset, closed early, too slow) is a broken transfer,
+    // retryable like a broken stream, not an invalid answer.
+    let bytes = resp.bytes().await.map_err(|e| {
+        let mut message = format!("the response body broke off: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(inner) = src {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        LlmError::Stream {
+            message,
+            partial: Box::new(Usage::unknown()),
+        }
+    })?;
     parse_json(&bytes)
 }
 

@@ -331,7 +331,24 @@ pub async fn call(
                         record_cost(&span, &priced);
                         reservation.settle(priced.usd, u.total().unwrap_or(0));
                     }
-                    None => reservation.settle(Some(0.0), 0),
+                    None => {
+                        // Refused before any work (429, 4xx, 5xx, no connection):
+                        // nothing billed, so the run's cost stays complete. A
+                        // timeout or a broken transfer may have been billed:
+                        // its cost stays unknown.
+                        if e.not_billed() {
+                            record_cost(
+                                &span,
+                                &Priced {
+                                    usd: Some(0.0),
+                                    source: "not_billed",
+                                    key: None,
+                                    cache_savings_usd: 0.0,
+                                },
+                            );
+                        }
+                        reservation.settle(Some(0.0), 0)
+                    }
                 }
                 tracing::error!(parent: &span, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
                 span.record("error.type", e.kind());

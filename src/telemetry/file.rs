@@ -70,6 +70,29 @@ impl Sink {
     }
 }
 
+/// Makes a file-size limit (`ulimit -f`) a write error instead of a crash.
+///
+/// The default action of SIGXFSZ kills the process, so a run whose trace
+/// file outgrows the limit would die with its result unprinted and a partial
+/// temp file left behind. With a handler installed, the write fails with
+/// EFBIG and the exporter turns it into its one warning. A handler (unlike
+/// SIG_IGN) is reset to the default on `exec`, so commands the shell node
+/// starts still get the standard behaviour.
+pub fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_sigxfsz(_: libc::c_int) {}
+        // SAFETY: the handler does nothing, so it is async-signal-safe; the
+        // sigaction struct is zeroed (empty mask, no flags) before use.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigxfsz as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGXFSZ, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Creates `dir` (0700) if missing.
 pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
@@ -270,6 +293,26 @@ impl SpanProcessor for TraceFileProcessor {
     }
 }
 
+/// Copies an orphaned temp file (its directory was deleted) into a new temp
+/// file in a re-created `dir`, then renames that into place.
+fn rescue(
+    mut orphan: tempfile::NamedTempFile,
+    dir: &Path,
+    final_path: &Path,
+) -> std::io::Result<()> {
+    use std::io::Seek;
+    ensure_dir(dir)?;
+    let mut fresh = tempfile::Builder::new()
+        .prefix(".pflow-trace-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    orphan.as_file_mut().rewind()?;
+    std::io::copy(orphan.as_file_mut(), fresh.as_file_mut())?;
+    fresh.as_file().sync_all()?;
+    fresh.persist(final_path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// The result of finishing a trace file.
 #[derive(Debug, Default)]
 pub struct FinishOutcome {
@@ -323,8 +366,16 @@ impl TraceFileHandle {
                 }
             };
             tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-            tmp.persist(&final_path).map_err(|e| e.error.to_string())?;
-            Ok(())
+            match tmp.persist(&final_path) {
+                Ok(_) => Ok(()),
+                // The directory went away during the run (cleaned up, `rm -rf`):
+                // the open temp file still holds every byte, so copy it into a
+                // fresh directory rather than lose the trace.
+                Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+                    rescue(e.file, dir, &final_path).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.error.to_string()),
+            }
         })();
         match result {
             Ok(()) => FinishOutcome {

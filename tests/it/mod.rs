@@ -2,6 +2,7 @@ mod budget;
 mod common;
 mod errors;
 mod examples;
+mod faults;
 mod history;
 mod llm_node;
 mod otlp;
