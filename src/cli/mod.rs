@@ -63,6 +63,10 @@ pub struct Cli {
     /// (same as OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true).
     #[arg(long, global = true)]
     pub capture_content: bool,
+    /// Extra attributes for a backend in exported spans: otel (GenAI conventions only,
+    /// the default), phoenix (OpenInference), langfuse (else PFLOW_OTEL_PROFILE).
+    #[arg(long, global = true, value_name = "PROFILE")]
+    pub otel_profile: Option<String>,
     /// Stop before any LLM call (planner included) that could take the run's cost past USD,
     /// and as soon as actual spend passes it; exit code 3 (else PFLOW_MAX_COST).
     #[arg(long, global = true, value_name = "USD", allow_hyphen_values = true)]
@@ -233,6 +237,7 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
             "--output-format"
                 | "--pricing"
                 | "--otlp-endpoint"
+                | "--otel-profile"
                 | "--planner-model"
                 | "--planner-timeout"
                 | "--max-cost"
@@ -431,11 +436,15 @@ pub struct RunReport {
 }
 
 async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
+    let profile = match crate::telemetry::profile::Profile::resolve(cli.otel_profile.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
+    };
     let settings = match crate::telemetry::otlp::OtlpSettings::from_env(
         cli.otlp_endpoint.as_deref(),
         cli.capture_content,
     ) {
-        Ok(Some(s)) => s,
+        Ok(Some(s)) => crate::telemetry::otlp::OtlpSettings { profile, ..s },
         Ok(None) => {
             return output::usage_error(
                 cli.output_format,
@@ -541,6 +550,10 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         Ok(l) => l,
         Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
     };
+    let profile = match crate::telemetry::profile::Profile::resolve(cli.otel_profile.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
+    };
     let planning = !matches!(target, Target::File(_));
     let planner_config = match &target {
         Target::File(_) => None,
@@ -587,7 +600,12 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
             cli.otlp_endpoint.as_deref(),
             cli.capture_content,
         ) {
-            Ok(o) => config.otlp = o,
+            Ok(o) => {
+                config.otlp = o.map(|mut s| {
+                    s.profile = profile;
+                    s
+                })
+            }
             Err(e) => warnings.push(format!("OTLP export off: {e}")),
         }
         // The workflow's name as a resource attribute, so backends can group runs by it.

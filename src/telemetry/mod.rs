@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod otel_metrics;
 pub mod otlp;
 pub mod preview;
+pub mod profile;
 pub mod progress;
 pub mod redact;
 

@@ -12,6 +12,7 @@
 //! (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true` or
 //! `--capture-content`); sizes always go. Everything exported is redacted.
 
+use super::profile::ExportShape;
 use super::redact::Redactor;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -72,6 +73,11 @@ pub struct OtlpSettings {
     pub metrics_endpoint: Option<String>,
     /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
     pub temporality: opentelemetry_sdk::metrics::Temporality,
+    /// The backend profile; `from_env` leaves `otel`: set it from
+    /// `Profile::resolve(--otel-profile)` (flag, else `PFLOW_OTEL_PROFILE`).
+    pub profile: super::profile::Profile,
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN` holds `gen_ai_latest_experimental`.
+    pub semconv_latest: bool,
 }
 
 fn var(keys: &[&str]) -> Option<String> {
@@ -213,7 +219,21 @@ impl OtlpSettings {
             capture_content: capture_flag || env_capture,
             metrics_endpoint,
             temporality,
+            // The caller resolves it (`Profile::resolve`): a flag wins over the variable.
+            profile: super::profile::Profile::default(),
+            semconv_latest: super::profile::semconv_latest_from_env(),
         }))
+    }
+}
+
+impl OtlpSettings {
+    /// How exported spans are shaped: content policy, profile, semconv switch.
+    pub fn export_shape(&self) -> ExportShape {
+        ExportShape {
+            profile: self.profile,
+            semconv_latest: self.semconv_latest,
+            capture_content: self.capture_content,
+        }
     }
 }
 
@@ -344,7 +364,17 @@ fn build_exporter(s: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, 
 
 /// Removes content from a span bound for the network (unless opted in) and redacts it.
 pub fn apply_policy(span: &mut SpanData, capture_content: bool, redactor: &Redactor) {
-    if !capture_content {
+    let shape = ExportShape {
+        capture_content,
+        ..ExportShape::default()
+    };
+    apply_export_policy(span, &shape, redactor);
+}
+
+/// The content policy, then the backend profile and semconv switch, then redaction
+/// (last, so attributes a profile derives are redacted too).
+pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &Redactor) {
+    if !shape.capture_content {
         let before = span.attributes.len();
         span.attributes
             .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
@@ -357,6 +387,7 @@ pub fn apply_policy(span: &mut SpanData, capture_content: bool, redactor: &Redac
                 .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
         }
     }
+    super::profile::apply_span_data(span, shape);
     super::file::redact_span(span, redactor);
 }
 
@@ -380,7 +411,7 @@ pub struct OtlpProcessor {
     pending: Arc<Mutex<Vec<SpanData>>>,
     tx: mpsc::Sender<Msg>,
     stats: Arc<Stats>,
-    capture_content: bool,
+    shape: ExportShape,
     redactor: Arc<Redactor>,
 }
 
@@ -448,7 +479,7 @@ impl OtlpProcessor {
                 pending,
                 tx: tx.clone(),
                 stats: stats.clone(),
-                capture_content: settings.capture_content,
+                shape: settings.export_shape(),
                 redactor,
             },
             OtlpHandle {
@@ -547,7 +578,7 @@ impl SpanProcessor for OtlpProcessor {
             self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        apply_policy(&mut span, self.capture_content, &self.redactor);
+        apply_export_policy(&mut span, &self.shape, &self.redactor);
         let full = {
             let mut p = match self.pending.lock() {
                 Ok(p) => p,
@@ -625,7 +656,8 @@ pub struct FileExportReport {
 }
 
 /// Sends a saved trace file (OTLP/JSON lines) to a backend: for runs made
-/// offline. Content attributes are dropped unless `settings.capture_content`.
+/// offline. Content attributes are dropped unless `settings.capture_content`;
+/// the profile and semconv switch apply as for live export.
 pub async fn export_file(
     path: &std::path::Path,
     settings: &OtlpSettings,
@@ -659,6 +691,15 @@ pub async fn export_file(
                     }
                 }
             }
+        }
+        let shape = settings.export_shape();
+        for sp in req
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            super::profile::apply_proto(sp, &shape);
         }
         requests.push(req);
     }

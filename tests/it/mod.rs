@@ -7,6 +7,7 @@ mod history;
 mod llm_node;
 mod otlp;
 mod planner;
+mod profiles;
 mod progress;
 mod providers;
 mod report;
