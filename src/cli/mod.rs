@@ -64,7 +64,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub capture_content: bool,
     /// Stop before any LLM call (planner included) that could take the run's cost past USD,
-    /// and as soon as actual spend passes it; exit code 3 (else PFLOW_MAX_COST).
+    /// and as soon as actual spend passes it; a workflow whose estimated low end is over it
+    /// does not start. Exit code 3 (else PFLOW_MAX_COST).
     #[arg(long, global = true, value_name = "USD", allow_hyphen_values = true)]
     pub max_cost: Option<String>,
     /// The same for tokens, input + output (else PFLOW_MAX_TOKENS_TOTAL).
