@@ -68,7 +68,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PROFILE")]
     pub otel_profile: Option<String>,
     /// Stop before any LLM call (planner included) that could take the run's cost past USD,
-    /// and as soon as actual spend passes it; exit code 3 (else PFLOW_MAX_COST).
+    /// and as soon as actual spend passes it; a workflow whose estimated low end is over it
+    /// does not start. Exit code 3 (else PFLOW_MAX_COST).
     #[arg(long, global = true, value_name = "USD", allow_hyphen_values = true)]
     pub max_cost: Option<String>,
     /// The same for tokens, input + output (else PFLOW_MAX_TOKENS_TOTAL).
@@ -77,6 +78,10 @@ pub struct Cli {
     /// Under --max-cost, call models with no known price anyway (counted as $0, with a warning).
     #[arg(long, global = true)]
     pub allow_unpriced: bool,
+    /// `pflow run FILE --estimate`: print the cost range per LLM node and in total, without
+    /// calling any model or running anything.
+    #[arg(long, global = true)]
+    pub estimate: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -433,6 +438,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     pub validation_warnings: Vec<Diagnostic>,
     pub exit_code: i32,
+    /// The pre-run cost estimate, when one was made (planned runs, `--max-cost`).
+    pub estimate: Option<runtime::estimate::Estimate>,
 }
 
 async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
@@ -555,6 +562,23 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
     };
     let planning = !matches!(target, Target::File(_));
+    if cli.estimate {
+        return match &target {
+            Target::File(f) => estimate_cmd(
+                f,
+                given,
+                prices,
+                price_warnings,
+                limits.max_cost_usd,
+                cli.output_format,
+            ),
+            _ => output::usage_error(
+                cli.output_format,
+                "--estimate needs a workflow file or a saved workflow's name; a planned workflow's estimate is printed before it runs (or save it with `pflow plan REQUEST -o FILE` and run `pflow run FILE --estimate`)",
+            ),
+        };
+    }
+    let planned_run = matches!(target, Target::Request(_));
     let planner_config = match &target {
         Target::File(_) => None,
         _ => Some(crate::planner::PlannerConfig {
@@ -675,12 +699,18 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         _ => None,
     };
     let mut ident = None;
+    let mut estimate = None;
+    let mut estimate_warnings = Vec::new();
     let work = {
         let root = root.clone();
         let runtime = runtime.clone();
         let file = file.to_path_buf();
         let vw = &mut validation_warnings;
         let ident = &mut ident;
+        let estimate = &mut estimate;
+        let estimate_warnings = &mut estimate_warnings;
+        let display = display.as_ref();
+        let format = cli.output_format;
         async move {
             let (ir, plan_only) = match target {
                 Target::File(_) => (loaded?, None),
@@ -719,6 +749,27 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
             *vw = wf.warnings.clone();
             root.record("pflow.workflow.name", wf.name.as_str());
             let inputs = runtime.prepare_inputs(&wf, given)?;
+            let budget = runtime.services().budget();
+            if planned_run || budget.limits().max_cost_usd.is_some() {
+                match estimate_with_history(
+                    &wf,
+                    &inputs,
+                    runtime.services().prices(),
+                    estimate_warnings,
+                ) {
+                    Ok(est) => {
+                        if planned_run && format == OutputFormat::Text {
+                            progress::println(display, &est.to_text());
+                        }
+                        let stop = budget.refuse_estimate(est.low_usd());
+                        *estimate = Some(est);
+                        if let Some(stop) = stop {
+                            return Err(RunError::Budget(stop));
+                        }
+                    }
+                    Err(e) => estimate_warnings.push(format!("no cost estimate: {e}")),
+                }
+            }
             runtime.run(wf, inputs, &RunOptions::default()).await
         }
     };
@@ -744,6 +795,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
     root.record("pflow.run.exit_code", exit_code as i64);
     record_budget(&root, runtime.services().budget());
     warnings.extend(runtime.services().budget().warnings());
+    warnings.extend(estimate_warnings);
     if let Err(e) = &result {
         tracing::error!(parent: &root, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
         root.record("error.type", e.kind());
@@ -787,6 +839,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
         warnings,
         validation_warnings,
         exit_code,
+        estimate,
     };
     output::print_run(&report, cli.output_format);
     exit_code
@@ -821,13 +874,95 @@ fn record_budget(root: &tracing::Span, budget: &crate::llm::budget::Budget) {
         if let Some(n) = &s.node {
             root.record("pflow.budget.node", n.as_str());
         }
-        root.record("pflow.budget.model", s.model.as_str());
+        if !s.model.is_empty() {
+            root.record("pflow.budget.model", s.model.as_str());
+        }
         if let Some(u) = s.next_call_estimate_usd {
             root.record("pflow.budget.next_call_estimate_usd", u);
         }
         if let Some(t) = s.next_call_estimate_tokens {
             root.record("pflow.budget.next_call_estimate_tokens", t as i64);
         }
+    }
+}
+
+/// The estimate of `wf`, its expected value from the earlier runs of the same
+/// workflow in the history (a history that cannot be read is a warning).
+fn estimate_with_history(
+    wf: &runtime::CompiledWorkflow,
+    inputs: &Map<String, Value>,
+    prices: &PriceTable,
+    warnings: &mut Vec<String>,
+) -> Result<runtime::estimate::Estimate, runtime::estimate::EstimateError> {
+    let past = if crate::history::enabled() {
+        let hash = crate::history::WorkflowIdent::of(&wf.ir).hash;
+        match crate::history::query::past_runs(&crate::history::db_path(), &hash) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warnings.push(format!("no expected cost: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    runtime::estimate::estimate(wf, inputs, prices, past.as_ref())
+}
+
+/// `pflow run FILE --estimate`: load, validate and estimate; nothing runs,
+/// no trace is written and the history is not touched beyond reading it.
+fn estimate_cmd(
+    file: &Path,
+    mut given: Map<String, Value>,
+    prices: Option<PriceTable>,
+    mut warnings: Vec<String>,
+    max_cost: Option<f64>,
+    format: OutputFormat,
+) -> i32 {
+    let prices = prices.as_ref().unwrap_or_else(|| PriceTable::builtin());
+    let rt = Runtime::default();
+    let compiled = ir::load_file(file).map_err(RunError::from).and_then(|ir| {
+        if references_stdin(&ir) && !std::io::stdin().is_terminal() {
+            let mut s = String::new();
+            if std::io::stdin().read_to_string(&mut s).is_ok() && !s.is_empty() {
+                given.insert("stdin".into(), Value::String(s));
+            }
+        }
+        let cx = CompileContext {
+            params: given.keys().cloned().collect(),
+            stdin: Some(given.contains_key("stdin")),
+        };
+        let wf = rt.compile(
+            ir,
+            &file.display().to_string(),
+            &runtime::base_dir_of(file),
+            &cx,
+        )?;
+        let inputs = rt.prepare_inputs(&wf, given)?;
+        Ok((wf, inputs))
+    });
+    let (wf, inputs) = match compiled {
+        Ok(c) => c,
+        Err(e) => {
+            return output::print_estimate(format, Err(output::EstimateFailure::Run(&e)), &warnings)
+        }
+    };
+    warnings.extend(wf.warnings.iter().map(|d| d.to_string()));
+    match estimate_with_history(&wf, &inputs, prices, &mut warnings) {
+        Ok(mut est) => {
+            if let Some(max) = max_cost.filter(|m| est.low_usd() > *m) {
+                est.notes.push(format!(
+                    "the low end exceeds --max-cost {}: `pflow run` would refuse this workflow before it starts (exit code 3)",
+                    crate::llm::budget::fmt_usd(max)
+                ));
+            }
+            output::print_estimate(format, Ok(&est), &warnings)
+        }
+        Err(e) => output::print_estimate(
+            format,
+            Err(output::EstimateFailure::Estimate(&e)),
+            &warnings,
+        ),
     }
 }
 

@@ -151,7 +151,7 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
         OutputFormat::Json => {
             let mut warnings: Vec<String> = r.warnings.clone();
             warnings.extend(r.validation_warnings.iter().map(|d| d.to_string()));
-            print_json(&json!({
+            let mut v = json!({
                 "success": r.result.is_ok(),
                 "result": r.result.as_ref().ok().map(|o| Value::Object(o.outputs.clone())),
                 "error": r.result.as_ref().err().map(error_json),
@@ -159,7 +159,11 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                 "trace_id": r.trace_id,
                 "trace_file": r.trace_file.as_ref().map(|p| p.display().to_string()),
                 "warnings": warnings,
-            }));
+            });
+            if let (Some(e), Some(o)) = (&r.estimate, v.as_object_mut()) {
+                o.insert("estimate".into(), json!(e));
+            }
+            print_json(&v);
             if let Some(p) = &r.trace_file {
                 eprintln!("Trace saved: {}", p.display());
             }
@@ -192,6 +196,48 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
             }
         }
     }
+}
+
+/// Why `--estimate` could not estimate.
+pub enum EstimateFailure<'a> {
+    /// The workflow or its inputs are invalid (exit code 2, as for a run).
+    Run(&'a RunError),
+    Estimate(&'a crate::runtime::estimate::EstimateError),
+}
+
+/// `pflow run FILE --estimate`: the table on stdout (JSON: `{"estimate": {...}}`).
+pub fn print_estimate(
+    format: OutputFormat,
+    result: Result<&crate::runtime::estimate::Estimate, EstimateFailure<'_>>,
+    warnings: &[String],
+) -> i32 {
+    let (error, code) = match &result {
+        Ok(_) => (None, 0),
+        Err(EstimateFailure::Run(e)) => (Some(error_json(e)), e.exit_code()),
+        Err(EstimateFailure::Estimate(e)) => (
+            Some(json!({"node": null, "type": "estimate_error", "message": e.to_string()})),
+            2,
+        ),
+    };
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "success": result.is_ok(),
+            "estimate": result.as_ref().ok(),
+            "error": error,
+            "warnings": warnings,
+        })),
+        OutputFormat::Text => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            match &result {
+                Ok(e) => print!("{}", e.to_text()),
+                Err(EstimateFailure::Run(e)) => eprintln!("error: {e}"),
+                Err(EstimateFailure::Estimate(e)) => eprintln!("error: {e}"),
+            }
+        }
+    }
+    code
 }
 
 fn summary_line(r: &RunReport) -> String {

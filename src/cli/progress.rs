@@ -118,6 +118,15 @@ impl Display {
     }
 }
 
+/// Prints `text` on stderr without tearing the live bar (if one is drawn).
+pub fn println(display: Option<&Display>, text: &str) {
+    let text = text.trim_end();
+    match display.and_then(|d| d.bar.as_ref()) {
+        Some(bar) => bar.suspend(|| eprintln!("{text}")),
+        None => eprintln!("{text}"),
+    }
+}
+
 /// Colour only on a terminal (the bar is only drawn on one) and never with `NO_COLOR` set.
 fn colour_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())

@@ -227,6 +227,132 @@ pub fn stats(
     })
 }
 
+/// At most this many of a workflow's latest successful runs feed its expected cost.
+pub const PAST_RUNS_LIMIT: u64 = 50;
+
+/// What earlier successful runs of one workflow (same IR hash) cost: the
+/// medians the pre-run estimate shows as its expected value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PastRuns {
+    /// How many runs the medians are over (the latest [`PAST_RUNS_LIMIT`]).
+    pub runs: u64,
+    /// Median of the runs' workflow cost (the planner's share left out).
+    pub median_cost_usd: Option<f64>,
+    pub median_tokens: Option<u64>,
+    /// Per node path with batch indexes removed (`each[3]/ask` → `each/ask`),
+    /// summed within a run; a run where the node did not run counts as 0.
+    pub nodes: std::collections::BTreeMap<String, NodeMedian>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct NodeMedian {
+    pub cost_usd: f64,
+    pub tokens: u64,
+}
+
+/// `each[3]/ask` → `each/ask`: batch items of one node grouped together.
+pub fn strip_indexes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close) if close > 0 && after[..close].bytes().all(|b| b.is_ascii_digit()) => {
+                out.push_str(&rest[..open]);
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn median_f64(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// [`past_runs`] on an open connection.
+pub fn past_runs_in(conn: &Connection, workflow_hash: &str) -> rusqlite::Result<PastRuns> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM runs WHERE workflow_hash = ?1 AND status = 'ok' AND command = 'run'
+         ORDER BY time_unix_ms DESC, id DESC LIMIT ?2",
+    )?;
+    let ids = stmt
+        .query_map(params![workflow_hash, PAST_RUNS_LIMIT as i64], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut per_run = Vec::with_capacity(ids.len());
+    let mut rows = conn.prepare_cached(
+        "SELECT node_path, tokens_total, cost_usd FROM run_nodes
+         WHERE run_id = ?1 AND section = 'workflow'",
+    )?;
+    for id in &ids {
+        let mut nodes: std::collections::BTreeMap<String, NodeMedian> = Default::default();
+        let found = rows.query_map(params![id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, f64>(2)?,
+            ))
+        })?;
+        for row in found {
+            let (path, tokens, cost) = row?;
+            let e = nodes.entry(strip_indexes(&path)).or_default();
+            e.tokens += tokens;
+            e.cost_usd += cost;
+        }
+        per_run.push(nodes);
+    }
+    let keys: std::collections::BTreeSet<&String> = per_run.iter().flat_map(|n| n.keys()).collect();
+    let nodes = keys
+        .into_iter()
+        .map(|k| {
+            let of = |f: &dyn Fn(&NodeMedian) -> f64| {
+                median_f64(per_run.iter().map(|n| n.get(k).map_or(0.0, f)).collect()).unwrap_or(0.0)
+            };
+            let m = NodeMedian {
+                cost_usd: round_usd(of(&|m| m.cost_usd)),
+                tokens: of(&|m| m.tokens as f64).round() as u64,
+            };
+            (k.clone(), m)
+        })
+        .collect();
+    let totals = |f: &dyn Fn(&NodeMedian) -> f64| {
+        median_f64(per_run.iter().map(|n| n.values().map(f).sum()).collect())
+    };
+    Ok(PastRuns {
+        runs: ids.len() as u64,
+        median_cost_usd: totals(&|m| m.cost_usd).map(round_usd),
+        median_tokens: totals(&|m| m.tokens as f64).map(|t| t.round() as u64),
+        nodes,
+    })
+}
+
+/// The earlier successful `pflow run`s of the workflow whose IR hashes to
+/// `workflow_hash`; empty when there is no history yet (the file is not created).
+pub fn past_runs(path: &Path, workflow_hash: &str) -> Result<PastRuns, HistoryError> {
+    if !path.exists() {
+        return Ok(PastRuns::default());
+    }
+    db::with_retry(path, |conn| {
+        past_runs_in(conn, workflow_hash).map_err(HistoryError::sql(path))
+    })
+}
+
 /// Deletes the runs that started before `cutoff`, with their model and node rows; returns how many runs.
 pub fn prune(path: &Path, cutoff: DateTime<Utc>) -> Result<u64, HistoryError> {
     if !path.exists() {
@@ -416,6 +542,87 @@ mod tests {
             )
             .unwrap();
         assert_eq!(orphans, 1 + 2);
+    }
+
+    #[test]
+    fn past_runs_give_medians_per_workflow_and_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let mut recs = vec![
+            run(
+                "2025-01-01T10:00:00Z",
+                "a",
+                "ok",
+                "gpt-4o",
+                usage(1, 100, 50, 0.5),
+            ),
+            run(
+                "2025-01-01T11:00:00Z",
+                "a",
+                "ok",
+                "gpt-4o",
+                usage(1, 200, 100, 0.9),
+            ),
+            run(
+                "2025-01-01T12:00:00Z",
+                "a",
+                "ok",
+                "gpt-4o",
+                usage(1, 300, 100, 0.6),
+            ),
+            // A failed run and another workflow's run do not count.
+            run(
+                "2025-01-01T13:00:00Z",
+                "a",
+                "failed",
+                "gpt-4o",
+                usage(1, 9, 9, 9.0),
+            ),
+            run(
+                "2025-01-01T14:00:00Z",
+                "b",
+                "ok",
+                "gpt-4o",
+                usage(1, 9, 9, 7.0),
+            ),
+        ];
+        recs[4].workflow_hash = Some("other".into());
+        // Batch items of `each` group under `each`; the run without it counts 0 there.
+        recs[2]
+            .metrics
+            .workflow
+            .node_usage
+            .insert("each[0]".into(), usage(1, 10, 0, 0.25));
+        recs[2]
+            .metrics
+            .workflow
+            .node_usage
+            .insert("each[1]".into(), usage(1, 10, 0, 0.25));
+        for r in &recs {
+            record(&db, r).unwrap();
+        }
+        let p = past_runs(&db, "abc").unwrap();
+        assert_eq!(p.runs, 3);
+        // Workflow sums per run: 0.5, 0.9, 1.1 → median 0.9.
+        assert_eq!(p.median_cost_usd, Some(0.9));
+        assert_eq!(p.median_tokens, Some(300));
+        assert_eq!(p.nodes["ask"].cost_usd, 0.6);
+        assert_eq!(p.nodes["ask"].tokens, 300);
+        assert_eq!(p.nodes["each"].cost_usd, 0.0);
+        assert_eq!(past_runs(&db, "nope").unwrap(), PastRuns::default());
+        let missing = dir.path().join("none.db");
+        assert_eq!(past_runs(&missing, "abc").unwrap().runs, 0);
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn indexes_are_stripped_and_medians_of_even_counts_average() {
+        assert_eq!(strip_indexes("each[3]/ask"), "each/ask");
+        assert_eq!(strip_indexes("a[1]/b[22]"), "a/b");
+        assert_eq!(strip_indexes("odd[x]"), "odd[x]");
+        assert_eq!(strip_indexes("plain"), "plain");
+        assert_eq!(median_f64(vec![3.0, 1.0, 2.0, 10.0]), Some(2.5));
+        assert_eq!(median_f64(vec![]), None);
     }
 
     #[test]

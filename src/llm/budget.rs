@@ -181,11 +181,18 @@ impl CallEstimate {
 /// The output limit assumed for `model`: a `max_output_tokens` override, a
 /// known family's limit, else [`DEFAULT_MAX_OUTPUT_TOKENS`].
 pub fn max_output_tokens(provider: Provider, model: &str, prices: &PriceTable) -> u64 {
+    output_limit(provider, model, prices).0
+}
+
+/// [`max_output_tokens`] with where it came from: `override` (the pricing
+/// file's `max_output_tokens`), `model_family` (a known family's limit) or
+/// `default` ([`DEFAULT_MAX_OUTPUT_TOKENS`]).
+pub fn output_limit(provider: Provider, model: &str, prices: &PriceTable) -> (u64, &'static str) {
     if let Some(n) = prices
         .lookup(model, super::traced::price_prefix(provider))
         .and_then(|p| p.price.max_output_tokens)
     {
-        return n;
+        return (n, "override");
     }
     let name = model
         .rsplit('/')
@@ -195,8 +202,9 @@ pub fn max_output_tokens(provider: Provider, model: &str, prices: &PriceTable) -
     OUTPUT_LIMITS
         .iter()
         .find(|(prefix, _)| name.starts_with(prefix))
-        .map(|(_, n)| *n)
-        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+        .map_or((DEFAULT_MAX_OUTPUT_TOKENS, "default"), |(_, n)| {
+            (*n, "model_family")
+        })
 }
 
 /// The worst case of `req`: prompt tokens (o200k_base, plus the chat
@@ -257,6 +265,9 @@ pub enum Stopped {
     BeforeCall,
     /// A finished call's actual spend passed a limit.
     AfterCall,
+    /// Before the workflow started: the low end of its pre-run cost estimate
+    /// already passed `--max-cost` (see [`crate::runtime::estimate`]).
+    Estimate,
 }
 
 impl Stopped {
@@ -264,6 +275,7 @@ impl Stopped {
         match self {
             Stopped::BeforeCall => "before_call",
             Stopped::AfterCall => "after_call",
+            Stopped::Estimate => "estimate",
         }
     }
 }
@@ -317,6 +329,8 @@ pub struct BudgetExceeded {
     pub model: String,
     pub next_call_estimate_usd: Option<f64>,
     pub next_call_estimate_tokens: Option<u64>,
+    /// [`Stopped::Estimate`]: the low end of the workflow's cost estimate.
+    pub estimate_low_usd: Option<f64>,
 }
 
 /// `$0.0123` for cents and up, more digits below a cent.
@@ -351,6 +365,17 @@ impl BudgetExceeded {
         let max_tokens = self.max_tokens_total.unwrap_or(0);
         let spent = fmt_usd(self.spent_usd);
         match (self.reason, self.stopped) {
+            (_, Stopped::Estimate) => {
+                let planned = if self.spent_usd > 0.0 {
+                    format!(" ({spent} of it already spent)")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "estimated cost at least {} exceeds the budget {max_usd}{planned}; the workflow was not started (see `pflow run FILE --estimate`)",
+                    fmt_usd(self.estimate_low_usd.unwrap_or(0.0) + self.spent_usd)
+                )
+            }
             (Reason::UnpricedModel, _) => format!(
                 "budget: model `{model}` in {place} has no known price, so --max-cost cannot bound it (spent {spent} of {max_usd} budget); add its price to $PFLOW_HOME/pricing.json (or --pricing FILE), or pass --allow-unpriced to count it as $0"
             ),
@@ -471,6 +496,7 @@ impl Budget {
                 model: model.to_string(),
                 next_call_estimate_usd: est.usd,
                 next_call_estimate_tokens: Some(est.tokens()),
+                estimate_low_usd: None,
             })
         };
         let mut usd = est.usd.unwrap_or(0.0);
@@ -515,6 +541,34 @@ impl Budget {
     fn release(s: &mut State, usd: f64, tokens: u64) {
         s.reserved_usd = (s.reserved_usd - usd).max(0.0);
         s.reserved_tokens = s.reserved_tokens.saturating_sub(tokens);
+    }
+
+    /// The pre-run check: refuses the workflow (and stops the run for good)
+    /// when what is already spent plus the low end of its estimate passes
+    /// `--max-cost`. `None`: the run may start.
+    pub fn refuse_estimate(&self, low_usd: f64) -> Option<Box<BudgetExceeded>> {
+        let max = self.limits.max_cost_usd?;
+        let mut s = self.lock();
+        if s.spent.usd + low_usd <= max + EPSILON_USD {
+            return None;
+        }
+        let stop = BudgetExceeded {
+            reason: Reason::MaxCost,
+            stopped: Stopped::Estimate,
+            spent_usd: s.spent.usd,
+            tokens_used: s.spent.tokens,
+            reserved_usd: s.reserved_usd,
+            reserved_tokens: s.reserved_tokens,
+            max_cost_usd: Some(max),
+            max_tokens_total: self.limits.max_tokens_total,
+            node: None,
+            model: String::new(),
+            next_call_estimate_usd: None,
+            next_call_estimate_tokens: None,
+            estimate_low_usd: Some(low_usd),
+        };
+        s.stop = Some(stop.clone());
+        Some(Box::new(stop))
     }
 
     /// Why the run was stopped, if it was.
@@ -589,6 +643,7 @@ impl Reservation<'_> {
             model: self.model.clone(),
             next_call_estimate_usd: None,
             next_call_estimate_tokens: None,
+            estimate_low_usd: None,
         });
     }
 }
@@ -792,6 +847,37 @@ mod tests {
         );
         assert_eq!(lax.warnings().len(), 1);
         assert!(lax.stopped().is_none());
+    }
+
+    #[test]
+    fn estimate_refusal_counts_what_is_spent() {
+        let b = Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.01),
+            ..Default::default()
+        });
+        assert!(b.refuse_estimate(0.01).is_none());
+        assert!(b.stopped().is_none());
+        // The planner spent $0.004: a workflow of at least $0.007 no longer fits.
+        b.reserve("m", None, || est(Some(0.004), 1))
+            .unwrap()
+            .settle(Some(0.004), 1);
+        let e = b.refuse_estimate(0.007).unwrap();
+        assert_eq!((e.reason, e.stopped), (Reason::MaxCost, Stopped::Estimate));
+        assert_eq!(e.kind(), KIND_EXCEEDED);
+        assert_eq!(e.estimate_low_usd, Some(0.007));
+        let m = e.to_string();
+        assert!(
+            m.contains("estimated cost at least $0.0110 exceeds the budget $0.0100"),
+            "{m}"
+        );
+        assert_eq!(b.stopped().as_ref(), Some(&*e));
+        assert_eq!(Stopped::Estimate.as_str(), "estimate");
+        // No cost limit, no refusal.
+        assert!(Budget::unlimited().refuse_estimate(1e9).is_none());
+        assert_eq!(
+            output_limit(Provider::OpenAi, "gpt-4o", PriceTable::builtin()),
+            (16_384, "model_family")
+        );
     }
 
     #[test]

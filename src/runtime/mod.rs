@@ -8,6 +8,7 @@
 //! store writes are DEBUG events in those spans. The runtime never looks at
 //! what telemetry does with them.
 
+pub mod estimate;
 pub mod template;
 
 use crate::ir::validate::{NodeShape, Severity, ValidationContext};

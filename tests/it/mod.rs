@@ -1,6 +1,7 @@
 mod budget;
 mod common;
 mod errors;
+mod estimate;
 mod examples;
 mod faults;
 mod history;
