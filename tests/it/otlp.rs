@@ -423,7 +423,7 @@ async fn backends_that_fail_never_change_the_run() {
         .await;
     let slow = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
         .mount(&slow)
         .await;
     let malformed = MockServer::start().await;
@@ -468,8 +468,10 @@ async fn backends_that_fail_never_change_the_run() {
             v["metrics"]["workflow"]["nodes_executed"],
             baseline["metrics"]["workflow"]["nodes_executed"]
         );
-        // Bounded by the 1 s export timeout, far below the 30 s the slow backend wants.
-        assert!(took < Duration::from_secs(10), "{label}: run took {took:?}");
+        // A hang guard, not a speed check: the run is bounded by the 1 s export
+        // timeout, so it ends far before the 120 s the slow backend holds the
+        // request (a loaded 2-core CI machine made a 10 s bound flaky).
+        assert!(took < Duration::from_secs(60), "{label}: run took {took:?}");
         let warnings = v["warnings"].as_array().unwrap();
         if expect_warning {
             assert_eq!(warnings.len(), 1, "{label}: one warning line: {warnings:?}");
