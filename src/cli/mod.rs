@@ -8,6 +8,7 @@
 mod output;
 mod progress;
 mod stats;
+mod trace;
 
 use crate::ir::{self, Diagnostic};
 use crate::nodes::{Registry, Services};
@@ -298,12 +299,12 @@ async fn dispatch(cli: Cli) -> i32 {
             action: TraceCommand::Export { file },
         } => match crate::traces::resolve(file, &crate::traces::default_dir()) {
             Ok(path) => trace_export_cmd(&path, &cli).await,
-            Err(e) => output::trace_error(cli.output_format, &e),
+            Err(e) => trace::trace_error(cli.output_format, &e),
         },
         Command::Trace {
             action: TraceCommand::Reprice { target },
-        } => output::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
-        Command::Trace { action } => output::trace_cmd(action, cli.output_format),
+        } => trace::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
+        Command::Trace { action } => trace::trace_cmd(action, cli.output_format),
         Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
         Command::Stats { action, query } => {
             stats::stats_cmd(action.as_ref(), query, cli.output_format)

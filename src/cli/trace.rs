@@ -1,0 +1,198 @@
+//! `pflow trace …`: saved traces listed, shown as a tree or one node,
+//! summarised, reported as HTML, repriced and compared. Rendering lives in
+//! [`crate::traces`]; this is the command edge (resolve, load, print, exit code).
+
+use super::output::{print_json, usage_error};
+use super::OutputFormat;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// A trace that could not be found or read: exit 2 (named wrongly) or 1 (broken file).
+pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
+    match format {
+        OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
+        OutputFormat::Text => eprintln!("error: {e}"),
+    }
+    e.exit_code()
+}
+
+/// `pflow trace reprice`: the trace priced again with the current table
+/// (`--pricing` or `$PFLOW_HOME/pricing.json` over the built-in one).
+pub fn trace_reprice(target: &str, pricing: Option<&Path>, format: OutputFormat) -> i32 {
+    use crate::traces::{self, reprice, show};
+    use std::io::IsTerminal;
+    let t = match traces::resolve(target, &traces::default_dir()).and_then(|p| traces::load(&p)) {
+        Ok(t) => t,
+        Err(e) => return trace_error(format, &e),
+    };
+    let (table, source, warnings) = match super::load_prices(pricing) {
+        Ok(loaded) => loaded,
+        Err(e) => return usage_error(format, &e),
+    };
+    let table = table
+        .as_ref()
+        .unwrap_or_else(|| crate::pricing::PriceTable::builtin());
+    let r = reprice::reprice(&t, table, source.as_deref());
+    match format {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            v["warnings"] = json!(warnings);
+            print_json(&v);
+        }
+        OutputFormat::Text => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            let style = show::Style::detect(std::io::stdout().is_terminal());
+            print!("{}", reprice::render(&r, &style));
+        }
+    }
+    0
+}
+
+/// `pflow trace list|show|summary|report|diff`.
+pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
+    use super::TraceCommand;
+    use crate::traces::{self, show};
+    use std::io::IsTerminal;
+    let dir = traces::default_dir();
+    let style = show::Style::detect(std::io::stdout().is_terminal());
+    let load = |arg: &str| traces::resolve(arg, &dir).and_then(|p| traces::load(&p));
+    match action {
+        TraceCommand::List { limit } => {
+            let files = traces::list_files(&dir);
+            let take = if *limit == 0 { files.len() } else { *limit };
+            let rows: Vec<show::ListRow> = files.iter().take(take).map(show::ListRow::of).collect();
+            match format {
+                OutputFormat::Json => print_json(&json!({"traces": rows, "total": files.len()})),
+                OutputFormat::Text if rows.is_empty() => {
+                    eprintln!(
+                        "no saved traces in `{}` (run with --trace to keep one)",
+                        dir.display()
+                    )
+                }
+                OutputFormat::Text => {
+                    print!("{}", show::render_list(&rows, &style));
+                    if files.len() > take {
+                        eprintln!(
+                            "({} older traces not shown: --limit 0 lists all)",
+                            files.len() - take
+                        );
+                    }
+                }
+            }
+            0
+        }
+        TraceCommand::Show { target, node } => {
+            let t = match load(target) {
+                Ok(t) => t,
+                Err(e) => return trace_error(format, &e),
+            };
+            match (format, node) {
+                (OutputFormat::Json, None) => {
+                    let spans: Vec<Value> = t
+                        .spans
+                        .iter()
+                        .map(|s| {
+                            json!({
+                                "name": s.name, "span_id": s.span_id, "parent_span_id": s.parent_span_id,
+                                "start_unix_nano": s.start_ns, "duration_ms": s.duration().as_secs_f64() * 1000.0,
+                                "status": if s.failed() { "error" } else { "ok" }, "status_message": s.status_message,
+                                "attributes": s.attributes.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
+                            })
+                        })
+                        .collect();
+                    print_json(
+                        &json!({"trace_id": t.trace_id(), "file": t.path.display().to_string(),
+                        "status": t.status(), "workflow": t.workflow_name(), "metrics": t.metrics(), "spans": spans}),
+                    );
+                    0
+                }
+                (OutputFormat::Text, None) => {
+                    print!(
+                        "{}\n{}",
+                        show::render_header(&t, &style),
+                        show::render_tree(&t, &style)
+                    );
+                    0
+                }
+                (_, Some(id)) => match show::render_node(&t, id, &style) {
+                    Ok(text) if format == OutputFormat::Text => {
+                        print!("{text}");
+                        0
+                    }
+                    Ok(_) => {
+                        let spans: Vec<Value> = show::node_spans(&t, id)
+                            .into_iter()
+                            .map(|s| {
+                                json!({"name": s.name, "duration_ms": s.duration().as_secs_f64() * 1000.0,
+                                "attributes": s.attributes.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
+                                "events": s.events.iter().map(|e| json!({"name": e.name,
+                                    "attributes": e.attributes.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>()})
+                            })
+                            .collect();
+                        print_json(&json!({"node": id, "spans": spans}));
+                        0
+                    }
+                    Err(msg) => {
+                        match format {
+                            OutputFormat::Json => {
+                                print_json(&json!({"success": false, "error": msg}))
+                            }
+                            OutputFormat::Text => eprintln!("error: {msg}"),
+                        }
+                        2
+                    }
+                },
+            }
+        }
+        TraceCommand::Summary { target } => match load(target) {
+            // The same object in both formats: it is what the run printed as `metrics`.
+            Ok(t) => {
+                print_json(&serde_json::to_value(t.metrics()).unwrap_or(Value::Null));
+                0
+            }
+            Err(e) => trace_error(format, &e),
+        },
+        TraceCommand::Report { target, output } => {
+            let t = match load(target) {
+                Ok(t) => t,
+                Err(e) => return trace_error(format, &e),
+            };
+            let path = output
+                .clone()
+                .unwrap_or_else(|| traces::report::default_output(&t.path));
+            if let Err(e) = traces::report::write(&t, &path) {
+                match format {
+                    OutputFormat::Json => {
+                        print_json(&json!({"success": false, "error": e.to_string()}))
+                    }
+                    OutputFormat::Text => eprintln!("error: {e}"),
+                }
+                return 1;
+            }
+            eprintln!("report written to {}", path.display());
+            if format == OutputFormat::Json {
+                print_json(
+                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.spans.len()}),
+                );
+            }
+            0
+        }
+        TraceCommand::Diff { a, b } => {
+            let (ta, tb) = match (load(a), load(b)) {
+                (Ok(ta), Ok(tb)) => (ta, tb),
+                (Err(e), _) | (_, Err(e)) => return trace_error(format, &e),
+            };
+            let d = traces::diff::diff(&ta, &tb);
+            match format {
+                OutputFormat::Json => print_json(&serde_json::to_value(&d).unwrap_or(Value::Null)),
+                OutputFormat::Text => print!("{}", traces::diff::render(&d, &style)),
+            }
+            0
+        }
+        TraceCommand::Export { .. } | TraceCommand::Reprice { .. } => {
+            unreachable!("export and reprice are dispatched by cli::dispatch")
+        }
+    }
+}
