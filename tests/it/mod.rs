@@ -9,6 +9,7 @@ mod planner;
 mod progress;
 mod providers;
 mod run;
+mod scale;
 mod signals;
 mod stack;
 mod trace;
