@@ -37,7 +37,8 @@ fn spans(c: &mut Criterion) {
                 });
                 let start = Instant::now();
                 tracing::dispatcher::with_default(&telemetry.dispatch(), || {
-                    let root = tracing::info_span!("workflow bench", "pflow.workflow.name" = "bench");
+                    let root =
+                        tracing::info_span!("workflow bench", "pflow.workflow.name" = "bench");
                     let _g = root.enter();
                     for i in 0..iters {
                         let s = tracing::info_span!(
@@ -49,7 +50,11 @@ fn spans(c: &mut Criterion) {
                             "pflow.node.status" = "ok",
                         );
                         let _e = s.enter();
-                        tracing::debug!(name: "pflow.store.write", "pflow.store.key" = "n.value", "pflow.value.size" = i as i64);
+                        tracing::debug!(
+                            pflow.store.key = "n.value",
+                            pflow.value.size = i as i64,
+                            "pflow.store.write"
+                        );
                     }
                 });
                 // Includes the writer draining and encoding every span.
@@ -63,18 +68,29 @@ fn spans(c: &mut Criterion) {
 
 fn templates(c: &mut Criterion) {
     let mut store = Map::new();
-    store.insert("a".into(), json!({"value": 41, "text": "hello world", "items": [1, 2, 3]}));
-    let scope = Scope { store: &store, locals: &[] };
+    store.insert(
+        "a".into(),
+        json!({"value": 41, "text": "hello world", "items": [1, 2, 3]}),
+    );
+    let scope = Scope {
+        store: &store,
+        locals: &[],
+    };
     let single = Template::parse("${a.value}").expect("template");
     let mixed = Template::parse("got ${a.text} and ${a.items[1]} (${a.value})").expect("template");
-    let params = CompiledValue::compile(&json!({"x": "${a.text}", "n": 3, "list": ["${a.value}", "lit"]}))
-        .expect("compiles");
+    let params =
+        CompiledValue::compile(&json!({"x": "${a.text}", "n": 3, "list": ["${a.value}", "lit"]}))
+            .expect("compiles");
     let mut g = c.benchmark_group("template");
     g.bench_function("parse", |b| {
         b.iter(|| Template::parse(black_box("got ${a.text} and ${a.items[1]} (${a.value})")))
     });
-    g.bench_function("resolve_single_ref", |b| b.iter(|| resolve_template(black_box(&single), &scope)));
-    g.bench_function("resolve_mixed_string", |b| b.iter(|| resolve_template(black_box(&mixed), &scope)));
+    g.bench_function("resolve_single_ref", |b| {
+        b.iter(|| resolve_template(black_box(&single), &scope))
+    });
+    g.bench_function("resolve_mixed_string", |b| {
+        b.iter(|| resolve_template(black_box(&mixed), &scope))
+    });
     g.bench_function("resolve_params_object", |b| {
         b.iter(|| params.resolve(&scope, &mut |_, _| {}))
     });
@@ -83,14 +99,28 @@ fn templates(c: &mut Criterion) {
 
 fn pricing(c: &mut Criterion) {
     let table = PriceTable::builtin();
-    let counts = TokenCounts { input: 12_000, output: 800, cache_read: 4_000, cache_write: 1_000, cache_write_1h: 0, reasoning: 200 };
-    let price = table.lookup("claude-sonnet-4-5", Some("anthropic")).expect("priced").price;
+    let counts = TokenCounts {
+        input: 12_000,
+        output: 800,
+        cache_read: 4_000,
+        cache_write: 1_000,
+        cache_write_1h: 0,
+        reasoning: 200,
+    };
+    let price = table
+        .lookup("claude-sonnet-4-5", Some("anthropic"))
+        .expect("priced")
+        .price;
     let mut g = c.benchmark_group("pricing");
-    g.bench_function("lookup_exact", |b| b.iter(|| table.lookup(black_box("gpt-4o-mini"), Some("openai"))));
+    g.bench_function("lookup_exact", |b| {
+        b.iter(|| table.lookup(black_box("gpt-4o-mini"), Some("openai")))
+    });
     g.bench_function("lookup_dated_prefixed", |b| {
         b.iter(|| table.lookup(black_box("openai/gpt-4o-mini-2024-07-18"), None))
     });
-    g.bench_function("lookup_unknown", |b| b.iter(|| table.lookup(black_box("no-such-model"), None)));
+    g.bench_function("lookup_unknown", |b| {
+        b.iter(|| table.lookup(black_box("no-such-model"), None))
+    });
     g.bench_function("cost", |b| b.iter(|| cost(black_box(&counts), &price)));
     g.finish();
 }
@@ -104,10 +134,20 @@ fn usage_extraction(c: &mut Criterion) {
     // Each case parses the real response body and extracts its usage, as the provider code does.
     type Extract = fn(&Value) -> usage::Usage;
     let cases: [(&str, &str, Extract); 5] = [
-        ("openai_chat", "openai-chat-cache-read.json", |v| usage::from_openai_chat(&v["usage"])),
-        ("openai_responses", "openai-responses-cached-reasoning.json", |v| usage::from_openai_responses(&v["usage"])),
-        ("anthropic", "anthropic-messages-cache.json", |v| usage::from_anthropic(&v["usage"])),
-        ("gemini", "gemini-generate-content-cached.json", |v| usage::from_gemini(&v["usageMetadata"])),
+        ("openai_chat", "openai-chat-cache-read.json", |v| {
+            usage::from_openai_chat(&v["usage"])
+        }),
+        (
+            "openai_responses",
+            "openai-responses-cached-reasoning.json",
+            |v| usage::from_openai_responses(&v["usage"]),
+        ),
+        ("anthropic", "anthropic-messages-cache.json", |v| {
+            usage::from_anthropic(&v["usage"])
+        }),
+        ("gemini", "gemini-generate-content-cached.json", |v| {
+            usage::from_gemini(&v["usageMetadata"])
+        }),
         ("ollama", "ollama-chat.json", usage::from_ollama),
     ];
     let mut g = c.benchmark_group("usage_extraction");
@@ -121,7 +161,9 @@ fn usage_extraction(c: &mut Criterion) {
                 extract(&v)
             })
         });
-        g.bench_function(format!("{name}_extract_only"), |b| b.iter(|| extract(black_box(&parsed))));
+        g.bench_function(format!("{name}_extract_only"), |b| {
+            b.iter(|| extract(black_box(&parsed)))
+        });
     }
     g.finish();
 }

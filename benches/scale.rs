@@ -7,17 +7,24 @@
 //! `cargo bench --bench scale`; `PFLOW_SCALE_NODES=1000,10000` picks the sizes.
 //! Nothing is committed: the workflows are generated into a temp dir.
 
-use serde_json::{json, Value};
+use serde_json::json;
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// A chain of `n` nodes; `write-file` nodes cycle over 100 files in `out`.
-pub fn chain(n: usize, kind: &str, out: &Path) -> Value {
-    let mut nodes = Vec::with_capacity(n);
-    let mut edges = Vec::with_capacity(n);
+/// Writes a chain of `n` nodes to `path`, streamed line by line so this
+/// process stays small: a forked child starts with the parent's peak RSS.
+/// `write-file` nodes cycle over 100 files in `out`.
+pub fn write_chain(path: &Path, n: usize, kind: &str, out: &Path) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    write!(
+        w,
+        r#"{{"ir_version":"0.1.0","metadata":{{"name":"{kind}-chain-{n}"}},"nodes":["#
+    )?;
     for i in 0..n {
+        let sep = if i == 0 { "" } else { "," };
         let node = match kind {
             "echo" if i == 0 => json!({"id": "n0", "type": "echo", "params": {"value": 0}}),
             "echo" => json!({"id": format!("n{i}"), "type": "echo",
@@ -26,13 +33,15 @@ pub fn chain(n: usize, kind: &str, out: &Path) -> Value {
                 "file_path": out.join(format!("f{}.txt", i % 100)).display().to_string(),
                 "content": format!("line {i}")}}),
         };
-        nodes.push(node);
-        if i > 0 {
-            edges.push(json!({"from": format!("n{}", i - 1), "to": format!("n{i}")}));
-        }
+        write!(w, "{sep}{node}")?;
     }
-    json!({"ir_version": "0.1.0", "metadata": {"name": format!("{kind}-chain-{n}")},
-        "nodes": nodes, "edges": edges})
+    write!(w, r#"],"edges":["#)?;
+    for i in 1..n {
+        let sep = if i == 1 { "" } else { "," };
+        write!(w, r#"{sep}{{"from":"n{}","to":"n{i}"}}"#, i - 1)?;
+    }
+    write!(w, "]}}")?;
+    w.flush()
 }
 
 struct Measured {
@@ -54,7 +63,10 @@ fn measure(cmd: &mut Command) -> Measured {
         libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
     }
     let wall_s = start.elapsed().as_secs_f64();
-    assert!(std::process::ExitStatus::from_raw(status).success(), "pflow failed");
+    assert!(
+        std::process::ExitStatus::from_raw(status).success(),
+        "pflow failed"
+    );
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Measured {
         wall_s,
@@ -75,7 +87,11 @@ fn dir_bytes(d: &Path) -> u64 {
 
 fn main() {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow");
-    let bin = if bin.exists() { bin } else { env!("CARGO_BIN_EXE_pflow").into() };
+    let bin = if bin.exists() {
+        bin
+    } else {
+        env!("CARGO_BIN_EXE_pflow").into()
+    };
     let sizes: Vec<usize> = std::env::var("PFLOW_SCALE_NODES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
@@ -86,12 +102,20 @@ fn main() {
     println!("binary: {}", bin.display());
     println!(
         "{:<11} {:>7} {:<8} {:>8} {:>8} {:>11} {:>10} {:>13} {:>10}",
-        "workflow", "nodes", "mode", "wall s", "cpu s", "cpu µs/node", "RSS MiB", "trace bytes", "bytes/node"
+        "workflow",
+        "nodes",
+        "mode",
+        "wall s",
+        "cpu s",
+        "cpu µs/node",
+        "RSS MiB",
+        "trace bytes",
+        "bytes/node"
     );
     for kind in ["echo", "write-file"] {
         for &n in &sizes {
             let wf = dir.path().join(format!("{kind}-{n}.json"));
-            std::fs::write(&wf, chain(n, kind, &out).to_string()).expect("write workflow");
+            write_chain(&wf, n, kind, &out).expect("write workflow");
             for mode in ["off", "default", "trace"] {
                 let home = dir.path().join(format!("home-{kind}-{n}-{mode}"));
                 let mut c = Command::new(&bin);

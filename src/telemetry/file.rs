@@ -279,16 +279,14 @@ pub struct Capped {
 
 fn is_run_span(s: &SpanData) -> bool {
     s.parent_span_id == opentelemetry::trace::SpanId::INVALID
-        || s
-            .attributes
+        || s.attributes
             .iter()
             .any(|kv| kv.key.as_str() == super::attr::RUN_STATUS)
 }
 
 fn is_run_proto(s: &opentelemetry_proto::tonic::trace::v1::Span) -> bool {
     s.parent_span_id.is_empty()
-        || s
-            .attributes
+        || s.attributes
             .iter()
             .any(|kv| kv.key == super::attr::RUN_STATUS)
 }
@@ -307,7 +305,7 @@ impl Capped {
     }
 
     fn fits(&self, len: usize) -> bool {
-        self.max_bytes == 0 || self.written + len as u64 + 1 <= self.max_bytes
+        self.max_bytes == 0 || self.written + (len as u64) < self.max_bytes
     }
 
     fn write(&mut self, line: &[u8]) {
@@ -437,7 +435,8 @@ impl Capped {
                 }
             }
             // The envelope: the same resource the other lines carry.
-            let mut rs: Vec<ResourceSpans> = group_spans_by_resource_and_scope(Vec::new(), resource);
+            let mut rs: Vec<ResourceSpans> =
+                group_spans_by_resource_and_scope(Vec::new(), resource);
             if let Some(first) = rs.first_mut() {
                 first.scope_spans = std::mem::take(&mut self.held);
             }
@@ -613,7 +612,10 @@ mod tests {
         for _ in 0..7 {
             sink.write_line(&line);
         }
-        assert!(matches!(sink, Sink::Memory(..)), "under the limit it stays in memory");
+        assert!(
+            matches!(sink, Sink::Memory(..)),
+            "under the limit it stays in memory"
+        );
         sink.write_line(&line);
         // 8 MiB + 8 newlines: just past the limit, so the 8th line already spilled.
         assert!(matches!(sink, Sink::File { .. }));
@@ -623,7 +625,10 @@ mod tests {
         };
         assert!(error.is_none());
         let tmp = file.into_inner().map_err(|e| e.to_string()).unwrap();
-        assert_eq!(tmp.as_file().metadata().unwrap().len(), 9 * (1024 * 1024 + 1));
+        assert_eq!(
+            tmp.as_file().metadata().unwrap().len(),
+            9 * (1024 * 1024 + 1)
+        );
     }
 
     #[test]

@@ -215,8 +215,7 @@ impl Telemetry {
             let redactor = Arc::new(redact::Redactor::from_env());
             let (max_bytes, bad_max) = file::max_bytes_from_env();
             warnings.extend(bad_max);
-            let (processor, handle) =
-                TraceFileProcessor::new(sink, &resource, redactor, max_bytes);
+            let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor, max_bytes);
             chain = chain.with_next(processor);
             file = Some(handle);
         }

@@ -349,7 +349,11 @@ impl Trace {
         self.spans
             .iter()
             .find(|s| s.attr(TRUNCATED).is_some())
-            .map(|s| s.attr(DROPPED_SPANS).and_then(AttrValue::as_i64).unwrap_or(0))
+            .map(|s| {
+                s.attr(DROPPED_SPANS)
+                    .and_then(AttrValue::as_i64)
+                    .unwrap_or(0)
+            })
     }
 
     /// One line saying the file is incomplete, when it was capped.

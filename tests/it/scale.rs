@@ -42,7 +42,10 @@ fn check_capped(path: &Path, warnings: &str, total_spans: i64) {
         .find(|s| s.attr("pflow.trace.truncated").is_some())
         .expect("run span carries the truncation note");
     assert_eq!(run.attr("pflow.trace.truncated"), Some(&json!(true)));
-    assert!(run.attr("pflow.run.status").is_some(), "the note is on the run span");
+    assert!(
+        run.attr("pflow.run.status").is_some(),
+        "the note is on the run span"
+    );
     let dropped = run.i("pflow.trace.dropped_spans");
     assert!(dropped > 0);
     assert_eq!(spans.len() as i64 + dropped, total_spans);
@@ -71,11 +74,19 @@ fn a_traced_run_past_the_cap_writes_a_capped_file_and_says_so() {
     // 2000 node spans, the workflow span and the run span.
     check_capped(Path::new(path), &warnings, 2002);
 
-    let out = env.pflow().args(["trace", "summary", "last"]).output().unwrap();
+    let out = env
+        .pflow()
+        .args(["trace", "summary", "last"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("this trace is incomplete"), "{stderr}");
-    let shown = env.pflow().args(["trace", "show", "last"]).output().unwrap();
+    let shown = env
+        .pflow()
+        .args(["trace", "show", "last"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("this trace is incomplete"));
 }
 
@@ -91,7 +102,9 @@ fn the_in_memory_trace_of_a_failed_run_obeys_the_same_cap() {
     );
     assert_eq!(code, 1, "exit code of a failed run is unchanged: {v}");
     assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(2001));
-    let path = v["trace_file"].as_str().expect("failed run saves its trace");
+    let path = v["trace_file"]
+        .as_str()
+        .expect("failed run saves its trace");
     check_capped(Path::new(path), &v["warnings"].to_string(), 2003);
 }
 
@@ -107,9 +120,14 @@ fn a_run_under_the_cap_is_complete_and_a_bad_cap_warns() {
     );
     assert_eq!(code, 0);
     let warnings = v["warnings"].to_string();
-    assert!(warnings.contains("PFLOW_TRACE_MAX_BYTES=`lots`"), "{warnings}");
+    assert!(
+        warnings.contains("PFLOW_TRACE_MAX_BYTES=`lots`"),
+        "{warnings}"
+    );
     assert!(!warnings.contains("trace capped"), "{warnings}");
     let (spans, _) = read_trace(Path::new(v["trace_file"].as_str().unwrap()));
     assert_eq!(spans.len(), 22);
-    assert!(spans.iter().all(|s| s.attr("pflow.trace.truncated").is_none()));
+    assert!(spans
+        .iter()
+        .all(|s| s.attr("pflow.trace.truncated").is_none()));
 }
