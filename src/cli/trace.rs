@@ -149,6 +149,9 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
         TraceCommand::Summary { target } => match load(target) {
             // The same object in both formats: it is what the run printed as `metrics`.
             Ok(t) => {
+                if let Some(note) = t.truncation_note() {
+                    eprintln!("{note}");
+                }
                 print_json(&serde_json::to_value(t.metrics()).unwrap_or(Value::Null));
                 0
             }

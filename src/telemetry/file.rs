@@ -8,10 +8,19 @@
 //! go is decided up front: a temp file in the trace directory when the trace
 //! will be kept (`--trace`), memory when it is kept only if the run fails.
 //! `finish` renames the temp file into place (atomic), or drops it.
+//!
+//! Memory stays bounded on very large runs: the queue to the writer holds at
+//! most [`QUEUE_BATCHES`] batches (a node waits only when the writer is that
+//! far behind), the in-memory buffer spills to a temp file past
+//! [`SPILL_BYTES`], and the encoded trace is capped at `PFLOW_TRACE_MAX_BYTES`
+//! (see [`Capped`]): past the cap spans are counted, not written, and the run
+//! span is written last with `pflow.trace.truncated` / `pflow.trace.dropped_spans`.
 
 use super::redact::Redactor;
 use opentelemetry::{Array, KeyValue, Value as OtelValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as ProtoKv};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -27,10 +36,60 @@ use std::time::Duration;
 /// Spans per encoded line, so one line stays a reasonable size.
 const SPANS_PER_LINE: usize = 512;
 
+/// Batches queued for the writer before `on_end` waits for it: bounds the
+/// spans held in memory when encoding falls behind the nodes (about 8k spans).
+pub const QUEUE_BATCHES: usize = 16;
+
+/// An in-memory trace (kept only if the run fails) moves to a temp file in the
+/// trace directory past this size, so a large successful run holds no trace in RAM.
+pub const SPILL_BYTES: usize = 8 * 1024 * 1024;
+
+/// The default of `PFLOW_TRACE_MAX_BYTES`: 256 MiB of encoded trace.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Set on the run span of a trace that hit the cap.
+pub const TRUNCATED: &str = "pflow.trace.truncated";
+/// Spans ended but not written because of the cap.
+pub const DROPPED_SPANS: &str = "pflow.trace.dropped_spans";
+
+/// `PFLOW_TRACE_MAX_BYTES` (bytes; `0` turns the cap off), with a warning for a bad value.
+pub fn max_bytes_from_env() -> (u64, Option<String>) {
+    match std::env::var("PFLOW_TRACE_MAX_BYTES") {
+        Err(_) => (DEFAULT_MAX_BYTES, None),
+        Ok(v) if v.trim().is_empty() => (DEFAULT_MAX_BYTES, None),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) => (n, None),
+            Err(_) => (
+                DEFAULT_MAX_BYTES,
+                Some(format!(
+                    "PFLOW_TRACE_MAX_BYTES=`{v}` is not a number of bytes; using {}",
+                    human_bytes(DEFAULT_MAX_BYTES)
+                )),
+            ),
+        },
+    }
+}
+
+/// `256 MiB`, `195.3 KiB`, `512 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if n >= MIB {
+        if n % MIB == 0 {
+            format!("{} MiB", n / MIB)
+        } else {
+            format!("{:.1} MiB", n as f64 / MIB as f64)
+        }
+    } else if n >= 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 enum Msg {
     /// A full buffer of spans, handed over in one go (one wake-up per batch, not per span).
     Batch(Vec<SpanData>),
-    Finish(mpsc::Sender<Sink>),
+    Finish(mpsc::Sender<Written>),
 }
 
 /// Spans ended but not yet handed to the writer.
@@ -45,7 +104,8 @@ fn take_pending(p: &Pending) -> Vec<SpanData> {
 
 /// Where encoded lines accumulate.
 pub enum Sink {
-    Memory(Vec<u8>),
+    /// Encoded lines, and the directory to spill them to past [`SPILL_BYTES`].
+    Memory(Vec<u8>, Option<PathBuf>),
     File {
         file: std::io::BufWriter<tempfile::NamedTempFile>,
         error: Option<String>,
@@ -55,9 +115,19 @@ pub enum Sink {
 impl Sink {
     fn write_line(&mut self, line: &[u8]) {
         match self {
-            Sink::Memory(buf) => {
+            Sink::Memory(buf, spill) => {
                 buf.extend_from_slice(line);
                 buf.push(b'\n');
+                if buf.len() > SPILL_BYTES {
+                    if let Some(dir) = spill.take() {
+                        // Can't spill (directory unusable)? Stay in memory, still under the cap.
+                        if let (Sink::File { mut file, error }, None) = open_sink(&dir, true) {
+                            if file.write_all(buf).is_ok() {
+                                *self = Sink::File { file, error };
+                            }
+                        }
+                    }
+                }
             }
             Sink::File { file, error } => {
                 if error.is_none() {
@@ -112,7 +182,7 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 /// Returns a warning when the directory cannot be used (memory is used instead).
 pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
     if !stream_to_disk {
-        return (Sink::Memory(Vec::new()), None);
+        return (Sink::Memory(Vec::new(), Some(dir.to_path_buf())), None);
     }
     let opened = ensure_dir(dir).and_then(|_| {
         tempfile::Builder::new()
@@ -129,7 +199,7 @@ pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
             None,
         ),
         Err(e) => (
-            Sink::Memory(Vec::new()),
+            Sink::Memory(Vec::new(), None),
             Some(format!("cannot write traces to `{}`: {e}", dir.display())),
         ),
     }
@@ -138,30 +208,35 @@ pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
 /// Span processor feeding the writer thread.
 #[derive(Debug)]
 pub struct TraceFileProcessor {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     pending: Pending,
 }
 
 /// Handle to finish the file after the provider is done with the processor.
 #[derive(Debug, Clone)]
 pub struct TraceFileHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl TraceFileProcessor {
+    /// `max_bytes` caps the encoded trace (`0`: no cap).
     pub fn new(
         sink: Sink,
         resource: &Resource,
         redactor: Arc<Redactor>,
+        max_bytes: u64,
     ) -> (Self, TraceFileHandle) {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
         let resource = ResourceAttributesWithSchema::from(resource);
         let pending: Pending = Arc::new(Mutex::new(Vec::with_capacity(SPANS_PER_LINE)));
         let for_writer = pending.clone();
         let worker = std::thread::Builder::new()
             .name("pflow-trace-writer".into())
-            .spawn(move || writer_loop(rx, for_writer, sink, resource, redactor))
+            .spawn(move || {
+                let out = Capped::new(sink, max_bytes);
+                writer_loop(rx, for_writer, out, resource, redactor)
+            })
             .ok();
         let worker = Arc::new(Mutex::new(worker));
         (
@@ -177,26 +252,26 @@ impl TraceFileProcessor {
 fn writer_loop(
     rx: mpsc::Receiver<Msg>,
     pending: Pending,
-    mut sink: Sink,
+    mut out: Capped,
     resource: ResourceAttributesWithSchema,
     redactor: Arc<Redactor>,
 ) {
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Msg::Batch(batch)) => encode(&mut sink, batch, &resource, &redactor),
+            Ok(Msg::Batch(batch)) => out.encode(batch, &resource, &redactor),
             Ok(Msg::Finish(reply)) => {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    encode(&mut sink, rest, &resource, &redactor);
+                    out.encode(rest, &resource, &redactor);
                 }
-                let _ = reply.send(sink);
+                let _ = reply.send(out.finish(&resource));
                 return;
             }
             // Quiet for a while: write what has accumulated so a crash loses little.
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    encode(&mut sink, rest, &resource, &redactor);
+                    out.encode(rest, &resource, &redactor);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -204,25 +279,199 @@ fn writer_loop(
     }
 }
 
-/// Encodes one batch as a single OTLP/JSON line, redacting every string on the way.
-pub fn encode(
-    sink: &mut Sink,
-    mut spans: Vec<SpanData>,
-    resource: &ResourceAttributesWithSchema,
-    redactor: &Redactor,
-) {
-    for s in &mut spans {
-        redact_span(s, redactor);
+/// What the writer hands back at the end: the sink and, when capped, how many spans it left out.
+pub struct Written {
+    pub sink: Sink,
+    pub max_bytes: u64,
+    pub dropped_spans: u64,
+}
+
+/// A sink with a size cap. Lines are written whole while they fit; the line
+/// that crosses the cap is cut down to the spans that fit, and every later
+/// span is only counted. Run spans (the ones carrying `pflow.run.status`, or
+/// without a parent) are held back instead and written last, past the cap, with
+/// [`TRUNCATED`] and [`DROPPED_SPANS`]: the file exceeds the cap by that one line.
+pub struct Capped {
+    sink: Sink,
+    max_bytes: u64,
+    written: u64,
+    capped: bool,
+    dropped: u64,
+    held: Vec<ScopeSpans>,
+}
+
+fn is_run_span(s: &SpanData) -> bool {
+    s.parent_span_id == opentelemetry::trace::SpanId::INVALID
+        || s.attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == super::attr::RUN_STATUS)
+}
+
+fn is_run_proto(s: &opentelemetry_proto::tonic::trace::v1::Span) -> bool {
+    s.parent_span_id.is_empty()
+        || s.attributes
+            .iter()
+            .any(|kv| kv.key == super::attr::RUN_STATUS)
+}
+
+impl Capped {
+    /// `max_bytes` of `0` means no cap.
+    pub fn new(sink: Sink, max_bytes: u64) -> Self {
+        Capped {
+            sink,
+            max_bytes,
+            written: 0,
+            capped: false,
+            dropped: 0,
+            held: Vec::new(),
+        }
     }
-    let req = ExportTraceServiceRequest {
-        resource_spans: group_spans_by_resource_and_scope(spans, resource),
-    };
-    match serde_json::to_vec(&req) {
-        Ok(line) => sink.write_line(&line),
-        Err(e) => {
-            if let Sink::File { error, .. } = sink {
-                *error = Some(format!("cannot encode spans: {e}"));
+
+    fn fits(&self, len: usize) -> bool {
+        self.max_bytes == 0 || self.written + (len as u64) < self.max_bytes
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        self.written += line.len() as u64 + 1;
+        self.sink.write_line(line);
+    }
+
+    /// Encodes one batch as a single OTLP/JSON line, redacting every string on the way.
+    pub fn encode(
+        &mut self,
+        mut spans: Vec<SpanData>,
+        resource: &ResourceAttributesWithSchema,
+        redactor: &Redactor,
+    ) {
+        if self.capped {
+            // Past the cap nothing is encoded: only run spans are kept, for the last line.
+            let (mut runs, rest): (Vec<_>, Vec<_>) = spans.into_iter().partition(is_run_span);
+            self.dropped += rest.len() as u64;
+            if !runs.is_empty() {
+                for s in &mut runs {
+                    redact_span(s, redactor);
+                }
+                for rs in group_spans_by_resource_and_scope(runs, resource) {
+                    self.held.extend(rs.scope_spans);
+                }
             }
+            return;
+        }
+        for s in &mut spans {
+            redact_span(s, redactor);
+        }
+        let mut req = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans, resource),
+        };
+        let line = match serde_json::to_vec(&req) {
+            Ok(line) => line,
+            Err(e) => {
+                if let Sink::File { error, .. } = &mut self.sink {
+                    *error = Some(format!("cannot encode spans: {e}"));
+                }
+                return;
+            }
+        };
+        if self.fits(line.len()) {
+            self.write(&line);
+            return;
+        }
+        drop(line);
+        self.capped = true;
+        self.cut_to_fit(&mut req);
+    }
+
+    /// The line that crosses the cap: keeps the spans that fit (in order),
+    /// holds back run spans, drops and counts the rest.
+    fn cut_to_fit(&mut self, req: &mut ExportTraceServiceRequest) {
+        let mut budget = self.max_bytes.saturating_sub(self.written + 1);
+        // The envelope (resource, scopes) costs the same with fewer spans.
+        let mut shell = req.clone();
+        for rs in &mut shell.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.clear();
+            }
+        }
+        budget = budget.saturating_sub(serde_json::to_vec(&shell).map_or(0, |l| l.len() as u64));
+        let mut full = false;
+        for rs in &mut req.resource_spans {
+            for ss in &mut rs.scope_spans {
+                let spans = std::mem::take(&mut ss.spans);
+                for sp in spans {
+                    if is_run_proto(&sp) {
+                        self.held.push(ScopeSpans {
+                            scope: ss.scope.clone(),
+                            schema_url: ss.schema_url.clone(),
+                            spans: vec![sp],
+                        });
+                        continue;
+                    }
+                    // +1 for the comma between spans.
+                    let size = serde_json::to_vec(&sp).map_or(u64::MAX, |l| l.len() as u64 + 1);
+                    if !full && size <= budget {
+                        budget -= size;
+                        ss.spans.push(sp);
+                    } else {
+                        full = true;
+                        self.dropped += 1;
+                    }
+                }
+            }
+        }
+        let kept = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .any(|ss| !ss.spans.is_empty());
+        if kept {
+            if let Ok(line) = serde_json::to_vec(&*req) {
+                self.write(&line);
+            }
+        }
+    }
+
+    /// Writes the held run spans (marked as truncated) and returns the sink.
+    pub fn finish(mut self, resource: &ResourceAttributesWithSchema) -> Written {
+        if self.capped && !self.held.is_empty() {
+            let dropped = i64::try_from(self.dropped).unwrap_or(i64::MAX);
+            let note = [
+                ProtoKv {
+                    key: TRUNCATED.into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::BoolValue(true)),
+                    }),
+                    ..Default::default()
+                },
+                ProtoKv {
+                    key: DROPPED_SPANS.into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(dropped)),
+                    }),
+                    ..Default::default()
+                },
+            ];
+            if self.dropped > 0 {
+                for ss in &mut self.held {
+                    for sp in &mut ss.spans {
+                        sp.attributes.extend(note.iter().cloned());
+                    }
+                }
+            }
+            // The envelope: the same resource the other lines carry.
+            let mut rs: Vec<ResourceSpans> =
+                group_spans_by_resource_and_scope(Vec::new(), resource);
+            if let Some(first) = rs.first_mut() {
+                first.scope_spans = std::mem::take(&mut self.held);
+            }
+            let req = ExportTraceServiceRequest { resource_spans: rs };
+            if let Ok(line) = serde_json::to_vec(&req) {
+                self.write(&line);
+            }
+        }
+        Written {
+            sink: self.sink,
+            max_bytes: self.max_bytes,
+            dropped_spans: self.dropped,
         }
     }
 }
@@ -336,7 +585,12 @@ impl TraceFileHandle {
                 let _ = h.join();
             }
         }
-        let Some(sink) = sink else {
+        let Some(Written {
+            sink,
+            max_bytes,
+            dropped_spans,
+        }) = sink
+        else {
             return FinishOutcome {
                 path: None,
                 warning: Some("trace writer did not finish in time; trace not saved".into()),
@@ -354,7 +608,7 @@ impl TraceFileHandle {
                     }
                     file.into_inner().map_err(|e| e.error().to_string())?
                 }
-                Sink::Memory(buf) => {
+                Sink::Memory(buf, _) => {
                     ensure_dir(dir).map_err(|e| e.to_string())?;
                     let mut f = tempfile::Builder::new()
                         .prefix(".pflow-trace-")
@@ -380,12 +634,58 @@ impl TraceFileHandle {
         match result {
             Ok(()) => FinishOutcome {
                 path: Some(final_path),
-                warning: None,
+                warning: (dropped_spans > 0).then(|| {
+                    format!(
+                        "trace capped at {} (PFLOW_TRACE_MAX_BYTES): {dropped_spans} spans not written; \
+                         the run's metrics are complete, the trace file is not",
+                        human_bytes(max_bytes)
+                    )
+                }),
             },
             Err(e) => FinishOutcome {
                 path: None,
                 warning: Some(format!("could not save trace to `{}`: {e}", dir.display())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_buffer_spills_to_the_trace_dir_when_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, w) = open_sink(dir.path(), false);
+        assert!(w.is_none());
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..7 {
+            sink.write_line(&line);
+        }
+        assert!(
+            matches!(sink, Sink::Memory(..)),
+            "under the limit it stays in memory"
+        );
+        sink.write_line(&line);
+        // 8 MiB + 8 newlines: just past the limit, so the 8th line already spilled.
+        assert!(matches!(sink, Sink::File { .. }));
+        sink.write_line(&line);
+        let Sink::File { file, error } = sink else {
+            panic!("past SPILL_BYTES the buffer moves to a temp file");
+        };
+        assert!(error.is_none());
+        let tmp = file.into_inner().map_err(|e| e.to_string()).unwrap();
+        assert_eq!(
+            tmp.as_file().metadata().unwrap().len(),
+            9 * (1024 * 1024 + 1)
+        );
+    }
+
+    #[test]
+    fn byte_counts_read_well() {
+        assert_eq!(human_bytes(DEFAULT_MAX_BYTES), "256 MiB");
+        assert_eq!(human_bytes(200_000), "195.3 KiB");
+        assert_eq!(human_bytes(10), "10 bytes");
     }
 }

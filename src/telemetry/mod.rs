@@ -214,7 +214,9 @@ impl Telemetry {
             sink_failed = warning.is_some();
             warnings.extend(warning);
             let redactor = Arc::new(redact::Redactor::from_env());
-            let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor);
+            let (max_bytes, bad_max) = file::max_bytes_from_env();
+            warnings.extend(bad_max);
+            let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor, max_bytes);
             chain = chain.with_next(processor);
             file = Some(handle);
         }

@@ -345,6 +345,30 @@ impl Trace {
             })
     }
 
+    /// Spans the writer left out because the file hit `PFLOW_TRACE_MAX_BYTES`
+    /// (`pflow.trace.dropped_spans` on the run span); `None` for a complete trace.
+    pub fn dropped_spans(&self) -> Option<i64> {
+        use crate::telemetry::file::{DROPPED_SPANS, TRUNCATED};
+        self.spans
+            .iter()
+            .find(|s| s.attr(TRUNCATED).is_some())
+            .map(|s| {
+                s.attr(DROPPED_SPANS)
+                    .and_then(AttrValue::as_i64)
+                    .unwrap_or(0)
+            })
+    }
+
+    /// One line saying the file is incomplete, when it was capped.
+    pub fn truncation_note(&self) -> Option<String> {
+        self.dropped_spans().map(|n| {
+            format!(
+                "note: this trace is incomplete: it hit PFLOW_TRACE_MAX_BYTES and {n} spans were not written; \
+                 the numbers here cover only the spans in the file (the run's own metrics were complete)"
+            )
+        })
+    }
+
     pub fn trace_id(&self) -> &str {
         self.spans.first().map_or("", |s| s.trace_id.as_str())
     }

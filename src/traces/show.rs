@@ -295,6 +295,9 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
             " (incomplete: unpriced models)"
         }
     );
+    if let Some(note) = trace.truncation_note() {
+        let _ = writeln!(out, "{}", style.yellow(&note));
+    }
     out
 }
 

@@ -14,6 +14,7 @@ mod providers;
 mod report;
 mod reprice_diff;
 mod run;
+mod scale;
 mod signals;
 mod stack;
 mod trace;

@@ -1,0 +1,178 @@
+//! Micro-benchmarks of the per-call costs: one span through the whole
+//! telemetry pipeline (tracing → tracing-opentelemetry → metrics processor →
+//! trace-file processor, encoded on the writer thread), template resolution,
+//! pricing lookup and cost, and usage extraction from real provider bodies.
+//!
+//! `cargo bench --bench micro -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pflow::ir::template::Template;
+use pflow::llm::usage;
+use pflow::pricing::{cost, PriceTable, TokenCounts};
+use pflow::runtime::template::{resolve_template, CompiledValue, Scope};
+use pflow::telemetry::{Telemetry, TelemetryConfig, TraceMode};
+use serde_json::{json, Map, Value};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn spans(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("span_pipeline");
+    for (name, mode) in [
+        ("metrics_only", TraceMode::MetricsOnly),
+        // Kept only on failure: encoded to memory (spilled past 8 MiB), then dropped.
+        ("full_trace", TraceMode::Full { save_always: false }),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let telemetry = Telemetry::init(TelemetryConfig {
+                    mode,
+                    trace_dir: dir.path().to_path_buf(),
+                    service_name: "pflow-bench".into(),
+                    otlp: None,
+                    resource_attributes: Vec::new(),
+                    progress: None,
+                });
+                let start = Instant::now();
+                tracing::dispatcher::with_default(&telemetry.dispatch(), || {
+                    let root =
+                        tracing::info_span!("workflow bench", "pflow.workflow.name" = "bench");
+                    let _g = root.enter();
+                    for i in 0..iters {
+                        let s = tracing::info_span!(
+                            "node n",
+                            "pflow.node.id" = "n",
+                            "pflow.node.type" = "echo",
+                            "pflow.node.path" = "n",
+                            "pflow.node.attempt" = 1i64,
+                            "pflow.node.status" = "ok",
+                        );
+                        let _e = s.enter();
+                        tracing::debug!(
+                            pflow.store.key = "n.value",
+                            pflow.value.size = i as i64,
+                            "pflow.store.write"
+                        );
+                    }
+                });
+                // Includes the writer draining and encoding every span.
+                let _ = telemetry.finish(false, "bench");
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn templates(c: &mut Criterion) {
+    let mut store = Map::new();
+    store.insert(
+        "a".into(),
+        json!({"value": 41, "text": "hello world", "items": [1, 2, 3]}),
+    );
+    let scope = Scope {
+        store: &store,
+        locals: &[],
+    };
+    let single = Template::parse("${a.value}").expect("template");
+    let mixed = Template::parse("got ${a.text} and ${a.items[1]} (${a.value})").expect("template");
+    let params =
+        CompiledValue::compile(&json!({"x": "${a.text}", "n": 3, "list": ["${a.value}", "lit"]}))
+            .expect("compiles");
+    let mut g = c.benchmark_group("template");
+    g.bench_function("parse", |b| {
+        b.iter(|| Template::parse(black_box("got ${a.text} and ${a.items[1]} (${a.value})")))
+    });
+    g.bench_function("resolve_single_ref", |b| {
+        b.iter(|| resolve_template(black_box(&single), &scope))
+    });
+    g.bench_function("resolve_mixed_string", |b| {
+        b.iter(|| resolve_template(black_box(&mixed), &scope))
+    });
+    g.bench_function("resolve_params_object", |b| {
+        b.iter(|| params.resolve(&scope, &mut |_, _| {}))
+    });
+    g.finish();
+}
+
+fn pricing(c: &mut Criterion) {
+    let table = PriceTable::builtin();
+    let counts = TokenCounts {
+        input: 12_000,
+        output: 800,
+        cache_read: 4_000,
+        cache_write: 1_000,
+        cache_write_1h: 0,
+        reasoning: 200,
+    };
+    let price = table
+        .lookup("claude-sonnet-4-5", Some("anthropic"))
+        .expect("priced")
+        .price;
+    let mut g = c.benchmark_group("pricing");
+    g.bench_function("lookup_exact", |b| {
+        b.iter(|| table.lookup(black_box("gpt-4o-mini"), Some("openai")))
+    });
+    g.bench_function("lookup_dated_prefixed", |b| {
+        b.iter(|| table.lookup(black_box("openai/gpt-4o-mini-2024-07-18"), None))
+    });
+    g.bench_function("lookup_unknown", |b| {
+        b.iter(|| table.lookup(black_box("no-such-model"), None))
+    });
+    g.bench_function("cost", |b| b.iter(|| cost(black_box(&counts), &price)));
+    g.finish();
+}
+
+fn fixture(name: &str) -> String {
+    let p = format!("{}/tests/fixtures/llm/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn usage_extraction(c: &mut Criterion) {
+    // Each case parses the real response body and extracts its usage, as the provider code does.
+    type Extract = fn(&Value) -> usage::Usage;
+    let cases: [(&str, &str, Extract); 5] = [
+        ("openai_chat", "openai-chat-cache-read.json", |v| {
+            usage::from_openai_chat(&v["usage"])
+        }),
+        (
+            "openai_responses",
+            "openai-responses-cached-reasoning.json",
+            |v| usage::from_openai_responses(&v["usage"]),
+        ),
+        ("anthropic", "anthropic-messages-cache.json", |v| {
+            usage::from_anthropic(&v["usage"])
+        }),
+        ("gemini", "gemini-generate-content-cached.json", |v| {
+            usage::from_gemini(&v["usageMetadata"])
+        }),
+        ("ollama", "ollama-chat.json", usage::from_ollama),
+    ];
+    let mut g = c.benchmark_group("usage_extraction");
+    for (name, file, extract) in cases {
+        let body = fixture(file);
+        let parsed: Value = serde_json::from_str(&body).expect("fixture is JSON");
+        assert!(extract(&parsed).is_known(), "{file}: usage found");
+        g.bench_function(format!("{name}_parse_and_extract"), |b| {
+            b.iter(|| {
+                let v: Value = serde_json::from_str(black_box(&body)).expect("json");
+                extract(&v)
+            })
+        });
+        g.bench_function(format!("{name}_extract_only"), |b| {
+            b.iter(|| extract(black_box(&parsed)))
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = spans, templates, pricing, usage_extraction }
+criterion_main!(benches);
