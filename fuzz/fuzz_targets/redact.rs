@@ -68,6 +68,12 @@ fuzz_target!(|data: &[u8]| {
     for s in [secret, LITERAL] {
         let planted = format!("{a} {s} {b}");
         let out = r.redact_str(&planted);
-        assert!(!out.contains(s), "`{s}` survived in {planted:?}: {out:?}");
+        // Copies already in the text may legitimately stay (e.g. `AKIA…` glued to a word);
+        // the planted, space-separated one must not.
+        let before = a.matches(s).count() + b.matches(s).count();
+        assert!(
+            out.matches(s).count() <= before,
+            "`{s}` survived in {planted:?}: {out:?}"
+        );
     }
 });
