@@ -4,7 +4,7 @@
 
 use super::usage::{from_anthropic, AnthropicStreamUsage};
 use super::{
-    load_image, read_json, str_field, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
+    load_image, read_json, str_field, Body, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
     Provider, SseStream,
 };
 use serde_json::{json, Value};
@@ -70,42 +70,52 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .await?;
     if !req.stream {
         let v = read_json(resp).await?;
-        let mut text = v["content"]
+        return Ok(message_body(&v, req.json_schema.is_some()));
+    }
+    message_stream(Body::Http(resp)).await
+}
+
+/// A Messages response; with `tool_answer` the answer is the forced `answer` tool call's input.
+pub(super) fn message_body(v: &Value, tool_answer: bool) -> LlmResponse {
+    let mut text = v["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str())
+        .collect::<String>();
+    // A forced `answer` tool call carries the structured answer as its input.
+    if tool_answer {
+        if let Some(input) = v["content"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|b| b["type"] == "text")
-            .filter_map(|b| b["text"].as_str())
-            .collect::<String>();
-        // A forced `answer` tool call carries the structured answer as its input.
-        if req.json_schema.is_some() {
-            if let Some(input) = v["content"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|b| b["type"] == "tool_use" && b["name"] == "answer")
-                .map(|b| b["input"].clone())
-            {
-                text = input.to_string();
-            }
+            .find(|b| b["type"] == "tool_use" && b["name"] == "answer")
+            .map(|b| b["input"].clone())
+        {
+            text = input.to_string();
         }
-        return Ok(LlmResponse {
-            text,
-            usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null)),
-            response_model: str_field(&v, "model"),
-            response_id: str_field(&v, "id"),
-            finish_reasons: str_field(&v, "stop_reason").into_iter().collect(),
-            provider_cost_usd: None,
-            service_tier: v
-                .pointer("/usage/service_tier")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        });
     }
+    LlmResponse {
+        text,
+        usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null)),
+        response_model: str_field(v, "model"),
+        response_id: str_field(v, "id"),
+        finish_reasons: str_field(v, "stop_reason").into_iter().collect(),
+        provider_cost_usd: None,
+        service_tier: v
+            .pointer("/usage/service_tier")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// A Messages stream: typed events, usage split over `message_start` and `message_delta`.
+pub(super) async fn message_stream(body: Body) -> Result<LlmResponse, LlmError> {
     let mut out = LlmResponse::default();
     let mut usage = AnthropicStreamUsage::default();
     let mut stopped = false;
-    let mut stream = SseStream::new(resp);
+    let mut stream = SseStream::from_body(body);
     while let Some(events) = stream.next().await {
         let events = match events {
             Ok(events) => events,

@@ -4,7 +4,7 @@
 
 use super::usage::{from_gemini, Usage, UsageSource};
 use super::{
-    load_image, read_json, str_field, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
+    load_image, read_json, str_field, Body, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
     Provider, SseStream,
 };
 use serde_json::{json, Value};
@@ -64,20 +64,29 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     let headers = [("x-goog-api-key", key.as_str())];
     let resp = c.post(&url, &headers, &body, Some(&key), "gemini").await?;
     if !req.stream {
-        let v = read_json(resp).await?;
-        let mut out = LlmResponse {
-            usage: Usage::unknown(),
-            ..Default::default()
-        };
-        absorb(&mut out, &v, UsageSource::Provider);
-        return Ok(out);
+        return Ok(generate_body(&read_json(resp).await?));
     }
+    generate_stream(Body::Http(resp)).await
+}
+
+/// A `generateContent` response.
+pub(super) fn generate_body(v: &Value) -> LlmResponse {
+    let mut out = LlmResponse {
+        usage: Usage::unknown(),
+        ..Default::default()
+    };
+    absorb(&mut out, v, UsageSource::Provider);
+    out
+}
+
+/// A `streamGenerateContent?alt=sse` stream: each chunk a partial response.
+pub(super) async fn generate_stream(body: Body) -> Result<LlmResponse, LlmError> {
     let mut out = LlmResponse {
         usage: Usage::unknown(),
         ..Default::default()
     };
     let mut chunks = 0;
-    let mut stream = SseStream::new(resp);
+    let mut stream = SseStream::from_body(body);
     while let Some(events) = stream.next().await {
         let events = match events {
             Ok(events) => events,

@@ -534,17 +534,33 @@ fn error_message(body: &str) -> String {
     }
 }
 
+/// A response body read chunk by chunk: from the network, or from memory
+/// (recorded payloads, for [`wire`]), so both go through the same parsers.
+enum Body {
+    Http(reqwest::Response),
+    Memory(std::collections::VecDeque<bytes::Bytes>),
+}
+
+impl Body {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match self {
+            Body::Http(resp) => next_chunk(resp).await,
+            Body::Memory(chunks) => Ok(chunks.pop_front()),
+        }
+    }
+}
+
 /// Server-sent events from a streaming response, a network chunk at a time.
 struct SseStream {
-    resp: reqwest::Response,
+    body: Body,
     parser: sse::SseParser,
     eof: bool,
 }
 
 impl SseStream {
-    fn new(resp: reqwest::Response) -> Self {
+    fn from_body(body: Body) -> Self {
         SseStream {
-            resp,
+            body,
             parser: sse::SseParser::new(),
             eof: false,
         }
@@ -555,7 +571,7 @@ impl SseStream {
         if self.eof {
             return None;
         }
-        Some(match next_chunk(&mut self.resp).await {
+        Some(match self.body.chunk().await {
             Ok(Some(c)) => Ok(self.parser.feed(&c)),
             Ok(None) => {
                 self.eof = true;
@@ -650,6 +666,68 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
+/// Each provider's response parsing without the network: the same code the
+/// HTTP path runs, fed a recorded body. For the fuzz targets (`fuzz/`) and
+/// tests; not a stable API.
+#[doc(hidden)]
+pub mod wire {
+    use super::{anthropic, gemini, ollama, openai, parse_json, Body, LlmError, LlmResponse};
+
+    /// A provider API's response format.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Wire {
+        OpenAiChat,
+        OpenAiResponses,
+        Anthropic,
+        /// Anthropic with a JSON schema: the answer is the forced tool call's input.
+        AnthropicTool,
+        Gemini,
+        /// Ollama's native `/api/chat` (JSON lines when streaming).
+        Ollama,
+    }
+
+    pub const ALL: [Wire; 6] = [
+        Wire::OpenAiChat,
+        Wire::OpenAiResponses,
+        Wire::Anthropic,
+        Wire::AnthropicTool,
+        Wire::Gemini,
+        Wire::Ollama,
+    ];
+
+    /// A non-streaming response body.
+    pub fn parse_body(wire: Wire, body: &[u8]) -> Result<LlmResponse, LlmError> {
+        let v = parse_json(body)?;
+        Ok(match wire {
+            Wire::OpenAiChat => openai::chat_body(&v),
+            Wire::OpenAiResponses => openai::from_response_object(&v, super::UsageSource::Provider),
+            Wire::Anthropic => anthropic::message_body(&v, false),
+            Wire::AnthropicTool => anthropic::message_body(&v, true),
+            Wire::Gemini => gemini::generate_body(&v),
+            Wire::Ollama => ollama::chat_body(&v),
+        })
+    }
+
+    /// A streaming response body, delivered in `chunks` as they came off the network.
+    pub fn parse_stream(wire: Wire, chunks: &[&[u8]]) -> Result<LlmResponse, LlmError> {
+        let body = Body::Memory(
+            chunks
+                .iter()
+                .map(|c| bytes::Bytes::copy_from_slice(c))
+                .collect(),
+        );
+        futures::executor::block_on(async move {
+            match wire {
+                Wire::OpenAiChat => openai::chat_stream(body).await,
+                Wire::OpenAiResponses => openai::responses_stream(body).await,
+                Wire::Anthropic | Wire::AnthropicTool => anthropic::message_stream(body).await,
+                Wire::Gemini => gemini::generate_stream(body).await,
+                Wire::Ollama => ollama::chat_stream(body).await,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,6 +814,27 @@ mod tests {
                 assert_eq!(data_b64, "AQID");
             }
             Image::Url(_) => panic!(),
+        }
+    }
+
+    /// The recorded streams parse to the same answer whether they arrive whole or a byte at a time.
+    #[test]
+    fn wire_streams_do_not_depend_on_chunking() {
+        use wire::{parse_stream, Wire};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm");
+        for (file, w) in [
+            ("openai-chat-stream-include-usage.sse", Wire::OpenAiChat),
+            ("openai-responses-stream.sse", Wire::OpenAiResponses),
+            ("anthropic-messages-stream-thinking.sse", Wire::Anthropic),
+            ("gemini-stream-generate-content.sse", Wire::Gemini),
+            ("ollama-chat-stream.jsonl", Wire::Ollama),
+        ] {
+            let body = std::fs::read(dir.join(file)).unwrap();
+            let whole = parse_stream(w, &[&body]).unwrap();
+            assert!(whole.usage.is_known(), "{file}: {whole:?}");
+            let bytes: Vec<&[u8]> = body.chunks(1).collect();
+            let pieces = parse_stream(w, &bytes).unwrap();
+            assert_eq!(format!("{whole:?}"), format!("{pieces:?}"), "{file}");
         }
     }
 }

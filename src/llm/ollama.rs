@@ -3,8 +3,8 @@
 
 use super::usage::{from_ollama, Usage, UsageSource};
 use super::{
-    load_image, next_chunk, parse_json, read_json, str_field, Image, LlmClient, LlmError,
-    LlmRequest, LlmResponse, Provider,
+    load_image, parse_json, read_json, str_field, Body, Image, LlmClient, LlmError, LlmRequest,
+    LlmResponse, Provider,
 };
 use serde_json::{json, Value};
 
@@ -44,25 +44,34 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if !options.is_empty() {
         body["options"] = Value::Object(options);
     }
-    let mut resp = c
+    let resp = c
         .post(&format!("{base}/api/chat"), &[], &body, None, "ollama")
         .await?;
     if !req.stream {
-        let v = read_json(resp).await?;
-        return Ok(LlmResponse {
-            text: v
-                .pointer("/message/content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            usage: from_ollama(&v),
-            response_model: str_field(&v, "model"),
-            response_id: None,
-            finish_reasons: str_field(&v, "done_reason").into_iter().collect(),
-            provider_cost_usd: None,
-            service_tier: None,
-        });
+        return Ok(chat_body(&read_json(resp).await?));
     }
+    chat_stream(Body::Http(resp)).await
+}
+
+/// A non-streaming `/api/chat` response.
+pub(super) fn chat_body(v: &Value) -> LlmResponse {
+    LlmResponse {
+        text: v
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        usage: from_ollama(v),
+        response_model: str_field(v, "model"),
+        response_id: None,
+        finish_reasons: str_field(v, "done_reason").into_iter().collect(),
+        provider_cost_usd: None,
+        service_tier: None,
+    }
+}
+
+/// A streaming `/api/chat` response: JSON lines, the last with `done: true` and the usage.
+pub(super) async fn chat_stream(mut body: Body) -> Result<LlmResponse, LlmError> {
     let mut out = LlmResponse {
         usage: Usage::unknown(),
         ..Default::default()
@@ -70,7 +79,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     let mut buf: Vec<u8> = Vec::new();
     let mut done = false;
     loop {
-        let chunk = match next_chunk(&mut resp).await {
+        let chunk = match body.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {

@@ -4,8 +4,8 @@
 
 use super::usage::{from_openai_chat, from_openai_responses, Usage, UsageSource};
 use super::{
-    load_image, read_json, str_field, Api, Image, LlmClient, LlmError, LlmRequest, LlmResponse,
-    SseStream,
+    load_image, read_json, str_field, Api, Body, Image, LlmClient, LlmError, LlmRequest,
+    LlmResponse, SseStream,
 };
 use serde_json::{json, Value};
 
@@ -104,35 +104,44 @@ async fn chat(
         )
         .await?;
     if !req.stream {
-        let v = read_json(resp).await?;
-        let choice = v.pointer("/choices/0").cloned().unwrap_or(Value::Null);
-        return Ok(LlmResponse {
-            text: choice
-                .pointer("/message/content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            usage: from_openai_chat(v.get("usage").unwrap_or(&Value::Null)),
-            response_model: str_field(&v, "model"),
-            response_id: str_field(&v, "id"),
-            finish_reasons: v["choices"]
-                .as_array()
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| str_field(c, "finish_reason"))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
-            service_tier: str_field(&v, "service_tier"),
-        });
+        return Ok(chat_body(&read_json(resp).await?));
     }
+    chat_stream(Body::Http(resp)).await
+}
+
+/// A Chat Completions response object.
+pub(super) fn chat_body(v: &Value) -> LlmResponse {
+    let choice = v.pointer("/choices/0").cloned().unwrap_or(Value::Null);
+    LlmResponse {
+        text: choice
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        usage: from_openai_chat(v.get("usage").unwrap_or(&Value::Null)),
+        response_model: str_field(v, "model"),
+        response_id: str_field(v, "id"),
+        finish_reasons: v["choices"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| str_field(c, "finish_reason"))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
+        service_tier: str_field(v, "service_tier"),
+    }
+}
+
+/// A Chat Completions stream: `choices[].delta` chunks, usage on the last, then `[DONE]`.
+pub(super) async fn chat_stream(body: Body) -> Result<LlmResponse, LlmError> {
     let mut out = LlmResponse {
         usage: Usage::unknown(),
         ..Default::default()
     };
     let mut done = false;
-    let mut stream = SseStream::new(resp);
+    let mut stream = SseStream::from_body(body);
     while let Some(events) = stream.next().await {
         let events = match events {
             Ok(events) => events,
@@ -227,9 +236,14 @@ async fn responses(
         let v = read_json(resp).await?;
         return Ok(from_response_object(&v, UsageSource::Provider));
     }
+    responses_stream(Body::Http(resp)).await
+}
+
+/// A Responses API stream: typed events, the whole response on `response.completed`.
+pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError> {
     let mut text = String::new();
     let mut usage = Usage::unknown();
-    let mut stream = SseStream::new(resp);
+    let mut stream = SseStream::from_body(body);
     while let Some(events) = stream.next().await {
         let events = match events {
             Ok(events) => events,
@@ -289,7 +303,7 @@ async fn responses(
     })
 }
 
-fn from_response_object(v: &Value, source: UsageSource) -> LlmResponse {
+pub(super) fn from_response_object(v: &Value, source: UsageSource) -> LlmResponse {
     let mut text = String::new();
     for item in v["output"].as_array().into_iter().flatten() {
         if item["type"] == "message" {

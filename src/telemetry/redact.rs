@@ -53,16 +53,20 @@ const PATTERNS: &[(&str, &str)] = &[
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
         REDACTED,
     ),
+    // Distinctive prefixes match even glued to a word (`user_ghp_…`, `VTjghp_…`: found by
+    // fuzzing); the generic ones (`sk-…`, `AKIA…`, `AIza…`) need a word boundary, or
+    // identifiers like `task-…` would be scrubbed.
     (
-        r"\bsk-(?:proj-|ant-(?:api\d\d-|admin\d\d-)?|or-v1-|svcacct-)?[A-Za-z0-9_\-]{16,}",
+        r"sk-(?:proj-|ant-(?:api\d\d-|admin\d\d-)?|or-v1-|svcacct-)[A-Za-z0-9_\-]{16,}",
         REDACTED,
     ),
+    (r"\bsk-[A-Za-z0-9_\-]{16,}", REDACTED),
     (r"\bAIza[0-9A-Za-z_\-]{30,}", REDACTED),
     (r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", REDACTED),
-    (r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}", REDACTED),
-    (r"\bgithub_pat_[A-Za-z0-9_]{20,}", REDACTED),
-    (r"\bglpat-[A-Za-z0-9_\-]{20,}", REDACTED),
-    (r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED),
+    (r"(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}", REDACTED),
+    (r"github_pat_[A-Za-z0-9_]{20,}", REDACTED),
+    (r"glpat-[A-Za-z0-9_\-]{20,}", REDACTED),
+    (r"xox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED),
     (
         r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
         REDACTED,
@@ -225,6 +229,28 @@ mod tests {
             "x [REDACTED] y"
         );
         assert_eq!(r.redact_str("short stays"), "short stays");
+    }
+
+    /// Fuzzing found a GitHub token glued to the word before it surviving (`\b` never matched).
+    #[test]
+    fn prefixed_tokens_glued_to_a_word_are_redacted() {
+        let r = Redactor::new(vec![]);
+        for s in [
+            "AETVTjghp_abcdefghijklmnopqrstuvwxyz0123456789\" ,",
+            "user_github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+            "keysk-proj-Abc123def456GHI789jkl012MNO345pqr678STU901vwx",
+            "xglpat-abcdefghij0123456789 axoxb-1234567890-abcdefghij",
+        ] {
+            let out = r.redact_str(s);
+            for leak in ["ghp_", "github_pat_", "sk-proj-", "glpat-", "xoxb-"] {
+                assert!(!out.contains(leak), "{s} -> {out}");
+            }
+        }
+        // Generic prefixes still need a boundary: ordinary identifiers stay.
+        assert_eq!(
+            r.redact_str("task-1234567890abcdefghij"),
+            "task-1234567890abcdefghij"
+        );
     }
 
     #[test]
