@@ -5,36 +5,10 @@
 
 use super::common::*;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Actual cost and tokens of one fixture call.
 const CALL_USD: f64 = 0.000405;
 const CALL_TOKENS: u64 = 51;
-
-async fn openai_server() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_raw(llm_fixture("openai-chat.json"), "application/json"),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-async fn requests(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
-}
-
-fn with_openai(env: &Env, server: &MockServer) -> assert_cmd::Command {
-    let mut c = env.pflow();
-    c.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-        .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
-    c
-}
 
 /// `a` → `b` → `c`, each one gpt-4o call; `c` has an error edge to `recover`.
 fn three_calls(model: &str, max_tokens: u64) -> Value {

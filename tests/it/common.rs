@@ -247,3 +247,32 @@ pub fn tool_present(present: bool, what: &str) -> bool {
     }
     present
 }
+
+/// A local OpenAI-compatible server answering every chat call with the
+/// recorded `openai-chat.json` response.
+pub async fn openai_server() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_raw(llm_fixture("openai-chat.json"), "application/json"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// How many requests the mock server received.
+pub async fn requests(server: &wiremock::MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+/// `pflow` pointed at the mock server as its OpenAI endpoint, with a test key.
+pub fn with_openai(env: &Env, server: &wiremock::MockServer) -> Command {
+    let mut c = env.pflow();
+    c.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+        .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
+    c
+}

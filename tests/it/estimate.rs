@@ -6,37 +6,13 @@
 
 use super::common::*;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// What one fixture call costs at the built-in gpt-4o price.
 const CALL_USD: f64 = 0.000405;
 /// The fixture's billed prompt: the estimate's count must not exceed it for the low end to hold.
 const BILLED_PROMPT_TOKENS: u64 = 14;
-
-async fn openai_server() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_raw(llm_fixture("openai-chat.json"), "application/json"),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-async fn requests(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
-}
-
-fn with_openai(env: &Env, server: &MockServer) -> assert_cmd::Command {
-    let mut c = env.pflow();
-    c.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-        .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
-    c
-}
 
 /// `ask` (a prompt from an input), then `each`: a batch over the `cities` input.
 fn workflow() -> Value {

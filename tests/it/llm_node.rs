@@ -30,13 +30,6 @@ fn llm_wf(model: &str, extra: Value) -> Value {
         "outputs": {"answer": {"source": "${ask.response}"}, "usage": {"source": "${ask.llm_usage}"}}})
 }
 
-fn with_openai(env: &Env, server: &MockServer) -> assert_cmd::Command {
-    let mut c = env.pflow();
-    c.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-        .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_call_tokens_cost_and_genai_span() {
     let server = MockServer::start().await;

@@ -23,13 +23,6 @@ fn env_with_review() -> (Env, std::path::PathBuf) {
     (env, dest)
 }
 
-fn with_openai(env: &Env, server: &MockServer) -> assert_cmd::Command {
-    let mut c = env.pflow();
-    c.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-        .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
-    c
-}
-
 fn close(a: &Value, b: f64) -> bool {
     a.as_f64().is_some_and(|a| (a - b).abs() < 1e-12)
 }
