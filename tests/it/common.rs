@@ -276,3 +276,19 @@ pub fn with_openai(env: &Env, server: &wiremock::MockServer) -> Command {
         .env("OPENAI_API_KEY", "sk-test-key-abcdefghijklmnop");
     c
 }
+
+/// Running `sleep` processes whose command line contains `marker` (orphan checks).
+pub fn count_procs(marker: &str) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.starts_with("sleep ") && cmd.contains(marker) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}

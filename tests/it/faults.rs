@@ -153,21 +153,6 @@ impl Drop for Mount {
     }
 }
 
-fn count_procs(marker: &str) -> usize {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.starts_with("sleep ") && cmd.contains(marker) {
-                    n += 1;
-                }
-            }
-        }
-    }
-    n
-}
-
 /// Waits (bounded) for processes to be reaped; returns how many are left.
 fn procs_after_reaping(marker: &str) -> usize {
     let t = Instant::now();

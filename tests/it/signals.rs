@@ -75,21 +75,6 @@ fn interrupt(signal: i32, expected: i32) {
     );
 }
 
-fn count_procs(marker: &str) -> usize {
-    let mut n = 0;
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.starts_with("sleep ") && cmd.contains(marker) {
-                    n += 1;
-                }
-            }
-        }
-    }
-    n
-}
-
 #[test]
 fn sigint_mid_batch() {
     interrupt(libc::SIGINT, 130);
