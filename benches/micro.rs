@@ -106,6 +106,7 @@ fn pricing(c: &mut Criterion) {
         cache_write: 1_000,
         cache_write_1h: 0,
         reasoning: 200,
+        ..Default::default()
     };
     let price = table
         .lookup("claude-sonnet-4-5", Some("anthropic"))

@@ -8,7 +8,9 @@
 //! The [`cli`] module is the `pflow` command. Data flows one way:
 //! cli → runtime → nodes; telemetry observes, it never steers.
 
+pub mod accounting;
 pub mod cli;
+pub mod format;
 pub mod history;
 pub mod ir;
 pub mod llm;

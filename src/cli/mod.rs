@@ -954,7 +954,7 @@ fn estimate_cmd(
             if let Some(max) = max_cost.filter(|m| est.low_usd() > *m) {
                 est.notes.push(format!(
                     "the low end exceeds --max-cost {}: `pflow run` would refuse this workflow before it starts (exit code 3)",
-                    crate::llm::budget::fmt_usd(max)
+                    crate::format::usd_compact(max)
                 ));
             }
             output::print_estimate(format, Ok(&est), &warnings)

@@ -244,19 +244,20 @@ fn summary_line(r: &RunReport) -> String {
     let mark = if r.result.is_ok() { "✓" } else { "✗" };
     match &r.metrics {
         Some(m) => {
+            use crate::format;
             let w = &m.workflow;
+            let items = if w.batch_items > 0 {
+                format!(" (+{})", format::count(w.batch_items, "batch item"))
+            } else {
+                String::new()
+            };
             format!(
-                "{mark} {} nodes in {:.1} ms · {} LLM calls · {} tokens · ${:.6}{}",
-                w.nodes_executed,
+                "{mark} {}{items} in {:.1} ms · {} · {} · {}",
+                format::count(w.nodes_executed, "node"),
                 m.total.duration_ms,
-                m.total.llm_calls,
-                m.total.tokens_total,
-                m.total.cost_usd,
-                if m.total.cost_complete {
-                    ""
-                } else {
-                    " (incomplete: unpriced calls)"
-                }
+                format::count(m.total.llm_calls, "LLM call"),
+                format::count(m.total.tokens_total, "token"),
+                format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),
             )
         }
         None => match &r.result {

@@ -198,11 +198,6 @@ fn duration(ms: f64) -> String {
     }
 }
 
-fn cost(usd: f64, complete: bool) -> String {
-    // An incomplete total is a lower bound: some calls had no known price.
-    format!("{}${usd:.6}", if complete { "" } else { ">=" })
-}
-
 pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> String {
     let range = since_str(since).map_or("all time".to_string(), |s| format!("since {s}"));
     let t = &s.totals;
@@ -211,23 +206,17 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
     }
     let mut out = String::new();
     out.push_str(&format!("pflow runs, {range}\n"));
-    let mut not_ok = Vec::new();
-    if t.failed > 0 {
-        let plain = t.failed - t.invalid - t.interrupted;
-        for (n, what) in [
-            (plain, "failed"),
-            (t.invalid, "invalid"),
-            (t.interrupted, "interrupted"),
-        ] {
-            if n > 0 {
-                not_ok.push(format!("{n} {what}"));
-            }
-        }
-    }
-    let not_ok = if not_ok.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", not_ok.join(", "))
+    // `failed` is every run that did not succeed, as in the JSON; the
+    // invalid and interrupted ones are its parts.
+    let parts: Vec<String> = [(t.invalid, "invalid"), (t.interrupted, "interrupted")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    let not_ok = match (t.failed, parts.is_empty()) {
+        (0, _) => String::new(),
+        (n, true) => format!(", {n} failed"),
+        (n, false) => format!(", {n} failed: {}", parts.join(", ")),
     };
     out.push_str(&format!("  runs       {} ({} ok{not_ok})\n", t.runs, t.ok));
     out.push_str(&format!("  duration   {}\n", duration(t.duration_ms)));
@@ -238,7 +227,7 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
     ));
     out.push_str(&format!(
         "  cost       {}\n",
-        cost(t.cost_usd, t.cost_complete)
+        crate::format::cost(&t.cost)
     ));
     if s.groups.is_empty() {
         return out;
@@ -260,7 +249,7 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
         r.extend([
             g.llm_calls.to_string(),
             g.tokens_total.to_string(),
-            cost(g.cost_usd, g.cost_complete),
+            crate::format::cost(&g.cost),
         ]);
         rows.push(r);
     }

@@ -2,7 +2,7 @@
 //! grouped by day (UTC), workflow, model or node, and pruning old runs.
 
 use super::{db, HistoryError};
-use crate::telemetry::metrics::Tokens;
+use crate::accounting::{round_usd, CostTotal, Tokens};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
@@ -42,9 +42,10 @@ pub struct Totals {
     pub llm_calls: u64,
     pub tokens: Tokens,
     pub tokens_total: u64,
-    pub cost_usd: f64,
-    /// False when some run had an unpriced LLM call: `cost_usd` is then a lower bound.
-    pub cost_complete: bool,
+    /// `cost_usd` (null when some run had an unpriced LLM call),
+    /// `cost_usd_lower_bound` and `cost_complete`.
+    #[serde(flatten)]
+    pub cost: CostTotal,
 }
 
 /// One row of the grouped table.
@@ -63,8 +64,8 @@ pub struct Group {
     pub llm_calls: u64,
     pub tokens: Tokens,
     pub tokens_total: u64,
-    pub cost_usd: f64,
-    pub cost_complete: bool,
+    #[serde(flatten)]
+    pub cost: CostTotal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,6 +142,7 @@ fn tokens_at(r: &Row, first: usize) -> rusqlite::Result<Tokens> {
         total: g(2)?,
         cache_read: g(3)?,
         cache_write: g(4)?,
+        cache_write_1h: 0,
         reasoning: g(5)?,
     })
 }
@@ -176,8 +178,7 @@ pub fn query(
                 llm_calls: count(r, 6)?,
                 tokens_total: tokens.total,
                 tokens,
-                cost_usd: round_usd(r.get(13)?),
-                cost_complete: r.get::<_, i64>(14)? != 0,
+                cost: CostTotal::new(r.get(13)?, r.get::<_, i64>(14)? != 0),
             })
         },
     )?;
@@ -194,17 +195,11 @@ pub fn query(
                 llm_calls: count(r, 5)?,
                 tokens_total: tokens.total,
                 tokens,
-                cost_usd: round_usd(r.get(12)?),
-                cost_complete: r.get::<_, i64>(13)? != 0,
+                cost: CostTotal::new(r.get(12)?, r.get::<_, i64>(13)? != 0),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Stats { totals, groups })
-}
-
-/// Sums of floats drift in the last digits; costs are shown to a nano-dollar.
-fn round_usd(v: f64) -> f64 {
-    (v * 1e9).round() / 1e9
 }
 
 /// `pflow stats`: empty stats when no history exists yet (the file is not created).
@@ -215,10 +210,7 @@ pub fn stats(
 ) -> Result<Stats, HistoryError> {
     if !path.exists() {
         return Ok(Stats {
-            totals: Totals {
-                cost_complete: true,
-                ..Totals::default()
-            },
+            totals: Totals::default(),
             groups: vec![],
         });
     }
@@ -396,8 +388,7 @@ mod tests {
                 total: input + output,
                 ..Tokens::default()
             },
-            cost_usd: cost,
-            cost_complete: true,
+            cost: CostTotal::new(cost, true),
             estimated_calls: 0,
             ..Usage::default()
         }
@@ -408,16 +399,14 @@ mod tests {
         let mut m = MetricsSummary::default();
         m.workflow.llm_calls = u.llm_calls;
         m.workflow.tokens = u.tokens;
-        m.workflow.cost_usd = u.cost_usd;
-        m.workflow.cost_complete = u.cost_complete;
+        m.workflow.cost = u.cost;
         m.workflow.node_timings.insert("prep".into(), 5.0);
         m.workflow.node_timings.insert("ask".into(), 100.0);
         m.workflow.node_usage.insert("ask".into(), u.clone());
         m.total.duration_ms = 110.0;
         m.total.llm_calls = u.llm_calls;
         m.total.tokens_total = u.tokens.total;
-        m.total.cost_usd = u.cost_usd;
-        m.total.cost_complete = u.cost_complete;
+        m.total.cost = u.cost;
         m.models.insert(model.into(), u);
         RunRecord {
             time: at(time),
@@ -472,7 +461,7 @@ mod tests {
         assert_eq!(s.totals.llm_calls, 4);
         assert_eq!(s.totals.tokens.input, 310);
         assert_eq!(s.totals.tokens_total, 470);
-        assert_eq!(s.totals.cost_usd, 1.5);
+        assert_eq!(s.totals.cost.usd, Some(1.5));
         assert_eq!(s.totals.duration_ms, 330.0);
         let days: Vec<_> = s
             .groups
@@ -494,7 +483,7 @@ mod tests {
         let keys: Vec<_> = s
             .groups
             .iter()
-            .map(|g| (g.key.as_str(), g.runs, g.cost_usd))
+            .map(|g| (g.key.as_str(), g.runs, g.cost.lower_bound_usd))
             .collect();
         assert_eq!(keys, [("a", 1, 1.0), ("b", 1, 0.0)]);
     }
@@ -587,17 +576,12 @@ mod tests {
             ),
         ];
         recs[4].workflow_hash = Some("other".into());
-        // Batch items of `each` group under `each`; the run without it counts 0 there.
-        recs[2]
-            .metrics
-            .workflow
-            .node_usage
-            .insert("each[0]".into(), usage(1, 10, 0, 0.25));
-        recs[2]
-            .metrics
-            .workflow
-            .node_usage
-            .insert("each[1]".into(), usage(1, 10, 0, 0.25));
+        // Batch items of `each` are rolled up under `each` (as the metrics
+        // give them); the run without it counts 0 there.
+        let mut each = usage(2, 20, 0, 0.5);
+        each.items.insert("each[0]".into(), usage(1, 10, 0, 0.25));
+        each.items.insert("each[1]".into(), usage(1, 10, 0, 0.25));
+        recs[2].metrics.workflow.node_usage.insert("each".into(), each);
         for r in &recs {
             record(&db, r).unwrap();
         }

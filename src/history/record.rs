@@ -3,7 +3,8 @@
 //! reader never sees half a run and concurrent runs never lose one.
 
 use super::{db, HistoryError};
-use crate::telemetry::metrics::{MetricsSummary, Tokens, Usage};
+use crate::accounting::{batch_of, Tokens, Usage};
+use crate::telemetry::metrics::MetricsSummary;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Transaction};
 use sha2::{Digest, Sha256};
@@ -58,17 +59,6 @@ pub fn record(path: &Path, run: &RunRecord) -> Result<i64, HistoryError> {
     })
 }
 
-fn add_tokens(a: &Tokens, b: &Tokens) -> Tokens {
-    Tokens {
-        input: a.input + b.input,
-        output: a.output + b.output,
-        total: a.total + b.total,
-        cache_read: a.cache_read + b.cache_read,
-        cache_write: a.cache_write + b.cache_write,
-        reasoning: a.reasoning + b.reasoning,
-    }
-}
-
 fn i(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -76,7 +66,7 @@ fn i(n: u64) -> i64 {
 pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64> {
     let m = &run.metrics;
     let tokens = m.planner.as_ref().map_or(m.workflow.tokens, |p| {
-        add_tokens(&m.workflow.tokens, &p.tokens)
+        Tokens::sum(&m.workflow.tokens, &p.tokens)
     });
     tx.execute(
         "INSERT INTO runs (time, time_unix_ms, command, workflow_name, workflow_hash, status,
@@ -100,8 +90,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             i(tokens.cache_read),
             i(tokens.cache_write),
             i(tokens.reasoning),
-            m.total.cost_usd,
-            m.total.cost_complete,
+            m.total.cost.lower_bound_usd,
+            m.total.cost.complete,
             run.trace_id,
             run.trace_file.as_ref().map(|p| p.display().to_string()),
         ],
@@ -124,8 +114,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             i(t.cache_read),
             i(t.cache_write),
             i(t.reasoning),
-            u.cost_usd,
-            u.cost_complete,
+            u.cost.lower_bound_usd,
+            u.cost.complete,
         ])?;
     }
     let mut node_row = tx.prepare_cached(
@@ -136,17 +126,19 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
     let sections = std::iter::once(("workflow", &m.workflow))
         .chain(m.planner.as_ref().map(|p| ("planner", p)));
     for (section, s) in sections {
-        // Nodes that ran, plus any that called an LLM without a node span of their own.
-        let paths = s.node_timings.keys().chain(
-            s.node_usage
-                .keys()
-                .filter(|k| !s.node_timings.contains_key(*k)),
-        );
+        // Nodes that ran, plus any that called an LLM without a node span of
+        // their own; batch items are rolled up into their batch node's row.
+        let paths = s
+            .node_timings
+            .keys()
+            .chain(
+                s.node_usage
+                    .keys()
+                    .filter(|k| !s.node_timings.contains_key(*k)),
+            )
+            .filter(|p| batch_of(p).is_none());
         for path in paths {
-            let none = Usage {
-                cost_complete: true,
-                ..Usage::default()
-            };
+            let none = Usage::default();
             let u = s.node_usage.get(path).unwrap_or(&none);
             let t = &u.tokens;
             node_row.execute(params![
@@ -161,8 +153,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
                 i(t.cache_read),
                 i(t.cache_write),
                 i(t.reasoning),
-                u.cost_usd,
-                u.cost_complete,
+                u.cost.lower_bound_usd,
+                u.cost.complete,
             ])?;
         }
     }

@@ -189,7 +189,7 @@ pub fn max_output_tokens(provider: Provider, model: &str, prices: &PriceTable) -
 /// `default` ([`DEFAULT_MAX_OUTPUT_TOKENS`]).
 pub fn output_limit(provider: Provider, model: &str, prices: &PriceTable) -> (u64, &'static str) {
     if let Some(n) = prices
-        .lookup(model, super::traced::price_prefix(provider))
+        .lookup(model, provider.pricing().prefix)
         .and_then(|p| p.price.max_output_tokens)
     {
         return (n, "override");
@@ -253,7 +253,7 @@ pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
         prompt_tokens,
         max_output_tokens,
         usd,
-        cost_source: plain.source,
+        cost_source: plain.source.as_str(),
     }
 }
 
@@ -333,15 +333,6 @@ pub struct BudgetExceeded {
     pub estimate_low_usd: Option<f64>,
 }
 
-/// `$0.0123` for cents and up, more digits below a cent.
-pub fn fmt_usd(v: f64) -> String {
-    if v == 0.0 || v.abs() >= 0.01 {
-        format!("${v:.4}")
-    } else {
-        format!("${v:.6}")
-    }
-}
-
 impl BudgetExceeded {
     /// `budget_exceeded` or `budget_unpriced`.
     pub fn kind(&self) -> &'static str {
@@ -361,9 +352,9 @@ impl BudgetExceeded {
     pub fn message(&self) -> String {
         let place = self.place();
         let model = &self.model;
-        let max_usd = fmt_usd(self.max_cost_usd.unwrap_or(0.0));
+        let max_usd = crate::format::usd_compact(self.max_cost_usd.unwrap_or(0.0));
         let max_tokens = self.max_tokens_total.unwrap_or(0);
-        let spent = fmt_usd(self.spent_usd);
+        let spent = crate::format::usd_compact(self.spent_usd);
         match (self.reason, self.stopped) {
             (_, Stopped::Estimate) => {
                 let planned = if self.spent_usd > 0.0 {
@@ -373,7 +364,7 @@ impl BudgetExceeded {
                 };
                 format!(
                     "estimated cost at least {} exceeds the budget {max_usd}{planned}; the workflow was not started (see `pflow run FILE --estimate`)",
-                    fmt_usd(self.estimate_low_usd.unwrap_or(0.0) + self.spent_usd)
+                    crate::format::usd_compact(self.estimate_low_usd.unwrap_or(0.0) + self.spent_usd)
                 )
             }
             (Reason::UnpricedModel, _) => format!(
@@ -381,13 +372,13 @@ impl BudgetExceeded {
             ),
             (Reason::MaxCost, Stopped::BeforeCall) => {
                 let held = if self.reserved_usd > 0.0 {
-                    format!(" ({} more held by calls in flight)", fmt_usd(self.reserved_usd))
+                    format!(" ({} more held by calls in flight)", crate::format::usd_compact(self.reserved_usd))
                 } else {
                     String::new()
                 };
                 format!(
                     "budget exceeded: spent {spent} of {max_usd} budget{held}; next call to {model} in {place} would cost up to {}",
-                    fmt_usd(self.next_call_estimate_usd.unwrap_or(0.0))
+                    crate::format::usd_compact(self.next_call_estimate_usd.unwrap_or(0.0))
                 )
             }
             (Reason::MaxCost, Stopped::AfterCall) => format!(

@@ -61,6 +61,31 @@ impl Provider {
         }
     }
 
+    /// How its calls are priced (see [`crate::pricing`]'s policy).
+    pub fn pricing(self) -> crate::pricing::ProviderPricing {
+        use crate::pricing::ProviderPricing;
+        match self {
+            Provider::Echo => ProviderPricing {
+                free: true,
+                ..Default::default()
+            },
+            Provider::Ollama => ProviderPricing {
+                prefix: Some("ollama"),
+                local: true,
+                free: false,
+            },
+            Provider::Gemini => ProviderPricing {
+                prefix: Some("gemini"),
+                ..Default::default()
+            },
+            Provider::Anthropic => ProviderPricing {
+                prefix: Some("anthropic"),
+                ..Default::default()
+            },
+            Provider::OpenAi => ProviderPricing::default(),
+        }
+    }
+
     /// The provider a span's `gen_ai.provider.name` names.
     pub fn from_semconv_name(s: &str) -> Option<Provider> {
         match s {

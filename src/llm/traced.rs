@@ -38,15 +38,8 @@ pub struct Failed {
     pub attempts: u64,
 }
 
-/// How a call's cost was determined.
-#[derive(Debug, Clone)]
-pub struct Priced {
-    pub usd: Option<f64>,
-    /// `table`, `override`, `provider`, `free`, `local`, `unpriced`, `unknown_usage`.
-    pub source: &'static str,
-    pub key: Option<String>,
-    pub cache_savings_usd: f64,
-}
+/// How a call's cost was determined: the accounting model's per-call cost.
+pub use crate::accounting::Cost as Priced;
 
 /// Prices one call (or one failed attempt's partial usage, `resp` None).
 pub fn price_call(
@@ -66,11 +59,8 @@ pub fn price_call(
     )
 }
 
-/// The pricing rules, from the facts a span keeps, so `pflow trace reprice`
-/// applies exactly what the live call did: echo is free, a provider-reported
-/// cost wins, then the table by the billed (response) model, then by the
-/// requested one, with the provider's table prefix; an unlisted Ollama
-/// model is local and free; anything else is unpriced.
+/// The pricing policy ([`crate::pricing::CallFacts`]) applied to the facts a
+/// span keeps, so `pflow trace reprice` applies exactly what the live call did.
 pub fn price_usage(
     provider: Provider,
     model: &str,
@@ -79,65 +69,13 @@ pub fn price_usage(
     usage: &Usage,
     table: &PriceTable,
 ) -> Priced {
-    let none = |source| Priced {
-        usd: None,
-        source,
-        key: None,
-        cache_savings_usd: 0.0,
-    };
-    if provider == Provider::Echo {
-        return Priced {
-            usd: Some(0.0),
-            source: "free",
-            key: None,
-            cache_savings_usd: 0.0,
-        };
-    }
-    if let Some(c) = provider_cost_usd {
-        return Priced {
-            usd: Some(c),
-            source: "provider",
-            key: None,
-            cache_savings_usd: 0.0,
-        };
-    }
-    if !usage.is_known() {
-        return none("unknown_usage");
-    }
-    let prefix = price_prefix(provider);
-    // The billed version (response model) first, then what was asked for.
-    let found = response_model
-        .and_then(|m| table.lookup(m, prefix))
-        .or_else(|| table.lookup(model, prefix));
-    match found {
-        Some(p) => {
-            let c = crate::pricing::cost(&usage.counts(), &p.price);
-            Priced {
-                usd: Some(c.total_usd),
-                source: p.source.cost_source(),
-                key: Some(p.key),
-                cache_savings_usd: c.cache_savings_usd,
-            }
-        }
-        // A local model with no listed price costs nothing to call.
-        None if provider == Provider::Ollama => Priced {
-            usd: Some(0.0),
-            source: "local",
-            key: None,
-            cache_savings_usd: 0.0,
-        },
-        None => none("unpriced"),
-    }
-}
-
-/// The price-table prefix models of `provider` are listed under, if any.
-pub fn price_prefix(provider: Provider) -> Option<&'static str> {
-    match provider {
-        Provider::Gemini => Some("gemini"),
-        Provider::Ollama => Some("ollama"),
-        Provider::Anthropic => Some("anthropic"),
-        _ => None,
-    }
+    table.price(&crate::pricing::CallFacts {
+        provider: provider.pricing(),
+        model,
+        response_model,
+        provider_cost_usd,
+        tokens: usage.is_known().then(|| usage.counts()),
+    })
 }
 
 pub fn operation(provider: Provider) -> &'static str {
@@ -182,7 +120,7 @@ fn record_cost(span: &tracing::Span, p: &Priced) {
         span.record("pflow.cost.usd", c);
         span.record("gen_ai.usage.cost", c);
     }
-    span.record("pflow.cost.source", p.source);
+    span.record("pflow.cost.source", p.source.as_str());
     if let Some(k) = &p.key {
         span.record("pflow.cost.price_key", k.as_str());
     }
@@ -339,12 +277,10 @@ pub async fn call(
                         if e.not_billed() {
                             record_cost(
                                 &span,
-                                &Priced {
-                                    usd: Some(0.0),
-                                    source: "not_billed",
-                                    key: None,
-                                    cache_savings_usd: 0.0,
-                                },
+                                &Priced::plain(
+                                    Some(0.0),
+                                    crate::accounting::CostSource::NotBilled,
+                                ),
                             );
                         }
                         reservation.settle(Some(0.0), 0)

@@ -71,10 +71,13 @@ impl Usage {
     }
 
     /// Counts for pricing (unknown fields as 0).
-    pub fn counts(&self) -> crate::pricing::TokenCounts {
-        crate::pricing::TokenCounts {
-            input: self.input_tokens.unwrap_or(0),
-            output: self.output_tokens.unwrap_or(0),
+    pub fn counts(&self) -> crate::accounting::Tokens {
+        let input = self.input_tokens.unwrap_or(0);
+        let output = self.output_tokens.unwrap_or(0);
+        crate::accounting::Tokens {
+            input,
+            output,
+            total: input + output,
             cache_read: self.cache_read_tokens.unwrap_or(0),
             cache_write: self.cache_write_tokens.unwrap_or(0),
             cache_write_1h: self.cache_write_1h_tokens.unwrap_or(0),

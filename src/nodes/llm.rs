@@ -166,7 +166,7 @@ fn outputs(provider: Provider, model: &str, resp: LlmResponse, priced: &Priced) 
         "estimated": u.source == llm::UsageSource::Estimated,
         "usage_source": u.source.as_str(),
         "cost_usd": priced.usd,
-        "cost_source": priced.source,
+        "cost_source": priced.source.as_str(),
     });
     let trimmed = resp.text.trim();
     let response = if trimmed.starts_with('{') || trimmed.starts_with('[') {

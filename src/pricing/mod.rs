@@ -16,18 +16,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// Token counts of one call, normalised: `input` is every prompt-side token
-/// (cache reads and writes included), `cache_write_1h` is the 1-hour share of
-/// `cache_write`, `reasoning` the share of `output`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenCounts {
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub cache_write_1h: u64,
-    pub reasoning: u64,
-}
+mod policy;
+pub use policy::{CallFacts, ProviderPricing};
+
+/// Token counts of one call: the accounting model's one token type.
+pub use crate::accounting::Tokens as TokenCounts;
 
 /// Rates that a tier may override.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,16 +76,6 @@ pub struct ModelPrice {
 pub enum PriceSource {
     Builtin,
     Override,
-}
-
-impl PriceSource {
-    /// The `pflow.cost.source` value for a cost computed from this price.
-    pub fn cost_source(self) -> &'static str {
-        match self {
-            PriceSource::Builtin => "table",
-            PriceSource::Override => "override",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -436,6 +419,16 @@ impl PriceTable {
     /// without a `provider/` prefix, the name without a date suffix
     /// (`-2024-08-06`, `-20250929`), then the same case-insensitively.
     pub fn lookup(&self, model: &str, provider: Option<&str>) -> Option<ResolvedPrice> {
+        self.lookup_where(model, provider, |_| true)
+    }
+
+    /// [`PriceTable::lookup`] among the entries `keep` accepts.
+    fn lookup_where(
+        &self,
+        model: &str,
+        provider: Option<&str>,
+        keep: impl Fn(&ResolvedPrice) -> bool,
+    ) -> Option<ResolvedPrice> {
         let mut candidates: Vec<String> = Vec::new();
         if let Some(p) = provider {
             candidates.push(format!("{p}/{model}"));
@@ -446,19 +439,13 @@ impl PriceTable {
         }
         let undated: Vec<String> = candidates.iter().filter_map(|c| strip_date(c)).collect();
         candidates.extend(undated);
-        for c in &candidates {
-            if let Some(found) = self.found(c) {
-                return Some(found);
-            }
-        }
-        for c in &candidates {
-            if let Some(real) = self.lower.get(&c.to_ascii_lowercase()) {
-                if let Some(found) = self.found(real) {
-                    return Some(found);
-                }
-            }
-        }
-        None
+        let exact = candidates.iter().filter_map(|c| self.found(c));
+        let folded = candidates.iter().filter_map(|c| {
+            self.lower
+                .get(&c.to_ascii_lowercase())
+                .and_then(|real| self.found(real))
+        });
+        exact.chain(folded).find(|p| keep(p))
     }
 
     fn found(&self, key: &str) -> Option<ResolvedPrice> {
@@ -612,6 +599,7 @@ mod tests {
             cache_write: 300,
             cache_write_1h: 100,
             reasoning: 40,
+            ..Default::default()
         };
         let c = cost(&t, &price);
         assert_eq!(c.tier_above, None, "1000 is not above 1000");

@@ -165,7 +165,7 @@ fn llm_calls<'a>(
     let mut stack = vec![span];
     while let Some(x) = stack.pop() {
         for c in kids.get(x.span_id.as_str()).into_iter().flatten() {
-            if show::is_llm(c) {
+            if c.is_llm() {
                 out.push(*c);
             } else if c.str_attr(attr::NODE_ROLE).is_none() {
                 stack.push(c);
@@ -417,12 +417,12 @@ pub fn diff(a: &Trace, b: &Trace) -> TraceDiff {
     let mut summary = Summary {
         duration_ms: Delta::of(ma.total.duration_ms, mb.total.duration_ms),
         tokens_total: Delta::of(ma.total.tokens_total as f64, mb.total.tokens_total as f64),
-        cost_usd: Delta::of(ma.total.cost_usd, mb.total.cost_usd),
+        cost_usd: Delta::of(ma.total.cost.lower_bound_usd, mb.total.cost.lower_bound_usd),
         nodes_changed: nodes.iter().filter(|d| d.changed).count() as u64,
         model_changes,
         line: String::new(),
     };
-    summary.cost_usd.delta = (summary.cost_usd.delta * 1e10).round() / 1e10;
+    summary.cost_usd.delta = crate::accounting::round_usd(summary.cost_usd.delta);
     summary.line = summary_line(&summary, only_in_a.len(), only_in_b.len());
     TraceDiff {
         a: RunRef::of(a),
@@ -441,7 +441,7 @@ fn pct(d: &Delta) -> String {
 /// `+12.3 ms`, `-1.20 s`.
 fn signed_ms(d: f64) -> String {
     let sign = if d < 0.0 { "-" } else { "+" };
-    format!("{sign}{}", show::fmt_duration_ms(d.abs()))
+    format!("{sign}{}", crate::format::duration_ms(d.abs()))
 }
 
 fn plural(n: u64, one: &str) -> String {
@@ -458,7 +458,7 @@ fn summary_line(s: &Summary, only_a: usize, only_b: usize) -> String {
         format!("Δ tokens {:+}", s.tokens_total.delta as i64),
         format!(
             "Δ cost {}{}",
-            super::reprice::fmt_delta_usd(s.cost_usd.delta),
+            crate::format::usd_delta(s.cost_usd.delta),
             pct(&s.cost_usd)
         ),
         format!("{} changed", plural(s.nodes_changed, "node")),
@@ -507,8 +507,8 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
         let kind = a.node_type.as_deref().unwrap_or("?");
         let dur = format!(
             "{} → {} ({})",
-            show::fmt_duration_ms(a.duration_ms),
-            show::fmt_duration_ms(b.duration_ms),
+            crate::format::duration_ms(a.duration_ms),
+            crate::format::duration_ms(b.duration_ms),
             signed_ms(b.duration_ms - a.duration_ms)
         );
         if !nd.changed {
@@ -570,7 +570,7 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                 b.tokens.total() as i64 - a.tokens.total() as i64
             );
             let cost = |c: Option<f64>, complete: bool| {
-                format!("{}{}", show::fmt_cost(c), if complete { "" } else { "+?" })
+                format!("{}{}", crate::format::usd_or_unknown(c), if complete { "" } else { "+?" })
             };
             let _ = writeln!(
                 out,
@@ -579,7 +579,7 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                     cost(a.cost_usd, a.cost_complete),
                     cost(b.cost_usd, b.cost_complete)
                 ),
-                super::reprice::fmt_delta_usd(
+                crate::format::usd_delta(
                     b.cost_usd.unwrap_or(0.0) - a.cost_usd.unwrap_or(0.0)
                 )
             );

@@ -225,6 +225,16 @@ impl TraceSpan {
         self.status_code == 2
     }
 
+    /// What the span is, by the accounting model's one classifier.
+    pub fn kind(&self) -> crate::accounting::span::SpanKind {
+        self.facts().kind()
+    }
+
+    /// An LLM call span.
+    pub fn is_llm(&self) -> bool {
+        self.facts().is_llm()
+    }
+
     /// The facts the metrics aggregation reads, from this span's attributes.
     pub fn facts(&self) -> SpanFacts {
         let kvs: Vec<opentelemetry::KeyValue> = self

@@ -10,7 +10,7 @@
 //! `textContent`. The tables are rendered here, HTML-escaped, so they are
 //! there even with scripts off.
 
-use super::{show, Trace, TraceSpan};
+use super::{Trace, TraceSpan};
 use crate::telemetry::attr;
 use crate::telemetry::metrics::{SectionMetrics, Usage};
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ pub enum ReportError {
 
 /// What a span is, for its colour in the waterfall.
 fn kind(s: &TraceSpan) -> &'static str {
-    if show::is_llm(s) {
+    if s.is_llm() {
         "llm"
     } else if s.str_attr(attr::NODE_ROLE) == Some(attr::ROLE_BATCH_ITEM) {
         "item"
@@ -160,13 +160,8 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn cost_cell(cost: f64, complete: bool) -> String {
-    let c = show::fmt_cost(Some(cost));
-    if complete {
-        c
-    } else {
-        format!("{c}+?")
-    }
+fn cost_cell(cost: &crate::accounting::CostTotal) -> String {
+    crate::format::cost(cost)
 }
 
 fn card(out: &mut String, label: &str, value: &str, sub: &str) {
@@ -211,19 +206,16 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
          <th class=\"num\">LLM calls</th><th class=\"num\">Tokens in</th><th class=\"num\">Tokens out</th>\
          <th class=\"num\">Cost</th><th class=\"share-col\">Share of cost</th></tr></thead><tbody>",
     );
-    let default = Usage {
-        cost_complete: true,
-        ..Usage::default()
-    };
+    let default = Usage::default();
     for name in names {
-        let u = sec.node_usage.get(name).unwrap_or(&default);
+        let u = sec.usage_of(name).unwrap_or(&default);
         let dur = sec
             .node_timings
             .get(name)
-            .map(|ms| show::fmt_duration_ms(*ms))
+            .map(|ms| crate::format::duration_ms(*ms))
             .unwrap_or_default();
-        let share = if sec.cost_usd > 0.0 {
-            u.cost_usd / sec.cost_usd
+        let share = if sec.cost.lower_bound_usd > 0.0 {
+            u.cost.lower_bound_usd / sec.cost.lower_bound_usd
         } else {
             0.0
         };
@@ -232,7 +224,7 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
                 u.llm_calls.to_string(),
                 u.tokens.input.to_string(),
                 u.tokens.output.to_string(),
-                cost_cell(u.cost_usd, u.cost_complete),
+                cost_cell(&u.cost),
                 share_bar(share),
             )
         } else {
@@ -256,11 +248,11 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         out,
         "</tbody><tfoot><tr><td>Total</td><td></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td></td></tr></tfoot></table>",
-        esc(&show::fmt_duration_ms(sec.duration_ms)),
+        esc(&crate::format::duration_ms(sec.duration_ms)),
         sec.llm_calls,
         sec.tokens.input,
         sec.tokens.output,
-        esc(&cost_cell(sec.cost_usd, sec.cost_complete)),
+        esc(&cost_cell(&sec.cost)),
     );
 }
 
@@ -269,19 +261,23 @@ fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unp
         out.push_str("<p class=\"muted\">No LLM calls.</p>");
         return;
     }
-    let total: f64 = models.values().map(|u| u.cost_usd).sum();
+    let mut all = crate::accounting::CostTotal::default();
+    for u in models.values() {
+        all.add(&u.cost);
+    }
+    let total = all.lower_bound_usd;
     out.push_str(
         "<table class=\"grid\"><thead><tr><th>Model</th><th class=\"num\">Calls</th><th class=\"num\">Input</th>\
          <th class=\"num\">Output</th><th class=\"num\">Cache read</th><th class=\"num\">Cache write</th>\
          <th class=\"num\">Reasoning</th><th class=\"num\">Cost</th><th class=\"share-col\">Share of cost</th></tr></thead><tbody>",
     );
     for (m, u) in models {
-        let cost = if unpriced.contains(m) && u.cost_usd == 0.0 {
+        let cost = if unpriced.contains(m) && u.cost.lower_bound_usd == 0.0 {
             "unpriced".to_string()
         } else {
-            cost_cell(u.cost_usd, u.cost_complete)
+            cost_cell(&u.cost)
         };
-        let share = if total > 0.0 { u.cost_usd / total } else { 0.0 };
+        let share = if total > 0.0 { u.cost.lower_bound_usd / total } else { 0.0 };
         let t = &u.tokens;
         let _ = write!(
             out,
@@ -306,11 +302,11 @@ fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
     let _ = write!(
         out,
         "<p class=\"muted\">{} · {} LLM call{} · {} tokens · {}{}{}</p>",
-        esc(&show::fmt_duration_ms(p.duration_ms)),
+        esc(&crate::format::duration_ms(p.duration_ms)),
         p.llm_calls,
         if p.llm_calls == 1 { "" } else { "s" },
         p.tokens.total,
-        esc(&cost_cell(p.cost_usd, p.cost_complete)),
+        esc(&cost_cell(&p.cost)),
         p.path_taken
             .as_deref()
             .map(|x| format!(" · path {}", esc(x)))
@@ -326,7 +322,7 @@ fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
                 out,
                 "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td></tr>",
                 esc(step),
-                esc(&show::fmt_duration_ms(*ms))
+                esc(&crate::format::duration_ms(*ms))
             );
         }
         out.push_str("</tbody></table>");
@@ -382,7 +378,7 @@ pub fn render_html(trace: &Trace) -> String {
     card(
         &mut out,
         "Duration",
-        &show::fmt_duration_ms(m.total.duration_ms),
+        &crate::format::duration_ms(m.total.duration_ms),
         &format!("{} spans", trace.spans.len()),
     );
     card(
@@ -417,15 +413,15 @@ pub fn render_html(trace: &Trace) -> String {
     card(
         &mut out,
         "Cost",
-        &cost_cell(m.total.cost_usd, m.total.cost_complete),
-        if m.total.cost_complete {
+        &cost_cell(&m.total.cost),
+        if m.total.cost.complete {
             "USD"
         } else {
             "USD, lower bound"
         },
     );
     out.push_str("</div>");
-    if !m.total.cost_complete {
+    if !m.total.cost.complete {
         let models = if m.unpriced_models.is_empty() {
             String::new()
         } else {

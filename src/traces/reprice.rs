@@ -12,6 +12,7 @@
 use super::{show, AttrValue, Trace, TraceSpan};
 use crate::llm::traced::price_usage;
 use crate::llm::{Provider, Usage, UsageSource};
+use crate::accounting::{round_usd, CostSource, CostTotal};
 use crate::pricing::{PriceTable, TokenCounts};
 use crate::telemetry::attr;
 use indexmap::IndexMap;
@@ -81,11 +82,6 @@ pub struct Reprice {
     pub unpriced_after: Vec<String>,
 }
 
-/// Costs to 1e-10 USD, as the metrics report them.
-fn round_usd(v: f64) -> f64 {
-    (v * 1e10).round() / 1e10
-}
-
 fn count(s: &TraceSpan, k: &str) -> Option<u64> {
     s.attr(k)
         .and_then(AttrValue::as_i64)
@@ -149,17 +145,11 @@ fn reprice_call(s: &TraceSpan, table: &PriceTable) -> CallReprice {
     let (new_usd, new_source, new_key) = match old_source.as_deref() {
         // An attempt that failed before any usage arrived: nothing to price, then or now.
         None => (None, "none".to_string(), None),
-        Some("provider") => {
-            let table_price = priced(None);
-            let p = if table_price.source == "override" {
-                table_price
-            } else {
-                priced(old_usd)
-            };
-            (p.usd, p.source.to_string(), p.key)
-        }
-        Some(_) => {
-            let p = priced(None);
+        Some(s) if s == CostSource::NotBilled.as_str() => (old_usd, s.to_string(), None),
+        // A provider-reported cost is what was billed; the policy lets an override beat it.
+        Some(s) => {
+            let billed = (s == CostSource::Provider.as_str()).then_some(old_usd).flatten();
+            let p = priced(billed);
             (p.usd, p.source.to_string(), p.key)
         }
     };
@@ -192,15 +182,26 @@ fn joined(v: &[String]) -> String {
     out.join(",")
 }
 
-/// A cost counts as known unless it is absent or `unpriced`; attempts that
-/// recorded no usage (`none`) cost nothing either way.
-fn known(usd: Option<f64>, source: &str) -> bool {
-    source == "none" || (usd.is_some() && source != "unpriced")
+/// The calls' old or new cost; attempts that recorded no usage (`none`)
+/// cost nothing either way.
+fn total<'a>(calls: impl IntoIterator<Item = &'a CallReprice>, new: bool) -> CostTotal {
+    let mut t = CostTotal::default();
+    for c in calls {
+        let (usd, source) = if new {
+            (c.new_usd, c.new_source.as_str())
+        } else {
+            (c.old_usd, c.old_source.as_str())
+        };
+        if source != "none" {
+            t.add_call(usd, Some(CostSource::parse(source).unwrap_or(CostSource::Table)));
+        }
+    }
+    t.rounded()
 }
 
 /// Prices `trace` again with `table`; `pricing` names the override file, if any.
 pub fn reprice(trace: &Trace, table: &PriceTable, pricing: Option<&Path>) -> Reprice {
-    let mut llm: Vec<&TraceSpan> = trace.spans.iter().filter(|s| show::is_llm(s)).collect();
+    let mut llm: Vec<&TraceSpan> = trace.spans.iter().filter(|s| s.is_llm()).collect();
     llm.sort_by_key(|s| (s.start_ns, s.end_ns));
     let calls: Vec<CallReprice> = llm.iter().map(|s| reprice_call(s, table)).collect();
     let mut by_node: IndexMap<&str, Vec<&CallReprice>> = IndexMap::new();
@@ -210,21 +211,21 @@ pub fn reprice(trace: &Trace, table: &PriceTable, pricing: Option<&Path>) -> Rep
     let nodes: Vec<NodeReprice> = by_node
         .iter()
         .map(|(node, cs)| {
-            let old: f64 = cs.iter().filter_map(|c| c.old_usd).sum();
-            let new: f64 = cs.iter().filter_map(|c| c.new_usd).sum();
+            let old = total(cs.iter().copied(), false).lower_bound_usd;
+            let new = total(cs.iter().copied(), true).lower_bound_usd;
             NodeReprice {
                 node: node.to_string(),
                 model: joined(&cs.iter().map(|c| c.model.clone()).collect::<Vec<_>>()),
-                old_usd: round_usd(old),
-                new_usd: round_usd(new),
+                old_usd: old,
+                new_usd: new,
                 delta_usd: round_usd(new - old),
                 old_source: joined(&cs.iter().map(|c| c.old_source.clone()).collect::<Vec<_>>()),
                 new_source: joined(&cs.iter().map(|c| c.new_source.clone()).collect::<Vec<_>>()),
             }
         })
         .collect();
-    let old: f64 = calls.iter().filter_map(|c| c.old_usd).sum();
-    let new: f64 = calls.iter().filter_map(|c| c.new_usd).sum();
+    let old = total(&calls, false);
+    let new = total(&calls, true);
     let unpriced = |f: &dyn Fn(&CallReprice) -> bool| {
         let mut v: Vec<String> = Vec::new();
         for c in calls.iter().filter(|c| f(c)) {
@@ -241,28 +242,16 @@ pub fn reprice(trace: &Trace, table: &PriceTable, pricing: Option<&Path>) -> Rep
         file: trace.path.display().to_string(),
         pricing: pricing.map(|p| p.display().to_string()),
         total: TotalReprice {
-            old_usd: round_usd(old),
-            new_usd: round_usd(new),
-            delta_usd: round_usd(new - old),
-            old_complete: calls.iter().all(|c| known(c.old_usd, &c.old_source)),
-            new_complete: calls.iter().all(|c| known(c.new_usd, &c.new_source)),
+            old_usd: old.lower_bound_usd,
+            new_usd: new.lower_bound_usd,
+            delta_usd: round_usd(new.lower_bound_usd - old.lower_bound_usd),
+            old_complete: old.complete,
+            new_complete: new.complete,
         },
         calls,
         nodes,
         unpriced_before,
         unpriced_after,
-    }
-}
-
-/// `+$0.000370`, `-$0.000012`, `$0.000000`.
-pub fn fmt_delta_usd(d: f64) -> String {
-    let r = (d * 1e6).round() / 1e6;
-    if r > 0.0 {
-        format!("+${r:.6}")
-    } else if r < 0.0 {
-        format!("-${:.6}", -r)
-    } else {
-        "$0.000000".into()
     }
 }
 
@@ -319,9 +308,9 @@ pub fn render(r: &Reprice, style: &show::Style) -> String {
             "{:<nw$}  {:<mw$}  {:>11}  {:>11}  {:>11}  {}",
             n.node,
             n.model,
-            show::fmt_cost(Some(n.old_usd)),
-            show::fmt_cost(Some(n.new_usd)),
-            fmt_delta_usd(n.delta_usd),
+            crate::format::usd(n.old_usd),
+            crate::format::usd(n.new_usd),
+            crate::format::usd_delta(n.delta_usd),
             sources(&n.old_source, &n.new_source)
         );
     }
@@ -333,15 +322,15 @@ pub fn render(r: &Reprice, style: &show::Style) -> String {
         "",
         format!(
             "{}{}",
-            show::fmt_cost(Some(r.total.old_usd)),
+            crate::format::usd(r.total.old_usd),
             mark(r.total.old_complete)
         ),
         format!(
             "{}{}",
-            show::fmt_cost(Some(r.total.new_usd)),
+            crate::format::usd(r.total.new_usd),
             mark(r.total.new_complete)
         ),
-        fmt_delta_usd(r.total.delta_usd),
+        crate::format::usd_delta(r.total.delta_usd),
     );
     let list = |v: &[String]| {
         if v.is_empty() {
@@ -455,8 +444,8 @@ mod tests {
 
     #[test]
     fn deltas_are_signed() {
-        assert_eq!(fmt_delta_usd(0.00037), "+$0.000370");
-        assert_eq!(fmt_delta_usd(-0.000012), "-$0.000012");
-        assert_eq!(fmt_delta_usd(1e-12), "$0.000000");
+        assert_eq!(crate::format::usd_delta(0.00037), "+$0.000370");
+        assert_eq!(crate::format::usd_delta(-0.000012), "-$0.000012");
+        assert_eq!(crate::format::usd_delta(1e-12), "$0.000000");
     }
 }

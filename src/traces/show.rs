@@ -5,6 +5,8 @@
 //! same text is pinned by snapshot tests.
 
 use super::{AttrValue, Trace, TraceSpan};
+use crate::accounting::Usage;
+use crate::format;
 use crate::telemetry::attr;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -49,74 +51,27 @@ impl Style {
     }
 }
 
-/// `12.3 ms`, `1.20 s`, `2m03s`.
-pub fn fmt_duration_ms(ms: f64) -> String {
-    if ms < 1000.0 {
-        format!("{ms:.1} ms")
-    } else if ms < 60_000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else {
-        let s = (ms / 1000.0).round() as u64;
-        format!("{}m{:02}s", s / 60, s % 60)
+/// The LLM usage of one span alone (an LLM call's own, else nothing).
+fn own(s: &TraceSpan) -> Usage {
+    let f = s.facts();
+    let mut u = Usage::default();
+    if f.is_llm() {
+        u.add_call(&f.call_usage());
     }
+    u
 }
 
-/// `$0.001234`; `?` when unknown.
-pub fn fmt_cost(usd: Option<f64>) -> String {
-    match usd {
-        Some(c) => format!("${c:.6}"),
-        None => "?".into(),
-    }
-}
-
-/// LLM usage of one span and everything below it.
-#[derive(Debug, Clone, Copy, Default)]
-struct Sum {
-    calls: u64,
-    input: u64,
-    output: u64,
-    cost: f64,
-    /// A call had no known cost.
-    unknown: bool,
-}
-
-/// An LLM call span (usage, a cost source or a node path of a call).
-pub fn is_llm(s: &TraceSpan) -> bool {
-    s.attr(attr::USAGE_INPUT_TOKENS).is_some()
-        || s.attr(attr::COST_SOURCE).is_some()
-        || s.attr(attr::LLM_NODE_PATH).is_some()
-}
-
-fn own(s: &TraceSpan) -> Sum {
-    if !is_llm(s) {
-        return Sum::default();
-    }
-    let n = |k| s.attr(k).and_then(AttrValue::as_i64).unwrap_or(0).max(0) as u64;
-    let cost = s.attr(attr::COST_USD).and_then(AttrValue::as_f64);
-    Sum {
-        calls: 1,
-        input: n(attr::USAGE_INPUT_TOKENS),
-        output: n(attr::USAGE_OUTPUT_TOKENS),
-        cost: cost.unwrap_or(0.0),
-        unknown: cost.is_none() || s.str_attr(attr::COST_SOURCE) == Some("unpriced"),
-    }
-}
-
+/// The LLM usage of every span and everything below it, by span id.
 fn sums<'a>(
     span: &'a TraceSpan,
     kids: &HashMap<&str, Vec<&'a TraceSpan>>,
-    out: &mut HashMap<&'a str, Sum>,
-) -> Sum {
+    out: &mut HashMap<&'a str, Usage>,
+) -> Usage {
     let mut s = own(span);
     for c in kids.get(span.span_id.as_str()).into_iter().flatten() {
-        let k = sums(c, kids, out);
-        s.calls += k.calls;
-        s.input += k.input;
-        s.output += k.output;
-        s.cost += k.cost;
-        s.unknown |= k.unknown;
+        s.add(&sums(c, kids, out));
     }
-    out.insert(span.span_id.as_str(), s);
+    out.insert(span.span_id.as_str(), s.clone());
     s
 }
 
@@ -222,22 +177,18 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
             name = name.chars().take(room - 1).collect::<String>() + "…";
         }
         let pad = room.saturating_sub(name.chars().count());
-        let sum = totals.get(s.span_id.as_str()).copied().unwrap_or_default();
-        let (tokens, cost) = if sum.calls > 0 {
+        let sum = totals.get(s.span_id.as_str()).cloned().unwrap_or_default();
+        let (tokens, cost) = if sum.llm_calls > 0 {
             (
-                format!("{}→{}", sum.input, sum.output),
-                if sum.unknown {
-                    format!("{}+?", fmt_cost(Some(sum.cost)))
-                } else {
-                    fmt_cost(Some(sum.cost))
-                },
+                format!("{}→{}", sum.tokens.input, sum.tokens.output),
+                format::cost(&sum.cost),
             )
         } else {
             (String::new(), String::new())
         };
         let name = if s.failed() {
             style.red(&name)
-        } else if is_llm(s) {
+        } else if s.is_llm() {
             style.yellow(&name)
         } else {
             name
@@ -247,7 +198,7 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
             out,
             "{name}{}  {:>10}  {:>15}  {:>11}",
             " ".repeat(pad),
-            fmt_duration_ms(s.duration().as_secs_f64() * 1000.0),
+            format::duration_ms(s.duration().as_secs_f64() * 1000.0),
             tokens,
             cost
         );
@@ -281,19 +232,18 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
     );
     let _ = writeln!(
         out,
-        "{when} · workflow {} · {} · {} nodes · {} LLM call{} · {} tokens · {}{}",
+        "{when} · workflow {} · {} · {}{} · {} · {} · {}",
         trace.workflow_name().unwrap_or("?"),
-        fmt_duration_ms(m.total.duration_ms),
-        m.workflow.nodes_executed,
-        m.total.llm_calls,
-        if m.total.llm_calls == 1 { "" } else { "s" },
-        m.total.tokens_total,
-        fmt_cost(Some(m.total.cost_usd)),
-        if m.total.cost_complete {
-            ""
+        format::duration_ms(m.total.duration_ms),
+        format::count(m.workflow.nodes_executed, "node"),
+        if m.workflow.batch_items > 0 {
+            format!(" (+{})", format::count(m.workflow.batch_items, "batch item"))
         } else {
-            " (incomplete: unpriced models)"
-        }
+            String::new()
+        },
+        format::count(m.total.llm_calls, "LLM call"),
+        format::count(m.total.tokens_total, "token"),
+        format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),
     );
     if let Some(note) = trace.truncation_note() {
         let _ = writeln!(out, "{}", style.yellow(&note));
@@ -454,7 +404,7 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
                 .map(|a| format!(", attempt {a}"))
                 .unwrap_or_default(),
             status,
-            fmt_duration_ms(s.duration().as_secs_f64() * 1000.0),
+            format::duration_ms(s.duration().as_secs_f64() * 1000.0),
         );
         if let Some(e) = error_text(s, usize::MAX) {
             let _ = writeln!(out, "  {} {}", style.red("error:"), e);
@@ -515,7 +465,7 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
         let mut stack: Vec<&TraceSpan> = vec![s];
         while let Some(x) = stack.pop() {
             for c in kids.get(x.span_id.as_str()).into_iter().flatten() {
-                if is_llm(c) {
+                if c.is_llm() {
                     llm.push(c);
                 } else if c.str_attr(attr::NODE_ROLE).is_none() {
                     stack.push(c);
@@ -530,10 +480,10 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
                 "  {} {}  {}  {}→{} tokens  {}{}",
                 style.yellow("llm"),
                 c.name,
-                fmt_duration_ms(c.duration().as_secs_f64() * 1000.0),
-                u.input,
-                u.output,
-                fmt_cost(c.attr(attr::COST_USD).and_then(AttrValue::as_f64)),
+                format::duration_ms(c.duration().as_secs_f64() * 1000.0),
+                u.tokens.input,
+                u.tokens.output,
+                format::usd_or_unknown(c.attr(attr::COST_USD).and_then(AttrValue::as_f64)),
                 c.str_attr(attr::COST_SOURCE)
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
@@ -565,8 +515,8 @@ pub struct ListRow {
     pub status: String,
     pub duration_ms: f64,
     pub tokens_total: u64,
-    pub cost_usd: f64,
-    pub cost_complete: bool,
+    #[serde(flatten)]
+    pub cost: crate::accounting::CostTotal,
     pub file: String,
     /// Set when the file could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -600,8 +550,7 @@ impl ListRow {
                     status: t.status().to_string(),
                     duration_ms: m.total.duration_ms,
                     tokens_total: m.total.tokens_total,
-                    cost_usd: m.total.cost_usd,
-                    cost_complete: m.total.cost_complete,
+                    cost: m.total.cost,
                     file: file.path.display().to_string(),
                     error: None,
                 }
@@ -613,8 +562,7 @@ impl ListRow {
                 status: "unreadable".into(),
                 duration_ms: 0.0,
                 tokens_total: 0,
-                cost_usd: 0.0,
-                cost_complete: false,
+                cost: crate::accounting::CostTotal::new(0.0, false),
                 file: file.path.display().to_string(),
                 error: Some(e.to_string()),
             },
@@ -659,13 +607,9 @@ pub fn render_list(rows: &[ListRow], style: &Style) -> String {
             "{:<19}  {:<wf_width$}  {status}  {:>10}  {:>8}  {:>11}  {file}",
             r.time,
             wf,
-            fmt_duration_ms(r.duration_ms),
+            format::duration_ms(r.duration_ms),
             r.tokens_total,
-            if r.cost_complete {
-                fmt_cost(Some(r.cost_usd))
-            } else {
-                format!("{}+?", fmt_cost(Some(r.cost_usd)))
-            },
+            format::cost(&r.cost),
         );
     }
     out
@@ -674,15 +618,6 @@ pub fn render_list(rows: &[ListRow], style: &Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_and_costs_format() {
-        assert_eq!(fmt_duration_ms(12.345), "12.3 ms");
-        assert_eq!(fmt_duration_ms(1234.0), "1.23 s");
-        assert_eq!(fmt_duration_ms(123_000.0), "2m03s");
-        assert_eq!(fmt_cost(Some(0.0012346)), "$0.001235");
-        assert_eq!(fmt_cost(None), "?");
-    }
 
     #[test]
     fn style_paints_only_when_on() {

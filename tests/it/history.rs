@@ -374,8 +374,7 @@ fn usage(calls: u64, input: u64, output: u64, cost: f64) -> Usage {
             total: input + output,
             ..Tokens::default()
         },
-        cost_usd: cost,
-        cost_complete: true,
+        cost: pflow::accounting::CostTotal::new(cost, true),
         estimated_calls: 0,
         ..Usage::default()
     }
@@ -387,7 +386,6 @@ fn fixed_run(time: &str, name: &str, status: &str, models: &[(&str, Usage)]) -> 
         schema_version: 1,
         ..Default::default()
     };
-    m.workflow.cost_complete = true;
     let mut node = usage(0, 0, 0, 0.0);
     for (model, u) in models {
         m.models.insert(model.to_string(), u.clone());
@@ -395,18 +393,17 @@ fn fixed_run(time: &str, name: &str, status: &str, models: &[(&str, Usage)]) -> 
         m.workflow.tokens.input += u.tokens.input;
         m.workflow.tokens.output += u.tokens.output;
         m.workflow.tokens.total += u.tokens.total;
-        m.workflow.cost_usd += u.cost_usd;
+        m.workflow.cost.add(&u.cost);
         node.llm_calls += u.llm_calls;
         node.tokens.total += u.tokens.total;
-        node.cost_usd += u.cost_usd;
+        node.cost.add(&u.cost);
     }
     m.workflow.node_timings.insert("ask".into(), 1200.0);
     m.workflow.node_usage.insert("ask".into(), node);
     m.total.duration_ms = 1250.0;
     m.total.llm_calls = m.workflow.llm_calls;
     m.total.tokens_total = m.workflow.tokens.total;
-    m.total.cost_usd = m.workflow.cost_usd;
-    m.total.cost_complete = true;
+    m.total.cost = m.workflow.cost;
     RunRecord {
         time: DateTime::parse_from_rfc3339(time)
             .unwrap()

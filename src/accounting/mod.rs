@@ -1,0 +1,373 @@
+//! The accounting model: what a run used and what it cost, in one place.
+//!
+//! One token type ([`Tokens`]), one per-call cost ([`Cost`] with its
+//! [`CostSource`]), one scope total that never passes a partial sum off as a
+//! whole one ([`CostTotal`]), one span classifier ([`span::SpanKind`]) and one
+//! aggregation ([`summary::Aggregator`]). The live metrics processor, the
+//! trace commands, progress, history, stats and the estimate all read these;
+//! no other module sums tokens or cost.
+
+pub mod span;
+pub mod summary;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// Token counts of one call or of many, normalised: `input` is every
+/// prompt-side token (cache reads and writes included), `cache_write_1h` the
+/// 1-hour share of `cache_write`, `reasoning` the share of `output`, `total`
+/// input plus output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    #[serde(default)]
+    pub total: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    #[serde(default)]
+    pub cache_write_1h: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    /// One call's counts (`total` filled in).
+    pub fn call(input: u64, output: u64) -> Tokens {
+        Tokens {
+            input,
+            output,
+            total: input + output,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `o`; `total` is recomputed from input and output, so a literal
+    /// that left it at 0 still sums right.
+    pub fn add(&mut self, o: &Tokens) {
+        self.input += o.input;
+        self.output += o.output;
+        self.total += o.input + o.output;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.cache_write_1h += o.cache_write_1h;
+        self.reasoning += o.reasoning;
+    }
+
+    pub fn sum(a: &Tokens, b: &Tokens) -> Tokens {
+        let mut t = *a;
+        t.total = t.input + t.output;
+        t.add(b);
+        t
+    }
+}
+
+/// Where a call's cost came from (`pflow.cost.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The built-in price table.
+    Table,
+    /// A user's `--pricing` override.
+    Override,
+    /// The provider reported the cost.
+    Provider,
+    /// A model that costs nothing (echo).
+    Free,
+    /// A local model with no listed price (Ollama).
+    Local,
+    /// No price known for the model: the cost is unknown.
+    Unpriced,
+    /// The provider sent no usage: the cost is unknown.
+    UnknownUsage,
+    /// The attempt was refused before any work: nothing was billed.
+    NotBilled,
+}
+
+impl CostSource {
+    pub const ALL: [CostSource; 8] = [
+        CostSource::Table,
+        CostSource::Override,
+        CostSource::Provider,
+        CostSource::Free,
+        CostSource::Local,
+        CostSource::Unpriced,
+        CostSource::UnknownUsage,
+        CostSource::NotBilled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostSource::Table => "table",
+            CostSource::Override => "override",
+            CostSource::Provider => "provider",
+            CostSource::Free => "free",
+            CostSource::Local => "local",
+            CostSource::Unpriced => "unpriced",
+            CostSource::UnknownUsage => "unknown_usage",
+            CostSource::NotBilled => "not_billed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CostSource> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// A cost from this source is a known amount.
+    pub fn is_known(self) -> bool {
+        !matches!(self, CostSource::Unpriced | CostSource::UnknownUsage)
+    }
+}
+
+impl std::fmt::Display for CostSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The cost of one call, as priced by [`crate::pricing`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// `None` when unknown (see `source`).
+    pub usd: Option<f64>,
+    pub source: CostSource,
+    /// The price-table key that priced it (`pflow.cost.price_key`).
+    pub key: Option<String>,
+    /// What cache reads saved versus the input price.
+    pub cache_savings_usd: f64,
+}
+
+impl Cost {
+    /// A cost with no table price behind it (free, local, provider, not billed, unknown).
+    pub fn plain(usd: Option<f64>, source: CostSource) -> Cost {
+        Cost {
+            usd,
+            source,
+            key: None,
+            cache_savings_usd: 0.0,
+        }
+    }
+
+    /// The amount, when it is known.
+    pub fn known_usd(&self) -> Option<f64> {
+        self.usd.filter(|_| self.source.is_known())
+    }
+}
+
+/// The cost of a scope (a node, a model, a section, a run, a group of runs).
+/// When any call in it is unpriced, `cost_usd` is `null`: the priced sum is
+/// only a lower bound, and a number that looks whole would read as the cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CostTotal {
+    /// The cost, `null` when incomplete.
+    #[serde(rename = "cost_usd")]
+    pub usd: Option<f64>,
+    /// The sum of the calls with a known cost (equal to `cost_usd` when complete).
+    #[serde(rename = "cost_usd_lower_bound")]
+    pub lower_bound_usd: f64,
+    /// False when some call's cost is unknown.
+    #[serde(rename = "cost_complete")]
+    pub complete: bool,
+}
+
+impl Default for CostTotal {
+    fn default() -> Self {
+        CostTotal::new(0.0, true)
+    }
+}
+
+impl CostTotal {
+    /// A total from a priced sum and whether every call was priced (rounded).
+    pub fn new(priced_usd: f64, complete: bool) -> CostTotal {
+        let lower = round_usd(priced_usd);
+        CostTotal {
+            usd: complete.then_some(lower),
+            lower_bound_usd: lower,
+            complete,
+        }
+    }
+
+    /// Adds one call's cost; `None` (or an unknown source) makes the total incomplete.
+    pub fn add_call(&mut self, usd: Option<f64>, source: Option<CostSource>) {
+        let known = source.is_none_or(CostSource::is_known);
+        match usd {
+            Some(c) if known => self.lower_bound_usd += c,
+            _ => self.complete = false,
+        }
+        self.usd = self.complete.then_some(self.lower_bound_usd);
+    }
+
+    /// Adds another scope.
+    pub fn add(&mut self, o: &CostTotal) {
+        self.lower_bound_usd += o.lower_bound_usd;
+        self.complete &= o.complete;
+        self.usd = self.complete.then_some(self.lower_bound_usd);
+    }
+
+    pub fn rounded(&self) -> CostTotal {
+        CostTotal::new(self.lower_bound_usd, self.complete)
+    }
+}
+
+/// Costs are reported to 1e-10 USD, enough to keep per-token sums exact.
+pub fn round_usd(v: f64) -> f64 {
+    (v * 1e10).round() / 1e10
+}
+
+/// What one finished LLM call contributes to a scope.
+#[derive(Debug, Clone, Default)]
+pub struct CallUsage {
+    pub tokens: Tokens,
+    pub usd: Option<f64>,
+    /// `pflow.cost.source`, parsed; `None` when no cost was recorded.
+    pub cost_source: Option<CostSource>,
+    /// `pflow.cost.source` as written (an unknown value is kept as is).
+    pub cost_source_name: Option<String>,
+    /// `pflow.usage.source`.
+    pub usage_source: Option<String>,
+    pub cache_savings_usd: f64,
+    pub estimated: bool,
+}
+
+/// LLM usage of one scope: a node, a model, a section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Usage {
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    #[serde(flatten)]
+    pub cost: CostTotal,
+    /// Calls whose tokens were counted locally because the provider reported none.
+    pub estimated_calls: u64,
+    /// Calls per `pflow.usage.source` (`provider`, `provider_stream`,
+    /// `estimated`; `none` for an attempt that failed before any usage arrived).
+    pub token_sources: IndexMap<String, u64>,
+    /// Calls per `pflow.cost.source` (see [`CostSource`]; `none` when no cost was recorded).
+    pub cost_sources: IndexMap<String, u64>,
+    /// What the cache reads saved: their cost at the input price minus what they cost.
+    pub cache_savings_usd: f64,
+    /// Batch nodes only: how many items called an LLM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_items: Option<u64>,
+    /// Batch nodes only: each item's usage (`fan[0]`, …); the fields above are their sum.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub items: IndexMap<String, Usage>,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            llm_calls: 0,
+            tokens: Tokens::default(),
+            cost: CostTotal::default(),
+            estimated_calls: 0,
+            token_sources: IndexMap::new(),
+            cost_sources: IndexMap::new(),
+            cache_savings_usd: 0.0,
+            batch_items: None,
+            items: IndexMap::new(),
+        }
+    }
+}
+
+impl Usage {
+    /// Adds one call.
+    pub fn add_call(&mut self, c: &CallUsage) {
+        self.llm_calls += 1;
+        self.estimated_calls += u64::from(c.estimated);
+        let name = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        *self
+            .token_sources
+            .entry(name(&c.usage_source))
+            .or_insert(0) += 1;
+        *self
+            .cost_sources
+            .entry(name(&c.cost_source_name))
+            .or_insert(0) += 1;
+        self.cache_savings_usd += c.cache_savings_usd;
+        self.tokens.add(&c.tokens);
+        self.cost.add_call(c.usd, c.cost_source);
+    }
+
+    /// Adds a whole scope (a batch item's usage under its batch).
+    pub fn add(&mut self, o: &Usage) {
+        self.llm_calls += o.llm_calls;
+        self.estimated_calls += o.estimated_calls;
+        for (k, v) in &o.token_sources {
+            *self.token_sources.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &o.cost_sources {
+            *self.cost_sources.entry(k.clone()).or_insert(0) += v;
+        }
+        self.cache_savings_usd += o.cache_savings_usd;
+        self.tokens.add(&o.tokens);
+        self.cost.add(&o.cost);
+    }
+
+    pub fn rounded(&self) -> Usage {
+        Usage {
+            cost: self.cost.rounded(),
+            cache_savings_usd: round_usd(self.cache_savings_usd),
+            ..self.clone()
+        }
+    }
+}
+
+/// The batch node a batch item path belongs to: `fan[3]` → `fan`,
+/// `outer/fan[3]` → `outer/fan`; `None` for a path that is no batch item.
+pub fn batch_of(path: &str) -> Option<&str> {
+    let open = path.strip_suffix(']')?.rfind('[')?;
+    let index = &path[open + 1..path.len() - 1];
+    (!index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())).then(|| &path[..open])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_cost_is_null_with_a_lower_bound() {
+        let mut c = CostTotal::default();
+        c.add_call(Some(0.001), Some(CostSource::Table));
+        assert_eq!(c.usd, Some(0.001));
+        c.add_call(None, Some(CostSource::Unpriced));
+        c.add_call(Some(0.002), Some(CostSource::Override));
+        assert_eq!(c.usd, None);
+        assert!(!c.complete);
+        assert!((c.lower_bound_usd - 0.003).abs() < 1e-15);
+        let v = serde_json::to_value(c.rounded()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"cost_usd": null, "cost_usd_lower_bound": 0.003, "cost_complete": false})
+        );
+        let mut ok = CostTotal::default();
+        ok.add_call(Some(0.0), Some(CostSource::NotBilled));
+        assert_eq!(ok.usd, Some(0.0));
+    }
+
+    #[test]
+    fn tokens_sum_recomputes_total() {
+        let mut t = Tokens::default();
+        t.add(&Tokens {
+            input: 3,
+            output: 4,
+            ..Default::default()
+        });
+        t.add(&Tokens::call(1, 1));
+        assert_eq!(t.total, 9);
+    }
+
+    #[test]
+    fn cost_sources_round_trip() {
+        for c in CostSource::ALL {
+            assert_eq!(CostSource::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+    }
+
+    #[test]
+    fn batch_item_paths() {
+        assert_eq!(batch_of("fan[3]"), Some("fan"));
+        assert_eq!(batch_of("outer/fan[12]"), Some("outer/fan"));
+        assert_eq!(batch_of("fan"), None);
+        assert_eq!(batch_of("fan[x]"), None);
+    }
+}

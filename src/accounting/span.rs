@@ -1,0 +1,284 @@
+//! The span classifier: which part of a run a finished span is (the run,
+//! a workflow, a node, a batch, a batch item, an LLM call, the planner or
+//! one of its steps), and the facts the aggregation reads from it. It reads
+//! attribute names from [`crate::telemetry::attr`] only, so a live span and a
+//! span loaded from a trace file are classified alike.
+
+use super::summary::BudgetMetrics;
+use super::{CallUsage, CostSource, Tokens};
+use crate::telemetry::attr;
+use opentelemetry::trace::Status;
+use opentelemetry::{KeyValue, Value as OtelValue};
+use opentelemetry_sdk::trace::SpanData;
+use std::time::{Duration, SystemTime};
+
+/// What a span is, for the accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// The root span (`pflow run …`).
+    Run,
+    /// `invoke_workflow {name}` (top level or nested).
+    Workflow,
+    /// One attempt of a node.
+    Node,
+    /// The span around a batch node's items.
+    Batch,
+    /// One item of a batch.
+    BatchItem,
+    /// One provider attempt of an LLM call.
+    LlmCall,
+    /// The planner's own span.
+    Planner,
+    /// One planning step.
+    PlannerStep,
+    /// Anything else (HTTP client spans, …).
+    Other,
+}
+
+/// GenAI operation names that are model calls.
+const LLM_OPERATIONS: &[&str] = &["chat", "text_completion", "generate_content"];
+
+/// What the aggregation needs from one finished span.
+#[derive(Debug, Default, Clone)]
+pub struct SpanFacts {
+    pub is_run: bool,
+    pub workflow_depth: Option<i64>,
+    pub node_role: Option<String>,
+    pub node_path: Option<String>,
+    /// The node an LLM call was made for.
+    pub llm_node_path: Option<String>,
+    pub attempt: i64,
+    pub section: Option<String>,
+    /// An LLM call span (see [`SpanFacts::kind`]).
+    pub llm: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub reasoning: u64,
+    pub cost_usd: Option<f64>,
+    /// `pflow.cost.source` is `unpriced`.
+    pub unpriced: bool,
+    /// `pflow.cost.source`.
+    pub cost_source: Option<String>,
+    /// `pflow.usage.source`.
+    pub usage_source: Option<String>,
+    /// `pflow.cost.cache_savings_usd` (0 when absent).
+    pub cache_savings_usd: f64,
+    /// `pflow.usage.estimated`.
+    pub estimated: bool,
+    /// Any `gen_ai.usage.*` token attribute was present.
+    pub has_usage: bool,
+    pub operation: Option<String>,
+    pub provider_name: Option<String>,
+    pub response_model: Option<String>,
+    pub error_type: Option<String>,
+    pub node_type: Option<String>,
+    pub node_status: Option<String>,
+    pub run_status: Option<String>,
+    /// The planner's own span (`plan` operation, not a step).
+    pub planner_root: bool,
+    pub planner_path: Option<String>,
+    pub planner_attempts: Option<i64>,
+    pub planner_step: Option<String>,
+    pub model: Option<String>,
+    pub start: Option<SystemTime>,
+    pub duration: Duration,
+    pub failed: bool,
+    /// Root span only: the `pflow.budget.*` attributes, when a budget was set.
+    pub budget: Option<BudgetMetrics>,
+}
+
+impl SpanFacts {
+    /// Reads the facts from attribute key/value pairs.
+    pub fn from_attributes<'a>(attrs: impl IntoIterator<Item = &'a KeyValue>) -> SpanFacts {
+        let mut f = SpanFacts {
+            attempt: 1,
+            ..Default::default()
+        };
+        for kv in attrs {
+            let k = kv.key.as_str();
+            match k {
+                attr::RUN_STATUS => {
+                    f.is_run = true;
+                    f.run_status = Some(kv.value.as_str().into_owned());
+                }
+                attr::RUN_COMMAND => f.is_run = true,
+                attr::PLANNER_PATH => f.planner_path = Some(kv.value.as_str().into_owned()),
+                attr::PLANNER_ATTEMPTS => f.planner_attempts = as_i64(&kv.value),
+                attr::PLANNER_STEP => f.planner_step = Some(kv.value.as_str().into_owned()),
+                attr::GEN_AI_PROVIDER_NAME => {
+                    f.provider_name = Some(kv.value.as_str().into_owned())
+                }
+                attr::GEN_AI_RESPONSE_MODEL => {
+                    f.response_model = Some(kv.value.as_str().into_owned())
+                }
+                attr::ERROR_TYPE => f.error_type = Some(kv.value.as_str().into_owned()),
+                attr::NODE_TYPE => f.node_type = Some(kv.value.as_str().into_owned()),
+                attr::NODE_STATUS => f.node_status = Some(kv.value.as_str().into_owned()),
+                attr::WORKFLOW_DEPTH => f.workflow_depth = as_i64(&kv.value),
+                attr::NODE_ROLE => f.node_role = Some(kv.value.as_str().into_owned()),
+                attr::NODE_PATH => f.node_path = Some(kv.value.as_str().into_owned()),
+                attr::NODE_ATTEMPT => f.attempt = as_i64(&kv.value).unwrap_or(1),
+                attr::SECTION => f.section = Some(kv.value.as_str().into_owned()),
+                attr::USAGE_INPUT_TOKENS => {
+                    f.llm = true;
+                    f.has_usage = true;
+                    f.input_tokens = as_u64(&kv.value)
+                }
+                attr::USAGE_OUTPUT_TOKENS => {
+                    f.llm = true;
+                    f.has_usage = true;
+                    f.output_tokens = as_u64(&kv.value)
+                }
+                attr::USAGE_CACHE_READ => f.cache_read = as_u64(&kv.value),
+                attr::USAGE_CACHE_WRITE => f.cache_write = as_u64(&kv.value),
+                attr::USAGE_REASONING => f.reasoning = as_u64(&kv.value),
+                attr::USAGE_CACHE_WRITE_1H => f.cache_write_1h = as_u64(&kv.value),
+                attr::COST_USD => f.cost_usd = as_f64(&kv.value),
+                attr::COST_SOURCE => {
+                    f.llm = true;
+                    f.unpriced = kv.value.as_str() == CostSource::Unpriced.as_str();
+                    f.cost_source = Some(kv.value.as_str().into_owned());
+                }
+                attr::USAGE_SOURCE => f.usage_source = Some(kv.value.as_str().into_owned()),
+                attr::COST_CACHE_SAVINGS_USD => {
+                    f.cache_savings_usd = as_f64(&kv.value).unwrap_or(0.0)
+                }
+                attr::GEN_AI_REQUEST_MODEL => f.model = Some(kv.value.as_str().into_owned()),
+                attr::GEN_AI_OPERATION_NAME => {
+                    f.operation = Some(kv.value.as_str().into_owned());
+                    if LLM_OPERATIONS.contains(&kv.value.as_str().as_ref()) {
+                        f.llm = true;
+                    }
+                }
+                attr::LLM_NODE_PATH => {
+                    f.llm = true;
+                    f.llm_node_path = Some(kv.value.as_str().into_owned())
+                }
+                attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
+                k if k.starts_with("pflow.budget.") => {
+                    let b = f.budget.get_or_insert_with(BudgetMetrics::default);
+                    let text = || Some(kv.value.as_str().into_owned());
+                    let flag = matches!(kv.value, OtelValue::Bool(true));
+                    match k {
+                        attr::BUDGET_MAX_COST_USD => b.max_cost_usd = as_f64(&kv.value),
+                        attr::BUDGET_MAX_TOKENS_TOTAL => {
+                            b.max_tokens_total = as_i64(&kv.value).map(|v| v.max(0) as u64)
+                        }
+                        attr::BUDGET_ALLOW_UNPRICED => b.allow_unpriced = flag,
+                        attr::BUDGET_SPENT_USD => b.spent_usd = as_f64(&kv.value).unwrap_or(0.0),
+                        attr::BUDGET_TOKENS_USED => b.tokens_used = as_u64(&kv.value),
+                        attr::BUDGET_EXCEEDED => b.exceeded = flag,
+                        attr::BUDGET_STOPPED => b.stopped = text(),
+                        attr::BUDGET_REASON => b.reason = text(),
+                        attr::BUDGET_NODE => b.node = text(),
+                        attr::BUDGET_MODEL => b.model = text(),
+                        attr::BUDGET_NEXT_CALL_ESTIMATE_USD => {
+                            b.next_call_estimate_usd = as_f64(&kv.value)
+                        }
+                        attr::BUDGET_NEXT_CALL_ESTIMATE_TOKENS => {
+                            b.next_call_estimate_tokens = as_i64(&kv.value).map(|v| v.max(0) as u64)
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        f.planner_root = f.operation.as_deref() == Some("plan") && f.planner_step.is_none();
+        f
+    }
+
+    /// What the span is. An LLM call is a span with a model-call operation,
+    /// token usage, a cost source or the node path of a call: the one rule
+    /// every reader of spans applies.
+    pub fn kind(&self) -> SpanKind {
+        if self.is_run {
+            return SpanKind::Run;
+        }
+        if self.llm {
+            return SpanKind::LlmCall;
+        }
+        match self.node_role.as_deref() {
+            Some(attr::ROLE_BATCH) => return SpanKind::Batch,
+            Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
+            Some(_) => return SpanKind::Node,
+            None => {}
+        }
+        if self.planner_root {
+            SpanKind::Planner
+        } else if self.planner_step.is_some() {
+            SpanKind::PlannerStep
+        } else if self.workflow_depth.is_some() {
+            SpanKind::Workflow
+        } else {
+            SpanKind::Other
+        }
+    }
+
+    pub fn is_llm(&self) -> bool {
+        self.kind() == SpanKind::LlmCall
+    }
+
+    /// The tokens of an LLM call span.
+    pub fn tokens(&self) -> Tokens {
+        Tokens {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            total: self.input_tokens + self.output_tokens,
+            cache_read: self.cache_read,
+            cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
+            reasoning: self.reasoning,
+        }
+    }
+
+    /// What an LLM call span adds to a scope.
+    pub fn call_usage(&self) -> CallUsage {
+        CallUsage {
+            tokens: self.tokens(),
+            usd: self.cost_usd,
+            cost_source: self.cost_source.as_deref().and_then(CostSource::parse),
+            cost_source_name: self.cost_source.clone(),
+            usage_source: self.usage_source.clone(),
+            cache_savings_usd: self.cache_savings_usd,
+            estimated: self.estimated,
+        }
+    }
+
+    pub fn from_span(span: &SpanData) -> SpanFacts {
+        let mut f = Self::from_attributes(span.attributes.iter());
+        f.start = Some(span.start_time);
+        f.duration = span
+            .end_time
+            .duration_since(span.start_time)
+            .unwrap_or_default();
+        f.failed = matches!(span.status, Status::Error { .. });
+        f
+    }
+}
+
+fn as_i64(v: &OtelValue) -> Option<i64> {
+    match v {
+        OtelValue::I64(i) => Some(*i),
+        OtelValue::F64(f) => Some(*f as i64),
+        OtelValue::String(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &OtelValue) -> u64 {
+    as_i64(v).map(|i| i.max(0) as u64).unwrap_or(0)
+}
+
+fn as_f64(v: &OtelValue) -> Option<f64> {
+    match v {
+        OtelValue::F64(f) => Some(*f),
+        OtelValue::I64(i) => Some(*i as f64),
+        OtelValue::String(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+

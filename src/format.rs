@@ -1,0 +1,136 @@
+//! The one text formatter for money, tokens, durations and counts, so every
+//! text output (run summary, progress, `trace show/diff/reprice/report`,
+//! `stats`, budget and estimate messages) spells a number the same way.
+
+use crate::accounting::CostTotal;
+
+/// `$0.001234`: six decimals, enough for a single cheap call.
+pub fn usd(v: f64) -> String {
+    format!("${:.6}", v + 0.0)
+}
+
+/// `$0.0123` for cents and up, `$0.000405` below a cent.
+pub fn usd_compact(v: f64) -> String {
+    if v == 0.0 || v.abs() >= 0.01 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.6}")
+    }
+}
+
+/// `+$0.000370`, `-$0.000012`, `$0.000000`.
+pub fn usd_delta(d: f64) -> String {
+    let r = (d * 1e6).round() / 1e6;
+    if r > 0.0 {
+        format!("+{}", usd(r))
+    } else if r < 0.0 {
+        format!("-{}", usd(-r))
+    } else {
+        usd(0.0)
+    }
+}
+
+/// `$0.001234`; `?` when unknown.
+pub fn usd_or_unknown(v: Option<f64>) -> String {
+    v.map_or_else(|| "?".into(), usd)
+}
+
+/// A scope's cost: `$0.001234`, or `≥ $0.001234` when some call was unpriced
+/// (a lower bound never reads as the whole cost).
+pub fn cost(c: &CostTotal) -> String {
+    match c.usd {
+        Some(v) if c.complete => usd(v),
+        _ => format!("≥ {}", usd(c.lower_bound_usd)),
+    }
+}
+
+/// A run's cost with the reason it is incomplete: `≥ $0.0123 (1 unpriced model)`.
+pub fn cost_with_unpriced(c: &CostTotal, unpriced_models: usize) -> String {
+    if c.complete || unpriced_models == 0 {
+        cost(c)
+    } else {
+        format!("{} ({})", cost(c), count(unpriced_models as u64, "unpriced model"))
+    }
+}
+
+/// `1 node`, `2 nodes`, `1 LLM call`: the noun's plural is `noun` + `s`.
+pub fn count(n: u64, noun: &str) -> String {
+    format!("{n} {}", plural(n, noun))
+}
+
+/// `noun` for 1, `noun` + `s` otherwise (`batch` → `batches`).
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        noun.to_string()
+    } else if noun.ends_with("ch") || noun.ends_with('s') || noun.ends_with('x') {
+        format!("{noun}es")
+    } else {
+        format!("{noun}s")
+    }
+}
+
+/// `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `12.3 ms`, `1.20 s`, `2m03s`.
+pub fn duration_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        let s = (ms / 1000.0).round() as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money() {
+        assert_eq!(usd(0.0012346), "$0.001235");
+        assert_eq!(usd_compact(0.0123), "$0.0123");
+        assert_eq!(usd_compact(0.000405), "$0.000405");
+        assert_eq!(usd_delta(0.00037), "+$0.000370");
+        assert_eq!(usd_delta(-0.000012), "-$0.000012");
+        assert_eq!(usd_delta(0.0), "$0.000000");
+        assert_eq!(usd_or_unknown(None), "?");
+        let incomplete = CostTotal::new(0.0123, false);
+        assert_eq!(cost(&incomplete), "≥ $0.012300");
+        assert_eq!(
+            cost_with_unpriced(&incomplete, 1),
+            "≥ $0.012300 (1 unpriced model)"
+        );
+        assert_eq!(cost(&CostTotal::new(0.5, true)), "$0.500000");
+    }
+
+    #[test]
+    fn counts_and_plurals() {
+        assert_eq!(count(1, "LLM call"), "1 LLM call");
+        assert_eq!(count(2, "LLM call"), "2 LLM calls");
+        assert_eq!(count(1, "node"), "1 node");
+        assert_eq!(count(0, "node"), "0 nodes");
+        assert_eq!(count(3, "batch"), "3 batches");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms(12.345), "12.3 ms");
+        assert_eq!(duration_ms(1234.0), "1.23 s");
+        assert_eq!(duration_ms(123_000.0), "2m03s");
+    }
+}
