@@ -9,6 +9,11 @@ pub fn usd(v: f64) -> String {
     format!("${:.6}", v + 0.0)
 }
 
+/// `$0.0042`: four decimals, for a live status line.
+pub fn usd_brief(v: f64) -> String {
+    format!("${v:.4}")
+}
+
 /// `$0.0123` for cents and up, `$0.000405` below a cent.
 pub fn usd_compact(v: f64) -> String {
     if v == 0.0 || v.abs() >= 0.01 {
@@ -49,7 +54,11 @@ pub fn cost_with_unpriced(c: &CostTotal, unpriced_models: usize) -> String {
     if c.complete || unpriced_models == 0 {
         cost(c)
     } else {
-        format!("{} ({})", cost(c), count(unpriced_models as u64, "unpriced model"))
+        format!(
+            "{} ({})",
+            cost(c),
+            count(unpriced_models as u64, "unpriced model")
+        )
     }
 }
 

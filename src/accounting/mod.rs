@@ -274,10 +274,7 @@ impl Usage {
         self.llm_calls += 1;
         self.estimated_calls += u64::from(c.estimated);
         let name = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
-        *self
-            .token_sources
-            .entry(name(&c.usage_source))
-            .or_insert(0) += 1;
+        *self.token_sources.entry(name(&c.usage_source)).or_insert(0) += 1;
         *self
             .cost_sources
             .entry(name(&c.cost_source_name))

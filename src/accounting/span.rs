@@ -281,4 +281,3 @@ fn as_f64(v: &OtelValue) -> Option<f64> {
         _ => None,
     }
 }
-

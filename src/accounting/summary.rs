@@ -144,7 +144,9 @@ fn add_timing(
 fn by_start(map: &IndexMap<String, (SystemTime, Duration)>) -> IndexMap<String, f64> {
     let mut v: Vec<_> = map.iter().collect();
     v.sort_by_key(|(_, (start, _))| *start);
-    v.into_iter().map(|(k, (_, d))| (k.clone(), ms(*d))).collect()
+    v.into_iter()
+        .map(|(k, (_, d))| (k.clone(), ms(*d)))
+        .collect()
 }
 
 /// Per-node usage with batch items rolled up under their batch node.
@@ -161,7 +163,11 @@ pub fn roll_up(flat: &IndexMap<String, Usage>) -> IndexMap<String, Usage> {
             None => out.entry(path.clone()).or_default().add(u),
         }
     }
-    out.values().map(Usage::rounded).zip(out.keys().cloned()).map(|(u, k)| (k, u)).collect()
+    out.values()
+        .map(Usage::rounded)
+        .zip(out.keys().cloned())
+        .map(|(u, k)| (k, u))
+        .collect()
 }
 
 /// Running aggregates; fed one span at a time, in any order.
@@ -483,6 +489,9 @@ mod tests {
         let v = serde_json::to_value(&s).unwrap();
         assert!(v["total"]["cost_usd"].is_null());
         assert_eq!(v["total"]["cost_usd_lower_bound"], 0.003);
-        assert_eq!(v["workflow"]["node_usage"]["fan"]["items"]["fan[1]"]["llm_calls"], 1);
+        assert_eq!(
+            v["workflow"]["node_usage"]["fan"]["items"]["fan[1]"]["llm_calls"],
+            1
+        );
     }
 }

@@ -225,10 +225,7 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
         "  tokens     {} (input {}, output {})\n",
         t.tokens_total, t.tokens.input, t.tokens.output
     ));
-    out.push_str(&format!(
-        "  cost       {}\n",
-        crate::format::cost(&t.cost)
-    ));
+    out.push_str(&format!("  cost       {}\n", crate::format::cost(&t.cost)));
     if s.groups.is_empty() {
         return out;
     }

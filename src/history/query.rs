@@ -581,7 +581,11 @@ mod tests {
         let mut each = usage(2, 20, 0, 0.5);
         each.items.insert("each[0]".into(), usage(1, 10, 0, 0.25));
         each.items.insert("each[1]".into(), usage(1, 10, 0, 0.25));
-        recs[2].metrics.workflow.node_usage.insert("each".into(), each);
+        recs[2]
+            .metrics
+            .workflow
+            .node_usage
+            .insert("each".into(), each);
         for r in &recs {
             record(&db, r).unwrap();
         }

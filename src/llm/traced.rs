@@ -277,10 +277,7 @@ pub async fn call(
                         if e.not_billed() {
                             record_cost(
                                 &span,
-                                &Priced::plain(
-                                    Some(0.0),
-                                    crate::accounting::CostSource::NotBilled,
-                                ),
+                                &Priced::plain(Some(0.0), crate::accounting::CostSource::NotBilled),
                             );
                         }
                         reservation.settle(Some(0.0), 0)

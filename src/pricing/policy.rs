@@ -51,9 +51,7 @@ impl PriceTable {
         let names: Vec<&str> = response_model.into_iter().chain([model]).collect();
         names
             .iter()
-            .find_map(|m| {
-                self.lookup_where(m, prefix, |e| e.source == PriceSource::Override)
-            })
+            .find_map(|m| self.lookup_where(m, prefix, |e| e.source == PriceSource::Override))
             .or_else(|| names.iter().find_map(|m| self.lookup(m, prefix)))
     }
 

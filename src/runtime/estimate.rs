@@ -8,9 +8,9 @@
 
 use super::template::{lookup, render_into, CompiledValue, Scope};
 use super::{CompiledKind, CompiledNode, CompiledWorkflow};
+use crate::format::usd_compact as fmt_usd;
 use crate::history::query::PastRuns;
 use crate::ir::template::Part;
-use crate::format::usd_compact as fmt_usd;
 use crate::llm::budget;
 use crate::llm::{self, Api, LlmRequest, Provider};
 use crate::pricing::PriceTable;

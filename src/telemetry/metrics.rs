@@ -82,4 +82,3 @@ impl SpanProcessor for MetricsProcessor {
             .try_for_each(|n| n.shutdown_with_timeout(timeout))
     }
 }
-

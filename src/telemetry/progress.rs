@@ -143,12 +143,16 @@ impl State {
             });
         }
         parts.push(format!("{} tok", thousands(self.tokens)));
-        parts.push(format!("${:.4}", self.cost_usd));
+        parts.push(crate::format::usd_brief(self.cost_usd));
         format!("[{}] {}", clock(elapsed), parts.join(" · "))
     }
 
     fn totals(&self) -> String {
-        format!("{} tok · ${:.6}", thousands(self.tokens), self.cost_usd)
+        format!(
+            "{} tok · {}",
+            thousands(self.tokens),
+            crate::format::usd(self.cost_usd)
+        )
     }
 }
 
@@ -162,18 +166,7 @@ fn done_line(elapsed: Duration, what: &str, state: &State) -> String {
     )
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::format::thousands;
 
 /// `MM:SS`, or `H:MM:SS` past an hour.
 pub fn clock(d: Duration) -> String {

@@ -570,7 +570,11 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                 b.tokens.total() as i64 - a.tokens.total() as i64
             );
             let cost = |c: Option<f64>, complete: bool| {
-                format!("{}{}", crate::format::usd_or_unknown(c), if complete { "" } else { "+?" })
+                format!(
+                    "{}{}",
+                    crate::format::usd_or_unknown(c),
+                    if complete { "" } else { "+?" }
+                )
             };
             let _ = writeln!(
                 out,
@@ -579,9 +583,7 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                     cost(a.cost_usd, a.cost_complete),
                     cost(b.cost_usd, b.cost_complete)
                 ),
-                crate::format::usd_delta(
-                    b.cost_usd.unwrap_or(0.0) - a.cost_usd.unwrap_or(0.0)
-                )
+                crate::format::usd_delta(b.cost_usd.unwrap_or(0.0) - a.cost_usd.unwrap_or(0.0))
             );
         }
         for (i, p) in nd.params.iter().enumerate() {

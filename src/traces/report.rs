@@ -277,7 +277,11 @@ fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unp
         } else {
             cost_cell(&u.cost)
         };
-        let share = if total > 0.0 { u.cost.lower_bound_usd / total } else { 0.0 };
+        let share = if total > 0.0 {
+            u.cost.lower_bound_usd / total
+        } else {
+            0.0
+        };
         let t = &u.tokens;
         let _ = write!(
             out,

@@ -10,9 +10,9 @@
 //! Echo stays `free`, an unlisted Ollama model `local`.
 
 use super::{show, AttrValue, Trace, TraceSpan};
+use crate::accounting::{round_usd, CostSource, CostTotal};
 use crate::llm::traced::price_usage;
 use crate::llm::{Provider, Usage, UsageSource};
-use crate::accounting::{round_usd, CostSource, CostTotal};
 use crate::pricing::{PriceTable, TokenCounts};
 use crate::telemetry::attr;
 use indexmap::IndexMap;
@@ -148,7 +148,9 @@ fn reprice_call(s: &TraceSpan, table: &PriceTable) -> CallReprice {
         Some(s) if s == CostSource::NotBilled.as_str() => (old_usd, s.to_string(), None),
         // A provider-reported cost is what was billed; the policy lets an override beat it.
         Some(s) => {
-            let billed = (s == CostSource::Provider.as_str()).then_some(old_usd).flatten();
+            let billed = (s == CostSource::Provider.as_str())
+                .then_some(old_usd)
+                .flatten();
             let p = priced(billed);
             (p.usd, p.source.to_string(), p.key)
         }
@@ -193,7 +195,10 @@ fn total<'a>(calls: impl IntoIterator<Item = &'a CallReprice>, new: bool) -> Cos
             (c.old_usd, c.old_source.as_str())
         };
         if source != "none" {
-            t.add_call(usd, Some(CostSource::parse(source).unwrap_or(CostSource::Table)));
+            t.add_call(
+                usd,
+                Some(CostSource::parse(source).unwrap_or(CostSource::Table)),
+            );
         }
     }
     t.rounded()

@@ -237,7 +237,10 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
         format::duration_ms(m.total.duration_ms),
         format::count(m.workflow.nodes_executed, "node"),
         if m.workflow.batch_items > 0 {
-            format!(" (+{})", format::count(m.workflow.batch_items, "batch item"))
+            format!(
+                " (+{})",
+                format::count(m.workflow.batch_items, "batch item")
+            )
         } else {
             String::new()
         },

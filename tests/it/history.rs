@@ -257,8 +257,9 @@ async fn eight_concurrent_runs_lose_no_row_and_sum_exactly() {
         w["groups"],
         json!([{"key": "weather", "runs": 8, "ok": 8, "failed": 0,
         "duration_ms": w["groups"][0]["duration_ms"], "llm_calls": 8,
-        "tokens": {"input": 112, "output": 296, "total": 408, "cache_read": 0, "cache_write": 0, "reasoning": 0},
-        "tokens_total": 408, "cost_usd": s["totals"]["cost_usd"], "cost_complete": true}])
+        "tokens": {"input": 112, "output": 296, "total": 408, "cache_read": 0, "cache_write": 0, "cache_write_1h": 0, "reasoning": 0},
+        "tokens_total": 408, "cost_usd": s["totals"]["cost_usd"],
+        "cost_usd_lower_bound": s["totals"]["cost_usd"], "cost_complete": true}])
     );
 }
 

@@ -67,7 +67,7 @@ async fn openai_call_tokens_cost_and_genai_span() {
     assert_eq!(m["workflow"]["llm_calls"], json!(1));
     assert_eq!(
         m["workflow"]["tokens"],
-        json!({"input": 14, "output": 37, "total": 51, "cache_read": 0, "cache_write": 0, "reasoning": 0})
+        json!({"input": 14, "output": 37, "total": 51, "cache_read": 0, "cache_write": 0, "cache_write_1h": 0, "reasoning": 0})
     );
     assert_eq!(m["workflow"]["cost_usd"], json!(0.000405));
     assert_eq!(m["total"]["cost_usd"], json!(0.000405));
@@ -111,7 +111,7 @@ async fn openai_call_tokens_cost_and_genai_span() {
     let out = with_openai(&env, &server).arg(&wf).output().unwrap();
     let text_stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        text_stderr.contains("1 LLM calls · 51 tokens · $0.000405"),
+        text_stderr.contains("1 LLM call · 51 tokens · $0.000405"),
         "{text_stderr}"
     );
     assert!(

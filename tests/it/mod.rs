@@ -6,6 +6,7 @@ mod examples;
 mod faults;
 mod history;
 mod llm_node;
+mod numbers;
 mod otlp;
 mod planner;
 mod profiles;

@@ -59,7 +59,12 @@ fn plain_lines_on_stderr_when_not_a_terminal_and_stdout_unchanged() {
     assert_pipeline_lines(&stderr);
     // The summary still comes last, after every progress line.
     let last = stderr.lines().last().unwrap();
-    assert!(last.starts_with("✓ 6 nodes in"), "{stderr}");
+    // Progress counts nodes as the summary does: 4 of 4, the batch items apart.
+    assert!(
+        last.starts_with("✓ 4 nodes (+3 batch items) in"),
+        "{stderr}"
+    );
+    assert!(progress_lines(&stderr)[3].contains("(4/4)"), "{stderr}");
     // Tokens shown in progress are the summary's tokens.
     let tok = progress_lines(&stderr)[3].clone();
     let n: String = tok
@@ -97,7 +102,10 @@ fn no_progress_flag_gives_plain_lines_and_pflow_progress_off_none() {
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "only the summary:\n{stderr}");
-    assert!(stderr.starts_with("✓ 6 nodes in"), "{stderr}");
+    assert!(
+        stderr.starts_with("✓ 4 nodes (+3 batch items) in"),
+        "{stderr}"
+    );
 
     let out = env
         .pflow()

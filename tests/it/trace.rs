@@ -160,7 +160,9 @@ fn parallel_batch_items_are_children_of_the_batch_span() {
     for k in ["fan", "fan[0]", "fan[4]"] {
         assert!(timings.contains_key(k), "{k} in {timings:?}");
     }
-    assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(5));
+    // The batch node is one node execution; its items are counted apart.
+    assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(1));
+    assert_eq!(v["metrics"]["workflow"]["batch_items"], json!(5));
 }
 
 #[test]
@@ -269,7 +271,7 @@ fn metrics_can_be_recomputed_from_the_trace_file() {
         *timings
             .entry(s.s("pflow.node.path").to_string())
             .or_default() += (s.end - s.start) as f64 / 1e6;
-        if s.s("pflow.node.role") != "batch" && s.i("pflow.node.attempt") == 1 {
+        if s.s("pflow.node.role") != "batch_item" && s.i("pflow.node.attempt") == 1 {
             executed += 1;
         }
     }
