@@ -1076,6 +1076,7 @@ fn node_span(
         pflow.node.action = Empty,
         pflow.node.status = Empty,
         pflow.node.params = Empty,
+        pflow.node.params_digest = Empty,
         "error.type" = Empty,
         otel.status_description = Empty,
     )
@@ -1107,7 +1108,12 @@ fn resolve_params(
     }
     if tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         let p = crate::telemetry::preview::preview_map(&params);
-        tracing::Span::current().record("pflow.node.params", p.text.as_str());
+        let span = tracing::Span::current();
+        span.record("pflow.node.params", p.text.as_str());
+        span.record(
+            "pflow.node.params_digest",
+            crate::telemetry::preview::digest_map(&params).as_str(),
+        );
     }
     Ok(params)
 }

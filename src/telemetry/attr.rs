@@ -106,3 +106,7 @@ pub const PLANNER_REQUEST: &str = "pflow.planner.request";
 pub const PLANNER_PATH: &str = "pflow.planner.path";
 pub const PLANNER_ATTEMPTS: &str = "pflow.planner.attempts";
 pub const PLANNER_STEP: &str = "pflow.planner.step";
+
+// Accounting additions (issue 12).
+/// Per-param digest of the full value (`{"key": "<16 hex>"}`), beside `pflow.node.params`.
+pub const NODE_PARAMS_DIGEST: &str = "pflow.node.params_digest";

@@ -131,6 +131,38 @@ pub fn preview_map(m: &serde_json::Map<String, Value>) -> Preview {
     bounded_json(&MapRedacted(m), &settings())
 }
 
+/// A digest of each param's full value (`{"key": "<16 hex>"}`, JSON text),
+/// stored beside the bounded preview so `pflow trace diff` can tell a changed
+/// value from one whose preview was merely cut. It hashes the key-redacted
+/// serialisation, streamed (no copy of a large value), truncated to 64 bits.
+pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (k, v) in m {
+        let mut h = HashWriter(Sha256::new());
+        // Writing to a hasher cannot fail.
+        let _ = if is_secret_name(k) && !v.is_null() && !v.is_object() {
+            serde_json::to_writer(&mut h, REDACTED)
+        } else {
+            serde_json::to_writer(&mut h, &KeyRedacted(v))
+        };
+        let d = h.0.finalize();
+        let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        out.insert(k.clone(), Value::String(hex));
+    }
+    Value::Object(out).to_string()
+}
+
 fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
     // Keep a little slack so a credential cut at the boundary is still recognised.
     let keep = st.max_bytes.saturating_add(256);
@@ -255,6 +287,24 @@ impl Serialize for KeyRedacted<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn digests_tell_values_apart_beyond_the_preview() {
+        let long = "x".repeat(10_000);
+        let a = json!({"text": format!("{long}a"), "n": 1});
+        let b = json!({"text": format!("{long}b"), "n": 1});
+        let (da, db) = (
+            digest_map(a.as_object().unwrap()),
+            digest_map(b.as_object().unwrap()),
+        );
+        let (va, vb): (Value, Value) = (
+            serde_json::from_str(&da).unwrap(),
+            serde_json::from_str(&db).unwrap(),
+        );
+        assert_ne!(va["text"], vb["text"]);
+        assert_eq!(va["n"], vb["n"]);
+        assert_eq!(va["text"].as_str().unwrap().len(), 16);
+    }
 
     #[test]
     fn small_values_are_whole() {

@@ -5,6 +5,7 @@
 //! user sees the effect of a prompt or model change.
 
 use super::{show, AttrValue, Trace, TraceSpan};
+use crate::accounting::{batch_of, Tokens, Usage};
 use crate::telemetry::attr;
 use serde::Serialize;
 use serde_json::Value;
@@ -15,30 +16,15 @@ pub const MAX_PROMPT_DIFF_LINES: usize = 20;
 /// Param values are previewed to this many characters.
 const PREVIEW_CHARS: usize = 60;
 
-/// Token counts by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub reasoning: u64,
-}
-
-impl Tokens {
-    fn kinds(&self) -> [(&'static str, u64); 5] {
-        [
-            ("input", self.input),
-            ("output", self.output),
-            ("cache_read", self.cache_read),
-            ("cache_write", self.cache_write),
-            ("reasoning", self.reasoning),
-        ]
-    }
-
-    fn total(&self) -> u64 {
-        self.input + self.output
-    }
+/// Token counts by kind, as the diff lists them.
+fn kinds(t: &Tokens) -> [(&'static str, u64); 5] {
+    [
+        ("input", t.input),
+        ("output", t.output),
+        ("cache_read", t.cache_read),
+        ("cache_write", t.cache_write),
+        ("reasoning", t.reasoning),
+    ]
 }
 
 /// One node of one run: its last attempt.
@@ -56,8 +42,13 @@ pub struct NodeSide {
     /// False when a call's cost is unknown (`cost_usd` is then a lower bound).
     pub cost_complete: bool,
     pub model: Option<String>,
+    /// Batch nodes only: the items whose usage is summed in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_items: Option<u64>,
     #[serde(skip)]
     params: Option<String>,
+    #[serde(skip)]
+    params_digest: Option<String>,
     #[serde(skip)]
     prompt: Option<String>,
 }
@@ -176,10 +167,6 @@ fn llm_calls<'a>(
     out
 }
 
-fn n(s: &TraceSpan, k: &str) -> u64 {
-    s.attr(k).and_then(AttrValue::as_i64).unwrap_or(0).max(0) as u64
-}
-
 fn prompt_text(s: &TraceSpan) -> Option<String> {
     let system = s
         .str_attr("gen_ai.system_instructions")
@@ -209,7 +196,7 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
             order.push(p);
         }
     }
-    order
+    let sides = order
         .into_iter()
         .filter_map(|path| {
             let attempts: Vec<&TraceSpan> = spans
@@ -226,20 +213,10 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
                 )
             })?;
             let calls = llm_calls(last, &kids);
-            let mut tokens = Tokens::default();
-            let mut cost = 0.0;
-            let mut complete = true;
+            let mut usage = Usage::default();
             let mut models: Vec<String> = Vec::new();
             for c in &calls {
-                tokens.input += n(c, attr::USAGE_INPUT_TOKENS);
-                tokens.output += n(c, attr::USAGE_OUTPUT_TOKENS);
-                tokens.cache_read += n(c, attr::USAGE_CACHE_READ);
-                tokens.cache_write += n(c, attr::USAGE_CACHE_WRITE);
-                tokens.reasoning += n(c, attr::USAGE_REASONING);
-                match c.attr(attr::COST_USD).and_then(AttrValue::as_f64) {
-                    Some(v) if c.str_attr(attr::COST_SOURCE) != Some("unpriced") => cost += v,
-                    _ => complete = false,
-                }
+                usage.add_call(&c.facts().call_usage());
                 if let Some(m) = c.str_attr(attr::GEN_AI_REQUEST_MODEL) {
                     if !models.iter().any(|x| x == m) {
                         models.push(m.to_string());
@@ -254,17 +231,52 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
                     .str_attr(attr::NODE_STATUS)
                     .unwrap_or(if last.failed() { "error" } else { "ok" })
                     .to_string(),
-                llm_calls: calls.len() as u64,
-                tokens,
-                cost_usd: (!calls.is_empty()).then_some((cost * 1e10).round() / 1e10),
-                cost_complete: complete,
+                llm_calls: usage.llm_calls,
+                tokens: usage.tokens,
+                cost_usd: (usage.llm_calls > 0).then_some(usage.cost.rounded().lower_bound_usd),
+                cost_complete: usage.cost.complete,
                 model: (!models.is_empty()).then(|| models.join(",")),
+                batch_items: None,
                 params: last.str_attr(attr::NODE_PARAMS).map(str::to_string),
+                params_digest: last.str_attr(attr::NODE_PARAMS_DIGEST).map(str::to_string),
                 prompt: calls.last().and_then(|c| prompt_text(c)),
             };
             Some((path, side))
         })
-        .collect()
+        .collect::<Vec<_>>();
+    roll_up(sides)
+}
+
+/// Batch items' LLM usage summed into their batch node's side (the items stay listed).
+fn roll_up(mut sides: Vec<(String, NodeSide)>) -> Vec<(String, NodeSide)> {
+    {
+        let items: Vec<(String, NodeSide)> = sides
+            .iter()
+            .filter(|(p, _)| batch_of(p).is_some())
+            .cloned()
+            .collect();
+        for (path, item) in items {
+            let Some(batch) = batch_of(&path) else {
+                continue;
+            };
+            let Some((_, side)) = sides.iter_mut().find(|(p, _)| p == batch) else {
+                continue;
+            };
+            side.llm_calls += item.llm_calls;
+            side.tokens.add(&item.tokens);
+            if let Some(c) = item.cost_usd {
+                side.cost_usd = Some(crate::accounting::round_usd(
+                    side.cost_usd.unwrap_or(0.0) + c,
+                ));
+            }
+            side.cost_complete &= item.cost_complete;
+            *side.batch_items.get_or_insert(0) += 1;
+            if side.model.is_none() {
+                side.model = item.model.clone();
+            }
+        }
+    }
+    sides
 }
 
 fn preview(v: &Value) -> String {
@@ -279,7 +291,59 @@ fn preview(v: &Value) -> String {
     }
 }
 
-/// Key-level changes between two `pflow.node.params` previews.
+/// Key-level changes judged by `pflow.node.params_digest` (the full values'
+/// digests), the previews only shown: a value whose preview was cut is
+/// compared whole.
+pub fn param_changes_by_digest(
+    a: Option<&str>,
+    b: Option<&str>,
+    digest_a: &str,
+    digest_b: &str,
+) -> Vec<ParamChange> {
+    let object = |s: &str| -> serde_json::Map<String, Value> {
+        match serde_json::from_str(s) {
+            Ok(Value::Object(m)) => m,
+            _ => Default::default(),
+        }
+    };
+    let (da, db) = (object(digest_a), object(digest_b));
+    let (pa, pb) = (object(a.unwrap_or("")), object(b.unwrap_or("")));
+    let shown = |p: &serde_json::Map<String, Value>, k: &str| {
+        Some(p.get(k).map_or_else(|| "…".to_string(), preview))
+    };
+    let mut out = Vec::new();
+    for (k, x) in &da {
+        match db.get(k) {
+            None => out.push(ParamChange {
+                key: k.clone(),
+                change: "removed",
+                a: shown(&pa, k),
+                b: None,
+            }),
+            Some(y) if y != x => out.push(ParamChange {
+                key: k.clone(),
+                change: "changed",
+                a: shown(&pa, k),
+                b: shown(&pb, k),
+            }),
+            Some(_) => {}
+        }
+    }
+    for k in db.keys() {
+        if !da.contains_key(k) {
+            out.push(ParamChange {
+                key: k.clone(),
+                change: "added",
+                a: None,
+                b: shown(&pb, k),
+            });
+        }
+    }
+    out
+}
+
+/// Key-level changes between two `pflow.node.params` previews (traces
+/// written before `pflow.node.params_digest` existed).
 pub fn param_changes(a: Option<&str>, b: Option<&str>) -> Vec<ParamChange> {
     let parse = |s: Option<&str>| -> Value {
         s.map(|s| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string())))
@@ -350,7 +414,12 @@ pub fn line_diff(a: &str, b: &str, cap: usize) -> (Vec<String>, usize) {
 }
 
 fn node_diff(node: String, a: NodeSide, b: NodeSide) -> NodeDiff {
-    let params = param_changes(a.params.as_deref(), b.params.as_deref());
+    let params = match (&a.params_digest, &b.params_digest) {
+        (Some(da), Some(db)) => {
+            param_changes_by_digest(a.params.as_deref(), b.params.as_deref(), da, db)
+        }
+        _ => param_changes(a.params.as_deref(), b.params.as_deref()),
+    };
     let (prompt_diff, prompt_diff_more) = match (&a.prompt, &b.prompt) {
         (None, None) => (vec![], 0),
         (x, y) => line_diff(
@@ -555,11 +624,9 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
             );
         }
         if a.llm_calls + b.llm_calls > 0 {
-            let kinds: Vec<String> = a
-                .tokens
-                .kinds()
+            let kinds: Vec<String> = kinds(&a.tokens)
                 .iter()
-                .zip(b.tokens.kinds())
+                .zip(kinds(&b.tokens))
                 .filter(|((k, x), (_, y))| matches!(*k, "input" | "output") || *x + *y > 0)
                 .map(|((k, x), (_, y))| format!("{k} {}", arrow(x, &y)))
                 .collect();
@@ -567,7 +634,7 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                 out,
                 "    tokens     {}  ({:+})",
                 kinds.join(" · "),
-                b.tokens.total() as i64 - a.tokens.total() as i64
+                b.tokens.total as i64 - a.tokens.total as i64
             );
             let cost = |c: Option<f64>, complete: bool| {
                 format!(

@@ -114,10 +114,7 @@ async fn openai_call_tokens_cost_and_genai_span() {
         text_stderr.contains("1 LLM call · 51 tokens · $0.000405"),
         "{text_stderr}"
     );
-    assert!(
-        !stderr.contains("LLM calls"),
-        "JSON mode keeps stderr quiet"
-    );
+    assert!(!stderr.contains("LLM call"), "JSON mode keeps stderr quiet");
     let raw = std::fs::read_to_string(v["trace_file"].as_str().unwrap()).unwrap();
     assert!(
         !raw.contains("sk-test-key-abcdefghijklmnop"),

@@ -172,3 +172,59 @@ async fn progress_and_summary_count_alike_with_plurals() {
     assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(3), "{v}");
     assert_eq!(v["metrics"]["workflow"]["batch_items"], json!(4));
 }
+
+/// Repro 5: `trace diff` judges params by the full value's digest, not the
+/// cut preview, and a batch node carries its items' usage.
+#[tokio::test(flavor = "multi_thread")]
+async fn diff_compares_full_params_and_rolls_batch_items_up() {
+    let server = server_answering("gpt-4o-mini-2024-07-18", 10, 20).await;
+    let env = Env::new();
+    let long = "x".repeat(200);
+    env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "inputs": {"tail": {"type": "string"}},
+            "nodes": [
+                {"id": "note", "type": "echo", "params": {"text": format!("{long}${{tail}}"), "same": long}},
+                {"id": "list", "type": "echo", "params": {"items": ["a", "b", "c"]}},
+                {"id": "fan", "type": "llm", "batch": {"items": "${list.items}"},
+                    "params": {"prompt": "Say ${item}", "model": "gpt-4o-mini", "max_tokens": 5}}],
+            "edges": [{"from": "note", "to": "list"}, {"from": "list", "to": "fan"}]}),
+    );
+    for tail in ["tail=A", "tail=B"] {
+        let out = with_openai(&env, &server)
+            .env("PFLOW_TRACE_MAX_VALUE_BYTES", "64")
+            .args(["run", "wf.json", "--trace", tail])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (v, code, err) = run_json(
+        env.pflow()
+            .args(["--output-format", "json", "trace", "diff", "last~1", "last"]),
+    );
+    assert_eq!(code, 0, "{v}\n{err}");
+    let node = |p: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == json!(p))
+            .unwrap_or_else(|| panic!("{p} in {v}"))
+            .clone()
+    };
+    let note = node("note");
+    let keys: Vec<&str> = note["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    // The previews of both are cut at 64 bytes: only the digest sees `text` differ.
+    assert_eq!(keys, ["text"], "{note}");
+    assert_eq!(node("list")["changed"], json!(false), "{v}");
+    let fan = node("fan");
+    assert_eq!(fan["a"]["llm_calls"], json!(3), "{fan}");
+    assert_eq!(fan["a"]["batch_items"], json!(3), "{fan}");
+    assert_eq!(fan["a"]["tokens"]["input"], json!(30), "{fan}");
+    assert_eq!(node("fan[0]")["a"]["llm_calls"], json!(1));
+}
