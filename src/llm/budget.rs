@@ -10,10 +10,19 @@
 //! same numbers the spans carry, so it equals the metrics totals — which keeps
 //! it working with `OTEL_SDK_DISABLED=true`.
 //!
+//! Reservations learn from what was billed: the local tokenizer may count
+//! far fewer prompt tokens than a provider bills (another tokenizer, system
+//! or tool overhead, images). Once a node (or, failing that, the model) has
+//! billed calls, later reservations scale the prompt by the observed ratio
+//! of billed to estimated prompt tokens (never below 1). While a node's first
+//! calls are still unbilled, each further concurrent call is held at twice
+//! its estimate; a call that does not fit while others are in flight waits
+//! for them to settle ([`Budget::admit`]) instead of guessing.
+//!
 //! ```
 //! use pflow::llm::budget::{Budget, BudgetLimits, CallEstimate};
 //! let b = Budget::new(BudgetLimits { max_cost_usd: Some(0.01), ..Default::default() });
-//! let est = CallEstimate { prompt_tokens: 10, max_output_tokens: 100, usd: Some(0.006), cost_source: "table" };
+//! let est = CallEstimate { prompt_tokens: 10, max_output_tokens: 100, usd: Some(0.006), prompt_usd: Some(0.0001), cost_source: "table" };
 //! let r = b.reserve("gpt-4o", Some("a"), || est.clone()).unwrap();
 //! // A second call in flight would pass the budget: refused before it is made.
 //! assert!(b.reserve("gpt-4o", Some("b"), || est.clone()).is_err());
@@ -168,6 +177,8 @@ pub struct CallEstimate {
     pub max_output_tokens: u64,
     /// `None`: the model has no known price.
     pub usd: Option<f64>,
+    /// The prompt's share of `usd` (what scales when the provider bills more prompt tokens).
+    pub prompt_usd: Option<f64>,
     /// As `pflow.cost.source`: `table`, `override`, `free`, `local`, `unpriced`.
     pub cost_source: &'static str,
 }
@@ -175,6 +186,18 @@ pub struct CallEstimate {
 impl CallEstimate {
     pub fn tokens(&self) -> u64 {
         self.prompt_tokens + self.max_output_tokens
+    }
+
+    /// The estimate with the prompt scaled by `ratio` (billed / counted, at least 1).
+    fn scaled(&self, ratio: f64) -> CallEstimate {
+        let ratio = ratio.max(1.0);
+        let extra_usd = self.prompt_usd.unwrap_or(0.0) * (ratio - 1.0);
+        CallEstimate {
+            prompt_tokens: (self.prompt_tokens as f64 * ratio).ceil() as u64,
+            usd: self.usd.map(|u| u + extra_usd),
+            prompt_usd: self.prompt_usd.map(|p| p * ratio),
+            ..self.clone()
+        }
     }
 }
 
@@ -238,6 +261,16 @@ pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
     };
     // Output priced at the dearer of the output and reasoning rates.
     let plain = super::traced::price_call(req.provider, &req.model, None, &usage(0), prices);
+    let prompt_only = super::traced::price_call(
+        req.provider,
+        &req.model,
+        None,
+        &super::Usage {
+            output_tokens: Some(0),
+            ..usage(0)
+        },
+        prices,
+    );
     let reasoning = super::traced::price_call(
         req.provider,
         &req.model,
@@ -253,6 +286,7 @@ pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
         prompt_tokens,
         max_output_tokens,
         usd,
+        prompt_usd: prompt_only.usd,
         cost_source: plain.source.as_str(),
     }
 }
@@ -411,6 +445,21 @@ pub struct Spent {
     pub tokens: u64,
 }
 
+/// Billed against counted prompt tokens of the settled calls of one node or model.
+#[derive(Debug, Default, Clone, Copy)]
+struct Observed {
+    /// Calls settled (billed, whatever their usage said).
+    settled: u64,
+    billed: u64,
+    counted: u64,
+}
+
+impl Observed {
+    fn ratio(&self) -> Option<f64> {
+        (self.counted > 0).then(|| self.billed as f64 / self.counted as f64)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     spent: Spent,
@@ -418,6 +467,35 @@ struct State {
     reserved_tokens: u64,
     stop: Option<BudgetExceeded>,
     unpriced_allowed: Vec<String>,
+    /// Per node key (`node:{path}`, a batch item under its batch) and per model (`model:{name}`).
+    observed: std::collections::HashMap<String, Observed>,
+    /// Calls in flight per node key.
+    in_flight: std::collections::HashMap<String, u64>,
+}
+
+/// Whether a call may start now.
+#[derive(Debug)]
+pub enum Admission<'a> {
+    /// It fits: go, and settle the reservation after.
+    Go(Reservation<'a>),
+    /// It does not fit while other calls are in flight: ask again once they settle.
+    Wait,
+    /// Refused; the run stops.
+    Refused(Box<BudgetExceeded>),
+}
+
+fn node_key(node: Option<&str>, model: &str) -> String {
+    match node {
+        Some(n) => format!(
+            "node:{}\u{0}{model}",
+            crate::accounting::batch_of(n).unwrap_or(n)
+        ),
+        None => format!("node:\u{0}{model}"),
+    }
+}
+
+fn model_key(model: &str) -> String {
+    format!("model:{model}")
 }
 
 /// The guard of one run, shared by every node and the planner.
@@ -458,21 +536,75 @@ impl Budget {
         node: Option<&str>,
         estimate: impl FnOnce() -> CallEstimate,
     ) -> Result<Reservation<'_>, Box<BudgetExceeded>> {
-        if !self.limits.is_set() {
-            return Ok(Reservation {
-                budget: self,
-                usd: 0.0,
-                tokens: 0,
-                model: model.to_string(),
-                node: node.map(str::to_string),
-                settled: false,
-            });
+        match self.admission(model, node, estimate, false) {
+            Admission::Go(r) => Ok(r),
+            Admission::Refused(e) => Err(e),
+            // Not asked to wait: `admission` refuses instead.
+            Admission::Wait => unreachable!("admission without waiting never waits"),
         }
-        let est = estimate();
+    }
+
+    /// [`Budget::reserve`], but a call that does not fit while other calls
+    /// are in flight waits for them ([`Admission::Wait`]) rather than being
+    /// refused: what they bill decides whether it fits.
+    pub fn admit(
+        &self,
+        model: &str,
+        node: Option<&str>,
+        estimate: impl FnOnce() -> CallEstimate,
+    ) -> Admission<'_> {
+        self.admission(model, node, estimate, true)
+    }
+
+    fn admission(
+        &self,
+        model: &str,
+        node: Option<&str>,
+        estimate: impl FnOnce() -> CallEstimate,
+        may_wait: bool,
+    ) -> Admission<'_> {
+        let key = node_key(node, model);
+        let reservation = |usd: f64, tokens: u64, counted: u64| Reservation {
+            budget: self,
+            usd,
+            tokens,
+            counted_prompt_tokens: counted,
+            key: key.clone(),
+            model: model.to_string(),
+            node: node.map(str::to_string),
+            settled: false,
+        };
+        if !self.limits.is_set() {
+            return Admission::Go(reservation(0.0, 0, 0));
+        }
+        let counted = estimate();
         let mut s = self.lock();
         if let Some(stop) = &s.stop {
-            return Err(Box::new(stop.clone()));
+            return Admission::Refused(Box::new(stop.clone()));
         }
+        let node_seen = s.observed.get(&key).copied().unwrap_or_default();
+        let observed = node_seen
+            .ratio()
+            .or_else(|| s.observed.get(&model_key(model)).and_then(Observed::ratio));
+        let mut est = counted.scaled(observed.unwrap_or(1.0));
+        // Nothing billed yet for this node while its first calls are out:
+        // hold each further one at twice its estimate.
+        let unbilled_siblings =
+            node_seen.settled == 0 && s.in_flight.get(&key).is_some_and(|n| *n > 0);
+        if unbilled_siblings {
+            est.usd = est.usd.map(|u| u * 2.0);
+            est.prompt_tokens *= 2;
+            est.max_output_tokens *= 2;
+        }
+        let busy = s.reserved_usd > 0.0 || s.reserved_tokens > 0;
+        let refuse_or_wait = |s: &mut State, e: Box<BudgetExceeded>| {
+            if may_wait && busy {
+                Admission::Wait
+            } else {
+                s.stop = Some((*e).clone());
+                Admission::Refused(e)
+            }
+        };
         let refuse = |s: &State, reason| -> Box<BudgetExceeded> {
             Box::new(BudgetExceeded {
                 reason,
@@ -496,7 +628,7 @@ impl Budget {
                 if !self.limits.allow_unpriced {
                     let e = refuse(&s, Reason::UnpricedModel);
                     s.stop = Some((*e).clone());
-                    return Err(e);
+                    return Admission::Refused(e);
                 }
                 usd = 0.0;
                 if !s.unpriced_allowed.iter().any(|m| m == model) {
@@ -505,33 +637,30 @@ impl Budget {
             }
             if s.spent.usd + s.reserved_usd + usd > max + EPSILON_USD {
                 let e = refuse(&s, Reason::MaxCost);
-                s.stop = Some((*e).clone());
-                return Err(e);
+                return refuse_or_wait(&mut s, e);
             }
         }
         let tokens = est.tokens();
         if let Some(max) = self.limits.max_tokens_total {
             if s.spent.tokens + s.reserved_tokens + tokens > max {
                 let e = refuse(&s, Reason::MaxTokensTotal);
-                s.stop = Some((*e).clone());
-                return Err(e);
+                return refuse_or_wait(&mut s, e);
             }
         }
         s.reserved_usd += usd;
         s.reserved_tokens += tokens;
-        Ok(Reservation {
-            budget: self,
-            usd,
-            tokens,
-            model: model.to_string(),
-            node: node.map(str::to_string),
-            settled: false,
-        })
+        *s.in_flight.entry(key.clone()).or_insert(0) += 1;
+        Admission::Go(reservation(usd, tokens, counted.prompt_tokens))
     }
 
-    fn release(s: &mut State, usd: f64, tokens: u64) {
-        s.reserved_usd = (s.reserved_usd - usd).max(0.0);
-        s.reserved_tokens = s.reserved_tokens.saturating_sub(tokens);
+    fn release(s: &mut State, r: &Reservation<'_>) {
+        s.reserved_usd = (s.reserved_usd - r.usd).max(0.0);
+        s.reserved_tokens = s.reserved_tokens.saturating_sub(r.tokens);
+        if r.budget.limits.is_set() {
+            if let Some(n) = s.in_flight.get_mut(&r.key) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// The pre-run check: refuses the workflow (and stops the run for good)
@@ -590,6 +719,9 @@ pub struct Reservation<'a> {
     budget: &'a Budget,
     usd: f64,
     tokens: u64,
+    /// The tokenizer's prompt count, before any learned ratio.
+    counted_prompt_tokens: u64,
+    key: String,
     model: String,
     node: Option<String>,
     settled: bool,
@@ -598,11 +730,33 @@ pub struct Reservation<'a> {
 impl Reservation<'_> {
     /// Replaces the estimate with what the attempt actually cost (`None`:
     /// unpriced, counted as $0). Passing a limit stops the run from here on.
-    pub fn settle(mut self, usd: Option<f64>, tokens: u64) {
+    pub fn settle(self, usd: Option<f64>, tokens: u64) {
+        self.settle_billed(usd, tokens, None)
+    }
+
+    /// [`Reservation::settle`] with the prompt tokens the provider billed, so
+    /// later reservations of the node and model learn the billed/counted ratio.
+    pub fn settle_billed(
+        mut self,
+        usd: Option<f64>,
+        tokens: u64,
+        billed_prompt_tokens: Option<u64>,
+    ) {
         self.settled = true;
         let b = self.budget;
         let mut s = b.lock();
-        Budget::release(&mut s, self.usd, self.tokens);
+        Budget::release(&mut s, &self);
+        if b.limits.is_set() {
+            let billed = billed_prompt_tokens.filter(|_| self.counted_prompt_tokens > 0);
+            for k in [self.key.clone(), model_key(&self.model)] {
+                let o = s.observed.entry(k).or_default();
+                o.settled += 1;
+                if let Some(billed) = billed {
+                    o.billed += billed;
+                    o.counted += self.counted_prompt_tokens;
+                }
+            }
+        }
         s.spent.usd += usd.unwrap_or(0.0);
         s.spent.tokens += tokens;
         if s.stop.is_some() {
@@ -643,7 +797,7 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.settled {
             let mut s = self.budget.lock();
-            Budget::release(&mut s, self.usd, self.tokens);
+            Budget::release(&mut s, self);
         }
     }
 }
@@ -674,6 +828,7 @@ mod tests {
             prompt_tokens: tokens / 2,
             max_output_tokens: tokens - tokens / 2,
             usd,
+            prompt_usd: usd.map(|u| u / 10.0),
             cost_source: "table",
         }
     }
@@ -907,7 +1062,7 @@ mod tests {
                 );
                 std::thread::spawn(move || {
                     for _ in 0..10 {
-                        let node = format!("n[{i}]");
+                        let node = format!("n{i}");
                         match b.reserve("m", Some(&node), || est(Some(0.001), 2)) {
                             Ok(r) => {
                                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -932,5 +1087,35 @@ mod tests {
         assert!((s.usd - 0.01).abs() < 1e-12, "{s:?}");
         assert_eq!(s.tokens, 20);
         assert!(b.stopped().is_some());
+    }
+
+    #[test]
+    fn reservations_learn_the_billed_prompt_ratio_and_hold_unbilled_siblings() {
+        let b = Budget::new(BudgetLimits {
+            max_cost_usd: Some(0.0025),
+            ..Default::default()
+        });
+        let e = || CallEstimate {
+            prompt_tokens: 10,
+            max_output_tokens: 100,
+            usd: Some(0.001),
+            prompt_usd: Some(0.0001),
+            cost_source: "table",
+        };
+        let Admission::Go(first) = b.admit("m", Some("fan[0]"), e) else {
+            panic!("the first call fits")
+        };
+        // Unbilled sibling: held at 2 × $0.001, which does not fit beside the first.
+        assert!(matches!(b.admit("m", Some("fan[1]"), e), Admission::Wait));
+        // Billed 100 prompt tokens for 10 counted: the next estimate is
+        // $0.001 + 9 × $0.0001 = $0.0019, which does not fit in what is left.
+        first.settle_billed(Some(0.001), 200, Some(100));
+        match b.admit("m", Some("fan[1]"), e) {
+            Admission::Refused(stop) => {
+                let next = stop.next_call_estimate_usd.unwrap();
+                assert!((next - 0.0019).abs() < 1e-12, "{next}");
+            }
+            other => panic!("{other:?}"),
+        };
     }
 }

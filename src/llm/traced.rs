@@ -149,17 +149,24 @@ pub async fn call(
     // The worst case is the same for every attempt: counted once, when a limit needs it.
     let mut estimate = None;
     loop {
-        let reservation = match budget.reserve(&model, opts.node_path.as_deref(), || {
-            estimate
-                .get_or_insert_with(|| super::budget::estimate(request, prices))
-                .clone()
-        }) {
-            Ok(r) => r,
-            Err(stop) => {
-                return Err(Failed {
-                    error: LlmError::Budget(stop),
-                    attempts: attempt - 1,
-                })
+        let reservation = loop {
+            let admission = budget.admit(&model, opts.node_path.as_deref(), || {
+                estimate
+                    .get_or_insert_with(|| super::budget::estimate(request, prices))
+                    .clone()
+            });
+            match admission {
+                super::budget::Admission::Go(r) => break r,
+                // Calls in flight decide whether this one fits: ask again once they settle.
+                super::budget::Admission::Wait => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                super::budget::Admission::Refused(stop) => {
+                    return Err(Failed {
+                        error: LlmError::Budget(stop),
+                        attempts: attempt - 1,
+                    })
+                }
             }
         };
         let span = tracing::info_span!(
@@ -250,7 +257,16 @@ pub async fn call(
                 record_usage(&span, &resp.usage);
                 let priced = price_call(provider, &model, Some(&resp), &resp.usage, prices);
                 record_cost(&span, &priced);
-                reservation.settle(priced.usd, resp.usage.total().unwrap_or(0));
+                // What the provider billed teaches later reservations (not a local count).
+                let billed_prompt = resp
+                    .usage
+                    .input_tokens
+                    .filter(|_| resp.usage.source != super::UsageSource::Estimated);
+                reservation.settle_billed(
+                    priced.usd,
+                    resp.usage.total().unwrap_or(0),
+                    billed_prompt,
+                );
                 if detail {
                     let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": resp.finish_reasons.first()}]);
                     span.record("gen_ai.output.messages", out.to_string().as_str());

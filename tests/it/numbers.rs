@@ -196,12 +196,17 @@ async fn diff_compares_full_params_and_rolls_batch_items_up() {
             .args(["run", "wf.json", "--trace", tail])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let (v, code, err) = run_json(
-        env.pflow()
-            .args(["--output-format", "json", "trace", "diff", "last~1", "last"]),
-    );
+    let (v, code, err) =
+        run_json(
+            env.pflow()
+                .args(["--output-format", "json", "trace", "diff", "last~1", "last"]),
+        );
     assert_eq!(code, 0, "{v}\n{err}");
     let node = |p: &str| {
         v["nodes"]
@@ -227,4 +232,47 @@ async fn diff_compares_full_params_and_rolls_batch_items_up() {
     assert_eq!(fan["a"]["batch_items"], json!(3), "{fan}");
     assert_eq!(fan["a"]["tokens"]["input"], json!(30), "{fan}");
     assert_eq!(node("fan[0]")["a"]["llm_calls"], json!(1));
+}
+
+/// Repro 6: the provider bills far more prompt tokens than the tokenizer
+/// counted; a parallel batch under `--max-cost` still stays within it.
+#[tokio::test(flavor = "multi_thread")]
+async fn budget_learns_billed_prompt_tokens_in_a_parallel_batch() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(chat_body("gpt-4o-mini-2024-07-18", 1000, 500))
+                // Slow enough that the batch's calls are in flight together.
+                .set_delay(std::time::Duration::from_millis(150)),
+        )
+        .mount(&server)
+        .await;
+    let env = Env::new();
+    let items: Vec<u64> = (0..20).collect();
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "nodes": [{"id": "fan", "type": "llm",
+            "batch": {"items": items, "parallel": true, "max_concurrent": 20},
+            "params": {"prompt": "Say ${item}", "model": "gpt-4o-mini", "max_tokens": 500}}]}),
+    );
+    let budget = 0.002;
+    let (v, code, err) = run_json(
+        with_openai(&env, &server)
+            .args(["--output-format", "json", "--max-cost", "0.002"])
+            .arg(&wf),
+    );
+    // 20 calls bill $0.00045 each ($0.009): the budget stops the batch.
+    assert_eq!(code, 3, "{v}\n{err}");
+    let m = &v["metrics"];
+    let spent = m["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(spent <= budget + 1e-12, "spent {spent} of {budget}: {m}");
+    let sent = requests(&server).await as f64;
+    assert!(
+        (spent - sent * 0.00045).abs() < 1e-9,
+        "{sent} calls, {spent}"
+    );
+    // The budget bought four calls; learning the ratio lets it use them.
+    assert!(sent >= 3.0, "{sent} calls");
 }
