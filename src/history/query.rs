@@ -2,7 +2,7 @@
 //! grouped by day (UTC), workflow, model or node, and pruning old runs.
 
 use super::{db, HistoryError};
-use crate::accounting::{round_usd, CostTotal, Tokens};
+use crate::accounting::{CostTotal, Tokens};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
@@ -222,24 +222,23 @@ pub fn stats(
 /// At most this many of a workflow's latest successful runs feed its expected cost.
 pub const PAST_RUNS_LIMIT: u64 = 50;
 
-/// What earlier successful runs of one workflow (same IR hash) cost: the
-/// medians the pre-run estimate shows as its expected value.
+/// What earlier successful runs of one workflow (same IR hash) used, as
+/// stored tokens: the estimate picks the runs that called the same models
+/// and prices them again at today's prices ([`crate::runtime::estimate`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PastRuns {
-    /// How many runs the medians are over (the latest [`PAST_RUNS_LIMIT`]).
-    pub runs: u64,
-    /// Median of the runs' workflow cost (the planner's share left out).
-    pub median_cost_usd: Option<f64>,
-    pub median_tokens: Option<u64>,
-    /// Per node path with batch indexes removed (`each[3]/ask` → `each/ask`),
-    /// summed within a run; a run where the node did not run counts as 0.
-    pub nodes: std::collections::BTreeMap<String, NodeMedian>,
+    /// The latest [`PAST_RUNS_LIMIT`] runs, newest first.
+    pub runs: Vec<PastRun>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct NodeMedian {
-    pub cost_usd: f64,
-    pub tokens: u64,
+/// One earlier run's workflow usage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PastRun {
+    /// Tokens per model (as requested).
+    pub models: std::collections::BTreeMap<String, Tokens>,
+    /// Tokens per node path with batch indexes removed (`each[3]/ask` →
+    /// `each/ask`), summed within the run.
+    pub nodes: std::collections::BTreeMap<String, Tokens>,
 }
 
 /// `each[3]/ask` → `each/ask`: batch items of one node grouped together.
@@ -263,19 +262,6 @@ pub fn strip_indexes(path: &str) -> String {
     out
 }
 
-fn median_f64(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// [`past_runs`] on an open connection.
 pub fn past_runs_in(conn: &Connection, workflow_hash: &str) -> rusqlite::Result<PastRuns> {
     let mut stmt = conn.prepare(
@@ -287,51 +273,32 @@ pub fn past_runs_in(conn: &Connection, workflow_hash: &str) -> rusqlite::Result<
             r.get::<_, i64>(0)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut per_run = Vec::with_capacity(ids.len());
-    let mut rows = conn.prepare_cached(
-        "SELECT node_path, tokens_total, cost_usd FROM run_nodes
-         WHERE run_id = ?1 AND section = 'workflow'",
-    )?;
+    const KINDS: &str = "tokens_input, tokens_output, tokens_total, tokens_cache_read,
+        tokens_cache_write, tokens_reasoning";
+    let mut model_rows = conn.prepare_cached(&format!(
+        "SELECT model, {KINDS} FROM run_models WHERE run_id = ?1"
+    ))?;
+    let mut node_rows = conn.prepare_cached(&format!(
+        "SELECT node_path, {KINDS} FROM run_nodes WHERE run_id = ?1 AND section = 'workflow'"
+    ))?;
+    let mut runs = Vec::with_capacity(ids.len());
     for id in &ids {
-        let mut nodes: std::collections::BTreeMap<String, NodeMedian> = Default::default();
-        let found = rows.query_map(params![id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?.max(0) as u64,
-                r.get::<_, f64>(2)?,
-            ))
-        })?;
-        for row in found {
-            let (path, tokens, cost) = row?;
-            let e = nodes.entry(strip_indexes(&path)).or_default();
-            e.tokens += tokens;
-            e.cost_usd += cost;
+        let mut run = PastRun::default();
+        for row in model_rows.query_map(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, tokens_at(r, 1)?))
+        })? {
+            let (model, t) = row?;
+            run.models.entry(model).or_default().add(&t);
         }
-        per_run.push(nodes);
+        for row in node_rows.query_map(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, tokens_at(r, 1)?))
+        })? {
+            let (path, t) = row?;
+            run.nodes.entry(strip_indexes(&path)).or_default().add(&t);
+        }
+        runs.push(run);
     }
-    let keys: std::collections::BTreeSet<&String> = per_run.iter().flat_map(|n| n.keys()).collect();
-    let nodes = keys
-        .into_iter()
-        .map(|k| {
-            let of = |f: &dyn Fn(&NodeMedian) -> f64| {
-                median_f64(per_run.iter().map(|n| n.get(k).map_or(0.0, f)).collect()).unwrap_or(0.0)
-            };
-            let m = NodeMedian {
-                cost_usd: round_usd(of(&|m| m.cost_usd)),
-                tokens: of(&|m| m.tokens as f64).round() as u64,
-            };
-            (k.clone(), m)
-        })
-        .collect();
-    let totals = |f: &dyn Fn(&NodeMedian) -> f64| {
-        median_f64(per_run.iter().map(|n| n.values().map(f).sum()).collect())
-    };
-    Ok(PastRuns {
-        runs: ids.len() as u64,
-        median_cost_usd: totals(&|m| m.cost_usd).map(round_usd),
-        median_tokens: totals(&|m| m.tokens as f64).map(|t| t.round() as u64),
-        nodes,
-    })
+    Ok(PastRuns { runs })
 }
 
 /// The earlier successful `pflow run`s of the workflow whose IR hashes to
@@ -590,27 +557,13 @@ mod tests {
             record(&db, r).unwrap();
         }
         let p = past_runs(&db, "abc").unwrap();
-        assert_eq!(p.runs, 3);
-        // Workflow sums per run: 0.5, 0.9, 1.1 → median 0.9.
-        assert_eq!(p.median_cost_usd, Some(0.9));
-        assert_eq!(p.median_tokens, Some(300));
-        assert_eq!(p.nodes["ask"].cost_usd, 0.6);
-        assert_eq!(p.nodes["ask"].tokens, 300);
-        assert_eq!(p.nodes["each"].cost_usd, 0.0);
-        assert_eq!(past_runs(&db, "nope").unwrap(), PastRuns::default());
-        let missing = dir.path().join("none.db");
-        assert_eq!(past_runs(&missing, "abc").unwrap().runs, 0);
-        assert!(!missing.exists());
-    }
-
-    #[test]
-    fn indexes_are_stripped_and_medians_of_even_counts_average() {
-        assert_eq!(strip_indexes("each[3]/ask"), "each/ask");
-        assert_eq!(strip_indexes("a[1]/b[22]"), "a/b");
-        assert_eq!(strip_indexes("odd[x]"), "odd[x]");
-        assert_eq!(strip_indexes("plain"), "plain");
-        assert_eq!(median_f64(vec![3.0, 1.0, 2.0, 10.0]), Some(2.5));
-        assert_eq!(median_f64(vec![]), None);
+        // The three ok runs of `abc`, newest first, with their stored tokens.
+        assert_eq!(p.runs.len(), 3);
+        let inputs: Vec<u64> = p.runs.iter().map(|r| r.models["gpt-4o"].input).collect();
+        assert_eq!(inputs, [300, 200, 100]);
+        assert_eq!(p.runs[0].nodes["ask"].total, 400);
+        assert_eq!(p.runs[0].nodes["each"].input, 20);
+        assert!(!p.runs[1].nodes.contains_key("each"));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! prompts against what is known before the run (inputs and defaults), and
 //! prices each call with the budget guard's estimator: the low end is the
 //! known prompt with one output token, the high end adds the most output the
-//! call may produce. Earlier runs of the same workflow, when the history has
-//! them, give the expected value (their median).
+//! call may produce. Earlier runs of the same workflow (same IR hash) that
+//! called the same models, when the history has them, give the expected
+//! value: their stored tokens priced at today's prices, the median.
 
 use super::template::{lookup, render_into, CompiledValue, Scope};
 use super::{CompiledKind, CompiledNode, CompiledWorkflow};
@@ -219,7 +220,109 @@ pub fn estimate(
         on_default_path: true,
     };
     walk_workflow(&mut walk, wf, inputs, at)?;
-    Ok(assemble(wf, walk, past))
+    let expected = past.map(|p| Expected::of(p, &walk.calls, prices));
+    Ok(assemble(wf, walk, expected.as_ref()))
+}
+
+/// The expected value from earlier runs: medians over the runs that called
+/// exactly the models this run will call, re-priced at today's prices.
+#[derive(Debug, Default)]
+struct Expected {
+    runs: u64,
+    /// `None` when a model of theirs has no price today.
+    median_cost_usd: Option<f64>,
+    median_tokens: Option<u64>,
+    /// Per node (batch indexes removed); a run where a node did not run counts 0.
+    nodes: HashMap<String, (Option<f64>, u64)>,
+}
+
+fn median_f64(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// What `tokens` of `model` cost at today's prices (`None`: unpriced).
+fn price_now(model: &str, tokens: &crate::accounting::Tokens, prices: &PriceTable) -> Option<f64> {
+    let (provider, bare) = llm::resolve_model(model).ok()?;
+    prices
+        .price(&crate::pricing::CallFacts {
+            provider: provider.pricing(),
+            model: &bare,
+            response_model: None,
+            provider_cost_usd: None,
+            tokens: Some(*tokens),
+        })
+        .known_usd()
+}
+
+impl Expected {
+    fn of(past: &PastRuns, calls: &[Call], prices: &PriceTable) -> Expected {
+        let bare = |m: &str| llm::resolve_model(m).map_or(m.to_string(), |(_, b)| b);
+        let now: std::collections::BTreeSet<String> =
+            calls.iter().map(|c| bare(&c.model)).collect();
+        let node_model: HashMap<String, &str> = calls
+            .iter()
+            .map(|c| {
+                (
+                    crate::history::query::strip_indexes(&c.path),
+                    c.model.as_str(),
+                )
+            })
+            .collect();
+        let same: Vec<_> = past
+            .runs
+            .iter()
+            .filter(|r| {
+                let theirs: std::collections::BTreeSet<String> =
+                    r.models.keys().map(|m| bare(m)).collect();
+                theirs == now
+            })
+            .collect();
+        let mut e = Expected {
+            runs: same.len() as u64,
+            ..Default::default()
+        };
+        if same.is_empty() {
+            return e;
+        }
+        let costs: Option<Vec<f64>> = same
+            .iter()
+            .map(|r| {
+                r.models
+                    .iter()
+                    .map(|(m, t)| price_now(m, t, prices))
+                    .sum::<Option<f64>>()
+            })
+            .collect();
+        e.median_cost_usd = costs.and_then(median_f64).map(round);
+        e.median_tokens = median_f64(
+            same.iter()
+                .map(|r| r.models.values().map(|t| t.total as f64).sum())
+                .collect(),
+        )
+        .map(|t| t.round() as u64);
+        for (path, model) in &node_model {
+            let zero = crate::accounting::Tokens::default();
+            let of = |r: &&crate::history::query::PastRun| *r.nodes.get(path).unwrap_or(&zero);
+            let cost: Option<Vec<f64>> = same
+                .iter()
+                .map(|r| price_now(model, &of(r), prices))
+                .collect();
+            let tokens = median_f64(same.iter().map(|r| of(r).total as f64).collect())
+                .map_or(0, |t| t.round() as u64);
+            e.nodes
+                .insert(path.clone(), (cost.and_then(median_f64).map(round), tokens));
+        }
+        e
+    }
 }
 
 /// Nodes reached from the start by `default` actions: the ones every successful run runs.
@@ -515,7 +618,7 @@ fn llm_call(
     })
 }
 
-fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&PastRuns>) -> Estimate {
+fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&Expected>) -> Estimate {
     let mut nodes: Vec<NodeEstimate> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let history_runs = past.map_or(0, |p| p.runs);
@@ -534,9 +637,12 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&PastRuns>) -> E
                 n.priced &= priced;
             }
             None => {
-                let hist = past
-                    .filter(|p| p.runs > 0)
-                    .map(|p| p.nodes.get(&c.path).copied().unwrap_or_default());
+                let hist = past.filter(|p| p.runs > 0).map(|p| {
+                    p.nodes
+                        .get(&crate::history::query::strip_indexes(&c.path))
+                        .copied()
+                        .unwrap_or_default()
+                });
                 index.insert(c.path.clone(), nodes.len());
                 nodes.push(NodeEstimate {
                     node: c.path,
@@ -551,8 +657,8 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&PastRuns>) -> E
                     on_default_path: c.on_default_path,
                     low_usd: c.low,
                     high_usd: c.high,
-                    expected_usd: hist.filter(|_| priced).map(|h| h.cost_usd),
-                    expected_tokens: hist.map(|h| h.tokens),
+                    expected_usd: hist.filter(|_| priced).and_then(|h| h.0),
+                    expected_tokens: hist.map(|h| h.1),
                     history_runs,
                     price_key: c.price_key,
                     priced,
@@ -882,29 +988,33 @@ mod tests {
     fn history_medians_become_the_expected_value() {
         let wf = compile(json!({"ir_version": "0.1.0", "nodes": [
             {"id": "a", "type": "llm", "params": {"prompt": "hi", "model": "gpt-4o", "max_tokens": 10}}]}));
-        let mut past = PastRuns {
-            runs: 3,
-            median_cost_usd: Some(0.0004),
-            median_tokens: Some(51),
-            ..Default::default()
+        // Three earlier runs on gpt-4o (14 in, 37 out: $0.000405 today), one on echo.
+        let run = |model: &str, input: u64, output: u64| {
+            let t = crate::accounting::Tokens::call(input, output);
+            crate::history::query::PastRun {
+                models: [(model.to_string(), t)].into(),
+                nodes: [("a".to_string(), t)].into(),
+            }
         };
-        past.nodes.insert(
-            "a".into(),
-            crate::history::query::NodeMedian {
-                cost_usd: 0.0004,
-                tokens: 51,
-            },
-        );
+        let past = PastRuns {
+            runs: vec![
+                run("gpt-4o", 14, 37),
+                run("echo", 2, 2),
+                run("gpt-4o", 14, 37),
+                run("gpt-4o", 20, 100),
+            ],
+        };
         let e = estimate(&wf, &Map::new(), PriceTable::builtin(), Some(&past)).unwrap();
-        assert_eq!(e.nodes[0].expected_usd, Some(0.0004));
+        assert_eq!(e.nodes[0].expected_usd, Some(0.000405));
+        assert_eq!(e.nodes[0].expected_tokens, Some(51));
         assert_eq!(e.nodes[0].history_runs, 3);
         assert_eq!(
             (e.total.expected_usd, e.total.history_runs),
-            (Some(0.0004), 3)
+            (Some(0.000405), 3)
         );
         assert!(
             e.total_line()
-                .ends_with("(expected $0.000400 from 3 earlier runs)"),
+                .ends_with("(expected $0.000405 from 3 earlier runs)"),
             "{}",
             e.total_line()
         );

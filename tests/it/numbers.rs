@@ -276,3 +276,61 @@ async fn budget_learns_billed_prompt_tokens_in_a_parallel_batch() {
     // The budget bought four calls; learning the ratio lets it use them.
     assert!(sent >= 3.0, "{sent} calls");
 }
+
+/// Repro 4: the expected value comes only from earlier runs with the same
+/// models, priced at today's prices from their stored tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn expected_value_needs_the_same_models_and_todays_prices() {
+    let server = server_answering("gpt-4o-mini-2024-07-18", 10, 20).await;
+    let env = Env::new();
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "inputs": {"model": {"type": "string", "default": "echo"}},
+            "nodes": [{"id": "ask", "type": "llm", "params": {"prompt": "Say ok", "model": "${model}", "max_tokens": 50}}]}),
+    );
+    for _ in 0..2 {
+        let out = with_openai(&env, &server).arg(&wf).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let estimate = |extra: &[&str]| {
+        let (v, code, err) = run_json(
+            with_openai(&env, &server)
+                .args(["--output-format", "json"])
+                .args(extra)
+                .arg("run")
+                .arg(&wf)
+                .args(["model=gpt-4o-mini", "--estimate"]),
+        );
+        assert_eq!(code, 0, "{v}\n{err}");
+        v["estimate"]["total"].clone()
+    };
+    // Only echo runs so far: nothing to expect of gpt-4o-mini (not $0).
+    let t = estimate(&[]);
+    assert_eq!(t["history_runs"], json!(0), "{t}");
+    assert_eq!(t["expected_usd"], Value::Null, "{t}");
+
+    let out = with_openai(&env, &server)
+        .arg(&wf)
+        .arg("model=gpt-4o-mini")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Today's price for gpt-4o-mini is the override: 30 tokens at $100/M.
+    let prices = env.write(
+        "prices.json",
+        r#"{"gpt-4o-mini": {"input": 100, "output": 100}}"#,
+    );
+    let p = prices.display().to_string();
+    let t = estimate(&["--pricing", &p]);
+    assert_eq!(t["history_runs"], json!(1), "{t}");
+    assert!(close(&t["expected_usd"], 30.0 * 100e-6), "{t}");
+    assert_eq!(t["expected_tokens"], json!(30));
+}
