@@ -35,6 +35,42 @@ pub enum SpanKind {
     Other,
 }
 
+/// What a span is, from its attributes (`get` returns a value as text, `None`
+/// when absent): the one rule every reader of spans applies — the metrics,
+/// the trace commands, the OTel metrics and the backend profiles.
+pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
+    if get(attr::RUN_STATUS).is_some() || get(attr::RUN_COMMAND).is_some() {
+        return SpanKind::Run;
+    }
+    let op = get(attr::GEN_AI_OPERATION_NAME);
+    let llm_marker = [
+        attr::USAGE_INPUT_TOKENS,
+        attr::USAGE_OUTPUT_TOKENS,
+        attr::COST_SOURCE,
+        attr::LLM_NODE_PATH,
+    ]
+    .iter()
+    .any(|k| get(k).is_some());
+    if llm_marker || op.as_deref().is_some_and(|o| LLM_OPERATIONS.contains(&o)) {
+        return SpanKind::LlmCall;
+    }
+    match get(attr::NODE_ROLE).as_deref() {
+        Some(attr::ROLE_BATCH) => return SpanKind::Batch,
+        Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
+        Some(_) => return SpanKind::Node,
+        None => {}
+    }
+    if get(attr::PLANNER_STEP).is_some() {
+        SpanKind::PlannerStep
+    } else if op.as_deref() == Some("plan") {
+        SpanKind::Planner
+    } else if get(attr::WORKFLOW_DEPTH).is_some() || op.as_deref() == Some("invoke_workflow") {
+        SpanKind::Workflow
+    } else {
+        SpanKind::Other
+    }
+}
+
 /// GenAI operation names that are model calls.
 const LLM_OPERATIONS: &[&str] = &["chat", "text_completion", "generate_content"];
 
@@ -195,27 +231,17 @@ impl SpanFacts {
     /// token usage, a cost source or the node path of a call: the one rule
     /// every reader of spans applies.
     pub fn kind(&self) -> SpanKind {
-        if self.is_run {
-            return SpanKind::Run;
-        }
-        if self.llm {
-            return SpanKind::LlmCall;
-        }
-        match self.node_role.as_deref() {
-            Some(attr::ROLE_BATCH) => return SpanKind::Batch,
-            Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
-            Some(_) => return SpanKind::Node,
-            None => {}
-        }
-        if self.planner_root {
-            SpanKind::Planner
-        } else if self.planner_step.is_some() {
-            SpanKind::PlannerStep
-        } else if self.workflow_depth.is_some() {
-            SpanKind::Workflow
-        } else {
-            SpanKind::Other
-        }
+        // The facts stand for the attributes they were read from; `llm` for
+        // any of the LLM-call markers.
+        classify(&|k: &str| match k {
+            attr::RUN_COMMAND => self.is_run.then(String::new),
+            attr::LLM_NODE_PATH => self.llm.then(String::new),
+            attr::NODE_ROLE => self.node_role.clone(),
+            attr::GEN_AI_OPERATION_NAME => self.operation.clone(),
+            attr::PLANNER_STEP => self.planner_step.clone(),
+            attr::WORKFLOW_DEPTH => self.workflow_depth.map(|d| d.to_string()),
+            _ => None,
+        })
     }
 
     pub fn is_llm(&self) -> bool {

@@ -119,7 +119,8 @@ impl OtelMetrics {
     /// Records what a finished span says.
     pub fn record(&self, f: &SpanFacts) {
         let secs = f.duration.as_secs_f64();
-        if f.is_run {
+        let kind = f.kind();
+        if kind == crate::accounting::span::SpanKind::Run {
             self.runs.add(
                 1,
                 &[KeyValue::new(
@@ -129,7 +130,7 @@ impl OtelMetrics {
             );
             return;
         }
-        if f.llm {
+        if kind == crate::accounting::span::SpanKind::LlmCall {
             let mut attrs = vec![
                 KeyValue::new(
                     "gen_ai.operation.name",
@@ -157,7 +158,11 @@ impl OtelMetrics {
                 self.token_usage.record(f.input_tokens, &with("input"));
                 self.token_usage.record(f.output_tokens, &with("output"));
             }
-            if let (Some(c), false) = (f.cost_usd, f.unpriced) {
+            let call = f.call_usage();
+            let known = call
+                .cost_source
+                .is_none_or(crate::accounting::CostSource::is_known);
+            if let (Some(c), true) = (call.usd, known) {
                 self.cost.add(
                     c,
                     &[KeyValue::new(

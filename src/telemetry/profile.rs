@@ -165,25 +165,22 @@ impl<F: Fn(&str) -> Option<Val>> Attrs for F {
     }
 }
 
+/// The accounting model's span kind, refined into what a backend shows.
 fn classify(a: &dyn Attrs) -> Kind {
-    let s = |k: &str| a.get(k).and_then(|v| v.as_str().map(str::to_string));
-    if a.get(attr::RUN_COMMAND).is_some() {
-        return Kind::Root;
-    }
-    match s(attr::GEN_AI_OPERATION_NAME).as_deref() {
-        Some("invoke_workflow") => return Kind::Workflow,
-        Some("plan") if a.get(attr::PLANNER_STEP).is_some() => return Kind::PlannerStep,
-        Some("plan") => return Kind::Planner,
-        _ => {}
-    }
-    if a.get("pflow.llm.attempt").is_some() {
-        return Kind::Llm;
-    }
-    match (s(attr::NODE_ROLE).as_deref(), s(attr::NODE_TYPE).as_deref()) {
-        (Some(attr::ROLE_BATCH), _) => Kind::ChainNode,
-        (Some(_), Some("llm" | "workflow")) => Kind::ChainNode,
-        (Some(_), _) => Kind::ToolNode,
-        (None, _) => Kind::Other,
+    use crate::accounting::span::{classify, SpanKind};
+    let s = |k: &str| a.get(k).map(|v| v.as_str().unwrap_or_default().to_string());
+    match classify(&s) {
+        SpanKind::Run => Kind::Root,
+        SpanKind::Workflow => Kind::Workflow,
+        SpanKind::Planner => Kind::Planner,
+        SpanKind::PlannerStep => Kind::PlannerStep,
+        SpanKind::LlmCall => Kind::Llm,
+        SpanKind::Batch => Kind::ChainNode,
+        SpanKind::Node | SpanKind::BatchItem => match s(attr::NODE_TYPE).as_deref() {
+            Some("llm" | "workflow") => Kind::ChainNode,
+            _ => Kind::ToolNode,
+        },
+        SpanKind::Other => Kind::Other,
     }
 }
 
