@@ -103,6 +103,21 @@ pub fn duration_ms(ms: f64) -> String {
     }
 }
 
+/// `12ms`, `1.5s`, `2m 05s`, `1h 02m`: totals over many runs, read at a glance.
+pub fn duration_coarse(ms: f64) -> String {
+    let secs = ms / 1000.0;
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        format!("{}m {:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+    } else {
+        let (h, m) = ((secs / 3600.0) as u64, ((secs % 3600.0) / 60.0) as u64);
+        format!("{h}h {m:02}m")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +156,9 @@ mod tests {
         assert_eq!(duration_ms(12.345), "12.3 ms");
         assert_eq!(duration_ms(1234.0), "1.23 s");
         assert_eq!(duration_ms(123_000.0), "2m03s");
+        assert_eq!(duration_coarse(12.4), "12ms");
+        assert_eq!(duration_coarse(1520.0), "1.5s");
+        assert_eq!(duration_coarse(125_000.0), "2m 05s");
+        assert_eq!(duration_coarse(3_720_000.0), "1h 02m");
     }
 }

@@ -135,29 +135,26 @@ impl SpanFacts {
         };
         for kv in attrs {
             let k = kv.key.as_str();
+            let text = || Some(kv.value.as_str().into_owned());
             match k {
                 attr::RUN_STATUS => {
                     f.is_run = true;
-                    f.run_status = Some(kv.value.as_str().into_owned());
+                    f.run_status = text();
                 }
                 attr::RUN_COMMAND => f.is_run = true,
-                attr::PLANNER_PATH => f.planner_path = Some(kv.value.as_str().into_owned()),
+                attr::PLANNER_PATH => f.planner_path = text(),
                 attr::PLANNER_ATTEMPTS => f.planner_attempts = as_i64(&kv.value),
-                attr::PLANNER_STEP => f.planner_step = Some(kv.value.as_str().into_owned()),
-                attr::GEN_AI_PROVIDER_NAME => {
-                    f.provider_name = Some(kv.value.as_str().into_owned())
-                }
-                attr::GEN_AI_RESPONSE_MODEL => {
-                    f.response_model = Some(kv.value.as_str().into_owned())
-                }
-                attr::ERROR_TYPE => f.error_type = Some(kv.value.as_str().into_owned()),
-                attr::NODE_TYPE => f.node_type = Some(kv.value.as_str().into_owned()),
-                attr::NODE_STATUS => f.node_status = Some(kv.value.as_str().into_owned()),
+                attr::PLANNER_STEP => f.planner_step = text(),
+                attr::GEN_AI_PROVIDER_NAME => f.provider_name = text(),
+                attr::GEN_AI_RESPONSE_MODEL => f.response_model = text(),
+                attr::ERROR_TYPE => f.error_type = text(),
+                attr::NODE_TYPE => f.node_type = text(),
+                attr::NODE_STATUS => f.node_status = text(),
                 attr::WORKFLOW_DEPTH => f.workflow_depth = as_i64(&kv.value),
-                attr::NODE_ROLE => f.node_role = Some(kv.value.as_str().into_owned()),
-                attr::NODE_PATH => f.node_path = Some(kv.value.as_str().into_owned()),
+                attr::NODE_ROLE => f.node_role = text(),
+                attr::NODE_PATH => f.node_path = text(),
                 attr::NODE_ATTEMPT => f.attempt = as_i64(&kv.value).unwrap_or(1),
-                attr::SECTION => f.section = Some(kv.value.as_str().into_owned()),
+                attr::SECTION => f.section = text(),
                 attr::USAGE_INPUT_TOKENS => {
                     f.llm = true;
                     f.has_usage = true;
@@ -176,27 +173,26 @@ impl SpanFacts {
                 attr::COST_SOURCE => {
                     f.llm = true;
                     f.unpriced = kv.value.as_str() == CostSource::Unpriced.as_str();
-                    f.cost_source = Some(kv.value.as_str().into_owned());
+                    f.cost_source = text();
                 }
-                attr::USAGE_SOURCE => f.usage_source = Some(kv.value.as_str().into_owned()),
+                attr::USAGE_SOURCE => f.usage_source = text(),
                 attr::COST_CACHE_SAVINGS_USD => {
                     f.cache_savings_usd = as_f64(&kv.value).unwrap_or(0.0)
                 }
-                attr::GEN_AI_REQUEST_MODEL => f.model = Some(kv.value.as_str().into_owned()),
+                attr::GEN_AI_REQUEST_MODEL => f.model = text(),
                 attr::GEN_AI_OPERATION_NAME => {
-                    f.operation = Some(kv.value.as_str().into_owned());
+                    f.operation = text();
                     if LLM_OPERATIONS.contains(&kv.value.as_str().as_ref()) {
                         f.llm = true;
                     }
                 }
                 attr::LLM_NODE_PATH => {
                     f.llm = true;
-                    f.llm_node_path = Some(kv.value.as_str().into_owned())
+                    f.llm_node_path = text()
                 }
                 attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
                 k if k.starts_with("pflow.budget.") => {
                     let b = f.budget.get_or_insert_with(BudgetMetrics::default);
-                    let text = || Some(kv.value.as_str().into_owned());
                     let flag = matches!(kv.value, OtelValue::Bool(true));
                     match k {
                         attr::BUDGET_MAX_COST_USD => b.max_cost_usd = as_f64(&kv.value),

@@ -4,7 +4,7 @@
 //! `schema_version`.
 
 use super::span::{SpanFacts, SpanKind};
-use super::{batch_of, round_usd, CostTotal, Tokens, Usage};
+use super::{batch_of, round_usd, CostTotal, Usage};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
@@ -17,20 +17,10 @@ pub struct SectionMetrics {
     pub nodes_executed: u64,
     /// Batch items run, counted apart from the nodes.
     pub batch_items: u64,
-    pub llm_calls: u64,
-    pub tokens: Tokens,
-    /// `cost_usd` (null when some LLM call had no known price),
-    /// `cost_usd_lower_bound` and `cost_complete`.
+    /// The section's LLM calls, tokens and cost (`cost_usd` null when some
+    /// call had no known price, `cost_usd_lower_bound`, `cost_complete`).
     #[serde(flatten)]
-    pub cost: CostTotal,
-    /// LLM calls whose tokens are estimates (the provider reported no usage).
-    pub estimated_calls: u64,
-    /// LLM calls per token source (see [`Usage::token_sources`]).
-    pub token_sources: IndexMap<String, u64>,
-    /// LLM calls per cost source (see [`Usage::cost_sources`]).
-    pub cost_sources: IndexMap<String, u64>,
-    /// What cache reads saved in this section, in USD.
-    pub cache_savings_usd: f64,
+    pub usage: Usage,
     /// Wall time per node path (`id`, `parent/child`, `id[3]`), summed over attempts.
     pub node_timings: IndexMap<String, f64>,
     /// LLM calls, tokens and cost per node path (nodes that called an LLM);
@@ -246,13 +236,7 @@ impl Aggregator {
             duration_ms: ms(agg.duration.unwrap_or_default()),
             nodes_executed: agg.nodes_executed,
             batch_items: agg.batch_items,
-            llm_calls: agg.usage.llm_calls,
-            tokens: agg.usage.tokens,
-            cost: agg.usage.cost.rounded(),
-            estimated_calls: agg.usage.estimated_calls,
-            token_sources: agg.usage.token_sources.clone(),
-            cost_sources: agg.usage.cost_sources.clone(),
-            cache_savings_usd: round_usd(agg.usage.cache_savings_usd),
+            usage: agg.usage.rounded(),
             node_timings: by_start(&agg.timings),
             node_usage: roll_up(&agg.node_usage),
             path_taken: agg.path.clone(),
@@ -266,20 +250,18 @@ impl Aggregator {
         let planner = self.planner.as_ref().map(Self::section);
         let p = planner.as_ref();
         let section_sum = workflow.duration_ms + p.map_or(0.0, |p| p.duration_ms);
-        let mut cost = workflow.cost;
+        let mut all = workflow.usage.clone();
         if let Some(p) = p {
-            cost.add(&p.cost);
+            all.add(&p.usage);
         }
         MetricsSummary {
             schema_version: 1,
             total: TotalMetrics {
                 duration_ms: self.run.map(ms).unwrap_or(section_sum),
-                llm_calls: workflow.llm_calls + p.map_or(0, |p| p.llm_calls),
-                tokens_total: workflow.tokens.total + p.map_or(0, |p| p.tokens.total),
-                cost: cost.rounded(),
-                cache_savings_usd: round_usd(
-                    workflow.cache_savings_usd + p.map_or(0.0, |p| p.cache_savings_usd),
-                ),
+                llm_calls: all.llm_calls,
+                tokens_total: all.tokens.total,
+                cost: all.cost.rounded(),
+                cache_savings_usd: round_usd(all.cache_savings_usd),
             },
             workflow,
             planner,
@@ -347,7 +329,7 @@ mod tests {
         let keys: Vec<&String> = s.workflow.node_timings.keys().collect();
         assert_eq!(keys, ["a", "b", "c", "c[0]", "c[1]"]);
         assert_eq!(s.workflow.node_timings["a"], 7.0);
-        assert_eq!(s.workflow.tokens.total, 15);
+        assert_eq!(s.workflow.usage.tokens.total, 15);
         assert_eq!(s.total.tokens_total, 15);
         assert_eq!(s.total.llm_calls, 1);
         assert_eq!(s.total.duration_ms, 40.0);
@@ -400,7 +382,7 @@ mod tests {
         let want = |pairs: &[(&str, u64)]| -> IndexMap<String, u64> {
             pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
         };
-        let w = &s.workflow;
+        let w = &s.workflow.usage;
         assert_eq!(
             w.token_sources,
             want(&[
@@ -416,7 +398,7 @@ mod tests {
         );
         assert_eq!(w.cache_savings_usd, 0.0003);
         assert_eq!(s.total.cache_savings_usd, 0.0003);
-        assert_eq!(w.node_usage["ask"].token_sources, w.token_sources);
+        assert_eq!(s.workflow.node_usage["ask"].token_sources, w.token_sources);
         assert_eq!(s.models["m"].cost_sources, w.cost_sources);
         assert_eq!(s.models["m"].cache_savings_usd, 0.0003);
     }
@@ -481,8 +463,8 @@ mod tests {
         assert_eq!(s.workflow.node_usage["solo"].cost.usd, None);
         assert_eq!(s.models["x"].cost.usd, None);
         assert_eq!(s.models["m"].cost.usd, Some(0.003));
-        assert_eq!(s.workflow.cost.usd, None);
-        assert_eq!(s.workflow.cost.lower_bound_usd, 0.003);
+        assert_eq!(s.workflow.usage.cost.usd, None);
+        assert_eq!(s.workflow.usage.cost.lower_bound_usd, 0.003);
         assert_eq!(s.total.cost.usd, None);
         assert_eq!(s.total.cost.lower_bound_usd, 0.003);
         assert_eq!(s.unpriced_models, ["x"]);

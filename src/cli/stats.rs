@@ -181,22 +181,7 @@ pub fn stats_json(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> serde
     })
 }
 
-fn duration(ms: f64) -> String {
-    let secs = ms / 1000.0;
-    if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else if secs < 3600.0 {
-        format!("{}m {:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
-    } else {
-        format!(
-            "{}h {:02}m",
-            (secs / 3600.0) as u64,
-            ((secs % 3600.0) / 60.0) as u64
-        )
-    }
-}
+use crate::format::duration_coarse as duration;
 
 pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> String {
     let range = since_str(since).map_or("all time".to_string(), |s| format!("since {s}"));
@@ -277,14 +262,6 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration(12.4), "12ms");
-        assert_eq!(duration(1520.0), "1.5s");
-        assert_eq!(duration(125_000.0), "2m 05s");
-        assert_eq!(duration(3_720_000.0), "1h 02m");
-    }
 
     #[test]
     fn empty_history_is_friendly() {

@@ -364,9 +364,9 @@ mod tests {
     /// A run of `name` with one LLM node `ask` on `model` and a shell node `prep`.
     fn run(time: &str, name: &str, status: &str, model: &str, u: Usage) -> RunRecord {
         let mut m = MetricsSummary::default();
-        m.workflow.llm_calls = u.llm_calls;
-        m.workflow.tokens = u.tokens;
-        m.workflow.cost = u.cost;
+        m.workflow.usage.llm_calls = u.llm_calls;
+        m.workflow.usage.tokens = u.tokens;
+        m.workflow.usage.cost = u.cost;
         m.workflow.node_timings.insert("prep".into(), 5.0);
         m.workflow.node_timings.insert("ask".into(), 100.0);
         m.workflow.node_usage.insert("ask".into(), u.clone());

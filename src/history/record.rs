@@ -65,8 +65,8 @@ fn i(n: u64) -> i64 {
 
 pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64> {
     let m = &run.metrics;
-    let tokens = m.planner.as_ref().map_or(m.workflow.tokens, |p| {
-        Tokens::sum(&m.workflow.tokens, &p.tokens)
+    let tokens = m.planner.as_ref().map_or(m.workflow.usage.tokens, |p| {
+        Tokens::sum(&m.workflow.usage.tokens, &p.usage.tokens)
     });
     tx.execute(
         "INSERT INTO runs (time, time_unix_ms, command, workflow_name, workflow_hash, status,

@@ -596,7 +596,8 @@ impl Budget {
             est.prompt_tokens *= 2;
             est.max_output_tokens *= 2;
         }
-        let busy = s.reserved_usd > 0.0 || s.reserved_tokens > 0;
+        // Counted, not read off the float sum: a residue of rounding is no call in flight.
+        let busy = s.in_flight.values().any(|n| *n > 0);
         let refuse_or_wait = |s: &mut State, e: Box<BudgetExceeded>| {
             if may_wait && busy {
                 Admission::Wait

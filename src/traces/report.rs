@@ -214,8 +214,8 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
             .get(name)
             .map(|ms| crate::format::duration_ms(*ms))
             .unwrap_or_default();
-        let share = if sec.cost.lower_bound_usd > 0.0 {
-            u.cost.lower_bound_usd / sec.cost.lower_bound_usd
+        let share = if sec.usage.cost.lower_bound_usd > 0.0 {
+            u.cost.lower_bound_usd / sec.usage.cost.lower_bound_usd
         } else {
             0.0
         };
@@ -249,10 +249,10 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         "</tbody><tfoot><tr><td>Total</td><td></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td></td></tr></tfoot></table>",
         esc(&crate::format::duration_ms(sec.duration_ms)),
-        sec.llm_calls,
-        sec.tokens.input,
-        sec.tokens.output,
-        esc(&cost_cell(&sec.cost)),
+        sec.usage.llm_calls,
+        sec.usage.tokens.input,
+        sec.usage.tokens.output,
+        esc(&cost_cell(&sec.usage.cost)),
     );
 }
 
@@ -307,10 +307,10 @@ fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
         out,
         "<p class=\"muted\">{} · {} LLM call{} · {} tokens · {}{}{}</p>",
         esc(&crate::format::duration_ms(p.duration_ms)),
-        p.llm_calls,
-        if p.llm_calls == 1 { "" } else { "s" },
-        p.tokens.total,
-        esc(&cost_cell(&p.cost)),
+        p.usage.llm_calls,
+        if p.usage.llm_calls == 1 { "" } else { "s" },
+        p.usage.tokens.total,
+        esc(&cost_cell(&p.usage.cost)),
         p.path_taken
             .as_deref()
             .map(|x| format!(" · path {}", esc(x)))
@@ -406,7 +406,7 @@ pub fn render_html(trace: &Trace) -> String {
         .iter()
         .chain(std::iter::once(&m.workflow))
         .fold((0, 0), |(i, o), s| {
-            (i + s.tokens.input, o + s.tokens.output)
+            (i + s.usage.tokens.input, o + s.usage.tokens.output)
         });
     card(
         &mut out,

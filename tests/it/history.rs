@@ -390,11 +390,11 @@ fn fixed_run(time: &str, name: &str, status: &str, models: &[(&str, Usage)]) -> 
     let mut node = usage(0, 0, 0, 0.0);
     for (model, u) in models {
         m.models.insert(model.to_string(), u.clone());
-        m.workflow.llm_calls += u.llm_calls;
-        m.workflow.tokens.input += u.tokens.input;
-        m.workflow.tokens.output += u.tokens.output;
-        m.workflow.tokens.total += u.tokens.total;
-        m.workflow.cost.add(&u.cost);
+        m.workflow.usage.llm_calls += u.llm_calls;
+        m.workflow.usage.tokens.input += u.tokens.input;
+        m.workflow.usage.tokens.output += u.tokens.output;
+        m.workflow.usage.tokens.total += u.tokens.total;
+        m.workflow.usage.cost.add(&u.cost);
         node.llm_calls += u.llm_calls;
         node.tokens.total += u.tokens.total;
         node.cost.add(&u.cost);
@@ -402,9 +402,9 @@ fn fixed_run(time: &str, name: &str, status: &str, models: &[(&str, Usage)]) -> 
     m.workflow.node_timings.insert("ask".into(), 1200.0);
     m.workflow.node_usage.insert("ask".into(), node);
     m.total.duration_ms = 1250.0;
-    m.total.llm_calls = m.workflow.llm_calls;
-    m.total.tokens_total = m.workflow.tokens.total;
-    m.total.cost = m.workflow.cost;
+    m.total.llm_calls = m.workflow.usage.llm_calls;
+    m.total.tokens_total = m.workflow.usage.tokens.total;
+    m.total.cost = m.workflow.usage.cost;
     RunRecord {
         time: DateTime::parse_from_rfc3339(time)
             .unwrap()
