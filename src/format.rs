@@ -118,6 +118,16 @@ pub fn duration_coarse(ms: f64) -> String {
     }
 }
 
+/// `MM:SS`, or `H:MM:SS` past an hour.
+pub fn clock(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,12 +87,8 @@ pub struct SpanFacts {
     pub section: Option<String>,
     /// An LLM call span (see [`SpanFacts::kind`]).
     pub llm: bool,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub cache_write_1h: u64,
-    pub reasoning: u64,
+    /// The `gen_ai.usage.*` token counts (`total` is input plus output).
+    pub tokens: Tokens,
     pub cost_usd: Option<f64>,
     /// `pflow.cost.source` is `unpriced`.
     pub unpriced: bool,
@@ -158,17 +154,17 @@ impl SpanFacts {
                 attr::USAGE_INPUT_TOKENS => {
                     f.llm = true;
                     f.has_usage = true;
-                    f.input_tokens = as_u64(&kv.value)
+                    f.tokens.input = as_u64(&kv.value)
                 }
                 attr::USAGE_OUTPUT_TOKENS => {
                     f.llm = true;
                     f.has_usage = true;
-                    f.output_tokens = as_u64(&kv.value)
+                    f.tokens.output = as_u64(&kv.value)
                 }
-                attr::USAGE_CACHE_READ => f.cache_read = as_u64(&kv.value),
-                attr::USAGE_CACHE_WRITE => f.cache_write = as_u64(&kv.value),
-                attr::USAGE_REASONING => f.reasoning = as_u64(&kv.value),
-                attr::USAGE_CACHE_WRITE_1H => f.cache_write_1h = as_u64(&kv.value),
+                attr::USAGE_CACHE_READ => f.tokens.cache_read = as_u64(&kv.value),
+                attr::USAGE_CACHE_WRITE => f.tokens.cache_write = as_u64(&kv.value),
+                attr::USAGE_REASONING => f.tokens.reasoning = as_u64(&kv.value),
+                attr::USAGE_CACHE_WRITE_1H => f.tokens.cache_write_1h = as_u64(&kv.value),
                 attr::COST_USD => f.cost_usd = as_f64(&kv.value),
                 attr::COST_SOURCE => {
                     f.llm = true;
@@ -247,13 +243,8 @@ impl SpanFacts {
     /// The tokens of an LLM call span.
     pub fn tokens(&self) -> Tokens {
         Tokens {
-            input: self.input_tokens,
-            output: self.output_tokens,
-            total: self.input_tokens + self.output_tokens,
-            cache_read: self.cache_read,
-            cache_write: self.cache_write,
-            cache_write_1h: self.cache_write_1h,
-            reasoning: self.reasoning,
+            total: self.tokens.input + self.tokens.output,
+            ..self.tokens
         }
     }
 

@@ -315,9 +315,12 @@ mod tests {
         });
         a.add(&SpanFacts {
             llm: true,
-            input_tokens: 10,
-            output_tokens: 5,
-            cache_read: 2,
+            tokens: crate::accounting::Tokens {
+                input: 10,
+                output: 5,
+                cache_read: 2,
+                ..Default::default()
+            },
             cost_usd: Some(0.001),
             ..Default::default()
         });
@@ -349,7 +352,7 @@ mod tests {
         assert_eq!(f.node_path.as_deref(), Some("p/c"));
         assert_eq!(f.attempt, 2);
         assert!(f.llm);
-        assert_eq!(f.input_tokens, 7);
+        assert_eq!(f.tokens.input, 7);
         assert_eq!(f.cost_usd, Some(0.5));
         assert!(f.budget.is_none());
     }

@@ -155,8 +155,8 @@ impl OtelMetrics {
                     a.push(KeyValue::new("gen_ai.token.type", t));
                     a
                 };
-                self.token_usage.record(f.input_tokens, &with("input"));
-                self.token_usage.record(f.output_tokens, &with("output"));
+                self.token_usage.record(f.tokens.input, &with("input"));
+                self.token_usage.record(f.tokens.output, &with("output"));
             }
             let call = f.call_usage();
             let known = call

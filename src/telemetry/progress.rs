@@ -168,15 +168,7 @@ fn done_line(elapsed: Duration, what: &str, state: &State) -> String {
 
 pub use crate::format::thousands;
 
-/// `MM:SS`, or `H:MM:SS` past an hour.
-pub fn clock(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{:02}:{:02}", s / 60, s % 60)
-    }
-}
+pub use crate::format::clock;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Kind {
