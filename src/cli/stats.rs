@@ -205,12 +205,15 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
     };
     out.push_str(&format!("  runs       {} ({} ok{not_ok})\n", t.runs, t.ok));
     out.push_str(&format!("  duration   {}\n", duration(t.duration_ms)));
-    out.push_str(&format!("  llm calls  {}\n", t.llm_calls));
+    out.push_str(&format!("  llm calls  {}\n", t.usage.llm_calls));
     out.push_str(&format!(
         "  tokens     {} (input {}, output {})\n",
-        t.tokens_total, t.tokens.input, t.tokens.output
+        t.usage.tokens_total, t.usage.tokens.input, t.usage.tokens.output
     ));
-    out.push_str(&format!("  cost       {}\n", crate::format::cost(&t.cost)));
+    out.push_str(&format!(
+        "  cost       {}\n",
+        crate::format::cost(&t.usage.cost)
+    ));
     if s.groups.is_empty() {
         return out;
     }
@@ -229,9 +232,9 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
             r.push(duration(g.duration_ms.unwrap_or(0.0)));
         }
         r.extend([
-            g.llm_calls.to_string(),
-            g.tokens_total.to_string(),
-            crate::format::cost(&g.cost),
+            g.usage.llm_calls.to_string(),
+            g.usage.tokens_total.to_string(),
+            crate::format::cost(&g.usage.cost),
         ]);
         rows.push(r);
     }

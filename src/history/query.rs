@@ -39,11 +39,17 @@ pub struct Totals {
     pub invalid: u64,
     pub interrupted: u64,
     pub duration_ms: f64,
+    #[serde(flatten)]
+    pub usage: UsageSums,
+}
+
+/// LLM usage summed over history rows: `cost_usd` is null when some run had
+/// an unpriced LLM call (`cost_usd_lower_bound` the priced part).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageSums {
     pub llm_calls: u64,
     pub tokens: Tokens,
     pub tokens_total: u64,
-    /// `cost_usd` (null when some run had an unpriced LLM call),
-    /// `cost_usd_lower_bound` and `cost_complete`.
     #[serde(flatten)]
     pub cost: CostTotal,
 }
@@ -61,11 +67,8 @@ pub struct Group {
     pub failed: Option<u64>,
     /// Run time (`day`, `workflow`) or node time (`node`); null for `model`.
     pub duration_ms: Option<f64>,
-    pub llm_calls: u64,
-    pub tokens: Tokens,
-    pub tokens_total: u64,
     #[serde(flatten)]
-    pub cost: CostTotal,
+    pub usage: UsageSums,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,6 +150,17 @@ fn tokens_at(r: &Row, first: usize) -> rusqlite::Result<Tokens> {
     })
 }
 
+/// `llm_calls` at `first`, then [`TOKEN_SUMS`].
+fn usage_at(r: &Row, first: usize) -> rusqlite::Result<UsageSums> {
+    let tokens = tokens_at(r, first + 1)?;
+    Ok(UsageSums {
+        llm_calls: count(r, first)?,
+        tokens_total: tokens.total,
+        tokens,
+        cost: CostTotal::new(r.get(first + 7)?, r.get::<_, i64>(first + 8)? != 0),
+    })
+}
+
 fn count(r: &Row, i: usize) -> rusqlite::Result<u64> {
     Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
 }
@@ -167,7 +181,6 @@ pub fn query(
         ),
         params![since_ms],
         |r| {
-            let tokens = tokens_at(r, 7)?;
             Ok(Totals {
                 runs: count(r, 0)?,
                 ok: count(r, 1)?,
@@ -175,27 +188,20 @@ pub fn query(
                 invalid: count(r, 3)?,
                 interrupted: count(r, 4)?,
                 duration_ms: r.get(5)?,
-                llm_calls: count(r, 6)?,
-                tokens_total: tokens.total,
-                tokens,
-                cost: CostTotal::new(r.get(13)?, r.get::<_, i64>(14)? != 0),
+                usage: usage_at(r, 6)?,
             })
         },
     )?;
     let mut stmt = conn.prepare(&group_sql(by))?;
     let groups = stmt
         .query_map(params![since_ms], |r| {
-            let tokens = tokens_at(r, 6)?;
             Ok(Group {
                 key: r.get(0)?,
                 runs: count(r, 1)?,
                 ok: r.get::<_, Option<i64>>(2)?.map(|n| n.max(0) as u64),
                 failed: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as u64),
                 duration_ms: r.get(4)?,
-                llm_calls: count(r, 5)?,
-                tokens_total: tokens.total,
-                tokens,
-                cost: CostTotal::new(r.get(12)?, r.get::<_, i64>(13)? != 0),
+                usage: usage_at(r, 5)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -425,10 +431,10 @@ mod tests {
         let s = stats(&db, None, GroupBy::Day).unwrap();
         assert_eq!(s.totals.runs, 3);
         assert_eq!((s.totals.ok, s.totals.failed), (2, 1));
-        assert_eq!(s.totals.llm_calls, 4);
-        assert_eq!(s.totals.tokens.input, 310);
-        assert_eq!(s.totals.tokens_total, 470);
-        assert_eq!(s.totals.cost.usd, Some(1.5));
+        assert_eq!(s.totals.usage.llm_calls, 4);
+        assert_eq!(s.totals.usage.tokens.input, 310);
+        assert_eq!(s.totals.usage.tokens_total, 470);
+        assert_eq!(s.totals.usage.cost.usd, Some(1.5));
         assert_eq!(s.totals.duration_ms, 330.0);
         let days: Vec<_> = s
             .groups
@@ -450,7 +456,7 @@ mod tests {
         let keys: Vec<_> = s
             .groups
             .iter()
-            .map(|g| (g.key.as_str(), g.runs, g.cost.lower_bound_usd))
+            .map(|g| (g.key.as_str(), g.runs, g.usage.cost.lower_bound_usd))
             .collect();
         assert_eq!(keys, [("a", 1, 1.0), ("b", 1, 0.0)]);
     }
@@ -466,8 +472,8 @@ mod tests {
                 (
                     g.key.as_str(),
                     g.runs,
-                    g.llm_calls,
-                    g.tokens_total,
+                    g.usage.llm_calls,
+                    g.usage.tokens_total,
                     g.duration_ms,
                 )
             })
@@ -477,7 +483,7 @@ mod tests {
         let n: Vec<_> = s
             .groups
             .iter()
-            .map(|g| (g.key.as_str(), g.runs, g.llm_calls, g.duration_ms))
+            .map(|g| (g.key.as_str(), g.runs, g.usage.llm_calls, g.duration_ms))
             .collect();
         assert_eq!(n, [("ask", 3, 4, Some(300.0)), ("prep", 3, 0, Some(15.0))]);
     }

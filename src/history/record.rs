@@ -6,7 +6,8 @@ use super::{db, HistoryError};
 use crate::accounting::{batch_of, Tokens, Usage};
 use crate::telemetry::metrics::MetricsSummary;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Transaction};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Transaction};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,24 @@ pub fn record(path: &Path, run: &RunRecord) -> Result<i64, HistoryError> {
     })
 }
 
+/// The usage columns every table shares: `llm_calls`, the six token counts,
+/// `cost_usd` (the priced sum) and `cost_complete`.
+fn usage_columns(u: &Usage) -> [Value; 9] {
+    let t = &u.tokens;
+    let n = |v: u64| Value::Integer(i(v));
+    [
+        n(u.llm_calls),
+        n(t.input),
+        n(t.output),
+        n(t.total),
+        n(t.cache_read),
+        n(t.cache_write),
+        n(t.reasoning),
+        Value::Real(u.cost.lower_bound_usd),
+        Value::Integer(i64::from(u.cost.complete)),
+    ]
+}
+
 fn i(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -103,20 +122,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for (model, u) in &m.models {
-        let t = &u.tokens;
-        model_row.execute(params![
-            id,
-            model,
-            i(u.llm_calls),
-            i(t.input),
-            i(t.output),
-            i(t.total),
-            i(t.cache_read),
-            i(t.cache_write),
-            i(t.reasoning),
-            u.cost.lower_bound_usd,
-            u.cost.complete,
-        ])?;
+        let key = [Value::Integer(id), Value::Text(model.clone())];
+        model_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;
     }
     let mut node_row = tx.prepare_cached(
         "INSERT INTO run_nodes (run_id, section, node_path, duration_ms, llm_calls, tokens_input,
@@ -140,22 +147,13 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         for path in paths {
             let none = Usage::default();
             let u = s.node_usage.get(path).unwrap_or(&none);
-            let t = &u.tokens;
-            node_row.execute(params![
-                id,
-                section,
-                path,
-                s.node_timings.get(path).copied().unwrap_or(0.0),
-                i(u.llm_calls),
-                i(t.input),
-                i(t.output),
-                i(t.total),
-                i(t.cache_read),
-                i(t.cache_write),
-                i(t.reasoning),
-                u.cost.lower_bound_usd,
-                u.cost.complete,
-            ])?;
+            let key = [
+                Value::Integer(id),
+                Value::Text(section.to_string()),
+                Value::Text(path.clone()),
+                Value::Real(s.node_timings.get(path).copied().unwrap_or(0.0)),
+            ];
+            node_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;
         }
     }
     Ok(id)
