@@ -52,6 +52,8 @@ struct State {
     batches: Vec<Batch>,
     tokens: u64,
     cost_usd: f64,
+    /// A call's cost is unknown (unpriced model, no usage): the cost is a lower bound.
+    cost_incomplete: bool,
 }
 
 #[derive(Debug)]
@@ -143,7 +145,11 @@ impl State {
             });
         }
         parts.push(format!("{} tok", thousands(self.tokens)));
-        parts.push(crate::format::usd_brief(self.cost_usd));
+        let at_least = if self.cost_incomplete { "≥ " } else { "" };
+        parts.push(format!(
+            "{at_least}{}",
+            crate::format::usd_brief(self.cost_usd)
+        ));
         format!("[{}] {}", clock(elapsed), parts.join(" · "))
     }
 
@@ -151,7 +157,10 @@ impl State {
         format!(
             "{} tok · {}",
             thousands(self.tokens),
-            crate::format::usd(self.cost_usd)
+            crate::format::cost(&crate::accounting::CostTotal::new(
+                self.cost_usd,
+                !self.cost_incomplete
+            ))
         )
     }
 }
@@ -198,6 +207,8 @@ struct SpanData {
     input_tokens: i64,
     output_tokens: i64,
     cost_usd: f64,
+    /// `pflow.cost.source`.
+    cost_source: Option<String>,
     /// A `pflow.node.retry` event said another attempt follows.
     retrying: bool,
     /// A node of the top workflow.
@@ -235,6 +246,7 @@ impl Visit for SpanData {
             attr::NODE_STATUS => self.status = Some(v.to_string()),
             attr::ERROR_TYPE => self.error_type = Some(v.to_string()),
             attr::PLANNER_STEP => self.planner_step = Some(v.to_string()),
+            attr::COST_SOURCE => self.cost_source = Some(v.to_string()),
             _ => {}
         }
     }
@@ -334,10 +346,16 @@ where
                 // Usage is recorded once per call; adding the change stays right if it is recorded again.
                 let d_tokens = data.input_tokens + data.output_tokens - tokens;
                 let d_cost = data.cost_usd - cost;
-                if d_tokens != 0 || d_cost != 0.0 {
+                let unknown = data
+                    .cost_source
+                    .as_deref()
+                    .and_then(crate::accounting::CostSource::parse)
+                    .is_some_and(|c| !c.is_known());
+                if d_tokens != 0 || d_cost != 0.0 || unknown {
                     let mut st = self.sink.state();
                     st.tokens = st.tokens.saturating_add_signed(d_tokens);
                     st.cost_usd += d_cost;
+                    st.cost_incomplete |= unknown;
                 }
             }
             Kind::Node if data.role == attr::ROLE_BATCH => {

@@ -133,6 +133,13 @@ async fn an_unpriced_run_has_a_null_cost_and_a_lower_bound() {
         last.ends_with(&format!("≥ ${priced:.6} (1 unpriced model)")),
         "{stderr}"
     );
+    // Progress says so too, from the unpriced call on.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("(2/2) · ") && l.contains("≥ $")),
+        "{stderr}"
+    );
 }
 
 /// Repro 3: progress and the summary count the same nodes; plurals are right.
