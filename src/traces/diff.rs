@@ -49,8 +49,21 @@ pub struct NodeSide {
     params: Option<String>,
     #[serde(skip)]
     params_digest: Option<String>,
+    /// What the fields above show.
+    #[serde(skip)]
+    usage: Usage,
     #[serde(skip)]
     prompt: Option<String>,
+}
+
+impl NodeSide {
+    fn set_usage(&mut self, u: Usage) {
+        self.llm_calls = u.llm_calls;
+        self.tokens = u.tokens;
+        self.cost_usd = (u.llm_calls > 0).then_some(u.cost.rounded().lower_bound_usd);
+        self.cost_complete = u.cost.complete;
+        self.usage = u;
+    }
 }
 
 /// A param that differs: `added`, `removed` or `changed`.
@@ -231,16 +244,19 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
                     .str_attr(attr::NODE_STATUS)
                     .unwrap_or(if last.failed() { "error" } else { "ok" })
                     .to_string(),
-                llm_calls: usage.llm_calls,
-                tokens: usage.tokens,
-                cost_usd: (usage.llm_calls > 0).then_some(usage.cost.rounded().lower_bound_usd),
-                cost_complete: usage.cost.complete,
+                llm_calls: 0,
+                tokens: Tokens::default(),
+                cost_usd: None,
+                cost_complete: true,
                 model: (!models.is_empty()).then(|| models.join(",")),
+                usage: Usage::default(),
                 batch_items: None,
                 params: last.str_attr(attr::NODE_PARAMS).map(str::to_string),
                 params_digest: last.str_attr(attr::NODE_PARAMS_DIGEST).map(str::to_string),
                 prompt: calls.last().and_then(|c| prompt_text(c)),
             };
+            let mut side = side;
+            side.set_usage(usage);
             Some((path, side))
         })
         .collect::<Vec<_>>();
@@ -262,14 +278,9 @@ fn roll_up(mut sides: Vec<(String, NodeSide)>) -> Vec<(String, NodeSide)> {
             let Some((_, side)) = sides.iter_mut().find(|(p, _)| p == batch) else {
                 continue;
             };
-            side.llm_calls += item.llm_calls;
-            side.tokens.add(&item.tokens);
-            if let Some(c) = item.cost_usd {
-                side.cost_usd = Some(crate::accounting::round_usd(
-                    side.cost_usd.unwrap_or(0.0) + c,
-                ));
-            }
-            side.cost_complete &= item.cost_complete;
+            let mut usage = side.usage.clone();
+            usage.add(&item.usage);
+            side.set_usage(usage);
             *side.batch_items.get_or_insert(0) += 1;
             if side.model.is_none() {
                 side.model = item.model.clone();
