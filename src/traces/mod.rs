@@ -8,7 +8,7 @@
 //! let dir = pflow::telemetry::pflow_home().join("traces");
 //! let path = pflow::traces::resolve("last", &dir).unwrap();
 //! let trace = pflow::traces::load(&path).unwrap();
-//! println!("{} spans, ${}", trace.spans.len(), trace.metrics().total.cost_usd);
+//! println!("{} spans, {}", trace.spans.len(), pflow::format::cost(&trace.metrics().total.cost));
 //! ```
 
 pub mod diff;

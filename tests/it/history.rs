@@ -113,6 +113,13 @@ fn failed_and_invalid_runs_are_recorded_with_their_exit_codes() {
     assert_eq!(s["totals"]["ok"], 0);
     assert_eq!(s["totals"]["failed"], 2);
     assert_eq!(s["totals"]["invalid"], 1);
+    // The text counts failures as the JSON does (issue 12, repro 3).
+    let out = env.pflow().arg("stats").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("runs       2 (0 ok, 2 failed: 1 invalid)"),
+        "{text}"
+    );
     // Unnamed workflows are grouped by their file's name.
     let mut keys: Vec<&str> = s["groups"]
         .as_array()

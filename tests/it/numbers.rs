@@ -341,28 +341,3 @@ async fn expected_value_needs_the_same_models_and_todays_prices() {
     assert!(close(&t["expected_usd"], 30.0 * 100e-6), "{t}");
     assert_eq!(t["expected_tokens"], json!(30));
 }
-
-/// Repro 3, `pflow stats`: the text's failed count is the JSON's.
-#[test]
-fn stats_text_and_json_count_failures_alike() {
-    let env = Env::new();
-    let bad = env.workflow(
-        "fails.json",
-        json!({"ir_version": "0.1.0", "nodes": [{"id": "x", "type": "shell", "params": {"command": "exit 3"}}]}),
-    );
-    env.pflow().arg(&bad).assert().code(1);
-    let invalid = env.workflow(
-        "invalid.json",
-        json!({"ir_version": "0.1.0", "nodes": [{"id": "x", "type": "no-such-type", "params": {}}]}),
-    );
-    env.pflow().arg(&invalid).assert().code(2);
-    let (v, code, _) = run_json(env.pflow().args(["--output-format", "json", "stats"]));
-    assert_eq!(code, 0, "{v}");
-    assert_eq!(v["totals"]["failed"], json!(2));
-    let out = env.pflow().arg("stats").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("runs       2 (0 ok, 2 failed: 1 invalid)"),
-        "{text}"
-    );
-}
