@@ -37,6 +37,8 @@ const CONTENT_ATTRS: &[&str] = &[
     "gen_ai.output.messages",
     "gen_ai.system_instructions",
     "pflow.node.params",
+    // A digest of the params: derived from content, so it stays local with them.
+    "pflow.node.params_digest",
     "pflow.planner.request",
 ];
 const CONTENT_EVENT_ATTRS: &[&str] = &["pflow.value.preview"];
