@@ -9,6 +9,7 @@
 
 use super::template::{lookup, render_into, CompiledValue, Scope};
 use super::{CompiledKind, CompiledNode, CompiledWorkflow};
+use crate::accounting::round_usd as round;
 use crate::format::usd_compact as fmt_usd;
 use crate::history::query::PastRuns;
 use crate::ir::template::Part;
@@ -714,10 +715,6 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&Expected>) -> E
         unpriced,
         notes,
     }
-}
-
-fn round(v: f64) -> f64 {
-    (v * 1e9).round() / 1e9
 }
 
 impl Estimate {
