@@ -16,6 +16,7 @@ pub mod history;
 pub mod ir;
 pub mod llm;
 pub mod nodes;
+pub mod outcome;
 pub mod planner;
 pub mod pricing;
 pub mod run;

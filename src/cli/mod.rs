@@ -531,7 +531,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
     config.progress = observer.display.as_ref().map(progress::Display::sink);
     let report = crate::run::run(config, &mut observer).await;
     output::print_run(&report, cli.output_format);
-    report.exit_code
+    report.exit_code.code()
 }
 
 /// The command line resolved into a run configuration; an error is a usage

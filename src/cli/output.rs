@@ -213,7 +213,7 @@ pub fn print_estimate(
 ) -> i32 {
     let (error, code) = match &result {
         Ok(_) => (None, 0),
-        Err(EstimateFailure::Run(e)) => (Some(error_json(e)), e.exit_code()),
+        Err(EstimateFailure::Run(e)) => (Some(error_json(e)), e.exit_code().code()),
         Err(EstimateFailure::Estimate(e)) => (
             Some(json!({"node": null, "type": "estimate_error", "message": e.to_string()})),
             2,

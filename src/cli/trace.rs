@@ -13,7 +13,7 @@ pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
         OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
         OutputFormat::Text => eprintln!("error: {e}"),
     }
-    e.exit_code()
+    e.exit_code().code()
 }
 
 /// `pflow trace reprice`: the trace priced again with the current table

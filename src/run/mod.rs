@@ -14,7 +14,7 @@
 //! use pflow::run::{self, RunConfig, Source};
 //! let config = RunConfig::new(Source::File("wf.json".into()));
 //! let report = run::run(config, &mut run::Quiet).await;
-//! std::process::exit(report.exit_code);
+//! std::process::exit(report.exit_code.code());
 //! # }
 //! ```
 
@@ -24,6 +24,7 @@ mod signal;
 use crate::ir;
 use crate::llm::budget::{Budget, BudgetLimits};
 use crate::nodes::{Registry, Services};
+use crate::outcome::{ExitCode, RunStatus};
 use crate::planner::{PlannerConfig, PlannerError};
 use crate::pricing::PriceTable;
 use crate::runtime::estimate::{Estimate, EstimateError};
@@ -139,7 +140,8 @@ pub struct RunReport {
     pub trace_file: Option<PathBuf>,
     pub warnings: Vec<String>,
     pub validation_warnings: Vec<ir::Diagnostic>,
-    pub exit_code: i32,
+    pub status: RunStatus,
+    pub exit_code: ExitCode,
     /// The pre-run cost estimate, when one was made (planned runs, `--max-cost`).
     pub estimate: Option<Estimate>,
 }
@@ -298,18 +300,16 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     };
     let exit_code = match (&result, signal_code) {
         (_, Some(code)) => code,
-        (Ok(_), None) => 0,
+        (Ok(_), None) => ExitCode::Success,
         (Err(e), None) => e.exit_code(),
     };
-    let status = match (&result, signal_code) {
-        (_, Some(_)) => "interrupted",
-        (Ok(_), _) => "ok",
-        (Err(RunError::Invalid(_) | RunError::Input(_)), _) => "invalid",
-        (Err(RunError::Budget(_)), _) => "budget_exceeded",
-        (Err(_), _) => "failed",
+    let status = match &result {
+        _ if signal_code.is_some() => RunStatus::Interrupted,
+        Ok(_) => RunStatus::Ok,
+        Err(e) => e.status(),
     };
-    root.record(attr::RUN_STATUS, status);
-    root.record(attr::RUN_EXIT_CODE, exit_code as i64);
+    root.record(attr::RUN_STATUS, status.as_str());
+    root.record(attr::RUN_EXIT_CODE, i64::from(exit_code.code()));
     record_budget(&root, runtime.services().budget());
     warnings.extend(runtime.services().budget().warnings());
     warnings.extend(estimate_warnings);
@@ -327,7 +327,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             warnings.push(format!("no price known for model `{model}`: its cost is reported as null and totals are incomplete (add it to $PFLOW_HOME/pricing.json)"));
         }
     }
-    let save = save_trace || exit_code != 0;
+    let save = save_trace || exit_code != ExitCode::Success;
     let finished = telemetry.finish(
         save,
         trace_id
@@ -353,6 +353,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         trace_file: finished.trace_file,
         warnings,
         validation_warnings,
+        status,
         exit_code,
         estimate,
     }

@@ -3,6 +3,7 @@
 //! problems become one warning line; they never change an exit code.
 
 use crate::history::{self, RunRecord};
+use crate::outcome::{ExitCode, RunStatus};
 use chrono::{DateTime, Utc};
 use std::path::Path;
 
@@ -13,8 +14,8 @@ pub struct FinishedRun<'a> {
     pub ident: Option<history::WorkflowIdent>,
     /// The name to use when the workflow has none (the file's stem).
     pub fallback_name: Option<String>,
-    pub status: &'a str,
-    pub exit_code: i32,
+    pub status: RunStatus,
+    pub exit_code: ExitCode,
     pub trace_id: Option<&'a str>,
     pub trace_file: Option<&'a Path>,
     pub metrics: Option<&'a crate::telemetry::metrics::MetricsSummary>,
@@ -34,8 +35,8 @@ pub fn after_run(run: FinishedRun) -> Vec<String> {
             command: run.command.to_string(),
             workflow_name: name,
             workflow_hash: hash,
-            status: run.status.to_string(),
-            exit_code: run.exit_code,
+            status: run.status.as_str().to_string(),
+            exit_code: run.exit_code.code(),
             trace_id: run.trace_id.map(str::to_string),
             trace_file: run.trace_file.map(Path::to_path_buf),
             metrics: metrics.clone(),

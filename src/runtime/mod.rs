@@ -13,7 +13,10 @@ pub mod template;
 
 use crate::ir::validate::{NodeShape, Severity, ValidationContext};
 use crate::ir::{self, BatchErrorHandling, Diagnostic, IrError, WorkflowIr};
-use crate::nodes::{NodeContext, NodeError, NodeKind, NodeOutput, Params, Registry, Services};
+use crate::nodes::{
+    NodeContext, NodeError, NodeErrorKind, NodeKind, NodeOutput, Params, Registry, Services,
+};
+use crate::outcome::{ExitCode, RunStatus};
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -44,7 +47,7 @@ pub enum RunError {
     Node {
         node: String,
         node_type: String,
-        kind: String,
+        kind: crate::nodes::NodeErrorKind,
         message: String,
         details: Option<Box<Value>>,
     },
@@ -63,12 +66,22 @@ pub enum RunError {
 impl RunError {
     /// The documented exit code: 2 for bad input, 1 for a failed run, 3 for a
     /// budget stop, 130 for an interrupt.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => 2,
-            RunError::Budget(_) => 3,
-            RunError::Interrupted => 130,
-            _ => 1,
+            RunError::Invalid(_) | RunError::Input(_) => ExitCode::Invalid,
+            RunError::Budget(_) => ExitCode::Budget,
+            RunError::Interrupted => ExitCode::Interrupted,
+            _ => ExitCode::Failed,
+        }
+    }
+
+    /// How a run that ended with this error is recorded.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunError::Invalid(_) | RunError::Input(_) => RunStatus::Invalid,
+            RunError::Budget(_) => RunStatus::BudgetExceeded,
+            RunError::Interrupted => RunStatus::Interrupted,
+            _ => RunStatus::Failed,
         }
     }
 
@@ -77,7 +90,7 @@ impl RunError {
         match self {
             RunError::Invalid(_) => "validation_error",
             RunError::Input(_) => "input_error",
-            RunError::Node { kind, .. } => kind,
+            RunError::Node { kind, .. } => kind.as_str(),
             RunError::StepLimit { .. } => "step_limit",
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
@@ -793,13 +806,13 @@ impl Runtime {
                         return Err(Failure::Interrupted);
                     }
                     let retry = attempt < max_attempts
-                        && err.kind != "template_error"
-                        && err.kind != "interrupted";
-                    if err.kind == "interrupted" {
+                        && err.kind != NodeErrorKind::TemplateError
+                        && err.kind != NodeErrorKind::Interrupted;
+                    if err.kind == NodeErrorKind::Interrupted {
                         return Err(Failure::Interrupted);
                     }
-                    guard.fail(&err.kind, &err.message);
-                    if crate::llm::budget::is_budget_kind(&err.kind) {
+                    guard.fail(err.kind.as_str(), &err.message);
+                    if err.kind.is_budget() {
                         if let Some(stop) = self.budget_stop() {
                             return Err(Failure::Budget(stop));
                         }
@@ -949,7 +962,7 @@ impl Runtime {
         let items = match items {
             Ok(i) => i,
             Err(e) => {
-                guard.fail(&e.kind, &e.message);
+                guard.fail(e.kind.as_str(), &e.message);
                 return Err(Failure::Node(e));
             }
         };
@@ -1015,7 +1028,7 @@ impl Runtime {
             return Err(Failure::Budget(stop));
         }
         if let Some(e) = first_error {
-            guard.fail(&e.kind, &e.message);
+            guard.fail(e.kind.as_str(), &e.message);
             return Err(Failure::Node(e));
         }
         let mut failed = 0;

@@ -59,10 +59,12 @@ pub enum TraceError {
 
 impl TraceError {
     /// 2 for what the user named wrongly, 1 for files that are broken.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> crate::outcome::ExitCode {
         match self {
-            TraceError::Format { .. } | TraceError::Empty { .. } => 1,
-            _ => 2,
+            TraceError::Format { .. } | TraceError::Empty { .. } => {
+                crate::outcome::ExitCode::Failed
+            }
+            _ => crate::outcome::ExitCode::Invalid,
         }
     }
 }
