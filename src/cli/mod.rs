@@ -263,11 +263,27 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+/// Whether the arguments ask for `--output-format json` (read before clap
+/// parses them, so that a parse error can be answered in JSON).
+fn wants_json(args: &[String]) -> bool {
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--output-format=json"
+            || (a == "--output-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
 /// Entry point used by the binary; returns the exit code.
 pub fn main() -> i32 {
     let args = with_shortcut(std::env::args().collect());
+    let json = wants_json(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
+        // Under --output-format json a usage error is the error envelope too.
+        Err(e) if e.use_stderr() && json => {
+            let text = e.render().to_string();
+            let message = text.trim().trim_start_matches("error:").trim();
+            return output::usage_error(OutputFormat::Json, message);
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
@@ -388,7 +404,7 @@ fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
     };
     let ir = match ir::load_file(file) {
         Ok(ir) => ir,
-        Err(e) => return output::validation_result(format, file, Err(e.to_string()), &[]),
+        Err(e) => return output::validation_result(format, file, Err(e), &[]),
     };
     let rt = Runtime::default();
     let cx = CompileContext {
@@ -438,17 +454,11 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
         }
         Err(e) => {
             let code = if e.contains("cannot read") || e.contains("not an OTLP/JSON") {
-                2
+                crate::outcome::ExitCode::Invalid
             } else {
-                1
+                crate::outcome::ExitCode::Failed
             };
-            match cli.output_format {
-                OutputFormat::Json => {
-                    println!("{}", serde_json::json!({"success": false, "error": e}))
-                }
-                OutputFormat::Text => eprintln!("error: {e}"),
-            }
-            code
+            output::fail(cli.output_format, code, "export_error", &e, Value::Null)
         }
     }
 }

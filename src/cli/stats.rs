@@ -1,9 +1,10 @@
 //! `pflow stats`: totals and grouped usage from the run history, and `prune`.
 //! (Recording a finished run is part of the run lifecycle, [`crate::run`].)
 
-use super::output::usage_error;
+use super::output::{fail, print_json, usage_error};
 use super::OutputFormat;
 use crate::history::{self, GroupBy, Stats};
+use crate::outcome::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -104,20 +105,14 @@ pub fn stats_cmd(action: Option<&StatsCommand>, args: &StatsArgs, format: Output
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
-}
-
 fn failure(format: OutputFormat, message: &str) -> i32 {
-    match format {
-        OutputFormat::Json => print_json(
-            &json!({"success": false, "error": {"type": "history_error", "message": message}}),
-        ),
-        OutputFormat::Text => eprintln!("error: {message}"),
-    }
-    1
+    fail(
+        format,
+        ExitCode::Failed,
+        "history_error",
+        message,
+        serde_json::Value::Null,
+    )
 }
 
 fn since_str(since: Option<DateTime<Utc>>) -> Option<String> {

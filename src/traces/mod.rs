@@ -58,6 +58,18 @@ pub enum TraceError {
 }
 
 impl TraceError {
+    /// Stable short name for the JSON `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TraceError::Io { .. } => "io_error",
+            TraceError::Format { .. } => "trace_format_error",
+            TraceError::NoTraces { .. } => "no_traces",
+            TraceError::NotThatMany { .. } | TraceError::NotFound { .. } => "trace_not_found",
+            TraceError::Ambiguous { .. } => "trace_ambiguous",
+            TraceError::Empty { .. } => "trace_empty",
+        }
+    }
+
     /// 2 for what the user named wrongly, 1 for files that are broken.
     pub fn exit_code(&self) -> crate::outcome::ExitCode {
         match self {
