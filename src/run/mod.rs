@@ -314,7 +314,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     warnings.extend(runtime.services().budget().warnings());
     warnings.extend(estimate_warnings);
     if let Err(e) = &result {
-        tracing::error!(parent: &root, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "exception");
+        tracing::error!(parent: &root, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
         root.record(attr::ERROR_TYPE, e.kind());
         root.record("otel.status_description", e.to_string().as_str());
     }

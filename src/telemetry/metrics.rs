@@ -281,7 +281,7 @@ impl SpanFacts {
                 }
                 attr::LLM_NODE_PATH => f.llm_node_path = Some(kv.value.as_str().into_owned()),
                 attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
-                k if k.starts_with("pflow.budget.") => {
+                k if k.starts_with(attr::BUDGET_PREFIX) => {
                     let b = f.budget.get_or_insert_with(BudgetMetrics::default);
                     let text = || Some(kv.value.as_str().into_owned());
                     let flag = matches!(kv.value, OtelValue::Bool(true));
