@@ -222,7 +222,7 @@ pub async fn call(
         let span = tracing::info_span!(
             target: "pflow::llm",
             "llm",
-            otel.name = %format!("{} {}", operation(provider), model),
+            otel.name = %attr::llm_span(operation(provider), &model),
             otel.kind = "client",
             { attr::GEN_AI_OPERATION_NAME } = operation(provider),
             { attr::GEN_AI_PROVIDER_NAME } = provider.semconv_name(),

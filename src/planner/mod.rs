@@ -159,7 +159,7 @@ fn step_span(step: &'static str) -> tracing::Span {
     tracing::info_span!(
         target: "pflow::planner",
         "planner_step",
-        otel.name = %format!("plan {step}"),
+        otel.name = %attr::planner_step_span(step),
         { attr::GEN_AI_OPERATION_NAME } = "plan",
         { attr::PLANNER_STEP } = step,
         { attr::PLANNER_ATTEMPT } = Empty,
@@ -284,7 +284,7 @@ pub async fn plan(
     let span = tracing::info_span!(
         target: "pflow::planner",
         "planner",
-        otel.name = "plan pflow",
+        otel.name = attr::SPAN_PLANNER,
         { attr::GEN_AI_OPERATION_NAME } = "plan",
         { attr::GEN_AI_REQUEST_MODEL } = %model,
         { attr::SECTION } = "planner",

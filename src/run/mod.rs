@@ -364,7 +364,7 @@ fn root_span(command: &str, label: &str, file: &Path) -> tracing::Span {
     tracing::info_span!(
         target: "pflow::run",
         "run",
-        otel.name = %format!("pflow {command} {label}"),
+        otel.name = %attr::run_span(command, label),
         { attr::RUN_COMMAND } = command,
         { attr::WORKFLOW_FILE } = %file.display(),
         { attr::WORKFLOW_NAME } = tracing::field::Empty,

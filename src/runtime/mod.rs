@@ -633,7 +633,7 @@ impl Runtime {
         let span = tracing::info_span!(
             target: "pflow::workflow",
             "invoke_workflow",
-            otel.name = %format!("invoke_workflow {}", wf.name),
+            otel.name = %attr::workflow_span(&wf.name),
             { attr::GEN_AI_OPERATION_NAME } = "invoke_workflow",
             { attr::WORKFLOW_NAME } = %wf.name,
             { attr::WORKFLOW_FILE } = %wf.origin,
@@ -1075,7 +1075,7 @@ fn node_span(
     tracing::info_span!(
         target: "pflow::node",
         "node",
-        otel.name = %format!("node {path}"),
+        otel.name = %attr::node_span(path),
         { attr::NODE_ID } = %node.id,
         { attr::NODE_TYPE } = %node.node_type,
         { attr::NODE_PATH } = %path,

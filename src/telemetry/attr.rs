@@ -319,4 +319,89 @@ mod tests {
         assert!(!is_content(Kind::Attr, VALUE_PREVIEW));
         assert!(!is_content(Kind::Attr, COST_USD));
     }
+
+    fn repo_file(rel: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// Names as code spells them: `pflow.x`, `gen_ai.x`, `error.type`, `exception.x`.
+    fn spelled_names(text: &str) -> Vec<String> {
+        static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(
+                r"(?:^|[^A-Za-z0-9_:.])((?:pflow|gen_ai)(?:\.[a-z0-9_]+)+|error\.type|exception\.[a-z]+)",
+            )
+            .unwrap()
+        });
+        RE.captures_iter(text).map(|c| c[1].to_string()).collect()
+    }
+
+    /// Code outside attr.rs spells no name: it uses the constants. Unit-test
+    /// modules (from `#[cfg(test)]` on) and comments may.
+    #[test]
+    fn no_name_is_spelled_outside_the_registry() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![root.clone()];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("telemetry/attr.rs")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (i, line) in code.lines().enumerate() {
+                    let line = line.split("//").next().unwrap_or("");
+                    for name in spelled_names(line) {
+                        found.push(format!("{}:{}: {name}", path.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "use the constants in src/telemetry/attr.rs: {found:#?}"
+        );
+        // The scanner does see names where they are spelled.
+        let here = spelled_names(&repo_file("src/telemetry/attr.rs"));
+        assert!(here.len() > 100, "{}", here.len());
+        assert!(spelled_names(r#"span.record("pflow.node.id", 1); pflow.x.y = Empty"#).len() == 2);
+    }
+
+    /// docs/telemetry.md documents every registered name, and every name it
+    /// documents is registered.
+    #[test]
+    fn docs_and_registry_agree() {
+        let docs = repo_file("docs/telemetry.md");
+        let undocumented: Vec<&str> = REGISTRY
+            .iter()
+            .map(|n| n.name)
+            .filter(|name| {
+                !docs.contains(&format!("`{name}`"))
+                    && !docs.contains(&format!("`{name} "))
+                    && !docs.contains(&format!(" {name}`"))
+            })
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in docs/telemetry.md: {undocumented:?}"
+        );
+        // `pflow.budget.*` names a family, not one name.
+        let families = regex::Regex::new(r"[a-z_]+(?:\.[a-z0-9_]+)*\.\*").unwrap();
+        let mut unknown: Vec<String> = spelled_names(&families.replace_all(&docs, ""))
+            .into_iter()
+            .filter(|name| !REGISTRY.iter().any(|n| n.name == name))
+            .collect();
+        unknown.dedup();
+        assert!(
+            unknown.is_empty(),
+            "documented but not in attr.rs: {unknown:?}"
+        );
+    }
 }

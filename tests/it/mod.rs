@@ -19,3 +19,4 @@ mod signals;
 mod stack;
 mod trace;
 mod viewer;
+mod vocabulary;

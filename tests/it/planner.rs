@@ -183,6 +183,7 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
     assert_eq!(h["groups"][0]["key"], "gpt-4o-mini");
     assert_eq!(h["groups"][0]["llm_calls"], 3);
     // Span tree: root → planner (→ steps → LLM calls) and root → workflow.
+    assert_registered(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();
     let planner = by_name(&spans, "plan pflow");
