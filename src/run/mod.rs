@@ -186,9 +186,10 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         ir::load_file(file)
     };
     let mut config = TelemetryConfig::from_env();
+    let keep_trace = save_trace || (planning && trace_planner);
     if let TraceMode::Full { .. } = config.mode {
         config.mode = TraceMode::Full {
-            save_always: save_trace || (planning && trace_planner),
+            save_always: keep_trace,
         };
     }
     let mut warnings = config_warnings;
@@ -327,7 +328,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             warnings.push(format!("no price known for model `{model}`: its cost is reported as null and totals are incomplete (add it to $PFLOW_HOME/pricing.json)"));
         }
     }
-    let save = save_trace || exit_code != ExitCode::Success;
+    let save = keep_trace || exit_code != ExitCode::Success;
     let finished = telemetry.finish(
         save,
         trace_id

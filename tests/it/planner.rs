@@ -203,6 +203,48 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
     assert_eq!(call.s("pflow.section"), "planner");
 }
 
+/// `--trace-planner` (without `--trace`) keeps a successful planned run's
+/// trace, with the planner and the workflow in one tree.
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_planner_keeps_a_successful_planned_runs_trace() {
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    env.write("report.txt", "Quarterly numbers went up.");
+    let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
+        "--trace-planner",
+        "--output-format",
+        "json",
+        "summarize report.txt into summary.md",
+    ]));
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    let file = v["trace_file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace kept: {v}"));
+    assert_eq!(env.trace_files(), [std::path::PathBuf::from(file)]);
+    let (spans, _) = read_trace(std::path::Path::new(file));
+    assert!(spans.iter().any(|s| s.name == "plan pflow"));
+    assert!(spans
+        .iter()
+        .any(|s| s.name == "invoke_workflow summarize-file"));
+
+    // A file run ignores the flag: a successful run keeps no trace.
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "nodes": [{"id": "a", "type": "echo", "params": {"m": "x"}}]}),
+    );
+    let (v, code, _) = run_json(
+        planner_cmd(&env, &m)
+            .args(["--trace-planner", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["trace_file"], Value::Null);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn path_a_reuses_a_saved_workflow() {
     let m = scripted(Script {

@@ -102,7 +102,9 @@ async fn llm_budget_and_failure_paths_write_only_registered_names() {
     assert!(spans.iter().any(|s| s.name == "chat gpt-4o-mini"));
     let unresolved = pflow::telemetry::attr::EVENT_OUTPUT_UNRESOLVED;
     assert!(
-        spans.iter().any(|s| s.events.iter().any(|(n, _)| n == unresolved)),
+        spans
+            .iter()
+            .any(|s| s.events.iter().any(|(n, _)| n == unresolved)),
         "the unreachable output's event"
     );
     assert_registered(&path);
