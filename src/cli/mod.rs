@@ -12,6 +12,7 @@ mod stats;
 mod trace;
 
 use crate::ir;
+use crate::outcome::ExitCode;
 use crate::pricing::PriceTable;
 use crate::run::{EstimateFailure, RunConfig, RunObserver, Source};
 use crate::runtime::{self, CompileContext, Runtime};
@@ -286,7 +287,12 @@ pub fn main() -> i32 {
         }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                ExitCode::Invalid
+            } else {
+                ExitCode::Success
+            }
+            .code();
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -296,7 +302,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pflow: cannot start the async runtime: {e}");
-            return 1;
+            return ExitCode::Failed.code();
         }
     };
     let code = rt.block_on(dispatch(cli));
@@ -331,7 +337,10 @@ async fn dispatch(cli: Cli) -> i32 {
             params,
         } => {
             run_cmd(
-                Target::PlanOnly(request.clone(), output.clone()),
+                Source::Plan {
+                    request: request.clone(),
+                    output: output.clone(),
+                },
                 params,
                 &cli,
             )
@@ -340,24 +349,15 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// What `pflow run` was given.
-pub enum Target {
-    File(PathBuf),
-    /// A plain-language request: plan, then run.
-    Request(String),
-    /// `pflow plan`: plan only, write the workflow to the path (or print it).
-    PlanOnly(String, Option<PathBuf>),
-}
-
 /// A file, a saved workflow's name, or — when it is neither and reads like a
 /// sentence — a request for the planner.
-fn target_of(arg: &Path) -> Target {
+fn target_of(arg: &Path) -> Source {
     let resolved = resolve_workflow_arg(arg);
     match arg.to_str() {
         Some(s) if !resolved.exists() && s.trim().contains(char::is_whitespace) => {
-            Target::Request(s.to_string())
+            Source::Request(s.to_string())
         }
-        _ => Target::File(resolved),
+        _ => Source::File(resolved),
     }
 }
 
@@ -454,9 +454,9 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
         }
         Err(e) => {
             let code = if e.contains("cannot read") || e.contains("not an OTLP/JSON") {
-                crate::outcome::ExitCode::Invalid
+                ExitCode::Invalid
             } else {
-                crate::outcome::ExitCode::Failed
+                ExitCode::Failed
             };
             output::fail(cli.output_format, code, "export_error", &e, Value::Null)
         }
@@ -511,8 +511,8 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
 
 /// `pflow run` / `pflow plan`: the arguments resolved into one
 /// [`RunConfig`], handed to the library's runner, and its report rendered.
-async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
-    let config = match resolve_run(target, params, cli) {
+async fn run_cmd(source: Source, params: &[String], cli: &Cli) -> i32 {
+    let config = match resolve_run(source, params, cli) {
         Ok(c) => c,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
@@ -546,7 +546,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
 
 /// The command line resolved into a run configuration; an error is a usage
 /// error (exit code 2) and nothing has started.
-fn resolve_run(target: Target, params: &[String], cli: &Cli) -> Result<RunConfig, String> {
+fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig, String> {
     let params = parse_params(params)?;
     // A malformed price file stops the run before it starts.
     let (prices, _, price_warnings) = load_prices(cli.pricing.as_deref())?;
@@ -559,11 +559,6 @@ fn resolve_run(target: Target, params: &[String], cli: &Cli) -> Result<RunConfig
     .map_err(|e| e.to_string())?;
     let profile = crate::telemetry::profile::Profile::resolve(cli.otel_profile.as_deref())
         .map_err(|e| e.to_string())?;
-    let source = match target {
-        Target::File(p) => Source::File(p),
-        Target::Request(r) => Source::Request(r),
-        Target::PlanOnly(request, output) => Source::Plan { request, output },
-    };
     let planner = if source.is_planned() && !cli.estimate {
         Some(crate::planner::PlannerConfig {
             model: crate::planner::PlannerConfig::resolve_model(cli.planner_model.as_deref())

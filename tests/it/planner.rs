@@ -104,8 +104,8 @@ fn cost_of_calls(n: u64) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn path_b_plans_generates_and_runs_in_one_trace() {
+/// Path B on "summarize report.txt into summary.md" with `flag`; the run succeeds.
+async fn summarize_report(flag: &str) -> (Env, Mocked, Value) {
     let m = scripted(Script {
         extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
         ..Default::default()
@@ -114,12 +114,18 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
     let env = Env::new();
     env.write("report.txt", "Quarterly numbers went up.");
     let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
-        "--trace",
+        flag,
         "--output-format",
         "json",
         "summarize report.txt into summary.md",
     ]));
     assert_eq!(code, 0, "{v}\n{stderr}");
+    (env, m, v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_b_plans_generates_and_runs_in_one_trace() {
+    let (env, m, v) = summarize_report("--trace").await;
     assert_eq!(
         std::fs::read_to_string(env.dir.path().join("summary.md")).unwrap(),
         "Summary: Quarterly numbers went up."
@@ -207,20 +213,7 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
 /// trace, with the planner and the workflow in one tree.
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_planner_keeps_a_successful_planned_runs_trace() {
-    let m = scripted(Script {
-        extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
-        ..Default::default()
-    })
-    .await;
-    let env = Env::new();
-    env.write("report.txt", "Quarterly numbers went up.");
-    let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
-        "--trace-planner",
-        "--output-format",
-        "json",
-        "summarize report.txt into summary.md",
-    ]));
-    assert_eq!(code, 0, "{v}\n{stderr}");
+    let (env, m, v) = summarize_report("--trace-planner").await;
     let file = v["trace_file"]
         .as_str()
         .unwrap_or_else(|| panic!("no trace kept: {v}"));
