@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 pub use signal::shutdown_signal;
@@ -96,10 +97,13 @@ pub struct RunConfig {
     pub progress: Option<ProgressSink>,
     /// Warnings found while resolving the configuration; they lead the report's.
     pub warnings: Vec<String>,
+    /// pflow's data directory (`$PFLOW_HOME`): traces, history.
+    pub home: PathBuf,
 }
 
 impl RunConfig {
-    /// Defaults: built-in prices, no limits, no trace kept on success, stdin read.
+    /// Defaults: built-in prices, no limits, no trace kept on success, stdin
+    /// read, `$PFLOW_HOME` (else `~/.pflow`) as the data directory.
     pub fn new(source: Source) -> RunConfig {
         RunConfig {
             source,
@@ -115,6 +119,7 @@ impl RunConfig {
             read_stdin: true,
             progress: None,
             warnings: Vec::new(),
+            home: crate::telemetry::pflow_home(),
         }
     }
 }
@@ -164,6 +169,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         read_stdin,
         progress,
         warnings: config_warnings,
+        home,
     } = config;
     let planning = source.is_planned();
     let command = source.command();
@@ -186,6 +192,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         ir::load_file(file)
     };
     let mut config = TelemetryConfig::from_env();
+    config.trace_dir = home.join("traces");
     let keep_trace = save_trace || (planning && trace_planner);
     if let TraceMode::Full { .. } = config.mode {
         config.mode = TraceMode::Full {
@@ -224,10 +231,14 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     if save_trace && telemetry.mode() == TraceMode::Off {
         warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
     }
-    // One dispatcher for the whole process: spans from every worker thread reach it.
-    let _ = tracing::dispatcher::set_global_default(telemetry.dispatch());
+    // This run's spans go to this run's pipeline: its dispatcher is the
+    // default while the work is polled (on whichever worker thread), so a
+    // process can run one workflow after another. The first run's is also
+    // the process-wide default, for anything the run does not poll itself.
+    let dispatch = telemetry.dispatch();
+    let _ = tracing::dispatcher::set_global_default(dispatch.clone());
 
-    let root = root_span(command, &label, file);
+    let root = tracing::dispatcher::with_default(&dispatch, || root_span(command, &label, file));
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
 
@@ -240,6 +251,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         Source::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()),
         _ => None,
     };
+    let history_db = crate::history::db_in(&home);
     let mut ident = None;
     let mut estimate = None;
     let mut estimate_warnings = Vec::new();
@@ -276,6 +288,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     &wf,
                     &inputs,
                     runtime.services().prices(),
+                    &history_db,
                     estimate_warnings,
                 ) {
                     Ok(est) => {
@@ -294,7 +307,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             runtime.run(wf, inputs, &RunOptions::default()).await
         }
     };
-    let work = work.instrument(root.clone());
+    let work = work
+        .instrument(root.clone())
+        .with_subscriber(dispatch.clone());
     let (result, signal_code) = tokio::select! {
         r = work => (r, None),
         code = shutdown_signal() => (Err(RunError::Interrupted), Some(code)),
@@ -315,7 +330,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     warnings.extend(runtime.services().budget().warnings());
     warnings.extend(estimate_warnings);
     if let Err(e) = &result {
-        tracing::error!(parent: &root, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::error!(parent: &root, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
+        });
         root.record(attr::ERROR_TYPE, e.kind());
         root.record("otel.status_description", e.to_string().as_str());
     }
@@ -337,6 +354,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     );
     warnings.extend(finished.warnings);
     warnings.extend(record::after_run(record::FinishedRun {
+        home: &home,
         started,
         command,
         ident,
@@ -435,7 +453,8 @@ pub fn estimate(config: RunConfig) -> EstimateReport {
         }
     };
     warnings.extend(wf.warnings.iter().map(|d| d.to_string()));
-    let result = match estimate_with_history(&wf, &inputs, prices, &mut warnings) {
+    let history_db = crate::history::db_in(&config.home);
+    let result = match estimate_with_history(&wf, &inputs, prices, &history_db, &mut warnings) {
         Ok(mut est) => {
             if let Some(max) = config.limits.max_cost_usd.filter(|m| est.low_usd() > *m) {
                 est.notes.push(format!(
@@ -553,11 +572,12 @@ fn estimate_with_history(
     wf: &CompiledWorkflow,
     inputs: &Map<String, Value>,
     prices: &PriceTable,
+    history_db: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<Estimate, EstimateError> {
     let past = if crate::history::enabled() {
         let hash = crate::history::WorkflowIdent::of(&wf.ir).hash;
-        match crate::history::query::past_runs(&crate::history::db_path(), &hash) {
+        match crate::history::query::past_runs(history_db, &hash) {
             Ok(p) => Some(p),
             Err(e) => {
                 warnings.push(format!("no expected cost: {e}"));

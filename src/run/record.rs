@@ -9,6 +9,8 @@ use std::path::Path;
 
 /// What a finished run hands to history.
 pub struct FinishedRun<'a> {
+    /// `$PFLOW_HOME`.
+    pub home: &'a Path,
     pub started: DateTime<Utc>,
     pub command: &'a str,
     pub ident: Option<history::WorkflowIdent>,
@@ -41,13 +43,13 @@ pub fn after_run(run: FinishedRun) -> Vec<String> {
             trace_file: run.trace_file.map(Path::to_path_buf),
             metrics: metrics.clone(),
         };
-        if let Err(e) = history::record(&history::db_path(), &rec) {
+        if let Err(e) = history::record(&history::db_in(run.home), &rec) {
             warnings.push(format!(
                 "run not recorded in history (set PFLOW_HISTORY=off to stop recording): {e}"
             ));
         }
     }
-    let traces = crate::telemetry::pflow_home().join("traces");
+    let traces = run.home.join("traces");
     warnings.extend(history::retention::apply_from_env(&traces, run.trace_file));
     warnings
 }
