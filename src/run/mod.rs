@@ -40,7 +40,7 @@ use std::sync::Arc;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
-pub use signal::shutdown_signal;
+use signal::shutdown_signal;
 
 /// What to run.
 #[derive(Debug, Clone)]
