@@ -5,8 +5,11 @@
 //! node attempt and batch item is a `tracing` span that [`telemetry`] turns
 //! into OpenTelemetry spans, a metrics summary and an OTLP/JSON trace file.
 //! [`history`] records each run's metrics summary for `pflow stats`.
-//! The [`cli`] module is the `pflow` command. Data flows one way:
-//! cli → runtime → nodes; telemetry observes, it never steers.
+//! [`run`] is a run's whole lifecycle (telemetry, root span, planning,
+//! estimate and refusal, signals, trace file, history) as a library call;
+//! the [`cli`] module is the `pflow` command, which only parses arguments
+//! into a [`run::RunConfig`] and renders the report. Data flows one way:
+//! cli → run → planner/runtime → nodes; telemetry observes, it never steers.
 
 pub mod accounting;
 pub mod cli;
@@ -15,8 +18,10 @@ pub mod history;
 pub mod ir;
 pub mod llm;
 pub mod nodes;
+pub mod outcome;
 pub mod planner;
 pub mod pricing;
+pub mod run;
 pub mod runtime;
 pub mod telemetry;
 pub mod traces;

@@ -32,6 +32,19 @@ pub enum LibraryError {
     },
 }
 
+impl LibraryError {
+    /// Stable short name for the JSON `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LibraryError::InvalidName(_) => "invalid_name",
+            LibraryError::Exists(_) => "workflow_exists",
+            LibraryError::NotFound { .. } => "workflow_not_found",
+            LibraryError::Ir(_) => "validation_error",
+            LibraryError::Io { .. } => "io_error",
+        }
+    }
+}
+
 /// What `pflow workflow list` shows of one workflow.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {

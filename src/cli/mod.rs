@@ -1,6 +1,7 @@
-//! The `pflow` command line: argument parsing, the run lifecycle (telemetry
-//! up, root span, signals, trace saved), and rendering results as text or as
-//! one JSON object. Errors from the library become messages and exit codes:
+//! The `pflow` command line: argument parsing and rendering results as text
+//! or as one JSON object. A run's lifecycle is the library's ([`crate::run`]);
+//! this module only resolves the arguments into its configuration. Errors
+//! from the library become messages and exit codes:
 //! 0 success, 1 the workflow failed, 2 invalid input, 3 stopped by a budget
 //! (`--max-cost`, `--max-tokens-total`), 130 interrupted (SIGINT), 143
 //! terminated (SIGTERM).
@@ -10,17 +11,16 @@ mod progress;
 mod stats;
 mod trace;
 
-use crate::ir::{self, Diagnostic};
-use crate::nodes::{Registry, Services};
+use crate::ir;
+use crate::outcome::ExitCode;
 use crate::pricing::PriceTable;
-use crate::runtime::{self, CompileContext, RunError, RunOptions, Runtime};
-use crate::telemetry::{Telemetry, TelemetryConfig, TraceMode};
+use crate::run::{EstimateFailure, RunConfig, RunObserver, Source};
+use crate::runtime::{self, CompileContext, Runtime};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
-use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+
+pub use crate::run::RunReport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -264,14 +264,35 @@ fn with_shortcut(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+/// Whether the arguments ask for `--output-format json` (read before clap
+/// parses them, so that a parse error can be answered in JSON).
+fn wants_json(args: &[String]) -> bool {
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--output-format=json"
+            || (a == "--output-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
 /// Entry point used by the binary; returns the exit code.
 pub fn main() -> i32 {
     let args = with_shortcut(std::env::args().collect());
+    let json = wants_json(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
+        // Under --output-format json a usage error is the error envelope too.
+        Err(e) if e.use_stderr() && json => {
+            let text = e.render().to_string();
+            let message = text.trim().trim_start_matches("error:").trim();
+            return output::usage_error(OutputFormat::Json, message);
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return if e.use_stderr() {
+                ExitCode::Invalid
+            } else {
+                ExitCode::Success
+            }
+            .code();
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -281,7 +302,7 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pflow: cannot start the async runtime: {e}");
-            return 1;
+            return ExitCode::Failed.code();
         }
     };
     let code = rt.block_on(dispatch(cli));
@@ -316,7 +337,10 @@ async fn dispatch(cli: Cli) -> i32 {
             params,
         } => {
             run_cmd(
-                Target::PlanOnly(request.clone(), output.clone()),
+                Source::Plan {
+                    request: request.clone(),
+                    output: output.clone(),
+                },
                 params,
                 &cli,
             )
@@ -325,24 +349,15 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// What `pflow run` was given.
-pub enum Target {
-    File(PathBuf),
-    /// A plain-language request: plan, then run.
-    Request(String),
-    /// `pflow plan`: plan only, write the workflow to the path (or print it).
-    PlanOnly(String, Option<PathBuf>),
-}
-
 /// A file, a saved workflow's name, or — when it is neither and reads like a
 /// sentence — a request for the planner.
-fn target_of(arg: &Path) -> Target {
+fn target_of(arg: &Path) -> Source {
     let resolved = resolve_workflow_arg(arg);
     match arg.to_str() {
         Some(s) if !resolved.exists() && s.trim().contains(char::is_whitespace) => {
-            Target::Request(s.to_string())
+            Source::Request(s.to_string())
         }
-        _ => Target::File(resolved),
+        _ => Source::File(resolved),
     }
 }
 
@@ -382,31 +397,6 @@ pub fn parse_params(args: &[String]) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
-fn references_stdin(ir: &ir::WorkflowIr) -> bool {
-    let mut found = false;
-    let mut check = |_: &str, s: &str| {
-        if s.contains("${stdin") {
-            found = true;
-        }
-    };
-    for n in &ir.nodes {
-        ir::template::walk_strings(
-            &Value::Object(n.params.clone()),
-            &mut String::new(),
-            &mut check,
-        );
-        if let Some(b) = &n.batch {
-            ir::template::walk_strings(&b.items, &mut String::new(), &mut check);
-        }
-    }
-    for o in ir.outputs.values() {
-        if let Some(s) = &o.source {
-            check("", s);
-        }
-    }
-    found
-}
-
 fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
     let params = match parse_params(params) {
         Ok(p) => p,
@@ -414,7 +404,7 @@ fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
     };
     let ir = match ir::load_file(file) {
         Ok(ir) => ir,
-        Err(e) => return output::validation_result(format, file, Err(e.to_string()), &[]),
+        Err(e) => return output::validation_result(format, file, Err(e), &[]),
     };
     let rt = Runtime::default();
     let cx = CompileContext {
@@ -428,19 +418,6 @@ fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
         &cx,
     );
     output::validation_result(format, file, Ok(ir.nodes.len()), &diags)
-}
-
-/// What a run produced, for rendering.
-pub struct RunReport {
-    pub result: Result<runtime::RunOutput, RunError>,
-    pub metrics: Option<crate::telemetry::metrics::MetricsSummary>,
-    pub trace_id: Option<String>,
-    pub trace_file: Option<PathBuf>,
-    pub warnings: Vec<String>,
-    pub validation_warnings: Vec<Diagnostic>,
-    pub exit_code: i32,
-    /// The pre-run cost estimate, when one was made (planned runs, `--max-cost`).
-    pub estimate: Option<runtime::estimate::Estimate>,
 }
 
 async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
@@ -477,17 +454,11 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
         }
         Err(e) => {
             let code = if e.contains("cannot read") || e.contains("not an OTLP/JSON") {
-                2
+                ExitCode::Invalid
             } else {
-                1
+                ExitCode::Failed
             };
-            match cli.output_format {
-                OutputFormat::Json => {
-                    println!("{}", serde_json::json!({"success": false, "error": e}))
-                }
-                OutputFormat::Text => eprintln!("error: {e}"),
-            }
-            code
+            output::fail(cli.output_format, code, "export_error", &e, Value::Null)
         }
     }
 }
@@ -538,525 +509,102 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
     }
 }
 
-async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
-    let started = chrono::Utc::now();
-    let mut given = match parse_params(params) {
-        Ok(p) => p,
+/// `pflow run` / `pflow plan`: the arguments resolved into one
+/// [`RunConfig`], handed to the library's runner, and its report rendered.
+async fn run_cmd(source: Source, params: &[String], cli: &Cli) -> i32 {
+    let config = match resolve_run(source, params, cli) {
+        Ok(c) => c,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
+    if cli.estimate {
+        let report = crate::run::estimate(config);
+        let result = report.result.as_ref().map_err(|e| match e {
+            EstimateFailure::Planned => None,
+            EstimateFailure::Run(e) => Some(output::EstimateFailure::Run(e)),
+            EstimateFailure::Estimate(e) => Some(output::EstimateFailure::Estimate(e)),
+        });
+        return match result {
+            Err(None) => {
+                output::usage_error(cli.output_format, &EstimateFailure::Planned.to_string())
+            }
+            Ok(est) => output::print_estimate(cli.output_format, Ok(est), &report.warnings),
+            Err(Some(f)) => output::print_estimate(cli.output_format, Err(f), &report.warnings),
+        };
+    }
+    let (progress_mode, progress_warning) = progress::Mode::choose(cli.no_progress);
+    let mut observer = Shown {
+        display: progress::Display::start(progress_mode),
+        format: cli.output_format,
+    };
+    let mut config = config;
+    config.warnings.splice(0..0, progress_warning);
+    config.progress = observer.display.as_ref().map(progress::Display::sink);
+    let report = crate::run::run(config, &mut observer).await;
+    output::print_run(&report, cli.output_format);
+    report.exit_code.code()
+}
+
+/// The command line resolved into a run configuration; an error is a usage
+/// error (exit code 2) and nothing has started.
+fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig, String> {
+    let params = parse_params(params)?;
     // A malformed price file stops the run before it starts.
-    let (prices, _, price_warnings) = match load_prices(cli.pricing.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return output::usage_error(cli.output_format, &e),
-    };
-    let limits = match crate::llm::budget::BudgetLimits::resolve(
+    let (prices, _, price_warnings) = load_prices(cli.pricing.as_deref())?;
+    let limits = crate::llm::budget::BudgetLimits::resolve(
         cli.max_cost.as_deref(),
         cli.max_tokens_total.as_deref(),
         cli.allow_unpriced,
         |k| std::env::var(k).ok(),
-    ) {
-        Ok(l) => l,
-        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
-    };
-    let profile = match crate::telemetry::profile::Profile::resolve(cli.otel_profile.as_deref()) {
-        Ok(p) => p,
-        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
-    };
-    let planning = !matches!(target, Target::File(_));
-    if cli.estimate {
-        return match &target {
-            Target::File(f) => estimate_cmd(
-                f,
-                given,
-                prices,
-                price_warnings,
-                limits.max_cost_usd,
-                cli.output_format,
-            ),
-            _ => output::usage_error(
-                cli.output_format,
-                "--estimate needs a workflow file or a saved workflow's name; a planned workflow's estimate is printed before it runs (or save it with `pflow plan REQUEST -o FILE` and run `pflow run FILE --estimate`)",
-            ),
-        };
-    }
-    let planned_run = matches!(target, Target::Request(_));
-    let planner_config = match &target {
-        Target::File(_) => None,
-        _ => Some(crate::planner::PlannerConfig {
-            model: match crate::planner::PlannerConfig::resolve_model(cli.planner_model.as_deref())
-            {
-                Ok(m) => m,
-                Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
-            },
+    )
+    .map_err(|e| e.to_string())?;
+    let profile = crate::telemetry::profile::Profile::resolve(cli.otel_profile.as_deref())
+        .map_err(|e| e.to_string())?;
+    let planner = if source.is_planned() && !cli.estimate {
+        Some(crate::planner::PlannerConfig {
+            model: crate::planner::PlannerConfig::resolve_model(cli.planner_model.as_deref())
+                .map_err(|e| e.to_string())?,
             timeout: cli
                 .planner_timeout
                 .filter(|t| *t > 0.0)
                 .map(std::time::Duration::from_secs_f64)
                 .unwrap_or(crate::planner::DEFAULT_TIMEOUT),
             library: crate::workflows::dir(),
-        }),
-    };
-    let (file, label) = match &target {
-        Target::File(p) => (p.clone(), p.display().to_string()),
-        Target::Request(r) | Target::PlanOnly(r, _) => {
-            (PathBuf::from("planned-workflow.json"), format!("{r:?}"))
-        }
-    };
-    let file = file.as_path();
-    // Parsed once, before telemetry starts, so the workflow's name can be a
-    // resource attribute; a parse error still fails the run inside its trace.
-    let loaded = if planning {
-        Err(ir::IrError::Io {
-            file: file.to_path_buf(),
-            source: std::io::Error::other("planned"),
         })
-    } else {
-        ir::load_file(file)
-    };
-    let mut config = TelemetryConfig::from_env();
-    if let TraceMode::Full { .. } = config.mode {
-        config.mode = TraceMode::Full {
-            save_always: cli.trace || (planning && cli.trace_planner),
-        };
-    }
-    let mut warnings = Vec::new();
-    if config.mode != TraceMode::Off {
-        match crate::telemetry::otlp::OtlpSettings::from_env(
-            cli.otlp_endpoint.as_deref(),
-            cli.capture_content,
-        ) {
-            Ok(o) => {
-                config.otlp = o.map(|mut s| {
-                    s.profile = profile;
-                    s
-                })
-            }
-            Err(e) => warnings.push(format!("OTLP export off: {e}")),
-        }
-        // The workflow's name as a resource attribute, so backends can group runs by it.
-        if let Some(name) = loaded
-            .as_ref()
-            .ok()
-            .and_then(|ir| ir.name())
-            .map(str::to_string)
-        {
-            config
-                .resource_attributes
-                .push(("pflow.workflow.name".into(), name));
-        }
-    }
-    let (progress_mode, progress_warning) = progress::Mode::choose(cli.no_progress);
-    warnings.extend(progress_warning);
-    let display = progress::Display::start(progress_mode);
-    config.progress = display.as_ref().map(progress::Display::sink);
-    let mut telemetry = Telemetry::init(config);
-    warnings.extend(telemetry.take_warnings());
-    warnings.extend(price_warnings);
-    if cli.trace && telemetry.mode() == TraceMode::Off {
-        warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
-    }
-    // One dispatcher for the whole process: spans from every worker thread reach it.
-    let _ = tracing::dispatcher::set_global_default(telemetry.dispatch());
-
-    let root = tracing::info_span!(
-        target: "pflow::run",
-        "run",
-        otel.name = %format!("pflow {} {label}", if matches!(target, Target::PlanOnly(..)) { "plan" } else { "run" }),
-        pflow.run.command = if matches!(target, Target::PlanOnly(..)) { "plan" } else { "run" },
-        pflow.workflow.file = %file.display(),
-        pflow.workflow.name = tracing::field::Empty,
-        pflow.run.status = tracing::field::Empty,
-        pflow.run.exit_code = tracing::field::Empty,
-        pflow.budget.max_cost_usd = tracing::field::Empty,
-        pflow.budget.max_tokens_total = tracing::field::Empty,
-        pflow.budget.allow_unpriced = tracing::field::Empty,
-        pflow.budget.spent_usd = tracing::field::Empty,
-        pflow.budget.tokens_used = tracing::field::Empty,
-        pflow.budget.exceeded = tracing::field::Empty,
-        pflow.budget.stopped = tracing::field::Empty,
-        pflow.budget.reason = tracing::field::Empty,
-        pflow.budget.node = tracing::field::Empty,
-        pflow.budget.model = tracing::field::Empty,
-        pflow.budget.next_call_estimate_usd = tracing::field::Empty,
-        pflow.budget.next_call_estimate_tokens = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-    );
-    telemetry.adopt_env_parent(&root);
-    let trace_id = telemetry.trace_id(&root);
-
-    let runtime = Runtime::with_services(
-        Registry::builtin(),
-        Services::new(prices.map(Arc::new)).with_budget(crate::llm::budget::Budget::new(limits)),
-    );
-    let mut validation_warnings = Vec::new();
-    let command = if matches!(target, Target::PlanOnly(..)) {
-        "plan"
-    } else {
-        "run"
-    };
-    let fallback_name = match &target {
-        Target::File(p) => p.file_stem().map(|s| s.to_string_lossy().into_owned()),
-        _ => None,
-    };
-    let mut ident = None;
-    let mut estimate = None;
-    let mut estimate_warnings = Vec::new();
-    let work = {
-        let root = root.clone();
-        let runtime = runtime.clone();
-        let file = file.to_path_buf();
-        let vw = &mut validation_warnings;
-        let ident = &mut ident;
-        let estimate = &mut estimate;
-        let estimate_warnings = &mut estimate_warnings;
-        let display = display.as_ref();
-        let format = cli.output_format;
-        async move {
-            let (ir, plan_only) = match target {
-                Target::File(_) => (loaded?, None),
-                Target::Request(request) => (
-                    plan_into(&request, planner_config.as_ref(), &runtime, &mut given).await?,
-                    None,
-                ),
-                Target::PlanOnly(request, out) => {
-                    let ir =
-                        plan_into(&request, planner_config.as_ref(), &runtime, &mut given).await?;
-                    (ir, Some(out))
-                }
-            };
-            *ident = Some(crate::history::WorkflowIdent::of(&ir));
-            if let Some(out) = plan_only {
-                return write_plan(ir, out, given);
-            }
-            let uses_stdin = references_stdin(&ir);
-            if uses_stdin && !std::io::stdin().is_terminal() {
-                let mut s = String::new();
-                // Empty input (e.g. </dev/null) counts as nothing piped.
-                if std::io::stdin().read_to_string(&mut s).is_ok() && !s.is_empty() {
-                    given.insert("stdin".into(), Value::String(s));
-                }
-            }
-            let cx = CompileContext {
-                params: given.keys().cloned().collect(),
-                stdin: Some(given.contains_key("stdin")),
-            };
-            let wf = runtime.compile(
-                ir,
-                &file.display().to_string(),
-                &runtime::base_dir_of(&file),
-                &cx,
-            )?;
-            *vw = wf.warnings.clone();
-            root.record("pflow.workflow.name", wf.name.as_str());
-            let inputs = runtime.prepare_inputs(&wf, given)?;
-            let budget = runtime.services().budget();
-            if planned_run || budget.limits().max_cost_usd.is_some() {
-                match estimate_with_history(
-                    &wf,
-                    &inputs,
-                    runtime.services().prices(),
-                    estimate_warnings,
-                ) {
-                    Ok(est) => {
-                        if planned_run && format == OutputFormat::Text {
-                            progress::println(display, &est.to_text());
-                        }
-                        let stop = budget.refuse_estimate(est.low_usd());
-                        *estimate = Some(est);
-                        if let Some(stop) = stop {
-                            return Err(RunError::Budget(stop));
-                        }
-                    }
-                    Err(e) => estimate_warnings.push(format!("no cost estimate: {e}")),
-                }
-            }
-            runtime.run(wf, inputs, &RunOptions::default()).await
-        }
-    };
-    use tracing::Instrument;
-    let work = work.instrument(root.clone());
-    let (result, signal_code) = tokio::select! {
-        r = work => (r, None),
-        code = shutdown_signal() => (Err(RunError::Interrupted), Some(code)),
-    };
-    let exit_code = match (&result, signal_code) {
-        (_, Some(code)) => code,
-        (Ok(_), None) => 0,
-        (Err(e), None) => e.exit_code(),
-    };
-    let status = match (&result, signal_code) {
-        (_, Some(_)) => "interrupted",
-        (Ok(_), _) => "ok",
-        (Err(RunError::Invalid(_) | RunError::Input(_)), _) => "invalid",
-        (Err(RunError::Budget(_)), _) => "budget_exceeded",
-        (Err(_), _) => "failed",
-    };
-    root.record("pflow.run.status", status);
-    root.record("pflow.run.exit_code", exit_code as i64);
-    record_budget(&root, runtime.services().budget());
-    warnings.extend(runtime.services().budget().warnings());
-    warnings.extend(estimate_warnings);
-    if let Err(e) = &result {
-        tracing::error!(parent: &root, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
-        root.record("error.type", e.kind());
-        root.record("otel.status_description", e.to_string().as_str());
-    }
-    drop(root);
-    // Every node span has closed: the display goes before anything else is printed.
-    if let Some(d) = display {
-        d.finish();
-    }
-    let metrics = telemetry.metrics();
-    if let Some(m) = &metrics {
-        for model in &m.unpriced_models {
-            warnings.push(format!("no price known for model `{model}`: its cost is reported as null and totals are incomplete (add it to $PFLOW_HOME/pricing.json)"));
-        }
-    }
-    let save = cli.trace || exit_code != 0;
-    let finished = telemetry.finish(
-        save,
-        trace_id
-            .as_deref()
-            .unwrap_or("00000000000000000000000000000000"),
-    );
-    warnings.extend(finished.warnings);
-    warnings.extend(stats::after_run(stats::FinishedRun {
-        started,
-        command,
-        ident,
-        fallback_name,
-        status,
-        exit_code,
-        trace_id: trace_id.as_deref(),
-        trace_file: finished.trace_file.as_deref(),
-        metrics: metrics.as_ref(),
-    }));
-    let report = RunReport {
-        result,
-        metrics,
-        trace_id,
-        trace_file: finished.trace_file,
-        warnings,
-        validation_warnings,
-        exit_code,
-        estimate,
-    };
-    output::print_run(&report, cli.output_format);
-    exit_code
-}
-
-/// The budget's limits, live totals and stop (if any) as root-span
-/// attributes: the metrics summary's `budget` is read back from them.
-fn record_budget(root: &tracing::Span, budget: &crate::llm::budget::Budget) {
-    let limits = budget.limits();
-    if !limits.is_set() {
-        return;
-    }
-    if let Some(c) = limits.max_cost_usd {
-        root.record("pflow.budget.max_cost_usd", c);
-    }
-    if let Some(t) = limits.max_tokens_total {
-        root.record("pflow.budget.max_tokens_total", t as i64);
-    }
-    root.record("pflow.budget.allow_unpriced", limits.allow_unpriced);
-    let spent = budget.spent();
-    root.record("pflow.budget.spent_usd", spent.usd);
-    root.record("pflow.budget.tokens_used", spent.tokens as i64);
-    let stop = budget.stopped();
-    root.record(
-        "pflow.budget.exceeded",
-        stop.as_ref()
-            .is_some_and(|s| s.reason != crate::llm::budget::Reason::UnpricedModel),
-    );
-    if let Some(s) = stop {
-        root.record("pflow.budget.stopped", s.stopped.as_str());
-        root.record("pflow.budget.reason", s.reason.as_str());
-        if let Some(n) = &s.node {
-            root.record("pflow.budget.node", n.as_str());
-        }
-        if !s.model.is_empty() {
-            root.record("pflow.budget.model", s.model.as_str());
-        }
-        if let Some(u) = s.next_call_estimate_usd {
-            root.record("pflow.budget.next_call_estimate_usd", u);
-        }
-        if let Some(t) = s.next_call_estimate_tokens {
-            root.record("pflow.budget.next_call_estimate_tokens", t as i64);
-        }
-    }
-}
-
-/// The estimate of `wf`, its expected value from the earlier runs of the same
-/// workflow in the history (a history that cannot be read is a warning).
-fn estimate_with_history(
-    wf: &runtime::CompiledWorkflow,
-    inputs: &Map<String, Value>,
-    prices: &PriceTable,
-    warnings: &mut Vec<String>,
-) -> Result<runtime::estimate::Estimate, runtime::estimate::EstimateError> {
-    let past = if crate::history::enabled() {
-        let hash = crate::history::WorkflowIdent::of(&wf.ir).hash;
-        match crate::history::query::past_runs(&crate::history::db_path(), &hash) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                warnings.push(format!("no expected cost: {e}"));
-                None
-            }
-        }
     } else {
         None
     };
-    runtime::estimate::estimate(wf, inputs, prices, past.as_ref())
-}
-
-/// `pflow run FILE --estimate`: load, validate and estimate; nothing runs,
-/// no trace is written and the history is not touched beyond reading it.
-fn estimate_cmd(
-    file: &Path,
-    mut given: Map<String, Value>,
-    prices: Option<PriceTable>,
-    mut warnings: Vec<String>,
-    max_cost: Option<f64>,
-    format: OutputFormat,
-) -> i32 {
-    let prices = prices.as_ref().unwrap_or_else(|| PriceTable::builtin());
-    let rt = Runtime::default();
-    let compiled = ir::load_file(file).map_err(RunError::from).and_then(|ir| {
-        if references_stdin(&ir) && !std::io::stdin().is_terminal() {
-            let mut s = String::new();
-            if std::io::stdin().read_to_string(&mut s).is_ok() && !s.is_empty() {
-                given.insert("stdin".into(), Value::String(s));
-            }
-        }
-        let cx = CompileContext {
-            params: given.keys().cloned().collect(),
-            stdin: Some(given.contains_key("stdin")),
-        };
-        let wf = rt.compile(
-            ir,
-            &file.display().to_string(),
-            &runtime::base_dir_of(file),
-            &cx,
-        )?;
-        let inputs = rt.prepare_inputs(&wf, given)?;
-        Ok((wf, inputs))
-    });
-    let (wf, inputs) = match compiled {
-        Ok(c) => c,
-        Err(e) => {
-            return output::print_estimate(format, Err(output::EstimateFailure::Run(&e)), &warnings)
-        }
-    };
-    warnings.extend(wf.warnings.iter().map(|d| d.to_string()));
-    match estimate_with_history(&wf, &inputs, prices, &mut warnings) {
-        Ok(mut est) => {
-            if let Some(max) = max_cost.filter(|m| est.low_usd() > *m) {
-                est.notes.push(format!(
-                    "the low end exceeds --max-cost {}: `pflow run` would refuse this workflow before it starts (exit code 3)",
-                    crate::format::usd_compact(max)
-                ));
-            }
-            output::print_estimate(format, Ok(&est), &warnings)
-        }
-        Err(e) => output::print_estimate(
-            format,
-            Err(output::EstimateFailure::Estimate(&e)),
-            &warnings,
-        ),
-    }
-}
-
-/// Plans `request`; values found for the workflow's inputs join `given`
-/// (parameters on the command line win).
-async fn plan_into(
-    request: &str,
-    config: Option<&crate::planner::PlannerConfig>,
-    runtime: &Runtime,
-    given: &mut Map<String, Value>,
-) -> Result<ir::WorkflowIr, RunError> {
-    let config = config.ok_or_else(|| RunError::Planner {
-        kind: "planner_no_model".into(),
-        message: crate::planner::PlannerError::NoModel.to_string(),
-    })?;
-    let plan = crate::planner::plan(request, config, runtime)
-        .await
-        .map_err(|e| match e {
-            crate::planner::PlannerError::Budget(stop) => RunError::Budget(stop),
-            e => RunError::Planner {
-                kind: e.kind().into(),
-                message: e.to_string(),
-            },
-        })?;
-    for (k, v) in plan.inputs {
-        given.entry(k).or_insert(v);
-    }
-    Ok(plan.ir)
-}
-
-/// `pflow plan`: the result is the workflow (written to `out`, or inline) and the inputs found.
-fn write_plan(
-    ir: ir::WorkflowIr,
-    out: Option<PathBuf>,
-    inputs: Map<String, Value>,
-) -> Result<runtime::RunOutput, RunError> {
-    let mut outputs = Map::new();
-    let text = serde_json::to_string_pretty(&ir).unwrap_or_default();
-    match out {
-        Some(p) => {
-            std::fs::write(&p, text + "\n").map_err(|e| RunError::Planner {
-                kind: "io_error".into(),
-                message: format!("cannot write `{}`: {e}", p.display()),
-            })?;
-            outputs.insert(
-                "workflow_file".into(),
-                Value::String(p.display().to_string()),
-            );
-        }
-        None => {
-            outputs.insert(
-                "workflow".into(),
-                serde_json::to_value(&ir).unwrap_or(Value::Null),
-            );
-        }
-    }
-    outputs.insert("inputs".into(), Value::Object(inputs));
-    Ok(runtime::RunOutput {
-        outputs,
-        store: Map::new(),
-        steps: 0,
+    Ok(RunConfig {
+        params,
+        prices,
+        limits,
+        planner,
+        save_trace: cli.trace,
+        trace_planner: cli.trace_planner,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        capture_content: cli.capture_content,
+        profile,
+        warnings: price_warnings,
+        ..RunConfig::new(source)
     })
 }
 
-/// Resolves on SIGINT (→ 130) or SIGTERM (→ 143), marking the run interrupted
-/// before the work is dropped so its spans end with that status.
-async fn shutdown_signal() -> i32 {
-    let code = wait_signal().await;
-    runtime::INTERRUPTED.store(true, Ordering::SeqCst);
-    code
+/// The progress display, and a planned run's estimate printed above it (text mode).
+struct Shown {
+    display: Option<progress::Display>,
+    format: OutputFormat,
 }
 
-async fn wait_signal() -> i32 {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (int, term) {
-            (Ok(mut int), Ok(mut term)) => tokio::select! {
-                _ = int.recv() => 130,
-                _ = term.recv() => 143,
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                130
-            }
+impl RunObserver for Shown {
+    fn planned_estimate(&mut self, estimate: &crate::runtime::estimate::Estimate) {
+        if self.format == OutputFormat::Text {
+            progress::println(self.display.as_ref(), &estimate.to_text());
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        130
+
+    fn spans_closed(&mut self) {
+        if let Some(d) = self.display.take() {
+            d.finish();
+        }
     }
 }
 

@@ -5,8 +5,9 @@
 use super::{OutputFormat, RunReport};
 use crate::ir::validate::Severity;
 use crate::ir::{Diagnostic, IrError};
+use crate::outcome::ExitCode;
 use crate::runtime::{RunError, Runtime};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::Path;
 
@@ -16,21 +17,50 @@ pub(super) fn print_json(v: &Value) {
     let _ = writeln!(out);
 }
 
-/// Bad command-line usage: exit code 2.
-pub fn usage_error(format: OutputFormat, message: &str) -> i32 {
+/// The one JSON error envelope of every command: `{"success": false,
+/// "error": {"type", "message", …}}`, then the command's own keys (`extra`,
+/// an object; anything else adds nothing).
+pub fn envelope(error: Value, extra: Value) -> Value {
+    let mut out = Map::new();
+    out.insert("success".into(), Value::Bool(false));
+    out.insert("error".into(), error);
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            out.entry(k).or_insert(v);
+        }
+    }
+    Value::Object(out)
+}
+
+/// An error object of the envelope: its stable `type` and the message.
+pub fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": kind, "message": message})
+}
+
+/// A command failed: `error: MESSAGE` on stderr, or the envelope on stdout.
+pub fn fail(format: OutputFormat, code: ExitCode, kind: &str, message: &str, extra: Value) -> i32 {
     match format {
-        OutputFormat::Json => print_json(
-            &json!({"success": false, "result": null, "error": {"type": "usage_error", "message": message}, "metrics": null, "trace_id": null, "trace_file": null}),
-        ),
+        OutputFormat::Json => print_json(&envelope(error_body(kind, message), extra)),
         OutputFormat::Text => eprintln!("error: {message}"),
     }
-    2
+    code.code()
+}
+
+/// Bad command-line usage: exit code 2.
+pub fn usage_error(format: OutputFormat, message: &str) -> i32 {
+    fail(
+        format,
+        ExitCode::Invalid,
+        "usage_error",
+        message,
+        json!({"result": null, "metrics": null, "trace_id": null, "trace_file": null}),
+    )
 }
 
 pub fn validation_result(
     format: OutputFormat,
     file: &Path,
-    parsed: Result<usize, String>,
+    parsed: Result<usize, IrError>,
     diags: &[Diagnostic],
 ) -> i32 {
     let errors = diags
@@ -38,13 +68,23 @@ pub fn validation_result(
         .filter(|d| d.severity == Severity::Error)
         .count();
     let ok = parsed.is_ok() && errors == 0;
+    let invalid = format!("`{}` has {errors} validation error(s)", file.display());
     match format {
-        OutputFormat::Json => print_json(&json!({
-            "valid": ok,
-            "file": file.display().to_string(),
-            "error": parsed.as_ref().err(),
-            "diagnostics": diags,
-        })),
+        OutputFormat::Json => {
+            let mut v = json!({
+                "valid": ok,
+                "file": file.display().to_string(),
+                "diagnostics": diags,
+            });
+            if !ok {
+                let error = match parsed {
+                    Err(e) => error_json(&RunError::Invalid(e)),
+                    Ok(_) => error_body("validation_error", &invalid),
+                };
+                v = envelope(error, v);
+            }
+            print_json(&v)
+        }
         OutputFormat::Text => match &parsed {
             Err(e) => eprintln!("error: {e}"),
             Ok(n) => {
@@ -54,10 +94,7 @@ pub fn validation_result(
                 if ok {
                     println!("✓ `{}` is valid ({n} nodes)", file.display());
                 } else {
-                    eprintln!(
-                        "error: `{}` has {errors} validation error(s)",
-                        file.display()
-                    );
+                    eprintln!("error: {invalid}");
                 }
             }
         },
@@ -65,7 +102,7 @@ pub fn validation_result(
     if ok {
         0
     } else {
-        2
+        ExitCode::Invalid.code()
     }
 }
 
@@ -213,10 +250,10 @@ pub fn print_estimate(
 ) -> i32 {
     let (error, code) = match &result {
         Ok(_) => (None, 0),
-        Err(EstimateFailure::Run(e)) => (Some(error_json(e)), e.exit_code()),
+        Err(EstimateFailure::Run(e)) => (Some(error_json(e)), e.exit_code().code()),
         Err(EstimateFailure::Estimate(e)) => (
             Some(json!({"node": null, "type": "estimate_error", "message": e.to_string()})),
-            2,
+            ExitCode::Invalid.code(),
         ),
     };
     match format {
@@ -276,9 +313,10 @@ pub fn pricing_check(
         (OutputFormat::Json, Ok(w)) => print_json(
             &json!({"valid": true, "file": file.display().to_string(), "warnings": w.iter().map(|w| w.to_string()).collect::<Vec<_>>()}),
         ),
-        (OutputFormat::Json, Err(e)) => {
-            print_json(&json!({"valid": false, "file": file.display().to_string(), "error": e}))
-        }
+        (OutputFormat::Json, Err(e)) => print_json(&envelope(
+            error_body("invalid_price_file", e),
+            json!({"valid": false, "file": file.display().to_string()}),
+        )),
         (OutputFormat::Text, Ok(w)) => {
             for x in w {
                 eprintln!("warning: {x}");
@@ -373,11 +411,13 @@ pub fn pricing_show(
         }
         None => {
             let msg = format!("no price known for `{model}`; add it to $PFLOW_HOME/pricing.json, e.g. {{\"{model}\": {{\"input\": 1.0, \"output\": 2.0}}}}");
-            match format {
-                OutputFormat::Json => print_json(&json!({"model": model, "error": msg})),
-                OutputFormat::Text => eprintln!("error: {msg}"),
-            }
-            1
+            fail(
+                format,
+                ExitCode::Failed,
+                "unknown_price",
+                &msg,
+                json!({"model": model}),
+            )
         }
     }
 }
@@ -385,12 +425,8 @@ pub fn pricing_show(
 pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i32 {
     use crate::workflows;
     let dir = workflows::dir();
-    let fail = |e: &dyn std::fmt::Display, code: i32| {
-        match format {
-            OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
-            OutputFormat::Text => eprintln!("error: {e}"),
-        }
-        code
+    let fail = |e: &workflows::LibraryError, code: ExitCode| {
+        fail(format, code, e.kind(), &e.to_string(), Value::Null)
     };
     match action {
         super::WorkflowCommand::Save {
@@ -411,7 +447,7 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
                 }
                 0
             }
-            Err(e) => fail(&e, 2),
+            Err(e) => fail(&e, ExitCode::Invalid),
         },
         super::WorkflowCommand::List => {
             let all = workflows::list(&dir);
@@ -478,7 +514,7 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
                 }
                 0
             }
-            Err(e) => fail(&e, 2),
+            Err(e) => fail(&e, ExitCode::Invalid),
         },
     }
 }

@@ -1,15 +1,14 @@
-//! `pflow stats` (totals and grouped usage from the run history, `prune`),
-//! and the end-of-run step that records a run and applies trace retention.
-//! History problems become one warning line; they never change an exit code.
+//! `pflow stats`: totals and grouped usage from the run history, and `prune`.
+//! (Recording a finished run is part of the run lifecycle, [`crate::run`].)
 
-use super::output::usage_error;
+use super::output::{fail, print_json, usage_error};
 use super::OutputFormat;
-use crate::history::{self, GroupBy, RunRecord, Stats};
+use crate::history::{self, GroupBy, Stats};
+use crate::outcome::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum By {
@@ -47,51 +46,6 @@ pub enum StatsCommand {
         #[arg(long, value_name = "AGE")]
         older_than: String,
     },
-}
-
-/// What a finished run hands to history.
-pub struct FinishedRun<'a> {
-    pub started: DateTime<Utc>,
-    pub command: &'a str,
-    pub ident: Option<history::WorkflowIdent>,
-    /// The name to use when the workflow has none (the file's stem).
-    pub fallback_name: Option<String>,
-    pub status: &'a str,
-    pub exit_code: i32,
-    pub trace_id: Option<&'a str>,
-    pub trace_file: Option<&'a Path>,
-    pub metrics: Option<&'a crate::telemetry::metrics::MetricsSummary>,
-}
-
-/// Records the run (unless `PFLOW_HISTORY` is off) and applies
-/// `PFLOW_TRACE_RETENTION`; returns warnings for the run's report.
-pub fn after_run(run: FinishedRun) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if let (Some(metrics), true) = (run.metrics, history::enabled()) {
-        let (name, hash) = match run.ident {
-            Some(i) => (i.name.or(run.fallback_name), Some(i.hash)),
-            None => (run.fallback_name, None),
-        };
-        let rec = RunRecord {
-            time: run.started,
-            command: run.command.to_string(),
-            workflow_name: name,
-            workflow_hash: hash,
-            status: run.status.to_string(),
-            exit_code: run.exit_code,
-            trace_id: run.trace_id.map(str::to_string),
-            trace_file: run.trace_file.map(Path::to_path_buf),
-            metrics: metrics.clone(),
-        };
-        if let Err(e) = history::record(&history::db_path(), &rec) {
-            warnings.push(format!(
-                "run not recorded in history (set PFLOW_HISTORY=off to stop recording): {e}"
-            ));
-        }
-    }
-    let traces = crate::telemetry::pflow_home().join("traces");
-    warnings.extend(history::retention::apply_from_env(&traces, run.trace_file));
-    warnings
 }
 
 pub fn stats_cmd(action: Option<&StatsCommand>, args: &StatsArgs, format: OutputFormat) -> i32 {
@@ -151,20 +105,14 @@ pub fn stats_cmd(action: Option<&StatsCommand>, args: &StatsArgs, format: Output
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
-}
-
 fn failure(format: OutputFormat, message: &str) -> i32 {
-    match format {
-        OutputFormat::Json => print_json(
-            &json!({"success": false, "error": {"type": "history_error", "message": message}}),
-        ),
-        OutputFormat::Text => eprintln!("error: {message}"),
-    }
-    1
+    fail(
+        format,
+        ExitCode::Failed,
+        "history_error",
+        message,
+        serde_json::Value::Null,
+    )
 }
 
 fn since_str(since: Option<DateTime<Utc>>) -> Option<String> {

@@ -2,18 +2,15 @@
 //! summarised, reported as HTML, repriced and compared. Rendering lives in
 //! [`crate::traces`]; this is the command edge (resolve, load, print, exit code).
 
-use super::output::{print_json, usage_error};
+use super::output::{fail, print_json, usage_error};
 use super::OutputFormat;
+use crate::outcome::ExitCode;
 use serde_json::{json, Value};
 use std::path::Path;
 
 /// A trace that could not be found or read: exit 2 (named wrongly) or 1 (broken file).
 pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
-    match format {
-        OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
-        OutputFormat::Text => eprintln!("error: {e}"),
-    }
-    e.exit_code()
+    fail(format, e.exit_code(), e.kind(), &e.to_string(), Value::Null)
 }
 
 /// `pflow trace reprice`: the trace priced again with the current table
@@ -134,15 +131,13 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                         print_json(&json!({"node": id, "spans": spans}));
                         0
                     }
-                    Err(msg) => {
-                        match format {
-                            OutputFormat::Json => {
-                                print_json(&json!({"success": false, "error": msg}))
-                            }
-                            OutputFormat::Text => eprintln!("error: {msg}"),
-                        }
-                        2
-                    }
+                    Err(msg) => fail(
+                        format,
+                        ExitCode::Invalid,
+                        "node_not_found",
+                        &msg,
+                        json!({"node": id}),
+                    ),
                 },
             }
         }
@@ -166,13 +161,13 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 .clone()
                 .unwrap_or_else(|| traces::report::default_output(&t.path));
             if let Err(e) = traces::report::write(&t, &path) {
-                match format {
-                    OutputFormat::Json => {
-                        print_json(&json!({"success": false, "error": e.to_string()}))
-                    }
-                    OutputFormat::Text => eprintln!("error: {e}"),
-                }
-                return 1;
+                return fail(
+                    format,
+                    ExitCode::Failed,
+                    "io_error",
+                    &e.to_string(),
+                    Value::Null,
+                );
             }
             eprintln!("report written to {}", path.display());
             if format == OutputFormat::Json {

@@ -56,7 +56,12 @@ impl HistoryError {
 
 /// The history database: `$PFLOW_HOME/history.db`.
 pub fn db_path() -> PathBuf {
-    crate::telemetry::pflow_home().join("history.db")
+    db_in(&crate::telemetry::pflow_home())
+}
+
+/// The history database of the data directory `home`.
+pub fn db_in(home: &std::path::Path) -> PathBuf {
+    home.join("history.db")
 }
 
 /// Whether runs are recorded: on unless `PFLOW_HISTORY` is `off`, `0` or `false`.

@@ -339,11 +339,6 @@ pub const KIND_EXCEEDED: &str = "budget_exceeded";
 /// The `error.type` of an unpriced model refused under a cost budget.
 pub const KIND_UNPRICED: &str = "budget_unpriced";
 
-/// Whether an `error.type` is one of the guard's.
-pub fn is_budget_kind(kind: &str) -> bool {
-    kind == KIND_EXCEEDED || kind == KIND_UNPRICED
-}
-
 /// Why the guard stopped the run, with the numbers for the message, the JSON
 /// output and the root span.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

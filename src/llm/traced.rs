@@ -8,6 +8,7 @@
 use super::budget::Budget;
 use super::{Api, LlmClient, LlmError, LlmRequest, LlmResponse, Provider, Usage};
 use crate::pricing::PriceTable;
+use crate::telemetry::attr;
 use serde_json::json;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -91,43 +92,37 @@ fn record_usage(span: &tracing::Span, u: &Usage) {
             span.record(k, v as i64);
         }
     };
-    rec("gen_ai.usage.input_tokens", u.input_tokens);
-    rec("gen_ai.usage.output_tokens", u.output_tokens);
-    rec("gen_ai.usage.cache_read.input_tokens", u.cache_read_tokens);
-    rec(
-        "gen_ai.usage.cache_creation.input_tokens",
-        u.cache_write_tokens,
-    );
-    rec(
-        "gen_ai.usage.cache_write.input_tokens",
-        u.cache_write_tokens,
-    );
-    rec("gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens);
+    rec(attr::USAGE_INPUT_TOKENS, u.input_tokens);
+    rec(attr::USAGE_OUTPUT_TOKENS, u.output_tokens);
+    rec(attr::USAGE_CACHE_READ, u.cache_read_tokens);
+    rec(attr::USAGE_CACHE_CREATION, u.cache_write_tokens);
+    rec(attr::USAGE_CACHE_WRITE, u.cache_write_tokens);
+    rec(attr::USAGE_REASONING, u.reasoning_tokens);
     // Only when there is one: it changes the price of the writes, and reprice needs it.
     rec(
-        "pflow.usage.cache_write_1h.input_tokens",
+        attr::USAGE_CACHE_WRITE_1H,
         u.cache_write_1h_tokens.filter(|n| *n > 0),
     );
-    span.record("pflow.usage.source", u.source.as_str());
+    span.record(attr::USAGE_SOURCE, u.source.as_str());
     span.record(
-        "pflow.usage.estimated",
+        attr::USAGE_ESTIMATED,
         u.source == super::UsageSource::Estimated,
     );
 }
 
 fn record_cost(span: &tracing::Span, p: &Priced) {
     if let Some(c) = p.usd {
-        span.record("pflow.cost.usd", c);
-        span.record("gen_ai.usage.cost", c);
+        span.record(attr::COST_USD, c);
+        span.record(attr::USAGE_COST, c);
     }
-    span.record("pflow.cost.source", p.source.as_str());
+    span.record(attr::COST_SOURCE, p.source.as_str());
     if let Some(k) = &p.key {
-        span.record("pflow.cost.price_key", k.as_str());
+        span.record(attr::COST_PRICE_KEY, k.as_str());
     }
     // Whenever a table price was used, 0 included: "nothing was cached" is
     // a fact, while absent means no input price to compare with.
     if p.key.is_some() {
-        span.record("pflow.cost.cache_savings_usd", p.cache_savings_usd);
+        span.record(attr::COST_CACHE_SAVINGS_USD, p.cache_savings_usd);
     }
 }
 
@@ -172,69 +167,69 @@ pub async fn call(
         let span = tracing::info_span!(
             target: "pflow::llm",
             "llm",
-            otel.name = %format!("{} {}", operation(provider), model),
+            otel.name = %attr::llm_span(operation(provider), &model),
             otel.kind = "client",
-            "gen_ai.operation.name" = operation(provider),
-            "gen_ai.provider.name" = provider.semconv_name(),
-            "gen_ai.system" = provider.semconv_name(),
-            "gen_ai.request.model" = %model,
-            "gen_ai.request.temperature" = Empty,
-            "gen_ai.request.max_tokens" = Empty,
-            "gen_ai.response.model" = Empty,
-            "gen_ai.response.id" = Empty,
-            "gen_ai.response.finish_reasons" = Empty,
-            "gen_ai.usage.input_tokens" = Empty,
-            "gen_ai.usage.output_tokens" = Empty,
-            "gen_ai.usage.cache_read.input_tokens" = Empty,
-            "gen_ai.usage.cache_creation.input_tokens" = Empty,
-            "gen_ai.usage.cache_write.input_tokens" = Empty,
-            "gen_ai.usage.reasoning.output_tokens" = Empty,
-            "gen_ai.usage.cost" = Empty,
-            "gen_ai.system_instructions" = Empty,
-            "gen_ai.input.messages" = Empty,
-            "gen_ai.output.messages" = Empty,
-            "server.address" = Empty,
-            "server.port" = Empty,
-            "error.type" = Empty,
+            { attr::GEN_AI_OPERATION_NAME } = operation(provider),
+            { attr::GEN_AI_PROVIDER_NAME } = provider.semconv_name(),
+            { attr::GEN_AI_SYSTEM } = provider.semconv_name(),
+            { attr::GEN_AI_REQUEST_MODEL } = %model,
+            { attr::GEN_AI_REQUEST_TEMPERATURE } = Empty,
+            { attr::GEN_AI_REQUEST_MAX_TOKENS } = Empty,
+            { attr::GEN_AI_RESPONSE_MODEL } = Empty,
+            { attr::GEN_AI_RESPONSE_ID } = Empty,
+            { attr::GEN_AI_RESPONSE_FINISH_REASONS } = Empty,
+            { attr::USAGE_INPUT_TOKENS } = Empty,
+            { attr::USAGE_OUTPUT_TOKENS } = Empty,
+            { attr::USAGE_CACHE_READ } = Empty,
+            { attr::USAGE_CACHE_CREATION } = Empty,
+            { attr::USAGE_CACHE_WRITE } = Empty,
+            { attr::USAGE_REASONING } = Empty,
+            { attr::USAGE_COST } = Empty,
+            { attr::GEN_AI_SYSTEM_INSTRUCTIONS } = Empty,
+            { attr::GEN_AI_INPUT_MESSAGES } = Empty,
+            { attr::GEN_AI_OUTPUT_MESSAGES } = Empty,
+            { attr::SERVER_ADDRESS } = Empty,
+            { attr::SERVER_PORT } = Empty,
+            { attr::ERROR_TYPE } = Empty,
             otel.status_description = Empty,
-            pflow.llm.node_path = opts.node_path.as_deref().unwrap_or(""),
-            pflow.llm.attempt = attempt as i64,
-            pflow.llm.stream = request.stream,
-            pflow.llm.api = if api == Api::Responses { "responses" } else { "chat" },
-            pflow.section = opts.section,
-            pflow.llm.input_bytes = (request.prompt.len() + request.system.as_ref().map_or(0, String::len)) as i64,
-            pflow.llm.output_bytes = Empty,
-            pflow.usage.source = Empty,
-            pflow.usage.cache_write_1h.input_tokens = Empty,
-            pflow.usage.estimated = Empty,
-            pflow.cost.usd = Empty,
-            pflow.cost.source = Empty,
-            pflow.cost.price_key = Empty,
-            pflow.cost.cache_savings_usd = Empty,
+            { attr::LLM_NODE_PATH } = opts.node_path.as_deref().unwrap_or(""),
+            { attr::LLM_ATTEMPT } = attempt as i64,
+            { attr::LLM_STREAM } = request.stream,
+            { attr::LLM_API } = if api == Api::Responses { "responses" } else { "chat" },
+            { attr::SECTION } = opts.section,
+            { attr::LLM_INPUT_BYTES } = (request.prompt.len() + request.system.as_ref().map_or(0, String::len)) as i64,
+            { attr::LLM_OUTPUT_BYTES } = Empty,
+            { attr::USAGE_SOURCE } = Empty,
+            { attr::USAGE_CACHE_WRITE_1H } = Empty,
+            { attr::USAGE_ESTIMATED } = Empty,
+            { attr::COST_USD } = Empty,
+            { attr::COST_SOURCE } = Empty,
+            { attr::COST_PRICE_KEY } = Empty,
+            { attr::COST_CACHE_SAVINGS_USD } = Empty,
         );
         if let Some(t) = request.temperature {
-            span.record("gen_ai.request.temperature", t);
+            span.record(attr::GEN_AI_REQUEST_TEMPERATURE, t);
         }
         if let Some(m) = request.max_tokens {
-            span.record("gen_ai.request.max_tokens", m as i64);
+            span.record(attr::GEN_AI_REQUEST_MAX_TOKENS, m as i64);
         }
         if let Some((host, port)) = &server {
-            span.record("server.address", host.as_str());
-            span.record("server.port", *port as i64);
+            span.record(attr::SERVER_ADDRESS, host.as_str());
+            span.record(attr::SERVER_PORT, *port as i64);
         }
         let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
         if detail {
             use crate::telemetry::preview::preview_message;
             if let Some(s) = &request.system {
                 span.record(
-                    "gen_ai.system_instructions",
+                    attr::GEN_AI_SYSTEM_INSTRUCTIONS,
                     json!([{"type": "text", "content": preview_message(s).text}])
                         .to_string()
                         .as_str(),
                 );
             }
             let input = json!([{"role": "user", "parts": [{"type": "text", "content": preview_message(&request.prompt).text}]}]);
-            span.record("gen_ai.input.messages", input.to_string().as_str());
+            span.record(attr::GEN_AI_INPUT_MESSAGES, input.to_string().as_str());
         }
         let result = client.complete(request).instrument(span.clone()).await;
         match result {
@@ -244,14 +239,14 @@ pub async fn call(
                     resp.usage = super::estimate_usage(request, &resp.text);
                 }
                 if let Some(m) = &resp.response_model {
-                    span.record("gen_ai.response.model", m.as_str());
+                    span.record(attr::GEN_AI_RESPONSE_MODEL, m.as_str());
                 }
                 if let Some(id) = &resp.response_id {
-                    span.record("gen_ai.response.id", id.as_str());
+                    span.record(attr::GEN_AI_RESPONSE_ID, id.as_str());
                 }
-                span.record("pflow.llm.output_bytes", resp.text.len() as i64);
+                span.record(attr::LLM_OUTPUT_BYTES, resp.text.len() as i64);
                 span.record(
-                    "gen_ai.response.finish_reasons",
+                    attr::GEN_AI_RESPONSE_FINISH_REASONS,
                     json!(resp.finish_reasons).to_string().as_str(),
                 );
                 record_usage(&span, &resp.usage);
@@ -269,7 +264,7 @@ pub async fn call(
                 );
                 if detail {
                     let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": resp.finish_reasons.first()}]);
-                    span.record("gen_ai.output.messages", out.to_string().as_str());
+                    span.record(attr::GEN_AI_OUTPUT_MESSAGES, out.to_string().as_str());
                 }
                 return Ok(Done {
                     response: resp,
@@ -299,8 +294,8 @@ pub async fn call(
                         reservation.settle(Some(0.0), 0)
                     }
                 }
-                tracing::error!(parent: &span, { "exception.type" = e.kind(), "exception.message" = %e }, "exception");
-                span.record("error.type", e.kind());
+                tracing::error!(parent: &span, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
+                span.record(attr::ERROR_TYPE, e.kind());
                 span.record("otel.status_description", e.to_string().as_str());
                 let retry = e.is_retryable() && attempt <= opts.retries;
                 if !retry {
@@ -313,7 +308,7 @@ pub async fn call(
                     .retry_after()
                     .map(|d| d.min(std::time::Duration::from_secs(60)))
                     .unwrap_or_else(|| super::backoff(attempt as u32));
-                tracing::info!(parent: &span, { pflow.llm.next_attempt = (attempt + 1) as i64, pflow.llm.wait_s = wait.as_secs_f64() }, "pflow.llm.retry");
+                tracing::info!(parent: &span, { { attr::LLM_NEXT_ATTEMPT } = (attempt + 1) as i64, { attr::LLM_WAIT_S } = wait.as_secs_f64() }, "{}", attr::EVENT_LLM_RETRY);
                 drop(span);
                 tokio::time::sleep(wait).await;
                 attempt += 1;

@@ -9,12 +9,14 @@
 //! prints and the validator uses.
 
 mod echo;
+mod error;
 mod file;
 mod http;
 mod llm;
 mod params;
 mod shell;
 
+pub use error::NodeErrorKind;
 pub use params::type_name as params_type_name;
 pub use params::Params;
 
@@ -99,13 +101,13 @@ impl NodeOutput {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct NodeError {
-    pub kind: String,
+    pub kind: NodeErrorKind,
     pub message: String,
     pub details: Option<Value>,
 }
 
 impl NodeError {
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<NodeErrorKind>, message: impl Into<String>) -> Self {
         NodeError {
             kind: kind.into(),
             message: message.into(),

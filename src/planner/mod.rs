@@ -14,6 +14,7 @@ use crate::llm::traced::{self, CallOptions};
 use crate::llm::{self, Api, LlmRequest, Provider};
 use crate::nodes::Services;
 use crate::runtime::{CompileContext, Runtime};
+use crate::telemetry::attr;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -158,19 +159,19 @@ fn step_span(step: &'static str) -> tracing::Span {
     tracing::info_span!(
         target: "pflow::planner",
         "planner_step",
-        otel.name = %format!("plan {step}"),
-        "gen_ai.operation.name" = "plan",
-        pflow.planner.step = step,
-        pflow.planner.attempt = Empty,
-        pflow.section = "planner",
-        "error.type" = Empty,
+        otel.name = %attr::planner_step_span(step),
+        { attr::GEN_AI_OPERATION_NAME } = "plan",
+        { attr::PLANNER_STEP } = step,
+        { attr::PLANNER_ATTEMPT } = Empty,
+        { attr::SECTION } = "planner",
+        { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )
 }
 
 fn fail_span(span: &tracing::Span, kind: &str, message: &str) {
-    tracing::error!(parent: span, { "exception.type" = kind, "exception.message" = message }, "exception");
-    span.record("error.type", kind);
+    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
+    span.record(attr::ERROR_TYPE, kind);
     span.record("otel.status_description", message);
 }
 
@@ -228,7 +229,7 @@ impl Ctx<'_> {
             match parse_object(&done.response.text).and_then(|m| check(&m).map(|_| m)) {
                 Ok(m) => return Ok(m),
                 Err(r) => {
-                    tracing::warn!({ pflow.planner.step = step, pflow.planner.attempt = attempt as i64, pflow.reason = %r }, "pflow.planner.malformed");
+                    tracing::warn!({ { attr::PLANNER_STEP } = step, { attr::PLANNER_ATTEMPT } = attempt as i64, { attr::REASON } = %r }, "{}", attr::EVENT_PLANNER_MALFORMED);
                     reason = r;
                 }
             }
@@ -283,15 +284,15 @@ pub async fn plan(
     let span = tracing::info_span!(
         target: "pflow::planner",
         "planner",
-        otel.name = "plan pflow",
-        "gen_ai.operation.name" = "plan",
-        "gen_ai.request.model" = %model,
-        pflow.section = "planner",
-        pflow.planner.request = request,
-        pflow.planner.path = Empty,
-        pflow.planner.attempts = Empty,
-        pflow.planner.workflow = Empty,
-        "error.type" = Empty,
+        otel.name = attr::SPAN_PLANNER,
+        { attr::GEN_AI_OPERATION_NAME } = "plan",
+        { attr::GEN_AI_REQUEST_MODEL } = %model,
+        { attr::SECTION } = "planner",
+        { attr::PLANNER_REQUEST } = request,
+        { attr::PLANNER_PATH } = Empty,
+        { attr::PLANNER_ATTEMPTS } = Empty,
+        { attr::PLANNER_WORKFLOW } = Empty,
+        { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     );
     let ctx = Ctx {
@@ -307,12 +308,12 @@ pub async fn plan(
     match &result {
         Ok(p) => {
             span.record(
-                "pflow.planner.path",
+                attr::PLANNER_PATH,
                 if p.path == PlanPath::A { "A" } else { "B" },
             );
-            span.record("pflow.planner.attempts", p.attempts as i64);
+            span.record(attr::PLANNER_ATTEMPTS, p.attempts as i64);
             if let Some(n) = p.ir.name() {
-                span.record("pflow.planner.workflow", n);
+                span.record(attr::PLANNER_WORKFLOW, n);
             }
         }
         Err(e) => fail_span(&span, e.kind(), &e.to_string()),
@@ -384,11 +385,11 @@ async fn plan_inner(
         Some(name) => {
             let ir = crate::workflows::load(&config.library, &name)
                 .map_err(|e| PlannerError::Model(e.to_string()))?;
-            root.record("pflow.planner.path", "A");
+            root.record(attr::PLANNER_PATH, "A");
             (ir, PlanPath::A, 0, Map::new())
         }
         None => {
-            root.record("pflow.planner.path", "B");
+            root.record(attr::PLANNER_PATH, "B");
             let (ir, attempts, params) = generate(request, runtime, ctx).await?;
             (ir, PlanPath::B, attempts, params)
         }
@@ -538,7 +539,7 @@ async fn generate(
     let mut last_errors = Vec::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let span = step_span("generate");
-        span.record("pflow.planner.attempt", attempt as i64);
+        span.record(attr::PLANNER_ATTEMPT, attempt as i64);
         let user = if feedback.is_empty() {
             request.to_string()
         } else {

@@ -13,7 +13,11 @@ pub mod template;
 
 use crate::ir::validate::{NodeShape, Severity, ValidationContext};
 use crate::ir::{self, BatchErrorHandling, Diagnostic, IrError, WorkflowIr};
-use crate::nodes::{NodeContext, NodeError, NodeKind, NodeOutput, Params, Registry, Services};
+use crate::nodes::{
+    NodeContext, NodeError, NodeErrorKind, NodeKind, NodeOutput, Params, Registry, Services,
+};
+use crate::outcome::{ExitCode, RunStatus};
+use crate::telemetry::attr;
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -44,7 +48,7 @@ pub enum RunError {
     Node {
         node: String,
         node_type: String,
-        kind: String,
+        kind: crate::nodes::NodeErrorKind,
         message: String,
         details: Option<Box<Value>>,
     },
@@ -63,12 +67,22 @@ pub enum RunError {
 impl RunError {
     /// The documented exit code: 2 for bad input, 1 for a failed run, 3 for a
     /// budget stop, 130 for an interrupt.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => 2,
-            RunError::Budget(_) => 3,
-            RunError::Interrupted => 130,
-            _ => 1,
+            RunError::Invalid(_) | RunError::Input(_) => ExitCode::Invalid,
+            RunError::Budget(_) => ExitCode::Budget,
+            RunError::Interrupted => ExitCode::Interrupted,
+            _ => ExitCode::Failed,
+        }
+    }
+
+    /// How a run that ended with this error is recorded.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunError::Invalid(_) | RunError::Input(_) => RunStatus::Invalid,
+            RunError::Budget(_) => RunStatus::BudgetExceeded,
+            RunError::Interrupted => RunStatus::Interrupted,
+            _ => RunStatus::Failed,
         }
     }
 
@@ -77,7 +91,7 @@ impl RunError {
         match self {
             RunError::Invalid(_) => "validation_error",
             RunError::Input(_) => "input_error",
-            RunError::Node { kind, .. } => kind,
+            RunError::Node { kind, .. } => kind.as_str(),
             RunError::StepLimit { .. } => "step_limit",
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
@@ -619,25 +633,25 @@ impl Runtime {
         let span = tracing::info_span!(
             target: "pflow::workflow",
             "invoke_workflow",
-            otel.name = %format!("invoke_workflow {}", wf.name),
-            "gen_ai.operation.name" = "invoke_workflow",
-            pflow.workflow.name = %wf.name,
-            pflow.workflow.file = %wf.origin,
-            pflow.workflow.depth = depth as i64,
-            pflow.workflow.node_count = wf.nodes.len() as i64,
-            pflow.workflow.steps = Empty,
-            pflow.workflow.status = Empty,
-            "error.type" = Empty,
+            otel.name = %attr::workflow_span(&wf.name),
+            { attr::GEN_AI_OPERATION_NAME } = "invoke_workflow",
+            { attr::WORKFLOW_NAME } = %wf.name,
+            { attr::WORKFLOW_FILE } = %wf.origin,
+            { attr::WORKFLOW_DEPTH } = depth as i64,
+            { attr::WORKFLOW_NODE_COUNT } = wf.nodes.len() as i64,
+            { attr::WORKFLOW_STEPS } = Empty,
+            { attr::WORKFLOW_STATUS } = Empty,
+            { attr::ERROR_TYPE } = Empty,
             otel.status_description = Empty,
         );
         let rt = self.clone();
-        let guard = SpanOutcome::new(span.clone(), "pflow.workflow.status");
+        let guard = SpanOutcome::new(span.clone(), attr::WORKFLOW_STATUS);
         async move {
             let mut guard = guard;
             let r = rt.execute(&wf, inputs, &opts, depth, &prefix).await;
             match &r {
                 Ok(out) => {
-                    guard.span.record("pflow.workflow.steps", out.steps as i64);
+                    guard.span.record(attr::WORKFLOW_STEPS, out.steps as i64);
                     guard.ok();
                 }
                 Err(e) => guard.fail(e.kind(), &e.to_string()),
@@ -752,9 +766,9 @@ impl Runtime {
             }
             let span = node_span(node, path, role, attempt, max_attempts);
             if let Some(i) = batch_index {
-                span.record("pflow.batch.index", i as i64);
+                span.record(attr::BATCH_INDEX, i as i64);
             }
-            let mut guard = SpanOutcome::new(span.clone(), "pflow.node.status");
+            let mut guard = SpanOutcome::new(span.clone(), attr::NODE_STATUS);
             let params = {
                 let _e = span.enter();
                 resolve_params(node, store, locals)
@@ -779,7 +793,7 @@ impl Runtime {
             match result {
                 Ok(out) => {
                     let action = out.action.as_deref().unwrap_or("default");
-                    span.record("pflow.node.action", action);
+                    span.record(attr::NODE_ACTION, action);
                     let ns = match batch_index {
                         Some(i) => format!("{}.results[{i}]", node.id),
                         None => node.id.clone(),
@@ -793,13 +807,13 @@ impl Runtime {
                         return Err(Failure::Interrupted);
                     }
                     let retry = attempt < max_attempts
-                        && err.kind != "template_error"
-                        && err.kind != "interrupted";
-                    if err.kind == "interrupted" {
+                        && err.kind != NodeErrorKind::TemplateError
+                        && err.kind != NodeErrorKind::Interrupted;
+                    if err.kind == NodeErrorKind::Interrupted {
                         return Err(Failure::Interrupted);
                     }
-                    guard.fail(&err.kind, &err.message);
-                    if crate::llm::budget::is_budget_kind(&err.kind) {
+                    guard.fail(err.kind.as_str(), &err.message);
+                    if err.kind.is_budget() {
                         if let Some(stop) = self.budget_stop() {
                             return Err(Failure::Budget(stop));
                         }
@@ -808,7 +822,7 @@ impl Runtime {
                     if !retry {
                         return Err(Failure::Node(err));
                     }
-                    tracing::info!(parent: &span, { pflow.node.next_attempt = (attempt + 1) as i64, pflow.node.wait_s = node.wait.as_secs_f64() }, "pflow.node.retry");
+                    tracing::info!(parent: &span, { { attr::NODE_NEXT_ATTEMPT } = (attempt + 1) as i64, { attr::NODE_WAIT_S } = node.wait.as_secs_f64() }, "{}", attr::EVENT_RETRY);
                     drop(span);
                     if !node.wait.is_zero() {
                         tokio::time::sleep(node.wait).await;
@@ -927,9 +941,9 @@ impl Runtime {
             )));
         };
         let span = node_span(node, path, ROLE_BATCH, 1, 1);
-        span.record("pflow.batch.parallel", batch.parallel);
-        span.record("pflow.batch.max_concurrent", batch.max_concurrent as i64);
-        let mut guard = SpanOutcome::new(span.clone(), "pflow.node.status");
+        span.record(attr::BATCH_PARALLEL, batch.parallel);
+        span.record(attr::BATCH_MAX_CONCURRENT, batch.max_concurrent as i64);
+        let mut guard = SpanOutcome::new(span.clone(), attr::NODE_STATUS);
         let items = {
             let _e = span.enter();
             let scope = Scope { store, locals: &[] };
@@ -949,11 +963,11 @@ impl Runtime {
         let items = match items {
             Ok(i) => i,
             Err(e) => {
-                guard.fail(&e.kind, &e.message);
+                guard.fail(e.kind.as_str(), &e.message);
                 return Err(Failure::Node(e));
             }
         };
-        span.record("pflow.batch.size", items.len() as i64);
+        span.record(attr::BATCH_SIZE, items.len() as i64);
         let run_item = |i: usize| {
             let item_path = format!("{path}[{i}]");
             let item = &items[i];
@@ -1015,7 +1029,7 @@ impl Runtime {
             return Err(Failure::Budget(stop));
         }
         if let Some(e) = first_error {
-            guard.fail(&e.kind, &e.message);
+            guard.fail(e.kind.as_str(), &e.message);
             return Err(Failure::Node(e));
         }
         let mut failed = 0;
@@ -1034,7 +1048,7 @@ impl Runtime {
                 None => Value::Null,
             })
             .collect();
-        span.record("pflow.batch.failed", failed as i64);
+        span.record(attr::BATCH_FAILED, failed as i64);
         let mut outputs = Map::new();
         outputs.insert("results".into(), Value::Array(list));
         outputs.insert("count".into(), json!(items.len()));
@@ -1042,7 +1056,7 @@ impl Runtime {
         if !errors.is_empty() {
             outputs.insert("errors".into(), Value::Array(errors));
         }
-        span.record("pflow.node.action", "default");
+        span.record(attr::NODE_ACTION, "default");
         record_store_writes(&span, &node.id, &outputs);
         guard.ok();
         Ok(NodeOutput::new(outputs))
@@ -1061,23 +1075,23 @@ fn node_span(
     tracing::info_span!(
         target: "pflow::node",
         "node",
-        otel.name = %format!("node {path}"),
-        pflow.node.id = %node.id,
-        pflow.node.type = %node.node_type,
-        pflow.node.path = %path,
-        pflow.node.role = role,
-        pflow.node.attempt = attempt as i64,
-        pflow.node.max_attempts = max_attempts as i64,
-        pflow.batch.index = Empty,
-        pflow.batch.size = Empty,
-        pflow.batch.parallel = Empty,
-        pflow.batch.max_concurrent = Empty,
-        pflow.batch.failed = Empty,
-        pflow.node.action = Empty,
-        pflow.node.status = Empty,
-        pflow.node.params = Empty,
-        pflow.node.params_digest = Empty,
-        "error.type" = Empty,
+        otel.name = %attr::node_span(path),
+        { attr::NODE_ID } = %node.id,
+        { attr::NODE_TYPE } = %node.node_type,
+        { attr::NODE_PATH } = %path,
+        { attr::NODE_ROLE } = role,
+        { attr::NODE_ATTEMPT } = attempt as i64,
+        { attr::NODE_MAX_ATTEMPTS } = max_attempts as i64,
+        { attr::BATCH_INDEX } = Empty,
+        { attr::BATCH_SIZE } = Empty,
+        { attr::BATCH_PARALLEL } = Empty,
+        { attr::BATCH_MAX_CONCURRENT } = Empty,
+        { attr::BATCH_FAILED } = Empty,
+        { attr::NODE_ACTION } = Empty,
+        { attr::NODE_STATUS } = Empty,
+        { attr::NODE_PARAMS } = Empty,
+        { attr::NODE_PARAMS_DIGEST } = Empty,
+        { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )
 }
@@ -1109,9 +1123,9 @@ fn resolve_params(
     if tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         let p = crate::telemetry::preview::preview_map(&params);
         let span = tracing::Span::current();
-        span.record("pflow.node.params", p.text.as_str());
+        span.record(attr::NODE_PARAMS, p.text.as_str());
         span.record(
-            "pflow.node.params_digest",
+            attr::NODE_PARAMS_DIGEST,
             crate::telemetry::preview::digest_map(&params).as_str(),
         );
     }
@@ -1126,14 +1140,11 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     tracing::debug!(
         target: "pflow::detail",
         {
-            pflow.param = param,
-            pflow.template = %template_text(t),
-            pflow.value.preview = %p.text,
-            pflow.value.size = p.size as i64,
-            pflow.value.truncated = p.truncated,
-        },
-        "pflow.template.resolved"
-    );
+            { attr::PARAM } = param,
+            { attr::TEMPLATE } = %template_text(t),
+            { attr::VALUE_PREVIEW } = %p.text,
+            { attr::VALUE_SIZE } = p.size as i64,
+            { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED);
 }
 
 fn template_text(t: &crate::ir::template::Template) -> String {
@@ -1157,13 +1168,10 @@ fn record_store_writes(span: &tracing::Span, node_id: &str, outputs: &Map<String
             target: "pflow::detail",
             parent: span,
             {
-                pflow.store.key = %format!("{node_id}.{k}"),
-                pflow.value.preview = %p.text,
-                pflow.value.size = p.size as i64,
-                pflow.value.truncated = p.truncated,
-            },
-            "pflow.store.write"
-        );
+                { attr::STORE_KEY } = %format!("{node_id}.{k}"),
+                { attr::VALUE_PREVIEW } = %p.text,
+                { attr::VALUE_SIZE } = p.size as i64,
+                { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_STORE_WRITE);
     }
 }
 
@@ -1173,7 +1181,7 @@ fn collect_outputs(wf: &CompiledWorkflow, store: &Map<String, Value>) -> Map<Str
     for (name, src) in &wf.outputs {
         let v = match src {
             Some(cv) => cv.resolve(&scope, &mut |t, v| template_event(&format!("outputs.{name}"), t, v)).unwrap_or_else(|e| {
-                tracing::warn!({ pflow.output = %name, pflow.reason = %e }, "pflow.output.unresolved");
+                tracing::warn!({ { attr::OUTPUT } = %name, { attr::REASON } = %e }, "{}", attr::EVENT_OUTPUT_UNRESOLVED);
                 Value::Null
             }),
             // No source: the key of that name in the last node namespace that has it.
@@ -1236,9 +1244,9 @@ impl SpanOutcome {
         self.done = true;
     }
     fn fail(&mut self, kind: &str, message: &str) {
-        tracing::error!(parent: &self.span, { "exception.type" = kind, "exception.message" = message }, "exception");
+        tracing::error!(parent: &self.span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
         self.span.record(self.status_field, "error");
-        self.span.record("error.type", kind);
+        self.span.record(attr::ERROR_TYPE, kind);
         self.span.record("otel.status_description", message);
         self.done = true;
     }
@@ -1253,7 +1261,7 @@ impl Drop for SpanOutcome {
                 "cancelled"
             };
             self.span.record(self.status_field, status);
-            self.span.record("error.type", status);
+            self.span.record(attr::ERROR_TYPE, status);
             self.span.record("otel.status_description", status);
         }
     }

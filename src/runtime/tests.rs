@@ -194,11 +194,11 @@ async fn failure_without_error_edge_fails_the_run_naming_the_node() {
         } => {
             assert_eq!(node, "x");
             assert_eq!(message, "nope");
-            assert_eq!(kind, "echo_fail");
+            assert_eq!(*kind, NodeErrorKind::EchoFail);
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(err.exit_code(), 1);
+    assert_eq!(err.exit_code(), crate::outcome::ExitCode::Failed);
 }
 
 #[tokio::test]
@@ -381,7 +381,7 @@ async fn inputs_are_checked_and_defaulted() {
             .contains("missing required input `req` (how many)"),
         "{err}"
     );
-    assert_eq!(err.exit_code(), 2);
+    assert_eq!(err.exit_code(), crate::outcome::ExitCode::Invalid);
     let err = run_json(wf.clone(), json!({"req": "many"}))
         .await
         .unwrap_err();

@@ -1,112 +1,408 @@
-//! Every span, attribute and event name pflow emits, in one place, so no name
-//! is typed twice. OpenTelemetry semantic-convention names are used where one
-//! exists (GenAI conventions, `error.type`, `exception.*`); pflow's own carry a
-//! `pflow.` prefix. `docs/telemetry.md` documents each of them.
+//! Every span, attribute, event and metric name pflow emits, in one place, so
+//! no name is typed twice. OpenTelemetry semantic-convention names are used
+//! where one exists (GenAI conventions, `error.type`, `exception.*`); pflow's
+//! own carry a `pflow.` prefix. `docs/telemetry.md` documents each of them.
+//!
+//! [`REGISTRY`] is the same list as a table (name, kind, content flag, brief)
+//! for code that walks it: the export policy's content attributes, the HTML
+//! report's names, and the tests that hold the code and the docs to it.
+//! Span names are patterns (`node {path}`); the functions below build them.
 
-// Semantic-convention names.
-pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
-pub const ERROR_TYPE: &str = "error.type";
-pub const EXCEPTION_TYPE: &str = "exception.type";
-pub const EXCEPTION_MESSAGE: &str = "exception.message";
-pub const SERVICE_NAME: &str = "service.name";
-pub const SERVICE_VERSION: &str = "service.version";
+/// What a registered name names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A span name pattern: `{…}` stands for a value.
+    Span,
+    /// A span attribute.
+    Attr,
+    /// A span event.
+    Event,
+    /// An attribute of span events.
+    EventAttr,
+    /// A resource attribute.
+    Resource,
+    /// An OpenTelemetry metric instrument.
+    Metric,
+}
 
-// Run (root span).
-pub const RUN_STATUS: &str = "pflow.run.status";
-pub const RUN_COMMAND: &str = "pflow.run.command";
-pub const RUN_EXIT_CODE: &str = "pflow.run.exit_code";
+/// One registered name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    /// The constant's identifier in this module (what the report's script uses).
+    pub id: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Carries prompts, responses or values: kept local unless content capture is on.
+    pub content: bool,
+    pub brief: &'static str,
+}
 
-// Budget facts (root span, only when `--max-cost` / `--max-tokens-total` is set).
-pub const BUDGET_MAX_COST_USD: &str = "pflow.budget.max_cost_usd";
-pub const BUDGET_MAX_TOKENS_TOTAL: &str = "pflow.budget.max_tokens_total";
-pub const BUDGET_ALLOW_UNPRICED: &str = "pflow.budget.allow_unpriced";
-pub const BUDGET_SPENT_USD: &str = "pflow.budget.spent_usd";
-pub const BUDGET_TOKENS_USED: &str = "pflow.budget.tokens_used";
-pub const BUDGET_EXCEEDED: &str = "pflow.budget.exceeded";
-/// `before_call` or `after_call`.
-pub const BUDGET_STOPPED: &str = "pflow.budget.stopped";
-/// `max_cost`, `max_tokens_total` or `unpriced_model`.
-pub const BUDGET_REASON: &str = "pflow.budget.reason";
-pub const BUDGET_NODE: &str = "pflow.budget.node";
-pub const BUDGET_MODEL: &str = "pflow.budget.model";
-pub const BUDGET_NEXT_CALL_ESTIMATE_USD: &str = "pflow.budget.next_call_estimate_usd";
-pub const BUDGET_NEXT_CALL_ESTIMATE_TOKENS: &str = "pflow.budget.next_call_estimate_tokens";
+macro_rules! registry {
+    ($($id:ident = $name:literal, $kind:ident, $content:literal, $brief:literal;)*) => {
+        $(#[doc = $brief] pub const $id: &str = $name;)*
+        /// Every name above, in order.
+        pub const REGISTRY: &[Name] = &[
+            $(Name { id: stringify!($id), name: $name, kind: Kind::$kind, content: $content, brief: $brief },)*
+        ];
+    };
+}
 
-// Workflow spans (`invoke_workflow {name}`).
-pub const WORKFLOW_NAME: &str = "pflow.workflow.name";
-pub const WORKFLOW_FILE: &str = "pflow.workflow.file";
-pub const WORKFLOW_DEPTH: &str = "pflow.workflow.depth";
-pub const WORKFLOW_NODE_COUNT: &str = "pflow.workflow.node_count";
-pub const WORKFLOW_STEPS: &str = "pflow.workflow.steps";
-pub const WORKFLOW_STATUS: &str = "pflow.workflow.status";
+registry! {
+    // Span name patterns.
+    SPAN_RUN = "pflow {command} {target}", Span, false, "root span: `pflow run FILE`, `pflow plan REQUEST`";
+    SPAN_WORKFLOW = "invoke_workflow {name}", Span, false, "a workflow (top level or nested)";
+    SPAN_NODE = "node {path}", Span, false, "one node attempt, batch, or batch item";
+    SPAN_PLANNER = "plan pflow", Span, false, "the planner as a whole";
+    SPAN_PLANNER_STEP = "plan {step}", Span, false, "one planner step";
+    SPAN_LLM_CHAT = "chat {model}", Span, false, "one LLM call attempt (OpenAI, Anthropic, Ollama, echo)";
+    SPAN_LLM_GENERATE = "generate_content {model}", Span, false, "one LLM call attempt (Gemini)";
 
-// Node spans (`node {path}`).
-pub const NODE_ID: &str = "pflow.node.id";
-pub const NODE_TYPE: &str = "pflow.node.type";
-pub const NODE_PATH: &str = "pflow.node.path";
-pub const NODE_ROLE: &str = "pflow.node.role";
-pub const NODE_ATTEMPT: &str = "pflow.node.attempt";
-pub const NODE_MAX_ATTEMPTS: &str = "pflow.node.max_attempts";
-pub const NODE_ACTION: &str = "pflow.node.action";
-pub const NODE_STATUS: &str = "pflow.node.status";
-pub const NODE_PARAMS: &str = "pflow.node.params";
-pub const BATCH_INDEX: &str = "pflow.batch.index";
-pub const BATCH_SIZE: &str = "pflow.batch.size";
-pub const BATCH_PARALLEL: &str = "pflow.batch.parallel";
-pub const BATCH_MAX_CONCURRENT: &str = "pflow.batch.max_concurrent";
-pub const BATCH_FAILED: &str = "pflow.batch.failed";
+    // Semantic-convention names.
+    GEN_AI_OPERATION_NAME = "gen_ai.operation.name", Attr, false, "`invoke_workflow`, `plan`, `chat`, `generate_content`";
+    ERROR_TYPE = "error.type", Attr, false, "the error kind of a failed span";
+    EXCEPTION_TYPE = "exception.type", EventAttr, false, "the error kind (exception event)";
+    EXCEPTION_MESSAGE = "exception.message", EventAttr, false, "the error message (exception event)";
+    SERVICE_NAME = "service.name", Resource, false, "`OTEL_SERVICE_NAME`, default `pflow`";
+    SERVICE_VERSION = "service.version", Resource, false, "pflow's version";
+    HOST_NAME = "host.name", Resource, false, "the machine's host name";
+    SERVER_ADDRESS = "server.address", Attr, false, "the LLM endpoint's host";
+    SERVER_PORT = "server.port", Attr, false, "the LLM endpoint's port";
+
+    // Run (root span).
+    RUN_STATUS = "pflow.run.status", Attr, false, "`ok`, `failed`, `invalid`, `budget_exceeded`, `interrupted`";
+    RUN_COMMAND = "pflow.run.command", Attr, false, "`run` or `plan`";
+    RUN_EXIT_CODE = "pflow.run.exit_code", Attr, false, "the process exit code";
+
+    // Budget facts (root span, only when `--max-cost` / `--max-tokens-total` is set).
+    BUDGET_MAX_COST_USD = "pflow.budget.max_cost_usd", Attr, false, "the cost limit";
+    BUDGET_MAX_TOKENS_TOTAL = "pflow.budget.max_tokens_total", Attr, false, "the token limit";
+    BUDGET_ALLOW_UNPRICED = "pflow.budget.allow_unpriced", Attr, false, "`--allow-unpriced`";
+    BUDGET_SPENT_USD = "pflow.budget.spent_usd", Attr, false, "actual cost of the settled LLM attempts";
+    BUDGET_TOKENS_USED = "pflow.budget.tokens_used", Attr, false, "actual tokens of those attempts";
+    BUDGET_EXCEEDED = "pflow.budget.exceeded", Attr, false, "a limit stopped the run";
+    BUDGET_STOPPED = "pflow.budget.stopped", Attr, false, "`before_call`, `after_call` or `estimate`";
+    BUDGET_REASON = "pflow.budget.reason", Attr, false, "`max_cost`, `max_tokens_total` or `unpriced_model`";
+    BUDGET_NODE = "pflow.budget.node", Attr, false, "the node whose call was refused or crossed the limit";
+    BUDGET_MODEL = "pflow.budget.model", Attr, false, "that call's model";
+    BUDGET_NEXT_CALL_ESTIMATE_USD = "pflow.budget.next_call_estimate_usd", Attr, false, "the refused call's worst-case cost";
+    BUDGET_NEXT_CALL_ESTIMATE_TOKENS = "pflow.budget.next_call_estimate_tokens", Attr, false, "the refused call's worst-case tokens";
+
+    // Workflow spans.
+    WORKFLOW_NAME = "pflow.workflow.name", Attr, false, "the workflow's name (also a resource attribute)";
+    WORKFLOW_FILE = "pflow.workflow.file", Attr, false, "the workflow file";
+    WORKFLOW_DEPTH = "pflow.workflow.depth", Attr, false, "0 for the top workflow, 1 for a child, …";
+    WORKFLOW_NODE_COUNT = "pflow.workflow.node_count", Attr, false, "nodes in the IR";
+    WORKFLOW_STEPS = "pflow.workflow.steps", Attr, false, "node executions performed";
+    WORKFLOW_STATUS = "pflow.workflow.status", Attr, false, "`ok`, `error`, `cancelled`, `interrupted`";
+
+    // Node spans.
+    NODE_ID = "pflow.node.id", Attr, false, "node id in its workflow";
+    NODE_TYPE = "pflow.node.type", Attr, false, "node type";
+    NODE_PATH = "pflow.node.path", Attr, false, "unambiguous node path";
+    NODE_ROLE = "pflow.node.role", Attr, false, "`node`, `batch`, `batch_item`";
+    NODE_ATTEMPT = "pflow.node.attempt", Attr, false, "1 for the first attempt";
+    NODE_MAX_ATTEMPTS = "pflow.node.max_attempts", Attr, false, "`max_retries + 1`";
+    NODE_ACTION = "pflow.node.action", Attr, false, "the action returned";
+    NODE_STATUS = "pflow.node.status", Attr, false, "`ok`, `error`, `cancelled`, `interrupted`";
+    NODE_PARAMS = "pflow.node.params", Attr, true, "params after template resolution (redacted preview)";
+    NODE_PARAMS_DIGEST = "pflow.node.params_digest", Attr, true, "per-param digest of the full value (`{\"key\": \"<16 hex>\"}`), beside the preview: `trace diff` compares it";
+    BATCH_INDEX = "pflow.batch.index", Attr, false, "item index (batch items)";
+    BATCH_SIZE = "pflow.batch.size", Attr, false, "number of items (batch span)";
+    BATCH_PARALLEL = "pflow.batch.parallel", Attr, false, "items run concurrently";
+    BATCH_MAX_CONCURRENT = "pflow.batch.max_concurrent", Attr, false, "concurrency bound";
+    BATCH_FAILED = "pflow.batch.failed", Attr, false, "items that failed";
+
+    // Span events and their attributes (the debugging tier).
+    EVENT_TEMPLATE_RESOLVED = "pflow.template.resolved", Event, false, "a template string resolved";
+    EVENT_STORE_WRITE = "pflow.store.write", Event, false, "an output written to the shared store";
+    EVENT_RETRY = "pflow.node.retry", Event, false, "another node attempt follows";
+    EVENT_LLM_RETRY = "pflow.llm.retry", Event, false, "another LLM attempt follows";
+    EVENT_OUTPUT_UNRESOLVED = "pflow.output.unresolved", Event, false, "a workflow output's source could not be resolved";
+    EVENT_PLANNER_MALFORMED = "pflow.planner.malformed", Event, false, "a planner step's answer could not be parsed";
+    EVENT_EXCEPTION = "exception", Event, false, "the span failed";
+    TEMPLATE = "pflow.template", EventAttr, false, "the template text";
+    PARAM = "pflow.param", EventAttr, false, "the param the template belongs to";
+    STORE_KEY = "pflow.store.key", EventAttr, false, "`node.key` written";
+    VALUE_PREVIEW = "pflow.value.preview", EventAttr, true, "a bounded, redacted preview of the value";
+    VALUE_SIZE = "pflow.value.size", EventAttr, false, "the value's size in bytes";
+    VALUE_TRUNCATED = "pflow.value.truncated", EventAttr, false, "the preview is cut";
+    NODE_NEXT_ATTEMPT = "pflow.node.next_attempt", EventAttr, false, "the attempt that follows";
+    NODE_WAIT_S = "pflow.node.wait_s", EventAttr, false, "seconds before it";
+    LLM_NEXT_ATTEMPT = "pflow.llm.next_attempt", EventAttr, false, "the LLM attempt that follows";
+    LLM_WAIT_S = "pflow.llm.wait_s", EventAttr, false, "seconds before it";
+    OUTPUT = "pflow.output", EventAttr, false, "the workflow output concerned";
+    REASON = "pflow.reason", EventAttr, false, "why";
+
+    // Token and cost attributes (GenAI conventions; filled by the LLM call).
+    USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens", Attr, false, "every prompt-side token";
+    USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens", Attr, false, "every generated token";
+    USAGE_CACHE_READ = "gen_ai.usage.cache_read.input_tokens", Attr, false, "cache reads (part of input)";
+    USAGE_CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens", Attr, false, "cache writes (older spelling)";
+    USAGE_CACHE_WRITE = "gen_ai.usage.cache_write.input_tokens", Attr, false, "cache writes (part of input)";
+    USAGE_REASONING = "gen_ai.usage.reasoning.output_tokens", Attr, false, "reasoning share of output";
+    USAGE_COST = "gen_ai.usage.cost", Attr, false, "alias of `pflow.cost.usd` for backends that read it";
+    COST_USD = "pflow.cost.usd", Attr, false, "the call's cost in USD";
+    USAGE_ESTIMATED = "pflow.usage.estimated", Attr, false, "tokens are an estimate";
+    USAGE_SOURCE = "pflow.usage.source", Attr, false, "`provider`, `provider_stream`, `estimated`";
+    USAGE_CACHE_WRITE_1H = "pflow.usage.cache_write_1h.input_tokens", Attr, false, "the 1-hour share of the cache writes (Anthropic)";
+    COST_PRICE_KEY = "pflow.cost.price_key", Attr, false, "the table entry a cost was computed from";
+    COST_CACHE_SAVINGS_USD = "pflow.cost.cache_savings_usd", Attr, false, "what cache reads saved versus the input price";
+    COST_SOURCE = "pflow.cost.source", Attr, false, "where the cost came from";
+
+    // LLM call spans.
+    LLM_NODE_PATH = "pflow.llm.node_path", Attr, false, "the node path an LLM call belongs to";
+    LLM_ATTEMPT = "pflow.llm.attempt", Attr, false, "1 for the first attempt";
+    LLM_STREAM = "pflow.llm.stream", Attr, false, "streaming";
+    LLM_API = "pflow.llm.api", Attr, false, "`chat` or `responses`";
+    LLM_INPUT_BYTES = "pflow.llm.input_bytes", Attr, false, "size of prompt and system prompt";
+    LLM_OUTPUT_BYTES = "pflow.llm.output_bytes", Attr, false, "size of the answer";
+    GEN_AI_REQUEST_MODEL = "gen_ai.request.model", Attr, false, "the model asked for";
+    GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature", Attr, false, "temperature, when set";
+    GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens", Attr, false, "max tokens, when set";
+    GEN_AI_RESPONSE_MODEL = "gen_ai.response.model", Attr, false, "the model that answered";
+    GEN_AI_RESPONSE_ID = "gen_ai.response.id", Attr, false, "the provider's response id";
+    GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons", Attr, false, "JSON array of finish reasons";
+    GEN_AI_PROVIDER_NAME = "gen_ai.provider.name", Attr, false, "the provider";
+    GEN_AI_SYSTEM = "gen_ai.system", Attr, false, "the provider, deprecated name";
+    GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions", Attr, true, "the system prompt (JSON)";
+    GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages", Attr, true, "the prompt (JSON)";
+    GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages", Attr, true, "the answer (JSON)";
+    SECTION = "pflow.section", Attr, false, "`workflow` or `planner`";
+
+    // Planner spans.
+    PLANNER_REQUEST = "pflow.planner.request", Attr, true, "the request text";
+    PLANNER_PATH = "pflow.planner.path", Attr, false, "`A` (saved workflow reused) or `B` (generated)";
+    PLANNER_ATTEMPTS = "pflow.planner.attempts", Attr, false, "generation attempts";
+    PLANNER_WORKFLOW = "pflow.planner.workflow", Attr, false, "the planned workflow's name";
+    PLANNER_STEP = "pflow.planner.step", Attr, false, "the planner step";
+    PLANNER_ATTEMPT = "pflow.planner.attempt", Attr, false, "1, 2, 3 (generate steps)";
+
+    // Trace file and export.
+    TRACE_TRUNCATED = "pflow.trace.truncated", Attr, false, "spans are missing from this file (size cap)";
+    TRACE_DROPPED_SPANS = "pflow.trace.dropped_spans", Attr, false, "how many spans were not written";
+    CONTENT_OMITTED = "pflow.content.omitted", Attr, false, "content attributes were dropped on export";
+
+    // OpenTelemetry metric instruments.
+    METRIC_TOKEN_USAGE = "gen_ai.client.token.usage", Metric, false, "tokens per LLM call";
+    METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration", Metric, false, "LLM call duration";
+    METRIC_LLM_COST = "pflow.llm.cost", Metric, false, "LLM cost in USD";
+    METRIC_NODE_DURATION = "pflow.node.duration", Metric, false, "node duration";
+    METRIC_RUNS = "pflow.runs", Metric, false, "runs by status";
+    GEN_AI_TOKEN_TYPE = "gen_ai.token.type", Attr, false, "`input` or `output` (metric attribute)";
+}
+
+/// Every budget attribute starts with this (the metrics summary's `budget`).
+pub const BUDGET_PREFIX: &str = "pflow.budget.";
 
 // Values of `pflow.node.role`.
 pub const ROLE_NODE: &str = "node";
 pub const ROLE_BATCH: &str = "batch";
 pub const ROLE_BATCH_ITEM: &str = "batch_item";
 
-// Span event names and their attributes (the debugging tier).
-pub const EVENT_TEMPLATE_RESOLVED: &str = "pflow.template.resolved";
-pub const EVENT_STORE_WRITE: &str = "pflow.store.write";
-pub const EVENT_RETRY: &str = "pflow.node.retry";
-pub const EVENT_EXCEPTION: &str = "exception";
-pub const TEMPLATE: &str = "pflow.template";
-pub const PARAM: &str = "pflow.param";
-pub const STORE_KEY: &str = "pflow.store.key";
-pub const VALUE_PREVIEW: &str = "pflow.value.preview";
-pub const VALUE_SIZE: &str = "pflow.value.size";
-pub const VALUE_TRUNCATED: &str = "pflow.value.truncated";
+/// The root span's name ([`SPAN_RUN`]).
+pub fn run_span(command: &str, target: &str) -> String {
+    format!("pflow {command} {target}")
+}
 
-// Token and cost attributes (GenAI conventions; filled by the LLM node).
-pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
-pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
-pub const USAGE_CACHE_READ: &str = "gen_ai.usage.cache_read.input_tokens";
-pub const USAGE_CACHE_CREATION: &str = "gen_ai.usage.cache_creation.input_tokens";
-pub const USAGE_CACHE_WRITE: &str = "gen_ai.usage.cache_write.input_tokens";
-pub const USAGE_REASONING: &str = "gen_ai.usage.reasoning.output_tokens";
-pub const COST_USD: &str = "pflow.cost.usd";
-pub const USAGE_ESTIMATED: &str = "pflow.usage.estimated";
-/// Where the token counts came from: `provider`, `provider_stream`, `estimated`.
-pub const USAGE_SOURCE: &str = "pflow.usage.source";
-/// The 1-hour share of the cache writes (Anthropic), when there is one.
-pub const USAGE_CACHE_WRITE_1H: &str = "pflow.usage.cache_write_1h.input_tokens";
-/// The table entry a cost was computed from.
-pub const COST_PRICE_KEY: &str = "pflow.cost.price_key";
-/// What cache reads saved versus the input price, in USD (0 when nothing was cached).
-pub const COST_CACHE_SAVINGS_USD: &str = "pflow.cost.cache_savings_usd";
-/// Where the cost came from: `table`, `override`, `provider`, `free`, `local`, `unpriced`.
-pub const COST_SOURCE: &str = "pflow.cost.source";
-/// The node path an LLM call belongs to.
-pub const LLM_NODE_PATH: &str = "pflow.llm.node_path";
-pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
-pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
-pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
-/// Which part of the run a span belongs to: `workflow` or `planner`.
-pub const SECTION: &str = "pflow.section";
+/// A workflow span's name ([`SPAN_WORKFLOW`]).
+pub fn workflow_span(name: &str) -> String {
+    format!("invoke_workflow {name}")
+}
 
-// Planner spans (`plan pflow`, `plan {step}`).
-/// The request text (content: kept local unless capture is on).
-pub const PLANNER_REQUEST: &str = "pflow.planner.request";
-pub const PLANNER_PATH: &str = "pflow.planner.path";
-pub const PLANNER_ATTEMPTS: &str = "pflow.planner.attempts";
-pub const PLANNER_STEP: &str = "pflow.planner.step";
+/// A node span's name ([`SPAN_NODE`]).
+pub fn node_span(path: &str) -> String {
+    format!("node {path}")
+}
 
-// Accounting additions (issue 12).
-/// Per-param digest of the full value (`{"key": "<16 hex>"}`), beside `pflow.node.params`.
-pub const NODE_PARAMS_DIGEST: &str = "pflow.node.params_digest";
+/// A planner step span's name ([`SPAN_PLANNER_STEP`]).
+pub fn planner_step_span(step: &str) -> String {
+    format!("plan {step}")
+}
+
+/// An LLM call span's name ([`SPAN_LLM_CHAT`], [`SPAN_LLM_GENERATE`]): the operation, then the model.
+pub fn llm_span(operation: &str, model: &str) -> String {
+    format!("{operation} {model}")
+}
+
+/// The registered name `name` of `kind`, if any (span names match their pattern).
+pub fn lookup(kind: Kind, name: &str) -> Option<&'static Name> {
+    REGISTRY.iter().find(|n| {
+        n.kind == kind && (n.name == name || (kind == Kind::Span && matches_pattern(n.name, name)))
+    })
+}
+
+/// Whether `name` fits `pattern`, where each `{…}` stands for a non-empty value.
+pub fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let mut pieces = pattern.split('{');
+    let head = pieces.next().unwrap_or("");
+    // The literal text after each placeholder.
+    let literals: Vec<&str> = pieces
+        .map(|p| p.split_once('}').map_or("", |(_, lit)| lit))
+        .collect();
+    if literals.is_empty() {
+        return name == pattern;
+    }
+    name.strip_prefix(head)
+        .is_some_and(|rest| after_placeholder(&literals, rest))
+}
+
+/// `s` starts with a placeholder's value, followed by `literals[0]`, and so on.
+fn after_placeholder(literals: &[&str], s: &str) -> bool {
+    match literals.split_first() {
+        None => s.is_empty(),
+        Some((lit, [])) => s.len() > lit.len() && s.ends_with(lit),
+        Some((lit, rest)) => s
+            .match_indices(lit)
+            .any(|(i, _)| i > 0 && after_placeholder(rest, &s[i + lit.len()..])),
+    }
+}
+
+/// Content attributes of `kind` (`Attr` on spans, `EventAttr` on events):
+/// what the export policy drops without content capture.
+pub fn content_attrs(kind: Kind) -> impl Iterator<Item = &'static str> {
+    REGISTRY
+        .iter()
+        .filter(move |n| n.content && n.kind == kind)
+        .map(|n| n.name)
+}
+
+/// Whether `key` is a content attribute of `kind`.
+pub fn is_content(kind: Kind, key: &str) -> bool {
+    content_attrs(kind).any(|n| n == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_span_builders_fit_their_patterns() {
+        let mut seen = std::collections::HashSet::new();
+        for n in REGISTRY {
+            assert!(seen.insert((n.name, n.kind as u8)), "{} twice", n.name);
+            assert!(!n.brief.is_empty(), "{} has no brief", n.name);
+        }
+        let built = [
+            (SPAN_RUN, run_span("run", "examples/hello.json")),
+            (SPAN_WORKFLOW, workflow_span("hello-pipeline")),
+            (SPAN_NODE, node_span("count[0]")),
+            (SPAN_PLANNER_STEP, planner_step_span("generate")),
+            (SPAN_LLM_CHAT, llm_span("chat", "gpt-4o-mini")),
+            (
+                SPAN_LLM_GENERATE,
+                llm_span("generate_content", "gemini-2.5-flash"),
+            ),
+        ];
+        for (pattern, name) in built {
+            assert!(matches_pattern(pattern, &name), "{name} vs {pattern}");
+            assert!(lookup(Kind::Span, &name).is_some(), "{name}");
+        }
+        assert!(lookup(Kind::Span, SPAN_PLANNER).is_some());
+        assert!(!matches_pattern(SPAN_NODE, "node"));
+        assert!(!matches_pattern(SPAN_PLANNER, "plan pflow2"));
+        assert!(lookup(Kind::Span, "connecting to 127.0.0.1").is_none());
+    }
+
+    #[test]
+    fn content_attributes_come_from_the_flag() {
+        let spans: Vec<_> = content_attrs(Kind::Attr).collect();
+        assert_eq!(
+            spans,
+            [
+                NODE_PARAMS,
+                GEN_AI_SYSTEM_INSTRUCTIONS,
+                GEN_AI_INPUT_MESSAGES,
+                GEN_AI_OUTPUT_MESSAGES,
+                PLANNER_REQUEST
+            ]
+        );
+        assert!(is_content(Kind::EventAttr, VALUE_PREVIEW));
+        assert!(!is_content(Kind::Attr, VALUE_PREVIEW));
+        assert!(!is_content(Kind::Attr, COST_USD));
+    }
+
+    fn repo_file(rel: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// Names as code spells them: `pflow.x`, `gen_ai.x`, `error.type`, `exception.x`.
+    fn spelled_names(text: &str) -> Vec<String> {
+        static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(
+                r"(?:^|[^A-Za-z0-9_:.])((?:pflow|gen_ai)(?:\.[a-z0-9_]+)+|error\.type|exception\.[a-z]+)",
+            )
+            .unwrap()
+        });
+        RE.captures_iter(text).map(|c| c[1].to_string()).collect()
+    }
+
+    /// Code outside attr.rs spells no name: it uses the constants. Unit-test
+    /// modules (from `#[cfg(test)]` on) and comments may.
+    #[test]
+    fn no_name_is_spelled_outside_the_registry() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![root.clone()];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("telemetry/attr.rs")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (i, line) in code.lines().enumerate() {
+                    let line = line.split("//").next().unwrap_or("");
+                    for name in spelled_names(line) {
+                        found.push(format!("{}:{}: {name}", path.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "use the constants in src/telemetry/attr.rs: {found:#?}"
+        );
+        // The scanner does see names where they are spelled.
+        let here = spelled_names(&repo_file("src/telemetry/attr.rs"));
+        assert!(here.len() > 100, "{}", here.len());
+        assert!(spelled_names(r#"span.record("pflow.node.id", 1); pflow.x.y = Empty"#).len() == 2);
+    }
+
+    /// docs/telemetry.md documents every registered name, and every name it
+    /// documents is registered.
+    #[test]
+    fn docs_and_registry_agree() {
+        let docs = repo_file("docs/telemetry.md");
+        let undocumented: Vec<&str> = REGISTRY
+            .iter()
+            .map(|n| n.name)
+            .filter(|name| {
+                !docs.contains(&format!("`{name}`"))
+                    && !docs.contains(&format!("`{name} "))
+                    && !docs.contains(&format!(" {name}`"))
+            })
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in docs/telemetry.md: {undocumented:?}"
+        );
+        // `pflow.budget.*` names a family, not one name.
+        let families = regex::Regex::new(r"[a-z_]+(?:\.[a-z0-9_]+)*\.\*").unwrap();
+        let mut unknown: Vec<String> = spelled_names(&families.replace_all(&docs, ""))
+            .into_iter()
+            .filter(|name| !REGISTRY.iter().any(|n| n.name == name))
+            .collect();
+        unknown.dedup();
+        assert!(
+            unknown.is_empty(),
+            "documented but not in attr.rs: {unknown:?}"
+        );
+    }
+}

@@ -16,6 +16,7 @@
 //! (see [`Capped`]): past the cap spans are counted, not written, and the run
 //! span is written last with `pflow.trace.truncated` / `pflow.trace.dropped_spans`.
 
+use super::attr;
 use super::redact::Redactor;
 use opentelemetry::{Array, KeyValue, Value as OtelValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -48,9 +49,9 @@ pub const SPILL_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Set on the run span of a trace that hit the cap.
-pub const TRUNCATED: &str = "pflow.trace.truncated";
+pub const TRUNCATED: &str = attr::TRACE_TRUNCATED;
 /// Spans ended but not written because of the cap.
-pub const DROPPED_SPANS: &str = "pflow.trace.dropped_spans";
+pub const DROPPED_SPANS: &str = attr::TRACE_DROPPED_SPANS;
 
 /// `PFLOW_TRACE_MAX_BYTES` (bytes; `0` turns the cap off), with a warning for a bad value.
 pub fn max_bytes_from_env() -> (u64, Option<String>) {

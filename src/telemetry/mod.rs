@@ -109,7 +109,7 @@ impl TelemetryConfig {
                 .or_else(|| {
                     env_resource_attributes()
                         .into_iter()
-                        .find(|(k, _)| k == "service.name")
+                        .find(|(k, _)| k == attr::SERVICE_NAME)
                         .map(|(_, v)| v)
                 })
                 .unwrap_or_else(|| "pflow".into()),
@@ -182,7 +182,7 @@ impl Telemetry {
             KeyValue::new("telemetry.sdk.language", "rust"),
         ];
         if let Some(h) = hostname() {
-            attrs.push(KeyValue::new("host.name", h));
+            attrs.push(KeyValue::new(attr::HOST_NAME, h));
         }
         for (k, v) in &config.resource_attributes {
             if k != attr::SERVICE_NAME {
@@ -253,7 +253,9 @@ impl Telemetry {
             .with_tracked_inactivity(false)
             .with_target(false)
             .with_level(false)
-            .with_filter(level);
+            // Only pflow's own spans and events: dependencies' tracing events
+            // (hyper's "connecting to …") are not part of pflow's vocabulary.
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target("pflow", level));
         // The progress layer has no per-layer filter: `tracing::enabled!` at a
         // level a per-layer filter rejects leaves that filter's "disabled" mark
         // for the next span on the thread, which then never reached it. The

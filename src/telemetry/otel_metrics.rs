@@ -9,6 +9,7 @@
 //! model), `pflow.node.duration` (seconds by node type and status) and
 //! `pflow.runs` (by status).
 
+use super::attr;
 use super::metrics::SpanFacts;
 use super::otlp::{build_metric_exporter, OtlpSettings};
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
@@ -83,30 +84,30 @@ impl OtelMetrics {
         let meter = provider.meter("pflow");
         OtelMetrics {
             token_usage: meter
-                .u64_histogram("gen_ai.client.token.usage")
+                .u64_histogram(attr::METRIC_TOKEN_USAGE)
                 .with_unit("{token}")
                 .with_description("Number of input and output tokens used")
                 .with_boundaries(token_buckets())
                 .build(),
             operation_duration: meter
-                .f64_histogram("gen_ai.client.operation.duration")
+                .f64_histogram(attr::METRIC_OPERATION_DURATION)
                 .with_unit("s")
                 .with_description("GenAI operation duration")
                 .with_boundaries(duration_buckets())
                 .build(),
             cost: meter
-                .f64_counter("pflow.llm.cost")
+                .f64_counter(attr::METRIC_LLM_COST)
                 .with_unit("USD")
                 .with_description("Cost of LLM calls")
                 .build(),
             node_duration: meter
-                .f64_histogram("pflow.node.duration")
+                .f64_histogram(attr::METRIC_NODE_DURATION)
                 .with_unit("s")
                 .with_description("Duration of node executions")
                 .with_boundaries(duration_buckets())
                 .build(),
             runs: meter
-                .u64_counter("pflow.runs")
+                .u64_counter(attr::METRIC_RUNS)
                 .with_unit("{run}")
                 .with_description("Workflow runs by status")
                 .build(),
@@ -124,7 +125,7 @@ impl OtelMetrics {
             self.runs.add(
                 1,
                 &[KeyValue::new(
-                    "pflow.run.status",
+                    attr::RUN_STATUS,
                     f.run_status.clone().unwrap_or_else(|| "unknown".into()),
                 )],
             );
@@ -133,26 +134,29 @@ impl OtelMetrics {
         if kind == crate::accounting::span::SpanKind::LlmCall {
             let mut attrs = vec![
                 KeyValue::new(
-                    "gen_ai.operation.name",
+                    attr::GEN_AI_OPERATION_NAME,
                     f.operation.clone().unwrap_or_default(),
                 ),
                 KeyValue::new(
-                    "gen_ai.provider.name",
+                    attr::GEN_AI_PROVIDER_NAME,
                     f.provider_name.clone().unwrap_or_default(),
                 ),
-                KeyValue::new("gen_ai.request.model", f.model.clone().unwrap_or_default()),
+                KeyValue::new(
+                    attr::GEN_AI_REQUEST_MODEL,
+                    f.model.clone().unwrap_or_default(),
+                ),
             ];
             if let Some(m) = &f.response_model {
-                attrs.push(KeyValue::new("gen_ai.response.model", m.clone()));
+                attrs.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, m.clone()));
             }
             if let Some(e) = &f.error_type {
-                attrs.push(KeyValue::new("error.type", e.clone()));
+                attrs.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
             }
             self.operation_duration.record(secs, &attrs);
             if f.has_usage {
                 let with = |t: &'static str| {
                     let mut a = attrs.clone();
-                    a.push(KeyValue::new("gen_ai.token.type", t));
+                    a.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, t));
                     a
                 };
                 self.token_usage.record(f.tokens.input, &with("input"));
@@ -166,7 +170,7 @@ impl OtelMetrics {
                 self.cost.add(
                     c,
                     &[KeyValue::new(
-                        "gen_ai.request.model",
+                        attr::GEN_AI_REQUEST_MODEL,
                         f.model.clone().unwrap_or_default(),
                     )],
                 );
@@ -178,11 +182,8 @@ impl OtelMetrics {
                 self.node_duration.record(
                     secs,
                     &[
-                        KeyValue::new("pflow.node.type", node_type.clone()),
-                        KeyValue::new(
-                            "pflow.node.status",
-                            f.node_status.clone().unwrap_or_default(),
-                        ),
+                        KeyValue::new(attr::NODE_TYPE, node_type.clone()),
+                        KeyValue::new(attr::NODE_STATUS, f.node_status.clone().unwrap_or_default()),
                     ],
                 );
             }

@@ -12,6 +12,7 @@
 //! (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true` or
 //! `--capture-content`); sizes always go. Everything exported is redacted.
 
+use super::attr;
 use super::profile::ExportShape;
 use super::redact::Redactor;
 use opentelemetry::KeyValue;
@@ -30,18 +31,6 @@ const MAX_QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` default: a few seconds, as promised to users.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Attributes that carry content (text of prompts, answers, params, values).
-const CONTENT_ATTRS: &[&str] = &[
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "pflow.node.params",
-    // A digest of the params: derived from content, so it stays local with them.
-    "pflow.node.params_digest",
-    "pflow.planner.request",
-];
-const CONTENT_EVENT_ATTRS: &[&str] = &["pflow.value.preview"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
@@ -379,14 +368,14 @@ pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &
     if !shape.capture_content {
         let before = span.attributes.len();
         span.attributes
-            .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
+            .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
         if span.attributes.len() != before {
             span.attributes
-                .push(KeyValue::new("pflow.content.omitted", true));
+                .push(KeyValue::new(attr::CONTENT_OMITTED, true));
         }
         for ev in span.events.events.iter_mut() {
             ev.attributes
-                .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
+                .retain(|kv| !attr::is_content(attr::Kind::EventAttr, kv.key.as_str()));
         }
     }
     super::profile::apply_span_data(span, shape);
@@ -685,10 +674,11 @@ pub async fn export_file(
                 for ss in &mut rs.scope_spans {
                     for sp in &mut ss.spans {
                         sp.attributes
-                            .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
+                            .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
                         for ev in &mut sp.events {
-                            ev.attributes
-                                .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
+                            ev.attributes.retain(|kv| {
+                                !attr::is_content(attr::Kind::EventAttr, kv.key.as_str())
+                            });
                         }
                     }
                 }

@@ -21,7 +21,7 @@ pub const GEN_AI_LATEST: &str = "gen_ai_latest_experimental";
 
 /// Names that `gen_ai_latest_experimental` leaves out of exported spans (each has a newer spelling
 /// on the same span: `gen_ai.usage.cache_write.input_tokens`, `gen_ai.provider.name`).
-pub const DEPRECATED_GEN_AI: &[&str] = &[attr::USAGE_CACHE_CREATION, "gen_ai.system"];
+pub const DEPRECATED_GEN_AI: &[&str] = &[attr::USAGE_CACHE_CREATION, attr::GEN_AI_SYSTEM];
 
 /// A backend profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,17 +240,23 @@ fn model(a: &dyn Attrs) -> Option<String> {
 
 fn cost(a: &dyn Attrs) -> Option<f64> {
     a.get(attr::COST_USD)
-        .or_else(|| a.get("gen_ai.usage.cost"))
+        .or_else(|| a.get(attr::USAGE_COST))
         .and_then(|v| v.as_f64())
 }
 
 /// Temperature and max tokens as a JSON object, when any is set.
 fn invocation_parameters(a: &dyn Attrs) -> Option<String> {
     let mut m = Map::new();
-    if let Some(t) = a.get("gen_ai.request.temperature").and_then(|v| v.as_f64()) {
+    if let Some(t) = a
+        .get(attr::GEN_AI_REQUEST_TEMPERATURE)
+        .and_then(|v| v.as_f64())
+    {
         m.insert("temperature".into(), json!(t));
     }
-    if let Some(t) = a.get("gen_ai.request.max_tokens").and_then(|v| v.as_i64()) {
+    if let Some(t) = a
+        .get(attr::GEN_AI_REQUEST_MAX_TOKENS)
+        .and_then(|v| v.as_i64())
+    {
         m.insert("max_tokens".into(), json!(t));
     }
     (!m.is_empty()).then(|| Value::Object(m).to_string())
@@ -331,7 +337,7 @@ fn phoenix(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool) {
                 put("llm.model_name", Val::Str(m));
             }
             if let Some(p) =
-                string(a, attr::GEN_AI_PROVIDER_NAME).or_else(|| string(a, "gen_ai.system"))
+                string(a, attr::GEN_AI_PROVIDER_NAME).or_else(|| string(a, attr::GEN_AI_SYSTEM))
             {
                 put("llm.provider", Val::Str(openinference_provider(&p).into()));
                 put("llm.system", Val::Str(openinference_system(&p).into()));
@@ -364,7 +370,7 @@ fn phoenix(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool) {
             if capture {
                 let mut i = 0;
                 if let Some(s) =
-                    string(a, "gen_ai.system_instructions").and_then(|s| system_text(&s))
+                    string(a, attr::GEN_AI_SYSTEM_INSTRUCTIONS).and_then(|s| system_text(&s))
                 {
                     put(
                         "llm.input_messages.0.message.role",
@@ -373,7 +379,7 @@ fn phoenix(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool) {
                     put("llm.input_messages.0.message.content", Val::Str(s));
                     i = 1;
                 }
-                if let Some(raw) = string(a, "gen_ai.input.messages") {
+                if let Some(raw) = string(a, attr::GEN_AI_INPUT_MESSAGES) {
                     for (role, text) in messages(&raw) {
                         put(
                             &format!("llm.input_messages.{i}.message.role"),
@@ -388,7 +394,7 @@ fn phoenix(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool) {
                     put("input.value", Val::Str(raw));
                     put("input.mime_type", Val::Str("application/json".into()));
                 }
-                if let Some(raw) = string(a, "gen_ai.output.messages") {
+                if let Some(raw) = string(a, attr::GEN_AI_OUTPUT_MESSAGES) {
                     for (j, (role, text)) in messages(&raw).into_iter().enumerate() {
                         put(
                             &format!("llm.output_messages.{j}.message.role"),
@@ -494,13 +500,13 @@ fn langfuse(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool, error: O
                     "langfuse.observation.cost_details",
                     Val::Str(json!({ "total": c }).to_string()),
                 );
-                put("gen_ai.usage.cost", Val::F64(c));
+                put(attr::USAGE_COST, Val::F64(c));
             }
             if capture {
-                if let Some(i) = string(a, "gen_ai.input.messages") {
+                if let Some(i) = string(a, attr::GEN_AI_INPUT_MESSAGES) {
                     put("langfuse.observation.input", Val::Str(i));
                 }
-                if let Some(o) = string(a, "gen_ai.output.messages") {
+                if let Some(o) = string(a, attr::GEN_AI_OUTPUT_MESSAGES) {
                     put("langfuse.observation.output", Val::Str(o));
                 }
             }

@@ -375,7 +375,7 @@ where
         if event
             .metadata()
             .fields()
-            .field("pflow.node.next_attempt")
+            .field(attr::NODE_NEXT_ATTEMPT)
             .is_none()
         {
             return;

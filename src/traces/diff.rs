@@ -182,9 +182,11 @@ fn llm_calls<'a>(
 
 fn prompt_text(s: &TraceSpan) -> Option<String> {
     let system = s
-        .str_attr("gen_ai.system_instructions")
+        .str_attr(attr::GEN_AI_SYSTEM_INSTRUCTIONS)
         .map(show::message_text);
-    let prompt = s.str_attr("gen_ai.input.messages").map(show::message_text);
+    let prompt = s
+        .str_attr(attr::GEN_AI_INPUT_MESSAGES)
+        .map(show::message_text);
     match (system, prompt) {
         (None, None) => None,
         (s, p) => {

@@ -58,11 +58,25 @@ pub enum TraceError {
 }
 
 impl TraceError {
-    /// 2 for what the user named wrongly, 1 for files that are broken.
-    pub fn exit_code(&self) -> i32 {
+    /// Stable short name for the JSON `error.type`.
+    pub fn kind(&self) -> &'static str {
         match self {
-            TraceError::Format { .. } | TraceError::Empty { .. } => 1,
-            _ => 2,
+            TraceError::Io { .. } => "io_error",
+            TraceError::Format { .. } => "trace_format_error",
+            TraceError::NoTraces { .. } => "no_traces",
+            TraceError::NotThatMany { .. } | TraceError::NotFound { .. } => "trace_not_found",
+            TraceError::Ambiguous { .. } => "trace_ambiguous",
+            TraceError::Empty { .. } => "trace_empty",
+        }
+    }
+
+    /// 2 for what the user named wrongly, 1 for files that are broken.
+    pub fn exit_code(&self) -> crate::outcome::ExitCode {
+        match self {
+            TraceError::Format { .. } | TraceError::Empty { .. } => {
+                crate::outcome::ExitCode::Failed
+            }
+            _ => crate::outcome::ExitCode::Invalid,
         }
     }
 }

@@ -122,8 +122,20 @@ fn data(trace: &Trace) -> Value {
         "trace_id": trace.trace_id(),
         "total_ms": ms(end),
         "row_limit": ROW_LIMIT,
+        "names": names(),
         "spans": spans,
     })
+}
+
+/// The name registry as the page's script reads it (`N.NODE_PATH`): the
+/// script spells no attribute name of its own.
+fn names() -> Value {
+    Value::Object(
+        attr::REGISTRY
+            .iter()
+            .map(|n| (n.id.to_string(), Value::String(n.name.to_string())))
+            .collect(),
+    )
 }
 
 /// JSON safe inside a `<script>` element: no `<`, `>` or `&` left to end it
@@ -578,6 +590,32 @@ mod tests {
             })
         };
         assert!(has(EVIL), "the data round-trips unchanged");
+    }
+
+    /// The script spells no attribute or event name: each one it reads is
+    /// `N.ID` from the registry the page carries, and every such ID exists.
+    #[test]
+    fn script_names_come_from_the_registry() {
+        let spelled = regex::Regex::new(r#"["'](pflow\.|gen_ai\.|error\.type|exception)"#).unwrap();
+        assert!(!spelled.is_match(JS), "report.js spells a name: use N.<ID>");
+        let used = regex::Regex::new(r"\bN\.([A-Z0-9_]+)").unwrap();
+        let ids: Vec<&str> = used
+            .captures_iter(JS)
+            .map(|c| c.get(1).unwrap().as_str())
+            .collect();
+        assert!(ids.len() >= 10, "{ids:?}");
+        for id in ids {
+            assert!(
+                attr::REGISTRY.iter().any(|n| n.id == id),
+                "report.js reads N.{id}, not in attr.rs"
+            );
+        }
+        let (_, data) = split(&render_html(&fixture()));
+        assert_eq!(data["names"]["NODE_PATH"], json!(attr::NODE_PATH));
+        assert_eq!(
+            data["names"].as_object().unwrap().len(),
+            attr::REGISTRY.len()
+        );
     }
 
     #[test]

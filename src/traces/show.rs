@@ -147,7 +147,7 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
         let mark = if s.failed() { "✗ " } else { "" };
         let attempt = s
             .attr(attr::NODE_ATTEMPT)
-            .or_else(|| s.attr("pflow.llm.attempt"))
+            .or_else(|| s.attr(attr::LLM_ATTEMPT))
             .and_then(AttrValue::as_i64)
             .filter(|a| *a > 1)
             .map(|a| format!(" (attempt {a})"))
@@ -495,9 +495,9 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
                 let _ = writeln!(out, "    {} {e}", style.red("error:"));
             }
             for (k, title) in [
-                ("gen_ai.system_instructions", "system"),
-                ("gen_ai.input.messages", "prompt"),
-                ("gen_ai.output.messages", "response"),
+                (attr::GEN_AI_SYSTEM_INSTRUCTIONS, "system"),
+                (attr::GEN_AI_INPUT_MESSAGES, "prompt"),
+                (attr::GEN_AI_OUTPUT_MESSAGES, "response"),
             ] {
                 if let Some(v) = c.str_attr(k) {
                     let _ = writeln!(out, "    {title}:\n{}", indent(&message_text(v), "      "));

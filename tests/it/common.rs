@@ -292,3 +292,46 @@ pub fn count_procs(marker: &str) -> usize {
     }
     n
 }
+
+/// Every span name, span attribute, event name and event attribute in the
+/// trace file (and every `pflow.*`/`gen_ai.*` resource attribute) is listed
+/// in pflow's name registry, `src/telemetry/attr.rs`. Returns how many
+/// distinct names were checked.
+pub fn assert_registered(path: &Path) -> usize {
+    use pflow::telemetry::attr::{lookup, Kind, REGISTRY};
+    let (spans, resources) = read_trace(path);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut missing = Vec::new();
+    let mut check = |kind: Kind, name: &str| {
+        if seen.insert((kind as u8, name.to_string())) && lookup(kind, name).is_none() {
+            missing.push(format!("{kind:?} `{name}`"));
+        }
+    };
+    for s in &spans {
+        check(Kind::Span, &s.name);
+        for k in s.attrs.keys() {
+            check(Kind::Attr, k);
+        }
+        for (name, attrs) in &s.events {
+            check(Kind::Event, name);
+            for k in attrs.keys() {
+                check(Kind::EventAttr, k);
+            }
+        }
+    }
+    for r in &resources {
+        for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
+            if (k.starts_with("pflow.") || k.starts_with("gen_ai."))
+                && !REGISTRY.iter().any(|n| n.name == k)
+            {
+                missing.push(format!("resource `{k}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{}: names not in src/telemetry/attr.rs: {missing:?}",
+        path.display()
+    );
+    seen.len()
+}

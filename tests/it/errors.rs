@@ -178,3 +178,74 @@ fn unknown_subcommand_flag_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Every command answers a failure under `--output-format json` with the
+/// same envelope: `{"success": false, "error": {"type", "message"}}` on
+/// stdout and the documented exit code.
+#[test]
+fn every_command_fails_with_one_json_envelope() {
+    let env = Env::new();
+    let bad = env.write("bad.json", "{\"nodes\": [\n");
+    let invalid = env.workflow(
+        "invalid.json",
+        json!({"ir_version": "0.1.0", "nodes": [{"id": "a", "type": "nope"}]}),
+    );
+    let wf = env.workflow(
+        "ok.json",
+        json!({"ir_version": "0.1.0", "nodes": [{"id": "a", "type": "echo", "params": {"message": "hi"}}]}),
+    );
+    let bad_prices = env.write("prices.json", "{\"m\": {\"input\": \"x\"}}");
+    let [bad, invalid, wf, bad_prices] =
+        [&bad, &invalid, &wf, &bad_prices].map(|p| p.to_str().unwrap().to_string());
+    // Trace commands first: the failed runs below save traces.
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["trace", "show"], 2, "no_traces"),
+        (vec!["trace", "summary", "ffff"], 2, "trace_not_found"),
+        (vec!["trace", "report"], 2, "no_traces"),
+        (vec!["trace", "reprice"], 2, "no_traces"),
+        (vec!["trace", "diff", "a", "b"], 2, "trace_not_found"),
+        (vec!["run", "nope.json"], 2, "validation_error"),
+        (vec!["run", &bad], 2, "syntax_error"),
+        (vec!["--max-cost", "abc", "run", &wf], 2, "usage_error"),
+        (vec!["run", &wf, "novalue"], 2, "usage_error"),
+        (vec!["run", &wf, "--no-such-flag"], 2, "usage_error"),
+        (
+            vec!["--estimate", "run", "a plain request"],
+            2,
+            "usage_error",
+        ),
+        (vec!["validate", &bad], 2, "syntax_error"),
+        (vec!["validate", &invalid], 2, "validation_error"),
+        (vec!["trace", "export", &wf], 2, "usage_error"),
+        (vec!["stats", "--since", "soon"], 2, "usage_error"),
+        (
+            vec!["pricing", "show", "no-such-model-xyz"],
+            1,
+            "unknown_price",
+        ),
+        (
+            vec!["pricing", "check", &bad_prices],
+            2,
+            "invalid_price_file",
+        ),
+        (vec!["workflow", "show", "nope"], 2, "workflow_not_found"),
+        (
+            vec!["workflow", "save", &wf, "--name", "Bad Name"],
+            2,
+            "invalid_name",
+        ),
+        (vec!["trace", "show", "--node", "zz"], 2, "node_not_found"),
+    ];
+    for (args, code, kind) in cases {
+        let (v, got, stderr) = run_json(env.pflow().args(["--output-format", "json"]).args(&args));
+        assert_eq!(got, code, "{args:?}: {v} {stderr}");
+        assert_eq!(v["success"], json!(false), "{args:?}: {v}");
+        assert_eq!(v["error"]["type"], json!(kind), "{args:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{args:?}: {v}"
+        );
+    }
+}

@@ -203,6 +203,7 @@ async fn retries_on_429_are_visible_and_counted() {
     assert_eq!(first.status_code, 2);
     assert_eq!(first.s("error.type"), "rate_limited");
     assert!(first.events.iter().any(|(n, _)| n == "pflow.llm.retry"));
+    assert_registered(std::path::Path::new(v["trace_file"].as_str().unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

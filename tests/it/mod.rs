@@ -20,3 +20,4 @@ mod signals;
 mod stack;
 mod trace;
 mod viewer;
+mod vocabulary;

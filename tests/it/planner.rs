@@ -104,8 +104,8 @@ fn cost_of_calls(n: u64) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn path_b_plans_generates_and_runs_in_one_trace() {
+/// Path B on "summarize report.txt into summary.md" with `flag`; the run succeeds.
+async fn summarize_report(flag: &str) -> (Env, Mocked, Value) {
     let m = scripted(Script {
         extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
         ..Default::default()
@@ -114,12 +114,18 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
     let env = Env::new();
     env.write("report.txt", "Quarterly numbers went up.");
     let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
-        "--trace",
+        flag,
         "--output-format",
         "json",
         "summarize report.txt into summary.md",
     ]));
     assert_eq!(code, 0, "{v}\n{stderr}");
+    (env, m, v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_b_plans_generates_and_runs_in_one_trace() {
+    let (env, m, v) = summarize_report("--trace").await;
     assert_eq!(
         std::fs::read_to_string(env.dir.path().join("summary.md")).unwrap(),
         "Summary: Quarterly numbers went up."
@@ -183,6 +189,7 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
     assert_eq!(h["groups"][0]["key"], "gpt-4o-mini");
     assert_eq!(h["groups"][0]["llm_calls"], 3);
     // Span tree: root → planner (→ steps → LLM calls) and root → workflow.
+    assert_registered(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     let root = spans.iter().find(|s| s.parent.is_empty()).unwrap();
     let planner = by_name(&spans, "plan pflow");
@@ -200,6 +207,35 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
         .find(|s| s.name == "chat gpt-4o-mini" && s.parent == gen.span_id)
         .expect("LLM span under the generate step");
     assert_eq!(call.s("pflow.section"), "planner");
+}
+
+/// `--trace-planner` (without `--trace`) keeps a successful planned run's
+/// trace, with the planner and the workflow in one tree.
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_planner_keeps_a_successful_planned_runs_trace() {
+    let (env, m, v) = summarize_report("--trace-planner").await;
+    let file = v["trace_file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace kept: {v}"));
+    assert_eq!(env.trace_files(), [std::path::PathBuf::from(file)]);
+    let (spans, _) = read_trace(std::path::Path::new(file));
+    assert!(spans.iter().any(|s| s.name == "plan pflow"));
+    assert!(spans
+        .iter()
+        .any(|s| s.name == "invoke_workflow summarize-file"));
+
+    // A file run ignores the flag: a successful run keeps no trace.
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "nodes": [{"id": "a", "type": "echo", "params": {"m": "x"}}]}),
+    );
+    let (v, code, _) = run_json(
+        planner_cmd(&env, &m)
+            .args(["--trace-planner", "--output-format", "json"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["trace_file"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread")]

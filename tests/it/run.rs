@@ -434,3 +434,66 @@ fn saved_workflows_run_by_name() {
     let out = env.pflow().args(["run", "nosuch"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The library runs a workflow the way `pflow run` does (`pflow::run`), and
+/// one process can run one workflow after another: each run has its own
+/// metrics, trace file and history row.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_runs_workflows_like_the_cli() {
+    use pflow::outcome::{ExitCode, RunStatus};
+    use pflow::run::{self, Quiet, RunConfig, Source};
+    let env = Env::new();
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "inputs": {"who": {"type": "string"}},
+            "nodes": [{"id": "greet", "type": "echo", "params": {"text": "hello ${who}"}},
+                {"id": "shout", "type": "shell", "params": {"command": "tr a-z A-Z", "stdin": "${greet.text}"}}],
+            "edges": [{"from": "greet", "to": "shout"}],
+            "outputs": {"loud": {"source": "${shout.stdout}"}}}),
+    );
+    let mut trace_ids = Vec::new();
+    for who in ["ada", "bob"] {
+        let mut config = RunConfig::new(Source::File(wf.clone()));
+        config.home = env.home();
+        config.save_trace = true;
+        config.read_stdin = false;
+        config.params.insert("who".into(), json!(who));
+        let report = run::run(config, &mut Quiet).await;
+        assert_eq!(
+            report.exit_code,
+            ExitCode::Success,
+            "{:?}",
+            report.result.err()
+        );
+        assert_eq!(report.status, RunStatus::Ok);
+        let out = report.result.as_ref().unwrap();
+        assert_eq!(
+            out.outputs["loud"],
+            json!(format!("HELLO {}", who.to_uppercase()))
+        );
+        let m = report
+            .metrics
+            .as_ref()
+            .expect("metrics for every run, not only the first");
+        assert!(m.workflow.nodes_executed >= 2, "{who}");
+        let file = report.trace_file.clone().expect("trace kept");
+        assert!(file.starts_with(env.traces_dir()), "{}", file.display());
+        let (spans, _) = read_trace(&file);
+        assert!(spans.iter().any(|s| s.name == "node shout"), "{who}");
+        assert!(spans
+            .iter()
+            .all(|s| Some(&s.trace_id) == report.trace_id.as_ref()));
+        trace_ids.push(report.trace_id.clone());
+    }
+    assert_ne!(trace_ids[0], trace_ids[1]);
+    assert!(env.home().join("history.db").is_file());
+
+    // Invalid input: exit code 2, status `invalid`, and the trace is still kept.
+    let bad = env.write("bad.json", "{\"nodes\": [");
+    let mut config = RunConfig::new(Source::File(bad));
+    config.home = env.home();
+    let report = run::run(config, &mut Quiet).await;
+    assert_eq!(report.exit_code, ExitCode::Invalid);
+    assert_eq!(report.status, RunStatus::Invalid);
+    assert!(report.trace_file.is_some_and(|f| f.is_file()));
+}

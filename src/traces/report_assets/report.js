@@ -5,11 +5,13 @@
   "use strict";
   var data = JSON.parse(document.getElementById("pflow-data").textContent);
   var spans = data.spans;
+  // Attribute and event names, from pflow's registry (src/telemetry/attr.rs).
+  var N = data.names;
   var byId = {};
   spans.forEach(function (s) { byId[s.id] = s; });
   var total = Math.max(data.total_ms, 0.001);
   var KIND_LABEL = { workflow: "workflow", node: "node", item: "batch item", llm: "LLM call", planner: "planner", other: "span" };
-  var MESSAGE_KEYS = ["gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages"];
+  var MESSAGE_KEYS = [N.GEN_AI_SYSTEM_INSTRUCTIONS, N.GEN_AI_INPUT_MESSAGES, N.GEN_AI_OUTPUT_MESSAGES];
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -123,7 +125,7 @@
       var lbl = el("div", "lbl");
       lbl.style.paddingLeft = (6 + s.depth * 14) + "px";
       lbl.appendChild(el("span", "caret", hasKids[s.id] ? "\u25BE" : ""));
-      var att = attr(s, "pflow.node.attempt") || attr(s, "pflow.llm.attempt");
+      var att = attr(s, N.NODE_ATTEMPT) || attr(s, N.LLM_ATTEMPT);
       lbl.appendChild(el("span", "nm", (s.failed ? "\u2717 " : "") + s.name + (att > 1 ? " (attempt " + att + ")" : "")));
       lbl.title = s.name;
       row.appendChild(lbl);
@@ -228,7 +230,7 @@
     var chips = el("div", "chips");
     chips.appendChild(el("span", "chip", KIND_LABEL[s.kind] || s.kind));
     chips.appendChild(el("span", s.failed ? "chip err" : "chip okc", s.failed ? "failed" : "ok"));
-    var attempt = attr(s, "pflow.node.attempt") || attr(s, "pflow.llm.attempt");
+    var attempt = attr(s, N.NODE_ATTEMPT) || attr(s, N.LLM_ATTEMPT);
     if (attempt > 1) chips.appendChild(el("span", "chip", "attempt " + attempt));
     box.appendChild(chips);
     if (s.end > s.start) {
@@ -237,7 +239,7 @@
       box.appendChild(zb);
     }
 
-    var err = attr(s, "error.type");
+    var err = attr(s, N.ERROR_TYPE);
     if (s.failed || err) {
       var msg = [err, s.status].filter(function (x) { return x; });
       if (msg.length === 2 && msg[0] === msg[1]) msg.pop();
@@ -245,25 +247,27 @@
     }
 
     var over = [["Span id", s.id], ["Starts at", "+" + fmtMs(s.start)], ["Duration", fmtMs(s.end - s.start)]];
-    [["Node", "pflow.node.path"], ["Type", "pflow.node.type"], ["Action", "pflow.node.action"],
-     ["Model", "gen_ai.request.model"], ["Response model", "gen_ai.response.model"],
-     ["Provider", "gen_ai.provider.name"], ["Input tokens", "gen_ai.usage.input_tokens"],
-     ["Output tokens", "gen_ai.usage.output_tokens"], ["Cost (USD)", "pflow.cost.usd"],
-     ["Cost source", "pflow.cost.source"]].forEach(function (p) {
+    [["Node", N.NODE_PATH], ["Type", N.NODE_TYPE], ["Action", N.NODE_ACTION],
+     ["Model", N.GEN_AI_REQUEST_MODEL], ["Response model", N.GEN_AI_RESPONSE_MODEL],
+     ["Provider", N.GEN_AI_PROVIDER_NAME], ["Input tokens", N.USAGE_INPUT_TOKENS],
+     ["Output tokens", N.USAGE_OUTPUT_TOKENS], ["Cost (USD)", N.COST_USD],
+     ["Cost source", N.COST_SOURCE]].forEach(function (p) {
       var v = attr(s, p[1]);
       if (v !== undefined && v !== "") over.push([p[0], valueText(v)]);
     });
     section(box, "Overview");
     kvList(box, over);
 
-    var params = attr(s, "pflow.node.params");
+    var params = attr(s, N.NODE_PARAMS);
     if (params !== undefined) {
       section(box, "Params");
       box.appendChild(el("pre", null, pretty(params)));
     }
 
-    var titles = { "gen_ai.system_instructions": "System", "gen_ai.input.messages": "Prompt", "gen_ai.output.messages": "Response" };
-    var roles = { "gen_ai.system_instructions": "system", "gen_ai.input.messages": "user", "gen_ai.output.messages": "assistant" };
+    var titles = {}, roles = {};
+    titles[N.GEN_AI_SYSTEM_INSTRUCTIONS] = "System"; roles[N.GEN_AI_SYSTEM_INSTRUCTIONS] = "system";
+    titles[N.GEN_AI_INPUT_MESSAGES] = "Prompt"; roles[N.GEN_AI_INPUT_MESSAGES] = "user";
+    titles[N.GEN_AI_OUTPUT_MESSAGES] = "Response"; roles[N.GEN_AI_OUTPUT_MESSAGES] = "assistant";
     MESSAGE_KEYS.forEach(function (k) {
       var v = attr(s, k);
       if (v === undefined) return;
@@ -277,7 +281,7 @@
     if (s.events.length) {
       section(box, "Events (" + s.events.length + ")");
       s.events.forEach(function (e) {
-        var ev = el("div", "event" + (e.name === "exception" ? " exc" : ""));
+        var ev = el("div", "event" + (e.name === N.EVENT_EXCEPTION ? " exc" : ""));
         var h = el("div", "event-head");
         h.appendChild(el("span", null, e.name));
         h.appendChild(el("span", "t", "+" + fmtMs(e.t)));
@@ -287,7 +291,7 @@
       });
     }
 
-    var rest = s.attrs.filter(function (p) { return MESSAGE_KEYS.indexOf(p[0]) < 0 && p[0] !== "pflow.node.params"; });
+    var rest = s.attrs.filter(function (p) { return MESSAGE_KEYS.indexOf(p[0]) < 0 && p[0] !== N.NODE_PARAMS; });
     if (rest.length) {
       section(box, "Attributes (" + rest.length + ")");
       kvList(box, rest, "attrs");
