@@ -187,7 +187,7 @@ impl SpanFacts {
                     f.llm_node_path = text()
                 }
                 attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
-                k if k.starts_with("pflow.budget.") => {
+                k if k.starts_with(attr::BUDGET_PREFIX) => {
                     let b = f.budget.get_or_insert_with(BudgetMetrics::default);
                     let flag = matches!(kv.value, OtelValue::Bool(true));
                     match k {

@@ -310,6 +310,7 @@ mod tests {
             spans,
             [
                 NODE_PARAMS,
+                NODE_PARAMS_DIGEST,
                 GEN_AI_SYSTEM_INSTRUCTIONS,
                 GEN_AI_INPUT_MESSAGES,
                 GEN_AI_OUTPUT_MESSAGES,
