@@ -106,3 +106,23 @@ pub const PLANNER_REQUEST: &str = "pflow.planner.request";
 pub const PLANNER_PATH: &str = "pflow.planner.path";
 pub const PLANNER_ATTEMPTS: &str = "pflow.planner.attempts";
 pub const PLANNER_STEP: &str = "pflow.planner.step";
+
+// The content policy: attributes that carry content (text of prompts, answers,
+// params, values). They stay local unless capture is on, and the Collector's
+// replay pipeline (otel-collector.yaml, `transform/drop_content`) deletes the
+// same names from saved trace files.
+pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
+pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+pub const GEN_AI_SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+/// Span attributes that carry content.
+pub const CONTENT_ATTRS: &[&str] = &[
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_SYSTEM_INSTRUCTIONS,
+    NODE_PARAMS,
+    PLANNER_REQUEST,
+];
+/// Span-event attributes that carry content.
+pub const CONTENT_EVENT_ATTRS: &[&str] = &[VALUE_PREVIEW];
+/// Set on a span whose content attributes were removed for export.
+pub const CONTENT_OMITTED: &str = "pflow.content.omitted";

@@ -31,15 +31,7 @@ const BATCH: usize = 512;
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` default: a few seconds, as promised to users.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Attributes that carry content (text of prompts, answers, params, values).
-const CONTENT_ATTRS: &[&str] = &[
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "pflow.node.params",
-    "pflow.planner.request",
-];
-const CONTENT_EVENT_ATTRS: &[&str] = &["pflow.value.preview"];
+use super::attr::{CONTENT_ATTRS, CONTENT_EVENT_ATTRS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
@@ -380,7 +372,7 @@ pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &
             .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
         if span.attributes.len() != before {
             span.attributes
-                .push(KeyValue::new("pflow.content.omitted", true));
+                .push(KeyValue::new(super::attr::CONTENT_OMITTED, true));
         }
         for ev in span.events.events.iter_mut() {
             ev.attributes
