@@ -17,5 +17,6 @@ mod run;
 mod scale;
 mod signals;
 mod stack;
+mod stack_live;
 mod trace;
 mod viewer;
