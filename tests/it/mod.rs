@@ -1,3 +1,4 @@
+mod browser;
 mod budget;
 mod common;
 mod errors;
