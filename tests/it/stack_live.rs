@@ -725,3 +725,100 @@ fn the_collectors_prometheus_endpoint_shows_pflows_metrics() {
     }
     assert!(body.contains("gen_ai_token_type=\"input\""), "{body}");
 }
+
+/// The README's no-Docker walk-through: `scripts/stack.sh up`, a run sent to
+/// the Collector, the run in Jaeger's API, `status`, then `down`.
+#[test]
+fn stack_sh_up_serves_a_run_in_jaeger_and_down_stops_it() {
+    if bins().is_none() {
+        return;
+    }
+    let env = Env::new();
+    let run_dir = env.dir.path().join("stack-run");
+    let vars: Vec<(&str, String)> = vec![
+        ("PFLOW_STACK_RUN", run_dir.display().to_string()),
+        ("PFLOW_HOME", env.home().display().to_string()),
+        ("PFLOW_STACK_OTLP_GRPC", free_addr()),
+        ("PFLOW_STACK_OTLP_HTTP", free_addr()),
+        ("PFLOW_STACK_PROMETHEUS", free_addr()),
+        ("PFLOW_STACK_HEALTH", free_addr()),
+        ("PFLOW_STACK_JAEGER_OTLP_GRPC", free_addr()),
+        ("PFLOW_STACK_JAEGER_OTLP_HTTP", free_addr()),
+        ("PFLOW_STACK_JAEGER_HTTP", free_addr()),
+        ("PFLOW_STACK_JAEGER_QUERY_GRPC", free_addr()),
+        ("PFLOW_STACK_JAEGER_HEALTH", free_addr()),
+    ];
+    let script = |cmd: &str| {
+        Command::new("bash")
+            .arg(repo("scripts/stack.sh"))
+            .arg(cmd)
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let get_var = |k: &str| vars.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+    // Whatever happens below, `down` runs.
+    struct Down<'a>(&'a dyn Fn(&str) -> std::process::Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)("down");
+        }
+    }
+    let up = script("up");
+    let _down = Down(&script);
+    assert!(
+        up.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = script("status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let (v, code, stderr) = run_json(
+        env.pflow()
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{}", get_var("PFLOW_STACK_OTLP_GRPC")),
+            )
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "--output-format",
+                "json",
+                "run",
+                "--trace",
+                "examples/hello.json",
+            ]),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let trace_id = v["trace_id"].as_str().expect("trace_id in the JSON result");
+    let local = read_trace(Path::new(v["trace_file"].as_str().unwrap())).0;
+    let url = format!(
+        "http://{}/api/traces/{trace_id}",
+        get_var("PFLOW_STACK_JAEGER_HTTP")
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    let remote = loop {
+        let spans = get(&url)
+            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+            .map(|v| ui_spans(&v))
+            .unwrap_or_default();
+        if spans.len() >= local.len() || Instant::now() > until {
+            break spans;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(jaeger_tree(&remote), local_tree(&local));
+    assert!(remote.iter().all(|s| s.service == "pflow"));
+
+    let down = script("down");
+    assert!(down.status.success());
+    assert!(
+        !script("status").status.success(),
+        "nothing runs after down"
+    );
+}
