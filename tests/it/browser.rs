@@ -5,19 +5,14 @@
 //! that span. Needs node, `npm ci` in tests/browser and /usr/bin/chromium
 //! (.ci/run provides all three; missing on CI fails).
 
-use super::common::{tool_present, Env};
+use super::common::{repo, tool_present, Env};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
 /// The `chat gpt-4o` span of the `ask` node in the fixture trace.
 const ASK_LLM_SPAN: &str = "fb8d41ef9b7ef44c";
 const TRACE: &str =
     "tests/fixtures/traces/20261201T190339.377Z_e4dc5f3657d643f701f02e0e78d8b794.otlp.json";
-
-fn repo(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn browser_ready() -> bool {
     let node = Command::new("node")

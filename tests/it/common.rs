@@ -292,3 +292,8 @@ pub fn count_procs(marker: &str) -> usize {
     }
     n
 }
+
+/// A path in the repository (shipped configs, scripts, fixtures).
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

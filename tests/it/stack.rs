@@ -4,13 +4,9 @@
 //! releases of scripts/stack.env, and the replay pipeline drops pflow's own
 //! content attributes. (`stack_live.rs` runs the same files for real.)
 
+use super::common::repo;
 use serde_norway::Value;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-
-fn repo(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
-}
 
 fn text(name: &str) -> String {
     std::fs::read_to_string(repo(name)).unwrap_or_else(|e| panic!("{name}: {e}"))

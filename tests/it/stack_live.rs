@@ -5,17 +5,13 @@
 //! Without the binaries these tests fail on CI and skip loudly elsewhere.
 
 use super::common::{
-    openai_server, read_trace, run_json, tool_present, with_openai, Env, SpanView,
+    openai_server, read_trace, repo, run_json, tool_present, with_openai, Env, SpanView,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
-}
 
 #[derive(Clone)]
 struct Bins {
@@ -230,16 +226,23 @@ fn post(url: &str, body: Vec<u8>) -> (u16, String) {
     })
 }
 
-/// Polls a health endpoint until it answers 200 (or the process exits).
-fn wait_healthy(p: &Proc, url: &str) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        if get(url).is_some_and(|(code, _)| code == 200) {
-            return;
+/// Calls `probe` until `done` accepts its answer or 40 s pass (a guard
+/// against a hung peer, not a timing assertion); returns the last answer.
+fn poll<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let answer = probe();
+        if done(&answer) || Instant::now() > until {
+            return answer;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("not healthy at {url}:\n{}", p.log());
+}
+
+/// Waits until a health endpoint answers 200.
+fn wait_healthy(p: &Proc, url: &str) {
+    let healthy = poll(|| get(url).is_some_and(|(code, _)| code == 200), |ok| *ok);
+    assert!(healthy, "not healthy at {url}:\n{}", p.log());
 }
 
 /// A span as Jaeger's UI API (`/api/traces/{id}`, `/api/transform`) returns it.
@@ -315,20 +318,14 @@ impl Stack {
 
     /// Waits until Jaeger holds at least `n` spans of the trace.
     fn wait_trace(&self, trace_id: &str, n: usize) -> Vec<JSpan> {
-        let until = Instant::now() + Duration::from_secs(40);
-        loop {
-            let spans = self.jaeger_trace(trace_id);
-            if spans.len() >= n || Instant::now() > until {
-                assert!(
-                    spans.len() >= n,
-                    "Jaeger has {} of {n} spans of {trace_id}\n{}",
-                    spans.len(),
-                    self.collector_log()
-                );
-                return spans;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let spans = poll(|| self.jaeger_trace(trace_id), |s| s.len() >= n);
+        assert!(
+            spans.len() >= n,
+            "Jaeger has {} of {n} spans of {trace_id}\n{}",
+            spans.len(),
+            self.collector_log()
+        );
+        spans
     }
 
     /// The trace from `/api/v3/traces/{id}` (OTLP/JSON), via the trace-file reader.
@@ -656,18 +653,16 @@ fn trace_export_to_the_collector_round_trips_through_its_file_exporter() {
     );
     // The Collector writes what it received, one OTLP/JSON request per line.
     let written = stack.file_output();
-    let until = Instant::now() + Duration::from_secs(30);
-    let exported = loop {
-        let spans = std::fs::metadata(&written)
-            .ok()
-            .filter(|m| m.len() > 0)
-            .map(|_| read_trace(&written).0)
-            .unwrap_or_default();
-        if spans.len() >= local.len() || Instant::now() > until {
-            break spans;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let exported = poll(
+        || {
+            std::fs::metadata(&written)
+                .ok()
+                .filter(|m| m.len() > 0)
+                .map(|_| read_trace(&written).0)
+                .unwrap_or_default()
+        },
+        |spans| spans.len() >= local.len(),
+    );
     assert_eq!(
         local_tree(&exported),
         local_tree(&local),
@@ -712,14 +707,10 @@ fn the_collectors_prometheus_endpoint_shows_pflows_metrics() {
         "pflow_llm_cost",
         "pflow_node_duration",
     ];
-    let until = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        let body = get(&url).map(|(_, b)| b).unwrap_or_default();
-        if wanted.iter().all(|w| body.contains(w)) || Instant::now() > until {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let body = poll(
+        || get(&url).map(|(_, b)| b).unwrap_or_default(),
+        |body| wanted.iter().all(|w| body.contains(w)),
+    );
     for w in wanted {
         assert!(body.contains(w), "no `{w}` at {url}:\n{body}");
     }
@@ -801,17 +792,15 @@ fn stack_sh_up_serves_a_run_in_jaeger_and_down_stops_it() {
         "http://{}/api/traces/{trace_id}",
         get_var("PFLOW_STACK_JAEGER_HTTP")
     );
-    let until = Instant::now() + Duration::from_secs(30);
-    let remote = loop {
-        let spans = get(&url)
-            .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
-            .map(|v| ui_spans(&v))
-            .unwrap_or_default();
-        if spans.len() >= local.len() || Instant::now() > until {
-            break spans;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let remote = poll(
+        || {
+            get(&url)
+                .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+                .map(|v| ui_spans(&v))
+                .unwrap_or_default()
+        },
+        |spans| spans.len() >= local.len(),
+    );
     assert_eq!(jaeger_tree(&remote), local_tree(&local));
     assert!(remote.iter().all(|s| s.service == "pflow"));
 
