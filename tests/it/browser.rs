@@ -5,7 +5,7 @@
 //! that span. Needs node, `npm ci` in tests/browser and /usr/bin/chromium
 //! (.ci/run provides all three; missing on CI fails).
 
-use super::common::{repo, tool_present, Env};
+use super::common::{pflow_ok, repo, tool_present, Env};
 use serde_json::Value;
 use std::process::Command;
 
@@ -35,18 +35,12 @@ fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
     }
     let env = Env::new();
     let html = env.dir.path().join("report.html");
-    let out = env
-        .pflow()
-        .args(["trace", "report"])
-        .arg(repo(TRACE))
-        .arg("-o")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    pflow_ok(
+        env.pflow()
+            .args(["trace", "report"])
+            .arg(repo(TRACE))
+            .arg("-o")
+            .arg(&html),
     );
     let out = Command::new("node")
         .current_dir(repo("tests/browser"))

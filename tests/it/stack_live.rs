@@ -5,7 +5,7 @@
 //! Without the binaries these tests fail on CI and skip loudly elsewhere.
 
 use super::common::{
-    openai_server, read_trace, repo, run_json, tool_present, with_openai, Env, SpanView,
+    openai_server, pflow_ok, read_trace, repo, run_json, tool_present, with_openai, Env, SpanView,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -412,6 +412,21 @@ fn mock_llm() -> (tokio::runtime::Runtime, wiremock::MockServer) {
     (rt, server)
 }
 
+/// A stack (content policy off), the mock LLM and a pflow home: most tests' start.
+struct Started {
+    stack: Stack,
+    llm: (tokio::runtime::Runtime, wiremock::MockServer),
+    env: Env,
+}
+
+fn started() -> Option<Started> {
+    Some(Started {
+        stack: Stack::start(bins()?, false),
+        llm: mock_llm(),
+        env: Env::new(),
+    })
+}
+
 #[test]
 fn the_shipped_configs_pass_the_built_binaries_validate() {
     let Some(bins) = bins() else { return };
@@ -612,16 +627,13 @@ fn saved_traces_replay_once_without_loss_or_content() {
 
 #[test]
 fn a_trace_file_uploaded_to_jaegers_transform_comes_back_the_same() {
-    let Some(bins) = bins() else { return };
-    let stack = Stack::start(bins, false);
-    let (_rt, server) = mock_llm();
-    let env = Env::new();
-    let (v, local) = run_observed(&env, &server, None);
+    let Some(t) = started() else { return };
+    let (v, local) = run_observed(&t.env, &t.llm.1, None);
     let text = std::fs::read_to_string(v["trace_file"].as_str().unwrap()).unwrap();
     let mut back = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (code, body) = post(
-            &format!("http://{}/api/transform", stack.jaeger_http),
+            &format!("http://{}/api/transform", t.stack.jaeger_http),
             line.as_bytes().to_vec(),
         );
         assert_eq!(code, 200, "{body}");
@@ -633,26 +645,18 @@ fn a_trace_file_uploaded_to_jaegers_transform_comes_back_the_same() {
 
 #[test]
 fn trace_export_to_the_collector_round_trips_through_its_file_exporter() {
-    let Some(bins) = bins() else { return };
-    let stack = Stack::start(bins, false);
-    let (_rt, server) = mock_llm();
-    let env = Env::new();
-    let (v, local) = run_observed(&env, &server, None);
+    let Some(t) = started() else { return };
+    let (v, local) = run_observed(&t.env, &t.llm.1, None);
     let file = v["trace_file"].as_str().unwrap();
-    let out = env
-        .pflow()
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .args(["trace", "export", file, "--otlp-endpoint"])
-        .arg(format!("http://{}", stack.otlp_grpc))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    pflow_ok(
+        t.env
+            .pflow()
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .args(["trace", "export", file, "--otlp-endpoint"])
+            .arg(format!("http://{}", t.stack.otlp_grpc)),
     );
     // The Collector writes what it received, one OTLP/JSON request per line.
-    let written = stack.file_output();
+    let written = t.stack.file_output();
     let exported = poll(
         || {
             std::fs::metadata(&written)
@@ -667,9 +671,10 @@ fn trace_export_to_the_collector_round_trips_through_its_file_exporter() {
         local_tree(&exported),
         local_tree(&local),
         "{}",
-        stack.collector_log()
+        t.stack.collector_log()
     );
-    let show = env
+    let show = t
+        .env
         .pflow()
         .args(["trace", "show"])
         .arg(&written)
@@ -691,16 +696,13 @@ fn trace_export_to_the_collector_round_trips_through_its_file_exporter() {
 
 #[test]
 fn the_collectors_prometheus_endpoint_shows_pflows_metrics() {
-    let Some(bins) = bins() else { return };
-    let stack = Stack::start(bins, false);
-    let (_rt, server) = mock_llm();
-    let env = Env::new();
+    let Some(t) = started() else { return };
     run_observed(
-        &env,
-        &server,
-        Some((&format!("http://{}", stack.otlp_grpc), "grpc")),
+        &t.env,
+        &t.llm.1,
+        Some((&format!("http://{}", t.stack.otlp_grpc), "grpc")),
     );
-    let url = format!("http://{}/metrics", stack.prometheus);
+    let url = format!("http://{}/metrics", t.stack.prometheus);
     let wanted = [
         "gen_ai_client_token_usage",
         "gen_ai_client_operation_duration",
