@@ -134,7 +134,8 @@ fn the_replay_receiver_reads_whole_lines_once() {
     assert!(strings(&r["include"])[0].ends_with("/*.otlp.json"));
 }
 
-/// The `delete_key(attributes, "NAME")` names of one transform context.
+/// The names one transform context deletes: its
+/// `delete_matching_keys(attributes, "^(A|B)$")` alternatives, unescaped.
 fn deleted(c: &Value, context: &str) -> BTreeSet<String> {
     let groups = c["processors"]["transform/drop_content"]["trace_statements"]
         .as_sequence()
@@ -144,10 +145,15 @@ fn deleted(c: &Value, context: &str) -> BTreeSet<String> {
         .filter(|g| g["context"].as_str() == Some(context))
         .flat_map(|g| strings(&g["statements"]))
         .filter_map(|st| {
-            st.strip_prefix("delete_key(attributes, \"")
-                .and_then(|r| r.strip_suffix("\")"))
-                .map(str::to_string)
+            st.strip_prefix(&format!("delete_matching_keys({context}.attributes, \"^("))
+                .and_then(|r| r.strip_suffix(")$\")"))
+                .map(|alts| {
+                    alts.split('|')
+                        .map(|a| a.replace("\\\\.", "."))
+                        .collect::<Vec<_>>()
+                })
         })
+        .flatten()
         .collect()
 }
 

@@ -93,7 +93,20 @@ struct Stack {
 }
 
 impl Stack {
+    /// Starts both on free ports, picking new ones if a port was taken
+    /// between choosing and binding it.
     fn start(bins: Bins, capture_content: bool) -> Stack {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Stack::try_start(bins.clone(), capture_content) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the stack did not start: {last}");
+    }
+
+    fn try_start(bins: Bins, capture_content: bool) -> Result<Stack, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let replay_dir = dir.path().join("traces");
         for d in ["traces", "out", "state"] {
@@ -126,11 +139,11 @@ impl Stack {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-        let jaeger = spawn(&bins.jaeger, "jaeger.yaml", dir.path(), &env, "jaeger");
+        let mut jaeger = spawn(&bins.jaeger, "jaeger.yaml", dir.path(), &env, "jaeger");
         wait_healthy(
-            &jaeger,
+            &mut jaeger,
             &format!("http://{}/status", get("PFLOW_STACK_JAEGER_HEALTH")),
-        );
+        )?;
         let mut s = Stack {
             bins,
             dir,
@@ -143,8 +156,7 @@ impl Stack {
             collector: None,
             _jaeger: jaeger,
         };
-        s.start_collector();
-        s
+        s.try_start_collector().map(|()| s)
     }
 
     fn var(&self, k: &str) -> String {
@@ -152,15 +164,25 @@ impl Stack {
     }
 
     fn start_collector(&mut self) {
-        let c = spawn(
+        if let Err(e) = self.try_start_collector() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_start_collector(&mut self) -> Result<(), String> {
+        let mut c = spawn(
             &self.bins.otelcol,
             "otel-collector.yaml",
             self.dir.path(),
             &self.env,
             "otelcol",
         );
-        wait_healthy(&c, &format!("http://{}/", self.var("PFLOW_STACK_HEALTH")));
+        wait_healthy(
+            &mut c,
+            &format!("http://{}/", self.var("PFLOW_STACK_HEALTH")),
+        )?;
         self.collector = Some(c);
+        Ok(())
     }
 
     /// Stops the Collector the way `docker stop` does (SIGTERM), so it flushes.
@@ -239,10 +261,25 @@ fn poll<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
     }
 }
 
-/// Waits until a health endpoint answers 200.
-fn wait_healthy(p: &Proc, url: &str) {
-    let healthy = poll(|| get(url).is_some_and(|(code, _)| code == 200), |ok| *ok);
-    assert!(healthy, "not healthy at {url}:\n{}", p.log());
+/// Waits until a health endpoint answers 200; an error (with the log) when
+/// the process exits first (a port taken meanwhile) or never gets there.
+fn wait_healthy(p: &mut Proc, url: &str) -> Result<(), String> {
+    let state = poll(
+        || {
+            if get(url).is_some_and(|(code, _)| code == 200) {
+                Some(true)
+            } else if matches!(p.child.try_wait(), Ok(Some(_))) {
+                Some(false)
+            } else {
+                None
+            }
+        },
+        Option::is_some,
+    );
+    match state {
+        Some(true) => Ok(()),
+        _ => Err(format!("not healthy at {url}:\n{}", p.log())),
+    }
 }
 
 /// A span as Jaeger's UI API (`/api/traces/{id}`, `/api/transform`) returns it.
@@ -812,4 +849,30 @@ fn stack_sh_up_serves_a_run_in_jaeger_and_down_stops_it() {
         !script("status").status.success(),
         "nothing runs after down"
     );
+}
+
+/// A run exported live and also saved (`--trace`) reaches Jaeger twice, once
+/// per pipeline; both copies carry the same content-free spans, so Jaeger's
+/// query (what the UI shows) has each span once.
+#[test]
+fn a_run_exported_live_and_replayed_shows_each_span_once() {
+    let Some(t) = started() else { return };
+    let endpoint = format!("http://{}", t.stack.otlp_grpc);
+    let (v, local) = run_observed(&t.env, &t.llm.1, Some((&endpoint, "grpc")));
+    let trace_id = local[0].trace_id.clone();
+    t.stack.wait_trace(&trace_id, local.len());
+    copy_trace(
+        Path::new(v["trace_file"].as_str().unwrap()),
+        &t.stack.replay_dir,
+    );
+    let stored = poll(
+        || t.stack.jaeger_trace(&trace_id),
+        |s| s.len() >= 2 * local.len(),
+    );
+    assert_eq!(stored.len(), 2 * local.len(), "stored once per pipeline");
+    let url = format!("http://{}/api/traces/{trace_id}", t.stack.jaeger_http);
+    let (_, body) = get(&url).expect("Jaeger answers");
+    let shown = ui_spans(&serde_json::from_str(&body).unwrap());
+    assert_eq!(shown.len(), local.len(), "the query shows each span once");
+    assert_eq!(jaeger_tree(&shown), local_tree(&local));
 }
