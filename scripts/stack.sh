@@ -118,7 +118,8 @@ up() {
   build_otelcol
   export_addresses
   mkdir -p "$run_dir" "$PFLOW_STACK_OUT_DIR" "$PFLOW_STACK_STATE_DIR"
-  mkdir -p -m 700 "$PFLOW_STACK_TRACES_DIR"
+  # As pflow creates them: private to the user.
+  (umask 077 && mkdir -p "$PFLOW_STACK_TRACES_DIR")
   start jaeger "$jaeger_bin" "$repo/jaeger.yaml"
   wait_healthy jaeger "http://$PFLOW_STACK_JAEGER_HEALTH/status"
   start otelcol "$otelcol_bin" "$repo/otel-collector.yaml"

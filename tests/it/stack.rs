@@ -305,6 +305,15 @@ fn compose_runs_the_pinned_releases_as_the_invoking_user() {
         assert!(mkdir.contains(dir), "{mkdir}");
     }
     assert!(!compose.contains("PFLOW_TRACES_DIR"));
+    // The README walks through the same steps.
+    let readme = text("README.md");
+    let step = mkdir.trim_start_matches('#').trim();
+    assert!(readme.contains(step), "README lacks `{step}`");
+    let up = compose
+        .lines()
+        .find(|l| l.contains("docker compose up"))
+        .expect("the documented compose command");
+    assert!(readme.contains(up.trim_start_matches('#').trim()));
     let prom = load("prometheus.yml");
     let target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]
         .as_str()
