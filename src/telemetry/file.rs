@@ -37,6 +37,12 @@ use std::time::Duration;
 /// Spans per encoded line, so one line stays a reasonable size.
 const SPANS_PER_LINE: usize = 512;
 
+/// Bytes per encoded line, at most (a line of one span larger than this is
+/// written whole). Readers of OTLP/JSON files cut long lines: the Collector's
+/// `otlpjsonfile` receiver at 1 MiB by default, splitting the line and losing
+/// its spans. 512 large spans pass that, so lines are split by size too.
+pub const LINE_MAX_BYTES: usize = 256 * 1024;
+
 /// Batches queued for the writer before `on_end` waits for it: bounds the
 /// spans held in memory when encoding falls behind the nodes (about 8k spans).
 pub const QUEUE_BATCHES: usize = 16;
@@ -361,9 +367,19 @@ impl Capped {
         for s in &mut spans {
             redact_span(s, redactor);
         }
-        let mut req = ExportTraceServiceRequest {
+        self.emit(ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, resource),
-        };
+        });
+    }
+
+    /// Writes one request as a line, split into smaller requests first while
+    /// its line is over [`LINE_MAX_BYTES`].
+    fn emit(&mut self, mut req: ExportTraceServiceRequest) {
+        if self.capped {
+            // A part after the one that crossed the cap.
+            self.hold_runs_drop_rest(req);
+            return;
+        }
         let line = match serde_json::to_vec(&req) {
             Ok(line) => line,
             Err(e) => {
@@ -373,6 +389,18 @@ impl Capped {
                 return;
             }
         };
+        let spans = span_count(&req);
+        if line.len() > LINE_MAX_BYTES && spans > 1 {
+            // Aim below the limit so most parts fit at the first split.
+            let parts = (line.len() * 4 / 3)
+                .div_ceil(LINE_MAX_BYTES)
+                .clamp(2, spans);
+            drop(line);
+            for part in split_request(req, parts) {
+                self.emit(part);
+            }
+            return;
+        }
         if self.fits(line.len()) {
             self.write(&line);
             return;
@@ -380,6 +408,23 @@ impl Capped {
         drop(line);
         self.capped = true;
         self.cut_to_fit(&mut req);
+    }
+
+    /// Past the cap: keeps the run spans for the last line, counts the rest.
+    fn hold_runs_drop_rest(&mut self, req: ExportTraceServiceRequest) {
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                let (runs, rest): (Vec<_>, Vec<_>) = ss.spans.into_iter().partition(is_run_proto);
+                self.dropped += rest.len() as u64;
+                if !runs.is_empty() {
+                    self.held.push(ScopeSpans {
+                        scope: ss.scope,
+                        schema_url: ss.schema_url,
+                        spans: runs,
+                    });
+                }
+            }
+        }
     }
 
     /// The line that crosses the cap: keeps the spans that fit (in order),
@@ -475,6 +520,62 @@ impl Capped {
             dropped_spans: self.dropped,
         }
     }
+}
+
+fn span_count(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+/// Splits a request into `parts` requests of about as many spans each, in
+/// order, each span keeping its resource and scope.
+fn split_request(req: ExportTraceServiceRequest, parts: usize) -> Vec<ExportTraceServiceRequest> {
+    let per_part = span_count(&req).div_ceil(parts.max(1)).max(1);
+    let mut out: Vec<ExportTraceServiceRequest> = Vec::with_capacity(parts);
+    let mut in_part = per_part;
+    // The resource and scope the current part's last span came from.
+    let mut origin: Option<(usize, usize)> = None;
+    for (ri, rs) in req.resource_spans.into_iter().enumerate() {
+        for (si, ss) in rs.scope_spans.into_iter().enumerate() {
+            for sp in ss.spans {
+                if in_part == per_part {
+                    out.push(ExportTraceServiceRequest::default());
+                    in_part = 0;
+                    origin = None;
+                }
+                in_part += 1;
+                let Some(part) = out.last_mut() else { break };
+                if origin.map(|(r, _)| r) != Some(ri) {
+                    part.resource_spans.push(ResourceSpans {
+                        resource: rs.resource.clone(),
+                        scope_spans: Vec::new(),
+                        schema_url: rs.schema_url.clone(),
+                    });
+                }
+                if origin != Some((ri, si)) {
+                    if let Some(r) = part.resource_spans.last_mut() {
+                        r.scope_spans.push(ScopeSpans {
+                            scope: ss.scope.clone(),
+                            spans: Vec::new(),
+                            schema_url: ss.schema_url.clone(),
+                        });
+                    }
+                }
+                origin = Some((ri, si));
+                if let Some(scope) = part
+                    .resource_spans
+                    .last_mut()
+                    .and_then(|r| r.scope_spans.last_mut())
+                {
+                    scope.spans.push(sp);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Redacts every string of a span (attributes, event attributes, status) and
@@ -681,6 +782,111 @@ mod tests {
             tmp.as_file().metadata().unwrap().len(),
             9 * (1024 * 1024 + 1)
         );
+    }
+
+    /// A request of `n` spans (each with a `pad`-byte attribute) across two scopes.
+    fn request(n: usize, pad: usize) -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+        let span = |i: usize| ProtoSpan {
+            trace_id: vec![1; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            parent_span_id: vec![9; 8],
+            name: format!("node n{i}"),
+            attributes: vec![ProtoKv {
+                key: "pad".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(pad))),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let scope = |name: &str, spans| ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spans,
+            schema_url: String::new(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: None,
+                scope_spans: vec![
+                    scope("a", (0..n / 2).map(span).collect()),
+                    scope("b", (n / 2..n).map(span).collect()),
+                ],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn lines(sink: &Sink) -> Vec<ExportTraceServiceRequest> {
+        let Sink::Memory(buf, _) = sink else {
+            panic!("small test traces stay in memory")
+        };
+        buf.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                assert!(l.len() <= LINE_MAX_BYTES, "a line of {} bytes", l.len());
+                serde_json::from_slice(l).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_lines_are_split_under_the_byte_limit_keeping_every_span_in_order() {
+        // 600 spans of ~1.8 KiB: about 1.1 MiB as one line (what a 600-item batch wrote).
+        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
+        out.emit(request(600, 1800));
+        let reqs = lines(&out.sink);
+        assert!(reqs.len() >= 5, "{} lines", reqs.len());
+        let mut ids = Vec::new();
+        for req in &reqs {
+            for ss in req.resource_spans.iter().flat_map(|rs| &rs.scope_spans) {
+                let scope = ss.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+                for sp in &ss.spans {
+                    let i = u64::from_be_bytes(sp.span_id.clone().try_into().unwrap());
+                    // Each span stays under the scope it came from.
+                    assert_eq!(scope, if i <= 300 { "a" } else { "b" });
+                    ids.push(i);
+                }
+            }
+        }
+        assert_eq!(ids, (1..=600).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_short_line_is_one_line_and_a_single_huge_span_is_written_whole() {
+        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
+        out.emit(request(10, 100));
+        assert_eq!(lines(&out.sink).len(), 1);
+
+        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
+        let mut one = request(2, LINE_MAX_BYTES);
+        one.resource_spans[0].scope_spans.remove(0);
+        out.emit(one);
+        let Sink::Memory(buf, _) = &out.sink else {
+            panic!()
+        };
+        assert_eq!(buf.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn the_total_cap_still_holds_when_lines_are_split() {
+        // 1 MiB of spans under a 600 KiB cap: some parts are written, the rest counted.
+        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 600 * 1024);
+        out.emit(request(600, 1800));
+        let written: usize = lines(&out.sink)
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        assert!(out.capped && written > 0);
+        assert_eq!(written as u64 + out.dropped, 600);
+        assert!(out.written <= 600 * 1024);
     }
 
     #[test]

@@ -335,3 +335,19 @@ pub fn assert_registered(path: &Path) -> usize {
     );
     seen.len()
 }
+
+/// A path in the repository (shipped configs, scripts, fixtures).
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Runs `pflow`, asserting it succeeded (its stderr is the failure message).
+pub fn pflow_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run pflow");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -1,3 +1,4 @@
+mod browser;
 mod budget;
 mod common;
 mod errors;
@@ -18,6 +19,7 @@ mod run;
 mod scale;
 mod signals;
 mod stack;
+mod stack_live;
 mod trace;
 mod viewer;
 mod vocabulary;

@@ -131,3 +131,44 @@ fn a_run_under_the_cap_is_complete_and_a_bad_cap_warns() {
         .iter()
         .all(|s| s.attr("pflow.trace.truncated").is_none()));
 }
+
+/// A 600-item batch once wrote a 1,084,472-byte line (512 item spans), past
+/// the 1 MiB the Collector's file reader takes: lines are capped by bytes too.
+#[test]
+fn a_600_item_batch_writes_no_line_over_the_line_limit() {
+    let env = Env::new();
+    let items: Vec<u32> = (0..600).collect();
+    let wf = json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "fan", "type": "echo", "batch": {"items": items, "parallel": true},
+         "params": {"text": format!("item ${{item}} {}", "x".repeat(1500))}}]});
+    let p = env.workflow("wide.json", wf);
+    let (_, code, stderr) = run_json(env.pflow().args([
+        "--output-format",
+        "json",
+        "run",
+        p.to_str().unwrap(),
+        "--trace",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let files = env.trace_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        text.len() > 1024 * 1024,
+        "the trace is big enough to matter"
+    );
+    for (i, line) in text.lines().enumerate() {
+        assert!(
+            line.len() <= pflow::telemetry::file::LINE_MAX_BYTES,
+            "line {} is {} bytes",
+            i + 1,
+            line.len()
+        );
+    }
+    let (spans, _) = read_trace(&files[0]);
+    let items = spans
+        .iter()
+        .filter(|s| s.s("pflow.node.role") == "batch_item")
+        .count();
+    assert_eq!(items, 600, "every item span is in the file");
+}

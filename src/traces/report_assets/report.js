@@ -72,6 +72,13 @@
     return ((t - view.from) / (view.to - view.from) * 100) + "%";
   }
 
+  // A zoom the user asks for is a history entry, so the browser's Back
+  // returns to the previous view.
+  function zoomByUser(from, to) {
+    try { history.pushState({ pflowZoom: [from, to] }, ""); } catch (e) { /* file: URLs may refuse */ }
+    zoom(from, to);
+  }
+
   function zoom(from, to) {
     if (!(to > from)) { from = 0; to = total; }
     var pad = (to - from) * 0.02;
@@ -153,7 +160,7 @@
     rows.addEventListener("dblclick", function (ev) {
       var r = ev.target.closest("[data-id]");
       var s = r && byId[r.getAttribute("data-id")];
-      if (s) zoom(s.start, s.end);
+      if (s) zoomByUser(s.start, s.end);
     });
     rows.addEventListener("keydown", function (ev) {
       if (ev.key !== "Enter" && ev.key !== " ") return;
@@ -168,7 +175,7 @@
       : "Click a span for details; double-click to zoom to it."));
     if (zoomed) {
       var reset = el("button", "btn", "Reset zoom");
-      reset.addEventListener("click", function () { zoom(0, total); });
+      reset.addEventListener("click", function () { zoomByUser(0, total); });
       bar2.appendChild(reset);
     }
     root.appendChild(bar2);
@@ -235,7 +242,7 @@
     box.appendChild(chips);
     if (s.end > s.start) {
       var zb = el("button", "btn", "Zoom timeline to this span");
-      zb.addEventListener("click", function () { zoom(s.start, s.end); });
+      zb.addEventListener("click", function () { zoomByUser(s.start, s.end); });
       box.appendChild(zb);
     }
 
@@ -317,7 +324,7 @@
     }
     renderDetails(s);
     if (fromUser) {
-      try { history.replaceState(null, "", "#span=" + id); } catch (e) { /* file: URLs may refuse */ }
+      try { history.replaceState(history.state, "", "#span=" + id); } catch (e) { /* file: URLs may refuse */ }
     }
   }
 
@@ -329,6 +336,10 @@
   drawWaterfall();
   fromHash();
   window.addEventListener("hashchange", fromHash);
+  window.addEventListener("popstate", function (ev) {
+    var z = ev.state && ev.state.pflowZoom;
+    if (z) zoom(z[0], z[1]); else zoom(0, total);
+  });
   document.body.setAttribute("data-rendered", "true");
   document.body.setAttribute("data-rows", String(Math.min(spans.length, data.row_limit)));
 }());
