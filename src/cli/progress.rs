@@ -10,6 +10,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// How long plain progress lines are gathered before one write to stderr.
+const PLAIN_TICK: Duration = Duration::from_millis(20);
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -64,8 +67,19 @@ impl Display {
                     .name("pflow-progress".into())
                     .spawn(move || {
                         let mut err = std::io::stderr();
-                        for line in rx {
-                            let _ = writeln!(err, "{line}");
+                        while let Ok(first) = rx.recv() {
+                            let mut buf = first;
+                            buf.push('\n');
+                            // Lines that arrive within one tick go out in one
+                            // write: a fast chain then wakes this thread a few
+                            // times a second, not once per node. `finish`
+                            // unparks it, so the run's end never waits a tick.
+                            std::thread::park_timeout(PLAIN_TICK);
+                            for line in rx.try_iter() {
+                                buf.push_str(&line);
+                                buf.push('\n');
+                            }
+                            let _ = err.write_all(buf.as_bytes());
                         }
                     })
                     .ok();
@@ -113,6 +127,7 @@ impl Display {
         }
         self.sink.close_lines();
         if let Some(w) = self.writer {
+            w.thread().unpark();
             let _ = w.join();
         }
     }

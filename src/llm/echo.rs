@@ -1,19 +1,37 @@
 //! The offline `echo` model: answers with the prompt and counts tokens with
-//! a real BPE tokenizer (`o200k_base`, embedded in tiktoken-rs), so demos and
-//! tests exercise the whole token path with no account and no network.
+//! a real BPE tokenizer (`o200k_base`, the GPT-4o family's encoding), so demos
+//! and tests exercise the whole token path with no account and no network.
+//! The same count serves budgets and estimates ([`count_tokens`]).
+//!
+//! The tokenizer is `bpe-openai`'s, whose tables are built at compile time and
+//! only deserialized on first use (~8× faster than building tiktoken-rs's
+//! from its vocabulary, which dominated a short run; benches/README.md).
 
 use super::usage::{Usage, UsageSource};
 use super::{LlmError, LlmRequest, LlmResponse};
-use std::sync::OnceLock;
 
-static BPE: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+fn bpe() -> &'static bpe_openai::Tokenizer {
+    bpe_openai::o200k_base()
+}
 
 /// Token count of `text` with `o200k_base` (the GPT-4o family's encoding).
+/// Special-token markers such as `<|endoftext|>` count as the text they are.
 pub fn count_tokens(text: &str) -> Option<u64> {
-    let bpe = BPE
-        .get_or_init(|| tiktoken_rs::o200k_base().ok())
-        .as_ref()?;
-    Some(bpe.encode_with_special_tokens(text).len() as u64)
+    Some(bpe().count(text) as u64)
+}
+
+/// Loads the tokenizer on a background thread, so the first LLM call, budget
+/// check or estimate of a run does not wait for it.
+/// Called again, it does nothing.
+pub fn warm_up() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("pflow-tokenizer".into())
+            .spawn(|| {
+                let _ = bpe();
+            });
+    });
 }
 
 pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
@@ -29,10 +47,14 @@ pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
         let tokens = count_tokens(&text).unwrap_or(0);
         if tokens > max {
             // Honour max_tokens like a real model would: cut the answer.
-            if let Some(bpe) = BPE.get().and_then(Option::as_ref) {
-                let ids = bpe.encode_with_special_tokens(&text);
-                text = bpe.decode(ids[..max as usize].to_vec()).unwrap_or_default();
-            }
+            let ids = bpe().encode(text.as_str());
+            let keep = usize::try_from(max).map_or(ids.len(), |m| m.min(ids.len()));
+            // A cut inside a multi-byte character decodes to nothing: keep
+            // dropping tokens until the rest is valid text.
+            text = (0..=keep)
+                .rev()
+                .find_map(|k| bpe().decode(&ids[..k]))
+                .unwrap_or_default();
             finish = "length";
         }
     }
@@ -63,16 +85,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_with_a_real_tokenizer() {
-        let direct = tiktoken_rs::o200k_base()
-            .unwrap()
-            .encode_with_special_tokens("Hello, world! Tokens are counted.")
-            .len() as u64;
+    fn counts_match_tiktoken_o200k() {
+        // tiktoken-rs (a dev-dependency) is the reference implementation of
+        // OpenAI's encodings: the counts must be identical on varied text.
+        let reference = tiktoken_rs::o200k_base().unwrap();
+        let samples = [
+            "Hello, world! Tokens are counted.",
+            "",
+            " leading and trailing spaces   ",
+            "line one\nline two\r\n\ttabbed\n\n\n",
+            "Ünïcödé — 日本語のテキスト 🚀🚀 emoji, العربية, русский текст",
+            "def f(x):\n    return {\"a\": [1, 2, 3]}  # code\n",
+            "numbers 1234567890 3.14159 1e-9 0xdeadbeef",
+            "CamelCaseWords and snake_case_words and kebab-case-words",
+            "'s 't 're 've 'm 'll 'd I'M YOU'RE",
+            "https://example.com/path?query=1&x=y#frag",
+        ];
+        for s in samples {
+            let want = reference.encode_ordinary(s).len() as u64;
+            assert_eq!(count_tokens(s), Some(want), "{s:?}");
+        }
+        let long = samples.concat().repeat(50);
         assert_eq!(
-            count_tokens("Hello, world! Tokens are counted."),
-            Some(direct)
+            count_tokens(&long),
+            Some(reference.encode_ordinary(&long).len() as u64)
         );
-        assert!(direct > 3 && direct < 15);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod sse;
 pub mod traced;
 pub mod usage;
 
-pub use echo::count_tokens;
+pub use echo::{count_tokens, warm_up as warm_up_tokenizer};
 pub use usage::{Usage, UsageSource};
 
 use base64::Engine;

@@ -1,6 +1,11 @@
 //! File nodes: `read-file`, `write-file`, `copy-file`, `move-file`,
 //! `delete-file`. Relative paths are relative to the working directory.
 //! Errors name the path and say what to do about it.
+//!
+//! Each node does its file work as one synchronous step ([`run_io`]): inline
+//! on the executing thread when the data is small, in a single hop to the
+//! blocking pool when it is large. A hop per syscall (tokio::fs) cost ~20
+//! futex round trips per node, far more than the open/write/close itself.
 
 use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
 use base64::Engine;
@@ -29,16 +34,57 @@ fn outputs(pairs: Vec<(&str, Value)>) -> NodeOutput {
     NodeOutput::new(m)
 }
 
-async fn make_parent_dirs(path: &str) -> Result<(), NodeError> {
+/// Data up to this size is read or written inline: below it a trip to the
+/// blocking pool costs more than the I/O; above it, one trip keeps a large
+/// read or write from holding a runtime worker that other batch items share.
+const INLINE_BYTES: u64 = 256 * 1024;
+
+/// Runs a node's whole file work as one synchronous step, inline when `large`
+/// is false, else in one `spawn_blocking` hop.
+async fn run_io<T: Send + 'static>(
+    large: bool,
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    if !large {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::new("panic", format!("file work did not finish: {e}")))?
+}
+
+/// Whether the file at `path` is larger than the inline limit (a missing or
+/// unreadable file is small: the work itself reports the error).
+fn is_large_file(path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > INLINE_BYTES)
+}
+
+fn make_parent_dirs(path: &str) -> Result<(), NodeError> {
     if let Some(parent) = Path::new(path)
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
     {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| io_error("create directory for", path, &e))?;
+        std::fs::create_dir_all(parent).map_err(|e| io_error("create directory for", path, &e))?;
     }
     Ok(())
+}
+
+/// Opens `path` with `opts`; when its directory is missing and `create_dirs`
+/// is set, creates it and tries once more. Trying the open first saves a stat
+/// per write when the directory exists, the common case.
+fn open_creating_dirs(
+    opts: &std::fs::OpenOptions,
+    path: &str,
+    create_dirs: bool,
+) -> Result<std::fs::File, NodeError> {
+    match opts.open(path) {
+        Err(e) if create_dirs && e.kind() == std::io::ErrorKind::NotFound => {
+            make_parent_dirs(path)?;
+            opts.open(path)
+        }
+        r => r,
+    }
+    .map_err(|e| io_error("open for writing", path, &e))
 }
 
 fn encoding(params: &Params) -> Result<&str, NodeError> {
@@ -81,11 +127,16 @@ impl Node for ReadFile {
         params: Params,
     ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
         Box::pin(async move {
-            let path = params.str("file_path")?;
+            let path = params.str("file_path")?.to_string();
             let enc = encoding(&params)?;
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|e| io_error("read", path, &e))?;
+            let bytes = {
+                let path = path.clone();
+                run_io(is_large_file(&path), move || {
+                    std::fs::read(&path).map_err(|e| io_error("read", &path, &e))
+                })
+                .await?
+            };
+            let path = path.as_str();
             let content = if enc == "base64" {
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
             } else {
@@ -160,26 +211,26 @@ impl Node for WriteFile {
             } else {
                 text.into_bytes()
             };
-            if params.bool_or("create_dirs", true)? {
-                make_parent_dirs(path).await?;
-            }
+            let create_dirs = params.bool_or("create_dirs", true)?;
             let append = params.bool_or("append", false)?;
-            let mut opts = tokio::fs::OpenOptions::new();
-            opts.write(true).create(true);
-            if append {
-                opts.append(true);
-            } else {
-                opts.truncate(true);
-            }
-            use tokio::io::AsyncWriteExt;
-            let mut f = opts
-                .open(path)
-                .await
-                .map_err(|e| io_error("open for writing", path, &e))?;
-            f.write_all(&bytes)
-                .await
-                .map_err(|e| io_error("write", path, &e))?;
-            f.flush().await.map_err(|e| io_error("write", path, &e))?;
+            let large = bytes.len() as u64 > INLINE_BYTES;
+            let owned = path.to_string();
+            let bytes = run_io(large, move || {
+                let path = owned.as_str();
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true);
+                if append {
+                    opts.append(true);
+                } else {
+                    opts.truncate(true);
+                }
+                use std::io::Write;
+                let mut f = open_creating_dirs(&opts, path, create_dirs)?;
+                f.write_all(&bytes)
+                    .map_err(|e| io_error("write", path, &e))?;
+                Ok(bytes)
+            })
+            .await?;
             Ok(outputs(vec![
                 ("written", json!(bytes.len())),
                 ("file_path", json!(path)),
@@ -188,17 +239,37 @@ impl Node for WriteFile {
     }
 }
 
-async fn check_dest(params: &Params, dest: &str) -> Result<(), NodeError> {
-    if !params.bool_or("overwrite", false)? && tokio::fs::try_exists(dest).await.unwrap_or(false) {
-        return Err(NodeError::new(
-            "exists",
-            format!("`{dest}` already exists; set `overwrite: true` to replace it"),
-        ));
+/// The source and destination of `copy-file` / `move-file`, with their flags.
+struct Transfer {
+    src: String,
+    dest: String,
+    overwrite: bool,
+    create_dirs: bool,
+}
+
+impl Transfer {
+    fn from_params(params: &Params) -> Result<Self, NodeError> {
+        Ok(Transfer {
+            src: params.str("source_path")?.to_string(),
+            dest: params.str("dest_path")?.to_string(),
+            overwrite: params.bool_or("overwrite", false)?,
+            create_dirs: params.bool_or("create_dirs", true)?,
+        })
     }
-    if params.bool_or("create_dirs", true)? {
-        make_parent_dirs(dest).await?;
+
+    fn check_dest(&self) -> Result<(), NodeError> {
+        let dest = self.dest.as_str();
+        if !self.overwrite && Path::new(dest).try_exists().unwrap_or(false) {
+            return Err(NodeError::new(
+                "exists",
+                format!("`{dest}` already exists; set `overwrite: true` to replace it"),
+            ));
+        }
+        if self.create_dirs {
+            make_parent_dirs(dest)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 const COPY_MOVE_PARAMS: &[super::Field] = &[
@@ -238,12 +309,14 @@ impl Node for CopyFile {
         params: Params,
     ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
         Box::pin(async move {
-            let src = params.str("source_path")?;
-            let dest = params.str("dest_path")?;
-            check_dest(&params, dest).await?;
-            let n = tokio::fs::copy(src, dest)
-                .await
-                .map_err(|e| io_error("copy", src, &e))?;
+            let t = Transfer::from_params(&params)?;
+            let large = is_large_file(&t.src);
+            let (n, dest) = run_io(large, move || {
+                t.check_dest()?;
+                let n = std::fs::copy(&t.src, &t.dest).map_err(|e| io_error("copy", &t.src, &e))?;
+                Ok((n, t.dest))
+            })
+            .await?;
             Ok(outputs(vec![
                 ("copied", json!(n)),
                 ("dest_path", json!(dest)),
@@ -274,17 +347,20 @@ impl Node for MoveFile {
         params: Params,
     ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
         Box::pin(async move {
-            let src = params.str("source_path")?;
-            let dest = params.str("dest_path")?;
-            check_dest(&params, dest).await?;
-            if tokio::fs::rename(src, dest).await.is_err() {
-                tokio::fs::copy(src, dest)
-                    .await
-                    .map_err(|e| io_error("move", src, &e))?;
-                tokio::fs::remove_file(src)
-                    .await
-                    .map_err(|e| io_error("remove after copying", src, &e))?;
-            }
+            let t = Transfer::from_params(&params)?;
+            // A rename is one syscall whatever the size; only the cross-device
+            // fallback copies data, so size decides the hop.
+            let large = is_large_file(&t.src);
+            let dest = run_io(large, move || {
+                t.check_dest()?;
+                if std::fs::rename(&t.src, &t.dest).is_err() {
+                    std::fs::copy(&t.src, &t.dest).map_err(|e| io_error("move", &t.src, &e))?;
+                    std::fs::remove_file(&t.src)
+                        .map_err(|e| io_error("remove after copying", &t.src, &e))?;
+                }
+                Ok(t.dest)
+            })
+            .await?;
             Ok(outputs(vec![
                 ("moved", json!(true)),
                 ("dest_path", json!(dest)),
@@ -323,7 +399,8 @@ impl Node for DeleteFile {
     ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
         Box::pin(async move {
             let path = params.str("file_path")?;
-            let deleted = match tokio::fs::remove_file(path).await {
+            // One unlink: always inline.
+            let deleted = match std::fs::remove_file(path) {
                 Ok(()) => true,
                 Err(e)
                     if e.kind() == std::io::ErrorKind::NotFound
