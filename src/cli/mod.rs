@@ -464,13 +464,13 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
     match crate::telemetry::otlp::export_file(file, &settings).await {
         Ok(report) => {
             match cli.output_format {
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ),
+                OutputFormat::Json => output::print_json(&serde_json::json!(report)),
                 OutputFormat::Text => println!(
                     "✓ sent {} spans ({} requests) to {} ({})",
-                    report.spans, report.requests, report.endpoint, report.protocol
+                    report.spans,
+                    report.requests,
+                    output::shown(&report.endpoint),
+                    report.protocol
                 ),
             }
             0
@@ -483,9 +483,9 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
             };
             match cli.output_format {
                 OutputFormat::Json => {
-                    println!("{}", serde_json::json!({"success": false, "error": e}))
+                    output::print_json(&serde_json::json!({"success": false, "error": e}))
                 }
-                OutputFormat::Text => eprintln!("error: {e}"),
+                OutputFormat::Text => eprintln!("error: {}", output::shown(e)),
             }
             code
         }

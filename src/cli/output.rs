@@ -10,10 +10,28 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 
+/// Every JSON object pflow prints goes through here: all of it is redacted
+/// except `result`, the workflow's declared outputs (the user's own data).
 pub(super) fn print_json(v: &Value) {
+    let mut v = v.clone();
+    if let Value::Object(map) = &mut v {
+        for (k, val) in map.iter_mut() {
+            if k != "result" {
+                crate::telemetry::redact::global().redact_json(val);
+            }
+        }
+    } else {
+        crate::telemetry::redact::global().redact_json(&mut v);
+    }
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = serde_json::to_writer_pretty(&mut out, &v);
     let _ = writeln!(out);
+}
+
+/// A message pflow prints itself (error, warning, diagnostic): redacted, control
+/// characters escaped.
+pub(crate) fn shown(x: impl std::fmt::Display) -> String {
+    crate::telemetry::redact::for_display(&x.to_string())
 }
 
 /// Bad command-line usage: exit code 2.
@@ -22,7 +40,7 @@ pub fn usage_error(format: OutputFormat, message: &str) -> i32 {
         OutputFormat::Json => print_json(
             &json!({"success": false, "result": null, "error": {"type": "usage_error", "message": message}, "metrics": null, "trace_id": null, "trace_file": null}),
         ),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => eprintln!("error: {}", shown(message)),
     }
     2
 }
@@ -46,10 +64,10 @@ pub fn validation_result(
             "diagnostics": diags,
         })),
         OutputFormat::Text => match &parsed {
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {}", shown(e)),
             Ok(n) => {
                 for d in diags {
-                    eprintln!("{}", d);
+                    eprintln!("{}", shown(d));
                 }
                 if ok {
                     println!("✓ `{}` is valid ({n} nodes)", file.display());
@@ -139,11 +157,14 @@ fn error_json(e: &RunError) -> Value {
     }
 }
 
+/// An output value as text: the user's data, not redacted, but with control
+/// characters escaped so a value cannot drive the terminal.
 fn render_value(v: &Value) -> String {
-    match v {
+    let text = match v {
         Value::String(s) => s.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
-    }
+    };
+    crate::telemetry::redact::escape_controls(&text).into_owned()
 }
 
 pub fn print_run(r: &RunReport, format: OutputFormat) {
@@ -170,10 +191,10 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
         }
         OutputFormat::Text => {
             for d in &r.validation_warnings {
-                eprintln!("{d}");
+                eprintln!("{}", shown(d));
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", shown(w));
             }
             match &r.result {
                 Ok(out) => {
@@ -188,7 +209,7 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                         }
                     }
                 }
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => eprintln!("error: {}", shown(e)),
             }
             eprintln!("{}", summary_line(r));
             if let Some(p) = &r.trace_file {
@@ -228,12 +249,12 @@ pub fn print_estimate(
         })),
         OutputFormat::Text => {
             for w in warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", shown(w));
             }
             match &result {
                 Ok(e) => print!("{}", e.to_text()),
-                Err(EstimateFailure::Run(e)) => eprintln!("error: {e}"),
-                Err(EstimateFailure::Estimate(e)) => eprintln!("error: {e}"),
+                Err(EstimateFailure::Run(e)) => eprintln!("error: {}", shown(e)),
+                Err(EstimateFailure::Estimate(e)) => eprintln!("error: {}", shown(e)),
             }
         }
     }
@@ -280,11 +301,11 @@ pub fn pricing_check(
         }
         (OutputFormat::Text, Ok(w)) => {
             for x in w {
-                eprintln!("warning: {x}");
+                eprintln!("warning: {}", shown(x));
             }
             println!("✓ `{}` is a valid price file", file.display());
         }
-        (OutputFormat::Text, Err(e)) => eprintln!("error: {e}"),
+        (OutputFormat::Text, Err(e)) => eprintln!("error: {}", shown(e)),
     }
     if result.is_ok() {
         0
@@ -301,7 +322,7 @@ pub fn pricing_show(
     warnings: &[String],
 ) -> i32 {
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", shown(w));
     }
     let overrides_s = overrides.map(|p| p.display().to_string());
     let Some(model) = model else {
@@ -374,7 +395,7 @@ pub fn pricing_show(
             let msg = format!("no price known for `{model}`; add it to $PFLOW_HOME/pricing.json, e.g. {{\"{model}\": {{\"input\": 1.0, \"output\": 2.0}}}}");
             match format {
                 OutputFormat::Json => print_json(&json!({"model": model, "error": msg})),
-                OutputFormat::Text => eprintln!("error: {msg}"),
+                OutputFormat::Text => eprintln!("error: {}", shown(msg)),
             }
             1
         }
@@ -387,7 +408,7 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
     let fail = |e: &dyn std::fmt::Display, code: i32| {
         match format {
             OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
-            OutputFormat::Text => eprintln!("error: {e}"),
+            OutputFormat::Text => eprintln!("error: {}", shown(e)),
         }
         code
     };

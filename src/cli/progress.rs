@@ -65,7 +65,7 @@ impl Display {
                     .spawn(move || {
                         let mut err = std::io::stderr();
                         for line in rx {
-                            let _ = writeln!(err, "{line}");
+                            let _ = writeln!(err, "{}", super::output::shown(&line));
                         }
                     })
                     .ok();
@@ -84,7 +84,7 @@ impl Display {
                     s.tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ").with_key(
                         "pflow",
                         move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = w.write_str(&text.bar_text());
+                            let _ = w.write_str(&super::output::shown(text.bar_text()));
                         },
                     )
                 });
@@ -120,7 +120,8 @@ impl Display {
 
 /// Prints `text` on stderr without tearing the live bar (if one is drawn).
 pub fn println(display: Option<&Display>, text: &str) {
-    let text = text.trim_end();
+    let text = super::output::shown(text.trim_end());
+    let text = text.as_str();
     match display.and_then(|d| d.bar.as_ref()) {
         Some(bar) => bar.suspend(|| eprintln!("{text}")),
         None => eprintln!("{text}"),

@@ -162,7 +162,7 @@ fn failure(format: OutputFormat, message: &str) -> i32 {
         OutputFormat::Json => print_json(
             &json!({"success": false, "error": {"type": "history_error", "message": message}}),
         ),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => eprintln!("error: {}", super::output::shown(message)),
     }
     1
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 pub fn trace_error(format: OutputFormat, e: &crate::traces::TraceError) -> i32 {
     match format {
         OutputFormat::Json => print_json(&json!({"success": false, "error": e.to_string()})),
-        OutputFormat::Text => eprintln!("error: {e}"),
+        OutputFormat::Text => eprintln!("error: {}", super::output::shown(e)),
     }
     e.exit_code()
 }
@@ -41,7 +41,7 @@ pub fn trace_reprice(target: &str, pricing: Option<&Path>, format: OutputFormat)
         }
         OutputFormat::Text => {
             for w in &warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", super::output::shown(w));
             }
             let style = show::Style::detect(std::io::stdout().is_terminal());
             print!("{}", reprice::render(&r, &style));
@@ -139,7 +139,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                             OutputFormat::Json => {
                                 print_json(&json!({"success": false, "error": msg}))
                             }
-                            OutputFormat::Text => eprintln!("error: {msg}"),
+                            OutputFormat::Text => eprintln!("error: {}", super::output::shown(msg)),
                         }
                         2
                     }
@@ -170,7 +170,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                     OutputFormat::Json => {
                         print_json(&json!({"success": false, "error": e.to_string()}))
                     }
-                    OutputFormat::Text => eprintln!("error: {e}"),
+                    OutputFormat::Text => eprintln!("error: {}", super::output::shown(e)),
                 }
                 return 1;
             }

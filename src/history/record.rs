@@ -75,6 +75,8 @@ fn i(n: u64) -> i64 {
 
 pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64> {
     let m = &run.metrics;
+    // History rows leave the run: redacted like every other surface.
+    let red = |s: &str| crate::telemetry::redact::redact(s).into_owned();
     let tokens = m.planner.as_ref().map_or(m.workflow.tokens, |p| {
         add_tokens(&m.workflow.tokens, &p.tokens)
     });
@@ -87,8 +89,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         params![
             run.time.to_rfc3339_opts(SecondsFormat::Millis, true),
             run.time.timestamp_millis(),
-            run.command,
-            run.workflow_name,
+            red(&run.command),
+            run.workflow_name.as_deref().map(red),
             run.workflow_hash,
             run.status,
             run.exit_code,
@@ -116,7 +118,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         let t = &u.tokens;
         model_row.execute(params![
             id,
-            model,
+            red(model),
             i(u.llm_calls),
             i(t.input),
             i(t.output),
@@ -152,7 +154,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             node_row.execute(params![
                 id,
                 section,
-                path,
+                red(path),
                 s.node_timings.get(path).copied().unwrap_or(0.0),
                 i(u.llm_calls),
                 i(t.input),

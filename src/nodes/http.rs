@@ -80,6 +80,10 @@ impl Node for Http {
                         .as_str()
                         .map(str::to_string)
                         .unwrap_or_else(|| v.to_string());
+                    // A credential header's value is scrubbed wherever it shows up later (a body echoing it).
+                    if crate::telemetry::redact::is_secret_name(k) {
+                        crate::telemetry::redact::add_secret(&v);
+                    }
                     rb = rb.header(k.as_str(), v);
                 }
             }

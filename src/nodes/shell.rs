@@ -68,6 +68,11 @@ impl Node for Shell {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
+                    // pflow knows this is a secret: its value is scrubbed from the command's
+                    // output, errors and traces too, not only from the param preview.
+                    if crate::telemetry::redact::is_secret_env_var(k) {
+                        crate::telemetry::redact::add_secret(&v);
+                    }
                     cmd.env(k, v);
                 }
             }

@@ -8,6 +8,8 @@ pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
 pub const ERROR_TYPE: &str = "error.type";
 pub const EXCEPTION_TYPE: &str = "exception.type";
 pub const EXCEPTION_MESSAGE: &str = "exception.message";
+/// Exported instead of `exception.message` when content capture is off.
+pub const EXCEPTION_MESSAGE_SIZE: &str = "pflow.exception.message.size";
 pub const SERVICE_NAME: &str = "service.name";
 pub const SERVICE_VERSION: &str = "service.version";
 

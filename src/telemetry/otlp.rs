@@ -39,7 +39,18 @@ const CONTENT_ATTRS: &[&str] = &[
     "pflow.node.params",
     "pflow.planner.request",
 ];
-const CONTENT_EVENT_ATTRS: &[&str] = &["pflow.value.preview"];
+/// Event attributes that are content: an exception's message holds stderr
+/// tails, resolved commands and URLs; without capture only its size goes.
+const CONTENT_EVENT_ATTRS: &[&str] = &[
+    "pflow.value.preview",
+    super::attr::EXCEPTION_MESSAGE,
+    "exception.stacktrace",
+];
+
+/// The status text exported without content capture: the error type, not the message.
+fn contentless_status(error_type: Option<&str>) -> String {
+    error_type.unwrap_or("error").to_string()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
@@ -94,10 +105,16 @@ pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            format!(
-                "OTEL_EXPORTER_OTLP_HEADERS: `{}` is not key=value",
-                pair.split('=').next().unwrap_or(pair)
-            )
+            // Name the entry by what precedes a `:` or space, never its value
+            // (`Authorization: Bearer …` is a common mistake).
+            let name: String = pair
+                .split([':', ' '])
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect();
+            format!("OTEL_EXPORTER_OTLP_HEADERS: the entry `{name}` is not key=value (its value is not shown)")
         })?;
         let v = percent_decode(v.trim());
         out.insert(k.trim().to_string(), v);
@@ -105,14 +122,17 @@ pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` decoding on bytes (a `%` before a multi-byte character is kept as is,
+/// never sliced through); invalid UTF-8 in the result is replaced.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |x: u8| (x as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(x);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -383,8 +403,25 @@ pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &
                 .push(KeyValue::new("pflow.content.omitted", true));
         }
         for ev in span.events.events.iter_mut() {
+            let size = ev
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == super::attr::EXCEPTION_MESSAGE)
+                .map(|kv| kv.value.as_str().len() as i64);
             ev.attributes
                 .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
+            if let Some(n) = size {
+                ev.attributes
+                    .push(KeyValue::new(super::attr::EXCEPTION_MESSAGE_SIZE, n));
+            }
+        }
+        if matches!(span.status, opentelemetry::trace::Status::Error { .. }) {
+            let kind = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == super::attr::ERROR_TYPE)
+                .map(|kv| kv.value.as_str().into_owned());
+            span.status = opentelemetry::trace::Status::error(contentless_status(kind.as_deref()));
         }
     }
     super::profile::apply_span_data(span, shape);
@@ -412,7 +449,7 @@ pub struct OtlpProcessor {
     tx: mpsc::Sender<Msg>,
     stats: Arc<Stats>,
     shape: ExportShape,
-    redactor: Arc<Redactor>,
+    redactor: &'static Redactor,
 }
 
 /// Finishes the export at the end of the run.
@@ -430,7 +467,7 @@ impl OtlpProcessor {
     pub fn start(
         settings: &OtlpSettings,
         resource: &Resource,
-        redactor: Arc<Redactor>,
+        redactor: &'static Redactor,
     ) -> Result<(OtlpProcessor, OtlpHandle), String> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(Stats::default());
@@ -578,7 +615,7 @@ impl SpanProcessor for OtlpProcessor {
             self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        apply_export_policy(&mut span, &self.shape, &self.redactor);
+        apply_export_policy(&mut span, &self.shape, self.redactor);
         let full = {
             let mut p = match self.pending.lock() {
                 Ok(p) => p,
@@ -643,6 +680,51 @@ mod tests {
         assert_eq!(h["api-key"], "abc def");
         assert_eq!(h["x-team"], "core");
         assert!(parse_headers("novalue").is_err());
+        // A `%` before a multi-byte character panicked (sliced inside it).
+        assert_eq!(parse_headers("x=%aé").unwrap()["x"], "%aé");
+        assert_eq!(parse_headers("x=%41%").unwrap()["x"], "A%");
+        let e = parse_headers("Authorization: Bearer s3cr3t-t0ken").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+}
+
+/// The content policy on a span read from a trace file (as
+/// [`apply_export_policy`] does on live spans).
+fn strip_content_proto(sp: &mut opentelemetry_proto::tonic::trace::v1::Span) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as Kv};
+    sp.attributes
+        .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
+    for ev in &mut sp.events {
+        let size = ev
+            .attributes
+            .iter()
+            .find(|kv| kv.key == super::attr::EXCEPTION_MESSAGE)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.len() as i64),
+                _ => None,
+            });
+        ev.attributes
+            .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
+        if let Some(n) = size {
+            ev.attributes.push(Kv {
+                key: super::attr::EXCEPTION_MESSAGE_SIZE.into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(n)),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(st) = sp.status.as_mut().filter(|st| st.code == 2) {
+        let kind = sp
+            .attributes
+            .iter()
+            .find(|kv| kv.key == super::attr::ERROR_TYPE)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            });
+        st.message = contentless_status(kind.as_deref());
     }
 }
 
@@ -678,16 +760,13 @@ pub async fn export_file(
                 i + 1
             )
         })?;
+        // The file was redacted when written, perhaps by an older pflow: again, with today's rules.
+        super::redact::redact_request(&mut req);
         if !settings.capture_content {
             for rs in &mut req.resource_spans {
                 for ss in &mut rs.scope_spans {
                     for sp in &mut ss.spans {
-                        sp.attributes
-                            .retain(|kv| !CONTENT_ATTRS.contains(&kv.key.as_str()));
-                        for ev in &mut sp.events {
-                            ev.attributes
-                                .retain(|kv| !CONTENT_EVENT_ATTRS.contains(&kv.key.as_str()));
-                        }
+                        strip_content_proto(sp);
                     }
                 }
             }

@@ -13,7 +13,7 @@
 //! assert_eq!((p.size, p.truncated), (12, true));
 //! ```
 
-use super::redact::{is_secret_name, Redactor, REDACTED};
+use super::redact::{self, is_secret_name, Redactor, REDACTED};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use std::io;
@@ -22,13 +22,13 @@ use std::sync::{Arc, RwLock};
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 4096;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 65536;
 
-/// Preview limits and the redactor used for every preview.
+/// Preview limits. Previews are redacted (with [`redact::global`]) before they
+/// are cut, so a cut never leaves a credential too short for its rule.
 #[derive(Debug)]
 pub struct PreviewSettings {
     pub max_bytes: usize,
     /// Limit for LLM prompts and responses, which users read whole when debugging.
     pub max_message_bytes: usize,
-    pub redactor: Redactor,
 }
 
 impl PreviewSettings {
@@ -36,7 +36,6 @@ impl PreviewSettings {
         PreviewSettings {
             max_bytes,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            redactor: Redactor::new(Vec::new()),
         }
     }
 
@@ -53,7 +52,6 @@ impl PreviewSettings {
         PreviewSettings {
             max_bytes,
             max_message_bytes,
-            redactor: Redactor::from_env(),
         }
     }
 }
@@ -110,7 +108,7 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
 /// Preview of an LLM prompt or response (`PFLOW_TRACE_MAX_MESSAGE_BYTES`, default 64 KiB).
 pub fn preview_message(s: &str) -> Preview {
     let st = settings();
-    limited_string_preview(s, st.max_message_bytes, &st.redactor)
+    limited_string_preview(s, st.max_message_bytes, redact::global())
 }
 
 /// Preview of a string with the installed settings.
@@ -142,11 +140,11 @@ fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
     // Writing to BoundedWriter cannot fail.
     let _ = serde_json::to_writer(&mut w, v);
     let text = String::from_utf8_lossy(&w.buf).into_owned();
-    finish(&text, w.total, st.max_bytes, &st.redactor)
+    finish(&text, w.total, st.max_bytes, redact::global())
 }
 
 fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
-    limited_string_preview(s, st.max_bytes, &st.redactor)
+    limited_string_preview(s, st.max_bytes, redact::global())
 }
 
 fn limited_string_preview(s: &str, max_bytes: usize, redactor: &Redactor) -> Preview {

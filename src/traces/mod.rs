@@ -138,9 +138,15 @@ impl std::fmt::Display for AttrValue {
     }
 }
 
+/// Text as the viewers show it: control characters escaped, so a value
+/// cannot drive the terminal (`trace show`) or hide in a report.
+fn shown(s: &str) -> String {
+    crate::telemetry::redact::escape_controls(s).into_owned()
+}
+
 fn convert(v: Option<&AnyValue>) -> Option<AttrValue> {
     Some(match v?.value.as_ref()? {
-        any_value::Value::StringValue(s) => AttrValue::Str(s.clone()),
+        any_value::Value::StringValue(s) => AttrValue::Str(shown(s)),
         any_value::Value::IntValue(i) => AttrValue::Int(*i),
         any_value::Value::DoubleValue(d) => AttrValue::Double(*d),
         any_value::Value::BoolValue(b) => AttrValue::Bool(*b),
@@ -273,12 +279,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        let req: ExportTraceServiceRequest =
+        let mut req: ExportTraceServiceRequest =
             serde_json::from_str(line).map_err(|e| TraceError::Format {
                 path: path.to_path_buf(),
                 line: i + 1,
                 message: e.to_string(),
             })?;
+        // The one redaction point of every viewer (show, summary, report, diff).
+        crate::telemetry::redact::redact_request(&mut req);
         for rs in req.resource_spans {
             if trace.resource.is_empty() {
                 if let Some(r) = &rs.resource {
@@ -293,18 +301,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),
                         parent_span_id: hex(&s.parent_span_id),
-                        name: s.name,
+                        name: shown(&s.name),
                         kind: s.kind,
                         start_ns: s.start_time_unix_nano,
                         end_ns: s.end_time_unix_nano,
                         status_code,
-                        status_message,
+                        status_message: shown(&status_message),
                         attributes: attrs(&s.attributes),
                         events: s
                             .events
                             .into_iter()
                             .map(|e| TraceEvent {
-                                name: e.name,
+                                name: shown(&e.name),
                                 time_ns: e.time_unix_nano,
                                 attributes: attrs(&e.attributes),
                             })
