@@ -423,7 +423,7 @@ impl LlmClient {
         }
     }
 
-    /// POSTs JSON and maps HTTP failures to [`LlmError`]; `secret` is scrubbed from messages.
+    /// POSTs JSON and maps HTTP failures to [`LlmError`]; `secret` is registered with the redactor.
     async fn post(
         &self,
         url: &str,
@@ -446,9 +446,10 @@ impl LlmClient {
         }
         let retry_after = retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
-        let mut message = error_message(&text);
+        let message = error_message(&text);
         if let Some(s) = secret.filter(|s| !s.is_empty()) {
-            message = message.replace(s, "[REDACTED]");
+            // The boundary scrubs it wherever the message goes (errors, traces, exports).
+            crate::telemetry::redact::add_secret(s);
         }
         Err(match status {
             401 | 403 => LlmError::Unauthorized {

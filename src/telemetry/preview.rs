@@ -13,7 +13,7 @@
 //! assert_eq!((p.size, p.truncated), (12, true));
 //! ```
 
-use super::redact::{self, is_secret_name, Redactor, REDACTED};
+use super::redact::{self, Redactor, REDACTED};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use std::io;
@@ -95,7 +95,7 @@ pub fn preview(v: &Value) -> Preview {
 /// (e.g. `api_key`, `headers.Authorization`) hides the whole value.
 pub fn preview_named(name: &str, v: &Value) -> Preview {
     let last = name.rsplit(['.', '[']).next().unwrap_or(name);
-    if is_secret_name(last) && !v.is_null() && !v.is_object() {
+    if redact::hides_value(false, last, v) {
         return Preview {
             text: REDACTED.to_string(),
             size: 0,
@@ -214,7 +214,7 @@ impl io::Write for BoundedWriter {
     }
 }
 
-/// Serialises a JSON value with secret-named keys' values replaced.
+/// Serialises a JSON value with the JSON-shape rules of [`redact`] applied.
 struct KeyRedacted<'a>(&'a Value);
 
 struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
@@ -222,8 +222,9 @@ struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
 impl Serialize for MapRedacted<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
+        let pair = redact::is_secret_pair(self.0);
         for (k, v) in self.0 {
-            if is_secret_name(k) && !v.is_null() && !v.is_object() {
+            if redact::hides_value(pair, k, v) {
                 m.serialize_entry(k, REDACTED)?;
             } else {
                 m.serialize_entry(k, &KeyRedacted(v))?;
@@ -238,8 +239,13 @@ impl Serialize for KeyRedacted<'_> {
         match self.0 {
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
-                for i in items {
-                    seq.serialize_element(&KeyRedacted(i))?;
+                let tuple = redact::is_secret_tuple(items);
+                for (n, i) in items.iter().enumerate() {
+                    if tuple && n == 1 {
+                        seq.serialize_element(REDACTED)?;
+                    } else {
+                        seq.serialize_element(&KeyRedacted(i))?;
+                    }
                 }
                 seq.end()
             }

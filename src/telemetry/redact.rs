@@ -294,7 +294,6 @@ impl Redactor {
     }
 
     fn redact_json_inner(&self, v: &mut Value, scan_strings: bool) -> bool {
-        let redacted = || Value::String(REDACTED.into());
         match v {
             Value::String(s) => {
                 if !scan_strings {
@@ -313,13 +312,9 @@ impl Redactor {
             }
             Value::Array(items) => {
                 let mut changed = false;
-                if items.len() == 2 {
-                    if let (Value::String(n), false) = (&items[0], items[1].is_null()) {
-                        if is_secret_name(n) && items[1] != redacted() {
-                            items[1] = redacted();
-                            changed = true;
-                        }
-                    }
+                if is_secret_tuple(items) {
+                    items[1] = Value::String(REDACTED.into());
+                    changed = true;
                 }
                 for i in items.iter_mut() {
                     changed |= self.redact_json_inner(i, scan_strings);
@@ -328,19 +323,10 @@ impl Redactor {
             }
             Value::Object(map) => {
                 let mut changed = false;
-                let pair = ["name", "key", "header", "field", "Name", "Key", "variable"]
-                    .iter()
-                    .any(|k| {
-                        map.get(*k)
-                            .and_then(Value::as_str)
-                            .is_some_and(is_secret_name)
-                    });
+                let pair = is_secret_pair(map);
                 for (k, val) in map.iter_mut() {
-                    let is_value_field =
-                        pair && matches!(k.as_str(), "value" | "Value" | "val" | "secret" | "data");
-                    if (is_value_field || is_secret_name(k)) && !val.is_null() && *val != redacted()
-                    {
-                        *val = redacted();
+                    if hides_value(pair, k, val) {
+                        *val = Value::String(REDACTED.into());
                         changed = true;
                     } else {
                         changed |= self.redact_json_inner(val, scan_strings);
@@ -360,6 +346,34 @@ impl Redactor {
     }
 }
 
+/// The JSON-shape rules, shared by [`Redactor::redact_json`] and the
+/// streaming preview serialiser (`telemetry::preview`), which redacts values
+/// too large to copy.
+///
+/// `{"name": "DB_PASSWORD", "value": X}` (also `key`, `header`…): an object
+/// naming a secret, whose value fields are then hidden.
+pub fn is_secret_pair(map: &serde_json::Map<String, Value>) -> bool {
+    ["name", "key", "header", "field", "Name", "Key", "variable"]
+        .iter()
+        .any(|k| {
+            map.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(is_secret_name)
+        })
+}
+
+/// `["Authorization", X]`: a name/value tuple naming a secret.
+pub fn is_secret_tuple(items: &[Value]) -> bool {
+    matches!(items, [Value::String(n), v] if is_secret_name(n) && !v.is_null() && v.as_str() != Some(REDACTED))
+}
+
+/// Whether the value under `key` is hidden whole (objects and arrays too):
+/// a secret name, or the value field of a secret pair (`pair`).
+pub fn hides_value(pair: bool, key: &str, v: &Value) -> bool {
+    let value_field = pair && matches!(key, "value" | "Value" | "val" | "secret" | "data");
+    (value_field || is_secret_name(key)) && !v.is_null() && v.as_str() != Some(REDACTED)
+}
+
 /// The name rule over `name <sep> value` text: `re` matches name and
 /// separator; the value after it is read here, so that a match never swallows
 /// the next `NAME=` (as a regex reading the value too would).
@@ -370,11 +384,18 @@ fn name_values(re: &Regex, text: &str) -> Option<String> {
         let (Some(m), Some(name)) = (c.get(0), c.get(1)) else {
             continue;
         };
-        if m.start() < cursor || !is_secret_name(name.as_str()) {
+        // In JSON text the name after `\n` starts with the escape's letter (`npwd`).
+        let escaped = text[..name.start()].ends_with('\\');
+        let name = if escaped {
+            &name.as_str()[1..]
+        } else {
+            name.as_str()
+        };
+        if m.start() < cursor || !is_secret_name(name) {
             continue;
         }
         let rest = &text[m.end()..];
-        let whole_line = name.as_str().to_ascii_lowercase().contains("cookie");
+        let whole_line = name.to_ascii_lowercase().contains("cookie");
         let Some((start, end)) = value_span(rest, whole_line) else {
             continue;
         };

@@ -11,6 +11,7 @@ mod planner;
 mod profiles;
 mod progress;
 mod providers;
+mod redaction;
 mod report;
 mod reprice_diff;
 mod run;

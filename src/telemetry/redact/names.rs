@@ -127,9 +127,14 @@ pub fn is_secret_name(name: &str) -> bool {
     if w.is_empty() {
         return false;
     }
+    // `token` names a credential when it ends the name (`github_token`,
+    // `X-Auth-Token`, `githubtoken`); before another word it is a count or a
+    // kind (`token_sources`, `token_count`, `max_tokens`).
+    if w.last().is_some_and(|l| l.ends_with("token")) {
+        return true;
+    }
     if w.iter().any(|x| {
-        SECRET_WORDS.contains(&x.as_str())
-            || (x.ends_with("token") && !x.starts_with("token"))
+        (SECRET_WORDS.contains(&x.as_str()) && x != "token")
             || SECRET_FRAGMENTS.iter().any(|f| x.contains(f))
     }) {
         return true;
@@ -216,6 +221,8 @@ mod tests {
             "tokens_total",
             "max_tokens",
             "tokenizer",
+            "token_sources",
+            "token_count",
             "command",
             "author",
             "passenger",

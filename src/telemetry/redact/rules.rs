@@ -478,23 +478,24 @@ pub const RULES: &[Rule] = &[
     ),
     r("hex-private-key", &["0x"], r"\b0x[a-fA-F0-9]{64}\b", Whole),
     // URL userinfo: empty users (`redis://:pw@h`) and passwords holding `@`
-    // or `/` (the password runs to the last `@` before the host).
+    // or `/` (the password runs to the last `@` before the host). A backslash
+    // ends it: in JSON text `\n` is the end of the line.
     r(
         "url-password",
         &["://"],
-        r#"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'"<>]*:)([^\s'"<>]*)@(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?:[:/?#\s'"<>,;)\]\\]|$)"#,
+        r#"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'"<>\\]*:)([^\s'"<>\\]*)@(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?:[:/?#\s'"<>,;)\]\\]|$)"#,
         Group(2),
     ),
     r(
         "url-user-token",
         &["://"],
-        r#"[A-Za-z][A-Za-z0-9+.\-]*://([^\s:/@'"<>]{16,})@"#,
+        r#"[A-Za-z][A-Za-z0-9+.\-]*://([^\s:/@'"<>\\]{16,})@"#,
         Group(1),
     ),
     r(
         "url-query-param",
         &["?", "&", ";"],
-        r#"([?&;])([A-Za-z0-9_.\-\[\]]{1,64})=([^&#\s'"<>;]+)"#,
+        r#"([?&;])([A-Za-z0-9_.\-\[\]]{1,64})=([^&#\s'"<>;\\]+)"#,
         Query,
     ),
     // Header lines (`Cookie: a=b; c=d`, `X-Auth: Digest …`): the rest of the line.

@@ -30,9 +30,14 @@ fn every_corpus_kind_is_redacted_alone_in_text_and_in_json() {
     }
     // All of them in one text (as a shell's stdout would carry them).
     let blob = corpus::blob(&samples);
-    let out = r.redact_str(&blob);
-    for (kind, f) in corpus::leaks(&samples, &out) {
-        failures.push(format!("{kind} (in the blob): `{f}`"));
+    for text in [
+        blob.clone(),
+        serde_json::to_string(&blob).unwrap_or_default(),
+    ] {
+        let out = r.redact_str(&text);
+        for (kind, f) in corpus::leaks(&samples, &out) {
+            failures.push(format!("{kind} (in the blob): `{f}` in {out}"));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
