@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod history;
 pub mod ir;
+pub mod limits;
 pub mod llm;
 pub mod nodes;
 pub mod planner;

@@ -591,7 +591,7 @@ async fn run_cmd(target: Target, params: &[String], cli: &Cli) -> i32 {
             timeout: cli
                 .planner_timeout
                 .filter(|t| *t > 0.0)
-                .map(std::time::Duration::from_secs_f64)
+                .map(|t| crate::limits::secs(t, crate::limits::MAX_TIMEOUT))
                 .unwrap_or(crate::planner::DEFAULT_TIMEOUT),
             library: crate::workflows::dir(),
         }),

@@ -12,16 +12,23 @@ use std::path::Path;
 
 /// Every JSON object pflow prints goes through here: all of it is redacted
 /// except `result`, the workflow's declared outputs (the user's own data).
+/// `error` and `warnings` carry user data (params, messages): every rule.
+/// Elsewhere the keys are pflow's own (`price_key`, `token_sources`), so
+/// only the string values are scanned.
 pub(super) fn print_json(v: &Value) {
+    let red = crate::telemetry::redact::global();
     let mut v = v.clone();
-    if let Value::Object(map) = &mut v {
-        for (k, val) in map.iter_mut() {
-            if k != "result" {
-                crate::telemetry::redact::global().redact_json(val);
+    match &mut v {
+        Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                match k.as_str() {
+                    "result" => {}
+                    "error" | "warnings" => red.redact_json(val),
+                    _ => red.redact_json_strings(val),
+                }
             }
         }
-    } else {
-        crate::telemetry::redact::global().redact_json(&mut v);
+        other => red.redact_json_strings(other),
     }
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, &v);

@@ -122,6 +122,19 @@ pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
+/// `http://h/p?x=1` → (`http://h/p`, `?x=1`): the query (or fragment) stays after the path.
+fn split_query(url: &str) -> (&str, &str) {
+    let at = url.find(['?', '#']).unwrap_or(url.len());
+    url.split_at(at)
+}
+
+/// A base endpoint with the signal's path (`/v1/traces`) appended to its path,
+/// before any query string.
+fn with_signal_path(raw: &str, signal: &str) -> String {
+    let (base, rest) = split_query(raw);
+    format!("{}/v1/{signal}{rest}", base.trim_end_matches('/'))
+}
+
 /// `%XX` decoding on bytes (a `%` before a multi-byte character is kept as is,
 /// never sliced through); invalid UTF-8 in the result is replaced.
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -187,7 +200,7 @@ impl OtlpSettings {
             OtlpProtocol::Grpc => raw.clone(),
             // A base endpoint gets the signal path; a per-signal one is used as is.
             _ if is_signal => raw.clone(),
-            _ => format!("{}/v1/traces", raw.trim_end_matches('/')),
+            _ => with_signal_path(&raw, "traces"),
         };
         let headers = match var(&[
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
@@ -211,11 +224,17 @@ impl OtlpSettings {
                 match (var(&["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]), protocol) {
                     (Some(e), _) => e,
                     (None, OtlpProtocol::Grpc) => raw.clone(),
-                    (None, _) if is_signal => format!(
-                        "{}/v1/metrics",
-                        raw.trim_end_matches('/').trim_end_matches("/v1/traces")
-                    ),
-                    (None, _) => format!("{}/v1/metrics", raw.trim_end_matches('/')),
+                    (None, _) if is_signal => {
+                        let (base, rest) = split_query(&raw);
+                        with_signal_path(
+                            &format!(
+                                "{}{rest}",
+                                base.trim_end_matches('/').trim_end_matches("/v1/traces")
+                            ),
+                            "metrics",
+                        )
+                    }
+                    (None, _) => with_signal_path(&raw, "metrics"),
                 },
             ),
         };
@@ -680,6 +699,14 @@ mod tests {
         assert_eq!(h["api-key"], "abc def");
         assert_eq!(h["x-team"], "core");
         assert!(parse_headers("novalue").is_err());
+        assert_eq!(
+            with_signal_path("http://h:4318/p?x=1", "traces"),
+            "http://h:4318/p/v1/traces?x=1"
+        );
+        assert_eq!(
+            with_signal_path("http://h:4318/", "metrics"),
+            "http://h:4318/v1/metrics"
+        );
         // A `%` before a multi-byte character panicked (sliced inside it).
         assert_eq!(parse_headers("x=%aé").unwrap()["x"], "%aé");
         assert_eq!(parse_headers("x=%41%").unwrap()["x"], "A%");
@@ -745,7 +772,7 @@ pub async fn export_file(
     settings: &OtlpSettings,
 ) -> Result<FileExportReport, String> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    let text = std::fs::read_to_string(path)
+    let text = crate::limits::read_text(path, crate::limits::MAX_TRACE_BYTES)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let mut requests = Vec::new();
     for (i, line) in text
@@ -753,13 +780,14 @@ pub async fn export_file(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let mut req: ExportTraceServiceRequest = serde_json::from_str(line).map_err(|e| {
-            format!(
-                "`{}` line {}: not an OTLP/JSON ExportTraceServiceRequest: {e}",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let mut req: ExportTraceServiceRequest =
+            crate::traces::parse_request(line).map_err(|e| {
+                format!(
+                    "`{}` line {}: not an OTLP/JSON ExportTraceServiceRequest: {e}",
+                    path.display(),
+                    i + 1
+                )
+            })?;
         // The file was redacted when written, perhaps by an older pflow: again, with today's rules.
         super::redact::redact_request(&mut req);
         if !settings.capture_content {

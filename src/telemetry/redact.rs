@@ -338,11 +338,18 @@ impl Redactor {
         }
     }
 
-    /// A JSON value redacted into a copy (for values borrowed from elsewhere).
-    pub fn redacted_json(&self, v: &Value) -> Value {
-        let mut v = v.clone();
-        self.redact_json(&mut v);
-        v
+    /// Only the text rules, on every string of `v` (keys and shapes left as they are).
+    pub fn redact_json_strings(&self, v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(r) = self.redact_str(s) {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json_strings(i)),
+            Value::Object(map) => map.values_mut().for_each(|i| self.redact_json_strings(i)),
+            _ => {}
+        }
     }
 }
 
@@ -511,16 +518,16 @@ pub fn redact_request(
 ) {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
     let r = global();
-    fn value(r: &Redactor, key: &str, v: &mut AnyValue) {
+    // Attribute keys are pflow's vocabulary (`pflow.cost.price_key` is no
+    // secret): only the values are scanned.
+    fn value(r: &Redactor, v: &mut AnyValue) {
         match v.value.as_mut() {
             Some(V::StringValue(s)) => {
-                if is_secret_name(key) && !s.is_empty() {
-                    *s = REDACTED.into();
-                } else if let Cow::Owned(x) = r.redact_str(s) {
+                if let Cow::Owned(x) = r.redact_str(s) {
                     *s = x;
                 }
             }
-            Some(V::ArrayValue(a)) => a.values.iter_mut().for_each(|x| value(r, key, x)),
+            Some(V::ArrayValue(a)) => a.values.iter_mut().for_each(|x| value(r, x)),
             Some(V::KvlistValue(kv)) => attrs(r, &mut kv.values),
             _ => {}
         }
@@ -528,7 +535,7 @@ pub fn redact_request(
     fn attrs(r: &Redactor, kvs: &mut [KeyValue]) {
         for kv in kvs {
             if let Some(v) = kv.value.as_mut() {
-                value(r, &kv.key, v);
+                value(r, v);
             }
         }
     }

@@ -261,11 +261,48 @@ fn hex(b: &[u8]) -> String {
 
 /// Loads a trace file (OTLP/JSON, one request per line).
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::limits::read_text(path, crate::limits::MAX_TRACE_BYTES).map_err(|source| {
+            TraceError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse(&text, path)
+}
+
+/// One OTLP/JSON line. The proto3 JSON mapping writes non-finite doubles as
+/// the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, which the generated
+/// types refuse: those values are kept as strings (`as_f64` reads them back).
+pub fn parse_request(line: &str) -> Result<ExportTraceServiceRequest, serde_json::Error> {
+    let first = match serde_json::from_str(line) {
+        Ok(req) => return Ok(req),
+        Err(e) => e,
+    };
+    if !line.contains("NaN") && !line.contains("Infinity") {
+        return Err(first);
+    }
+    let mut v: serde_json::Value = serde_json::from_str(line)?;
+    fn fix(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let special = m
+                    .get("doubleValue")
+                    .and_then(|d| d.as_str())
+                    .filter(|d| matches!(*d, "NaN" | "Infinity" | "-Infinity"))
+                    .map(str::to_string);
+                if let Some(d) = special {
+                    m.remove("doubleValue");
+                    m.insert("stringValue".into(), d.into());
+                }
+                m.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    fix(&mut v);
+    serde_json::from_value(v).map_err(|_| first)
 }
 
 /// Parses trace file text; `path` names it in errors.
@@ -280,7 +317,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
             continue;
         }
         let mut req: ExportTraceServiceRequest =
-            serde_json::from_str(line).map_err(|e| TraceError::Format {
+            parse_request(line).map_err(|e| TraceError::Format {
                 path: path.to_path_buf(),
                 line: i + 1,
                 message: e.to_string(),

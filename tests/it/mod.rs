@@ -4,6 +4,7 @@ mod errors;
 mod estimate;
 mod examples;
 mod faults;
+mod hardening;
 mod history;
 mod llm_node;
 mod otlp;
