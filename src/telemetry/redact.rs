@@ -426,8 +426,8 @@ fn name_values(re: &Regex, text: &str) -> Option<String> {
 /// `whole_line`, the rest of the line.
 fn value_span(rest: &str, whole_line: bool) -> Option<(usize, usize)> {
     let b = rest.as_bytes();
-    let (start, end) = if rest.starts_with("\\\"") {
-        let close = rest[2..].find("\\\"").map(|i| i + 2).unwrap_or(rest.len());
+    let (start, end) = if let Some(inner) = rest.strip_prefix("\\\"") {
+        let close = inner.find("\\\"").map(|i| i + 2).unwrap_or(rest.len());
         (2, close)
     } else if b.first() == Some(&b'"') {
         let mut escaped = false;
