@@ -202,21 +202,22 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
         .filter(|s| s.str_attr(attr::NODE_ROLE).is_some() && s.str_attr(attr::NODE_PATH).is_some())
         .collect();
     spans.sort_by_key(|s| (s.start_ns, s.end_ns));
-    let mut order: Vec<String> = Vec::new();
+    // Attempts grouped by path in one pass, in the order the paths first
+    // started: linear in the number of spans (a 20k-node trace took 37 s when
+    // each path scanned every span).
+    let mut by_path: indexmap::IndexMap<String, Vec<&TraceSpan>> = indexmap::IndexMap::new();
     for s in &spans {
-        let p = s.str_attr(attr::NODE_PATH).unwrap_or_default().to_string();
-        if !order.contains(&p) {
-            order.push(p);
+        let p = s.str_attr(attr::NODE_PATH).unwrap_or_default();
+        match by_path.get_mut(p) {
+            Some(v) => v.push(s),
+            None => {
+                by_path.insert(p.to_string(), vec![s]);
+            }
         }
     }
-    order
+    by_path
         .into_iter()
-        .filter_map(|path| {
-            let attempts: Vec<&TraceSpan> = spans
-                .iter()
-                .copied()
-                .filter(|s| s.str_attr(attr::NODE_PATH) == Some(path.as_str()))
-                .collect();
+        .filter_map(|(path, attempts)| {
             let last = *attempts.iter().max_by_key(|s| {
                 (
                     s.attr(attr::NODE_ATTEMPT)
@@ -385,19 +386,23 @@ fn node_diff(node: String, a: NodeSide, b: NodeSide) -> NodeDiff {
 /// Compares run `a` with run `b`.
 pub fn diff(a: &Trace, b: &Trace) -> TraceDiff {
     let na = nodes_of(a);
-    let mut nb = nodes_of(b);
+    // Keyed by path, in B's order: each lookup is O(1), so the diff is linear.
+    let mut nb: indexmap::IndexMap<String, Option<NodeSide>> = nodes_of(b)
+        .into_iter()
+        .map(|(p, side)| (p, Some(side)))
+        .collect();
     let mut nodes = Vec::new();
     let mut only_in_a = Vec::new();
     for (path, sa) in na {
-        match nb.iter().position(|(p, _)| *p == path) {
-            Some(i) => {
-                let (_, sb) = nb.remove(i);
-                nodes.push(node_diff(path, sa, sb));
-            }
+        match nb.get_mut(&path).and_then(Option::take) {
+            Some(sb) => nodes.push(node_diff(path, sa, sb)),
             None => only_in_a.push(path),
         }
     }
-    let only_in_b: Vec<String> = nb.into_iter().map(|(p, _)| p).collect();
+    let only_in_b: Vec<String> = nb
+        .into_iter()
+        .filter_map(|(p, side)| side.map(|_| p))
+        .collect();
     let (ma, mb) = (a.metrics(), b.metrics());
     let mut model_changes: Vec<ModelChange> = Vec::new();
     for d in &nodes {
