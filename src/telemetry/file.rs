@@ -480,8 +480,12 @@ impl Capped {
 /// drops the `level`/`target` event attributes tracing-opentelemetry adds:
 /// they say nothing the event name does not.
 pub fn redact_span(s: &mut SpanData, redactor: &Redactor) {
-    // Span names can hold user text (a planned run's root is named after the request).
-    if let std::borrow::Cow::Owned(r) = redactor.redact_str(&s.name) {
+    // Span names can hold user text (a planned run's root is named after the
+    // request): redacted, and bounded like a value preview.
+    let max = super::preview::settings().max_bytes.max(64);
+    if s.name.len() > max {
+        s.name = super::preview::preview_str(&s.name).text.into();
+    } else if let std::borrow::Cow::Owned(r) = redactor.redact_str(&s.name) {
         s.name = r.into();
     }
     redact_attrs(&mut s.attributes, redactor);

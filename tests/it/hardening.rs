@@ -293,3 +293,19 @@ fn stale_temp_traces_are_removed_without_retention() {
     assert!(!stale.exists(), "stale temp file kept");
     assert!(fresh.exists(), "a live run's temp file was removed");
 }
+
+/// Span names are bounded like values (the workflow's name names a span).
+#[test]
+fn span_names_are_bounded_like_values() {
+    let env = Env::new();
+    let long = "n".repeat(200_000);
+    let wf = env.workflow(
+        "long.json",
+        json!({"ir_version": "0.1.0", "metadata": {"name": long},
+        "nodes": [{"id": "a", "type": "echo", "params": {"x": 1}}], "edges": []}),
+    );
+    env.pflow().arg("--trace").arg(&wf).assert().success();
+    let (spans, _) = read_trace(&env.trace_files()[0]);
+    let longest = spans.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    assert!(longest <= 4096 + 8, "a span name of {longest} bytes");
+}
