@@ -56,7 +56,16 @@ pub struct Redactor {
     always: Vec<usize>,
     always_set: RegexSet,
     regexes: Vec<Regex>,
-    literals: RwLock<Arc<Vec<String>>>,
+    literals: RwLock<Arc<Literals>>,
+}
+
+/// The known secrets and one automaton over them all (rebuilt when one is
+/// added, which happens a few times per run), so scrubbing costs one scan
+/// whatever their number.
+#[derive(Debug, Default)]
+struct Literals {
+    list: Vec<String>,
+    ac: Option<AhoCorasick>,
 }
 
 impl Redactor {
@@ -85,7 +94,7 @@ impl Redactor {
             always,
             always_set,
             regexes,
-            literals: RwLock::new(Arc::new(Vec::new())),
+            literals: RwLock::new(Arc::new(Literals::default())),
         };
         for l in literals {
             r.add_secret(&l);
@@ -123,10 +132,10 @@ impl Redactor {
         let Ok(mut guard) = self.literals.write() else {
             return;
         };
-        if guard.iter().any(|l| l == value) {
+        if guard.list.iter().any(|l| l == value) {
             return;
         }
-        let mut next: Vec<String> = guard.as_ref().clone();
+        let mut next: Vec<String> = guard.list.clone();
         next.push(value.to_string());
         let b64 = base64::engine::general_purpose::STANDARD.encode(value);
         // Only whole 3-byte groups encode the same whatever follows the value.
@@ -141,13 +150,17 @@ impl Redactor {
             next.push(json.to_string());
         }
         next.retain(|l| l.len() >= MIN_LITERAL_LEN);
-        // Longest first, so a secret that contains another goes whole.
-        next.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        next.sort();
         next.dedup();
-        *guard = Arc::new(next);
+        // Leftmost-longest: a secret that contains another goes whole.
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&next)
+            .ok();
+        *guard = Arc::new(Literals { list: next, ac });
     }
 
-    fn literal_list(&self) -> Arc<Vec<String>> {
+    fn literals(&self) -> Arc<Literals> {
         self.literals.read().map(|l| l.clone()).unwrap_or_default()
     }
 
@@ -157,9 +170,14 @@ impl Redactor {
 
     fn redact_depth<'a>(&self, s: &'a str, depth: u8) -> Cow<'a, str> {
         let mut out: Cow<'a, str> = Cow::Borrowed(s);
-        for lit in self.literal_list().iter() {
-            if out.contains(lit.as_str()) {
-                out = Cow::Owned(out.replace(lit.as_str(), REDACTED));
+        if let Some(ac) = self.literals().ac.as_ref() {
+            if ac.is_match(out.as_ref()) {
+                let mut dst = String::with_capacity(out.len());
+                ac.replace_all_with(&out, &mut dst, |_, _, dst| {
+                    dst.push_str(REDACTED);
+                    true
+                });
+                out = Cow::Owned(dst);
             }
         }
         if depth == 0 {
