@@ -17,21 +17,47 @@ use std::path::Path;
 /// only the string values are scanned.
 pub(super) fn print_json(v: &Value) {
     let red = crate::telemetry::redact::global();
-    let mut v = v.clone();
-    match &mut v {
-        Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                match k.as_str() {
-                    "result" => {}
-                    "error" | "warnings" => red.redact_json(val),
-                    _ => red.redact_json_strings(val),
-                }
+    // `result` is written from the original (it may be large: never copied).
+    let redacted: Vec<(&str, Option<Value>)> = match v {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, val)| {
+                let copy = match k.as_str() {
+                    "result" => None,
+                    "error" | "warnings" => {
+                        let mut c = val.clone();
+                        red.redact_json(&mut c);
+                        Some(c)
+                    }
+                    _ => {
+                        let mut c = val.clone();
+                        red.redact_json_strings(&mut c);
+                        Some(c)
+                    }
+                };
+                (k.as_str(), copy)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    struct Out<'a>(&'a Value, &'a [(&'a str, Option<Value>)]);
+    impl serde::Serialize for Out<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let Value::Object(map) = self.0 else {
+                let mut c = self.0.clone();
+                crate::telemetry::redact::global().redact_json_strings(&mut c);
+                return c.serialize(s);
+            };
+            let mut m = s.serialize_map(Some(self.1.len()))?;
+            for ((k, copy), original) in self.1.iter().zip(map.values()) {
+                m.serialize_entry(k, copy.as_ref().unwrap_or(original))?;
             }
+            m.end()
         }
-        other => red.redact_json_strings(other),
     }
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, &v);
+    let _ = serde_json::to_writer_pretty(&mut out, &Out(v, &redacted));
     let _ = writeln!(out);
 }
 

@@ -10,8 +10,9 @@
 //!   secret-named environment variables (provider API keys among them), OTLP
 //!   header values, and values a node passes to a child in a secret-named
 //!   `env` entry ([`add_secret`]); also their base64 and percent-encoded forms;
-//! - credential formats ([`rules`]), compiled once into two `RegexSet`s: the
-//!   keyed rules run only when an Aho-Corasick scan finds one of their keywords;
+//! - credential formats ([`rules`]), compiled once; the keyed rules (most) and
+//!   a rule with keywords runs only when an Aho-Corasick scan finds one of
+//!   them, the few without are one `RegexSet` pass;
 //! - the name rule ([`names::is_secret_name`]) over text (`password=…`,
 //!   `"api_key": "…"`, header lines, URL userinfo and query parameters) and over
 //!   any JSON shape ([`Redactor::redact_json`]): values under secret names
@@ -49,9 +50,8 @@ const MAX_EMBEDDED_JSON: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Redactor {
     keywords: AhoCorasick,
-    /// Rules with keywords, as indexes into [`RULES`], and their set.
-    keyed: Vec<usize>,
-    keyed_set: RegexSet,
+    /// For each keyword (the automaton's pattern id), its rule in [`RULES`].
+    keyword_rule: Vec<usize>,
     /// Rules that run on every string.
     always: Vec<usize>,
     always_set: RegexSet,
@@ -71,26 +71,31 @@ struct Literals {
 impl Redactor {
     /// `literals`: exact secret values to scrub (e.g. from the environment).
     pub fn new(literals: Vec<String>) -> Self {
-        let (keyed, always): (Vec<usize>, Vec<usize>) =
-            (0..RULES.len()).partition(|&i| !RULES[i].keywords.is_empty());
+        let always: Vec<usize> = (0..RULES.len())
+            .filter(|&i| RULES[i].keywords.is_empty())
+            .collect();
+        let keyword_rule: Vec<usize> = RULES
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.keywords.iter().map(move |_| i))
+            .collect();
         // The rules are constants; a failure here is a programming error that
         // every test run catches (`rules_compile`).
-        let keyed_set = RegexSet::new(keyed.iter().map(|&i| RULES[i].pattern))
-            .expect("redaction rules compile");
         let always_set = RegexSet::new(always.iter().map(|&i| RULES[i].pattern))
             .expect("redaction rules compile");
         let regexes = RULES
             .iter()
             .map(|r| Regex::new(r.pattern).expect("redaction rule compiles"))
             .collect();
+        // A DFA: every string is scanned, and ~150 short keywords make a small one.
         let keywords = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .ascii_case_insensitive(true)
             .build(RULES.iter().flat_map(|r| r.keywords.iter()))
             .expect("redaction keywords compile");
         let r = Redactor {
             keywords,
-            keyed,
-            keyed_set,
+            keyword_rule,
             always,
             always_set,
             regexes,
@@ -186,10 +191,20 @@ impl Redactor {
             }
         }
         let mut hits: Vec<usize> = Vec::new();
-        if self.keywords.is_match(out.as_ref()) {
-            hits.extend(self.keyed_set.matches(&out).iter().map(|i| self.keyed[i]));
+        // A keyed rule runs only when one of its keywords is in the text.
+        let mut seen = [false; RULES.len()];
+        for m in self.keywords.find_overlapping_iter(out.as_ref()) {
+            let rule = self.keyword_rule[m.pattern().as_usize()];
+            if !seen[rule] {
+                seen[rule] = true;
+                hits.push(rule);
+            }
         }
-        hits.extend(self.always_set.matches(&out).iter().map(|i| self.always[i]));
+        // The rules without keywords all need a run of 24+ token characters;
+        // ordinary prose has none, and a byte scan is far cheaper than the set.
+        if has_token_run(out.as_bytes(), 24) {
+            hits.extend(self.always_set.matches(&out).iter().map(|i| self.always[i]));
+        }
         if hits.is_empty() {
             return out;
         }
@@ -369,6 +384,22 @@ impl Redactor {
             _ => {}
         }
     }
+}
+
+/// Whether `b` holds `n` consecutive base64/token characters.
+fn has_token_run(b: &[u8], n: usize) -> bool {
+    let mut run = 0;
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// The JSON-shape rules, shared by [`Redactor::redact_json`] and the

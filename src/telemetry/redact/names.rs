@@ -118,9 +118,41 @@ fn words(name: &str) -> Vec<String> {
     out
 }
 
+/// Roots every secret word, pair and fragment contains: a name without one
+/// is answered without splitting it into words (the common case, and it
+/// allocates nothing).
+const ROOTS: &[&str] = &[
+    "token",
+    "secret",
+    "pass",
+    "pwd",
+    "auth",
+    "key",
+    "cookie",
+    "credential",
+    "dsn",
+    "mnemonic",
+    "sig",
+    "jwt",
+    "webhook",
+    "ssws",
+    "sas",
+    "session",
+    "conn",
+    "phrase",
+];
+
+fn has_secret_root(name: &str) -> bool {
+    let b = name.as_bytes();
+    ROOTS.iter().any(|r| {
+        b.windows(r.len())
+            .any(|w| w.eq_ignore_ascii_case(r.as_bytes()))
+    })
+}
+
 /// Whether a param, header, env var or JSON key name suggests a secret.
 pub fn is_secret_name(name: &str) -> bool {
-    if name.len() > 128 {
+    if name.len() > 128 || !has_secret_root(name) {
         return false;
     }
     let w = words(name);

@@ -99,7 +99,7 @@ pub const RULES: &[Rule] = &[
     r(
         "auth-scheme",
         &["bearer", "basic", "token", "ssws", "digest", "apikey"],
-        r"(?i)\b(?:bearer|basic|token|ssws|apikey)[ \t]+([A-Za-z0-9\-._~+/]{8,}=*)",
+        r"(?i)(?-u:\b)(?:bearer|basic|token|ssws|apikey)[ \t]+([A-Za-z0-9\-._~+/]{8,}=*)",
         Group(1),
     ),
     // OpenAI, Anthropic, OpenRouter, Langfuse, DeepSeek…: `sk-` keys.
@@ -109,7 +109,12 @@ pub const RULES: &[Rule] = &[
         r"(?:sk-(?:proj-|ant-(?:api\d\d-|admin\d\d-|sid\d\d-)?|or-v1-|svcacct-|admin-|lf-)|pk-lf-)[A-Za-z0-9_\-]{16,}",
         Whole,
     ),
-    r("sk-generic", &["sk-"], r"\bsk-[A-Za-z0-9_\-]{16,}", Whole),
+    r(
+        "sk-generic",
+        &["sk-"],
+        r"(?-u:\b)sk-[A-Za-z0-9_\-]{16,}",
+        Whole,
+    ),
     r(
         "google-api-key",
         &["AIza"],
@@ -195,13 +200,13 @@ pub const RULES: &[Rule] = &[
     r(
         "discord-bot-token",
         &[],
-        r"\b[MNO][A-Za-z0-9_\-]{23,27}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}",
+        r"(?-u:\b)[MNO][A-Za-z0-9_\-]{23,27}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}",
         Whole,
     ),
     r(
         "telegram-bot-token",
         &[":AA"],
-        r"\b\d{8,10}:AA[A-Za-z0-9_\-]{30,}",
+        r"(?-u:\b)\d{8,10}:AA[A-Za-z0-9_\-]{30,}",
         Whole,
     ),
     r(
@@ -231,7 +236,7 @@ pub const RULES: &[Rule] = &[
     r(
         "twilio-sid-or-key",
         &[],
-        r"\b(?:AC|SK)[0-9a-fA-F]{32}\b",
+        r"(?-u:\b)(?:AC|SK)[0-9a-fA-F]{32}(?-u:\b)",
         Whole,
     ),
     r(
@@ -252,7 +257,7 @@ pub const RULES: &[Rule] = &[
     r(
         "mailgun-private-key",
         &[],
-        r"\b[0-9a-f]{32}-[0-9a-f]{8}-[0-9a-f]{8}\b",
+        r"(?-u:\b)[0-9a-f]{32}-[0-9a-f]{8}-[0-9a-f]{8}(?-u:\b)",
         Whole,
     ),
     r(
@@ -394,7 +399,7 @@ pub const RULES: &[Rule] = &[
     r(
         "mailchimp-key",
         &["-us"],
-        r"[0-9a-f]{32}-us\d{1,2}\b",
+        r"[0-9a-f]{32}-us\d{1,2}(?-u:\b)",
         Whole,
     ),
     r(
@@ -476,7 +481,12 @@ pub const RULES: &[Rule] = &[
         r"ops_eyJ[A-Za-z0-9+/=_\-]{40,}",
         Whole,
     ),
-    r("hex-private-key", &["0x"], r"\b0x[a-fA-F0-9]{64}\b", Whole),
+    r(
+        "hex-private-key",
+        &["0x"],
+        r"(?-u:\b)0x[a-fA-F0-9]{64}(?-u:\b)",
+        Whole,
+    ),
     // URL userinfo: empty users (`redis://:pw@h`) and passwords holding `@`
     // or `/` (the password runs to the last `@` before the host). A backslash
     // ends it: in JSON text `\n` is the end of the line.
