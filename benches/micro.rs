@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the per-call costs: one span through the whole
 //! telemetry pipeline (tracing → tracing-opentelemetry → metrics processor →
 //! trace-file processor, encoded on the writer thread), template resolution,
-//! pricing lookup and cost, and usage extraction from real provider bodies.
+//! pricing lookup and cost, usage extraction from real provider bodies, and
+//! the redactor on text with and without credentials (µs per KB scanned).
 //!
 //! `cargo bench --bench micro -- --warm-up-time 1 --measurement-time 3`
 
@@ -169,11 +170,45 @@ fn usage_extraction(c: &mut Criterion) {
     g.finish();
 }
 
+/// Text as the redactor meets it: prose, a JSON params preview, shell output
+/// (1 KiB each), plain and with credentials in it.
+fn redaction(c: &mut Criterion) {
+    use pflow::telemetry::redact::Redactor;
+    let r = Redactor::new(vec!["an-env-secret-value-1234".into()]);
+    let fill = |seed: &str| -> String {
+        let mut s = String::new();
+        while s.len() < 1024 {
+            s.push_str(seed);
+        }
+        s.truncate(1024);
+        s
+    };
+    let prose = fill("The quarterly report shows revenue grew 12% while costs held flat; the team shipped three features and closed 41 issues. ");
+    let json = fill(
+        r#"{"command": "git log --oneline -n 20", "cwd": "/home/user/projects/app", "timeout": 30, "env": {"LANG": "C"}, "max_tokens": 300}, "#,
+    );
+    let shell = fill("drwxr-xr-x  5 user staff  160 Dec  1 10:02 src\n-rw-r--r--  1 user staff 4096 Dec  1 10:02 Cargo.toml 3f786850e387550fdab836ed7e6dc881de23001b\n");
+    let secrets = fill("deploy with ghp_abcdefghijklmnopqrstuvwxyz0123456789 to postgres://admin:hunter2pw@db:5432/x password=swordfish99 and sk_live_abcdefghijklmnopqrstuvwx; ");
+    let mut g = c.benchmark_group("redact_1kib");
+    g.throughput(criterion::Throughput::Bytes(1024));
+    for (name, text) in [
+        ("prose", &prose),
+        ("json", &json),
+        ("shell_output", &shell),
+        ("with_secrets", &secrets),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(r.redact_str(black_box(text))))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = spans, templates, pricing, usage_extraction }
+criterion_group! { name = benches; config = config(); targets = spans, templates, pricing, usage_extraction, redaction }
 criterion_main!(benches);

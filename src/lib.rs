@@ -16,6 +16,7 @@ pub mod cli;
 pub mod format;
 pub mod history;
 pub mod ir;
+pub mod limits;
 pub mod llm;
 pub mod nodes;
 pub mod outcome;

@@ -441,13 +441,13 @@ async fn trace_export_cmd(file: &Path, cli: &Cli) -> i32 {
     match crate::telemetry::otlp::export_file(file, &settings).await {
         Ok(report) => {
             match cli.output_format {
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                ),
+                OutputFormat::Json => output::print_json(&serde_json::json!(report)),
                 OutputFormat::Text => println!(
                     "✓ sent {} spans ({} requests) to {} ({})",
-                    report.spans, report.requests, report.endpoint, report.protocol
+                    report.spans,
+                    report.requests,
+                    output::shown(&report.endpoint),
+                    report.protocol
                 ),
             }
             0
@@ -566,7 +566,7 @@ fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig
             timeout: cli
                 .planner_timeout
                 .filter(|t| *t > 0.0)
-                .map(std::time::Duration::from_secs_f64)
+                .map(|t| crate::limits::secs(t, crate::limits::MAX_TIMEOUT))
                 .unwrap_or(crate::planner::DEFAULT_TIMEOUT),
             library: crate::workflows::dir(),
         })

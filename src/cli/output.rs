@@ -11,10 +11,61 @@ use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::Path;
 
+/// Every JSON object pflow prints goes through here: all of it is redacted
+/// except `result`, the workflow's declared outputs (the user's own data).
+/// `error` and `warnings` carry user data (params, messages): every rule.
+/// Elsewhere the keys are pflow's own (`price_key`, `token_sources`), so
+/// only the string values are scanned.
 pub(super) fn print_json(v: &Value) {
+    let red = crate::telemetry::redact::global();
+    // `result` is written from the original (it may be large: never copied).
+    let redacted: Vec<(&str, Option<Value>)> = match v {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, val)| {
+                let copy = match k.as_str() {
+                    "result" => None,
+                    "error" | "warnings" => {
+                        let mut c = val.clone();
+                        red.redact_json(&mut c);
+                        Some(c)
+                    }
+                    _ => {
+                        let mut c = val.clone();
+                        red.redact_json_strings(&mut c);
+                        Some(c)
+                    }
+                };
+                (k.as_str(), copy)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    struct Out<'a>(&'a Value, &'a [(&'a str, Option<Value>)]);
+    impl serde::Serialize for Out<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let Value::Object(map) = self.0 else {
+                let mut c = self.0.clone();
+                crate::telemetry::redact::global().redact_json_strings(&mut c);
+                return c.serialize(s);
+            };
+            let mut m = s.serialize_map(Some(self.1.len()))?;
+            for ((k, copy), original) in self.1.iter().zip(map.values()) {
+                m.serialize_entry(k, copy.as_ref().unwrap_or(original))?;
+            }
+            m.end()
+        }
+    }
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = serde_json::to_writer_pretty(&mut out, &Out(v, &redacted));
     let _ = writeln!(out);
+}
+
+/// A message pflow prints itself (error, warning, diagnostic): redacted, control
+/// characters escaped.
+pub(crate) fn shown(x: impl std::fmt::Display) -> String {
+    crate::telemetry::redact::for_display(&x.to_string())
 }
 
 /// The one JSON error envelope of every command: `{"success": false,
@@ -41,7 +92,7 @@ pub fn error_body(kind: &str, message: &str) -> Value {
 pub fn fail(format: OutputFormat, code: ExitCode, kind: &str, message: &str, extra: Value) -> i32 {
     match format {
         OutputFormat::Json => print_json(&envelope(error_body(kind, message), extra)),
-        OutputFormat::Text => eprintln!("error: {message}"),
+        OutputFormat::Text => eprintln!("error: {}", shown(message)),
     }
     code.code()
 }
@@ -86,10 +137,10 @@ pub fn validation_result(
             print_json(&v)
         }
         OutputFormat::Text => match &parsed {
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {}", shown(e)),
             Ok(n) => {
                 for d in diags {
-                    eprintln!("{}", d);
+                    eprintln!("{}", shown(d));
                 }
                 if ok {
                     println!("✓ `{}` is valid ({n} nodes)", file.display());
@@ -176,11 +227,14 @@ fn error_json(e: &RunError) -> Value {
     }
 }
 
+/// An output value as text: the user's data, not redacted, but with control
+/// characters escaped so a value cannot drive the terminal.
 fn render_value(v: &Value) -> String {
-    match v {
+    let text = match v {
         Value::String(s) => s.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
-    }
+    };
+    crate::telemetry::redact::escape_controls(&text).into_owned()
 }
 
 pub fn print_run(r: &RunReport, format: OutputFormat) {
@@ -207,10 +261,10 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
         }
         OutputFormat::Text => {
             for d in &r.validation_warnings {
-                eprintln!("{d}");
+                eprintln!("{}", shown(d));
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", shown(w));
             }
             match &r.result {
                 Ok(out) => {
@@ -225,7 +279,7 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                         }
                     }
                 }
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => eprintln!("error: {}", shown(e)),
             }
             eprintln!("{}", summary_line(r));
             if let Some(p) = &r.trace_file {
@@ -265,12 +319,12 @@ pub fn print_estimate(
         })),
         OutputFormat::Text => {
             for w in warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", shown(w));
             }
             match &result {
                 Ok(e) => print!("{}", e.to_text()),
-                Err(EstimateFailure::Run(e)) => eprintln!("error: {e}"),
-                Err(EstimateFailure::Estimate(e)) => eprintln!("error: {e}"),
+                Err(EstimateFailure::Run(e)) => eprintln!("error: {}", shown(e)),
+                Err(EstimateFailure::Estimate(e)) => eprintln!("error: {}", shown(e)),
             }
         }
     }
@@ -319,11 +373,11 @@ pub fn pricing_check(
         )),
         (OutputFormat::Text, Ok(w)) => {
             for x in w {
-                eprintln!("warning: {x}");
+                eprintln!("warning: {}", shown(x));
             }
             println!("✓ `{}` is a valid price file", file.display());
         }
-        (OutputFormat::Text, Err(e)) => eprintln!("error: {e}"),
+        (OutputFormat::Text, Err(e)) => eprintln!("error: {}", shown(e)),
     }
     if result.is_ok() {
         0
@@ -340,7 +394,7 @@ pub fn pricing_show(
     warnings: &[String],
 ) -> i32 {
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", shown(w));
     }
     let overrides_s = overrides.map(|p| p.display().to_string());
     let Some(model) = model else {

@@ -68,7 +68,7 @@ impl Display {
                     .spawn(move || {
                         let mut err = std::io::stderr();
                         while let Ok(first) = rx.recv() {
-                            let mut buf = first;
+                            let mut buf = super::output::shown(&first);
                             buf.push('\n');
                             // Lines that arrive within one tick go out in one
                             // write: a fast chain then wakes this thread a few
@@ -76,7 +76,7 @@ impl Display {
                             // unparks it, so the run's end never waits a tick.
                             std::thread::park_timeout(PLAIN_TICK);
                             for line in rx.try_iter() {
-                                buf.push_str(&line);
+                                buf.push_str(&super::output::shown(&line));
                                 buf.push('\n');
                             }
                             let _ = err.write_all(buf.as_bytes());
@@ -98,7 +98,7 @@ impl Display {
                     s.tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ").with_key(
                         "pflow",
                         move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = w.write_str(&text.bar_text());
+                            let _ = w.write_str(&super::output::shown(text.bar_text()));
                         },
                     )
                 });
@@ -135,7 +135,8 @@ impl Display {
 
 /// Prints `text` on stderr without tearing the live bar (if one is drawn).
 pub fn println(display: Option<&Display>, text: &str) {
-    let text = text.trim_end();
+    let text = super::output::shown(text.trim_end());
+    let text = text.as_str();
     match display.and_then(|d| d.bar.as_ref()) {
         Some(bar) => bar.suspend(|| eprintln!("{text}")),
         None => eprintln!("{text}"),

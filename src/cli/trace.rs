@@ -38,7 +38,7 @@ pub fn trace_reprice(target: &str, pricing: Option<&Path>, format: OutputFormat)
         }
         OutputFormat::Text => {
             for w in &warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", super::output::shown(w));
             }
             let style = show::Style::detect(std::io::stdout().is_terminal());
             print!("{}", reprice::render(&r, &style));

@@ -80,6 +80,7 @@ pub fn open(path: &Path) -> Result<Connection, HistoryError> {
             source,
         })?;
     }
+    private_file(path);
     let sql = HistoryError::sql;
     let mut conn = Connection::open_with_flags(
         path,
@@ -99,6 +100,32 @@ pub fn open(path: &Path) -> Result<Connection, HistoryError> {
         .map_err(sql(path))?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// The history holds workflow names and paths: 0600 like the traces, even
+/// under a pre-existing 0755 `PFLOW_HOME` or a lax umask. SQLite gives the
+/// `-wal` and `-shm` files the database's mode.
+fn private_file(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path);
+        for p in [
+            path.to_path_buf(),
+            path.with_extension("db-wal"),
+            path.with_extension("db-shm"),
+        ] {
+            if p.exists() {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`], under the write lock so that

@@ -84,6 +84,8 @@ fn i(n: u64) -> i64 {
 
 pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64> {
     let m = &run.metrics;
+    // History rows leave the run: redacted like every other surface.
+    let red = |s: &str| crate::telemetry::redact::redact(s).into_owned();
     let tokens = m.planner.as_ref().map_or(m.workflow.usage.tokens, |p| {
         Tokens::sum(&m.workflow.usage.tokens, &p.usage.tokens)
     });
@@ -96,8 +98,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         params![
             run.time.to_rfc3339_opts(SecondsFormat::Millis, true),
             run.time.timestamp_millis(),
-            run.command,
-            run.workflow_name,
+            red(&run.command),
+            run.workflow_name.as_deref().map(red),
             run.workflow_hash,
             run.status,
             run.exit_code,
@@ -122,7 +124,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for (model, u) in &m.models {
-        let key = [Value::Integer(id), Value::Text(model.clone())];
+        let key = [Value::Integer(id), Value::Text(red(model))];
         model_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;
     }
     let mut node_row = tx.prepare_cached(
@@ -150,7 +152,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             let key = [
                 Value::Integer(id),
                 Value::Text(section.to_string()),
-                Value::Text(path.clone()),
+                Value::Text(red(path)),
                 Value::Real(s.node_timings.get(path).copied().unwrap_or(0.0)),
             ];
             node_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;

@@ -70,6 +70,40 @@ fn trace_time(name: &str, path: &Path) -> Option<SystemTime> {
         .or_else(|| std::fs::metadata(path).and_then(|m| m.modified()).ok())
 }
 
+/// A trace being written (or left by a killed run).
+fn is_temp(name: &str) -> bool {
+    name.starts_with(".pflow-trace-") && name.ends_with(".tmp")
+}
+
+/// Untouched for longer than [`STALE_TEMP`]: no live run is writing it.
+fn is_stale(e: &std::fs::DirEntry, now: SystemTime) -> bool {
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > STALE_TEMP)
+}
+
+/// Removes the temp files killed runs left in `dir` (whatever the retention
+/// setting: without one they would stay forever).
+pub fn sweep_stale_temps(dir: &Path, now: SystemTime) -> Swept {
+    let mut out = Swept::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_ok_and(|t| t.is_file()) && is_temp(&name) && is_stale(&e, now) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => out.removed.push(e.path()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => out.errors.push(format!("{}: {err}", e.path().display())),
+            }
+        }
+    }
+    out
+}
+
 /// Applies `policy` to the trace files in `dir`, never touching `keep`.
 pub fn sweep(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime) -> Swept {
     let mut out = Swept::default();
@@ -87,14 +121,8 @@ pub fn sweep(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime
         }
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if name.starts_with(".pflow-trace-") && name.ends_with(".tmp") {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > STALE_TEMP);
-            if old {
+        if is_temp(&name) {
+            if is_stale(&e, now) {
                 stale_temps.push(path);
             }
             continue;
@@ -136,7 +164,14 @@ pub fn sweep(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime
 
 /// The run's end: applies `PFLOW_TRACE_RETENTION` to `dir`, returning warnings (at most one line).
 pub fn apply_from_env(dir: &Path, keep: Option<&Path>) -> Option<String> {
-    match Retention::from_env()? {
+    let Some(policy) = Retention::from_env() else {
+        let swept = sweep_stale_temps(dir, SystemTime::now());
+        return swept
+            .errors
+            .first()
+            .map(|first| format!("could not delete a stale temp trace file: {first}"));
+    };
+    match policy {
         Err(e) => Some(format!("trace retention off: {e}")),
         Ok(policy) => {
             let swept = sweep(dir, policy, keep, SystemTime::now());

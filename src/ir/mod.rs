@@ -210,10 +210,13 @@ fn format_diagnostics(ds: &[Diagnostic]) -> String {
 
 /// Reads and parses a workflow file (no validation).
 pub fn load_file(path: &Path) -> Result<WorkflowIr, IrError> {
-    let src = std::fs::read_to_string(path).map_err(|source| IrError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let src =
+        crate::limits::read_text(path, crate::limits::MAX_WORKFLOW_BYTES).map_err(|source| {
+            IrError::Io {
+                file: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse_str(&src, &path.display().to_string())
 }
 

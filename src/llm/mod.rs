@@ -374,11 +374,12 @@ impl ProviderConfig {
                 .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into()),
             gemini_api_key: env("GEMINI_API_KEY"),
             ollama_host: env("OLLAMA_HOST").unwrap_or_else(|| "http://localhost:11434".into()),
-            timeout: Duration::from_secs_f64(
+            timeout: crate::limits::secs(
                 env("PFLOW_LLM_TIMEOUT")
                     .and_then(|t| t.parse().ok())
                     .filter(|t: &f64| *t > 0.0)
                     .unwrap_or(120.0),
+                crate::limits::MAX_TIMEOUT,
             ),
         }
     }
@@ -473,7 +474,10 @@ impl LlmClient {
         let text = resp.text().await.unwrap_or_default();
         let mut message = error_message(&text);
         if let Some(s) = secret.filter(|s| !s.is_empty()) {
-            message = message.replace(s, "[REDACTED]");
+            // The error is library API too: it never holds the key it was called with.
+            // The boundary also knows the key, for wherever else it shows up.
+            crate::telemetry::redact::add_secret(s);
+            message = message.replace(s, crate::telemetry::redact::REDACTED);
         }
         Err(match status {
             401 | 403 => LlmError::Unauthorized {
@@ -521,7 +525,7 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+        return Some(crate::limits::secs(ms / 1000.0, crate::limits::MAX_TIMEOUT));
     }
     let v = h
         .get(reqwest::header::RETRY_AFTER)?
@@ -530,7 +534,8 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .to_string();
     if let Ok(secs) = v.parse::<f64>() {
-        return Some(Duration::from_secs_f64(secs.max(0.0)));
+        // `inf` and `1e300` parse as floats: capped, never a panic.
+        return Some(crate::limits::secs(secs, crate::limits::MAX_TIMEOUT));
     }
     let when = chrono::DateTime::parse_from_rfc2822(&v).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();

@@ -4,7 +4,6 @@
 use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
 use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
-use std::time::Duration;
 
 pub struct Http;
 
@@ -66,7 +65,7 @@ impl Node for Http {
                 .services
                 .http()
                 .request(method.clone(), url)
-                .timeout(Duration::from_secs_f64(timeout));
+                .timeout(crate::limits::secs(timeout, crate::limits::MAX_TIMEOUT));
             // Propagate the trace (W3C trace context) unless the workflow set the headers itself.
             let user_headers = params.object_opt("headers")?;
             for (k, v) in crate::telemetry::current_trace_context() {
@@ -80,6 +79,10 @@ impl Node for Http {
                         .as_str()
                         .map(str::to_string)
                         .unwrap_or_else(|| v.to_string());
+                    // A credential header's value is scrubbed wherever it shows up later (a body echoing it).
+                    if crate::telemetry::redact::is_secret_name(k) {
+                        crate::telemetry::redact::add_secret(&v);
+                    }
                     rb = rb.header(k.as_str(), v);
                 }
             }

@@ -6,7 +6,6 @@ use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params
 use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 pub struct Shell;
@@ -58,6 +57,10 @@ impl Node for Shell {
             // command's children too (`sh -c "a | b"`), not only `sh`.
             #[cfg(unix)]
             cmd.process_group(0);
+            // Its own group also shields the command from pflow's death: if pflow
+            // is SIGKILLed, nothing would kill the group. On Linux it dies too.
+            #[cfg(target_os = "linux")]
+            orphans::die_with_pflow(&mut cmd);
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             if let Some(cwd) = params.str_opt("cwd")? {
                 cmd.current_dir(cwd);
@@ -68,6 +71,11 @@ impl Node for Shell {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
+                    // pflow knows this is a secret: its value is scrubbed from the command's
+                    // output, errors and traces too, not only from the param preview.
+                    if crate::telemetry::redact::is_secret_env_var(k) {
+                        crate::telemetry::redact::add_secret(&v);
+                    }
                     cmd.env(k, v);
                 }
             }
@@ -101,7 +109,7 @@ impl Node for Shell {
                 });
             }
             let out = match tokio::time::timeout(
-                Duration::from_secs_f64(timeout),
+                crate::limits::secs(timeout, crate::limits::MAX_TIMEOUT),
                 child.wait_with_output(),
             )
             .await
@@ -155,6 +163,91 @@ impl Drop for GroupKiller {
                 unsafe {
                     libc::killpg(pgid, libc::SIGKILL);
                 }
+            }
+        }
+    }
+}
+
+/// Shell commands die with pflow, even SIGKILLed (Linux): `PR_SET_PDEATHSIG`
+/// kills the `sh` itself, and a watcher forked into the command's process
+/// group kills the whole group (`sh -c "a | b"`, and dash forks even a lone
+/// command) when pflow's end of a pipe closes. The watcher leaves within a
+/// second of the command's end.
+#[cfg(target_os = "linux")]
+mod orphans {
+    use std::os::fd::RawFd;
+    use std::sync::OnceLock;
+
+    /// Read end and write end of the pipe whose write end only pflow holds
+    /// (close-on-exec: no command inherits it).
+    fn pipe() -> Option<(RawFd, RawFd)> {
+        static PIPE: OnceLock<Option<(RawFd, RawFd)>> = OnceLock::new();
+        *PIPE.get_or_init(|| {
+            let mut fds = [0 as libc::c_int; 2];
+            // SAFETY: pipe2 writes two descriptors into the array it is given.
+            let ok = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0;
+            ok.then_some((fds[0], fds[1]))
+        })
+    }
+
+    pub fn die_with_pflow(cmd: &mut tokio::process::Command) {
+        let parent = std::process::id() as libc::pid_t;
+        let pipe = pipe();
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (prctl, getpid, getppid, fork, close, syscall, poll, kill, _exit);
+        // nothing is allocated or locked.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // pflow died before prctl took effect: do not run orphaned.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                if let Some((read, _)) = pipe {
+                    let group = libc::getpid();
+                    if libc::fork() == 0 {
+                        watch(read, group);
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The watcher: holds no pipe of the command's (so its output still ends),
+    /// waits for pflow's write end to close, then kills the group.
+    unsafe fn watch(read: RawFd, group: libc::pid_t) -> ! {
+        close_all_but(read);
+        loop {
+            let mut p = libc::pollfd {
+                fd: read,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Nothing is ever written: readable or hung up means pflow is gone.
+            if libc::poll(&mut p, 1, 1000) > 0 && p.revents != 0 {
+                libc::kill(-group, libc::SIGKILL);
+                libc::_exit(0);
+            }
+            if libc::getppid() != group {
+                // The command has ended: nothing left to guard.
+                libc::_exit(0);
+            }
+        }
+    }
+
+    /// Closes every descriptor but `keep` (the command's pipes, pflow's write end).
+    unsafe fn close_all_but(keep: RawFd) {
+        let close_range = |lo: libc::c_uint, hi: libc::c_uint| {
+            libc::syscall(libc::SYS_close_range, lo, hi, 0 as libc::c_uint) == 0
+        };
+        let k = keep as libc::c_uint;
+        let below = k == 0 || close_range(0, k - 1);
+        if !(below && close_range(k + 1, libc::c_uint::MAX)) {
+            for fd in (0..4096).filter(|fd| *fd != keep) {
+                libc::close(fd);
             }
         }
     }

@@ -278,10 +278,13 @@ impl PriceTable {
     pub fn with_overrides_file(
         path: &Path,
     ) -> Result<(PriceTable, Vec<PricingWarning>), PricingError> {
-        let src = std::fs::read_to_string(path).map_err(|source| PricingError::Io {
-            file: path.display().to_string(),
-            source,
-        })?;
+        let src =
+            crate::limits::read_text(path, crate::limits::MAX_PRICING_BYTES).map_err(|source| {
+                PricingError::Io {
+                    file: path.display().to_string(),
+                    source,
+                }
+            })?;
         Self::with_overrides_str(&src, &path.display().to_string())
     }
 

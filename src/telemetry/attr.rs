@@ -61,7 +61,9 @@ registry! {
     GEN_AI_OPERATION_NAME = "gen_ai.operation.name", Attr, false, "`invoke_workflow`, `plan`, `chat`, `generate_content`";
     ERROR_TYPE = "error.type", Attr, false, "the error kind of a failed span";
     EXCEPTION_TYPE = "exception.type", EventAttr, false, "the error kind (exception event)";
-    EXCEPTION_MESSAGE = "exception.message", EventAttr, false, "the error message (exception event)";
+    EXCEPTION_MESSAGE = "exception.message", EventAttr, true, "the error message (exception event; content: stderr tails, commands, URLs)";
+    EXCEPTION_STACKTRACE = "exception.stacktrace", EventAttr, true, "a stack trace (dropped on export without content capture)";
+    EXCEPTION_MESSAGE_SIZE = "pflow.exception.message.size", EventAttr, false, "exported instead of `exception.message` when content capture is off";
     SERVICE_NAME = "service.name", Resource, false, "`OTEL_SERVICE_NAME`, default `pflow`";
     SERVICE_VERSION = "service.version", Resource, false, "pflow's version";
     HOST_NAME = "host.name", Resource, false, "the machine's host name";

@@ -231,7 +231,7 @@ impl TraceFileProcessor {
     pub fn new(
         sink: Sink,
         resource: &Resource,
-        redactor: Arc<Redactor>,
+        redactor: &'static Redactor,
         max_bytes: u64,
     ) -> (Self, TraceFileHandle) {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
@@ -261,15 +261,15 @@ fn writer_loop(
     pending: Pending,
     mut out: Capped,
     resource: ResourceAttributesWithSchema,
-    redactor: Arc<Redactor>,
+    redactor: &'static Redactor,
 ) {
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Msg::Batch(batch)) => out.encode(batch, &resource, &redactor),
+            Ok(Msg::Batch(batch)) => out.encode(batch, &resource, redactor),
             Ok(Msg::Finish(reply)) => {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    out.encode(rest, &resource, &redactor);
+                    out.encode(rest, &resource, redactor);
                 }
                 let _ = reply.send(out.finish(&resource));
                 return;
@@ -278,7 +278,7 @@ fn writer_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    out.encode(rest, &resource, &redactor);
+                    out.encode(rest, &resource, redactor);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -582,11 +582,23 @@ fn split_request(req: ExportTraceServiceRequest, parts: usize) -> Vec<ExportTrac
 /// drops the `level`/`target` event attributes tracing-opentelemetry adds:
 /// they say nothing the event name does not.
 pub fn redact_span(s: &mut SpanData, redactor: &Redactor) {
+    // Span names can hold user text (a planned run's root is named after the
+    // request): redacted, and bounded like a value preview.
+    let max = super::preview::settings().max_bytes.max(64);
+    if s.name.len() > max {
+        s.name = super::preview::preview_str(&s.name).text.into();
+    } else if let std::borrow::Cow::Owned(r) = redactor.redact_str(&s.name) {
+        s.name = r.into();
+    }
     redact_attrs(&mut s.attributes, redactor);
     for ev in s.events.events.iter_mut() {
         ev.attributes
             .retain(|kv| !matches!(kv.key.as_str(), "level" | "target"));
         redact_attrs(&mut ev.attributes, redactor);
+        // tracing-opentelemetry names an event after its message.
+        if let std::borrow::Cow::Owned(r) = redactor.redact_str(&ev.name) {
+            ev.name = r.into();
+        }
     }
     if let opentelemetry::trace::Status::Error { description } = &s.status {
         if let std::borrow::Cow::Owned(r) = redactor.redact_str(description) {

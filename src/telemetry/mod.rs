@@ -171,7 +171,12 @@ impl Telemetry {
         }
         let mut warnings = Vec::new();
         let mut attrs = vec![
-            KeyValue::new(attr::SERVICE_NAME, config.service_name.clone()),
+            KeyValue::new(
+                attr::SERVICE_NAME,
+                redact::global()
+                    .redact_str(&config.service_name)
+                    .into_owned(),
+            ),
             KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
             KeyValue::new("process.pid", std::process::id() as i64),
             KeyValue::new("process.executable.name", "pflow"),
@@ -184,9 +189,17 @@ impl Telemetry {
         if let Some(h) = hostname() {
             attrs.push(KeyValue::new(attr::HOST_NAME, h));
         }
+        // Resource attributes come from the environment (`OTEL_RESOURCE_ATTRIBUTES`):
+        // redacted here, once, for the trace file and every export.
+        let red = redact::global();
         for (k, v) in &config.resource_attributes {
             if k != attr::SERVICE_NAME {
-                attrs.push(KeyValue::new(k.clone(), v.clone()));
+                let v = if redact::is_secret_name(k) {
+                    redact::REDACTED.to_string()
+                } else {
+                    red.redact_str(v).into_owned()
+                };
+                attrs.push(KeyValue::new(k.clone(), v));
             }
         }
         let resource = Resource::builder_empty().with_attributes(attrs).build();
@@ -213,20 +226,16 @@ impl Telemetry {
             let (sink, warning) = file::open_sink(&config.trace_dir, save_always);
             sink_failed = warning.is_some();
             warnings.extend(warning);
-            let redactor = Arc::new(redact::Redactor::from_env());
             let (max_bytes, bad_max) = file::max_bytes_from_env();
             warnings.extend(bad_max);
-            let (processor, handle) = TraceFileProcessor::new(sink, &resource, redactor, max_bytes);
+            let (processor, handle) =
+                TraceFileProcessor::new(sink, &resource, redact::global(), max_bytes);
             chain = chain.with_next(processor);
             file = Some(handle);
         }
         let mut otlp_handle = None;
         if let Some(settings) = &config.otlp {
-            match otlp::OtlpProcessor::start(
-                settings,
-                &resource,
-                Arc::new(redact::Redactor::from_env()),
-            ) {
+            match otlp::OtlpProcessor::start(settings, &resource, redact::global()) {
                 Ok((processor, handle)) => {
                     chain = chain.with_next(processor);
                     otlp_handle = Some(handle);

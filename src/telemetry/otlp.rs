@@ -32,6 +32,11 @@ const BATCH: usize = 512;
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` default: a few seconds, as promised to users.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The status text exported without content capture: the error type, not the message.
+fn contentless_status(error_type: Option<&str>) -> String {
+    error_type.unwrap_or("error").to_string()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
     Grpc,
@@ -85,10 +90,16 @@ pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            format!(
-                "OTEL_EXPORTER_OTLP_HEADERS: `{}` is not key=value",
-                pair.split('=').next().unwrap_or(pair)
-            )
+            // Name the entry by what precedes a `:` or space, never its value
+            // (`Authorization: Bearer …` is a common mistake).
+            let name: String = pair
+                .split([':', ' '])
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect();
+            format!("OTEL_EXPORTER_OTLP_HEADERS: the entry `{name}` is not key=value (its value is not shown)")
         })?;
         let v = percent_decode(v.trim());
         out.insert(k.trim().to_string(), v);
@@ -96,14 +107,30 @@ pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> String {
+/// `http://h/p?x=1` → (`http://h/p`, `?x=1`): the query (or fragment) stays after the path.
+fn split_query(url: &str) -> (&str, &str) {
+    let at = url.find(['?', '#']).unwrap_or(url.len());
+    url.split_at(at)
+}
+
+/// A base endpoint with the signal's path (`/v1/traces`) appended to its path,
+/// before any query string.
+fn with_signal_path(raw: &str, signal: &str) -> String {
+    let (base, rest) = split_query(raw);
+    format!("{}/v1/{signal}{rest}", base.trim_end_matches('/'))
+}
+
+/// `%XX` decoding on bytes (a `%` before a multi-byte character is kept as is,
+/// never sliced through); invalid UTF-8 in the result is replaced.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |x: u8| (x as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(x);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -158,7 +185,7 @@ impl OtlpSettings {
             OtlpProtocol::Grpc => raw.clone(),
             // A base endpoint gets the signal path; a per-signal one is used as is.
             _ if is_signal => raw.clone(),
-            _ => format!("{}/v1/traces", raw.trim_end_matches('/')),
+            _ => with_signal_path(&raw, "traces"),
         };
         let headers = match var(&[
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
@@ -182,11 +209,17 @@ impl OtlpSettings {
                 match (var(&["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]), protocol) {
                     (Some(e), _) => e,
                     (None, OtlpProtocol::Grpc) => raw.clone(),
-                    (None, _) if is_signal => format!(
-                        "{}/v1/metrics",
-                        raw.trim_end_matches('/').trim_end_matches("/v1/traces")
-                    ),
-                    (None, _) => format!("{}/v1/metrics", raw.trim_end_matches('/')),
+                    (None, _) if is_signal => {
+                        let (base, rest) = split_query(&raw);
+                        with_signal_path(
+                            &format!(
+                                "{}{rest}",
+                                base.trim_end_matches('/').trim_end_matches("/v1/traces")
+                            ),
+                            "metrics",
+                        )
+                    }
+                    (None, _) => with_signal_path(&raw, "metrics"),
                 },
             ),
         };
@@ -374,8 +407,25 @@ pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &
                 .push(KeyValue::new(attr::CONTENT_OMITTED, true));
         }
         for ev in span.events.events.iter_mut() {
+            let size = ev
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == attr::EXCEPTION_MESSAGE)
+                .map(|kv| kv.value.as_str().len() as i64);
             ev.attributes
                 .retain(|kv| !attr::is_content(attr::Kind::EventAttr, kv.key.as_str()));
+            if let Some(n) = size {
+                ev.attributes
+                    .push(KeyValue::new(attr::EXCEPTION_MESSAGE_SIZE, n));
+            }
+        }
+        if matches!(span.status, opentelemetry::trace::Status::Error { .. }) {
+            let kind = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == attr::ERROR_TYPE)
+                .map(|kv| kv.value.as_str().into_owned());
+            span.status = opentelemetry::trace::Status::error(contentless_status(kind.as_deref()));
         }
     }
     super::profile::apply_span_data(span, shape);
@@ -403,7 +453,7 @@ pub struct OtlpProcessor {
     tx: mpsc::Sender<Msg>,
     stats: Arc<Stats>,
     shape: ExportShape,
-    redactor: Arc<Redactor>,
+    redactor: &'static Redactor,
 }
 
 /// Finishes the export at the end of the run.
@@ -421,7 +471,7 @@ impl OtlpProcessor {
     pub fn start(
         settings: &OtlpSettings,
         resource: &Resource,
-        redactor: Arc<Redactor>,
+        redactor: &'static Redactor,
     ) -> Result<(OtlpProcessor, OtlpHandle), String> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(Stats::default());
@@ -569,7 +619,7 @@ impl SpanProcessor for OtlpProcessor {
             self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        apply_export_policy(&mut span, &self.shape, &self.redactor);
+        apply_export_policy(&mut span, &self.shape, self.redactor);
         let full = {
             let mut p = match self.pending.lock() {
                 Ok(p) => p,
@@ -634,6 +684,59 @@ mod tests {
         assert_eq!(h["api-key"], "abc def");
         assert_eq!(h["x-team"], "core");
         assert!(parse_headers("novalue").is_err());
+        assert_eq!(
+            with_signal_path("http://h:4318/p?x=1", "traces"),
+            "http://h:4318/p/v1/traces?x=1"
+        );
+        assert_eq!(
+            with_signal_path("http://h:4318/", "metrics"),
+            "http://h:4318/v1/metrics"
+        );
+        // A `%` before a multi-byte character panicked (sliced inside it).
+        assert_eq!(parse_headers("x=%aé").unwrap()["x"], "%aé");
+        assert_eq!(parse_headers("x=%41%").unwrap()["x"], "A%");
+        let e = parse_headers("Authorization: Bearer s3cr3t-t0ken").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+}
+
+/// The content policy on a span read from a trace file (as
+/// [`apply_export_policy`] does on live spans).
+fn strip_content_proto(sp: &mut opentelemetry_proto::tonic::trace::v1::Span) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as Kv};
+    sp.attributes
+        .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
+    for ev in &mut sp.events {
+        let size = ev
+            .attributes
+            .iter()
+            .find(|kv| kv.key == attr::EXCEPTION_MESSAGE)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.len() as i64),
+                _ => None,
+            });
+        ev.attributes
+            .retain(|kv| !attr::is_content(attr::Kind::EventAttr, kv.key.as_str()));
+        if let Some(n) = size {
+            ev.attributes.push(Kv {
+                key: attr::EXCEPTION_MESSAGE_SIZE.into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(n)),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(st) = sp.status.as_mut().filter(|st| st.code == 2) {
+        let kind = sp
+            .attributes
+            .iter()
+            .find(|kv| kv.key == attr::ERROR_TYPE)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            });
+        st.message = contentless_status(kind.as_deref());
     }
 }
 
@@ -654,7 +757,7 @@ pub async fn export_file(
     settings: &OtlpSettings,
 ) -> Result<FileExportReport, String> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    let text = std::fs::read_to_string(path)
+    let text = crate::limits::read_text(path, crate::limits::MAX_TRACE_BYTES)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let mut requests = Vec::new();
     for (i, line) in text
@@ -662,24 +765,21 @@ pub async fn export_file(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let mut req: ExportTraceServiceRequest = serde_json::from_str(line).map_err(|e| {
-            format!(
-                "`{}` line {}: not an OTLP/JSON ExportTraceServiceRequest: {e}",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let mut req: ExportTraceServiceRequest =
+            crate::traces::parse_request(line).map_err(|e| {
+                format!(
+                    "`{}` line {}: not an OTLP/JSON ExportTraceServiceRequest: {e}",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        // The file was redacted when written, perhaps by an older pflow: again, with today's rules.
+        super::redact::redact_request(&mut req);
         if !settings.capture_content {
             for rs in &mut req.resource_spans {
                 for ss in &mut rs.scope_spans {
                     for sp in &mut ss.spans {
-                        sp.attributes
-                            .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
-                        for ev in &mut sp.events {
-                            ev.attributes.retain(|kv| {
-                                !attr::is_content(attr::Kind::EventAttr, kv.key.as_str())
-                            });
-                        }
+                        strip_content_proto(sp);
                     }
                 }
             }

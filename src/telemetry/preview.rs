@@ -13,7 +13,7 @@
 //! assert_eq!((p.size, p.truncated), (12, true));
 //! ```
 
-use super::redact::{is_secret_name, Redactor, REDACTED};
+use super::redact::{self, Redactor, REDACTED};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use std::io;
@@ -22,13 +22,13 @@ use std::sync::{Arc, RwLock};
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 4096;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 65536;
 
-/// Preview limits and the redactor used for every preview.
+/// Preview limits. Previews are redacted (with [`redact::global`]) before they
+/// are cut, so a cut never leaves a credential too short for its rule.
 #[derive(Debug)]
 pub struct PreviewSettings {
     pub max_bytes: usize,
     /// Limit for LLM prompts and responses, which users read whole when debugging.
     pub max_message_bytes: usize,
-    pub redactor: Redactor,
 }
 
 impl PreviewSettings {
@@ -36,7 +36,6 @@ impl PreviewSettings {
         PreviewSettings {
             max_bytes,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            redactor: Redactor::new(Vec::new()),
         }
     }
 
@@ -53,7 +52,6 @@ impl PreviewSettings {
         PreviewSettings {
             max_bytes,
             max_message_bytes,
-            redactor: Redactor::from_env(),
         }
     }
 }
@@ -97,7 +95,7 @@ pub fn preview(v: &Value) -> Preview {
 /// (e.g. `api_key`, `headers.Authorization`) hides the whole value.
 pub fn preview_named(name: &str, v: &Value) -> Preview {
     let last = name.rsplit(['.', '[']).next().unwrap_or(name);
-    if is_secret_name(last) && !v.is_null() && !v.is_object() {
+    if redact::hides_value(false, last, v) {
         return Preview {
             text: REDACTED.to_string(),
             size: 0,
@@ -110,7 +108,7 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
 /// Preview of an LLM prompt or response (`PFLOW_TRACE_MAX_MESSAGE_BYTES`, default 64 KiB).
 pub fn preview_message(s: &str) -> Preview {
     let st = settings();
-    limited_string_preview(s, st.max_message_bytes, &st.redactor)
+    limited_string_preview(s, st.max_message_bytes, redact::global())
 }
 
 /// Preview of a string with the installed settings.
@@ -148,10 +146,12 @@ pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
         }
     }
     let mut out = serde_json::Map::new();
+    // The same JSON-shape rules as the preview: a value hidden there is hashed as hidden.
+    let pair = redact::is_secret_pair(m);
     for (k, v) in m {
         let mut h = HashWriter(Sha256::new());
         // Writing to a hasher cannot fail.
-        let _ = if is_secret_name(k) && !v.is_null() && !v.is_object() {
+        let _ = if redact::hides_value(pair, k, v) {
             serde_json::to_writer(&mut h, REDACTED)
         } else {
             serde_json::to_writer(&mut h, &KeyRedacted(v))
@@ -174,11 +174,11 @@ fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
     // Writing to BoundedWriter cannot fail.
     let _ = serde_json::to_writer(&mut w, v);
     let text = String::from_utf8_lossy(&w.buf).into_owned();
-    finish(&text, w.total, st.max_bytes, &st.redactor)
+    finish(&text, w.total, st.max_bytes, redact::global())
 }
 
 fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
-    limited_string_preview(s, st.max_bytes, &st.redactor)
+    limited_string_preview(s, st.max_bytes, redact::global())
 }
 
 fn limited_string_preview(s: &str, max_bytes: usize, redactor: &Redactor) -> Preview {
@@ -248,7 +248,7 @@ impl io::Write for BoundedWriter {
     }
 }
 
-/// Serialises a JSON value with secret-named keys' values replaced.
+/// Serialises a JSON value with the JSON-shape rules of [`redact`] applied.
 struct KeyRedacted<'a>(&'a Value);
 
 struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
@@ -256,8 +256,9 @@ struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
 impl Serialize for MapRedacted<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
+        let pair = redact::is_secret_pair(self.0);
         for (k, v) in self.0 {
-            if is_secret_name(k) && !v.is_null() && !v.is_object() {
+            if redact::hides_value(pair, k, v) {
                 m.serialize_entry(k, REDACTED)?;
             } else {
                 m.serialize_entry(k, &KeyRedacted(v))?;
@@ -272,8 +273,13 @@ impl Serialize for KeyRedacted<'_> {
         match self.0 {
             Value::Array(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
-                for i in items {
-                    seq.serialize_element(&KeyRedacted(i))?;
+                let tuple = redact::is_secret_tuple(items);
+                for (n, i) in items.iter().enumerate() {
+                    if tuple && n == 1 {
+                        seq.serialize_element(REDACTED)?;
+                    } else {
+                        seq.serialize_element(&KeyRedacted(i))?;
+                    }
                 }
                 seq.end()
             }

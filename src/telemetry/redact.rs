@@ -1,10 +1,22 @@
-//! Secret redaction for everything that leaves the process as telemetry.
+//! The redaction boundary: every string pflow lets out of the process (trace
+//! file, OTLP export, span names, resource attributes, its own stderr and
+//! stdout messages, the JSON `error` and `warnings`, history rows, `trace
+//! show`, `trace report`, `trace export`) goes through the one process-wide
+//! [`Redactor`] returned by [`global`]. A workflow's declared outputs are the
+//! user's data and are not redacted.
 //!
-//! Two rules: values under secret-looking names (token, key, secret,
-//! password, authorization…) are replaced whole, and any string is scanned for
-//! common credential formats (OpenAI/Anthropic/Google keys, bearer tokens, AWS
-//! keys, GitHub tokens, JWTs, private keys, passwords in URLs) and for the
-//! literal values of secret-named environment variables.
+//! Three layers, strongest first:
+//! - a literal scrub of every value pflow knows is secret: the values of
+//!   secret-named environment variables (provider API keys among them), OTLP
+//!   header values, and values a node passes to a child in a secret-named
+//!   `env` entry ([`add_secret`]); also their base64 and percent-encoded forms;
+//! - credential formats ([`rules`]), compiled once; the keyed rules (most) and
+//!   a rule with keywords runs only when an Aho-Corasick scan finds one of
+//!   them, the few without are one `RegexSet` pass;
+//! - the name rule ([`names::is_secret_name`]) over text (`password=…`,
+//!   `"api_key": "…"`, header lines, URL userinfo and query parameters) and over
+//!   any JSON shape ([`Redactor::redact_json`]): values under secret names
+//!   replaced whole (objects too), name/value pairs, JSON text inside strings.
 //!
 //! ```
 //! let r = pflow::telemetry::redact::Redactor::new(Vec::new());
@@ -12,289 +24,641 @@
 //! assert!(pflow::telemetry::redact::is_secret_name("OPENAI_API_KEY"));
 //! ```
 
-use regex::{Regex, RegexSet};
+pub mod names;
+pub mod rules;
+
+pub use names::{is_secret_env_var, is_secret_name, is_secret_query_param};
+
+use aho_corasick::AhoCorasick;
+use base64::Engine as _;
+use regex::{Captures, Regex, RegexSet};
+use rules::{Action, RULES};
+use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock, RwLock};
 
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Whether a param, header, env var or JSON key name suggests a secret.
-pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    // "tokens" (token counts like `input_tokens`) is data, "token" is a credential.
-    if n.contains("token") && !n.contains("tokens") {
-        return true;
-    }
-    const PARTS: &[&str] = &[
-        "secret",
-        "password",
-        "passwd",
-        "passphrase",
-        "authorization",
-        "api_key",
-        "api-key",
-        "apikey",
-        "access_key",
-        "private_key",
-        "credential",
-        "cookie",
-        "session_id",
-        "x-api-key",
-        "x-goog-api-key",
-    ];
-    if PARTS.iter().any(|p| n.contains(p)) {
-        return true;
-    }
-    n == "key" || n == "auth" || n.ends_with("_key") || n.ends_with("-key") || n.ends_with(".key")
-}
+/// Literal secrets shorter than this are not scrubbed: they would hit ordinary words.
+const MIN_LITERAL_LEN: usize = 6;
 
-/// (pattern, replacement) pairs; `$1` keeps a non-secret prefix.
-const PATTERNS: &[(&str, &str)] = &[
-    (
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
-        REDACTED,
-    ),
-    // Distinctive prefixes match even glued to a word (`user_ghp_…`, `VTjghp_…`: found by
-    // fuzzing); the generic ones (`sk-…`, `AKIA…`, `AIza…`) need a word boundary, or
-    // identifiers like `task-…` would be scrubbed.
-    (
-        r"sk-(?:proj-|ant-(?:api\d\d-|admin\d\d-)?|or-v1-|svcacct-)[A-Za-z0-9_\-]{16,}",
-        REDACTED,
-    ),
-    (r"\bsk-[A-Za-z0-9_\-]{16,}", REDACTED),
-    (r"\bAIza[0-9A-Za-z_\-]{30,}", REDACTED),
-    (r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", REDACTED),
-    (r"(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}", REDACTED),
-    (r"github_pat_[A-Za-z0-9_]{20,}", REDACTED),
-    (r"glpat-[A-Za-z0-9_\-]{20,}", REDACTED),
-    (r"xox[abposr]-[A-Za-z0-9\-]{10,}", REDACTED),
-    (
-        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-        REDACTED,
-    ),
-    (
-        r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9\-._~+/]{8,}=*",
-        "$1 [REDACTED]",
-    ),
-    (
-        r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+@",
-        "$1[REDACTED]@",
-    ),
-    (
-        r#"(?i)((?:aws_secret_access_key|password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)["']?\s*[:=]\s*["']?)[^\s"'&,;]{4,}"#,
-        "${1}[REDACTED]",
-    ),
-];
+/// A string longer than this that parses as JSON is not re-parsed for the
+/// JSON-shape rules (the text rules still apply): bounds the cost.
+const MAX_EMBEDDED_JSON: usize = 1 << 20;
 
-/// Compiled redaction rules plus the secret values known at start-up.
+/// Compiled redaction rules plus the secret values known to the process.
 #[derive(Debug)]
 pub struct Redactor {
-    set: RegexSet,
-    rules: Vec<(Regex, &'static str)>,
-    literals: Vec<String>,
+    keywords: AhoCorasick,
+    /// For each keyword (the automaton's pattern id), its rule in [`RULES`].
+    keyword_rule: Vec<usize>,
+    /// Rules that run on every string.
+    always: Vec<usize>,
+    always_set: RegexSet,
+    regexes: Vec<Regex>,
+    literals: RwLock<Arc<Literals>>,
+}
+
+/// The known secrets and one automaton over them all (rebuilt when one is
+/// added, which happens a few times per run), so scrubbing costs one scan
+/// whatever their number.
+#[derive(Debug, Default)]
+struct Literals {
+    list: Vec<String>,
+    ac: Option<AhoCorasick>,
 }
 
 impl Redactor {
     /// `literals`: exact secret values to scrub (e.g. from the environment).
-    pub fn new(mut literals: Vec<String>) -> Self {
-        literals.retain(|s| s.len() >= 8);
-        literals.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        literals.dedup();
-        // The patterns are constants; a failure here is a programming error caught by tests.
-        let set =
-            RegexSet::new(PATTERNS.iter().map(|(p, _)| *p)).expect("redaction patterns compile");
-        let rules = PATTERNS
-            .iter()
-            .map(|(p, r)| (Regex::new(p).expect("redaction pattern compiles"), *r))
+    pub fn new(literals: Vec<String>) -> Self {
+        let always: Vec<usize> = (0..RULES.len())
+            .filter(|&i| RULES[i].keywords.is_empty())
             .collect();
-        Redactor {
-            set,
-            rules,
-            literals,
+        let keyword_rule: Vec<usize> = RULES
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.keywords.iter().map(move |_| i))
+            .collect();
+        // The rules are constants; a failure here is a programming error that
+        // every test run catches (`rules_compile`).
+        let always_set = RegexSet::new(always.iter().map(|&i| RULES[i].pattern))
+            .expect("redaction rules compile");
+        let regexes = RULES
+            .iter()
+            .map(|r| Regex::new(r.pattern).expect("redaction rule compiles"))
+            .collect();
+        // A DFA: every string is scanned, and ~150 short keywords make a small one.
+        let keywords = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .build(RULES.iter().flat_map(|r| r.keywords.iter()))
+            .expect("redaction keywords compile");
+        let r = Redactor {
+            keywords,
+            keyword_rule,
+            always,
+            always_set,
+            regexes,
+            literals: RwLock::new(Arc::new(Literals::default())),
+        };
+        for l in literals {
+            r.add_secret(&l);
         }
+        r
     }
 
-    /// A redactor that also scrubs the values of secret-named environment variables.
+    /// A redactor that also scrubs the values of secret-named environment
+    /// variables and of the OTLP headers (`OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]HEADERS`).
     pub fn from_env() -> Self {
-        let literals = std::env::vars()
-            .filter(|(k, _)| is_secret_name(k))
-            .map(|(_, v)| v)
-            .collect();
-        Self::new(literals)
+        let r = Self::new(Vec::new());
+        for (k, v) in std::env::vars_os() {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
+                continue;
+            };
+            if is_secret_env_var(k) {
+                r.add_secret(v);
+            }
+            if k.starts_with("OTEL_EXPORTER_OTLP") && k.ends_with("HEADERS") {
+                for (_, value) in header_values(v) {
+                    r.add_secret(&value);
+                }
+            }
+        }
+        r
+    }
+
+    /// Adds a value known to be secret: it is scrubbed wherever it appears
+    /// from now on, as is, base64-encoded and percent-encoded.
+    pub fn add_secret(&self, value: &str) {
+        let value = value.trim();
+        if value.len() < MIN_LITERAL_LEN {
+            return;
+        }
+        let Ok(mut guard) = self.literals.write() else {
+            return;
+        };
+        if guard.list.iter().any(|l| l == value) {
+            return;
+        }
+        let mut next: Vec<String> = guard.list.clone();
+        next.push(value.to_string());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        // Only whole 3-byte groups encode the same whatever follows the value.
+        next.push(b64[..value.len() / 3 * 4].to_string());
+        let pct = percent_encode(value);
+        if pct != value {
+            next.push(pct);
+        }
+        let json = serde_json::to_string(value).unwrap_or_default();
+        let json = json.trim_matches('"');
+        if json != value {
+            next.push(json.to_string());
+        }
+        next.retain(|l| l.len() >= MIN_LITERAL_LEN);
+        next.sort();
+        next.dedup();
+        // Leftmost-longest: a secret that contains another goes whole.
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&next)
+            .ok();
+        *guard = Arc::new(Literals { list: next, ac });
+    }
+
+    fn literals(&self) -> Arc<Literals> {
+        self.literals.read().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn redact_str<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        self.redact_depth(s, 0)
+    }
+
+    fn redact_depth<'a>(&self, s: &'a str, depth: u8) -> Cow<'a, str> {
         let mut out: Cow<'a, str> = Cow::Borrowed(s);
-        for lit in &self.literals {
-            if out.contains(lit.as_str()) {
-                out = Cow::Owned(out.replace(lit.as_str(), REDACTED));
+        if let Some(ac) = self.literals().ac.as_ref() {
+            if ac.is_match(out.as_ref()) {
+                let mut dst = String::with_capacity(out.len());
+                ac.replace_all_with(&out, &mut dst, |_, _, dst| {
+                    dst.push_str(REDACTED);
+                    true
+                });
+                out = Cow::Owned(dst);
             }
         }
-        let matches = self.set.matches(&out);
-        if !matches.matched_any() {
+        if depth == 0 {
+            if let Some(j) = self.embedded_json(&out) {
+                out = Cow::Owned(j);
+            }
+        }
+        let mut hits: Vec<usize> = Vec::new();
+        // A keyed rule runs only when one of its keywords is in the text.
+        let mut seen = [false; RULES.len()];
+        for m in self.keywords.find_overlapping_iter(out.as_ref()) {
+            let rule = self.keyword_rule[m.pattern().as_usize()];
+            if !seen[rule] {
+                seen[rule] = true;
+                hits.push(rule);
+            }
+        }
+        // The rules without keywords all need a run of 24+ token characters;
+        // ordinary prose has none, and a byte scan is far cheaper than the set.
+        if has_token_run(out.as_bytes(), 24) {
+            hits.extend(self.always_set.matches(&out).iter().map(|i| self.always[i]));
+        }
+        if hits.is_empty() {
             return out;
         }
-        for i in matches.iter() {
-            let (re, rep) = &self.rules[i];
-            if let Cow::Owned(replaced) = re.replace_all(&out, *rep) {
-                out = Cow::Owned(replaced);
+        hits.sort_unstable();
+        for i in hits {
+            let action = RULES[i].action;
+            if action == Action::Base64 && depth > 0 {
+                continue;
+            }
+            if action == Action::NameValue {
+                if let Some(r) = name_values(&self.regexes[i], &out) {
+                    out = Cow::Owned(r);
+                }
+                continue;
+            }
+            let replaced = self.regexes[i]
+                .replace_all(&out, |c: &Captures| self.replacement(action, c, depth));
+            // A closure replacement is always owned; keep the borrow when nothing changed.
+            if let Cow::Owned(r) = replaced {
+                if r != out.as_ref() {
+                    out = Cow::Owned(r);
+                }
             }
         }
         out
     }
 
-    /// Redacts a JSON value in place: secret-named keys lose their value,
-    /// strings are scanned for credential formats.
-    pub fn redact_json(&self, v: &mut serde_json::Value) {
+    /// The text that replaces one match of a rule.
+    fn replacement(&self, action: Action, c: &Captures, depth: u8) -> String {
+        let whole = c.get(0).map(|m| m.as_str()).unwrap_or_default();
+        let keep_all_but = |g: usize| -> String {
+            let (Some(m), Some(g)) = (c.get(0), c.get(g)) else {
+                return whole.to_string();
+            };
+            let (a, b) = (g.start() - m.start(), g.end() - m.start());
+            if g.as_str() == REDACTED {
+                return whole.to_string();
+            }
+            format!("{}{REDACTED}{}", &whole[..a], &whole[b..])
+        };
+        match action {
+            Action::Whole => REDACTED.to_string(),
+            Action::Group(g) => keep_all_but(g),
+            Action::Assign => {
+                let name = c.get(2).map(|m| m.as_str()).unwrap_or_default();
+                let value = c.get(4).map(|m| m.as_str()).unwrap_or_default();
+                if !is_secret_name(name) || value.is_empty() || value == REDACTED {
+                    return whole.to_string();
+                }
+                // Quoted values keep their quotes (the text stays valid JSON).
+                let Some(g) = c.get(4) else {
+                    return whole.to_string();
+                };
+                let m0 = c.get(0).map(|m| m.start()).unwrap_or_default();
+                let (a, b) = (g.start() - m0, g.end() - m0);
+                let q = value.chars().next().filter(|q| *q == '"' || *q == '\'');
+                match q {
+                    Some(q) if value.len() >= 2 => {
+                        format!("{}{q}{REDACTED}{q}{}", &whole[..a], &whole[b..])
+                    }
+                    _ => format!("{}{REDACTED}{}", &whole[..a], &whole[b..]),
+                }
+            }
+            // Handled by `name_values` (the value lies past the match).
+            Action::NameValue => whole.to_string(),
+            Action::Query => {
+                let name = c.get(2).map(|m| m.as_str()).unwrap_or_default();
+                if is_secret_query_param(name) {
+                    keep_all_but(3)
+                } else {
+                    whole.to_string()
+                }
+            }
+            Action::Entropy40 => {
+                let v = c.get(1).map(|m| m.as_str()).unwrap_or_default();
+                let mixed = v.bytes().any(|b| b.is_ascii_uppercase())
+                    && v.bytes().any(|b| b.is_ascii_lowercase())
+                    && v.bytes()
+                        .any(|b| b.is_ascii_digit() || b == b'/' || b == b'+');
+                if mixed {
+                    keep_all_but(1)
+                } else {
+                    whole.to_string()
+                }
+            }
+            Action::Base64 => match decode_base64(whole) {
+                Some(text) if self.redact_depth(&text, depth + 1) != text.as_str() => {
+                    REDACTED.to_string()
+                }
+                _ => whole.to_string(),
+            },
+        }
+    }
+
+    /// JSON text inside a string (`pflow.node.params`, a body, an env value):
+    /// the JSON-shape rules applied to it, re-serialised when anything changed.
+    fn embedded_json(&self, s: &str) -> Option<String> {
+        let t = s.trim_start();
+        if !(t.starts_with('{') || t.starts_with('[')) || s.len() > MAX_EMBEDDED_JSON {
+            return None;
+        }
+        let mut v: Value = serde_json::from_str(s).ok()?;
+        if !self.redact_json_shapes(&mut v) {
+            return None;
+        }
+        serde_json::to_string(&v).ok()
+    }
+
+    /// Redacts a JSON value in place: values under secret-named keys are
+    /// replaced whole (objects and arrays too), `{"name": SECRET_NAME, "value": X}`
+    /// and `[SECRET_NAME, X]` pairs lose `X`, strings are scanned.
+    pub fn redact_json(&self, v: &mut Value) {
+        self.redact_json_inner(v, true);
+    }
+
+    /// Only the JSON-shape rules (the strings are scanned by the caller). Returns
+    /// whether anything changed.
+    fn redact_json_shapes(&self, v: &mut Value) -> bool {
+        self.redact_json_inner(v, false)
+    }
+
+    fn redact_json_inner(&self, v: &mut Value, scan_strings: bool) -> bool {
         match v {
-            serde_json::Value::String(s) => {
+            Value::String(s) => {
+                if !scan_strings {
+                    // Nested JSON text still gets the shape rules.
+                    if let Some(j) = self.embedded_json(s) {
+                        *s = j;
+                        return true;
+                    }
+                    return false;
+                }
+                if let Cow::Owned(r) = self.redact_str(s) {
+                    *s = r;
+                    return true;
+                }
+                false
+            }
+            Value::Array(items) => {
+                let mut changed = false;
+                if is_secret_tuple(items) {
+                    items[1] = Value::String(REDACTED.into());
+                    changed = true;
+                }
+                for i in items.iter_mut() {
+                    changed |= self.redact_json_inner(i, scan_strings);
+                }
+                changed
+            }
+            Value::Object(map) => {
+                let mut changed = false;
+                let pair = is_secret_pair(map);
+                for (k, val) in map.iter_mut() {
+                    if hides_value(pair, k, val) {
+                        *val = Value::String(REDACTED.into());
+                        changed = true;
+                    } else {
+                        changed |= self.redact_json_inner(val, scan_strings);
+                    }
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// Only the text rules, on every string of `v` (keys and shapes left as they are).
+    pub fn redact_json_strings(&self, v: &mut Value) {
+        match v {
+            Value::String(s) => {
                 if let Cow::Owned(r) = self.redact_str(s) {
                     *s = r;
                 }
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
-            serde_json::Value::Object(map) => {
-                for (k, val) in map.iter_mut() {
-                    if is_secret_name(k) && !val.is_null() && !val.is_object() {
-                        *val = serde_json::Value::String(REDACTED.into());
-                    } else {
-                        self.redact_json(val);
-                    }
-                }
-            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json_strings(i)),
+            Value::Object(map) => map.values_mut().for_each(|i| self.redact_json_strings(i)),
             _ => {}
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Credential formats that must never survive redaction.
-    pub(crate) const CORPUS: &[&str] = &[
-        "sk-proj-Abc123def456GHI789jkl012MNO345pqr678STU901vwx",
-        "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEF-_xyz",
-        "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef",
-        "sk-1234567890abcdefghijklmnop",
-        "AIzaSyD-1234567890abcdefghijklmnopqrstu",
-        "AKIAIOSFODNN7EXAMPLE",
-        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
-        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-        "glpat-abcdefghij0123456789",
-        "xoxb-1234567890-abcdefghij",
-        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    ];
-
-    #[test]
-    fn corpus_is_redacted_alone_and_in_text() {
-        let r = Redactor::new(vec![]);
-        for secret in CORPUS {
-            let out = r.redact_str(secret);
-            assert!(!out.contains(secret), "{secret} survived: {out}");
-            let text = format!("config: {secret}, more text");
-            let out = r.redact_str(&text);
-            assert!(!out.contains(secret), "{secret} survived in text: {out}");
-            assert!(out.contains(REDACTED));
+/// Whether `b` holds `n` consecutive base64/token characters.
+fn has_token_run(b: &[u8], n: usize) -> bool {
+    let mut run = 0;
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 0;
         }
     }
+    false
+}
 
-    #[test]
-    fn bearer_url_password_private_key_and_assignments() {
-        let r = Redactor::new(vec![]);
-        assert_eq!(
-            r.redact_str("Authorization: Bearer abc.def-ghi_jkl"),
-            "Authorization: Bearer [REDACTED]"
-        );
-        assert_eq!(
-            r.redact_str("postgres://admin:hunter2pw@db:5432/x"),
-            "postgres://admin:[REDACTED]@db:5432/x"
-        );
-        let pk = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
-        assert_eq!(r.redact_str(pk), REDACTED);
-        assert_eq!(
-            r.redact_str("password=swordfish99 ok"),
-            "password=[REDACTED] ok"
-        );
-        assert_eq!(
-            r.redact_str("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-            "aws_secret_access_key = [REDACTED]"
-        );
+/// The JSON-shape rules, shared by [`Redactor::redact_json`] and the
+/// streaming preview serialiser (`telemetry::preview`), which redacts values
+/// too large to copy.
+///
+/// `{"name": "DB_PASSWORD", "value": X}` (also `key`, `header`…): an object
+/// naming a secret, whose value fields are then hidden.
+pub fn is_secret_pair(map: &serde_json::Map<String, Value>) -> bool {
+    ["name", "key", "header", "field", "Name", "Key", "variable"]
+        .iter()
+        .any(|k| {
+            map.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(is_secret_name)
+        })
+}
+
+/// `["Authorization", X]`: a name/value tuple naming a secret.
+pub fn is_secret_tuple(items: &[Value]) -> bool {
+    matches!(items, [Value::String(n), v] if is_secret_name(n) && !v.is_null() && v.as_str() != Some(REDACTED))
+}
+
+/// Whether the value under `key` is hidden whole (objects and arrays too):
+/// a secret name, or the value field of a secret pair (`pair`).
+pub fn hides_value(pair: bool, key: &str, v: &Value) -> bool {
+    let value_field = pair && matches!(key, "value" | "Value" | "val" | "secret" | "data");
+    (value_field || is_secret_name(key)) && !v.is_null() && v.as_str() != Some(REDACTED)
+}
+
+/// The name rule over `name <sep> value` text: `re` matches name and
+/// separator; the value after it is read here, so that a match never swallows
+/// the next `NAME=` (as a regex reading the value too would).
+fn name_values(re: &Regex, text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut cursor = 0;
+    for c in re.captures_iter(text) {
+        let (Some(m), Some(name)) = (c.get(0), c.get(1)) else {
+            continue;
+        };
+        // In JSON text the name after `\n` starts with the escape's letter (`npwd`).
+        let escaped = text[..name.start()].ends_with('\\');
+        let name = if escaped {
+            &name.as_str()[1..]
+        } else {
+            name.as_str()
+        };
+        if m.start() < cursor || !is_secret_name(name) {
+            continue;
+        }
+        let rest = &text[m.end()..];
+        let whole_line = name.to_ascii_lowercase().contains("cookie");
+        let Some((start, end)) = value_span(rest, whole_line) else {
+            continue;
+        };
+        let value = &rest[start..end];
+        if value.starts_with(REDACTED) {
+            continue;
+        }
+        out.push_str(&text[cursor..m.end() + start]);
+        out.push_str(REDACTED);
+        cursor = m.end() + end;
     }
-
-    #[test]
-    fn literals_from_environment_are_scrubbed() {
-        let r = Redactor::new(vec!["my-internal-secret-value".into(), "short".into()]);
-        assert_eq!(
-            r.redact_str("x my-internal-secret-value y"),
-            "x [REDACTED] y"
-        );
-        assert_eq!(r.redact_str("short stays"), "short stays");
+    if cursor == 0 {
+        return None;
     }
+    out.push_str(&text[cursor..]);
+    Some(out)
+}
 
-    /// Fuzzing found a GitHub token glued to the word before it surviving (`\b` never matched).
-    #[test]
-    fn prefixed_tokens_glued_to_a_word_are_redacted() {
-        let r = Redactor::new(vec![]);
-        for s in [
-            "AETVTjghp_abcdefghijklmnopqrstuvwxyz0123456789\" ,",
-            "user_github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-            "keysk-proj-Abc123def456GHI789jkl012MNO345pqr678STU901vwx",
-            "xglpat-abcdefghij0123456789 axoxb-1234567890-abcdefghij",
-        ] {
-            let out = r.redact_str(s);
-            for leak in ["ghp_", "github_pat_", "sk-proj-", "glpat-", "xoxb-"] {
-                assert!(!out.contains(leak), "{s} -> {out}");
+/// Where the value at the start of `rest` lies (quotes excluded): `"…"`,
+/// `'…'`, `\"…\"` (inside JSON text), or a bare run up to a delimiter; with
+/// `whole_line`, the rest of the line.
+fn value_span(rest: &str, whole_line: bool) -> Option<(usize, usize)> {
+    let b = rest.as_bytes();
+    let (start, end) = if let Some(inner) = rest.strip_prefix("\\\"") {
+        let close = inner.find("\\\"").map(|i| i + 2).unwrap_or(rest.len());
+        (2, close)
+    } else if b.first() == Some(&b'"') {
+        let mut escaped = false;
+        let mut close = rest.len();
+        for (i, c) in rest.char_indices().skip(1) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    close = i;
+                    break;
+                }
+                _ => {}
             }
         }
-        // Generic prefixes still need a boundary: ordinary identifiers stay.
-        assert_eq!(
-            r.redact_str("task-1234567890abcdefghij"),
-            "task-1234567890abcdefghij"
-        );
-    }
+        (1, close)
+    } else if b.first() == Some(&b'\'') {
+        (1, rest[1..].find('\'').map(|i| i + 1).unwrap_or(rest.len()))
+    } else if whole_line {
+        (0, rest.find(['\n', '\r', '"', '\\']).unwrap_or(rest.len()))
+    } else {
+        let end = rest
+            .find(|c: char| {
+                c.is_whitespace()
+                    || matches!(
+                        c,
+                        '"' | '\'' | ',' | ';' | '&' | '<' | '>' | '{' | '}' | '[' | ']' | '\\'
+                    )
+            })
+            .unwrap_or(rest.len());
+        (0, end)
+    };
+    (end > start).then_some((start, end))
+}
 
-    #[test]
-    fn plain_text_is_untouched_and_borrowed() {
-        let r = Redactor::new(vec![]);
-        let s = "hello world, the task is done; tokens=42 key points";
-        assert!(matches!(r.redact_str(s), Cow::Borrowed(_)));
-    }
+/// Header values of an `OTEL_EXPORTER_OTLP_HEADERS`-style list, whatever its
+/// shape: `k=v,k2=v2`, and also the mistaken `k: v` form, so a malformed list
+/// is still scrubbed.
+fn header_values(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').or_else(|| pair.split_once(':'))?;
+            let v = v.trim();
+            let decoded = super::otlp::percent_decode(v);
+            Some((k.trim().to_string(), decoded))
+        })
+        .flat_map(|(k, v)| {
+            // `Bearer X`: X alone is the secret too.
+            let mut out = vec![(k.clone(), v.clone())];
+            if let Some((_, tok)) = v.split_once(' ') {
+                out.push((k, tok.trim().to_string()));
+            }
+            out
+        })
+        .collect()
+}
 
-    #[test]
-    fn secret_names() {
-        for n in [
-            "api_key",
-            "OPENAI_API_KEY",
-            "Authorization",
-            "x-api-key",
-            "password",
-            "github_token",
-            "client_secret",
-            "key",
-        ] {
-            assert!(is_secret_name(n), "{n}");
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
-        for n in [
-            "content",
-            "file_path",
-            "keys",
-            "monkey",
-            "input_tokens",
-            "tokens_total",
-            "command",
-        ] {
-            assert!(!is_secret_name(n), "{n}");
+    }
+    out
+}
+
+/// The text a base64 run (standard or URL-safe, padded or not) decodes to,
+/// when it is UTF-8.
+fn decode_base64(s: &str) -> Option<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let t = s.trim_end_matches('=');
+    let bytes = if t.contains(['-', '_']) {
+        URL_SAFE_NO_PAD.decode(t).ok()?
+    } else {
+        STANDARD_NO_PAD.decode(t).ok()?
+    };
+    String::from_utf8(bytes).ok()
+}
+
+/// Redacts a trace read back from a file (for `trace show`, `report`,
+/// `diff` and `export`): it was redacted when written, but perhaps by an
+/// older pflow, or written by another tool.
+pub fn redact_request(
+    req: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+    let r = global();
+    // Attribute keys are pflow's vocabulary (`pflow.cost.price_key` is no
+    // secret): only the values are scanned.
+    fn value(r: &Redactor, v: &mut AnyValue) {
+        match v.value.as_mut() {
+            Some(V::StringValue(s)) => {
+                if let Cow::Owned(x) = r.redact_str(s) {
+                    *s = x;
+                }
+            }
+            Some(V::ArrayValue(a)) => a.values.iter_mut().for_each(|x| value(r, x)),
+            Some(V::KvlistValue(kv)) => attrs(r, &mut kv.values),
+            _ => {}
         }
     }
-
-    #[test]
-    fn json_keys_and_nested_strings() {
-        let r = Redactor::new(vec![]);
-        let mut v = serde_json::json!({"headers": {"Authorization": "abc", "Accept": "json"}, "api_key": "zzz", "list": ["ghp_abcdefghijklmnopqrstuvwxyz0123456789"]});
-        r.redact_json(&mut v);
-        assert_eq!(v["headers"]["Authorization"], REDACTED);
-        assert_eq!(v["headers"]["Accept"], "json");
-        assert_eq!(v["api_key"], REDACTED);
-        assert_eq!(v["list"][0], REDACTED);
+    fn attrs(r: &Redactor, kvs: &mut [KeyValue]) {
+        for kv in kvs {
+            if let Some(v) = kv.value.as_mut() {
+                value(r, v);
+            }
+        }
+    }
+    let text = |s: &mut String| {
+        if let Cow::Owned(x) = r.redact_str(s) {
+            *s = x;
+        }
+    };
+    for rs in &mut req.resource_spans {
+        if let Some(res) = rs.resource.as_mut() {
+            attrs(r, &mut res.attributes);
+        }
+        for sp in rs.scope_spans.iter_mut().flat_map(|ss| ss.spans.iter_mut()) {
+            text(&mut sp.name);
+            attrs(r, &mut sp.attributes);
+            for ev in &mut sp.events {
+                text(&mut ev.name);
+                attrs(r, &mut ev.attributes);
+            }
+            for l in &mut sp.links {
+                attrs(r, &mut l.attributes);
+            }
+            if let Some(st) = sp.status.as_mut() {
+                text(&mut st.message);
+            }
+        }
     }
 }
+
+static GLOBAL: OnceLock<Redactor> = OnceLock::new();
+
+/// The process-wide redactor, built on first use from the environment.
+pub fn global() -> &'static Redactor {
+    GLOBAL.get_or_init(Redactor::from_env)
+}
+
+/// Adds a value known to be secret to the process-wide redactor.
+pub fn add_secret(value: &str) {
+    global().add_secret(value);
+}
+
+/// Redacts with the process-wide redactor.
+pub fn redact(s: &str) -> Cow<'_, str> {
+    global().redact_str(s)
+}
+
+/// A message pflow prints itself (errors, warnings, progress, viewer text):
+/// redacted, and with control characters escaped so that terminal escapes in
+/// a value (OSC 52 clipboard writes, title changes, colours) reach the
+/// terminal as text. Newlines and tabs stay.
+pub fn for_display(s: &str) -> String {
+    escape_controls(&redact(s)).into_owned()
+}
+
+/// Escapes C0 and C1 control characters except `\n` and `\t` as `\x1b` / `\u{9b}`.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    let is_bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(is_bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_bad(c) {
+            if (c as u32) < 0x80 {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -152,9 +152,15 @@ impl std::fmt::Display for AttrValue {
     }
 }
 
+/// Text as the viewers show it: control characters escaped, so a value
+/// cannot drive the terminal (`trace show`) or hide in a report.
+fn shown(s: &str) -> String {
+    crate::telemetry::redact::escape_controls(s).into_owned()
+}
+
 fn convert(v: Option<&AnyValue>) -> Option<AttrValue> {
     Some(match v?.value.as_ref()? {
-        any_value::Value::StringValue(s) => AttrValue::Str(s.clone()),
+        any_value::Value::StringValue(s) => AttrValue::Str(shown(s)),
         any_value::Value::IntValue(i) => AttrValue::Int(*i),
         any_value::Value::DoubleValue(d) => AttrValue::Double(*d),
         any_value::Value::BoolValue(b) => AttrValue::Bool(*b),
@@ -279,11 +285,48 @@ fn hex(b: &[u8]) -> String {
 
 /// Loads a trace file (OTLP/JSON, one request per line).
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::limits::read_text(path, crate::limits::MAX_TRACE_BYTES).map_err(|source| {
+            TraceError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     parse(&text, path)
+}
+
+/// One OTLP/JSON line. The proto3 JSON mapping writes non-finite doubles as
+/// the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, which the generated
+/// types refuse: those values are kept as strings (`as_f64` reads them back).
+pub fn parse_request(line: &str) -> Result<ExportTraceServiceRequest, serde_json::Error> {
+    let first = match serde_json::from_str(line) {
+        Ok(req) => return Ok(req),
+        Err(e) => e,
+    };
+    if !line.contains("NaN") && !line.contains("Infinity") {
+        return Err(first);
+    }
+    let mut v: serde_json::Value = serde_json::from_str(line)?;
+    fn fix(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let special = m
+                    .get("doubleValue")
+                    .and_then(|d| d.as_str())
+                    .filter(|d| matches!(*d, "NaN" | "Infinity" | "-Infinity"))
+                    .map(str::to_string);
+                if let Some(d) = special {
+                    m.remove("doubleValue");
+                    m.insert("stringValue".into(), d.into());
+                }
+                m.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    fix(&mut v);
+    serde_json::from_value(v).map_err(|_| first)
 }
 
 /// Parses trace file text; `path` names it in errors.
@@ -297,12 +340,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
         if line.trim().is_empty() {
             continue;
         }
-        let req: ExportTraceServiceRequest =
-            serde_json::from_str(line).map_err(|e| TraceError::Format {
+        let mut req: ExportTraceServiceRequest =
+            parse_request(line).map_err(|e| TraceError::Format {
                 path: path.to_path_buf(),
                 line: i + 1,
                 message: e.to_string(),
             })?;
+        // The one redaction point of every viewer (show, summary, report, diff).
+        crate::telemetry::redact::redact_request(&mut req);
         for rs in req.resource_spans {
             if trace.resource.is_empty() {
                 if let Some(r) = &rs.resource {
@@ -317,18 +362,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),
                         parent_span_id: hex(&s.parent_span_id),
-                        name: s.name,
+                        name: shown(&s.name),
                         kind: s.kind,
                         start_ns: s.start_time_unix_nano,
                         end_ns: s.end_time_unix_nano,
                         status_code,
-                        status_message,
+                        status_message: shown(&status_message),
                         attributes: attrs(&s.attributes),
                         events: s
                             .events
                             .into_iter()
                             .map(|e| TraceEvent {
-                                name: e.name,
+                                name: shown(&e.name),
                                 time_ns: e.time_unix_nano,
                                 attributes: attrs(&e.attributes),
                             })

@@ -524,14 +524,8 @@ pub fn write(trace: &Trace, path: &Path) -> Result<(), ReportError> {
         .tempfile_in(dir)
         .map_err(err)?;
     std::io::Write::write_all(&mut tmp, html.as_bytes()).map_err(err)?;
-    // Temp files are private (0600); a report is meant to be opened and shared.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
+    // The temp file is private (0600) and stays so: the report embeds what the
+    // 0600 trace holds.
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }

@@ -87,7 +87,7 @@ fn flatten(reqs: &[ExportTraceServiceRequest]) -> (Vec<Received>, serde_json::Ma
     (spans, resource)
 }
 
-async fn http_receiver(json_body: bool) -> MockServer {
+pub(super) async fn http_receiver(json_body: bool) -> MockServer {
     let server = MockServer::start().await;
     let (ct, body): (&str, Vec<u8>) = if json_body {
         ("application/json", b"{}".to_vec())
@@ -102,7 +102,10 @@ async fn http_receiver(json_body: bool) -> MockServer {
     server
 }
 
-async fn received_http(server: &MockServer, json_body: bool) -> Vec<ExportTraceServiceRequest> {
+pub(super) async fn received_http(
+    server: &MockServer,
+    json_body: bool,
+) -> Vec<ExportTraceServiceRequest> {
     server
         .received_requests()
         .await

@@ -161,7 +161,11 @@ fn deleted(c: &Value, context: &str) -> BTreeSet<String> {
 fn the_replay_pipeline_drops_exactly_pflows_content_attributes_unless_opted_in() {
     use pflow::telemetry::attr::{content_attrs, Kind};
     let c = load("otel-collector.yaml");
-    let want = |k: Kind| content_attrs(k).map(str::to_string).collect::<BTreeSet<_>>();
+    let want = |k: Kind| {
+        content_attrs(k)
+            .map(str::to_string)
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(deleted(&c, "span"), want(Kind::Attr));
     assert_eq!(deleted(&c, "spanevent"), want(Kind::EventAttr));
     // The opt-in is pflow's own switch, read by the Collector.

@@ -1,0 +1,311 @@
+//! Inputs that crashed or hung pflow: each must now be a clear error or be
+//! bounded, never a panic (exit 101) or an unbounded read.
+
+use super::common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn no_panic(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(101), "pflow panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn echo_workflow(env: &Env) -> std::path::PathBuf {
+    env.workflow(
+        "ok.json",
+        json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "a", "type": "echo", "params": {"x": 1}}], "edges": []}),
+    )
+}
+
+#[test]
+fn otlp_headers_with_a_percent_before_a_multibyte_char_do_not_panic() {
+    let env = Env::new();
+    let wf = echo_workflow(&env);
+    let out = env
+        .pflow()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x=%aé")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
+        .arg(&wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        env.trace_files().len(),
+        0,
+        "a successful run keeps no trace unless asked"
+    );
+}
+
+async fn rate_limited_server(retry_after: &str) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(429)
+                .insert_header("retry-after", retry_after)
+                .set_body_string(r#"{"error": {"message": "slow down"}}"#),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_inf_and_1e300_are_capped() {
+    for value in ["inf", "1e300", "NaN", "-5"] {
+        let server = rate_limited_server(value).await;
+        let env = Env::new();
+        let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+            {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 0}}],
+            "edges": []}));
+        let out = with_openai(&env, &server)
+            .args(["--output-format", "json"])
+            .arg(&wf)
+            .output()
+            .unwrap();
+        no_panic(&out);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["error"]["type"], "rate_limited",
+            "Retry-After: {value}: {v}"
+        );
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_llm_timeout_from_env_is_capped() {
+    let server = openai_server().await;
+    let env = Env::new();
+    let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi"}}], "edges": []}));
+    let out = with_openai(&env, &server)
+        .env("PFLOW_LLM_TIMEOUT", "1e308")
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let stderr = no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn huge_shell_timeout_is_capped() {
+    let env = Env::new();
+    let wf = env.workflow("sh.json", json!({"ir_version": "0.1.0",
+        "outputs": {"out": {"source": "${sh.stdout}"}}, "nodes": [
+        {"id": "sh", "type": "shell", "params": {"command": "echo fine", "timeout": 1e308}}], "edges": []}));
+    let out = env.pflow().arg(&wf).output().unwrap();
+    let stderr = no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fine");
+}
+
+/// `/dev/zero` as a workflow, a nested `workflow_ref` or a price file: a
+/// clear error at once, not an endless read.
+#[cfg(unix)]
+#[test]
+fn files_pflow_reads_must_be_regular_and_bounded() {
+    let env = Env::new();
+    let nested = env.workflow("nested.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "child", "type": "workflow", "params": {"workflow_ref": "/dev/zero"}}], "edges": []}));
+    let nested = nested.to_str().unwrap();
+    for args in [
+        vec!["run", nested],
+        vec!["validate", nested],
+        vec!["validate", "/dev/zero"],
+        vec!["run", "/dev/zero"],
+        vec!["pricing", "check", "/dev/zero"],
+    ] {
+        let t = Instant::now();
+        let out = env
+            .pflow()
+            .args(&args)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let stderr = no_panic(&out);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+    let big = env.write("big.json", &" ".repeat(17 * 1024 * 1024));
+    let out = env.pflow().arg("validate").arg(&big).output().unwrap();
+    let stderr = no_panic(&out);
+    assert!(stderr.contains("16 MiB limit"), "{stderr}");
+}
+
+/// Terminal escapes in node values and error messages reach the terminal as text.
+#[test]
+fn control_characters_are_escaped_in_text_output() {
+    let env = Env::new();
+    let osc52 = "\u{1b}]52;c;ZXZpbA==\u{7}";
+    let wf = env.workflow(
+        "esc.json",
+        json!({"ir_version": "0.1.0",
+        "outputs": {"out": {"source": "${a.text}"}},
+        "nodes": [
+            {"id": "a", "type": "echo", "params": {"text": format!("title{osc52}\u{1b}[31mred")}},
+            {"id": "b", "type": "echo", "params": {"fail": format!("boom{osc52}\u{9b}2J")}}],
+        "edges": [{"from": "a", "to": "b"}]}),
+    );
+    let out = env.pflow().arg("--trace").arg(&wf).output().unwrap();
+    let stderr = no_panic(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("boom"), "{stderr}");
+    for (what, text) in [("stdout", stdout.as_ref()), ("stderr", stderr.as_str())] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{9b}'),
+            "raw escape on {what}: {text:?}"
+        );
+    }
+    for args in [
+        vec!["trace", "show"],
+        vec!["trace", "show", "--node", "a"],
+        vec!["trace", "show", "--node", "b"],
+    ] {
+        let out = env.pflow().args(&args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "raw escape from {args:?}: {text:?}"
+        );
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT=http://h/p?x=1` posts to `/p/v1/traces?x=1`.
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_query_strings_stay_after_the_signal_path() {
+    let receiver = super::otlp::http_receiver(false).await;
+    let env = Env::new();
+    let wf = echo_workflow(&env);
+    let out = env
+        .pflow()
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("{}/p?x=1", receiver.uri()),
+        )
+        .arg(&wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    let reqs = receiver.received_requests().await.unwrap_or_default();
+    let traces: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/p/v1/traces")
+        .collect();
+    assert!(
+        !traces.is_empty(),
+        "{:?}",
+        reqs.iter().map(|r| r.url.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(traces[0].url.query(), Some("x=1"));
+}
+
+/// The proto3 JSON mapping writes non-finite doubles as strings: a trace
+/// file holding one is read, not refused whole.
+#[test]
+fn nan_and_infinity_doubles_are_accepted_in_trace_files() {
+    let env = Env::new();
+    let wf = echo_workflow(&env);
+    env.pflow().arg("--trace").arg(&wf).assert().success();
+    let file = env.trace_files().pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let attrs = v["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+        .as_array_mut()
+        .unwrap();
+    attrs.push(json!({"key": "x.nan", "value": {"doubleValue": "NaN"}}));
+    attrs.push(json!({"key": "x.inf", "value": {"doubleValue": "-Infinity"}}));
+    let odd = env.write("odd.otlp.json", &v.to_string());
+    for args in [vec!["trace", "show"], vec!["trace", "summary"]] {
+        let out = env.pflow().args(&args).arg(&odd).output().unwrap();
+        let stderr = no_panic(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
+/// SIGKILL leaves no shell child running: the kernel kills them with pflow.
+#[cfg(target_os = "linux")]
+#[test]
+fn shell_children_die_with_pflow() {
+    let env = Env::new();
+    let marker = format!("61.{}", std::process::id() % 1000);
+    let wf = env.workflow("slow.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "sh", "type": "shell", "params": {"command": format!("sleep {marker}")}}], "edges": []}));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pflow"))
+        .env("PFLOW_HOME", env.home())
+        .arg(&wf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while count_procs(&marker) < 1 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count_procs(&marker), 1, "the child did not start");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let t = Instant::now();
+    while count_procs(&marker) > 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        count_procs(&marker),
+        0,
+        "the shell child outlived a SIGKILLed pflow"
+    );
+}
+
+/// A killed run's temp trace goes on the next run after the grace period,
+/// with no retention configured; a fresh one (a live run's) stays.
+#[test]
+fn stale_temp_traces_are_removed_without_retention() {
+    let env = Env::new();
+    let dir = env.traces_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join(".pflow-trace-killed.tmp");
+    let fresh = dir.join(".pflow-trace-live.tmp");
+    std::fs::write(&stale, "{}").unwrap();
+    std::fs::write(&fresh, "{}").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let wf = echo_workflow(&env);
+    env.pflow().arg(&wf).assert().success();
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(fresh.exists(), "a live run's temp file was removed");
+}
+
+/// Span names are bounded like values (the workflow's name names a span).
+#[test]
+fn span_names_are_bounded_like_values() {
+    let env = Env::new();
+    let long = "n".repeat(200_000);
+    let wf = env.workflow(
+        "long.json",
+        json!({"ir_version": "0.1.0", "metadata": {"name": long},
+        "nodes": [{"id": "a", "type": "echo", "params": {"x": 1}}], "edges": []}),
+    );
+    env.pflow().arg("--trace").arg(&wf).assert().success();
+    let (spans, _) = read_trace(&env.trace_files()[0]);
+    let longest = spans.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    assert!(longest <= 4096 + 8, "a span name of {longest} bytes");
+}
