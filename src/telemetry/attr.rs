@@ -354,7 +354,10 @@ mod tests {
                     stack.push(path);
                     continue;
                 }
-                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("telemetry/attr.rs")
+                // `tests.rs` files are test modules (`#[cfg(test)] mod tests;`).
+                if path.extension().is_none_or(|e| e != "rs")
+                    || path.ends_with("telemetry/attr.rs")
+                    || path.file_name().is_some_and(|n| n == "tests.rs")
                 {
                     continue;
                 }
