@@ -170,6 +170,11 @@ impl Redactor {
     }
 
     pub fn redact_str<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        // Nothing shorter than the shortest known secret can hold one (the
+        // formats are all longer).
+        if s.len() < MIN_LITERAL_LEN {
+            return Cow::Borrowed(s);
+        }
         self.redact_depth(s, 0)
     }
 
@@ -304,6 +309,10 @@ impl Redactor {
     fn embedded_json(&self, s: &str) -> Option<String> {
         let t = s.trim_start();
         if !(t.starts_with('{') || t.starts_with('[')) || s.len() > MAX_EMBEDDED_JSON {
+            return None;
+        }
+        // The shape rules only act on secret names: without one, no parse.
+        if !names::has_secret_root(s) {
             return None;
         }
         let mut v: Value = serde_json::from_str(s).ok()?;

@@ -142,12 +142,21 @@ const ROOTS: &[&str] = &[
     "phrase",
 ];
 
-fn has_secret_root(name: &str) -> bool {
-    let b = name.as_bytes();
-    ROOTS.iter().any(|r| {
-        b.windows(r.len())
-            .any(|w| w.eq_ignore_ascii_case(r.as_bytes()))
-    })
+/// Whether `text` holds a root of a secret name anywhere (ASCII case-insensitive).
+pub fn has_secret_root(text: &str) -> bool {
+    static ROOT_SCAN: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let scan = ROOT_SCAN.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .build(ROOTS)
+            .ok()
+    });
+    match scan {
+        Some(ac) => ac.is_match(text),
+        None => true,
+    }
 }
 
 /// Whether a param, header, env var or JSON key name suggests a secret.
