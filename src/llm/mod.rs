@@ -728,14 +728,14 @@ pub mod wire {
     /// A non-streaming response body.
     pub fn parse_body(wire: Wire, body: &[u8]) -> Result<LlmResponse, LlmError> {
         let v = parse_json(body)?;
-        Ok(match wire {
+        match wire {
             Wire::OpenAiChat => openai::chat_body(&v),
             Wire::OpenAiResponses => openai::from_response_object(&v, super::UsageSource::Provider),
             Wire::Anthropic => anthropic::message_body(&v, false),
             Wire::AnthropicTool => anthropic::message_body(&v, true),
             Wire::Gemini => gemini::generate_body(&v),
             Wire::Ollama => ollama::chat_body(&v),
-        })
+        }
     }
 
     /// A streaming response body, delivered in `chunks` as they came off the network.

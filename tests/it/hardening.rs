@@ -309,3 +309,62 @@ fn span_names_are_bounded_like_values() {
     let longest = spans.iter().map(|s| s.name.len()).max().unwrap_or(0);
     assert!(longest <= 4096 + 8, "a span name of {longest} bytes");
 }
+
+/// A local OpenAI server answering every chat call with `usage` as given
+/// (raw text, so a count past u64 reaches pflow as the server wrote it).
+async fn usage_server(usage: &str) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    let server = wiremock::MockServer::start().await;
+    let body = format!(
+        r#"{{"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{{"index": 0,
+            "message": {{"role": "assistant", "content": "hi"}}, "finish_reason": "stop"}}],
+            "usage": {usage}}}"#
+    );
+    wiremock::Mock::given(method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_counts_beyond_u64_negative_or_fractional_are_invalid_responses() {
+    for usage in [
+        r#"{"prompt_tokens": 18446744073709551616, "completion_tokens": 1}"#,
+        r#"{"prompt_tokens": -3, "completion_tokens": 1}"#,
+        r#"{"prompt_tokens": 10, "completion_tokens": 1.5}"#,
+    ] {
+        let server = usage_server(usage).await;
+        let env = Env::new();
+        let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+            {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 2}}],
+            "edges": []}));
+        let out = with_openai(&env, &server)
+            .args(["--output-format", "json"])
+            .arg(&wf)
+            .output()
+            .unwrap();
+        no_panic(&out);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_response", "{usage}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("_tokens"), "names the field: {msg}");
+        assert_eq!(out.status.code(), Some(1));
+        // Not retried, like any other invalid response.
+        assert_eq!(requests(&server).await, 1, "{usage}");
+    }
+    // The largest count u64 holds is still a count.
+    let server =
+        usage_server(r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 0}"#).await;
+    let env = Env::new();
+    let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi"}}], "edges": []}));
+    let out = with_openai(&env, &server)
+        .args(["--output-format", "json"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+}
