@@ -231,6 +231,9 @@ pub enum LlmError {
     UnknownModel(String),
     #[error("image: {0}")]
     Image(String),
+    /// Billed, but its cost is not a finite number (a huge price × a huge count).
+    #[error(transparent)]
+    CostOverflow(#[from] crate::pricing::CostOverflow),
     /// Refused by the run's budget guard before it was sent.
     #[error(transparent)]
     Budget(Box<budget::BudgetExceeded>),
@@ -286,6 +289,7 @@ impl LlmError {
             LlmError::InvalidResponse(_) => "invalid_response",
             LlmError::UnknownModel(_) => "unknown_model",
             LlmError::Image(_) => "image_error",
+            LlmError::CostOverflow(_) => "cost_overflow",
             LlmError::Budget(b) => b.kind(),
         }
     }

@@ -368,3 +368,70 @@ async fn usage_counts_beyond_u64_negative_or_fractional_are_invalid_responses() 
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
+    // 1e308 USD per 1M tokens × 1e12 tokens is past f64::MAX.
+    let server = usage_server(r#"{"prompt_tokens": 1000000000000, "completion_tokens": 1}"#).await;
+    let env = Env::new();
+    let prices = env.write(
+        "prices.json",
+        r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#,
+    );
+    let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 2}}],
+        "edges": []}));
+    let out = with_openai(&env, &server)
+        .arg("--pricing")
+        .arg(&prices)
+        .args(["--output-format", "json"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "cost_overflow", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gpt-4o-mini") && msg.contains("`input`"),
+        "names the model, price key and field: {msg}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(requests(&server).await, 1, "not retried");
+    assert!(!text.contains("inf"), "no infinite cost anywhere: {text}");
+
+    // The text summary neither.
+    let out = with_openai(&env, &server)
+        .arg("--pricing")
+        .arg(&prices)
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let stderr = no_panic(&out);
+    assert!(!stderr.contains("inf"), "{stderr}");
+    assert!(stderr.contains("gpt-4o-mini"), "{stderr}");
+    // The run's cost is unknown: the summary gives a lower bound, never a whole `$0.000000`.
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("LLM call"))
+        .unwrap_or_default();
+    assert!(summary.contains("≥ $"), "{stderr}");
+
+    // A price file that says infinity, or a negative price, is rejected at load, naming it.
+    for bad in [
+        r#"{"gpt-4o-mini": {"input": 1e400}}"#,
+        r#"{"gpt-4o-mini": {"output": -1}}"#,
+    ] {
+        let f = env.write("bad.json", bad);
+        let out = with_openai(&env, &server)
+            .arg("--pricing")
+            .arg(&f)
+            .arg(&wf)
+            .output()
+            .unwrap();
+        let stderr = no_panic(&out);
+        assert_ne!(out.status.code(), Some(0), "{bad}: {stderr}");
+        assert!(stderr.contains("bad.json"), "{bad}: {stderr}");
+    }
+}
