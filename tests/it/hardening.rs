@@ -435,3 +435,55 @@ async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
         assert!(stderr.contains("bad.json"), "{bad}: {stderr}");
     }
 }
+
+/// Past `SPAN_LIMIT` (20,000) spans the report holds the first 20,000 and
+/// says, on the page and on the command line, how many it left out.
+#[test]
+fn trace_report_past_the_span_limit_says_what_it_left_out() {
+    const LIMIT: usize = 20_000;
+    const EXTRA: usize = 37;
+    let env = Env::new();
+    let wf = echo_workflow(&env);
+    env.pflow().arg("--trace").arg(&wf).assert().success();
+    let file = env.trace_files().pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let proto = first["resourceSpans"][0]["scopeSpans"][0]["spans"][0].clone();
+    let (spans, _) = read_trace(&file);
+    let have = spans.len();
+    let root = proto["spanId"].as_str().unwrap().to_string();
+    let clones: Vec<serde_json::Value> = (0..LIMIT + EXTRA - have)
+        .map(|i| {
+            let mut s = proto.clone();
+            s["spanId"] = json!(format!("{:016x}", 0x1000_0000u64 + i as u64));
+            s["parentSpanId"] = json!(root);
+            s["name"] = json!(format!("generated {i}"));
+            s
+        })
+        .collect();
+    let mut extra = first.clone();
+    extra["resourceSpans"][0]["scopeSpans"][0]["spans"] = json!(clones);
+    let big = env.write("big.otlp.json", &format!("{text}{}\n", extra));
+    let page = env.home().join("big.html");
+    let out = env
+        .pflow()
+        .args(["trace", "report"])
+        .arg(&big)
+        .arg("--output")
+        .arg(&page)
+        .output()
+        .unwrap();
+    let stderr = no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{EXTRA} spans left out")),
+        "the command says it: {stderr}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(&format!("{EXTRA} spans left out")) && html.contains("20,037 spans"),
+        "the page says it"
+    );
+    let drawn = html.matches("\"depth\":").count();
+    assert_eq!(drawn, LIMIT, "the page holds the first {LIMIT} spans");
+}
