@@ -20,6 +20,30 @@ fn echo_workflow(env: &Env) -> std::path::PathBuf {
     )
 }
 
+/// A one-node `llm` workflow asking `gpt-4o-mini` with `retries`.
+fn ask_workflow(env: &Env, retries: u64) -> std::path::PathBuf {
+    env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": retries}}],
+        "edges": []}))
+}
+
+/// `cmd` run on `wf` with `--output-format json`: its JSON output and exit code.
+fn json_run(
+    mut cmd: assert_cmd::Command,
+    wf: &std::path::Path,
+) -> (serde_json::Value, Option<i32>) {
+    let out = cmd
+        .args(["--output-format", "json"])
+        .arg(wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        out.status.code(),
+    )
+}
+
 #[test]
 fn otlp_headers_with_a_percent_before_a_multibyte_char_do_not_panic() {
     let env = Env::new();
@@ -60,21 +84,13 @@ async fn retry_after_inf_and_1e300_are_capped() {
     for value in ["inf", "1e300", "NaN", "-5"] {
         let server = rate_limited_server(value).await;
         let env = Env::new();
-        let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
-            {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 0}}],
-            "edges": []}));
-        let out = with_openai(&env, &server)
-            .args(["--output-format", "json"])
-            .arg(&wf)
-            .output()
-            .unwrap();
-        no_panic(&out);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let wf = ask_workflow(&env, 0);
+        let (v, code) = json_run(with_openai(&env, &server), &wf);
         assert_eq!(
             v["error"]["type"], "rate_limited",
             "Retry-After: {value}: {v}"
         );
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(code, Some(1));
     }
 }
 
@@ -336,20 +352,12 @@ async fn usage_counts_beyond_u64_negative_or_fractional_are_invalid_responses() 
     ] {
         let server = usage_server(usage).await;
         let env = Env::new();
-        let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
-            {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 2}}],
-            "edges": []}));
-        let out = with_openai(&env, &server)
-            .args(["--output-format", "json"])
-            .arg(&wf)
-            .output()
-            .unwrap();
-        no_panic(&out);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let wf = ask_workflow(&env, 2);
+        let (v, code) = json_run(with_openai(&env, &server), &wf);
         assert_eq!(v["error"]["type"], "invalid_response", "{usage}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains("_tokens"), "names the field: {msg}");
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(code, Some(1));
         // Not retried, like any other invalid response.
         assert_eq!(requests(&server).await, 1, "{usage}");
     }
@@ -357,16 +365,8 @@ async fn usage_counts_beyond_u64_negative_or_fractional_are_invalid_responses() 
     let server =
         usage_server(r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 0}"#).await;
     let env = Env::new();
-    let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
-        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi"}}], "edges": []}));
-    let out = with_openai(&env, &server)
-        .args(["--output-format", "json"])
-        .arg(&wf)
-        .output()
-        .unwrap();
-    no_panic(&out);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{v}");
+    let (v, code) = json_run(with_openai(&env, &server), &ask_workflow(&env, 0));
+    assert_eq!(code, Some(0), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,28 +378,22 @@ async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
         "prices.json",
         r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#,
     );
-    let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
-        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 2}}],
-        "edges": []}));
-    let out = with_openai(&env, &server)
-        .arg("--pricing")
-        .arg(&prices)
-        .args(["--output-format", "json"])
-        .arg(&wf)
-        .output()
-        .unwrap();
-    no_panic(&out);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let wf = ask_workflow(&env, 2);
+    let mut cmd = with_openai(&env, &server);
+    cmd.arg("--pricing").arg(&prices);
+    let (v, code) = json_run(cmd, &wf);
     assert_eq!(v["error"]["type"], "cost_overflow", "{v}");
     let msg = v["error"]["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("gpt-4o-mini") && msg.contains("`input`"),
         "names the model, price key and field: {msg}"
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     assert_eq!(requests(&server).await, 1, "not retried");
-    assert!(!text.contains("inf"), "no infinite cost anywhere: {text}");
+    assert!(
+        !v.to_string().contains("inf"),
+        "no infinite cost anywhere: {v}"
+    );
 
     // The text summary neither.
     let out = with_openai(&env, &server)
