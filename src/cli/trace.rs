@@ -169,10 +169,21 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                     Value::Null,
                 );
             }
-            eprintln!("report written to {}", path.display());
+            let omitted = traces::report::omitted_spans(&t);
+            if omitted > 0 {
+                eprintln!(
+                    "report written to {} ({} left out: it holds the first {} of {} spans)",
+                    path.display(),
+                    crate::format::count(omitted as u64, "span"),
+                    crate::format::thousands(traces::report::SPAN_LIMIT as u64),
+                    crate::format::thousands(t.spans.len() as u64),
+                );
+            } else {
+                eprintln!("report written to {}", path.display());
+            }
             if format == OutputFormat::Json {
                 print_json(
-                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.spans.len()}),
+                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.spans.len(), "omitted_spans": omitted}),
                 );
             }
             0

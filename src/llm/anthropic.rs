@@ -70,13 +70,13 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .await?;
     if !req.stream {
         let v = read_json(resp).await?;
-        return Ok(message_body(&v, req.json_schema.is_some()));
+        return message_body(&v, req.json_schema.is_some());
     }
     message_stream(Body::Http(resp)).await
 }
 
 /// A Messages response; with `tool_answer` the answer is the forced `answer` tool call's input.
-pub(super) fn message_body(v: &Value, tool_answer: bool) -> LlmResponse {
+pub(super) fn message_body(v: &Value, tool_answer: bool) -> Result<LlmResponse, LlmError> {
     let mut text = v["content"]
         .as_array()
         .into_iter()
@@ -96,9 +96,9 @@ pub(super) fn message_body(v: &Value, tool_answer: bool) -> LlmResponse {
             text = input.to_string();
         }
     }
-    LlmResponse {
+    Ok(LlmResponse {
         text,
-        usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null)),
+        usage: from_anthropic(v.get("usage").unwrap_or(&Value::Null))?,
         response_model: str_field(v, "model"),
         response_id: str_field(v, "id"),
         finish_reasons: str_field(v, "stop_reason").into_iter().collect(),
@@ -107,7 +107,7 @@ pub(super) fn message_body(v: &Value, tool_answer: bool) -> LlmResponse {
             .pointer("/usage/service_tier")
             .and_then(Value::as_str)
             .map(str::to_string),
-    }
+    })
 }
 
 /// A Messages stream: typed events, usage split over `message_start` and `message_delta`.
@@ -122,7 +122,7 @@ pub(super) async fn message_stream(body: Body) -> Result<LlmResponse, LlmError> 
             Err(e) => {
                 return Err(LlmError::Stream {
                     message: e,
-                    partial: Box::new(usage.usage()),
+                    partial: Box::new(usage.partial()),
                 })
             }
         };
@@ -166,14 +166,14 @@ pub(super) async fn message_stream(body: Body) -> Result<LlmResponse, LlmError> 
                         .to_string();
                     return Err(LlmError::Stream {
                         message: msg,
-                        partial: Box::new(usage.usage()),
+                        partial: Box::new(usage.partial()),
                     });
                 }
                 _ => {}
             }
         }
     }
-    out.usage = usage.usage();
+    out.usage = usage.usage()?;
     if !stopped {
         return Err(LlmError::Stream {
             message: "the stream ended before `message_stop`".into(),

@@ -64,19 +64,19 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     let headers = [("x-goog-api-key", key.as_str())];
     let resp = c.post(&url, &headers, &body, Some(&key), "gemini").await?;
     if !req.stream {
-        return Ok(generate_body(&read_json(resp).await?));
+        return generate_body(&read_json(resp).await?);
     }
     generate_stream(Body::Http(resp)).await
 }
 
 /// A `generateContent` response.
-pub(super) fn generate_body(v: &Value) -> LlmResponse {
+pub(super) fn generate_body(v: &Value) -> Result<LlmResponse, LlmError> {
     let mut out = LlmResponse {
         usage: Usage::unknown(),
         ..Default::default()
     };
-    absorb(&mut out, v, UsageSource::Provider);
-    out
+    absorb(&mut out, v, UsageSource::Provider)?;
+    Ok(out)
 }
 
 /// A `streamGenerateContent?alt=sse` stream: each chunk a partial response.
@@ -107,7 +107,7 @@ pub(super) async fn generate_stream(body: Body) -> Result<LlmResponse, LlmError>
                     partial: Box::new(out.usage),
                 });
             }
-            absorb(&mut out, &v, UsageSource::ProviderStream);
+            absorb(&mut out, &v, UsageSource::ProviderStream)?;
             chunks += 1;
         }
     }
@@ -122,7 +122,7 @@ pub(super) async fn generate_stream(body: Body) -> Result<LlmResponse, LlmError>
 }
 
 /// Folds one response (or stream chunk) into `out`: text appended, usage replaced.
-fn absorb(out: &mut LlmResponse, v: &Value, source: UsageSource) {
+fn absorb(out: &mut LlmResponse, v: &Value, source: UsageSource) -> Result<(), LlmError> {
     if let Some(cand) = v.pointer("/candidates/0") {
         for p in cand
             .pointer("/content/parts")
@@ -143,10 +143,11 @@ fn absorb(out: &mut LlmResponse, v: &Value, source: UsageSource) {
         }
     }
     if let Some(u) = v.get("usageMetadata") {
-        out.usage = from_gemini(u);
+        out.usage = from_gemini(u)?;
         out.usage.source = source;
         out.service_tier = str_field(u, "serviceTier").or(out.service_tier.take());
     }
     out.response_model = str_field(v, "modelVersion").or(out.response_model.take());
     out.response_id = str_field(v, "responseId").or(out.response_id.take());
+    Ok(())
 }

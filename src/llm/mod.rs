@@ -231,6 +231,9 @@ pub enum LlmError {
     UnknownModel(String),
     #[error("image: {0}")]
     Image(String),
+    /// Billed, but its cost is not a finite number (a huge price × a huge count).
+    #[error(transparent)]
+    CostOverflow(#[from] crate::pricing::CostOverflow),
     /// Refused by the run's budget guard before it was sent.
     #[error(transparent)]
     Budget(Box<budget::BudgetExceeded>),
@@ -286,6 +289,7 @@ impl LlmError {
             LlmError::InvalidResponse(_) => "invalid_response",
             LlmError::UnknownModel(_) => "unknown_model",
             LlmError::Image(_) => "image_error",
+            LlmError::CostOverflow(_) => "cost_overflow",
             LlmError::Budget(b) => b.kind(),
         }
     }
@@ -728,14 +732,14 @@ pub mod wire {
     /// A non-streaming response body.
     pub fn parse_body(wire: Wire, body: &[u8]) -> Result<LlmResponse, LlmError> {
         let v = parse_json(body)?;
-        Ok(match wire {
+        match wire {
             Wire::OpenAiChat => openai::chat_body(&v),
             Wire::OpenAiResponses => openai::from_response_object(&v, super::UsageSource::Provider),
             Wire::Anthropic => anthropic::message_body(&v, false),
             Wire::AnthropicTool => anthropic::message_body(&v, true),
             Wire::Gemini => gemini::generate_body(&v),
             Wire::Ollama => ollama::chat_body(&v),
-        })
+        }
     }
 
     /// A streaming response body, delivered in `chunks` as they came off the network.

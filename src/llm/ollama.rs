@@ -48,26 +48,26 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .post(&format!("{base}/api/chat"), &[], &body, None, "ollama")
         .await?;
     if !req.stream {
-        return Ok(chat_body(&read_json(resp).await?));
+        return chat_body(&read_json(resp).await?);
     }
     chat_stream(Body::Http(resp)).await
 }
 
 /// A non-streaming `/api/chat` response.
-pub(super) fn chat_body(v: &Value) -> LlmResponse {
-    LlmResponse {
+pub(super) fn chat_body(v: &Value) -> Result<LlmResponse, LlmError> {
+    Ok(LlmResponse {
         text: v
             .pointer("/message/content")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        usage: from_ollama(v),
+        usage: from_ollama(v)?,
         response_model: str_field(v, "model"),
         response_id: None,
         finish_reasons: str_field(v, "done_reason").into_iter().collect(),
         provider_cost_usd: None,
         service_tier: None,
-    }
+    })
 }
 
 /// A streaming `/api/chat` response: JSON lines, the last with `done: true` and the usage.
@@ -123,7 +123,7 @@ fn line_into(out: &mut LlmResponse, line: &[u8]) -> Result<bool, LlmError> {
     }
     out.response_model = str_field(&v, "model").or(out.response_model.take());
     if v.get("done").and_then(Value::as_bool) == Some(true) {
-        out.usage = from_ollama(&v);
+        out.usage = from_ollama(&v)?;
         if out.usage.is_known() {
             out.usage.source = UsageSource::ProviderStream;
         }

@@ -104,21 +104,21 @@ async fn chat(
         )
         .await?;
     if !req.stream {
-        return Ok(chat_body(&read_json(resp).await?));
+        return chat_body(&read_json(resp).await?);
     }
     chat_stream(Body::Http(resp)).await
 }
 
 /// A Chat Completions response object.
-pub(super) fn chat_body(v: &Value) -> LlmResponse {
+pub(super) fn chat_body(v: &Value) -> Result<LlmResponse, LlmError> {
     let choice = v.pointer("/choices/0").cloned().unwrap_or(Value::Null);
-    LlmResponse {
+    Ok(LlmResponse {
         text: choice
             .pointer("/message/content")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        usage: from_openai_chat(v.get("usage").unwrap_or(&Value::Null)),
+        usage: from_openai_chat(v.get("usage").unwrap_or(&Value::Null))?,
         response_model: str_field(v, "model"),
         response_id: str_field(v, "id"),
         finish_reasons: v["choices"]
@@ -131,7 +131,7 @@ pub(super) fn chat_body(v: &Value) -> LlmResponse {
             .unwrap_or_default(),
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
-    }
+    })
 }
 
 /// A Chat Completions stream: `choices[].delta` chunks, usage on the last, then `[DONE]`.
@@ -181,7 +181,7 @@ pub(super) async fn chat_stream(body: Body) -> Result<LlmResponse, LlmError> {
             }
             // Only the final chunk (choices: []) carries numbers; the others send null.
             if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                out.usage = from_openai_chat(u);
+                out.usage = from_openai_chat(u)?;
                 out.usage.source = UsageSource::ProviderStream;
                 out.provider_cost_usd = u.get("cost").and_then(Value::as_f64);
             }
@@ -234,7 +234,7 @@ async fn responses(
         .await?;
     if !req.stream {
         let v = read_json(resp).await?;
-        return Ok(from_response_object(&v, UsageSource::Provider));
+        return from_response_object(&v, UsageSource::Provider);
     }
     responses_stream(Body::Http(resp)).await
 }
@@ -265,7 +265,7 @@ pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError
                 // Usage is null until the terminal event.
                 "response.completed" | "response.incomplete" | "response.failed" => {
                     let r = v.get("response").cloned().unwrap_or(Value::Null);
-                    let mut out = from_response_object(&r, UsageSource::ProviderStream);
+                    let mut out = from_response_object(&r, UsageSource::ProviderStream)?;
                     if out.text.is_empty() {
                         out.text = text;
                     }
@@ -290,7 +290,7 @@ pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError
                 }
                 _ => {
                     if let Some(u) = v.pointer("/response/usage").filter(|u| u.is_object()) {
-                        usage = from_openai_responses(u);
+                        usage = from_openai_responses(u)?;
                         usage.source = UsageSource::ProviderStream;
                     }
                 }
@@ -303,7 +303,10 @@ pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError
     })
 }
 
-pub(super) fn from_response_object(v: &Value, source: UsageSource) -> LlmResponse {
+pub(super) fn from_response_object(
+    v: &Value,
+    source: UsageSource,
+) -> Result<LlmResponse, LlmError> {
     let mut text = String::new();
     for item in v["output"].as_array().into_iter().flatten() {
         if item["type"] == "message" {
@@ -314,7 +317,7 @@ pub(super) fn from_response_object(v: &Value, source: UsageSource) -> LlmRespons
             }
         }
     }
-    let mut usage = from_openai_responses(v.get("usage").unwrap_or(&Value::Null));
+    let mut usage = from_openai_responses(v.get("usage").unwrap_or(&Value::Null))?;
     if usage.is_known() {
         usage.source = source;
     }
@@ -328,7 +331,7 @@ pub(super) fn from_response_object(v: &Value, source: UsageSource) -> LlmRespons
         (Some(s), _) => vec![s.to_string()],
         _ => vec![],
     };
-    LlmResponse {
+    Ok(LlmResponse {
         text,
         usage,
         response_model: str_field(v, "model"),
@@ -336,5 +339,5 @@ pub(super) fn from_response_object(v: &Value, source: UsageSource) -> LlmRespons
         finish_reasons: finish,
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
-    }
+    })
 }

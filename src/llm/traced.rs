@@ -50,14 +50,33 @@ pub fn price_call(
     usage: &Usage,
     table: &PriceTable,
 ) -> Priced {
-    price_usage(
-        provider,
+    table.price(&call_facts(provider, model, resp, usage))
+}
+
+/// [`price_call`] for a live call: a cost that overflows is that call's error.
+pub fn try_price_call(
+    provider: Provider,
+    model: &str,
+    resp: Option<&LlmResponse>,
+    usage: &Usage,
+    table: &PriceTable,
+) -> Result<Priced, crate::pricing::CostOverflow> {
+    table.try_price(&call_facts(provider, model, resp, usage))
+}
+
+fn call_facts<'a>(
+    provider: Provider,
+    model: &'a str,
+    resp: Option<&'a LlmResponse>,
+    usage: &Usage,
+) -> crate::pricing::CallFacts<'a> {
+    crate::pricing::CallFacts {
+        provider: provider.pricing(),
         model,
-        resp.and_then(|r| r.response_model.as_deref()),
-        resp.and_then(|r| r.provider_cost_usd),
-        usage,
-        table,
-    )
+        response_model: resp.and_then(|r| r.response_model.as_deref()),
+        provider_cost_usd: resp.and_then(|r| r.provider_cost_usd),
+        tokens: usage.is_known().then(|| usage.counts()),
+    }
 }
 
 /// The pricing policy ([`crate::pricing::CallFacts`]) applied to the facts a
@@ -108,6 +127,12 @@ fn record_usage(span: &tracing::Span, u: &Usage) {
         attr::USAGE_ESTIMATED,
         u.source == super::UsageSource::Estimated,
     );
+}
+
+fn record_failure(span: &tracing::Span, e: &LlmError) {
+    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
+    span.record(attr::ERROR_TYPE, e.kind());
+    span.record("otel.status_description", e.to_string().as_str());
 }
 
 fn record_cost(span: &tracing::Span, p: &Priced) {
@@ -250,7 +275,20 @@ pub async fn call(
                     json!(resp.finish_reasons).to_string().as_str(),
                 );
                 record_usage(&span, &resp.usage);
-                let priced = price_call(provider, &model, Some(&resp), &resp.usage, prices);
+                let priced =
+                    match try_price_call(provider, &model, Some(&resp), &resp.usage, prices) {
+                        Ok(p) => p,
+                        Err(overflow) => {
+                            // Billed, but not a number: the call fails, its cost unknown.
+                            reservation.settle(None, resp.usage.total().unwrap_or(0));
+                            let e = LlmError::from(overflow);
+                            record_failure(&span, &e);
+                            return Err(Failed {
+                                error: e,
+                                attempts: attempt,
+                            });
+                        }
+                    };
                 record_cost(&span, &priced);
                 // What the provider billed teaches later reservations (not a local count).
                 let billed_prompt = resp
@@ -294,9 +332,7 @@ pub async fn call(
                         reservation.settle(Some(0.0), 0)
                     }
                 }
-                tracing::error!(parent: &span, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
-                span.record(attr::ERROR_TYPE, e.kind());
-                span.record("otel.status_description", e.to_string().as_str());
+                record_failure(&span, &e);
                 let retry = e.is_retryable() && attempt <= opts.retries;
                 if !retry {
                     return Err(Failed {

@@ -12,6 +12,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::LlmError;
+
+/// A parsed usage object, or the `invalid_response` a malformed count makes.
+pub type Parsed = Result<Usage, LlmError>;
+
 /// Where token counts come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,7 +71,7 @@ impl Usage {
     pub fn total(&self) -> Option<u64> {
         match (self.input_tokens, self.output_tokens) {
             (None, None) => None,
-            (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+            (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
         }
     }
 
@@ -77,7 +82,7 @@ impl Usage {
         crate::accounting::Tokens {
             input,
             output,
-            total: input + output,
+            total: input.saturating_add(output),
             cache_read: self.cache_read_tokens.unwrap_or(0),
             cache_write: self.cache_write_tokens.unwrap_or(0),
             cache_write_1h: self.cache_write_1h_tokens.unwrap_or(0),
@@ -86,54 +91,83 @@ impl Usage {
     }
 }
 
-fn n(v: &Value, path: &[&str]) -> Option<u64> {
+/// One count at `path`: absent or null is "not reported"; anything that is
+/// not a whole number in u64 (beyond u64, negative, fractional, a string) is
+/// an invalid response, never a silent 0.
+fn n(v: &Value, path: &[&str]) -> Result<Option<u64>, LlmError> {
     let mut cur = v;
     for p in path {
-        cur = cur.get(p)?;
+        match cur.get(p) {
+            Some(next) => cur = next,
+            None => return Ok(None),
+        }
     }
-    cur.as_u64()
+    if cur.is_null() {
+        return Ok(None);
+    }
+    cur.as_u64().map(Some).ok_or_else(|| {
+        let shown: String = cur.to_string().chars().take(40).collect();
+        LlmError::InvalidResponse(format!(
+            "usage count `{}` is not a token count (a whole number from 0 to {}): {shown}",
+            path.join("."),
+            u64::MAX
+        ))
+    })
+}
+
+/// Sums counts that one provider splits in parts; a sum past u64 is as
+/// invalid as a count past it.
+fn sum(parts: &[Option<u64>]) -> Result<Option<u64>, LlmError> {
+    if parts.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    parts
+        .iter()
+        .try_fold(0u64, |acc, p| acc.checked_add(p.unwrap_or(0)))
+        .map(Some)
+        .ok_or_else(|| LlmError::InvalidResponse("usage counts add up past u64".into()))
 }
 
 /// OpenAI Chat Completions `usage` (also OpenAI-compatible servers).
-pub fn from_openai_chat(u: &Value) -> Usage {
+pub fn from_openai_chat(u: &Value) -> Parsed {
     if !u.is_object() {
-        return Usage::unknown();
+        return Ok(Usage::unknown());
     }
-    Usage {
-        input_tokens: n(u, &["prompt_tokens"]),
-        output_tokens: n(u, &["completion_tokens"]),
-        cache_read_tokens: Some(n(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0)),
+    Ok(Usage {
+        input_tokens: n(u, &["prompt_tokens"])?,
+        output_tokens: n(u, &["completion_tokens"])?,
+        cache_read_tokens: Some(n(u, &["prompt_tokens_details", "cached_tokens"])?.unwrap_or(0)),
         cache_write_tokens: Some(
-            n(u, &["prompt_tokens_details", "cache_write_tokens"]).unwrap_or(0),
+            n(u, &["prompt_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
         ),
         cache_write_1h_tokens: Some(0),
-        reasoning_tokens: n(u, &["completion_tokens_details", "reasoning_tokens"]),
+        reasoning_tokens: n(u, &["completion_tokens_details", "reasoning_tokens"])?,
         source: UsageSource::Provider,
-    }
+    })
 }
 
 /// OpenAI Responses API `usage`.
-pub fn from_openai_responses(u: &Value) -> Usage {
+pub fn from_openai_responses(u: &Value) -> Parsed {
     if !u.is_object() {
-        return Usage::unknown();
+        return Ok(Usage::unknown());
     }
-    Usage {
-        input_tokens: n(u, &["input_tokens"]),
-        output_tokens: n(u, &["output_tokens"]),
-        cache_read_tokens: Some(n(u, &["input_tokens_details", "cached_tokens"]).unwrap_or(0)),
+    Ok(Usage {
+        input_tokens: n(u, &["input_tokens"])?,
+        output_tokens: n(u, &["output_tokens"])?,
+        cache_read_tokens: Some(n(u, &["input_tokens_details", "cached_tokens"])?.unwrap_or(0)),
         cache_write_tokens: Some(
-            n(u, &["input_tokens_details", "cache_write_tokens"]).unwrap_or(0),
+            n(u, &["input_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
         ),
         cache_write_1h_tokens: Some(0),
-        reasoning_tokens: n(u, &["output_tokens_details", "reasoning_tokens"]),
+        reasoning_tokens: n(u, &["output_tokens_details", "reasoning_tokens"])?,
         source: UsageSource::Provider,
-    }
+    })
 }
 
 /// Anthropic Messages `usage`; with compaction, billing is the sum of `iterations`.
-pub fn from_anthropic(u: &Value) -> Usage {
+pub fn from_anthropic(u: &Value) -> Parsed {
     if !u.is_object() {
-        return Usage::unknown();
+        return Ok(Usage::unknown());
     }
     if let Some(iters) = u
         .get("iterations")
@@ -145,76 +179,74 @@ pub fn from_anthropic(u: &Value) -> Usage {
             ..Default::default()
         };
         for it in iters {
-            let one = anthropic_one(it);
-            total.input_tokens =
-                Some(total.input_tokens.unwrap_or(0) + one.input_tokens.unwrap_or(0));
-            total.output_tokens =
-                Some(total.output_tokens.unwrap_or(0) + one.output_tokens.unwrap_or(0));
-            total.cache_read_tokens =
-                Some(total.cache_read_tokens.unwrap_or(0) + one.cache_read_tokens.unwrap_or(0));
-            total.cache_write_tokens =
-                Some(total.cache_write_tokens.unwrap_or(0) + one.cache_write_tokens.unwrap_or(0));
-            total.cache_write_1h_tokens = Some(
-                total.cache_write_1h_tokens.unwrap_or(0) + one.cache_write_1h_tokens.unwrap_or(0),
-            );
-            total.reasoning_tokens = match (total.reasoning_tokens, one.reasoning_tokens) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            let one = anthropic_one(it)?;
+            let add = |a: Option<u64>, b: Option<u64>| -> Result<Option<u64>, LlmError> {
+                Ok(Some(sum(&[a, b])?.unwrap_or(0)))
             };
+            total.input_tokens = add(total.input_tokens, one.input_tokens)?;
+            total.output_tokens = add(total.output_tokens, one.output_tokens)?;
+            total.cache_read_tokens = add(total.cache_read_tokens, one.cache_read_tokens)?;
+            total.cache_write_tokens = add(total.cache_write_tokens, one.cache_write_tokens)?;
+            total.cache_write_1h_tokens =
+                add(total.cache_write_1h_tokens, one.cache_write_1h_tokens)?;
+            total.reasoning_tokens = sum(&[total.reasoning_tokens, one.reasoning_tokens])?;
         }
-        return total;
+        return Ok(total);
     }
     anthropic_one(u)
 }
 
-fn anthropic_one(u: &Value) -> Usage {
-    let uncached = n(u, &["input_tokens"]);
-    let read = n(u, &["cache_read_input_tokens"]).unwrap_or(0);
-    let write = n(u, &["cache_creation_input_tokens"]).unwrap_or(0);
-    Usage {
-        input_tokens: uncached.map(|i| i + read + write),
-        output_tokens: n(u, &["output_tokens"]),
+fn anthropic_one(u: &Value) -> Parsed {
+    let uncached = n(u, &["input_tokens"])?;
+    let read = n(u, &["cache_read_input_tokens"])?.unwrap_or(0);
+    let write = n(u, &["cache_creation_input_tokens"])?.unwrap_or(0);
+    Ok(Usage {
+        input_tokens: match uncached {
+            Some(i) => sum(&[Some(i), Some(read), Some(write)])?,
+            None => None,
+        },
+        output_tokens: n(u, &["output_tokens"])?,
         cache_read_tokens: Some(read),
         cache_write_tokens: Some(write),
         cache_write_1h_tokens: Some(
-            n(u, &["cache_creation", "ephemeral_1h_input_tokens"]).unwrap_or(0),
+            n(u, &["cache_creation", "ephemeral_1h_input_tokens"])?.unwrap_or(0),
         ),
-        reasoning_tokens: n(u, &["output_tokens_details", "thinking_tokens"]),
+        reasoning_tokens: n(u, &["output_tokens_details", "thinking_tokens"])?,
         source: UsageSource::Provider,
-    }
+    })
 }
 
 /// Gemini `usageMetadata`: thoughts sit beside the candidates; cached content is inside the prompt.
-pub fn from_gemini(u: &Value) -> Usage {
+pub fn from_gemini(u: &Value) -> Parsed {
     if !u.is_object() {
-        return Usage::unknown();
+        return Ok(Usage::unknown());
     }
-    let prompt = n(u, &["promptTokenCount"]);
-    let tool = n(u, &["toolUsePromptTokenCount"]).unwrap_or(0);
-    let cand = n(u, &["candidatesTokenCount"]);
-    let thoughts = n(u, &["thoughtsTokenCount"]);
-    Usage {
-        input_tokens: prompt.map(|p| p + tool),
-        output_tokens: match (cand, thoughts) {
-            (None, None) => None,
-            (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+    let prompt = n(u, &["promptTokenCount"])?;
+    let tool = n(u, &["toolUsePromptTokenCount"])?.unwrap_or(0);
+    let cand = n(u, &["candidatesTokenCount"])?;
+    let thoughts = n(u, &["thoughtsTokenCount"])?;
+    Ok(Usage {
+        input_tokens: match prompt {
+            Some(p) => sum(&[Some(p), Some(tool)])?,
+            None => None,
         },
-        cache_read_tokens: Some(n(u, &["cachedContentTokenCount"]).unwrap_or(0)),
+        output_tokens: sum(&[cand, thoughts])?,
+        cache_read_tokens: Some(n(u, &["cachedContentTokenCount"])?.unwrap_or(0)),
         cache_write_tokens: Some(0),
         cache_write_1h_tokens: Some(0),
         reasoning_tokens: thoughts,
         source: UsageSource::Provider,
-    }
+    })
 }
 
 /// Ollama native `/api/chat` (the `done: true` object). Missing counts stay unknown.
-pub fn from_ollama(v: &Value) -> Usage {
-    let input = n(v, &["prompt_eval_count"]);
-    let output = n(v, &["eval_count"]);
+pub fn from_ollama(v: &Value) -> Parsed {
+    let input = n(v, &["prompt_eval_count"])?;
+    let output = n(v, &["eval_count"])?;
     if input.is_none() && output.is_none() {
-        return Usage::unknown();
+        return Ok(Usage::unknown());
     }
-    Usage {
+    Ok(Usage {
         input_tokens: input,
         output_tokens: output,
         cache_read_tokens: Some(0),
@@ -222,7 +254,7 @@ pub fn from_ollama(v: &Value) -> Usage {
         cache_write_1h_tokens: Some(0),
         reasoning_tokens: None,
         source: UsageSource::Provider,
-    }
+    })
 }
 
 /// Anthropic streaming: `message_start` gives input and cache figures,
@@ -249,13 +281,19 @@ impl AnthropicStreamUsage {
         }
     }
 
-    pub fn usage(&self) -> Usage {
+    pub fn usage(&self) -> Parsed {
         if self.raw.is_empty() {
-            return Usage::unknown();
+            return Ok(Usage::unknown());
         }
-        let mut u = from_anthropic(&Value::Object(self.raw.clone()));
+        let mut u = from_anthropic(&Value::Object(self.raw.clone()))?;
         u.source = UsageSource::ProviderStream;
-        u
+        Ok(u)
+    }
+
+    /// What a broken stream had counted so far (unknown if that was malformed:
+    /// the break is the error to report).
+    pub fn partial(&self) -> Usage {
+        self.usage().unwrap_or_else(|_| Usage::unknown())
     }
 }
 
@@ -266,10 +304,10 @@ mod tests {
 
     #[test]
     fn missing_usage_is_unknown_not_zero() {
-        let u = from_openai_chat(&Value::Null);
+        let u = from_openai_chat(&Value::Null).unwrap();
         assert!(!u.is_known());
         assert_eq!(u.input_tokens, None);
-        assert!(!from_ollama(&json!({"done": true})).is_known());
+        assert!(!from_ollama(&json!({"done": true})).unwrap().is_known());
     }
 
     #[test]
@@ -280,9 +318,37 @@ mod tests {
         s.event(
             &json!({"type": "message_delta", "usage": {"output_tokens": 9, "input_tokens": null}}),
         );
-        let u = s.usage();
+        let u = s.usage().unwrap();
         assert_eq!(u.input_tokens, Some(15));
         assert_eq!(u.output_tokens, Some(9));
         assert_eq!(u.source, UsageSource::ProviderStream);
+    }
+
+    #[test]
+    fn a_count_that_is_not_a_u64_is_invalid_not_zero() {
+        let too_big: Value = serde_json::from_str(
+            r#"{"prompt_tokens": 18446744073709551616, "completion_tokens": 1}"#,
+        )
+        .unwrap();
+        for bad in [
+            too_big,
+            json!({"prompt_tokens": -1}),
+            json!({"prompt_tokens": 2.5}),
+            json!({"prompt_tokens": "12"}),
+        ] {
+            let e = from_openai_chat(&bad).unwrap_err();
+            assert_eq!(e.kind(), "invalid_response", "{bad}");
+            assert!(e.to_string().contains("prompt_tokens"), "{e}");
+        }
+        let max = u64::MAX;
+        let e = from_anthropic(&json!({"input_tokens": max, "cache_read_input_tokens": 1}))
+            .unwrap_err();
+        assert_eq!(e.kind(), "invalid_response");
+        assert_eq!(
+            from_openai_chat(&json!({"prompt_tokens": max, "completion_tokens": null}))
+                .unwrap()
+                .input_tokens,
+            Some(max)
+        );
     }
 }

@@ -75,6 +75,8 @@ kinds! {
     InvalidResponse => "invalid_response",
     UnknownModel => "unknown_model",
     ImageError => "image_error",
+    /// A call's cost overflowed to infinity (a huge price × a huge count).
+    CostOverflow => "cost_overflow",
     /// `--max-cost` / `--max-tokens-total` stopped the call.
     BudgetExceeded => "budget_exceeded",
     /// `--max-cost` and a model with no known price.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 mod policy;
-pub use policy::{CallFacts, ProviderPricing};
+pub use policy::{CallFacts, CostOverflow, ProviderPricing};
 
 /// Token counts of one call: the accounting model's one token type.
 pub use crate::accounting::Tokens as TokenCounts;

@@ -13,6 +13,22 @@
 use super::{PriceSource, PriceTable, ResolvedPrice};
 use crate::accounting::{Cost, CostSource, Tokens};
 
+/// A call whose cost is not a finite number of USD (a huge override price
+/// times a huge count): an error on that call, never `$inf` nor a silent 0.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the cost of the call to `{model}` is not a finite number of USD: price `{key}` field `{field}` × the call's tokens overflows"
+)]
+pub struct CostOverflow {
+    /// The model as requested.
+    pub model: String,
+    /// The price-table key that priced it.
+    pub key: String,
+    /// The rate field whose product overflowed (`input`, `output`, …; `total`
+    /// when only the sum did).
+    pub field: &'static str,
+}
+
 /// How a provider's calls are priced (each provider declares its own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProviderPricing {
@@ -55,14 +71,37 @@ impl PriceTable {
             .or_else(|| names.iter().find_map(|m| self.lookup(m, prefix)))
     }
 
-    /// Prices one call by the policy above.
+    /// Prices one call by the policy above; a cost that overflows (it can
+    /// only come from the table: JSON holds no infinite provider cost) is
+    /// unknown here. Live calls use [`PriceTable::try_price`].
     pub fn price(&self, call: &CallFacts) -> Cost {
+        self.try_price(call)
+            .unwrap_or_else(|_| Cost::plain(None, CostSource::Unpriced))
+    }
+
+    /// [`PriceTable::price`], with an overflowing cost an error naming the
+    /// model, the price key and the field.
+    pub fn try_price(&self, call: &CallFacts) -> Result<Cost, CostOverflow> {
         if call.provider.free {
-            return Cost::plain(Some(0.0), CostSource::Free);
+            return Ok(Cost::plain(Some(0.0), CostSource::Free));
         }
         let by_table = |p: ResolvedPrice, t: &Tokens| {
             let c = super::cost(t, &p.price);
-            Cost {
+            let parts = [
+                ("input", c.input_usd),
+                ("cache_read", c.cache_read_usd),
+                ("cache_write", c.cache_write_usd),
+                ("output", c.output_usd),
+                ("total", c.total_usd),
+            ];
+            if let Some((field, _)) = parts.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(CostOverflow {
+                    model: call.model.to_string(),
+                    key: p.key,
+                    field,
+                });
+            }
+            Ok(Cost {
                 usd: Some(c.total_usd),
                 source: match p.source {
                     PriceSource::Builtin => CostSource::Table,
@@ -70,23 +109,23 @@ impl PriceTable {
                 },
                 key: Some(p.key),
                 cache_savings_usd: c.cache_savings_usd,
-            }
+            })
         };
         let found = self.resolve(call.model, call.response_model, call.provider.prefix);
         let Some(tokens) = call.tokens else {
-            return match call.provider_cost_usd {
+            return Ok(match call.provider_cost_usd {
                 Some(c) => Cost::plain(Some(c), CostSource::Provider),
                 None => Cost::plain(None, CostSource::UnknownUsage),
-            };
+            });
         };
         match found {
             Some(p) if p.source == PriceSource::Override => by_table(p, &tokens),
             _ if call.provider_cost_usd.is_some() => {
-                Cost::plain(call.provider_cost_usd, CostSource::Provider)
+                Ok(Cost::plain(call.provider_cost_usd, CostSource::Provider))
             }
             Some(p) => by_table(p, &tokens),
-            None if call.provider.local => Cost::plain(Some(0.0), CostSource::Local),
-            None => Cost::plain(None, CostSource::Unpriced),
+            None if call.provider.local => Ok(Cost::plain(Some(0.0), CostSource::Local)),
+            None => Ok(Cost::plain(None, CostSource::Unpriced)),
         }
     }
 }
@@ -163,5 +202,35 @@ mod tests {
         c.tokens = None;
         c.provider_cost_usd = None;
         assert_eq!(t.price(&c).source, CostSource::UnknownUsage);
+    }
+
+    #[test]
+    fn a_cost_that_overflows_is_an_error_naming_model_key_and_field() {
+        let (t, _) = PriceTable::with_overrides_str(
+            r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#,
+            "p.json",
+        )
+        .unwrap();
+        let mut c = call("gpt-4o-mini", None);
+        c.tokens = Some(Tokens::call(1_000_000_000, 1));
+        let e = t.try_price(&c).unwrap_err();
+        assert_eq!(e.field, "input");
+        assert_eq!(e.key, "gpt-4o-mini");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`gpt-4o-mini`") && msg.contains("`input`"),
+            "{msg}"
+        );
+        assert_eq!(t.price(&c).usd, None);
+        // A price file cannot smuggle in an infinite or negative price.
+        for bad in [
+            r#"{"m": {"input": 1e400, "output": 1}}"#,
+            r#"{"m": {"input": -1, "output": 1}}"#,
+        ] {
+            let err = PriceTable::with_overrides_str(bad, "p.json")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("p.json"), "{err}");
+        }
     }
 }

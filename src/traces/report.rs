@@ -19,8 +19,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The waterfall draws at most this many rows (plain DOM stays responsive);
-/// the tables and every span's details are always complete.
+/// the tables are always complete.
 pub const ROW_LIMIT: usize = 5000;
+
+/// The page carries the details of at most this many spans (the first in
+/// tree order), so a huge trace makes a page of bounded size; the page and
+/// the command say how many it left out. The tables still count every span.
+pub const SPAN_LIMIT: usize = 20_000;
+
+/// How many spans of `trace` the page leaves out (past [`SPAN_LIMIT`]).
+pub fn omitted_spans(trace: &Trace) -> usize {
+    trace.spans.len().saturating_sub(SPAN_LIMIT)
+}
 
 const CSS: &str = include_str!("report_assets/report.css");
 const JS: &str = include_str!("report_assets/report.js");
@@ -98,6 +108,7 @@ fn data(trace: &Trace) -> Value {
     let end = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(t0);
     let spans: Vec<Value> = tree_order(trace)
         .into_iter()
+        .take(SPAN_LIMIT)
         .map(|(depth, s)| {
             json!({
                 "id": s.span_id,
@@ -122,6 +133,8 @@ fn data(trace: &Trace) -> Value {
         "trace_id": trace.trace_id(),
         "total_ms": ms(end),
         "row_limit": ROW_LIMIT,
+        "span_limit": SPAN_LIMIT,
+        "omitted_spans": omitted_spans(trace),
         "names": names(),
         "spans": spans,
     })
@@ -447,6 +460,16 @@ pub fn render_html(trace: &Trace) -> String {
             out,
             "<div class=\"notice warn\">Cost is incomplete: some calls have no known price{}. The total is a lower bound.</div>",
             esc(&models)
+        );
+    }
+    let omitted = omitted_spans(trace);
+    if omitted > 0 {
+        let _ = write!(
+            out,
+            "<div class=\"notice warn\" id=\"omitted-spans\">{} left out: this page holds the first {} of {} spans (in tree order). The totals and tables count every span.</div>",
+            esc(&crate::format::count(omitted as u64, "span")),
+            crate::format::thousands(SPAN_LIMIT as u64),
+            crate::format::thousands(trace.spans.len() as u64),
         );
     }
     if let Some(root) = trace

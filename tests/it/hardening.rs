@@ -20,6 +20,30 @@ fn echo_workflow(env: &Env) -> std::path::PathBuf {
     )
 }
 
+/// A one-node `llm` workflow asking `gpt-4o-mini` with `retries`.
+fn ask_workflow(env: &Env, retries: u64) -> std::path::PathBuf {
+    env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": retries}}],
+        "edges": []}))
+}
+
+/// `cmd` run on `wf` with `--output-format json`: its JSON output and exit code.
+fn json_run(
+    mut cmd: assert_cmd::Command,
+    wf: &std::path::Path,
+) -> (serde_json::Value, Option<i32>) {
+    let out = cmd
+        .args(["--output-format", "json"])
+        .arg(wf)
+        .output()
+        .unwrap();
+    no_panic(&out);
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        out.status.code(),
+    )
+}
+
 #[test]
 fn otlp_headers_with_a_percent_before_a_multibyte_char_do_not_panic() {
     let env = Env::new();
@@ -60,21 +84,13 @@ async fn retry_after_inf_and_1e300_are_capped() {
     for value in ["inf", "1e300", "NaN", "-5"] {
         let server = rate_limited_server(value).await;
         let env = Env::new();
-        let wf = env.workflow("ask.json", json!({"ir_version": "0.1.0", "nodes": [
-            {"id": "ask", "type": "llm", "params": {"model": "gpt-4o-mini", "prompt": "hi", "retries": 0}}],
-            "edges": []}));
-        let out = with_openai(&env, &server)
-            .args(["--output-format", "json"])
-            .arg(&wf)
-            .output()
-            .unwrap();
-        no_panic(&out);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let wf = ask_workflow(&env, 0);
+        let (v, code) = json_run(with_openai(&env, &server), &wf);
         assert_eq!(
             v["error"]["type"], "rate_limited",
             "Retry-After: {value}: {v}"
         );
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(code, Some(1));
     }
 }
 
@@ -308,4 +324,160 @@ fn span_names_are_bounded_like_values() {
     let (spans, _) = read_trace(&env.trace_files()[0]);
     let longest = spans.iter().map(|s| s.name.len()).max().unwrap_or(0);
     assert!(longest <= 4096 + 8, "a span name of {longest} bytes");
+}
+
+/// A local OpenAI server answering every chat call with `usage` as given
+/// (raw text, so a count past u64 reaches pflow as the server wrote it).
+async fn usage_server(usage: &str) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    let server = wiremock::MockServer::start().await;
+    let body = format!(
+        r#"{{"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{{"index": 0,
+            "message": {{"role": "assistant", "content": "hi"}}, "finish_reason": "stop"}}],
+            "usage": {usage}}}"#
+    );
+    wiremock::Mock::given(method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_counts_beyond_u64_negative_or_fractional_are_invalid_responses() {
+    for usage in [
+        r#"{"prompt_tokens": 18446744073709551616, "completion_tokens": 1}"#,
+        r#"{"prompt_tokens": -3, "completion_tokens": 1}"#,
+        r#"{"prompt_tokens": 10, "completion_tokens": 1.5}"#,
+    ] {
+        let server = usage_server(usage).await;
+        let env = Env::new();
+        let wf = ask_workflow(&env, 2);
+        let (v, code) = json_run(with_openai(&env, &server), &wf);
+        assert_eq!(v["error"]["type"], "invalid_response", "{usage}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("_tokens"), "names the field: {msg}");
+        assert_eq!(code, Some(1));
+        // Not retried, like any other invalid response.
+        assert_eq!(requests(&server).await, 1, "{usage}");
+    }
+    // The largest count u64 holds is still a count.
+    let server =
+        usage_server(r#"{"prompt_tokens": 18446744073709551615, "completion_tokens": 0}"#).await;
+    let env = Env::new();
+    let (v, code) = json_run(with_openai(&env, &server), &ask_workflow(&env, 0));
+    assert_eq!(code, Some(0), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
+    // 1e308 USD per 1M tokens × 1e12 tokens is past f64::MAX.
+    let server = usage_server(r#"{"prompt_tokens": 1000000000000, "completion_tokens": 1}"#).await;
+    let env = Env::new();
+    let prices = env.write(
+        "prices.json",
+        r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#,
+    );
+    let wf = ask_workflow(&env, 2);
+    let mut cmd = with_openai(&env, &server);
+    cmd.arg("--pricing").arg(&prices);
+    let (v, code) = json_run(cmd, &wf);
+    assert_eq!(v["error"]["type"], "cost_overflow", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("gpt-4o-mini") && msg.contains("`input`"),
+        "names the model, price key and field: {msg}"
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(requests(&server).await, 1, "not retried");
+    assert!(
+        !v.to_string().contains("inf"),
+        "no infinite cost anywhere: {v}"
+    );
+
+    // The text summary neither.
+    let out = with_openai(&env, &server)
+        .arg("--pricing")
+        .arg(&prices)
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let stderr = no_panic(&out);
+    assert!(!stderr.contains("inf"), "{stderr}");
+    assert!(stderr.contains("gpt-4o-mini"), "{stderr}");
+    // The run's cost is unknown: the summary gives a lower bound, never a whole `$0.000000`.
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("LLM call"))
+        .unwrap_or_default();
+    assert!(summary.contains("≥ $"), "{stderr}");
+
+    // A price file that says infinity, or a negative price, is rejected at load, naming it.
+    for bad in [
+        r#"{"gpt-4o-mini": {"input": 1e400}}"#,
+        r#"{"gpt-4o-mini": {"output": -1}}"#,
+    ] {
+        let f = env.write("bad.json", bad);
+        let out = with_openai(&env, &server)
+            .arg("--pricing")
+            .arg(&f)
+            .arg(&wf)
+            .output()
+            .unwrap();
+        let stderr = no_panic(&out);
+        assert_ne!(out.status.code(), Some(0), "{bad}: {stderr}");
+        assert!(stderr.contains("bad.json"), "{bad}: {stderr}");
+    }
+}
+
+/// Past `SPAN_LIMIT` (20,000) spans the report holds the first 20,000 and
+/// says, on the page and on the command line, how many it left out.
+#[test]
+fn trace_report_past_the_span_limit_says_what_it_left_out() {
+    const LIMIT: usize = 20_000;
+    const EXTRA: usize = 37;
+    let env = Env::new();
+    let wf = echo_workflow(&env);
+    env.pflow().arg("--trace").arg(&wf).assert().success();
+    let file = env.trace_files().pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let proto = first["resourceSpans"][0]["scopeSpans"][0]["spans"][0].clone();
+    let (spans, _) = read_trace(&file);
+    let have = spans.len();
+    let root = proto["spanId"].as_str().unwrap().to_string();
+    let clones: Vec<serde_json::Value> = (0..LIMIT + EXTRA - have)
+        .map(|i| {
+            let mut s = proto.clone();
+            s["spanId"] = json!(format!("{:016x}", 0x1000_0000u64 + i as u64));
+            s["parentSpanId"] = json!(root);
+            s["name"] = json!(format!("generated {i}"));
+            s
+        })
+        .collect();
+    let mut extra = first.clone();
+    extra["resourceSpans"][0]["scopeSpans"][0]["spans"] = json!(clones);
+    let big = env.write("big.otlp.json", &format!("{text}{}\n", extra));
+    let page = env.home().join("big.html");
+    let out = env
+        .pflow()
+        .args(["trace", "report"])
+        .arg(&big)
+        .arg("--output")
+        .arg(&page)
+        .output()
+        .unwrap();
+    let stderr = no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{EXTRA} spans left out")),
+        "the command says it: {stderr}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(&format!("{EXTRA} spans left out")) && html.contains("20,037 spans"),
+        "the page says it"
+    );
+    let drawn = html.matches("\"depth\":").count();
+    assert_eq!(drawn, LIMIT, "the page holds the first {LIMIT} spans");
 }
