@@ -31,6 +31,7 @@
 //! ```
 
 use super::{LlmRequest, Provider};
+use crate::accounting::{Spend, Tokens};
 use crate::pricing::PriceTable;
 use serde::Serialize;
 use std::sync::Mutex;
@@ -185,7 +186,7 @@ pub struct CallEstimate {
 
 impl CallEstimate {
     pub fn tokens(&self) -> u64 {
-        self.prompt_tokens + self.max_output_tokens
+        crate::accounting::call_tokens(self.prompt_tokens, self.max_output_tokens)
     }
 
     /// The estimate with the prompt scaled by `ratio` (billed / counted, at least 1).
@@ -393,7 +394,11 @@ impl BudgetExceeded {
                 };
                 format!(
                     "estimated cost at least {} exceeds the budget {max_usd}{planned}; the workflow was not started (see `pflow run FILE --estimate`)",
-                    crate::format::usd_compact(self.estimate_low_usd.unwrap_or(0.0) + self.spent_usd)
+                    crate::format::usd_compact(
+                        Spend::new(self.spent_usd, 0)
+                            .plus(Spend::new(self.estimate_low_usd.unwrap_or(0.0), 0))
+                            .usd
+                    )
                 )
             }
             (Reason::UnpricedModel, _) => format!(
@@ -434,32 +439,30 @@ impl BudgetExceeded {
 }
 
 /// Actual spend so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Spent {
-    pub usd: f64,
-    pub tokens: u64,
-}
+pub type Spent = Spend;
 
 /// Billed against counted prompt tokens of the settled calls of one node or model.
 #[derive(Debug, Default, Clone, Copy)]
 struct Observed {
     /// Calls settled (billed, whatever their usage said).
     settled: u64,
-    billed: u64,
-    counted: u64,
+    /// Prompt tokens billed (`input`).
+    prompt: Tokens,
+    /// Prompt tokens the tokenizer counted for the same calls (`input`).
+    counted: Tokens,
 }
 
 impl Observed {
     fn ratio(&self) -> Option<f64> {
-        (self.counted > 0).then(|| self.billed as f64 / self.counted as f64)
+        (self.counted.input > 0).then(|| self.prompt.input as f64 / self.counted.input as f64)
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    spent: Spent,
-    reserved_usd: f64,
-    reserved_tokens: u64,
+    spent: Spend,
+    /// What calls in flight hold.
+    reserved: Spend,
     stop: Option<BudgetExceeded>,
     unpriced_allowed: Vec<String>,
     /// Per node key (`node:{path}`, a batch item under its batch) and per model (`model:{name}`).
@@ -607,8 +610,8 @@ impl Budget {
                 stopped: Stopped::BeforeCall,
                 spent_usd: s.spent.usd,
                 tokens_used: s.spent.tokens,
-                reserved_usd: s.reserved_usd,
-                reserved_tokens: s.reserved_tokens,
+                reserved_usd: s.reserved.usd,
+                reserved_tokens: s.reserved.tokens,
                 max_cost_usd: self.limits.max_cost_usd,
                 max_tokens_total: self.limits.max_tokens_total,
                 node: node.map(str::to_string),
@@ -631,27 +634,30 @@ impl Budget {
                     s.unpriced_allowed.push(model.to_string());
                 }
             }
-            if s.spent.usd + s.reserved_usd + usd > max + EPSILON_USD {
+            if s.spent.plus(s.reserved).plus(Spend::new(usd, 0)).usd > max + EPSILON_USD {
                 let e = refuse(&s, Reason::MaxCost);
                 return refuse_or_wait(&mut s, e);
             }
         }
         let tokens = est.tokens();
         if let Some(max) = self.limits.max_tokens_total {
-            if s.spent.tokens + s.reserved_tokens + tokens > max {
+            if s.spent
+                .plus(s.reserved)
+                .plus(Spend::new(0.0, tokens))
+                .tokens
+                > max
+            {
                 let e = refuse(&s, Reason::MaxTokensTotal);
                 return refuse_or_wait(&mut s, e);
             }
         }
-        s.reserved_usd += usd;
-        s.reserved_tokens += tokens;
+        s.reserved.add(Spend::new(usd, tokens));
         *s.in_flight.entry(key.clone()).or_insert(0) += 1;
         Admission::Go(reservation(usd, tokens, counted.prompt_tokens))
     }
 
     fn release(s: &mut State, r: &Reservation<'_>) {
-        s.reserved_usd = (s.reserved_usd - r.usd).max(0.0);
-        s.reserved_tokens = s.reserved_tokens.saturating_sub(r.tokens);
+        s.reserved.release(Spend::new(r.usd, r.tokens));
         if r.budget.limits.is_set() {
             if let Some(n) = s.in_flight.get_mut(&r.key) {
                 *n = n.saturating_sub(1);
@@ -665,7 +671,7 @@ impl Budget {
     pub fn refuse_estimate(&self, low_usd: f64) -> Option<Box<BudgetExceeded>> {
         let max = self.limits.max_cost_usd?;
         let mut s = self.lock();
-        if s.spent.usd + low_usd <= max + EPSILON_USD {
+        if s.spent.plus(Spend::new(low_usd, 0)).usd <= max + EPSILON_USD {
             return None;
         }
         let stop = BudgetExceeded {
@@ -673,8 +679,8 @@ impl Budget {
             stopped: Stopped::Estimate,
             spent_usd: s.spent.usd,
             tokens_used: s.spent.tokens,
-            reserved_usd: s.reserved_usd,
-            reserved_tokens: s.reserved_tokens,
+            reserved_usd: s.reserved.usd,
+            reserved_tokens: s.reserved.tokens,
             max_cost_usd: Some(max),
             max_tokens_total: self.limits.max_tokens_total,
             node: None,
@@ -748,13 +754,12 @@ impl Reservation<'_> {
                 let o = s.observed.entry(k).or_default();
                 o.settled += 1;
                 if let Some(billed) = billed {
-                    o.billed += billed;
-                    o.counted += self.counted_prompt_tokens;
+                    o.prompt.add(&Tokens::call(billed, 0));
+                    o.counted.add(&Tokens::call(self.counted_prompt_tokens, 0));
                 }
             }
         }
-        s.spent.usd += usd.unwrap_or(0.0);
-        s.spent.tokens += tokens;
+        s.spent.add(Spend::new(usd.unwrap_or(0.0), tokens));
         if s.stop.is_some() {
             return;
         }
@@ -776,8 +781,8 @@ impl Reservation<'_> {
             stopped: Stopped::AfterCall,
             spent_usd: s.spent.usd,
             tokens_used: s.spent.tokens,
-            reserved_usd: s.reserved_usd,
-            reserved_tokens: s.reserved_tokens,
+            reserved_usd: s.reserved.usd,
+            reserved_tokens: s.reserved.tokens,
             max_cost_usd: b.limits.max_cost_usd,
             max_tokens_total: b.limits.max_tokens_total,
             node: self.node.clone(),
