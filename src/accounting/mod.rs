@@ -8,6 +8,7 @@
 //! no other module sums tokens or cost.
 
 pub mod span;
+pub mod stored;
 pub mod summary;
 
 use indexmap::IndexMap;

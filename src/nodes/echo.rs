@@ -6,8 +6,7 @@
 //! check that the runtime contains a panicking node (error type `panic`,
 //! trace saved). Release builds echo it like any other param.
 
-use super::{opt, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{opt, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 
 pub struct Echo;
 
@@ -28,11 +27,7 @@ impl Node for Echo {
         &SPEC
     }
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             #[cfg(debug_assertions)]
             if let Some(serde_json::Value::String(msg)) = params.get("debug_panic") {

@@ -7,9 +7,8 @@
 //! blocking pool when it is large. A hop per syscall (tokio::fs) cost ~20
 //! futex round trips per node, far more than the open/write/close itself.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use super::{opt, req, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use base64::Engine;
-use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -121,11 +120,7 @@ impl Node for ReadFile {
     fn spec(&self) -> &'static NodeSpec {
         &READ
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?.to_string();
             let enc = encoding(&params)?;
@@ -194,11 +189,7 @@ impl Node for WriteFile {
     fn spec(&self) -> &'static NodeSpec {
         &WRITE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?;
             let text = params
@@ -303,11 +294,7 @@ impl Node for CopyFile {
     fn spec(&self) -> &'static NodeSpec {
         &COPY
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let t = Transfer::from_params(&params)?;
             let large = is_large_file(&t.src);
@@ -341,11 +328,7 @@ impl Node for MoveFile {
     fn spec(&self) -> &'static NodeSpec {
         &MOVE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let t = Transfer::from_params(&params)?;
             // A rename is one syscall whatever the size; only the cross-device
@@ -392,11 +375,7 @@ impl Node for DeleteFile {
     fn spec(&self) -> &'static NodeSpec {
         &DELETE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?;
             // One unlink: always inline.

@@ -1,8 +1,7 @@
 //! `http`: one HTTP request. JSON responses are parsed, others kept as text;
 //! a status of 400 or more fails the node unless `ignore_errors`.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{opt, req, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use serde_json::{json, Map, Value};
 
 pub struct Http;
@@ -33,11 +32,7 @@ impl Node for Http {
         &SPEC
     }
 
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let url = params.str("url")?;
             let has_body = params.get("body").is_some() || params.get("json").is_some();

@@ -4,10 +4,9 @@
 //! trace — the prompt and the response. Retries on 429/5xx/timeouts back
 //! off (honouring `Retry-After`); usage of failed attempts still counts.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use super::{opt, req, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use crate::llm::traced::{self, Priced};
 use crate::llm::{self, Api, LlmError, LlmRequest, LlmResponse, Provider};
-use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
 pub struct Llm;
@@ -41,11 +40,7 @@ impl Node for Llm {
         &SPEC
     }
 
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let prompt = params
                 .text_opt("prompt")

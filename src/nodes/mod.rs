@@ -207,14 +207,13 @@ pub struct NodeContext {
     pub services: Arc<Services>,
 }
 
+/// What a node's run returns.
+pub type NodeFuture<'a> = BoxFuture<'a, Result<NodeOutput, NodeError>>;
+
 /// A node implementation.
 pub trait Node: Send + Sync {
     fn spec(&self) -> &'static NodeSpec;
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>>;
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a>;
 }
 
 /// A registry entry: a node implementation, or the runtime-handled `workflow`.

@@ -2,8 +2,7 @@
 //! code. The child is killed when the node times out or the run is
 //! interrupted (no orphaned processes).
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{opt, req, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use serde_json::{json, Map, Value};
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
@@ -36,11 +35,7 @@ impl Node for Shell {
         &SPEC
     }
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let command = params.str("command")?;
             let timeout = params.f64_opt("timeout")?.unwrap_or(DEFAULT_TIMEOUT_S);
