@@ -806,21 +806,11 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::Api;
 
     fn req(provider: Provider, model: &str, prompt: &str, max_tokens: Option<u64>) -> LlmRequest {
         LlmRequest {
-            provider,
-            model: model.into(),
-            prompt: prompt.into(),
-            system: None,
-            temperature: None,
             max_tokens,
-            stream: false,
-            api: Api::Chat,
-            images: vec![],
-            json_mode: false,
-            json_schema: None,
+            ..LlmRequest::new(provider, model, prompt)
         }
     }
 

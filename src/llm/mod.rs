@@ -181,6 +181,26 @@ pub struct LlmRequest {
     pub json_schema: Option<Value>,
 }
 
+impl LlmRequest {
+    /// A plain chat request: no system prompt, sampling or output limit, no
+    /// images, free text; callers set what they need with struct update.
+    pub fn new(provider: Provider, model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        LlmRequest {
+            provider,
+            model: model.into(),
+            prompt: prompt.into(),
+            system: None,
+            temperature: None,
+            max_tokens: None,
+            stream: false,
+            api: Api::Chat,
+            images: vec![],
+            json_mode: false,
+            json_schema: None,
+        }
+    }
+}
+
 /// One LLM response.
 #[derive(Debug, Clone, Default)]
 pub struct LlmResponse {

@@ -14,7 +14,7 @@ use crate::format::usd_compact as fmt_usd;
 use crate::history::query::PastRuns;
 use crate::ir::template::Part;
 use crate::llm::budget;
-use crate::llm::{self, Api, LlmRequest, Provider};
+use crate::llm::{self, LlmRequest, Provider};
 use crate::pricing::PriceTable;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -570,17 +570,9 @@ fn llm_call(
         ));
     }
     let req = LlmRequest {
-        provider,
-        model: model.clone(),
-        prompt,
         system: system.map(|(s, _)| s),
-        temperature: None,
         max_tokens,
-        stream: false,
-        api: Api::Chat,
-        images: vec![],
-        json_mode: false,
-        json_schema: None,
+        ..LlmRequest::new(provider, model.clone(), prompt)
     };
     let high = budget::estimate(&req, walk.prices);
     let output_limit_source = match (provider, max_tokens) {
