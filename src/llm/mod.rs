@@ -600,6 +600,16 @@ impl Body {
     }
 }
 
+/// The API key a provider cannot be called without.
+fn required_key(
+    key: &Option<String>,
+    provider: &'static str,
+    env_var: &'static str,
+) -> Result<String, LlmError> {
+    key.clone()
+        .ok_or(LlmError::MissingApiKey { provider, env_var })
+}
+
 /// Server-sent events from a streaming response, a network chunk at a time.
 struct SseStream {
     body: Body,
@@ -629,6 +639,18 @@ impl SseStream {
             }
             Err(e) => Err(e),
         })
+    }
+
+    /// [`SseStream::next`], a broken stream turned into [`LlmError::Stream`]
+    /// carrying `partial()`, the usage seen before it broke.
+    async fn next_or_fail(
+        &mut self,
+        partial: impl FnOnce() -> Usage,
+    ) -> Option<Result<Vec<sse::SseEvent>, LlmError>> {
+        Some(self.next().await?.map_err(|message| LlmError::Stream {
+            message,
+            partial: Box::new(partial()),
+        }))
     }
 }
 
