@@ -231,6 +231,46 @@ pub fn output_limit(provider: Provider, model: &str, prices: &PriceTable) -> (u6
         })
 }
 
+/// The pixel size of a local image, read from its header; `None` for a URL
+/// or a file whose size cannot be read (then the worst case is counted).
+fn image_size(path: &str) -> Option<(u64, u64)> {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return None;
+    }
+    let s = imagesize::size(path).ok()?;
+    Some((s.width as u64, s.height as u64))
+}
+
+/// Anthropic resizes an image to about 1.15 megapixels at most: ~1,600 tokens.
+const ANTHROPIC_MAX_IMAGE_TOKENS: u64 = 1_600;
+
+/// The prompt tokens one image costs, by the provider's documented rule;
+/// `size` unknown counts the most the rule can give.
+/// - OpenAI (detail high): scaled to fit 2048×2048, then its shortest side
+///   to 768; 85 + 170 per 512-px tile.
+/// - Anthropic: width × height / 750 (capped where Anthropic resizes).
+/// - Gemini: 258 per image.
+/// - Ollama: the OpenAI rule; echo: nothing.
+pub fn image_tokens(provider: Provider, size: Option<(u64, u64)>) -> u64 {
+    match provider {
+        Provider::Echo => 0,
+        Provider::Gemini => 258,
+        Provider::Anthropic => size.map_or(ANTHROPIC_MAX_IMAGE_TOKENS, |(w, h)| {
+            (w * h).div_ceil(750).min(ANTHROPIC_MAX_IMAGE_TOKENS)
+        }),
+        Provider::OpenAi | Provider::Ollama => {
+            // The largest high-detail image: 768 × 2048 after scaling, 2 × 4 tiles.
+            let (mut w, mut h) = size.map_or((768.0, 2048.0), |(w, h)| (w as f64, h as f64));
+            let fit = (2048.0 / w.max(h)).min(1.0);
+            (w, h) = (w * fit, h * fit);
+            let shortest = (768.0 / w.min(h)).min(1.0);
+            (w, h) = (w * shortest, h * shortest);
+            let tiles = (w / 512.0).ceil() as u64 * (h / 512.0).ceil() as u64;
+            85 + 170 * tiles
+        }
+    }
+}
+
 /// The worst case of `req`: prompt tokens (o200k_base, plus the chat
 /// overhead), the most output it may produce, priced like an actual call.
 pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
@@ -241,6 +281,9 @@ pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
     }
     if let Some(schema) = &req.json_schema {
         prompt_tokens += count(&schema.to_string());
+    }
+    for image in &req.images {
+        prompt_tokens += image_tokens(req.provider, image_size(image));
     }
     let max_output_tokens = match (req.provider, req.max_tokens) {
         // The echo model answers with the prompt: it never says more.
@@ -822,6 +865,43 @@ mod tests {
             prompt_usd: usd.map(|u| u / 10.0),
             cost_source: "table",
         }
+    }
+
+    #[test]
+    fn images_count_by_each_providers_rule() {
+        // OpenAI's documented examples: 1024×1024 → 768×768, 4 tiles, 765 tokens;
+        // 2048×4096 → 1024×2048 → 768×1536, 6 tiles, 1105 tokens.
+        assert_eq!(image_tokens(Provider::OpenAi, Some((1024, 1024))), 765);
+        assert_eq!(image_tokens(Provider::OpenAi, Some((2048, 4096))), 1105);
+        assert_eq!(image_tokens(Provider::OpenAi, Some((512, 512))), 255);
+        assert_eq!(image_tokens(Provider::OpenAi, None), 85 + 170 * 8);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((1000, 1000))), 1334);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((200, 200))), 54);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((8000, 8000))), 1600);
+        assert_eq!(image_tokens(Provider::Gemini, Some((4000, 3000))), 258);
+        assert_eq!(image_tokens(Provider::Echo, None), 0);
+    }
+
+    #[test]
+    fn an_image_adds_to_the_prompt_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("a.png");
+        // A PNG header for a 1024×1024 image: signature, IHDR length, type, width, height.
+        let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13];
+        bytes.extend_from_slice(b"IHDR");
+        bytes.extend_from_slice(&1024u32.to_be_bytes());
+        bytes.extend_from_slice(&1024u32.to_be_bytes());
+        bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        std::fs::write(&png, bytes).unwrap();
+        let prices = PriceTable::builtin();
+        let plain = req(Provider::OpenAi, "gpt-4o-mini", "hi", Some(10));
+        let with_image = LlmRequest {
+            images: vec![png.to_string_lossy().into_owned()],
+            ..plain.clone()
+        };
+        let a = estimate(&plain, prices);
+        let b = estimate(&with_image, prices);
+        assert_eq!(b.prompt_tokens - a.prompt_tokens, 765);
     }
 
     #[test]

@@ -564,14 +564,25 @@ fn llm_call(
             None
         }
     };
-    if param(node, "images").is_some() {
-        walk.note(format!(
-            "node `{path}`: image inputs are not counted in its prompt tokens"
-        ));
-    }
+    // Images count by the provider's rule (budget::image_tokens); a list only
+    // known at run time counts none.
+    let images = match param(node, "images").map(|cv| resolve_known(cv, scope)) {
+        Some(Known::Full(Value::Array(a))) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(_) => {
+            walk.note(format!(
+                "node `{path}`: its images are only known at run time: not counted in its prompt tokens"
+            ));
+            vec![]
+        }
+        None => vec![],
+    };
     let req = LlmRequest {
         system: system.map(|(s, _)| s),
         max_tokens,
+        images,
         ..LlmRequest::new(provider, model.clone(), prompt)
     };
     let high = budget::estimate(&req, walk.prices);
