@@ -8,6 +8,7 @@
 //! no other module sums tokens or cost.
 
 pub mod span;
+pub mod stored;
 pub mod summary;
 
 use indexmap::IndexMap;
@@ -51,6 +52,15 @@ impl Tokens {
         self.cache_write += o.cache_write;
         self.cache_write_1h += o.cache_write_1h;
         self.reasoning += o.reasoning;
+    }
+
+    /// The sum of many counts.
+    pub fn sum_all<'a>(all: impl IntoIterator<Item = &'a Tokens>) -> Tokens {
+        let mut t = Tokens::default();
+        for o in all {
+            t.add(o);
+        }
+        t
     }
 
     pub fn sum(a: &Tokens, b: &Tokens) -> Tokens {
@@ -208,6 +218,87 @@ impl CostTotal {
     }
 }
 
+/// Money and tokens a budget has spent or holds for calls in flight. The
+/// guard adds and releases through it, so its tally is summed here too.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub usd: f64,
+    pub tokens: u64,
+}
+
+impl Spend {
+    pub fn new(usd: f64, tokens: u64) -> Spend {
+        Spend { usd, tokens }
+    }
+
+    pub fn add(&mut self, o: Spend) {
+        self.usd += o.usd;
+        self.tokens += o.tokens;
+    }
+
+    pub fn plus(self, o: Spend) -> Spend {
+        let mut s = self;
+        s.add(o);
+        s
+    }
+
+    /// What one call has recorded so far: its cost and its input plus output
+    /// tokens (negative recorded values count as 0).
+    pub fn of_call(usd: f64, input_tokens: i64, output_tokens: i64) -> Spend {
+        let n = |v: i64| v.max(0) as u64;
+        Spend::new(usd, Tokens::call(n(input_tokens), n(output_tokens)).total)
+    }
+
+    /// Moves the tally by how one call's figures changed from `before` to
+    /// `after` (usage recorded again replaces, it does not add twice).
+    pub fn shift(&mut self, before: Spend, after: Spend) {
+        self.usd += after.usd - before.usd;
+        self.tokens = (self.tokens + after.tokens).saturating_sub(before.tokens);
+    }
+
+    /// Takes `o` back out (a settled reservation), never below zero.
+    pub fn release(&mut self, o: Spend) {
+        self.usd = (self.usd - o.usd).max(0.0);
+        self.tokens = self.tokens.saturating_sub(o.tokens);
+    }
+}
+
+/// The worst-case tokens of one call: its prompt plus the most it may answer.
+pub fn call_tokens(prompt: u64, max_output: u64) -> u64 {
+    prompt + max_output
+}
+
+/// The low and high end of an estimate, in USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostRange {
+    pub low_usd: f64,
+    pub high_usd: f64,
+}
+
+impl CostRange {
+    /// Adds a part that counts in the low end (it runs on every successful run).
+    pub fn add_low(&mut self, usd: f64) {
+        self.low_usd += usd;
+    }
+
+    /// Adds a part that counts in the high end.
+    pub fn add_high(&mut self, usd: f64) {
+        self.high_usd += usd;
+    }
+
+    pub fn rounded(&self) -> CostRange {
+        CostRange {
+            low_usd: round_usd(self.low_usd),
+            high_usd: round_usd(self.high_usd),
+        }
+    }
+}
+
+/// The sum of amounts that may be unknown: unknown when any of them is.
+pub fn sum_known(amounts: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    amounts.into_iter().sum()
+}
+
 /// Costs are reported to 1e-10 USD, enough to keep per-token sums exact.
 pub fn round_usd(v: f64) -> f64 {
     (v * 1e10).round() / 1e10
@@ -350,6 +441,35 @@ mod tests {
         });
         t.add(&Tokens::call(1, 1));
         assert_eq!(t.total, 9);
+    }
+
+    #[test]
+    fn spend_adds_releases_and_shifts() {
+        let mut s = Spend::default();
+        s.add(Spend::new(0.002, 30));
+        s.release(Spend::new(0.003, 40));
+        assert_eq!(s, Spend::default());
+        let before = Spend::of_call(0.001, 10, 5);
+        s.add(before);
+        // The same call recorded again with more usage replaces its figures.
+        s.shift(before, Spend::of_call(0.0015, 10, 20));
+        assert_eq!(s.tokens, 30);
+        assert!((s.usd - 0.0015).abs() < 1e-15);
+        assert_eq!(Spend::of_call(0.0, -3, 2).tokens, 2);
+    }
+
+    #[test]
+    fn cost_range_and_known_sums() {
+        let mut r = CostRange::default();
+        r.add_low(0.1);
+        r.add_high(0.1);
+        r.add_high(0.2);
+        let r = r.rounded();
+        assert_eq!((r.low_usd, r.high_usd), (0.1, 0.3));
+        assert_eq!(sum_known([Some(1.0), Some(2.0)]), Some(3.0));
+        assert_eq!(sum_known([Some(1.0), None]), None);
+        let all = [Tokens::call(1, 2), Tokens::call(3, 4)];
+        assert_eq!(Tokens::sum_all(&all).total, 10);
     }
 
     #[test]

@@ -11,7 +11,26 @@ use std::time::{Duration, Instant};
 /// The schema version this pflow writes; `MIGRATIONS[i]` goes from version `i` to `i + 1`.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const MIGRATIONS: &[&str] = &[r#"
+/// The usage columns every history table carries (what
+/// [`crate::accounting::stored::USAGE_SUMS`] adds up).
+macro_rules! usage_columns {
+    () => {
+        "
+    llm_calls INTEGER NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    tokens_total INTEGER NOT NULL,
+    tokens_cache_read INTEGER NOT NULL,
+    tokens_cache_write INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cost_complete INTEGER NOT NULL,
+"
+    };
+}
+
+const MIGRATIONS: &[&str] = &[concat!(
+    r#"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT NOT NULL,
@@ -21,51 +40,28 @@ CREATE TABLE runs (
     workflow_hash TEXT,
     status TEXT NOT NULL,
     exit_code INTEGER NOT NULL,
-    duration_ms REAL NOT NULL,
-    llm_calls INTEGER NOT NULL,
-    tokens_input INTEGER NOT NULL,
-    tokens_output INTEGER NOT NULL,
-    tokens_total INTEGER NOT NULL,
-    tokens_cache_read INTEGER NOT NULL,
-    tokens_cache_write INTEGER NOT NULL,
-    tokens_reasoning INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cost_complete INTEGER NOT NULL,
-    trace_id TEXT,
+    duration_ms REAL NOT NULL,"#,
+    usage_columns!(),
+    r#"    trace_id TEXT,
     trace_file TEXT
 );
 CREATE INDEX runs_by_time ON runs (time_unix_ms);
 CREATE TABLE run_models (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    model TEXT NOT NULL,
-    llm_calls INTEGER NOT NULL,
-    tokens_input INTEGER NOT NULL,
-    tokens_output INTEGER NOT NULL,
-    tokens_total INTEGER NOT NULL,
-    tokens_cache_read INTEGER NOT NULL,
-    tokens_cache_write INTEGER NOT NULL,
-    tokens_reasoning INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cost_complete INTEGER NOT NULL,
-    PRIMARY KEY (run_id, model)
+    model TEXT NOT NULL,"#,
+    usage_columns!(),
+    r#"    PRIMARY KEY (run_id, model)
 );
 CREATE TABLE run_nodes (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     section TEXT NOT NULL,
     node_path TEXT NOT NULL,
-    duration_ms REAL NOT NULL,
-    llm_calls INTEGER NOT NULL,
-    tokens_input INTEGER NOT NULL,
-    tokens_output INTEGER NOT NULL,
-    tokens_total INTEGER NOT NULL,
-    tokens_cache_read INTEGER NOT NULL,
-    tokens_cache_write INTEGER NOT NULL,
-    tokens_reasoning INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    cost_complete INTEGER NOT NULL,
-    PRIMARY KEY (run_id, section, node_path)
+    duration_ms REAL NOT NULL,"#,
+    usage_columns!(),
+    r#"    PRIMARY KEY (run_id, section, node_path)
 );
-"#];
+"#
+)];
 
 /// How long one statement waits for another run's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);

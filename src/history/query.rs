@@ -2,7 +2,9 @@
 //! grouped by day (UTC), workflow, model or node, and pruning old runs.
 
 use super::{db, HistoryError};
-use crate::accounting::{CostTotal, Tokens};
+pub use crate::accounting::stored::UsageSums;
+use crate::accounting::stored::{tokens_at, usage_at, TOKEN_COLUMNS, USAGE_SUMS};
+use crate::accounting::Tokens;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
@@ -43,17 +45,6 @@ pub struct Totals {
     pub usage: UsageSums,
 }
 
-/// LLM usage summed over history rows: `cost_usd` is null when some run had
-/// an unpriced LLM call (`cost_usd_lower_bound` the priced part).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct UsageSums {
-    pub llm_calls: u64,
-    pub tokens: Tokens,
-    pub tokens_total: u64,
-    #[serde(flatten)]
-    pub cost: CostTotal,
-}
-
 /// One row of the grouped table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Group {
@@ -77,13 +68,8 @@ pub struct Stats {
     pub groups: Vec<Group>,
 }
 
-const TOKEN_SUMS: &str = "COALESCE(SUM(t.tokens_input), 0), COALESCE(SUM(t.tokens_output), 0),
-    COALESCE(SUM(t.tokens_total), 0), COALESCE(SUM(t.tokens_cache_read), 0),
-    COALESCE(SUM(t.tokens_cache_write), 0), COALESCE(SUM(t.tokens_reasoning), 0),
-    COALESCE(SUM(t.cost_usd), 0.0), COALESCE(MIN(t.cost_complete), 1)";
-
 /// The grouping query for `by`: one row per key, the usage columns of
-/// [`TOKEN_SUMS`] after `key, runs, ok, failed, duration, calls`.
+/// [`USAGE_SUMS`] after `key, runs, ok, failed, duration`.
 pub(crate) fn group_sql(by: GroupBy) -> String {
     let (key, from, runs, ok, failed, duration, order) = match by {
         GroupBy::Day => (
@@ -132,33 +118,9 @@ pub(crate) fn group_sql(by: GroupBy) -> String {
     // Columns: 1 key, 2 runs, 3 ok, 4 failed, 5 duration, 6 calls, 7-12 tokens (9 total),
     // 13 cost, 14 complete: groups other than days sort most expensive first.
     format!(
-        "SELECT {key} AS key, {runs}, {ok}, {failed}, {duration}, COALESCE(SUM(t.llm_calls), 0), {TOKEN_SUMS}
+        "SELECT {key} AS key, {runs}, {ok}, {failed}, {duration}, {USAGE_SUMS}
          FROM {from} WHERE {time} >= ?1 GROUP BY key ORDER BY {order}"
     )
-}
-
-fn tokens_at(r: &Row, first: usize) -> rusqlite::Result<Tokens> {
-    let g = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(first + i)?.max(0) as u64) };
-    Ok(Tokens {
-        input: g(0)?,
-        output: g(1)?,
-        total: g(2)?,
-        cache_read: g(3)?,
-        cache_write: g(4)?,
-        cache_write_1h: 0,
-        reasoning: g(5)?,
-    })
-}
-
-/// `llm_calls` at `first`, then [`TOKEN_SUMS`].
-fn usage_at(r: &Row, first: usize) -> rusqlite::Result<UsageSums> {
-    let tokens = tokens_at(r, first + 1)?;
-    Ok(UsageSums {
-        llm_calls: count(r, first)?,
-        tokens_total: tokens.total,
-        tokens,
-        cost: CostTotal::new(r.get(first + 7)?, r.get::<_, i64>(first + 8)? != 0),
-    })
 }
 
 fn count(r: &Row, i: usize) -> rusqlite::Result<u64> {
@@ -176,7 +138,7 @@ pub fn query(
         &format!(
             "SELECT COUNT(*), COALESCE(SUM(t.status = 'ok'), 0), COALESCE(SUM(t.status <> 'ok'), 0),
                 COALESCE(SUM(t.status = 'invalid'), 0), COALESCE(SUM(t.status = 'interrupted'), 0),
-                COALESCE(SUM(t.duration_ms), 0.0), COALESCE(SUM(t.llm_calls), 0), {TOKEN_SUMS}
+                COALESCE(SUM(t.duration_ms), 0.0), {USAGE_SUMS}
              FROM runs t WHERE t.time_unix_ms >= ?1"
         ),
         params![since_ms],
@@ -279,13 +241,11 @@ pub fn past_runs_in(conn: &Connection, workflow_hash: &str) -> rusqlite::Result<
             r.get::<_, i64>(0)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    const KINDS: &str = "tokens_input, tokens_output, tokens_total, tokens_cache_read,
-        tokens_cache_write, tokens_reasoning";
     let mut model_rows = conn.prepare_cached(&format!(
-        "SELECT model, {KINDS} FROM run_models WHERE run_id = ?1"
+        "SELECT model, {TOKEN_COLUMNS} FROM run_models WHERE run_id = ?1"
     ))?;
     let mut node_rows = conn.prepare_cached(&format!(
-        "SELECT node_path, {KINDS} FROM run_nodes WHERE run_id = ?1 AND section = 'workflow'"
+        "SELECT node_path, {TOKEN_COLUMNS} FROM run_nodes WHERE run_id = ?1 AND section = 'workflow'"
     ))?;
     let mut runs = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -345,6 +305,7 @@ pub fn prune(path: &Path, cutoff: DateTime<Utc>) -> Result<u64, HistoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounting::CostTotal;
     use crate::history::record::{record, RunRecord};
     use crate::telemetry::metrics::{MetricsSummary, Usage};
 

@@ -13,14 +13,11 @@ use serde_json::{json, Value};
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
-    let key = c
-        .config
-        .anthropic_api_key
-        .clone()
-        .ok_or(LlmError::MissingApiKey {
-            provider: "anthropic",
-            env_var: "ANTHROPIC_API_KEY",
-        })?;
+    let key = super::required_key(
+        &c.config.anthropic_api_key,
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+    )?;
     let base = c.config.endpoint(Provider::Anthropic);
     let content = if req.images.is_empty() {
         json!(req.prompt)
@@ -116,16 +113,8 @@ pub(super) async fn message_stream(body: Body) -> Result<LlmResponse, LlmError> 
     let mut usage = AnthropicStreamUsage::default();
     let mut stopped = false;
     let mut stream = SseStream::from_body(body);
-    while let Some(events) = stream.next().await {
-        let events = match events {
-            Ok(events) => events,
-            Err(e) => {
-                return Err(LlmError::Stream {
-                    message: e,
-                    partial: Box::new(usage.partial()),
-                })
-            }
-        };
+    while let Some(events) = stream.next_or_fail(|| usage.partial()).await {
+        let events = events?;
         for ev in events {
             // Anthropic pads its JSON with spaces: parse, never pattern-match.
             let v: Value = serde_json::from_str(&ev.data).map_err(|e| {

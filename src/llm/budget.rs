@@ -31,6 +31,7 @@
 //! ```
 
 use super::{LlmRequest, Provider};
+use crate::accounting::{Spend, Tokens};
 use crate::pricing::PriceTable;
 use serde::Serialize;
 use std::sync::Mutex;
@@ -185,7 +186,7 @@ pub struct CallEstimate {
 
 impl CallEstimate {
     pub fn tokens(&self) -> u64 {
-        self.prompt_tokens + self.max_output_tokens
+        crate::accounting::call_tokens(self.prompt_tokens, self.max_output_tokens)
     }
 
     /// The estimate with the prompt scaled by `ratio` (billed / counted, at least 1).
@@ -230,6 +231,46 @@ pub fn output_limit(provider: Provider, model: &str, prices: &PriceTable) -> (u6
         })
 }
 
+/// The pixel size of a local image, read from its header; `None` for a URL
+/// or a file whose size cannot be read (then the worst case is counted).
+fn image_size(path: &str) -> Option<(u64, u64)> {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return None;
+    }
+    let s = imagesize::size(path).ok()?;
+    Some((s.width as u64, s.height as u64))
+}
+
+/// Anthropic resizes an image to about 1.15 megapixels at most: ~1,600 tokens.
+const ANTHROPIC_MAX_IMAGE_TOKENS: u64 = 1_600;
+
+/// The prompt tokens one image costs, by the provider's documented rule;
+/// `size` unknown counts the most the rule can give.
+/// - OpenAI (detail high): scaled to fit 2048×2048, then its shortest side
+///   to 768; 85 + 170 per 512-px tile.
+/// - Anthropic: width × height / 750 (capped where Anthropic resizes).
+/// - Gemini: 258 per image.
+/// - Ollama: the OpenAI rule; echo: nothing.
+pub fn image_tokens(provider: Provider, size: Option<(u64, u64)>) -> u64 {
+    match provider {
+        Provider::Echo => 0,
+        Provider::Gemini => 258,
+        Provider::Anthropic => size.map_or(ANTHROPIC_MAX_IMAGE_TOKENS, |(w, h)| {
+            (w * h).div_ceil(750).min(ANTHROPIC_MAX_IMAGE_TOKENS)
+        }),
+        Provider::OpenAi | Provider::Ollama => {
+            // The largest high-detail image: 768 × 2048 after scaling, 2 × 4 tiles.
+            let (mut w, mut h) = size.map_or((768.0, 2048.0), |(w, h)| (w as f64, h as f64));
+            let fit = (2048.0 / w.max(h)).min(1.0);
+            (w, h) = (w * fit, h * fit);
+            let shortest = (768.0 / w.min(h)).min(1.0);
+            (w, h) = (w * shortest, h * shortest);
+            let tiles = (w / 512.0).ceil() as u64 * (h / 512.0).ceil() as u64;
+            85 + 170 * tiles
+        }
+    }
+}
+
 /// The worst case of `req`: prompt tokens (o200k_base, plus the chat
 /// overhead), the most output it may produce, priced like an actual call.
 pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
@@ -240,6 +281,9 @@ pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
     }
     if let Some(schema) = &req.json_schema {
         prompt_tokens += count(&schema.to_string());
+    }
+    for image in &req.images {
+        prompt_tokens += image_tokens(req.provider, image_size(image));
     }
     let max_output_tokens = match (req.provider, req.max_tokens) {
         // The echo model answers with the prompt: it never says more.
@@ -393,7 +437,11 @@ impl BudgetExceeded {
                 };
                 format!(
                     "estimated cost at least {} exceeds the budget {max_usd}{planned}; the workflow was not started (see `pflow run FILE --estimate`)",
-                    crate::format::usd_compact(self.estimate_low_usd.unwrap_or(0.0) + self.spent_usd)
+                    crate::format::usd_compact(
+                        Spend::new(self.spent_usd, 0)
+                            .plus(Spend::new(self.estimate_low_usd.unwrap_or(0.0), 0))
+                            .usd
+                    )
                 )
             }
             (Reason::UnpricedModel, _) => format!(
@@ -434,32 +482,30 @@ impl BudgetExceeded {
 }
 
 /// Actual spend so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Spent {
-    pub usd: f64,
-    pub tokens: u64,
-}
+pub type Spent = Spend;
 
 /// Billed against counted prompt tokens of the settled calls of one node or model.
 #[derive(Debug, Default, Clone, Copy)]
 struct Observed {
     /// Calls settled (billed, whatever their usage said).
     settled: u64,
-    billed: u64,
-    counted: u64,
+    /// Prompt tokens billed (`input`).
+    prompt: Tokens,
+    /// Prompt tokens the tokenizer counted for the same calls (`input`).
+    counted: Tokens,
 }
 
 impl Observed {
     fn ratio(&self) -> Option<f64> {
-        (self.counted > 0).then(|| self.billed as f64 / self.counted as f64)
+        (self.counted.input > 0).then(|| self.prompt.input as f64 / self.counted.input as f64)
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    spent: Spent,
-    reserved_usd: f64,
-    reserved_tokens: u64,
+    spent: Spend,
+    /// What calls in flight hold.
+    reserved: Spend,
     stop: Option<BudgetExceeded>,
     unpriced_allowed: Vec<String>,
     /// Per node key (`node:{path}`, a batch item under its batch) and per model (`model:{name}`).
@@ -607,8 +653,8 @@ impl Budget {
                 stopped: Stopped::BeforeCall,
                 spent_usd: s.spent.usd,
                 tokens_used: s.spent.tokens,
-                reserved_usd: s.reserved_usd,
-                reserved_tokens: s.reserved_tokens,
+                reserved_usd: s.reserved.usd,
+                reserved_tokens: s.reserved.tokens,
                 max_cost_usd: self.limits.max_cost_usd,
                 max_tokens_total: self.limits.max_tokens_total,
                 node: node.map(str::to_string),
@@ -631,27 +677,30 @@ impl Budget {
                     s.unpriced_allowed.push(model.to_string());
                 }
             }
-            if s.spent.usd + s.reserved_usd + usd > max + EPSILON_USD {
+            if s.spent.plus(s.reserved).plus(Spend::new(usd, 0)).usd > max + EPSILON_USD {
                 let e = refuse(&s, Reason::MaxCost);
                 return refuse_or_wait(&mut s, e);
             }
         }
         let tokens = est.tokens();
         if let Some(max) = self.limits.max_tokens_total {
-            if s.spent.tokens + s.reserved_tokens + tokens > max {
+            if s.spent
+                .plus(s.reserved)
+                .plus(Spend::new(0.0, tokens))
+                .tokens
+                > max
+            {
                 let e = refuse(&s, Reason::MaxTokensTotal);
                 return refuse_or_wait(&mut s, e);
             }
         }
-        s.reserved_usd += usd;
-        s.reserved_tokens += tokens;
+        s.reserved.add(Spend::new(usd, tokens));
         *s.in_flight.entry(key.clone()).or_insert(0) += 1;
         Admission::Go(reservation(usd, tokens, counted.prompt_tokens))
     }
 
     fn release(s: &mut State, r: &Reservation<'_>) {
-        s.reserved_usd = (s.reserved_usd - r.usd).max(0.0);
-        s.reserved_tokens = s.reserved_tokens.saturating_sub(r.tokens);
+        s.reserved.release(Spend::new(r.usd, r.tokens));
         if r.budget.limits.is_set() {
             if let Some(n) = s.in_flight.get_mut(&r.key) {
                 *n = n.saturating_sub(1);
@@ -665,7 +714,7 @@ impl Budget {
     pub fn refuse_estimate(&self, low_usd: f64) -> Option<Box<BudgetExceeded>> {
         let max = self.limits.max_cost_usd?;
         let mut s = self.lock();
-        if s.spent.usd + low_usd <= max + EPSILON_USD {
+        if s.spent.plus(Spend::new(low_usd, 0)).usd <= max + EPSILON_USD {
             return None;
         }
         let stop = BudgetExceeded {
@@ -673,8 +722,8 @@ impl Budget {
             stopped: Stopped::Estimate,
             spent_usd: s.spent.usd,
             tokens_used: s.spent.tokens,
-            reserved_usd: s.reserved_usd,
-            reserved_tokens: s.reserved_tokens,
+            reserved_usd: s.reserved.usd,
+            reserved_tokens: s.reserved.tokens,
             max_cost_usd: Some(max),
             max_tokens_total: self.limits.max_tokens_total,
             node: None,
@@ -748,13 +797,12 @@ impl Reservation<'_> {
                 let o = s.observed.entry(k).or_default();
                 o.settled += 1;
                 if let Some(billed) = billed {
-                    o.billed += billed;
-                    o.counted += self.counted_prompt_tokens;
+                    o.prompt.add(&Tokens::call(billed, 0));
+                    o.counted.add(&Tokens::call(self.counted_prompt_tokens, 0));
                 }
             }
         }
-        s.spent.usd += usd.unwrap_or(0.0);
-        s.spent.tokens += tokens;
+        s.spent.add(Spend::new(usd.unwrap_or(0.0), tokens));
         if s.stop.is_some() {
             return;
         }
@@ -776,8 +824,8 @@ impl Reservation<'_> {
             stopped: Stopped::AfterCall,
             spent_usd: s.spent.usd,
             tokens_used: s.spent.tokens,
-            reserved_usd: s.reserved_usd,
-            reserved_tokens: s.reserved_tokens,
+            reserved_usd: s.reserved.usd,
+            reserved_tokens: s.reserved.tokens,
             max_cost_usd: b.limits.max_cost_usd,
             max_tokens_total: b.limits.max_tokens_total,
             node: self.node.clone(),
@@ -801,21 +849,11 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::Api;
 
     fn req(provider: Provider, model: &str, prompt: &str, max_tokens: Option<u64>) -> LlmRequest {
         LlmRequest {
-            provider,
-            model: model.into(),
-            prompt: prompt.into(),
-            system: None,
-            temperature: None,
             max_tokens,
-            stream: false,
-            api: Api::Chat,
-            images: vec![],
-            json_mode: false,
-            json_schema: None,
+            ..LlmRequest::new(provider, model, prompt)
         }
     }
 
@@ -827,6 +865,43 @@ mod tests {
             prompt_usd: usd.map(|u| u / 10.0),
             cost_source: "table",
         }
+    }
+
+    #[test]
+    fn images_count_by_each_providers_rule() {
+        // OpenAI's documented examples: 1024×1024 → 768×768, 4 tiles, 765 tokens;
+        // 2048×4096 → 1024×2048 → 768×1536, 6 tiles, 1105 tokens.
+        assert_eq!(image_tokens(Provider::OpenAi, Some((1024, 1024))), 765);
+        assert_eq!(image_tokens(Provider::OpenAi, Some((2048, 4096))), 1105);
+        assert_eq!(image_tokens(Provider::OpenAi, Some((512, 512))), 255);
+        assert_eq!(image_tokens(Provider::OpenAi, None), 85 + 170 * 8);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((1000, 1000))), 1334);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((200, 200))), 54);
+        assert_eq!(image_tokens(Provider::Anthropic, Some((8000, 8000))), 1600);
+        assert_eq!(image_tokens(Provider::Gemini, Some((4000, 3000))), 258);
+        assert_eq!(image_tokens(Provider::Echo, None), 0);
+    }
+
+    #[test]
+    fn an_image_adds_to_the_prompt_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("a.png");
+        // A PNG header for a 1024×1024 image: signature, IHDR length, type, width, height.
+        let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13];
+        bytes.extend_from_slice(b"IHDR");
+        bytes.extend_from_slice(&1024u32.to_be_bytes());
+        bytes.extend_from_slice(&1024u32.to_be_bytes());
+        bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        std::fs::write(&png, bytes).unwrap();
+        let prices = PriceTable::builtin();
+        let plain = req(Provider::OpenAi, "gpt-4o-mini", "hi", Some(10));
+        let with_image = LlmRequest {
+            images: vec![png.to_string_lossy().into_owned()],
+            ..plain.clone()
+        };
+        let a = estimate(&plain, prices);
+        let b = estimate(&with_image, prices);
+        assert_eq!(b.prompt_tokens - a.prompt_tokens, 765);
     }
 
     #[test]

@@ -115,17 +115,13 @@ mod tests {
     #[test]
     fn echoes_and_honours_max_tokens() {
         let req = LlmRequest {
-            provider: super::super::Provider::Echo,
-            model: "echo".into(),
-            prompt: "one two three four five six seven".into(),
             system: Some("be brief".into()),
-            temperature: None,
             max_tokens: Some(3),
-            stream: false,
-            api: super::super::Api::Chat,
-            images: vec![],
-            json_mode: false,
-            json_schema: None,
+            ..LlmRequest::new(
+                super::super::Provider::Echo,
+                "echo",
+                "one two three four five six seven",
+            )
         };
         let r = complete(&req).unwrap();
         assert_eq!(r.usage.output_tokens, Some(3));

@@ -10,14 +10,7 @@ use super::{
 use serde_json::{json, Value};
 
 pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
-    let key = c
-        .config
-        .gemini_api_key
-        .clone()
-        .ok_or(LlmError::MissingApiKey {
-            provider: "gemini",
-            env_var: "GEMINI_API_KEY",
-        })?;
+    let key = super::required_key(&c.config.gemini_api_key, "gemini", "GEMINI_API_KEY")?;
     let base = c.config.endpoint(Provider::Gemini);
     let mut parts = vec![json!({"text": req.prompt})];
     for src in &req.images {
@@ -87,16 +80,8 @@ pub(super) async fn generate_stream(body: Body) -> Result<LlmResponse, LlmError>
     };
     let mut chunks = 0;
     let mut stream = SseStream::from_body(body);
-    while let Some(events) = stream.next().await {
-        let events = match events {
-            Ok(events) => events,
-            Err(e) => {
-                return Err(LlmError::Stream {
-                    message: e,
-                    partial: Box::new(out.usage),
-                })
-            }
-        };
+    while let Some(events) = stream.next_or_fail(|| out.usage.clone()).await {
+        let events = events?;
         for ev in events {
             let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
                 LlmError::InvalidResponse(format!("stream chunk is not JSON ({e})"))

@@ -181,6 +181,26 @@ pub struct LlmRequest {
     pub json_schema: Option<Value>,
 }
 
+impl LlmRequest {
+    /// A plain chat request: no system prompt, sampling or output limit, no
+    /// images, free text; callers set what they need with struct update.
+    pub fn new(provider: Provider, model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        LlmRequest {
+            provider,
+            model: model.into(),
+            prompt: prompt.into(),
+            system: None,
+            temperature: None,
+            max_tokens: None,
+            stream: false,
+            api: Api::Chat,
+            images: vec![],
+            json_mode: false,
+            json_schema: None,
+        }
+    }
+}
+
 /// One LLM response.
 #[derive(Debug, Clone, Default)]
 pub struct LlmResponse {
@@ -584,6 +604,16 @@ impl Body {
     }
 }
 
+/// The API key a provider cannot be called without.
+fn required_key(
+    key: &Option<String>,
+    provider: &'static str,
+    env_var: &'static str,
+) -> Result<String, LlmError> {
+    key.clone()
+        .ok_or(LlmError::MissingApiKey { provider, env_var })
+}
+
 /// Server-sent events from a streaming response, a network chunk at a time.
 struct SseStream {
     body: Body,
@@ -613,6 +643,18 @@ impl SseStream {
             }
             Err(e) => Err(e),
         })
+    }
+
+    /// [`SseStream::next`], a broken stream turned into [`LlmError::Stream`]
+    /// carrying `partial()`, the usage seen before it broke.
+    async fn next_or_fail(
+        &mut self,
+        partial: impl FnOnce() -> Usage,
+    ) -> Option<Result<Vec<sse::SseEvent>, LlmError>> {
+        Some(self.next().await?.map_err(|message| LlmError::Stream {
+            message,
+            partial: Box::new(partial()),
+        }))
     }
 }
 

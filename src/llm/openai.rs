@@ -142,16 +142,8 @@ pub(super) async fn chat_stream(body: Body) -> Result<LlmResponse, LlmError> {
     };
     let mut done = false;
     let mut stream = SseStream::from_body(body);
-    while let Some(events) = stream.next().await {
-        let events = match events {
-            Ok(events) => events,
-            Err(e) => {
-                return Err(LlmError::Stream {
-                    message: e,
-                    partial: Box::new(out.usage),
-                })
-            }
-        };
+    while let Some(events) = stream.next_or_fail(|| out.usage.clone()).await {
+        let events = events?;
         for ev in events {
             if ev.data.trim() == "[DONE]" {
                 done = true;
@@ -244,16 +236,8 @@ pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError
     let mut text = String::new();
     let mut usage = Usage::unknown();
     let mut stream = SseStream::from_body(body);
-    while let Some(events) = stream.next().await {
-        let events = match events {
-            Ok(events) => events,
-            Err(e) => {
-                return Err(LlmError::Stream {
-                    message: e,
-                    partial: Box::new(usage),
-                })
-            }
-        };
+    while let Some(events) = stream.next_or_fail(|| usage.clone()).await {
+        let events = events?;
         for ev in events {
             let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
                 LlmError::InvalidResponse(format!("stream event is not JSON ({e})"))

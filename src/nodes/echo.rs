@@ -6,33 +6,16 @@
 //! check that the runtime contains a panicking node (error type `panic`,
 //! trace saved). Release builds echo it like any other param.
 
-use super::{opt, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 
 pub struct Echo;
 
-static SPEC: NodeSpec = NodeSpec {
-    name: "echo",
-    description: "Return every param as an output of the same name. A string param `action` also picks the outgoing edge; a string param `fail` makes the node fail with that message (for testing error edges).",
-    params: &[
-        opt("*", "any", "any params; each becomes an output"),
-        opt("action", "string", "action to return (default `default`)"),
-        opt("fail", "string", "fail with this message instead of succeeding"),
-    ],
-    outputs: &[opt("*", "any", "the params, unchanged")],
-    dynamic_outputs: true,
-};
-
 impl Node for Echo {
     fn spec(&self) -> &'static NodeSpec {
-        &SPEC
+        &specs::ECHO
     }
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             #[cfg(debug_assertions)]
             if let Some(serde_json::Value::String(msg)) = params.get("debug_panic") {

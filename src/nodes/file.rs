@@ -7,9 +7,8 @@
 //! blocking pool when it is large. A hop per syscall (tokio::fs) cost ~20
 //! futex round trips per node, far more than the open/write/close itself.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use base64::Engine;
-use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -99,33 +98,11 @@ fn encoding(params: &Params) -> Result<&str, NodeError> {
 }
 
 pub struct ReadFile;
-static READ: NodeSpec = NodeSpec {
-    name: "read-file",
-    description: "Read a file into the store.",
-    params: &[
-        req("file_path", "string", "path of the file to read"),
-        opt(
-            "encoding",
-            "string",
-            "`utf-8` (default) or `base64` for binary files",
-        ),
-    ],
-    outputs: &[
-        req("content", "string", "the file's content"),
-        req("file_path", "string", "the path read"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for ReadFile {
     fn spec(&self) -> &'static NodeSpec {
-        &READ
+        &specs::READ_FILE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?.to_string();
             let enc = encoding(&params)?;
@@ -156,49 +133,11 @@ impl Node for ReadFile {
 }
 
 pub struct WriteFile;
-static WRITE: NodeSpec = NodeSpec {
-    name: "write-file",
-    description:
-        "Write (or append) content to a file. Non-string content is written as pretty JSON.",
-    params: &[
-        req("file_path", "string", "path of the file to write"),
-        req(
-            "content",
-            "any",
-            "what to write; objects and arrays become JSON",
-        ),
-        opt(
-            "append",
-            "boolean",
-            "append instead of replacing (default false)",
-        ),
-        opt(
-            "create_dirs",
-            "boolean",
-            "create missing parent directories (default true)",
-        ),
-        opt(
-            "encoding",
-            "string",
-            "`utf-8` (default) or `base64` (content is decoded first)",
-        ),
-    ],
-    outputs: &[
-        req("written", "integer", "bytes written"),
-        req("file_path", "string", "the path written"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for WriteFile {
     fn spec(&self) -> &'static NodeSpec {
-        &WRITE
+        &specs::WRITE_FILE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?;
             let text = params
@@ -272,42 +211,12 @@ impl Transfer {
     }
 }
 
-const COPY_MOVE_PARAMS: &[super::Field] = &[
-    req("source_path", "string", "file to take"),
-    req("dest_path", "string", "where to put it"),
-    opt(
-        "overwrite",
-        "boolean",
-        "replace an existing destination (default false)",
-    ),
-    opt(
-        "create_dirs",
-        "boolean",
-        "create missing parent directories (default true)",
-    ),
-];
-
 pub struct CopyFile;
-static COPY: NodeSpec = NodeSpec {
-    name: "copy-file",
-    description: "Copy a file.",
-    params: COPY_MOVE_PARAMS,
-    outputs: &[
-        req("copied", "integer", "bytes copied"),
-        req("dest_path", "string", "the destination"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for CopyFile {
     fn spec(&self) -> &'static NodeSpec {
-        &COPY
+        &specs::COPY_FILE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let t = Transfer::from_params(&params)?;
             let large = is_large_file(&t.src);
@@ -326,26 +235,11 @@ impl Node for CopyFile {
 }
 
 pub struct MoveFile;
-static MOVE: NodeSpec = NodeSpec {
-    name: "move-file",
-    description: "Move (rename) a file; falls back to copy + delete across file systems.",
-    params: COPY_MOVE_PARAMS,
-    outputs: &[
-        req("moved", "boolean", "true when moved"),
-        req("dest_path", "string", "the destination"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for MoveFile {
     fn spec(&self) -> &'static NodeSpec {
-        &MOVE
+        &specs::MOVE_FILE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let t = Transfer::from_params(&params)?;
             // A rename is one syscall whatever the size; only the cross-device
@@ -370,33 +264,11 @@ impl Node for MoveFile {
 }
 
 pub struct DeleteFile;
-static DELETE: NodeSpec = NodeSpec {
-    name: "delete-file",
-    description: "Delete a file.",
-    params: &[
-        req("file_path", "string", "file to delete"),
-        opt(
-            "missing_ok",
-            "boolean",
-            "succeed when the file does not exist (default false)",
-        ),
-    ],
-    outputs: &[
-        req("deleted", "boolean", "true when a file was deleted"),
-        req("file_path", "string", "the path"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for DeleteFile {
     fn spec(&self) -> &'static NodeSpec {
-        &DELETE
+        &specs::DELETE_FILE
     }
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let path = params.str("file_path")?;
             // One unlink: always inline.

@@ -1,43 +1,17 @@
 //! `http`: one HTTP request. JSON responses are parsed, others kept as text;
 //! a status of 400 or more fails the node unless `ignore_errors`.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use serde_json::{json, Map, Value};
 
 pub struct Http;
 
-static SPEC: NodeSpec = NodeSpec {
-    name: "http",
-    description: "Make an HTTP request. The response body is parsed as JSON when it is JSON, else kept as text.",
-    params: &[
-        req("url", "string", "request URL"),
-        opt("method", "string", "GET (default; POST when a body is given), POST, PUT, PATCH, DELETE, HEAD"),
-        opt("headers", "object", "request headers"),
-        opt("query", "object", "query-string parameters"),
-        opt("body", "string", "raw request body"),
-        opt("json", "any", "JSON request body (sets content-type)"),
-        opt("timeout", "number", "seconds before giving up (default 30)"),
-        opt("ignore_errors", "boolean", "succeed on 4xx/5xx statuses (default false)"),
-    ],
-    outputs: &[
-        req("response", "any", "the body: parsed JSON or text"),
-        req("status_code", "integer", "HTTP status"),
-        req("headers", "object", "response headers (lower-case names)"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for Http {
     fn spec(&self) -> &'static NodeSpec {
-        &SPEC
+        &specs::HTTP
     }
 
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let url = params.str("url")?;
             let has_body = params.get("body").is_some() || params.get("json").is_some();

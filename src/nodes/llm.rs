@@ -4,10 +4,9 @@
 //! trace — the prompt and the response. Retries on 429/5xx/timeouts back
 //! off (honouring `Retry-After`); usage of failed attempts still counts.
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
+use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use crate::llm::traced::{self, Priced};
 use crate::llm::{self, Api, LlmError, LlmRequest, LlmResponse, Provider};
-use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 
 pub struct Llm;
@@ -15,37 +14,12 @@ pub struct Llm;
 /// Provider-level retries when the node sets none.
 const DEFAULT_RETRIES: u64 = 2;
 
-static SPEC: NodeSpec = NodeSpec {
-    name: "llm",
-    description: "Call an LLM. The model is `provider/model` or a well-known name (gpt-*, o1/o3/o4*, claude-*, gemini-*); `echo` answers offline with the prompt. Default model: $PFLOW_DEFAULT_MODEL, else `echo`.",
-    params: &[
-        req("prompt", "string", "the user message"),
-        opt("system", "string", "system instructions"),
-        opt("model", "string", "e.g. gpt-4o, claude-sonnet-4-5, gemini-2.5-flash, ollama/llama3.2, echo"),
-        opt("temperature", "number", "sampling temperature"),
-        opt("max_tokens", "integer", "output token limit"),
-        opt("stream", "boolean", "stream the response (default false); usage comes from the stream"),
-        opt("api", "string", "`chat` (default) or `responses` (OpenAI Responses API)"),
-        opt("images", "array", "image file paths or URLs"),
-        opt("retries", "integer", "provider retries on 429, 5xx and timeouts (default 2)"),
-    ],
-    outputs: &[
-        req("response", "any", "the text; parsed JSON when the text is JSON"),
-        req("llm_usage", "object", "{model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, total_tokens, estimated, cost_usd}"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for Llm {
     fn spec(&self) -> &'static NodeSpec {
-        &SPEC
+        &specs::LLM
     }
 
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let prompt = params
                 .text_opt("prompt")
@@ -101,17 +75,13 @@ impl Node for Llm {
                 None => None,
             };
             let request = LlmRequest {
-                provider,
-                model: model.clone(),
-                prompt,
                 system: params.text_opt("system"),
                 temperature: params.f64_opt("temperature")?,
                 max_tokens,
                 stream: params.bool_or("stream", false)?,
                 api,
                 images,
-                json_mode: false,
-                json_schema: None,
+                ..LlmRequest::new(provider, model.clone(), prompt)
             };
             let retries = params
                 .f64_opt("retries")?

@@ -15,6 +15,7 @@ mod http;
 mod llm;
 mod params;
 mod shell;
+mod specs;
 
 pub use error::NodeErrorKind;
 pub use params::type_name as params_type_name;
@@ -207,14 +208,13 @@ pub struct NodeContext {
     pub services: Arc<Services>,
 }
 
+/// What a node's run returns.
+pub type NodeFuture<'a> = BoxFuture<'a, Result<NodeOutput, NodeError>>;
+
 /// A node implementation.
 pub trait Node: Send + Sync {
     fn spec(&self) -> &'static NodeSpec;
-    fn run<'a>(
-        &'a self,
-        ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>>;
+    fn run<'a>(&'a self, ctx: &'a NodeContext, params: Params) -> NodeFuture<'a>;
 }
 
 /// A registry entry: a node implementation, or the runtime-handled `workflow`.
@@ -224,19 +224,6 @@ pub enum NodeKind {
     /// Nested workflows run inside the runtime (they need the executor).
     Workflow,
 }
-
-pub static WORKFLOW_SPEC: NodeSpec = NodeSpec {
-    name: "workflow",
-    description: "Run another workflow as one node, in its own store. Outputs are the child's outputs renamed by output_mapping (or all child outputs when no mapping is given).",
-    params: &[
-        opt("workflow_ref", "string", "path to the child workflow file, relative to this workflow's file"),
-        opt("workflow_ir", "object", "the child workflow inline (instead of workflow_ref)"),
-        opt("param_mapping", "object", "child input name -> value or template in the parent"),
-        opt("output_mapping", "object", "child output name -> key in this node's namespace"),
-    ],
-    outputs: &[],
-    dynamic_outputs: true,
-};
 
 /// The node types this build knows.
 #[derive(Clone)]
@@ -283,7 +270,7 @@ impl Registry {
     pub fn spec(&self, name: &str) -> Option<&'static NodeSpec> {
         match self.kinds.get(name)? {
             NodeKind::Builtin(n) => Some(n.spec()),
-            NodeKind::Workflow => Some(&WORKFLOW_SPEC),
+            NodeKind::Workflow => Some(&specs::WORKFLOW),
         }
     }
 

@@ -2,8 +2,7 @@
 //! code. The child is killed when the node times out or the run is
 //! interrupted (no orphaned processes).
 
-use super::{opt, req, Node, NodeContext, NodeError, NodeOutput, NodeSpec, Params};
-use futures::future::BoxFuture;
+use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
 use serde_json::{json, Map, Value};
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
@@ -12,35 +11,12 @@ pub struct Shell;
 
 const DEFAULT_TIMEOUT_S: f64 = 600.0;
 
-static SPEC: NodeSpec = NodeSpec {
-    name: "shell",
-    description: "Run a shell command (`sh -c`). A non-zero exit fails the node unless `ignore_errors` is true; the outputs are then still readable through the error edge.",
-    params: &[
-        req("command", "string", "the command line"),
-        opt("stdin", "any", "text fed to the command's stdin (objects as JSON)"),
-        opt("cwd", "string", "working directory"),
-        opt("env", "object", "extra environment variables"),
-        opt("timeout", "number", "seconds before the command is killed (default 600)"),
-        opt("ignore_errors", "boolean", "succeed even on a non-zero exit (default false)"),
-    ],
-    outputs: &[
-        req("stdout", "string", "standard output"),
-        req("stderr", "string", "standard error"),
-        req("exit_code", "integer", "exit status (-1 when killed by a signal)"),
-    ],
-    dynamic_outputs: false,
-};
-
 impl Node for Shell {
     fn spec(&self) -> &'static NodeSpec {
-        &SPEC
+        &specs::SHELL
     }
 
-    fn run<'a>(
-        &'a self,
-        _ctx: &'a NodeContext,
-        params: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let command = params.str("command")?;
             let timeout = params.f64_opt("timeout")?.unwrap_or(DEFAULT_TIMEOUT_S);

@@ -11,7 +11,7 @@
 use crate::ir::validate::Severity;
 use crate::ir::{self, WorkflowIr};
 use crate::llm::traced::{self, CallOptions};
-use crate::llm::{self, Api, LlmRequest, Provider};
+use crate::llm::{self, LlmRequest, Provider};
 use crate::nodes::Services;
 use crate::runtime::{CompileContext, Runtime};
 use crate::telemetry::attr;
@@ -194,17 +194,12 @@ impl Ctx<'_> {
                 format!("{user}\n\nYour previous answer was rejected: {reason}\nAnswer again with the JSON object only.")
             };
             let request = LlmRequest {
-                provider: self.provider,
-                model: self.model.clone(),
-                prompt,
                 system: Some(system.clone()),
                 temperature: Some(0.0),
                 max_tokens: Some(4096),
-                stream: false,
-                api: Api::Chat,
-                images: vec![],
                 json_mode: true,
                 json_schema: Some(schema.clone()),
+                ..LlmRequest::new(self.provider, self.model.clone(), prompt)
             };
             let opts = CallOptions {
                 retries: 2,

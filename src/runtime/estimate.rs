@@ -9,12 +9,12 @@
 
 use super::template::{lookup, render_into, CompiledValue, Scope};
 use super::{CompiledKind, CompiledNode, CompiledWorkflow};
-use crate::accounting::round_usd as round;
+use crate::accounting::{round_usd as round, sum_known, CostRange, Tokens};
 use crate::format::usd_compact as fmt_usd;
 use crate::history::query::PastRuns;
 use crate::ir::template::Part;
 use crate::llm::budget;
-use crate::llm::{self, Api, LlmRequest, Provider};
+use crate::llm::{self, LlmRequest, Provider};
 use crate::pricing::PriceTable;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -297,16 +297,14 @@ impl Expected {
         let costs: Option<Vec<f64>> = same
             .iter()
             .map(|r| {
-                r.models
-                    .iter()
-                    .map(|(m, t)| price_now(m, t, prices))
-                    .sum::<Option<f64>>()
+                let costs = r.models.iter().map(|(m, t)| price_now(m, t, prices));
+                sum_known(costs)
             })
             .collect();
         e.median_cost_usd = costs.and_then(median_f64).map(round);
         e.median_tokens = median_f64(
             same.iter()
-                .map(|r| r.models.values().map(|t| t.total as f64).sum())
+                .map(|r| Tokens::sum_all(r.models.values()).total as f64)
                 .collect(),
         )
         .map(|t| t.round() as u64);
@@ -566,23 +564,26 @@ fn llm_call(
             None
         }
     };
-    if param(node, "images").is_some() {
-        walk.note(format!(
-            "node `{path}`: image inputs are not counted in its prompt tokens"
-        ));
-    }
+    // Images count by the provider's rule (budget::image_tokens); a list only
+    // known at run time counts none.
+    let images = match param(node, "images").map(|cv| resolve_known(cv, scope)) {
+        Some(Known::Full(Value::Array(a))) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(_) => {
+            walk.note(format!(
+                "node `{path}`: its images are only known at run time: not counted in its prompt tokens"
+            ));
+            vec![]
+        }
+        None => vec![],
+    };
     let req = LlmRequest {
-        provider,
-        model: model.clone(),
-        prompt,
         system: system.map(|(s, _)| s),
-        temperature: None,
         max_tokens,
-        stream: false,
-        api: Api::Chat,
-        images: vec![],
-        json_mode: false,
-        json_schema: None,
+        images,
+        ..LlmRequest::new(provider, model.clone(), prompt)
     };
     let high = budget::estimate(&req, walk.prices);
     let output_limit_source = match (provider, max_tokens) {
@@ -628,13 +629,15 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&Expected>) -> E
         match index.get(&c.path) {
             Some(&i) => {
                 let n = &mut nodes[i];
-                n.prompt_tokens += c.prompt_tokens;
+                let t = Tokens::sum(
+                    &Tokens::call(n.prompt_tokens, n.max_output_tokens),
+                    &Tokens::call(c.prompt_tokens, c.max_output_tokens),
+                );
+                (n.prompt_tokens, n.max_output_tokens) = (t.input, t.output);
                 n.prompt_complete &= c.prompt_complete;
-                n.max_output_tokens += c.max_output_tokens;
                 n.items = n.items.zip(c.count_known.then_some(1)).map(|(a, b)| a + b);
-                let add = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a + b);
-                n.low_usd = add(n.low_usd, c.low);
-                n.high_usd = add(n.high_usd, c.high);
+                n.low_usd = sum_known([n.low_usd, c.low]);
+                n.high_usd = sum_known([n.high_usd, c.high]);
                 n.priced &= priced;
             }
             None => {
@@ -684,9 +687,10 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&Expected>) -> E
         max_output_tokens: 0,
         complete: true,
     };
+    let mut tokens = Tokens::default();
+    let mut range = CostRange::default();
     for n in &nodes {
-        total.prompt_tokens += n.prompt_tokens;
-        total.max_output_tokens += n.max_output_tokens;
+        tokens.add(&Tokens::call(n.prompt_tokens, n.max_output_tokens));
         total.complete &= n.prompt_complete && n.items.is_some() && n.priced;
         if !n.priced {
             unpriced.push(Unpriced {
@@ -696,17 +700,18 @@ fn assemble(wf: &CompiledWorkflow, walk: Walk<'_>, past: Option<&Expected>) -> E
             continue;
         }
         if n.on_default_path {
-            total.low_usd += n.low_usd.unwrap_or(0.0);
+            range.add_low(n.low_usd.unwrap_or(0.0));
         } else {
             notes.push(format!("node `{}` runs only on a non-default action (e.g. an error edge): counted in the high end only", n.node));
         }
-        total.high_usd += n.high_usd.unwrap_or(0.0);
+        range.add_high(n.high_usd.unwrap_or(0.0));
     }
     if nodes.iter().any(|n| !n.prompt_complete) {
         notes.push("partial prompts: text from other nodes' outputs is only known at run time; low and high count the known text only".into());
     }
-    total.low_usd = round(total.low_usd);
-    total.high_usd = round(total.high_usd);
+    let range = range.rounded();
+    (total.low_usd, total.high_usd) = (range.low_usd, range.high_usd);
+    (total.prompt_tokens, total.max_output_tokens) = (tokens.input, tokens.output);
     Estimate {
         workflow: wf.name.clone(),
         workflow_hash: crate::history::WorkflowIdent::of(&wf.ir).hash,

@@ -9,6 +9,7 @@
 //! down an unbounded channel, so a node never waits on the terminal.
 
 use super::attr;
+use crate::accounting::Spend;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -50,8 +51,8 @@ struct State {
     open: Vec<(u64, String)>,
     /// Batch spans open, with their items' progress.
     batches: Vec<Batch>,
-    tokens: u64,
-    cost_usd: f64,
+    /// Tokens and cost of the calls so far.
+    spent: Spend,
     /// A call's cost is unknown (unpriced model, no usage): the cost is a lower bound.
     cost_incomplete: bool,
 }
@@ -144,11 +145,11 @@ impl State {
                 None => format!("{} {} items", b.path, b.done),
             });
         }
-        parts.push(format!("{} tok", thousands(self.tokens)));
+        parts.push(format!("{} tok", thousands(self.spent.tokens)));
         let at_least = if self.cost_incomplete { "≥ " } else { "" };
         parts.push(format!(
             "{at_least}{}",
-            crate::format::usd_brief(self.cost_usd)
+            crate::format::usd_brief(self.spent.usd)
         ));
         format!("[{}] {}", clock(elapsed), parts.join(" · "))
     }
@@ -156,9 +157,9 @@ impl State {
     fn totals(&self) -> String {
         format!(
             "{} tok · {}",
-            thousands(self.tokens),
+            thousands(self.spent.tokens),
             crate::format::cost(&crate::accounting::CostTotal::new(
-                self.cost_usd,
+                self.spent.usd,
                 !self.cost_incomplete
             ))
         )
@@ -339,22 +340,20 @@ where
         let Some(data) = ext.get_mut::<SpanData>() else {
             return;
         };
-        let (tokens, cost) = (data.input_tokens + data.output_tokens, data.cost_usd);
+        let before = Spend::of_call(data.cost_usd, data.input_tokens, data.output_tokens);
         values.record(data);
         match data.kind {
             Kind::Llm => {
                 // Usage is recorded once per call; adding the change stays right if it is recorded again.
-                let d_tokens = data.input_tokens + data.output_tokens - tokens;
-                let d_cost = data.cost_usd - cost;
+                let after = Spend::of_call(data.cost_usd, data.input_tokens, data.output_tokens);
                 let unknown = data
                     .cost_source
                     .as_deref()
                     .and_then(crate::accounting::CostSource::parse)
                     .is_some_and(|c| !c.is_known());
-                if d_tokens != 0 || d_cost != 0.0 || unknown {
+                if after != before || unknown {
                     let mut st = self.sink.state();
-                    st.tokens = st.tokens.saturating_add_signed(d_tokens);
-                    st.cost_usd += d_cost;
+                    st.spent.shift(before, after);
                     st.cost_incomplete |= unknown;
                 }
             }

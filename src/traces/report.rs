@@ -426,13 +426,13 @@ pub fn render_html(trace: &Trace) -> String {
             if m.models.len() == 1 { "" } else { "s" }
         ),
     );
-    let (tin, tout) = m
-        .planner
-        .iter()
-        .chain(std::iter::once(&m.workflow))
-        .fold((0, 0), |(i, o), s| {
-            (i + s.usage.tokens.input, o + s.usage.tokens.output)
-        });
+    let t = crate::accounting::Tokens::sum_all(
+        m.planner
+            .iter()
+            .chain(std::iter::once(&m.workflow))
+            .map(|s| &s.usage.tokens),
+    );
+    let (tin, tout) = (t.input, t.output);
     card(
         &mut out,
         "Tokens",

@@ -420,3 +420,49 @@ async fn planned_runs_print_the_estimate_before_running() {
     assert!(stderr.lines().any(|l| l.starts_with("ask ")), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("estimate"));
 }
+
+/// A PNG header (all the estimate reads) for an image of `w`×`h` pixels.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut b = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13];
+    b.extend_from_slice(b"IHDR");
+    b.extend_from_slice(&w.to_be_bytes());
+    b.extend_from_slice(&h.to_be_bytes());
+    b.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    b
+}
+
+#[test]
+fn images_count_in_the_prompt_by_the_providers_rule() {
+    let env = Env::new();
+    let img = env.dir.path().join("photo.png");
+    std::fs::write(&img, png_header(1024, 1024)).unwrap();
+    let img = img.to_string_lossy().into_owned();
+    let llm = |id: &str, model: &str, images: Value| json!({"id": id, "type": "llm", "params": {"prompt": "What is this?", "model": model, "max_tokens": 10, "images": images}});
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "nodes": [
+            llm("o0", "gpt-4o-mini", json!([])),
+            llm("o1", "gpt-4o-mini", json!([img])),
+            llm("a0", "claude-sonnet-4-5", json!([])),
+            llm("a1", "claude-sonnet-4-5", json!([img, img])),
+            llm("g0", "gemini-2.5-flash", json!([])),
+            llm("g1", "gemini-2.5-flash", json!([img]))
+        ], "edges": [{"from": "o0", "to": "o1"}, {"from": "o1", "to": "a0"},
+            {"from": "a0", "to": "a1"}, {"from": "a1", "to": "g0"}, {"from": "g0", "to": "g1"}]}),
+    );
+    let (v, code, stderr) = run_json(
+        env.pflow()
+            .args(["--output-format", "json", "--estimate"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    let est = &v["estimate"];
+    let extra = |with: &str, without: &str| {
+        node(est, with)["prompt_tokens"].as_u64().unwrap()
+            - node(est, without)["prompt_tokens"].as_u64().unwrap()
+    };
+    // OpenAI: 1024² → 768², 4 tiles: 85 + 4 × 170; Anthropic: 1024² / 750 each; Gemini: 258.
+    assert_eq!(extra("o1", "o0"), 765);
+    assert_eq!(extra("a1", "a0"), 2 * 1399);
+    assert_eq!(extra("g1", "g0"), 258);
+}
