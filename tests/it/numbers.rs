@@ -198,15 +198,10 @@ async fn diff_compares_full_params_and_rolls_batch_items_up() {
             "edges": [{"from": "note", "to": "list"}, {"from": "list", "to": "fan"}]}),
     );
     for tail in ["tail=A", "tail=B"] {
-        let out = with_openai(&env, &server)
-            .env("PFLOW_TRACE_MAX_VALUE_BYTES", "64")
-            .args(["run", "wf.json", "--trace", tail])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        pflow_ok(
+            with_openai(&env, &server)
+                .env("PFLOW_TRACE_MAX_VALUE_BYTES", "64")
+                .args(["run", "wf.json", "--trace", tail]),
         );
     }
     let (v, code, err) =
@@ -296,12 +291,7 @@ async fn expected_value_needs_the_same_models_and_todays_prices() {
             "nodes": [{"id": "ask", "type": "llm", "params": {"prompt": "Say ok", "model": "${model}", "max_tokens": 50}}]}),
     );
     for _ in 0..2 {
-        let out = with_openai(&env, &server).arg(&wf).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pflow_ok(with_openai(&env, &server).arg(&wf));
     }
     let estimate = |extra: &[&str]| {
         let (v, code, err) = run_json(
@@ -320,16 +310,7 @@ async fn expected_value_needs_the_same_models_and_todays_prices() {
     assert_eq!(t["history_runs"], json!(0), "{t}");
     assert_eq!(t["expected_usd"], Value::Null, "{t}");
 
-    let out = with_openai(&env, &server)
-        .arg(&wf)
-        .arg("model=gpt-4o-mini")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pflow_ok(with_openai(&env, &server).arg(&wf).arg("model=gpt-4o-mini"));
     // Today's price for gpt-4o-mini is the override: 30 tokens at $100/M.
     let prices = env.write(
         "prices.json",
