@@ -5,6 +5,11 @@
 //! peak RSS (`wait4`), trace bytes and bytes per node.
 //!
 //! `cargo bench --bench scale`; `PFLOW_SCALE_NODES=1000,10000` picks the sizes.
+//!
+//! `PFLOW_SCALE_SLOPE=RUNS` measures per-node cost instead: the slope between
+//! a 10- and a 500-node chain (start-up cancels out), median wall and CPU of
+//! RUNS runs each. `PFLOW_SCALE_BIN` names the binary, so two builds can be
+//! compared one after the other on the same machine state.
 //! Nothing is committed: the workflows are generated into a temp dir.
 
 use serde_json::json;
@@ -85,8 +90,68 @@ fn dir_bytes(d: &Path) -> u64 {
         .sum()
 }
 
+/// `pflow run WF` in `mode` (`off`, `default`, `trace`), its data under `home`.
+fn run_command(bin: &Path, home: &Path, wf: &Path, mode: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.env("PFLOW_HOME", home)
+        .env("PFLOW_PROGRESS", "off")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .arg("run")
+        .arg(wf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match mode {
+        "off" => {
+            c.env("OTEL_SDK_DISABLED", "true");
+        }
+        "trace" => {
+            c.arg("--trace");
+        }
+        _ => {}
+    }
+    c
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Per-node wall and CPU time: the slope of the medians between a 10- and a 500-node chain.
+fn slope(bin: &Path, dir: &Path, out: &Path, runs: usize) {
+    println!("per node, slope 10 → 500 nodes, median of {runs} runs");
+    for kind in ["write-file", "echo"] {
+        for mode in ["off", "default", "trace"] {
+            let at = |n: usize| {
+                let wf = dir.join(format!("{kind}-{n}.json"));
+                write_chain(&wf, n, kind, out).expect("write workflow");
+                let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+                for r in 0..runs {
+                    let home = dir.join(format!("home-slope-{r}"));
+                    let m = measure(&mut run_command(bin, &home, &wf, mode));
+                    let _ = std::fs::remove_dir_all(&home);
+                    wall.push(m.wall_s);
+                    cpu.push(m.cpu_s);
+                }
+                (median(wall), median(cpu))
+            };
+            let (w10, c10) = at(10);
+            let (w500, c500) = at(500);
+            let us = |a: f64, b: f64| (b - a) * 1e6 / 490.0;
+            println!(
+                "{kind:<11} {mode:<8} wall {:>7.1} µs/node  cpu {:>7.1} µs/node",
+                us(w10, w500),
+                us(c10, c500)
+            );
+        }
+    }
+}
+
 fn main() {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow");
+    let bin = match std::env::var_os("PFLOW_SCALE_BIN") {
+        Some(b) => b.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow"),
+    };
     let bin = if bin.exists() {
         bin
     } else {
@@ -100,6 +165,14 @@ fn main() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");
     println!("binary: {}", bin.display());
+    if let Some(runs) = std::env::var("PFLOW_SCALE_SLOPE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&r| r > 0)
+    {
+        slope(&bin, dir.path(), &out, runs);
+        return;
+    }
     println!(
         "{:<11} {:>7} {:<8} {:>8} {:>8} {:>11} {:>10} {:>13} {:>10}",
         "workflow",
@@ -118,24 +191,7 @@ fn main() {
             write_chain(&wf, n, kind, &out).expect("write workflow");
             for mode in ["off", "default", "trace"] {
                 let home = dir.path().join(format!("home-{kind}-{n}-{mode}"));
-                let mut c = Command::new(&bin);
-                c.env("PFLOW_HOME", &home)
-                    .env("PFLOW_PROGRESS", "off")
-                    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-                    .arg("run")
-                    .arg(&wf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                match mode {
-                    "off" => {
-                        c.env("OTEL_SDK_DISABLED", "true");
-                    }
-                    "trace" => {
-                        c.arg("--trace");
-                    }
-                    _ => {}
-                }
-                let mut m = measure(&mut c);
+                let mut m = measure(&mut run_command(&bin, &home, &wf, mode));
                 m.trace_bytes = dir_bytes(&home.join("traces"));
                 let per_node = if m.trace_bytes > 0 {
                     format!("{:.0}", m.trace_bytes as f64 / n as f64)
