@@ -1,8 +1,8 @@
 //! Live run progress, observed from spans: a `tracing` layer watches the
 //! workflow, node, planner and LLM spans open, record and close, and keeps a
-//! small shared state (nodes done / total, the node running, batch items,
-//! running tokens and cost) that a renderer (the CLI's bar) reads on its own
-//! thread.
+//! small shared state (node executions and batch items done / expected,
+//! counted as the run's summary counts them; the node running; running
+//! tokens and cost) that a renderer (the CLI's bar) reads on its own thread.
 //!
 //! Like the rest of telemetry it observes and never steers: each callback
 //! takes one short mutex, and completed-node lines for plain output are sent
@@ -10,7 +10,6 @@
 
 use super::attr;
 use crate::accounting::Spend;
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,27 +41,22 @@ impl fmt::Debug for ProgressSink {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Nodes of the top workflow (depth 0), once it has started.
-    total: Option<u64>,
-    /// Top-level node paths that finished (ok or failed for good); a node
-    /// run again by a loop counts once, so done never exceeds total.
-    done: HashSet<String>,
+    /// Nodes expected: the top workflow's, plus each nested workflow's as it
+    /// starts; `None` before the top workflow starts (planning).
+    nodes_total: Option<u64>,
+    /// Node executions finished (ok or failed for good), top level and
+    /// nested, batch items apart: the summary's `nodes_executed`.
+    nodes_done: u64,
+    /// Batch items announced by the batches started so far.
+    items_total: u64,
+    /// Batch items finished: the summary's `batch_items`.
+    items_done: u64,
     /// Node (and planner step) spans open, in start order: the last is "current".
     open: Vec<(u64, String)>,
-    /// Batch spans open, with their items' progress.
-    batches: Vec<Batch>,
     /// Tokens and cost of the calls so far.
     spent: Spend,
     /// A call's cost is unknown (unpriced model, no usage): the cost is a lower bound.
     cost_incomplete: bool,
-}
-
-#[derive(Debug)]
-struct Batch {
-    id: u64,
-    path: String,
-    size: Option<u64>,
-    done: u64,
 }
 
 impl ProgressSink {
@@ -88,7 +82,7 @@ impl ProgressSink {
         self.inner.start.elapsed()
     }
 
-    /// The live display's text, e.g. `[00:03] 4/7 nodes · count[2] · count 3/10 items · 1,234 tok · $0.0021`.
+    /// The live display's text, e.g. `[00:03] 4/7 nodes, 3/10 items · count[3] · 1,234 tok · $0.0021`.
     pub fn bar_text(&self) -> String {
         self.state().bar_text(self.elapsed())
     }
@@ -123,27 +117,34 @@ impl ProgressSink {
 }
 
 impl State {
+    /// `4/7 nodes`, `4/7 nodes, 3/10 items`: counted as the summary counts
+    /// them. A loop can run more nodes than were planned; the total then
+    /// grows with them, so done never exceeds it.
     fn counts(&self) -> String {
-        match self.total {
-            Some(t) => format!("{}/{t}", self.done.len()),
-            None => format!("{}/?", self.done.len()),
+        use crate::format::count;
+        let nodes = match self.nodes_total {
+            Some(t) => format!(
+                "{}/{}",
+                self.nodes_done,
+                count(t.max(self.nodes_done), "node")
+            ),
+            None => format!("{}/? nodes", self.nodes_done),
+        };
+        if self.items_total == 0 && self.items_done == 0 {
+            return nodes;
         }
+        let items = count(self.items_total.max(self.items_done), "item");
+        format!("{nodes}, {}/{items}", self.items_done)
     }
 
     fn bar_text(&self, elapsed: Duration) -> String {
         // Before the workflow starts (planning) there is no total to show.
         let mut parts = Vec::new();
-        if self.total.is_some() {
-            parts.push(format!("{} nodes", self.counts()));
+        if self.nodes_total.is_some() {
+            parts.push(self.counts());
         }
         if let Some((_, current)) = self.open.last() {
             parts.push(current.clone());
-        }
-        if let Some(b) = self.batches.last() {
-            parts.push(match b.size {
-                Some(n) => format!("{} {}/{n} items", b.path, b.done),
-                None => format!("{} {} items", b.path, b.done),
-            });
         }
         parts.push(format!("{} tok", thousands(self.spent.tokens)));
         let at_least = if self.cost_incomplete { "≥ " } else { "" };
@@ -166,7 +167,7 @@ impl State {
     }
 }
 
-/// `[0.12s] ✓ read (1/7) · 0 tok · $0.000000`: a top-level node finished.
+/// `[0.12s] ✓ read (1/7 nodes) · 0 tok · $0.000000`: a top-level node finished.
 fn done_line(elapsed: Duration, what: &str, state: &State) -> String {
     format!(
         "[{:.2}s] {what} ({}) · {}",
@@ -214,8 +215,26 @@ struct SpanData {
     retrying: bool,
     /// A node of the top workflow.
     top_level: bool,
-    /// The batch span an item belongs to.
-    batch: Option<u64>,
+    /// Batch nodes: the items already added to the total.
+    items_counted: u64,
+}
+
+impl SpanData {
+    fn is_item(&self) -> bool {
+        self.role == attr::ROLE_BATCH_ITEM
+    }
+
+    /// A batch node's size, once known, joins the items total (once per span).
+    fn count_items(&mut self, st: &mut State) {
+        if self.role != attr::ROLE_BATCH {
+            return;
+        }
+        if let Some(n) = self.batch_size {
+            let n = n.max(0) as u64;
+            st.items_total = (st.items_total + n).saturating_sub(self.items_counted);
+            self.items_counted = n;
+        }
+    }
 }
 
 impl Visit for SpanData {
@@ -298,31 +317,19 @@ where
             if let Some(p) = parent.extensions().get::<SpanData>() {
                 data.top_level =
                     kind == Kind::Node && p.kind == Kind::Workflow && p.depth == Some(0);
-                if kind == Kind::Node
-                    && data.role == attr::ROLE_BATCH_ITEM
-                    && p.kind == Kind::Node
-                    && p.role == attr::ROLE_BATCH
-                {
-                    data.batch = Some(parent.id().into_u64());
-                }
             }
         }
         {
             let mut st = self.sink.state();
             match kind {
-                Kind::Workflow if data.depth == Some(0) => {
-                    st.total = data.node_count.map(|n| n.max(0) as u64);
+                Kind::Workflow => {
+                    // A nested workflow's nodes are node executions too (the summary counts them).
+                    let n = data.node_count.map_or(0, |n| n.max(0) as u64);
+                    st.nodes_total = Some(st.nodes_total.unwrap_or(0) + n);
                 }
                 Kind::Node => {
                     st.open.push((id.into_u64(), data.path.clone()));
-                    if data.role == attr::ROLE_BATCH {
-                        st.batches.push(Batch {
-                            id: id.into_u64(),
-                            path: data.path.clone(),
-                            size: data.batch_size.map(|n| n.max(0) as u64),
-                            done: 0,
-                        });
-                    }
+                    data.count_items(&mut st);
                 }
                 Kind::Planner => {
                     let step = data.planner_step.as_deref().unwrap_or("pflow");
@@ -357,13 +364,8 @@ where
                     st.cost_incomplete |= unknown;
                 }
             }
-            Kind::Node if data.role == attr::ROLE_BATCH => {
-                if let Some(n) = data.batch_size {
-                    let mut st = self.sink.state();
-                    if let Some(b) = st.batches.iter_mut().find(|b| b.id == id.into_u64()) {
-                        b.size = Some(n.max(0) as u64);
-                    }
-                }
+            Kind::Node if data.role == attr::ROLE_BATCH && data.batch_size.is_some() => {
+                data.count_items(&mut self.sink.state());
             }
             _ => {}
         }
@@ -404,9 +406,6 @@ where
             if data.kind == Kind::Planner {
                 return;
             }
-            if data.role == attr::ROLE_BATCH {
-                st.batches.retain(|b| b.id != raw);
-            }
             if data.retrying {
                 // Another attempt follows: not done yet.
                 (data.top_level && self.sink.has_lines()).then(|| {
@@ -420,13 +419,12 @@ where
                     format!("[{:.2}s] {what}", self.sink.elapsed().as_secs_f64())
                 })
             } else {
-                if let Some(b) = data.batch {
-                    if let Some(b) = st.batches.iter_mut().find(|x| x.id == b) {
-                        b.done += 1;
-                    }
+                if data.is_item() {
+                    st.items_done += 1;
+                } else {
+                    st.nodes_done += 1;
                 }
                 if data.top_level {
-                    st.done.insert(data.path.clone());
                     self.sink
                         .has_lines()
                         .then(|| done_line(self.sink.elapsed(), &outcome(data), &st))
@@ -504,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_top_level_nodes_items_tokens_and_failures() {
+    fn counts_nodes_at_every_depth_items_apart_tokens_and_failures() {
         let (sink, lines) = with_progress(|| {
             let wf = workflow(0, 3);
             let _w = wf.enter();
@@ -527,11 +525,11 @@ mod tests {
                 b.record("pflow.batch.failed", 0_i64);
             }
             {
-                // A nested workflow's nodes are not nodes of the top workflow.
+                // A nested workflow's nodes are node executions, as in the summary.
                 let n = node("fetch", "node", 1, 2);
                 let _e = n.enter();
                 {
-                    let child = workflow(1, 5);
+                    let child = workflow(1, 1);
                     let _c = child.enter();
                     let inner = node("fetch/get", "node", 1, 1);
                     inner.record("pflow.node.status", "ok");
@@ -547,15 +545,15 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "✓ read (1/3) · 0 tok · $0.000000",
-                "✓ count 2 items (2/3) · 2,468 tok · $0.004200",
+                "✓ read (1/3 nodes) · 0 tok · $0.000000",
+                "✓ count 2 items (2/3 nodes, 2/2 items) · 2,468 tok · $0.004200",
                 "↻ fetch attempt 1/2 failed: http_status, retrying",
-                "✗ fetch failed: http_status (3/3) · 2,468 tok · $0.004200",
+                "✗ fetch failed: http_status (4/4 nodes, 2/2 items) · 2,468 tok · $0.004200",
             ]
         );
         let text = sink.bar_text();
         assert!(
-            text.ends_with("] 3/3 nodes · 2,468 tok · $0.0042"),
+            text.ends_with("] 4/4 nodes, 2/2 items · 2,468 tok · $0.0042"),
             "{text}"
         );
     }
@@ -580,13 +578,16 @@ mod tests {
             llm(1200, 34, 0.0021);
             let text = sink.bar_text();
             assert!(
-                text.ends_with("] 0/7 nodes · count[3] · count 3/10 items · 1,234 tok · $0.0021"),
+                text.ends_with("] 0/7 nodes, 3/10 items · count[3] · 1,234 tok · $0.0021"),
                 "{text}"
             );
         });
-        // Items are progress of their batch, never nodes of the total: the batch done is one node.
+        // Items are counted apart, never as nodes: the batch done is one node.
         let text = sink.bar_text();
-        assert!(text.contains("] 1/7 nodes · 1,234 tok"), "{text}");
+        assert!(
+            text.contains("] 1/7 nodes, 4/10 items · 1,234 tok"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -604,9 +605,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "✓ step (1/2) · 0 tok · $0.000000",
-                "✓ step (1/2) · 0 tok · $0.000000",
-                "✗ wait interrupted (2/2) · 0 tok · $0.000000",
+                "✓ step (1/2 nodes) · 0 tok · $0.000000",
+                "✓ step (2/2 nodes) · 0 tok · $0.000000",
+                "✗ wait interrupted (3/3 nodes) · 0 tok · $0.000000",
             ]
         );
     }
@@ -621,7 +622,7 @@ mod tests {
         assert_eq!(clock(Duration::from_secs(125)), "02:05");
         assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
         let st = State {
-            total: Some(7),
+            nodes_total: Some(7),
             ..State::default()
         };
         assert_eq!(
@@ -677,7 +678,7 @@ mod tests {
         ] {
             assert_eq!(
                 through_telemetry(mode),
-                "✓ ask (1/1) · 42 tok · $0.500000",
+                "✓ ask (1/1 node) · 42 tok · $0.500000",
                 "{mode:?}"
             );
         }

@@ -137,7 +137,7 @@ async fn an_unpriced_run_has_a_null_cost_and_a_lower_bound() {
     assert!(
         stderr
             .lines()
-            .any(|l| l.contains("(2/2) · ") && l.contains("≥ $")),
+            .any(|l| l.contains("(2/2 nodes) · ") && l.contains("≥ $")),
         "{stderr}"
     );
 }
@@ -163,7 +163,10 @@ async fn progress_and_summary_count_alike_with_plurals() {
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    let last_progress = lines.iter().rev().find(|l| l.contains(" (3/3)"));
+    let last_progress = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(" (3/3 nodes, 4/4 items)"));
     assert!(last_progress.is_some(), "{stderr}");
     let summary = lines.last().unwrap();
     assert!(

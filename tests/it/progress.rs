@@ -20,7 +20,7 @@ fn pipeline() -> Value {
         "outputs": {"out": {"source": "${last.stdout}"}}})
 }
 
-/// `[0.12s] ✓ first (1/4) · ...` → `✓ first (1/4) · ...`: the progress lines, times dropped.
+/// `[0.12s] ✓ first (1/4 nodes) · ...` → `✓ first (1/4 nodes) · ...`: the progress lines, times dropped.
 fn progress_lines(stderr: &str) -> Vec<String> {
     stderr
         .lines()
@@ -32,15 +32,24 @@ fn progress_lines(stderr: &str) -> Vec<String> {
 fn assert_pipeline_lines(stderr: &str) {
     let lines = progress_lines(stderr);
     assert_eq!(lines.len(), 4, "one line per top-level node:\n{stderr}");
-    assert_eq!(lines[0], "✓ first (1/4) · 0 tok · $0.000000", "{stderr}");
     assert_eq!(
-        lines[1], "✓ count 3 items (2/4) · 0 tok · $0.000000",
+        lines[0], "✓ first (1/4 nodes) · 0 tok · $0.000000",
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1], "✓ count 3 items (2/4 nodes, 3/3 items) · 0 tok · $0.000000",
         "{stderr}"
     );
     // The LLM call's tokens are counted as soon as it is recorded.
-    assert!(lines[2].starts_with("✓ ask (3/4) · "), "{stderr}");
+    assert!(
+        lines[2].starts_with("✓ ask (3/4 nodes, 3/3 items) · "),
+        "{stderr}"
+    );
     assert!(!lines[2].contains(" · 0 tok"), "{stderr}");
-    assert!(lines[3].starts_with("✓ last (4/4) · "), "{stderr}");
+    assert!(
+        lines[3].starts_with("✓ last (4/4 nodes, 3/3 items) · "),
+        "{stderr}"
+    );
     assert_eq!(
         lines[2].split_once(") · ").unwrap().1,
         lines[3].split_once(") · ").unwrap().1,
@@ -64,7 +73,10 @@ fn plain_lines_on_stderr_when_not_a_terminal_and_stdout_unchanged() {
         last.starts_with("✓ 4 nodes (+3 batch items) in"),
         "{stderr}"
     );
-    assert!(progress_lines(&stderr)[3].contains("(4/4)"), "{stderr}");
+    assert!(
+        progress_lines(&stderr)[3].contains("(4/4 nodes, 3/3 items)"),
+        "{stderr}"
+    );
     // Tokens shown in progress are the summary's tokens.
     let tok = progress_lines(&stderr)[3].clone();
     let n: String = tok
@@ -155,9 +167,9 @@ fn failures_and_retries_are_named() {
     assert_eq!(
         progress_lines(&stderr),
         [
-            "✓ ok (1/2) · 0 tok · $0.000000",
+            "✓ ok (1/2 nodes) · 0 tok · $0.000000",
             "↻ bad attempt 1/2 failed: exit_status, retrying",
-            "✗ bad failed: exit_status (2/2) · 0 tok · $0.000000",
+            "✗ bad failed: exit_status (2/2 nodes) · 0 tok · $0.000000",
         ],
         "{stderr}"
     );
@@ -228,7 +240,7 @@ fn live_bar_on_a_terminal_is_cleared_before_the_summary() {
     assert!(after.contains("✓ 3 nodes in"), "{after:?}");
     assert!(!after.contains("nodes · "), "{after:?}");
     // No plain lines on a terminal.
-    assert!(!tty.contains("✓ a (1/3)"), "{tty:?}");
+    assert!(!tty.contains("✓ a (1/3 nodes)"), "{tty:?}");
 
     let Some(plain) = on_a_tty(
         &env,
@@ -257,10 +269,62 @@ fn no_progress_on_a_terminal_prints_plain_lines() {
     assert_eq!(
         lines,
         [
-            "✓ a (1/3) · 0 tok · $0.000000",
-            "✓ b (2/3) · 0 tok · $0.000000",
-            "✓ c (3/3) · 0 tok · $0.000000",
+            "✓ a (1/3 nodes) · 0 tok · $0.000000",
+            "✓ b (2/3 nodes) · 0 tok · $0.000000",
+            "✓ c (3/3 nodes) · 0 tok · $0.000000",
         ],
         "{tty:?}"
+    );
+}
+
+/// Progress counts node executions as the summary does: a nested workflow's
+/// nodes join the count (and its total once it starts), batch items apart.
+#[test]
+fn nested_nodes_and_batch_items_count_as_in_the_summary() {
+    let env = Env::new();
+    let child = json!({"ir_version": "0.1.0",
+        "nodes": [
+            {"id": "a", "type": "shell", "params": {"command": "true"}},
+            {"id": "fan", "type": "shell", "batch": {"items": [1, 2], "as": "x"},
+             "params": {"command": "echo ${x}"}}
+        ],
+        "edges": [{"from": "a", "to": "fan"}]});
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0",
+            "nodes": [
+                {"id": "prep", "type": "shell", "params": {"command": "true"}},
+                {"id": "sub", "type": "workflow", "params": {"workflow_ir": child}},
+                {"id": "last", "type": "shell", "params": {"command": "true"}}
+            ],
+            "edges": [{"from": "prep", "to": "sub"}, {"from": "sub", "to": "last"}]}),
+    );
+    let (v, code, stderr) = run_json(
+        env.pflow()
+            .args(["--output-format", "json", "run"])
+            .arg(&wf),
+    );
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    assert_eq!(
+        progress_lines(&stderr),
+        [
+            "✓ prep (1/3 nodes) · 0 tok · $0.000000",
+            "✓ sub (4/5 nodes, 2/2 items) · 0 tok · $0.000000",
+            "✓ last (5/5 nodes, 2/2 items) · 0 tok · $0.000000",
+        ],
+        "{stderr}"
+    );
+    assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(5), "{v}");
+    assert_eq!(v["metrics"]["workflow"]["batch_items"], json!(2), "{v}");
+
+    let out = env.pflow().arg(&wf).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("✓ 5 nodes (+2 batch items) in"),
+        "{stderr}"
     );
 }
