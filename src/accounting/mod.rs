@@ -7,6 +7,7 @@
 //! trace commands, progress, history, stats and the estimate all read these;
 //! no other module sums tokens or cost.
 
+pub mod reported;
 pub mod span;
 pub mod stored;
 pub mod summary;
@@ -37,21 +38,33 @@ impl Tokens {
         Tokens {
             input,
             output,
-            total: input + output,
+            total: input.saturating_add(output),
             ..Default::default()
         }
+    }
+
+    /// Input tokens neither read from nor written to the cache.
+    pub fn uncached_input(&self) -> u64 {
+        self.input
+            .saturating_sub(self.cache_read)
+            .saturating_sub(self.cache_write)
+    }
+
+    /// Output tokens that are not reasoning.
+    pub fn visible_output(&self) -> u64 {
+        self.output.saturating_sub(self.reasoning)
     }
 
     /// Adds `o`; `total` is recomputed from input and output, so a literal
     /// that left it at 0 still sums right.
     pub fn add(&mut self, o: &Tokens) {
-        self.input += o.input;
-        self.output += o.output;
-        self.total += o.input + o.output;
-        self.cache_read += o.cache_read;
-        self.cache_write += o.cache_write;
-        self.cache_write_1h += o.cache_write_1h;
-        self.reasoning += o.reasoning;
+        self.input = self.input.saturating_add(o.input);
+        self.output = self.output.saturating_add(o.output);
+        self.total = self.total.saturating_add(o.input.saturating_add(o.output));
+        self.cache_read = self.cache_read.saturating_add(o.cache_read);
+        self.cache_write = self.cache_write.saturating_add(o.cache_write);
+        self.cache_write_1h = self.cache_write_1h.saturating_add(o.cache_write_1h);
+        self.reasoning = self.reasoning.saturating_add(o.reasoning);
     }
 
     /// The sum of many counts.
@@ -65,9 +78,71 @@ impl Tokens {
 
     pub fn sum(a: &Tokens, b: &Tokens) -> Tokens {
         let mut t = *a;
-        t.total = t.input + t.output;
+        t.total = t.input.saturating_add(t.output);
         t.add(b);
         t
+    }
+}
+
+/// Which part of a call's bill a charge belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    Input,
+    CacheRead,
+    CacheWrite,
+    Output,
+}
+
+/// One count of tokens at one rate (USD per million tokens), as the
+/// pricing policy picks them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Charge {
+    pub share: Share,
+    pub tokens: u64,
+    pub usd_per_mtok: f64,
+}
+
+/// What one call cost, by share of the bill, in USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CostBreakdown {
+    pub input_usd: f64,
+    pub cache_read_usd: f64,
+    pub cache_write_usd: f64,
+    pub output_usd: f64,
+    pub total_usd: f64,
+    /// The tier threshold applied, if any.
+    pub tier_above: Option<u64>,
+    /// What the cache-read tokens would have cost at the input rate, minus what they cost.
+    pub cache_savings_usd: f64,
+}
+
+impl CostBreakdown {
+    /// Sums `charges` into their shares and the shares into the total
+    /// (`tier_above` and `cache_savings_usd` are the caller's to set).
+    pub fn of_charges(charges: &[Charge]) -> CostBreakdown {
+        let share = |s: Share| {
+            charges
+                .iter()
+                .filter(|c| c.share == s)
+                .map(|c| c.tokens as f64 * c.usd_per_mtok)
+                .sum::<f64>()
+                * 1e-6
+        };
+        let (input_usd, cache_read_usd, cache_write_usd, output_usd) = (
+            share(Share::Input),
+            share(Share::CacheRead),
+            share(Share::CacheWrite),
+            share(Share::Output),
+        );
+        CostBreakdown {
+            input_usd,
+            cache_read_usd,
+            cache_write_usd,
+            output_usd,
+            total_usd: input_usd + cache_read_usd + cache_write_usd + output_usd,
+            tier_above: None,
+            cache_savings_usd: 0.0,
+        }
     }
 }
 

@@ -316,12 +316,7 @@ mod tests {
     fn usage(calls: u64, input: u64, output: u64, cost: f64) -> Usage {
         Usage {
             llm_calls: calls,
-            tokens: Tokens {
-                input,
-                output,
-                total: input + output,
-                ..Tokens::default()
-            },
+            tokens: Tokens::call(input, output),
             cost: CostTotal::new(cost, true),
             estimated_calls: 0,
             ..Usage::default()

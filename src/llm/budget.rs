@@ -275,16 +275,25 @@ pub fn image_tokens(provider: Provider, size: Option<(u64, u64)>) -> u64 {
 /// overhead), the most output it may produce, priced like an actual call.
 pub fn estimate(req: &LlmRequest, prices: &PriceTable) -> CallEstimate {
     let count = |s: &str| super::count_tokens(s).unwrap_or(s.len() as u64);
-    let mut prompt_tokens = count(&req.prompt) + MESSAGE_OVERHEAD_TOKENS + REPLY_OVERHEAD_TOKENS;
-    if let Some(s) = &req.system {
-        prompt_tokens += count(s) + MESSAGE_OVERHEAD_TOKENS;
-    }
-    if let Some(schema) = &req.json_schema {
-        prompt_tokens += count(&schema.to_string());
-    }
-    for image in &req.images {
-        prompt_tokens += image_tokens(req.provider, image_size(image));
-    }
+    let prompt_tokens = crate::accounting::reported::prompt_tokens(
+        [
+            count(&req.prompt),
+            MESSAGE_OVERHEAD_TOKENS,
+            REPLY_OVERHEAD_TOKENS,
+        ]
+        .into_iter()
+        .chain(
+            req.system
+                .iter()
+                .flat_map(|s| [count(s), MESSAGE_OVERHEAD_TOKENS]),
+        )
+        .chain(req.json_schema.iter().map(|s| count(&s.to_string())))
+        .chain(
+            req.images
+                .iter()
+                .map(|i| image_tokens(req.provider, image_size(i))),
+        ),
+    );
     let max_output_tokens = match (req.provider, req.max_tokens) {
         // The echo model answers with the prompt: it never says more.
         (Provider::Echo, m) => {

@@ -7,89 +7,17 @@
 //! reports thoughts beside the candidates; streaming usage arrives in the
 //! last chunk (OpenAI), is split across events and must be overwritten, not
 //! summed (Anthropic), or repeats cumulatively (Gemini); a missing usage is
-//! unknown, never 0.
+//! unknown, never 0. The type and the sums a wire format needs live in the
+//! accounting model ([`crate::accounting::reported`]).
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::LlmError;
+use crate::accounting::reported::add_counts;
+pub use crate::accounting::reported::{Usage, UsageSource};
 
 /// A parsed usage object, or the `invalid_response` a malformed count makes.
 pub type Parsed = Result<Usage, LlmError>;
-
-/// Where token counts come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UsageSource {
-    /// A provider's non-streaming response.
-    #[default]
-    Provider,
-    /// A provider's streaming events.
-    ProviderStream,
-    /// Counted locally with a tokenizer.
-    Estimated,
-    /// The provider sent no usage.
-    Unknown,
-}
-
-impl UsageSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageSource::Provider => "provider",
-            UsageSource::ProviderStream => "provider_stream",
-            UsageSource::Estimated => "estimated",
-            UsageSource::Unknown => "unknown",
-        }
-    }
-}
-
-/// Normalised usage; `None` is "not reported", different from 0.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Usage {
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cache_read_tokens: Option<u64>,
-    pub cache_write_tokens: Option<u64>,
-    pub cache_write_1h_tokens: Option<u64>,
-    pub reasoning_tokens: Option<u64>,
-    pub source: UsageSource,
-}
-
-impl Usage {
-    pub fn unknown() -> Usage {
-        Usage {
-            source: UsageSource::Unknown,
-            ..Default::default()
-        }
-    }
-
-    pub fn is_known(&self) -> bool {
-        self.source != UsageSource::Unknown
-            && (self.input_tokens.is_some() || self.output_tokens.is_some())
-    }
-
-    pub fn total(&self) -> Option<u64> {
-        match (self.input_tokens, self.output_tokens) {
-            (None, None) => None,
-            (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-        }
-    }
-
-    /// Counts for pricing (unknown fields as 0).
-    pub fn counts(&self) -> crate::accounting::Tokens {
-        let input = self.input_tokens.unwrap_or(0);
-        let output = self.output_tokens.unwrap_or(0);
-        crate::accounting::Tokens {
-            input,
-            output,
-            total: input.saturating_add(output),
-            cache_read: self.cache_read_tokens.unwrap_or(0),
-            cache_write: self.cache_write_tokens.unwrap_or(0),
-            cache_write_1h: self.cache_write_1h_tokens.unwrap_or(0),
-            reasoning: self.reasoning_tokens.unwrap_or(0),
-        }
-    }
-}
 
 /// One count at `path`: absent or null is "not reported"; anything that is
 /// not a whole number in u64 (beyond u64, negative, fractional, a string) is
@@ -118,14 +46,11 @@ fn n(v: &Value, path: &[&str]) -> Result<Option<u64>, LlmError> {
 /// Sums counts that one provider splits in parts; a sum past u64 is as
 /// invalid as a count past it.
 fn sum(parts: &[Option<u64>]) -> Result<Option<u64>, LlmError> {
-    if parts.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    parts
-        .iter()
-        .try_fold(0u64, |acc, p| acc.checked_add(p.unwrap_or(0)))
-        .map(Some)
-        .ok_or_else(|| LlmError::InvalidResponse("usage counts add up past u64".into()))
+    add_counts(parts.iter().copied()).ok_or_else(past_u64)
+}
+
+fn past_u64() -> LlmError {
+    LlmError::InvalidResponse("usage counts add up past u64".into())
 }
 
 /// OpenAI Chat Completions `usage` (also OpenAI-compatible servers).
@@ -174,24 +99,11 @@ pub fn from_anthropic(u: &Value) -> Parsed {
         .and_then(Value::as_array)
         .filter(|a| !a.is_empty())
     {
-        let mut total = Usage {
-            source: UsageSource::Provider,
-            ..Default::default()
-        };
-        for it in iters {
-            let one = anthropic_one(it)?;
-            let add = |a: Option<u64>, b: Option<u64>| -> Result<Option<u64>, LlmError> {
-                Ok(Some(sum(&[a, b])?.unwrap_or(0)))
-            };
-            total.input_tokens = add(total.input_tokens, one.input_tokens)?;
-            total.output_tokens = add(total.output_tokens, one.output_tokens)?;
-            total.cache_read_tokens = add(total.cache_read_tokens, one.cache_read_tokens)?;
-            total.cache_write_tokens = add(total.cache_write_tokens, one.cache_write_tokens)?;
-            total.cache_write_1h_tokens =
-                add(total.cache_write_1h_tokens, one.cache_write_1h_tokens)?;
-            total.reasoning_tokens = sum(&[total.reasoning_tokens, one.reasoning_tokens])?;
-        }
-        return Ok(total);
+        let parts = iters
+            .iter()
+            .map(anthropic_one)
+            .collect::<Result<Vec<_>, _>>()?;
+        return Usage::sum_of_parts(&parts).ok_or_else(past_u64);
     }
     anthropic_one(u)
 }

@@ -1,7 +1,8 @@
 //! Model prices and cost maths: the built-in table (USD per million tokens,
 //! embedded from LiteLLM's MIT-licensed price map, see `data/README.md`),
-//! user overrides merged field by field, and the one function that turns
-//! token counts into dollars.
+//! user overrides merged field by field, and the one function that picks
+//! the rate of each share of a call's tokens (the accounting model sums the
+//! charges into dollars).
 //!
 //! ```
 //! use pflow::pricing::{cost, PriceTable, TokenCounts};
@@ -19,8 +20,11 @@ use std::sync::OnceLock;
 mod policy;
 pub use policy::{CallFacts, CostOverflow, ProviderPricing};
 
+/// What one call cost, by share: summed by the accounting model.
+pub use crate::accounting::CostBreakdown;
 /// Token counts of one call: the accounting model's one token type.
 pub use crate::accounting::Tokens as TokenCounts;
+use crate::accounting::{Charge, Share};
 
 /// Rates that a tier may override.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -86,21 +90,9 @@ pub struct ResolvedPrice {
     pub source: PriceSource,
 }
 
-/// A cost, split by what was billed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct CostBreakdown {
-    pub input_usd: f64,
-    pub cache_read_usd: f64,
-    pub cache_write_usd: f64,
-    pub output_usd: f64,
-    pub total_usd: f64,
-    /// The tier threshold applied, if any.
-    pub tier_above: Option<u64>,
-    /// What the cache-read tokens would have cost at the input rate, minus what they cost.
-    pub cache_savings_usd: f64,
-}
-
-/// The one place cost maths lives.
+/// The one place a call's rates are picked: its tier, and the rate of each
+/// share of its tokens (cache rates default to input, 1-hour writes to the
+/// 5-minute rate, reasoning to output). The accounting model sums them.
 pub fn cost(t: &TokenCounts, p: &ModelPrice) -> CostBreakdown {
     let tier = p
         .tiers
@@ -124,32 +116,28 @@ pub fn cost(t: &TokenCounts, p: &ModelPrice) -> CostBreakdown {
         pick(tier.map(|x| x.cache_write_1h), p.cache_write_1h).unwrap_or(cache_write);
     let reasoning = pick(tier.map(|x| x.reasoning), p.reasoning);
 
-    let uncached = t
-        .input
-        .saturating_sub(t.cache_read)
-        .saturating_sub(t.cache_write);
     let write_1h = t.cache_write_1h.min(t.cache_write);
-    let write_5m = t.cache_write - write_1h;
-    let m = 1e-6;
-    let input_usd = uncached as f64 * input * m;
-    let cache_read_usd = t.cache_read as f64 * cache_read * m;
-    let cache_write_usd = (write_5m as f64 * cache_write + write_1h as f64 * cache_write_1h) * m;
-    let output_usd = match reasoning {
-        Some(r) => {
-            let reasoning_tokens = t.reasoning.min(t.output);
-            ((t.output - reasoning_tokens) as f64 * output + reasoning_tokens as f64 * r) * m
-        }
-        None => t.output as f64 * output * m,
+    // Without a reasoning rate, reasoning is output like any other.
+    let (visible, reasoning_tokens, reasoning_rate) = match reasoning {
+        Some(r) => (t.visible_output(), t.reasoning.min(t.output), r),
+        None => (t.output, 0, 0.0),
     };
-    CostBreakdown {
-        input_usd,
-        cache_read_usd,
-        cache_write_usd,
-        output_usd,
-        total_usd: input_usd + cache_read_usd + cache_write_usd + output_usd,
-        tier_above: tier.map(|x| x.above),
-        cache_savings_usd: t.cache_read as f64 * (input - cache_read) * m,
-    }
+    let charge = |share, tokens, usd_per_mtok| Charge {
+        share,
+        tokens,
+        usd_per_mtok,
+    };
+    let mut c = CostBreakdown::of_charges(&[
+        charge(Share::Input, t.uncached_input(), input),
+        charge(Share::CacheRead, t.cache_read, cache_read),
+        charge(Share::CacheWrite, t.cache_write - write_1h, cache_write),
+        charge(Share::CacheWrite, write_1h, cache_write_1h),
+        charge(Share::Output, visible, output),
+        charge(Share::Output, reasoning_tokens, reasoning_rate),
+    ]);
+    c.tier_above = tier.map(|x| x.above);
+    c.cache_savings_usd = t.cache_read as f64 * (input - cache_read) * 1e-6;
+    c
 }
 
 /// Why an override file was rejected.

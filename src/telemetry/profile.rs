@@ -11,6 +11,7 @@
 //! trace file and the metrics summary always see the canonical spans.
 
 use super::attr;
+use crate::accounting::reported::Usage;
 use serde_json::{json, Map, Value};
 
 /// `PFLOW_OTEL_PROFILE`: which backend's attributes exported spans carry.
@@ -211,24 +212,26 @@ pub fn changes(shape: &ExportShape, a: &dyn Attrs, error: Option<&str>) -> Chang
     out
 }
 
-/// Token counts of an LLM span, from the canonical names.
-struct Usage {
-    input: Option<i64>,
-    output: Option<i64>,
-    cache_read: Option<i64>,
-    cache_write: Option<i64>,
-    reasoning: Option<i64>,
+/// Token counts of an LLM span, from the canonical names (a negative count is not one).
+fn usage(a: &dyn Attrs) -> Usage {
+    let n = |k: &str| {
+        a.get(k)
+            .and_then(|v| v.as_i64())
+            .and_then(|v| u64::try_from(v).ok())
+    };
+    Usage {
+        input_tokens: n(attr::USAGE_INPUT_TOKENS),
+        output_tokens: n(attr::USAGE_OUTPUT_TOKENS),
+        cache_read_tokens: n(attr::USAGE_CACHE_READ),
+        cache_write_tokens: n(attr::USAGE_CACHE_WRITE).or_else(|| n(attr::USAGE_CACHE_CREATION)),
+        reasoning_tokens: n(attr::USAGE_REASONING),
+        ..Usage::default()
+    }
 }
 
-fn usage(a: &dyn Attrs) -> Usage {
-    let n = |k: &str| a.get(k).and_then(|v| v.as_i64());
-    Usage {
-        input: n(attr::USAGE_INPUT_TOKENS),
-        output: n(attr::USAGE_OUTPUT_TOKENS),
-        cache_read: n(attr::USAGE_CACHE_READ),
-        cache_write: n(attr::USAGE_CACHE_WRITE).or_else(|| n(attr::USAGE_CACHE_CREATION)),
-        reasoning: n(attr::USAGE_REASONING),
-    }
+/// A count as an attribute value (counts past i64 saturate).
+fn int(n: u64) -> Val {
+    Val::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn model(a: &dyn Attrs) -> Option<String> {
@@ -344,22 +347,26 @@ fn phoenix(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool) {
             }
             let u = usage(a);
             let pairs = [
-                ("llm.token_count.prompt", u.input),
-                ("llm.token_count.completion", u.output),
-                ("llm.token_count.prompt_details.cache_read", u.cache_read),
-                ("llm.token_count.prompt_details.cache_write", u.cache_write),
-                ("llm.token_count.completion_details.reasoning", u.reasoning),
+                ("llm.token_count.prompt", u.input_tokens),
+                ("llm.token_count.completion", u.output_tokens),
+                (
+                    "llm.token_count.prompt_details.cache_read",
+                    u.cache_read_tokens,
+                ),
+                (
+                    "llm.token_count.prompt_details.cache_write",
+                    u.cache_write_tokens,
+                ),
+                (
+                    "llm.token_count.completion_details.reasoning",
+                    u.reasoning_tokens,
+                ),
+                ("llm.token_count.total", u.total()),
             ];
             for (k, v) in pairs {
                 if let Some(v) = v {
-                    put(k, Val::Int(v));
+                    put(k, int(v));
                 }
-            }
-            if u.input.is_some() || u.output.is_some() {
-                put(
-                    "llm.token_count.total",
-                    Val::Int(u.input.unwrap_or(0) + u.output.unwrap_or(0)),
-                );
             }
             if let Some(c) = cost(a) {
                 put("llm.cost.total", Val::F64(c));
@@ -467,29 +474,23 @@ fn langfuse(add: &mut Vec<(String, Val)>, a: &dyn Attrs, capture: bool, error: O
                 put("langfuse.observation.model.parameters", Val::Str(p));
             }
             let u = usage(a);
-            if u.input.is_some() || u.output.is_some() {
+            if let Some(total) = u.total() {
                 // Langfuse sums usage keys into a total and prices each key: the parts are
                 // disjoint (uncached input, cache reads, cache writes; output without reasoning,
                 // reasoning), and the total is given explicitly.
-                let (input, output) = (u.input.unwrap_or(0), u.output.unwrap_or(0));
-                let (cr, cw, re) = (
-                    u.cache_read.unwrap_or(0),
-                    u.cache_write.unwrap_or(0),
-                    u.reasoning.unwrap_or(0),
-                );
+                let t = u.counts();
                 let mut d = Map::new();
-                d.insert("input".into(), json!((input - cr - cw).max(0)));
-                d.insert("output".into(), json!((output - re).max(0)));
-                if cr > 0 {
-                    d.insert("input_cache_read".into(), json!(cr));
+                d.insert("input".into(), json!(t.uncached_input()));
+                d.insert("output".into(), json!(t.visible_output()));
+                let parts = [
+                    ("input_cache_read", t.cache_read),
+                    ("input_cache_creation", t.cache_write),
+                    ("output_reasoning", t.reasoning),
+                ];
+                for (k, n) in parts.into_iter().filter(|(_, n)| *n > 0) {
+                    d.insert(k.into(), json!(n));
                 }
-                if cw > 0 {
-                    d.insert("input_cache_creation".into(), json!(cw));
-                }
-                if re > 0 {
-                    d.insert("output_reasoning".into(), json!(re));
-                }
-                d.insert("total".into(), json!(input + output));
+                d.insert("total".into(), json!(total));
                 put(
                     "langfuse.observation.usage_details",
                     Val::Str(Value::Object(d).to_string()),
