@@ -78,6 +78,17 @@ pub fn plural(n: u64, noun: &str) -> String {
     }
 }
 
+/// The width of a text column: its widest cell (in characters), kept
+/// within `min..=max`.
+pub fn column_width<'a>(cells: impl IntoIterator<Item = &'a str>, min: usize, max: usize) -> usize {
+    cells
+        .into_iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(min, max)
+}
+
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -157,8 +168,10 @@ mod tests {
         assert_eq!(count(1, "node"), "1 node");
         assert_eq!(count(0, "node"), "0 nodes");
         assert_eq!(count(3, "batch"), "3 batches");
+        for (n, text) in [(0, "0"), (12, "12"), (999, "999"), (1234, "1,234")] {
+            assert_eq!(thousands(n), text);
+        }
         assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(12), "12");
     }
 
     #[test]
@@ -170,5 +183,8 @@ mod tests {
         assert_eq!(duration_coarse(1520.0), "1.5s");
         assert_eq!(duration_coarse(125_000.0), "2m 05s");
         assert_eq!(duration_coarse(3_720_000.0), "1h 02m");
+        for (secs, text) in [(3, "00:03"), (125, "02:05"), (3723, "1:02:03")] {
+            assert_eq!(clock(std::time::Duration::from_secs(secs)), text);
+        }
     }
 }

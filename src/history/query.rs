@@ -324,6 +324,17 @@ mod tests {
     }
 
     /// A run of `name` with one LLM node `ask` on `model` and a shell node `prep`.
+    /// A run as a row: time, workflow, status, model, (calls, input, output, cost).
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, (u64, u64, u64, f64));
+
+    fn runs(rows: &[Row]) -> Vec<RunRecord> {
+        rows.iter()
+            .map(|&(time, name, status, model, (c, i, o, usd))| {
+                run(time, name, status, model, usage(c, i, o, usd))
+            })
+            .collect()
+    }
+
     fn run(time: &str, name: &str, status: &str, model: &str, u: Usage) -> RunRecord {
         let mut m = MetricsSummary::default();
         m.workflow.usage.llm_calls = u.llm_calls;
@@ -353,29 +364,13 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("history.db");
-        for r in [
-            run(
-                "2025-01-01T10:00:00Z",
-                "a",
-                "ok",
-                "gpt-4o",
-                usage(1, 100, 50, 0.5),
-            ),
-            run(
-                "2025-01-01T23:59:59Z",
-                "b",
-                "failed",
-                "echo",
-                usage(2, 10, 10, 0.0),
-            ),
-            run(
-                "2025-01-02T00:00:00Z",
-                "a",
-                "ok",
-                "gpt-4o",
-                usage(1, 200, 100, 1.0),
-            ),
-        ] {
+        #[rustfmt::skip]
+        let rows = runs(&[
+            ("2025-01-01T10:00:00Z", "a", "ok", "gpt-4o", (1, 100, 50, 0.5)),
+            ("2025-01-01T23:59:59Z", "b", "failed", "echo", (2, 10, 10, 0.0)),
+            ("2025-01-02T00:00:00Z", "a", "ok", "gpt-4o", (1, 200, 100, 1.0)),
+        ]);
+        for r in rows {
             record(&db, &r).unwrap();
         }
         (dir, db)
@@ -466,44 +461,15 @@ mod tests {
     fn past_runs_give_medians_per_workflow_and_node() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("history.db");
-        let mut recs = vec![
-            run(
-                "2025-01-01T10:00:00Z",
-                "a",
-                "ok",
-                "gpt-4o",
-                usage(1, 100, 50, 0.5),
-            ),
-            run(
-                "2025-01-01T11:00:00Z",
-                "a",
-                "ok",
-                "gpt-4o",
-                usage(1, 200, 100, 0.9),
-            ),
-            run(
-                "2025-01-01T12:00:00Z",
-                "a",
-                "ok",
-                "gpt-4o",
-                usage(1, 300, 100, 0.6),
-            ),
+        #[rustfmt::skip]
+        let mut recs = runs(&[
+            ("2025-01-01T10:00:00Z", "a", "ok", "gpt-4o", (1, 100, 50, 0.5)),
+            ("2025-01-01T11:00:00Z", "a", "ok", "gpt-4o", (1, 200, 100, 0.9)),
+            ("2025-01-01T12:00:00Z", "a", "ok", "gpt-4o", (1, 300, 100, 0.6)),
             // A failed run and another workflow's run do not count.
-            run(
-                "2025-01-01T13:00:00Z",
-                "a",
-                "failed",
-                "gpt-4o",
-                usage(1, 9, 9, 9.0),
-            ),
-            run(
-                "2025-01-01T14:00:00Z",
-                "b",
-                "ok",
-                "gpt-4o",
-                usage(1, 9, 9, 7.0),
-            ),
-        ];
+            ("2025-01-01T13:00:00Z", "a", "failed", "gpt-4o", (1, 9, 9, 9.0)),
+            ("2025-01-01T14:00:00Z", "b", "ok", "gpt-4o", (1, 9, 9, 7.0)),
+        ]);
         recs[4].workflow_hash = Some("other".into());
         // Batch items of `each` are rolled up under `each` (as the metrics
         // give them); the run without it counts 0 there.

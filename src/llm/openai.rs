@@ -27,9 +27,26 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if let Some(a) = &auth {
         headers.push(("authorization", a.as_str()));
     }
-    match req.api {
-        Api::Chat => chat(c, req, &base, &headers, key.as_deref()).await,
-        Api::Responses => responses(c, req, &base, &headers, key.as_deref()).await,
+    let (path, body) = match req.api {
+        Api::Chat => ("chat/completions", chat_request(req, &base)?),
+        Api::Responses => ("responses", responses_request(req)?),
+    };
+    let resp = c
+        .post(
+            &format!("{base}/{path}"),
+            &headers,
+            &body,
+            key.as_deref(),
+            "openai",
+        )
+        .await?;
+    match (req.api, req.stream) {
+        (Api::Chat, false) => chat_body(&read_json(resp).await?),
+        (Api::Chat, true) => chat_stream(Body::Http(resp)).await,
+        (Api::Responses, false) => {
+            from_response_object(&read_json(resp).await?, UsageSource::Provider)
+        }
+        (Api::Responses, true) => responses_stream(Body::Http(resp)).await,
     }
 }
 
@@ -56,13 +73,8 @@ fn user_content(req: &LlmRequest, responses_api: bool) -> Result<Value, LlmError
     Ok(Value::Array(parts))
 }
 
-async fn chat(
-    c: &LlmClient,
-    req: &LlmRequest,
-    base: &str,
-    headers: &[(&str, &str)],
-    key: Option<&str>,
-) -> Result<LlmResponse, LlmError> {
+/// The Chat Completions request body.
+fn chat_request(req: &LlmRequest, base: &str) -> Result<Value, LlmError> {
     let mut messages = Vec::new();
     if let Some(s) = &req.system {
         messages.push(json!({"role": "system", "content": s}));
@@ -94,19 +106,7 @@ async fn chat(
             None => json!({"type": "json_object"}),
         };
     }
-    let resp = c
-        .post(
-            &format!("{base}/chat/completions"),
-            headers,
-            &body,
-            key,
-            "openai",
-        )
-        .await?;
-    if !req.stream {
-        return chat_body(&read_json(resp).await?);
-    }
-    chat_stream(Body::Http(resp)).await
+    Ok(body)
 }
 
 /// A Chat Completions response object.
@@ -188,13 +188,8 @@ pub(super) async fn chat_stream(body: Body) -> Result<LlmResponse, LlmError> {
     Ok(out)
 }
 
-async fn responses(
-    c: &LlmClient,
-    req: &LlmRequest,
-    base: &str,
-    headers: &[(&str, &str)],
-    key: Option<&str>,
-) -> Result<LlmResponse, LlmError> {
+/// The Responses API request body.
+fn responses_request(req: &LlmRequest) -> Result<Value, LlmError> {
     let input = if req.images.is_empty() {
         json!(req.prompt)
     } else {
@@ -221,14 +216,7 @@ async fn responses(
             None => json!({"format": {"type": "json_object"}}),
         };
     }
-    let resp = c
-        .post(&format!("{base}/responses"), headers, &body, key, "openai")
-        .await?;
-    if !req.stream {
-        let v = read_json(resp).await?;
-        return from_response_object(&v, UsageSource::Provider);
-    }
-    responses_stream(Body::Http(resp)).await
+    Ok(body)
 }
 
 /// A Responses API stream: typed events, the whole response on `response.completed`.

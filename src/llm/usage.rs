@@ -55,36 +55,29 @@ fn past_u64() -> LlmError {
 
 /// OpenAI Chat Completions `usage` (also OpenAI-compatible servers).
 pub fn from_openai_chat(u: &Value) -> Parsed {
-    if !u.is_object() {
-        return Ok(Usage::unknown());
-    }
-    Ok(Usage {
-        input_tokens: n(u, &["prompt_tokens"])?,
-        output_tokens: n(u, &["completion_tokens"])?,
-        cache_read_tokens: Some(n(u, &["prompt_tokens_details", "cached_tokens"])?.unwrap_or(0)),
-        cache_write_tokens: Some(
-            n(u, &["prompt_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
-        ),
-        cache_write_1h_tokens: Some(0),
-        reasoning_tokens: n(u, &["completion_tokens_details", "reasoning_tokens"])?,
-        source: UsageSource::Provider,
-    })
+    from_openai(u, ["prompt_tokens", "completion_tokens"])
 }
 
 /// OpenAI Responses API `usage`.
 pub fn from_openai_responses(u: &Value) -> Parsed {
+    from_openai(u, ["input_tokens", "output_tokens"])
+}
+
+/// OpenAI's two usage shapes: the same counts under other names (`{input}`,
+/// `{output}`, details under `{input}_details` and `{output}_details`).
+fn from_openai(u: &Value, [input, output]: [&str; 2]) -> Parsed {
     if !u.is_object() {
         return Ok(Usage::unknown());
     }
+    let (input_details, output_details) = (format!("{input}_details"), format!("{output}_details"));
+    let cached = |k: &str| Ok::<_, LlmError>(Some(n(u, &[&input_details, k])?.unwrap_or(0)));
     Ok(Usage {
-        input_tokens: n(u, &["input_tokens"])?,
-        output_tokens: n(u, &["output_tokens"])?,
-        cache_read_tokens: Some(n(u, &["input_tokens_details", "cached_tokens"])?.unwrap_or(0)),
-        cache_write_tokens: Some(
-            n(u, &["input_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
-        ),
+        input_tokens: n(u, &[input])?,
+        output_tokens: n(u, &[output])?,
+        cache_read_tokens: cached("cached_tokens")?,
+        cache_write_tokens: cached("cache_write_tokens")?,
         cache_write_1h_tokens: Some(0),
-        reasoning_tokens: n(u, &["output_tokens_details", "reasoning_tokens"])?,
+        reasoning_tokens: n(u, &[&output_details, "reasoning_tokens"])?,
         source: UsageSource::Provider,
     })
 }

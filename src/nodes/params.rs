@@ -12,15 +12,27 @@ impl Params {
         self.0.get(name).filter(|v| !v.is_null())
     }
 
-    pub fn str_opt(&self, name: &str) -> Result<Option<&str>, NodeError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(NodeError::param(
+    /// The param as `pick` reads it (absent or null: `None`), or an error
+    /// naming the param and saying it should be `expected`.
+    fn typed<'a, T>(
+        &'a self,
+        name: &str,
+        expected: &str,
+        pick: impl FnOnce(&'a Value) -> Option<Result<T, NodeError>>,
+    ) -> Result<Option<T>, NodeError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        pick(v).map(|r| r.map(Some)).unwrap_or_else(|| {
+            Err(NodeError::param(
                 name,
-                format!("expected a string, got {}", type_name(other)),
-            )),
-        }
+                format!("expected {expected}, got {}", type_name(v)),
+            ))
+        })
+    }
+
+    pub fn str_opt(&self, name: &str) -> Result<Option<&str>, NodeError> {
+        self.typed(name, "a string", |v| v.as_str().map(Ok))
     }
 
     pub fn str(&self, name: &str) -> Result<&str, NodeError> {
@@ -40,42 +52,30 @@ impl Params {
     }
 
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, NodeError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
-            Some(other) => Err(NodeError::param(
-                name,
-                format!("expected true or false, got {}", type_name(other)),
-            )),
-        }
+        let b = self.typed(name, "true or false", |v| match v {
+            Value::Bool(b) => Some(Ok(*b)),
+            Value::String(s) if s == "true" || s == "false" => Some(Ok(s == "true")),
+            _ => None,
+        })?;
+        Ok(b.unwrap_or(default))
     }
 
     pub fn f64_opt(&self, name: &str) -> Result<Option<f64>, NodeError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| NodeError::param(name, format!("expected a number, got `{s}`"))),
-            Some(other) => Err(NodeError::param(
-                name,
-                format!("expected a number, got {}", type_name(other)),
-            )),
-        }
+        let n = self.typed(name, "a number", |v| match v {
+            Value::Number(n) => Some(Ok(n.as_f64())),
+            Value::String(s) => Some(
+                s.trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| NodeError::param(name, format!("expected a number, got `{s}`"))),
+            ),
+            _ => None,
+        })?;
+        Ok(n.flatten())
     }
 
     pub fn object_opt(&self, name: &str) -> Result<Option<&Map<String, Value>>, NodeError> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m)),
-            Some(other) => Err(NodeError::param(
-                name,
-                format!("expected an object, got {}", type_name(other)),
-            )),
-        }
+        self.typed(name, "an object", |v| v.as_object().map(Ok))
     }
 }
 

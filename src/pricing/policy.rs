@@ -138,6 +138,11 @@ mod tests {
         ProviderPricing::default()
     }
 
+    /// The built-in table with the overrides in `json`.
+    fn overridden(json: &str) -> PriceTable {
+        PriceTable::with_overrides_str(json, "p.json").unwrap().0
+    }
+
     fn call<'a>(model: &'a str, response: Option<&'a str>) -> CallFacts<'a> {
         CallFacts {
             provider: openai(),
@@ -150,11 +155,7 @@ mod tests {
 
     #[test]
     fn an_override_of_the_family_beats_the_dated_table_entry() {
-        let (t, _) = PriceTable::with_overrides_str(
-            r#"{"gpt-4o-mini": {"input": 15, "output": 60}}"#,
-            "p.json",
-        )
-        .unwrap();
+        let t = overridden(r#"{"gpt-4o-mini": {"input": 15, "output": 60}}"#);
         let c = t.price(&call("gpt-4o-mini", Some("gpt-4o-mini-2024-07-18")));
         assert_eq!(c.source, CostSource::Override);
         assert_eq!(c.key.as_deref(), Some("gpt-4o-mini"));
@@ -167,11 +168,7 @@ mod tests {
 
     #[test]
     fn an_override_of_the_dated_response_model_wins_too() {
-        let (t, _) = PriceTable::with_overrides_str(
-            r#"{"gpt-4o-mini-2024-07-18": {"input": 1, "output": 1}}"#,
-            "p.json",
-        )
-        .unwrap();
+        let t = overridden(r#"{"gpt-4o-mini-2024-07-18": {"input": 1, "output": 1}}"#);
         let c = t.price(&call("gpt-4o-mini", Some("gpt-4o-mini-2024-07-18")));
         assert_eq!(c.source, CostSource::Override);
         assert_eq!(c.key.as_deref(), Some("gpt-4o-mini-2024-07-18"));
@@ -206,11 +203,7 @@ mod tests {
 
     #[test]
     fn a_cost_that_overflows_is_an_error_naming_model_key_and_field() {
-        let (t, _) = PriceTable::with_overrides_str(
-            r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#,
-            "p.json",
-        )
-        .unwrap();
+        let t = overridden(r#"{"gpt-4o-mini": {"input": 1e308, "output": 1}}"#);
         let mut c = call("gpt-4o-mini", None);
         c.tokens = Some(Tokens::call(1_000_000_000, 1));
         let e = t.try_price(&c).unwrap_err();

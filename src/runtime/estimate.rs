@@ -201,6 +201,35 @@ struct At<'a> {
     on_default_path: bool,
 }
 
+/// One node as the walk meets it: at `path`, its templates resolved in
+/// `scope`, `batch` when it runs once per batch item.
+#[derive(Clone, Copy)]
+struct Visit<'a> {
+    node: &'a CompiledNode,
+    path: &'a str,
+    scope: &'a Scope<'a>,
+    at: At<'a>,
+    batch: bool,
+}
+
+impl<'a> Visit<'a> {
+    fn new(
+        node: &'a CompiledNode,
+        path: &'a str,
+        scope: &'a Scope<'a>,
+        at: At<'a>,
+        batch: bool,
+    ) -> Self {
+        Visit {
+            node,
+            path,
+            scope,
+            at,
+            batch,
+        }
+    }
+}
+
 /// Estimates `wf` run with `inputs` (already completed with defaults).
 /// `past`: earlier runs of the same workflow, for the expected value.
 pub fn estimate(
@@ -384,7 +413,7 @@ fn walk_workflow(
             locals: &[],
         };
         match &node.batch {
-            None => walk_node(walk, node, &path, &scope, at, false)?,
+            None => walk_node(walk, Visit::new(node, &path, &scope, at, false))?,
             Some(b) => {
                 let items = match resolve_known(&b.items, &scope) {
                     Known::Full(Value::Array(a)) => Some(a),
@@ -417,7 +446,7 @@ fn walk_workflow(
                                 store: inputs,
                                 locals: &locals,
                             };
-                            walk_node(walk, node, &path, &scope, at, true)?;
+                            walk_node(walk, Visit::new(node, &path, &scope, at, true))?;
                         }
                     }
                     None => {
@@ -428,7 +457,7 @@ fn walk_workflow(
                             count_known: false,
                             ..at
                         };
-                        walk_node(walk, node, &path, &scope, at, true)?;
+                        walk_node(walk, Visit::new(node, &path, &scope, at, true))?;
                     }
                 }
             }
@@ -445,17 +474,17 @@ fn is_llm_work(node: &CompiledNode) -> bool {
     }
 }
 
-fn walk_node(
-    walk: &mut Walk<'_>,
-    node: &CompiledNode,
-    path: &str,
-    scope: &Scope<'_>,
-    at: At<'_>,
-    batch: bool,
-) -> Result<(), EstimateError> {
+fn walk_node(walk: &mut Walk<'_>, v: Visit<'_>) -> Result<(), EstimateError> {
+    let Visit {
+        node,
+        path,
+        scope,
+        at,
+        ..
+    } = v;
     match &node.kind {
         CompiledKind::Builtin(_) if node.node_type == "llm" => {
-            let call = llm_call(walk, node, path, scope, at, batch)?;
+            let call = llm_call(walk, v)?;
             walk.calls.push(call);
             Ok(())
         }
@@ -494,14 +523,14 @@ fn param<'a>(node: &'a CompiledNode, name: &str) -> Option<&'a CompiledValue> {
     node.params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-fn llm_call(
-    walk: &mut Walk<'_>,
-    node: &CompiledNode,
-    path: &str,
-    scope: &Scope<'_>,
-    at: At<'_>,
-    batch: bool,
-) -> Result<Call, EstimateError> {
+fn llm_call(walk: &mut Walk<'_>, v: Visit<'_>) -> Result<Call, EstimateError> {
+    let Visit {
+        node,
+        path,
+        scope,
+        at,
+        batch,
+    } = v;
     let text = |name: &str| param(node, name).map(|cv| resolve_known(cv, scope).text());
     let (prompt, mut complete) = text("prompt").unwrap_or_default();
     let system = text("system");

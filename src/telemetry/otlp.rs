@@ -309,78 +309,63 @@ fn http_transport(s: &OtlpSettings) -> Result<ReqwestTransport, String> {
     ))
 }
 
+/// A gRPC exporter builder set up for these settings (TLS for `https://`).
+fn grpc<B: WithExportConfig + WithTonicConfig>(
+    b: B,
+    s: &OtlpSettings,
+    endpoint: &str,
+) -> Result<B, String> {
+    let b = b
+        .with_endpoint(endpoint)
+        .with_timeout(s.timeout)
+        .with_metadata(grpc_metadata(s)?);
+    Ok(if endpoint.starts_with("https://") {
+        b.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+    } else {
+        b
+    })
+}
+
+/// An HTTP exporter builder set up for these settings.
+fn http<B: WithExportConfig + WithHttpConfig>(
+    b: B,
+    s: &OtlpSettings,
+    endpoint: &str,
+) -> Result<B, String> {
+    Ok(b.with_endpoint(endpoint)
+        .with_protocol(if s.protocol == OtlpProtocol::HttpJson {
+            Protocol::HttpJson
+        } else {
+            Protocol::HttpBinary
+        })
+        .with_timeout(s.timeout)
+        .with_headers(s.headers.clone())
+        .with_http_client(http_transport(s)?))
+}
+
 /// The OTLP metric exporter for these settings (built inside a tokio runtime).
 pub fn build_metric_exporter(
     s: &OtlpSettings,
 ) -> Result<opentelemetry_otlp::MetricExporter, String> {
     let endpoint = s.metrics_endpoint.clone().ok_or("metrics export is off")?;
+    let b = opentelemetry_otlp::MetricExporter::builder();
     let built = match s.protocol {
-        OtlpProtocol::Grpc => {
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_metadata(grpc_metadata(s)?)
-                .with_temporality(s.temporality);
-            if endpoint.starts_with("https://") {
-                b = b.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
-            }
-            b.build()
-        }
-        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_endpoint(endpoint.clone())
-                .with_protocol(if s.protocol == OtlpProtocol::HttpJson {
-                    Protocol::HttpJson
-                } else {
-                    Protocol::HttpBinary
-                })
-                .with_timeout(s.timeout)
-                .with_headers(s.headers.clone())
-                .with_http_client(http_transport(s)?)
-                .with_temporality(s.temporality)
-                .build()
-        }
+        OtlpProtocol::Grpc => grpc(b.with_tonic(), s, &endpoint)?
+            .with_temporality(s.temporality)
+            .build(),
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => http(b.with_http(), s, &endpoint)?
+            .with_temporality(s.temporality)
+            .build(),
     };
     built.map_err(|e| format!("cannot set up OTLP metrics export to {endpoint}: {e}"))
 }
 
 fn build_exporter(s: &OtlpSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let b = opentelemetry_otlp::SpanExporter::builder();
     let built = match s.protocol {
-        OtlpProtocol::Grpc => {
-            let mut meta = tonic::metadata::MetadataMap::new();
-            for (k, v) in &s.headers {
-                let key =
-                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|e| format!("OTLP header `{k}`: {e}"))?;
-                let val = v.parse().map_err(|e| format!("OTLP header `{k}`: {e}"))?;
-                meta.insert(key, val);
-            }
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_metadata(meta);
-            if s.endpoint.starts_with("https://") {
-                b = b.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
-            }
-            b.build()
-        }
+        OtlpProtocol::Grpc => grpc(b.with_tonic(), s, &s.endpoint)?.build(),
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let transport = http_transport(s)?;
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(s.endpoint.clone())
-                .with_protocol(if s.protocol == OtlpProtocol::HttpJson {
-                    Protocol::HttpJson
-                } else {
-                    Protocol::HttpBinary
-                })
-                .with_timeout(s.timeout)
-                .with_headers(s.headers.clone())
-                .with_http_client(transport)
-                .build()
+            http(b.with_http(), s, &s.endpoint)?.build()
         }
     };
     built.map_err(|e| format!("cannot set up OTLP export to {}: {e}", s.endpoint))

@@ -469,11 +469,12 @@ mod tests {
     use tracing::field::Empty;
     use tracing_subscriber::layer::SubscriberExt;
 
-    fn with_progress(f: impl FnOnce()) -> (ProgressSink, Vec<String>) {
+    /// Runs `f` (which may read the live sink) under a progress layer.
+    fn with_progress(f: impl FnOnce(&ProgressSink)) -> (ProgressSink, Vec<String>) {
         let (tx, rx) = mpsc::channel();
         let sink = ProgressSink::new(Some(tx));
         let subscriber = tracing_subscriber::registry().with(sink.layer());
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || f(&sink));
         sink.close_lines();
         // Elapsed times vary: compare what follows `[..s] `.
         let lines = rx
@@ -503,7 +504,7 @@ mod tests {
 
     #[test]
     fn counts_nodes_at_every_depth_items_apart_tokens_and_failures() {
-        let (sink, lines) = with_progress(|| {
+        let (sink, lines) = with_progress(|_| {
             let wf = workflow(0, 3);
             let _w = wf.enter();
             {
@@ -560,10 +561,7 @@ mod tests {
 
     #[test]
     fn bar_shows_current_node_and_batch_items() {
-        let (tx, _rx) = mpsc::channel();
-        let sink = ProgressSink::new(Some(tx));
-        let subscriber = tracing_subscriber::registry().with(sink.layer());
-        tracing::subscriber::with_default(subscriber, || {
+        let (sink, _) = with_progress(|sink| {
             let wf = workflow(0, 7);
             let _w = wf.enter();
             let b = node("count", "batch", 1, 1);
@@ -592,7 +590,7 @@ mod tests {
 
     #[test]
     fn interrupted_and_looped_nodes() {
-        let (_, lines) = with_progress(|| {
+        let (_, lines) = with_progress(|_| {
             let wf = workflow(0, 2);
             let _w = wf.enter();
             for _ in 0..2 {
@@ -613,14 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn formatting_helpers() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1234), "1,234");
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(clock(Duration::from_secs(3)), "00:03");
-        assert_eq!(clock(Duration::from_secs(125)), "02:05");
-        assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
+    fn bar_before_and_at_the_start() {
         let st = State {
             nodes_total: Some(7),
             ..State::default()

@@ -700,21 +700,12 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
             let _ = writeln!(out, "               … {} more lines", nd.prompt_diff_more);
         }
     }
-    if !d.only_in_a.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} {}",
-            style.red("only in A:"),
-            d.only_in_a.join(", ")
-        );
-    }
-    if !d.only_in_b.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} {}",
-            style.green("only in B:"),
-            d.only_in_b.join(", ")
-        );
+    let only = [
+        (style.red("only in A:"), &d.only_in_a),
+        (style.green("only in B:"), &d.only_in_b),
+    ];
+    for (label, paths) in only.iter().filter(|(_, p)| !p.is_empty()) {
+        let _ = writeln!(out, "{label} {}", paths.join(", "));
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", d.summary.line);

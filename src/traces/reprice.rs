@@ -285,27 +285,14 @@ pub fn render(r: &Reprice, style: &show::Style) -> String {
         let _ = writeln!(out, "no LLM calls in this trace");
         return out;
     }
-    let nw = r
-        .nodes
-        .iter()
-        .map(|n| n.node.chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(5, 40);
-    let mw = r
-        .nodes
-        .iter()
-        .map(|n| n.model.chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(5, 40);
-    let _ = writeln!(
-        out,
-        "{}",
-        style.dim(&format!(
+    let nw = crate::format::column_width(r.nodes.iter().map(|n| n.node.as_str()), 5, 40);
+    let mw = crate::format::column_width(r.nodes.iter().map(|n| n.model.as_str()), 5, 40);
+    style.heading(
+        &mut out,
+        &format!(
             "{:<nw$}  {:<mw$}  {:>11}  {:>11}  {:>11}  SOURCE",
             "NODE", "MODEL", "OLD", "NEW", "DELTA"
-        ))
+        ),
     );
     for n in &r.nodes {
         let _ = writeln!(

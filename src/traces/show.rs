@@ -34,6 +34,10 @@ impl Style {
         }
     }
 
+    /// A table's column headings, dimmed, as a line of `out`.
+    pub fn heading(&self, out: &mut String, text: &str) {
+        let _ = writeln!(out, "{}", self.dim(text));
+    }
     pub fn red(&self, s: &str) -> String {
         self.paint("31", s)
     }
@@ -154,20 +158,18 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
             .unwrap_or_default();
         format!("{mark}{}{attempt}", s.name)
     };
-    let width = rows
+    let labels: Vec<String> = rows
         .iter()
-        .map(|(p, s)| p.chars().count() + label(s).chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(20, 70);
+        .map(|(p, s)| format!("{p}{}", label(s)))
+        .collect();
+    let width = format::column_width(labels.iter().map(String::as_str), 20, 70);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}",
-        style.dim(&format!(
+    style.heading(
+        &mut out,
+        &format!(
             "{:<width$}  {:>10}  {:>15}  {:>11}",
             "SPAN", "DURATION", "TOKENS in→out", "COST"
-        ))
+        ),
     );
     for (prefix, s) in &rows {
         let s = *s;
@@ -418,42 +420,31 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
         if let Some(p) = s.str_attr(attr::NODE_PARAMS) {
             let _ = writeln!(out, "  params:\n{}", indent(&pretty(p), "    "));
         }
-        let templates: Vec<_> = s
-            .events
-            .iter()
-            .filter(|e| e.name == attr::EVENT_TEMPLATE_RESOLVED)
-            .collect();
-        if !templates.is_empty() {
-            let _ = writeln!(out, "  templates:");
-            for e in templates {
-                let param = super::get(&e.attributes, attr::PARAM)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let t = super::get(&e.attributes, attr::TEMPLATE)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "    {param}: {} →{}",
-                    one_line(&t),
-                    block(&value_line(&e.attributes), "      ")
-                );
+        // Each template resolved and store write, with its value.
+        let sections = [
+            ("templates", attr::EVENT_TEMPLATE_RESOLVED),
+            ("store writes", attr::EVENT_STORE_WRITE),
+        ];
+        for (title, event) in sections {
+            let events: Vec<_> = s.events.iter().filter(|e| e.name == event).collect();
+            if !events.is_empty() {
+                let _ = writeln!(out, "  {title}:");
             }
-        }
-        let writes: Vec<_> = s
-            .events
-            .iter()
-            .filter(|e| e.name == attr::EVENT_STORE_WRITE)
-            .collect();
-        if !writes.is_empty() {
-            let _ = writeln!(out, "  store writes:");
-            for e in writes {
-                let key = super::get(&e.attributes, attr::STORE_KEY)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
+            for e in events {
+                let text = |k: &str| {
+                    super::get(&e.attributes, k)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                };
+                let what = if event == attr::EVENT_STORE_WRITE {
+                    format!("{} =", text(attr::STORE_KEY))
+                } else {
+                    let t = text(attr::TEMPLATE);
+                    format!("{}: {} →", text(attr::PARAM), one_line(&t))
+                };
                 let _ = writeln!(
                     out,
-                    "    {key} ={}",
+                    "    {what}{}",
                     block(&value_line(&e.attributes), "      ")
                 );
             }
@@ -575,20 +566,18 @@ impl ListRow {
 
 /// The run list as an aligned table (times in UTC).
 pub fn render_list(rows: &[ListRow], style: &Style) -> String {
-    let wf_width = rows
-        .iter()
-        .map(|r| r.workflow.as_deref().unwrap_or("?").chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(8, 32);
+    let wf_width = format::column_width(
+        rows.iter().map(|r| r.workflow.as_deref().unwrap_or("?")),
+        8,
+        32,
+    );
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}",
-        style.dim(&format!(
+    style.heading(
+        &mut out,
+        &format!(
             "{:<19}  {:<wf_width$}  {:<11}  {:>10}  {:>8}  {:>11}  FILE",
             "TIME (UTC)", "WORKFLOW", "STATUS", "DURATION", "TOKENS", "COST"
-        ))
+        ),
     );
     for r in rows {
         let mut wf = r.workflow.clone().unwrap_or_else(|| "?".into());
