@@ -417,12 +417,7 @@ pub fn pricing_show(
         return 0;
     };
     let provider = crate::llm::resolve_model(model).ok();
-    let prefix = provider.as_ref().and_then(|(p, _)| match p {
-        crate::llm::Provider::Gemini => Some("gemini"),
-        crate::llm::Provider::Ollama => Some("ollama"),
-        crate::llm::Provider::Anthropic => Some("anthropic"),
-        _ => None,
-    });
+    let prefix = provider.as_ref().and_then(|(p, _)| p.pricing().prefix);
     let name = provider.as_ref().map(|(_, m)| m.as_str()).unwrap_or(model);
     match table.lookup(name, prefix) {
         Some(r) => {

@@ -305,18 +305,12 @@ mod tests {
             Template::parse("${}"),
             Err(TemplateError::Empty { .. })
         ));
-        assert!(matches!(
-            Template::parse("${a.}"),
-            Err(TemplateError::Invalid { .. })
-        ));
-        assert!(matches!(
-            Template::parse("${a[x]}"),
-            Err(TemplateError::Invalid { .. })
-        ));
-        assert!(matches!(
-            Template::parse("${a b}"),
-            Err(TemplateError::Invalid { .. })
-        ));
+        for invalid in ["${a.}", "${a[x]}", "${a b}"] {
+            assert!(
+                matches!(Template::parse(invalid), Err(TemplateError::Invalid { .. })),
+                "{invalid}"
+            );
+        }
     }
 
     #[test]

@@ -241,24 +241,35 @@ fn image_size(path: &str) -> Option<(u64, u64)> {
     Some((s.width as u64, s.height as u64))
 }
 
-/// Anthropic resizes an image to about 1.15 megapixels at most: ~1,600 tokens.
-const ANTHROPIC_MAX_IMAGE_TOKENS: u64 = 1_600;
+/// How a provider counts an image in the prompt, by its documented rule
+/// (each provider's entry in [`Provider::image_rule`] names its rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRule {
+    /// Images cost nothing (echo).
+    Free,
+    /// A fixed count per image (Gemini: 258).
+    PerImage(u64),
+    /// width × height / `pixels_per_token`, capped at `max` where the
+    /// provider resizes (Anthropic: 750, ~1,600 for ~1.15 megapixels).
+    Pixels { pixels_per_token: u64, max: u64 },
+    /// OpenAI high detail: scaled to fit 2048×2048, then its shortest side
+    /// to 768; 85 + 170 per 512-px tile.
+    Tiles,
+}
 
-/// The prompt tokens one image costs, by the provider's documented rule;
-/// `size` unknown counts the most the rule can give.
-/// - OpenAI (detail high): scaled to fit 2048×2048, then its shortest side
-///   to 768; 85 + 170 per 512-px tile.
-/// - Anthropic: width × height / 750 (capped where Anthropic resizes).
-/// - Gemini: 258 per image.
-/// - Ollama: the OpenAI rule; echo: nothing.
+/// The prompt tokens one image costs under `provider`'s rule; `size`
+/// unknown counts the most the rule can give.
 pub fn image_tokens(provider: Provider, size: Option<(u64, u64)>) -> u64 {
-    match provider {
-        Provider::Echo => 0,
-        Provider::Gemini => 258,
-        Provider::Anthropic => size.map_or(ANTHROPIC_MAX_IMAGE_TOKENS, |(w, h)| {
-            (w * h).div_ceil(750).min(ANTHROPIC_MAX_IMAGE_TOKENS)
+    match provider.image_rule() {
+        ImageRule::Free => 0,
+        ImageRule::PerImage(n) => n,
+        ImageRule::Pixels {
+            pixels_per_token,
+            max,
+        } => size.map_or(max, |(w, h)| {
+            w.saturating_mul(h).div_ceil(pixels_per_token).min(max)
         }),
-        Provider::OpenAi | Provider::Ollama => {
+        ImageRule::Tiles => {
             // The largest high-detail image: 768 × 2048 after scaling, 2 × 4 tiles.
             let (mut w, mut h) = size.map_or((768.0, 2048.0), |(w, h)| (w as f64, h as f64));
             let fit = (2048.0 / w.max(h)).min(1.0);

@@ -86,6 +86,28 @@ impl Provider {
         }
     }
 
+    /// How it counts an image's prompt tokens (its documented rule).
+    pub fn image_rule(self) -> budget::ImageRule {
+        use budget::ImageRule;
+        match self {
+            Provider::Echo => ImageRule::Free,
+            Provider::Gemini => ImageRule::PerImage(258),
+            Provider::Anthropic => ImageRule::Pixels {
+                pixels_per_token: 750,
+                max: 1_600,
+            },
+            Provider::OpenAi | Provider::Ollama => ImageRule::Tiles,
+        }
+    }
+
+    /// `gen_ai.operation.name` of its calls.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Provider::Gemini => "generate_content",
+            _ => "chat",
+        }
+    }
+
     /// The provider a span's `gen_ai.provider.name` names.
     pub fn from_semconv_name(s: &str) -> Option<Provider> {
         match s {

@@ -98,13 +98,6 @@ pub fn price_usage(
     })
 }
 
-pub fn operation(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Gemini => "generate_content",
-        _ => "chat",
-    }
-}
-
 fn record_usage(span: &tracing::Span, u: &Usage) {
     let rec = |k: &str, v: Option<u64>| {
         if let Some(v) = v {
@@ -192,9 +185,9 @@ pub async fn call(
         let span = tracing::info_span!(
             target: "pflow::llm",
             "llm",
-            otel.name = %attr::llm_span(operation(provider), &model),
+            otel.name = %attr::llm_span(provider.operation(), &model),
             otel.kind = "client",
-            { attr::GEN_AI_OPERATION_NAME } = operation(provider),
+            { attr::GEN_AI_OPERATION_NAME } = provider.operation(),
             { attr::GEN_AI_PROVIDER_NAME } = provider.semconv_name(),
             { attr::GEN_AI_SYSTEM } = provider.semconv_name(),
             { attr::GEN_AI_REQUEST_MODEL } = %model,

@@ -249,50 +249,60 @@ mod tests {
             .resolve(&scope, &mut |_, _| {})
     }
 
+    /// Each template resolves to its value.
+    fn assert_resolves(cases: &[(&str, Value)]) {
+        for (t, want) in cases {
+            assert_eq!(&resolve(t).unwrap(), want, "{t}");
+        }
+    }
+
     #[test]
     fn single_template_keeps_type() {
-        assert_eq!(resolve("${n.count}").unwrap(), json!(3));
-        assert_eq!(resolve("${m.obj}").unwrap(), json!({"a": 1}));
-        assert_eq!(
-            resolve("${n.items}").unwrap(),
-            json!([{"name": "x"}, {"name": "y"}])
-        );
+        assert_resolves(&[
+            ("${n.count}", json!(3)),
+            ("${m.obj}", json!({"a": 1})),
+            ("${n.items}", json!([{"name": "x"}, {"name": "y"}])),
+        ]);
     }
 
     #[test]
     fn text_rendering() {
-        assert_eq!(
-            resolve("hi ${name}, ${n.count} ${m.obj}").unwrap(),
-            json!("hi Ada, 3 {\"a\":1}")
-        );
-        assert_eq!(resolve("${item}#${__index__}").unwrap(), json!("it#4"));
+        assert_resolves(&[
+            (
+                "hi ${name}, ${n.count} ${m.obj}",
+                json!("hi Ada, 3 {\"a\":1}"),
+            ),
+            ("${item}#${__index__}", json!("it#4")),
+        ]);
     }
 
     #[test]
     fn paths_indexes_and_json_strings() {
-        assert_eq!(resolve("${n.items[1].name}").unwrap(), json!("y"));
-        assert_eq!(resolve("${n.raw.deep.v[1]}").unwrap(), json!(20));
+        assert_resolves(&[
+            ("${n.items[1].name}", json!("y")),
+            ("${n.raw.deep.v[1]}", json!(20)),
+        ]);
     }
 
     #[test]
     fn escapes_stay_literal() {
-        assert_eq!(
-            resolve("$${name} is ${name}").unwrap(),
-            json!("${name} is Ada")
-        );
-        assert_eq!(resolve("$${name}").unwrap(), json!("${name}"));
+        assert_resolves(&[
+            ("$${name} is ${name}", json!("${name} is Ada")),
+            ("$${name}", json!("${name}")),
+        ]);
     }
 
     #[test]
     fn missing_paths_are_explained() {
-        let e = resolve("${n.nope}").unwrap_err();
-        assert!(e.reason.contains("`n` has no key `nope`"), "{e}");
-        let e = resolve("${n.items[5]}").unwrap_err();
-        assert!(e.reason.contains("no item [5]"), "{e}");
-        let e = resolve("${n.count.x}").unwrap_err();
-        assert!(e.reason.contains("a number"), "{e}");
-        let e = resolve("${ghost}").unwrap_err();
-        assert!(e.reason.contains("not set"), "{e}");
+        for (t, why) in [
+            ("${n.nope}", "`n` has no key `nope`"),
+            ("${n.items[5]}", "no item [5]"),
+            ("${n.count.x}", "a number"),
+            ("${ghost}", "not set"),
+        ] {
+            let e = resolve(t).unwrap_err();
+            assert!(e.reason.contains(why), "{e}");
+        }
     }
 
     #[test]

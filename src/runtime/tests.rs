@@ -2,8 +2,7 @@
 //! nested workflows, error edges, panics and the step limit.
 
 use super::*;
-use crate::nodes::{opt, Node, NodeSpec};
-use futures::future::BoxFuture;
+use crate::nodes::{opt, Node, NodeFuture, NodeSpec};
 use serde_json::json;
 use std::sync::atomic::AtomicUsize;
 
@@ -31,11 +30,7 @@ impl Node for Flaky {
     fn spec(&self) -> &'static NodeSpec {
         &FLAKY
     }
-    fn run<'a>(
-        &'a self,
-        _c: &'a NodeContext,
-        p: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _c: &'a NodeContext, p: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             let want = p.f64_opt("succeed_on")?.unwrap_or(1.0) as usize;
@@ -62,11 +57,7 @@ impl Node for Panicky {
     fn spec(&self) -> &'static NodeSpec {
         &PANICKY
     }
-    fn run<'a>(
-        &'a self,
-        _c: &'a NodeContext,
-        _p: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _c: &'a NodeContext, _p: Params) -> NodeFuture<'a> {
         Box::pin(async move { panic!("boom in node") })
     }
 }
@@ -86,11 +77,7 @@ impl Node for Sleepy {
     fn spec(&self) -> &'static NodeSpec {
         &SLEEPY
     }
-    fn run<'a>(
-        &'a self,
-        _c: &'a NodeContext,
-        p: Params,
-    ) -> BoxFuture<'a, Result<NodeOutput, NodeError>> {
+    fn run<'a>(&'a self, _c: &'a NodeContext, p: Params) -> NodeFuture<'a> {
         Box::pin(async move {
             let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
             PEAK.fetch_max(now, Ordering::SeqCst);

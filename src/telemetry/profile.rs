@@ -819,62 +819,23 @@ mod tests {
         let kind = |attrs: Vec<KeyValue>, p: Profile, key: &str| {
             shaped(attrs, p, false, false).get(key).cloned()
         };
-        let cases: Vec<(Vec<KeyValue>, &str, &str)> = vec![
-            (
-                vec![
-                    KeyValue::new("pflow.run.command", "run"),
-                    KeyValue::new("pflow.workflow.name", "w"),
-                ],
-                "CHAIN",
-                "chain",
-            ),
-            (
-                vec![KeyValue::new("gen_ai.operation.name", "invoke_workflow")],
-                "CHAIN",
-                "chain",
-            ),
-            (
-                vec![
-                    KeyValue::new("gen_ai.operation.name", "plan"),
-                    KeyValue::new("gen_ai.request.model", "m"),
-                ],
-                "AGENT",
-                "agent",
-            ),
-            (
-                vec![
-                    KeyValue::new("gen_ai.operation.name", "plan"),
-                    KeyValue::new("pflow.planner.step", "generate"),
-                ],
-                "CHAIN",
-                "chain",
-            ),
-            (
-                vec![
-                    KeyValue::new("pflow.node.role", "node"),
-                    KeyValue::new("pflow.node.type", "shell"),
-                ],
-                "TOOL",
-                "tool",
-            ),
-            (
-                vec![
-                    KeyValue::new("pflow.node.role", "node"),
-                    KeyValue::new("pflow.node.type", "llm"),
-                ],
-                "CHAIN",
-                "chain",
-            ),
-            (
-                vec![
-                    KeyValue::new("pflow.node.role", "batch"),
-                    KeyValue::new("pflow.node.type", "shell"),
-                ],
-                "CHAIN",
-                "chain",
-            ),
-            (llm_attrs(false), "LLM", "generation"),
+        // Attributes, OpenInference kind, Langfuse type.
+        type Pairs = &'static [(&'static str, &'static str)];
+        #[rustfmt::skip]
+        let table: [(Pairs, &str, &str); 7] = [
+            (&[("pflow.run.command", "run"), ("pflow.workflow.name", "w")], "CHAIN", "chain"),
+            (&[("gen_ai.operation.name", "invoke_workflow")], "CHAIN", "chain"),
+            (&[("gen_ai.operation.name", "plan"), ("gen_ai.request.model", "m")], "AGENT", "agent"),
+            (&[("gen_ai.operation.name", "plan"), ("pflow.planner.step", "generate")], "CHAIN", "chain"),
+            (&[("pflow.node.role", "node"), ("pflow.node.type", "shell")], "TOOL", "tool"),
+            (&[("pflow.node.role", "node"), ("pflow.node.type", "llm")], "CHAIN", "chain"),
+            (&[("pflow.node.role", "batch"), ("pflow.node.type", "shell")], "CHAIN", "chain"),
         ];
+        let kvs = |pairs: &[(&'static str, &'static str)]| -> Vec<KeyValue> {
+            pairs.iter().map(|&(k, v)| KeyValue::new(k, v)).collect()
+        };
+        let mut cases: Vec<_> = table.iter().map(|&(a, oi, lf)| (kvs(a), oi, lf)).collect();
+        cases.push((llm_attrs(false), "LLM", "generation"));
         for (attrs, oi, lf) in cases {
             assert_eq!(
                 kind(attrs.clone(), Profile::Phoenix, "openinference.span.kind"),
@@ -892,25 +853,10 @@ mod tests {
             );
             assert_eq!(kind(attrs, Profile::Otel, "openinference.span.kind"), None);
         }
-        let root = shaped(
-            vec![
-                KeyValue::new("pflow.run.command", "run"),
-                KeyValue::new("pflow.workflow.name", "w"),
-            ],
-            Profile::Langfuse,
-            false,
-            false,
-        );
+        // The run (row 0) names the trace; a shell node (row 4) names its tool.
+        let root = shaped(kvs(table[0].0), Profile::Langfuse, false, false);
         assert_eq!(root["langfuse.trace.name"], s("w"));
-        let tool = shaped(
-            vec![
-                KeyValue::new("pflow.node.role", "node"),
-                KeyValue::new("pflow.node.type", "shell"),
-            ],
-            Profile::Phoenix,
-            false,
-            false,
-        );
+        let tool = shaped(kvs(table[4].0), Profile::Phoenix, false, false);
         assert_eq!(tool["tool.name"], s("shell"));
     }
 

@@ -484,6 +484,12 @@ mod tests {
         (sink, lines)
     }
 
+    /// The bar reads `[clock] {text}`.
+    fn assert_bar(sink: &ProgressSink, text: &str) {
+        let bar = sink.bar_text();
+        assert!(bar.ends_with(&format!("] {text}")), "{bar}");
+    }
+
     fn workflow(depth: i64, count: i64) -> tracing::Span {
         tracing::info_span!(target: "pflow::workflow", "invoke_workflow", pflow.workflow.depth = depth, pflow.workflow.node_count = count)
     }
@@ -552,11 +558,7 @@ mod tests {
                 "✗ fetch failed: http_status (4/4 nodes, 2/2 items) · 2,468 tok · $0.004200",
             ]
         );
-        let text = sink.bar_text();
-        assert!(
-            text.ends_with("] 4/4 nodes, 2/2 items · 2,468 tok · $0.0042"),
-            "{text}"
-        );
+        assert_bar(&sink, "4/4 nodes, 2/2 items · 2,468 tok · $0.0042");
     }
 
     #[test]
@@ -574,18 +576,13 @@ mod tests {
             let it = node("count[3]", "batch_item", 1, 1);
             let _i = it.enter();
             llm(1200, 34, 0.0021);
-            let text = sink.bar_text();
-            assert!(
-                text.ends_with("] 0/7 nodes, 3/10 items · count[3] · 1,234 tok · $0.0021"),
-                "{text}"
+            assert_bar(
+                sink,
+                "0/7 nodes, 3/10 items · count[3] · 1,234 tok · $0.0021",
             );
         });
         // Items are counted apart, never as nodes: the batch done is one node.
-        let text = sink.bar_text();
-        assert!(
-            text.contains("] 1/7 nodes, 4/10 items · 1,234 tok"),
-            "{text}"
-        );
+        assert_bar(&sink, "1/7 nodes, 4/10 items · 1,234 tok · $0.0021");
     }
 
     #[test]
