@@ -116,10 +116,7 @@ pub(super) async fn message_stream(body: Body) -> Result<LlmResponse, LlmError> 
     while let Some(events) = stream.next_or_fail(|| usage.partial()).await {
         let events = events?;
         for ev in events {
-            // Anthropic pads its JSON with spaces: parse, never pattern-match.
-            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
-                LlmError::InvalidResponse(format!("stream event is not JSON ({e})"))
-            })?;
+            let v = ev.json()?;
             usage.event(&v);
             match v["type"].as_str().unwrap_or_default() {
                 "message_start" => {

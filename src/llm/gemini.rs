@@ -30,13 +30,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if let Some(s) = &req.system {
         body["systemInstruction"] = json!({"parts": [{"text": s}]});
     }
-    let mut gen = serde_json::Map::new();
-    if let Some(t) = req.temperature {
-        gen.insert("temperature".into(), json!(t));
-    }
-    if let Some(m) = req.max_tokens {
-        gen.insert("maxOutputTokens".into(), json!(m));
-    }
+    let mut gen = super::sampling(req, "maxOutputTokens");
     if req.json_mode {
         gen.insert("responseMimeType".into(), json!("application/json"));
         if let Some(schema) = &req.json_schema {
@@ -83,9 +77,7 @@ pub(super) async fn generate_stream(body: Body) -> Result<LlmResponse, LlmError>
     while let Some(events) = stream.next_or_fail(|| out.usage.clone()).await {
         let events = events?;
         for ev in events {
-            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
-                LlmError::InvalidResponse(format!("stream chunk is not JSON ({e})"))
-            })?;
+            let v = ev.json()?;
             if let Some(err) = v.get("error") {
                 return Err(LlmError::Stream {
                     message: super::error_message(&json!({"error": err}).to_string()),

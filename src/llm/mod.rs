@@ -135,6 +135,26 @@ pub enum Api {
     Responses,
 }
 
+/// A request's sampling settings under a provider's names: `temperature`
+/// and the output limit as `max_key`, each only when set.
+fn sampling(req: &LlmRequest, max_key: &str) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    if let Some(t) = req.temperature {
+        m.insert("temperature".into(), serde_json::json!(t));
+    }
+    if let Some(n) = req.max_tokens {
+        m.insert(max_key.into(), serde_json::json!(n));
+    }
+    m
+}
+
+/// Adds the sampling settings to a request body (a JSON object).
+fn add_sampling(body: &mut Value, req: &LlmRequest, max_key: &str) {
+    if let Some(o) = body.as_object_mut() {
+        o.extend(sampling(req, max_key));
+    }
+}
+
 /// The model used when a node names none: `PFLOW_DEFAULT_MODEL`, else `echo`
 /// (offline, free: a workflow runs end to end before any key is set up).
 pub fn default_model() -> String {

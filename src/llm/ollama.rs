@@ -31,13 +31,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     }
     messages.push(user);
     let mut body = json!({"model": req.model, "messages": messages, "stream": req.stream});
-    let mut options = serde_json::Map::new();
-    if let Some(t) = req.temperature {
-        options.insert("temperature".into(), json!(t));
-    }
-    if let Some(m) = req.max_tokens {
-        options.insert("num_predict".into(), json!(m));
-    }
+    let options = super::sampling(req, "num_predict");
     if req.json_mode {
         body["format"] = req.json_schema.clone().unwrap_or_else(|| json!("json"));
     }

@@ -81,19 +81,14 @@ fn chat_request(req: &LlmRequest, base: &str) -> Result<Value, LlmError> {
     }
     messages.push(json!({"role": "user", "content": user_content(req, false)?}));
     let mut body = json!({"model": req.model, "messages": messages});
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(m) = req.max_tokens {
-        // api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
-        // compatible servers mostly know only max_tokens.
-        let field = if is_official(base) {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        body[field] = json!(m);
-    }
+    // api.openai.com wants max_completion_tokens (reasoning models reject max_tokens);
+    // compatible servers mostly know only max_tokens.
+    let max_key = if is_official(base) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    super::add_sampling(&mut body, req, max_key);
     if req.stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
@@ -149,9 +144,7 @@ pub(super) async fn chat_stream(body: Body) -> Result<LlmResponse, LlmError> {
                 done = true;
                 continue;
             }
-            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
-                LlmError::InvalidResponse(format!("stream chunk is not JSON ({e})"))
-            })?;
+            let v = ev.json()?;
             if let Some(err) = v.get("error") {
                 return Err(LlmError::Stream {
                     message: super::error_message(&err.to_string()),
@@ -199,12 +192,7 @@ fn responses_request(req: &LlmRequest) -> Result<Value, LlmError> {
     if let Some(s) = &req.system {
         body["instructions"] = json!(s);
     }
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(m) = req.max_tokens {
-        body["max_output_tokens"] = json!(m);
-    }
+    super::add_sampling(&mut body, req, "max_output_tokens");
     if req.stream {
         body["stream"] = json!(true);
     }
@@ -227,9 +215,7 @@ pub(super) async fn responses_stream(body: Body) -> Result<LlmResponse, LlmError
     while let Some(events) = stream.next_or_fail(|| usage.clone()).await {
         let events = events?;
         for ev in events {
-            let v: Value = serde_json::from_str(&ev.data).map_err(|e| {
-                LlmError::InvalidResponse(format!("stream event is not JSON ({e})"))
-            })?;
+            let v = ev.json()?;
             match v.get("type").and_then(Value::as_str).unwrap_or_default() {
                 "response.output_text.delta" => {
                     text.push_str(v.get("delta").and_then(Value::as_str).unwrap_or_default())

@@ -10,6 +10,16 @@ pub struct SseEvent {
     pub data: String,
 }
 
+impl SseEvent {
+    /// The event's data as JSON (providers' stream events are JSON objects;
+    /// some pad them with spaces: parse, never pattern-match).
+    pub fn json(&self) -> Result<serde_json::Value, super::LlmError> {
+        serde_json::from_str(&self.data).map_err(|e| {
+            super::LlmError::InvalidResponse(format!("stream event is not JSON ({e})"))
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
