@@ -176,13 +176,22 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(duration_ms(12.345), "12.3 ms");
-        assert_eq!(duration_ms(1234.0), "1.23 s");
-        assert_eq!(duration_ms(123_000.0), "2m03s");
-        assert_eq!(duration_coarse(12.4), "12ms");
-        assert_eq!(duration_coarse(1520.0), "1.5s");
-        assert_eq!(duration_coarse(125_000.0), "2m 05s");
-        assert_eq!(duration_coarse(3_720_000.0), "1h 02m");
+        for (ms, text) in [
+            (12.345, "12.3 ms"),
+            (1234.0, "1.23 s"),
+            (123_000.0, "2m03s"),
+        ] {
+            assert_eq!(duration_ms(ms), text);
+        }
+        let coarse = [
+            (12.4, "12ms"),
+            (1520.0, "1.5s"),
+            (125_000.0, "2m 05s"),
+            (3_720_000.0, "1h 02m"),
+        ];
+        for (ms, text) in coarse {
+            assert_eq!(duration_coarse(ms), text);
+        }
         for (secs, text) in [(3, "00:03"), (125, "02:05"), (3723, "1:02:03")] {
             assert_eq!(clock(std::time::Duration::from_secs(secs)), text);
         }

@@ -870,6 +870,14 @@ impl Drop for Reservation<'_> {
 mod tests {
     use super::*;
 
+    /// A budget with only a cost limit.
+    fn capped(usd: f64) -> Budget {
+        Budget::new(BudgetLimits {
+            max_cost_usd: Some(usd),
+            ..Default::default()
+        })
+    }
+
     fn req(provider: Provider, model: &str, prompt: &str, max_tokens: Option<u64>) -> LlmRequest {
         LlmRequest {
             max_tokens,
@@ -998,10 +1006,7 @@ mod tests {
 
     #[test]
     fn refuses_before_and_stops_after() {
-        let b = Budget::new(BudgetLimits {
-            max_cost_usd: Some(0.010),
-            ..Default::default()
-        });
+        let b = capped(0.010);
         b.reserve("m", Some("a"), || est(Some(0.004), 10))
             .unwrap()
             .settle(Some(0.003), 8);
@@ -1058,10 +1063,7 @@ mod tests {
         assert_eq!(e.reason, Reason::MaxTokensTotal);
         assert!(e.to_string().contains("used 30 of 100 tokens"), "{e}");
 
-        let strict = Budget::new(BudgetLimits {
-            max_cost_usd: Some(1.0),
-            ..Default::default()
-        });
+        let strict = capped(1.0);
         let e = strict
             .reserve("mystery", Some("a"), || est(None, 5))
             .unwrap_err();
@@ -1088,10 +1090,7 @@ mod tests {
 
     #[test]
     fn estimate_refusal_counts_what_is_spent() {
-        let b = Budget::new(BudgetLimits {
-            max_cost_usd: Some(0.01),
-            ..Default::default()
-        });
+        let b = capped(0.01);
         assert!(b.refuse_estimate(0.01).is_none());
         assert!(b.stopped().is_none());
         // The planner spent $0.004: a workflow of at least $0.007 no longer fits.
@@ -1119,10 +1118,7 @@ mod tests {
 
     #[test]
     fn dropped_reservation_is_released() {
-        let b = Budget::new(BudgetLimits {
-            max_cost_usd: Some(0.01),
-            ..Default::default()
-        });
+        let b = capped(0.01);
         let r = b.reserve("m", None, || est(Some(0.008), 1)).unwrap();
         drop(r);
         b.reserve("m", None, || est(Some(0.008), 1))
@@ -1136,10 +1132,7 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::Arc;
         // 16 threads race for $0.01 in $0.001 calls that each cost exactly their estimate.
-        let b = Arc::new(Budget::new(BudgetLimits {
-            max_cost_usd: Some(0.01),
-            ..Default::default()
-        }));
+        let b = Arc::new(capped(0.01));
         let granted = Arc::new(AtomicU64::new(0));
         let in_flight_max = Arc::new(AtomicU64::new(0));
         let in_flight = Arc::new(AtomicU64::new(0));
@@ -1182,10 +1175,7 @@ mod tests {
 
     #[test]
     fn reservations_learn_the_billed_prompt_ratio_and_hold_unbilled_siblings() {
-        let b = Budget::new(BudgetLimits {
-            max_cost_usd: Some(0.0025),
-            ..Default::default()
-        });
+        let b = capped(0.0025);
         let e = || CallEstimate {
             prompt_tokens: 10,
             max_output_tokens: 100,

@@ -93,15 +93,7 @@ impl Node for Llm {
                 node_path: Some(ctx.path.clone()),
                 section: "workflow",
             };
-            match traced::call(
-                ctx.services.llm(),
-                ctx.services.prices(),
-                ctx.services.budget(),
-                &request,
-                &opts,
-            )
-            .await
-            {
+            match ctx.services.call_llm(&request, &opts).await {
                 Ok(done) => Ok(outputs(provider, &model, done.response, &done.priced)),
                 Err(failed) => Err(node_error(&failed.error, provider, failed.attempts)),
             }

@@ -179,6 +179,16 @@ impl Services {
         }
     }
 
+    /// One traced, priced and budgeted LLM call with this run's client,
+    /// prices and budget.
+    pub async fn call_llm(
+        &self,
+        request: &crate::llm::LlmRequest,
+        opts: &crate::llm::traced::CallOptions,
+    ) -> Result<crate::llm::traced::Done, crate::llm::traced::Failed> {
+        crate::llm::traced::call(self.llm(), self.prices(), self.budget(), request, opts).await
+    }
+
     pub fn llm(&self) -> &crate::llm::LlmClient {
         self.llm.get_or_init(|| {
             crate::llm::LlmClient::new(

@@ -10,7 +10,7 @@
 
 use crate::ir::validate::Severity;
 use crate::ir::{self, WorkflowIr};
-use crate::llm::traced::{self, CallOptions};
+use crate::llm::traced::CallOptions;
 use crate::llm::{self, LlmRequest, Provider};
 use crate::nodes::Services;
 use crate::runtime::{CompileContext, Runtime};
@@ -206,21 +206,17 @@ impl Ctx<'_> {
                 node_path: None,
                 section: "planner",
             };
-            let done = traced::call(
-                self.services.llm(),
-                self.services.prices(),
-                self.services.budget(),
-                &request,
-                &opts,
-            )
-            .await
-            .map_err(|f| match f.error {
-                llm::LlmError::Budget(stop) => PlannerError::Budget(stop),
-                other => PlannerError::Llm {
-                    step,
-                    message: other.to_string(),
-                },
-            })?;
+            let done =
+                self.services
+                    .call_llm(&request, &opts)
+                    .await
+                    .map_err(|f| match f.error {
+                        llm::LlmError::Budget(stop) => PlannerError::Budget(stop),
+                        other => PlannerError::Llm {
+                            step,
+                            message: other.to_string(),
+                        },
+                    })?;
             match parse_object(&done.response.text).and_then(|m| check(&m).map(|_| m)) {
                 Ok(m) => return Ok(m),
                 Err(r) => {

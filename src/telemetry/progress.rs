@@ -469,12 +469,17 @@ mod tests {
     use tracing::field::Empty;
     use tracing_subscriber::layer::SubscriberExt;
 
-    /// Runs `f` (which may read the live sink) under a progress layer.
-    fn with_progress(f: impl FnOnce(&ProgressSink)) -> (ProgressSink, Vec<String>) {
+    /// Runs `f` (which may read the live sink) in a top workflow of `nodes`
+    /// nodes, under a progress layer.
+    fn with_progress(nodes: i64, f: impl FnOnce(&ProgressSink)) -> (ProgressSink, Vec<String>) {
         let (tx, rx) = mpsc::channel();
         let sink = ProgressSink::new(Some(tx));
         let subscriber = tracing_subscriber::registry().with(sink.layer());
-        tracing::subscriber::with_default(subscriber, || f(&sink));
+        tracing::subscriber::with_default(subscriber, || {
+            let wf = workflow(0, nodes);
+            let _w = wf.enter();
+            f(&sink)
+        });
         sink.close_lines();
         // Elapsed times vary: compare what follows `[..s] `.
         let lines = rx
@@ -500,6 +505,17 @@ mod tests {
             pflow.batch.size = Empty, pflow.batch.failed = Empty, pflow.node.status = Empty, "error.type" = Empty)
     }
 
+    /// A batch node of `size` items, and its item `i`.
+    fn batch(path: &str, size: i64) -> tracing::Span {
+        let b = node(path, "batch", 1, 1);
+        b.record("pflow.batch.size", size);
+        b
+    }
+
+    fn item(batch: &str, i: usize) -> tracing::Span {
+        node(&format!("{batch}[{i}]"), "batch_item", 1, 1)
+    }
+
     fn llm(input: i64, output: i64, cost: f64) {
         let s = tracing::info_span!(target: "pflow::llm", "llm",
             "gen_ai.usage.input_tokens" = Empty, "gen_ai.usage.output_tokens" = Empty, pflow.cost.usd = Empty);
@@ -510,20 +526,17 @@ mod tests {
 
     #[test]
     fn counts_nodes_at_every_depth_items_apart_tokens_and_failures() {
-        let (sink, lines) = with_progress(|_| {
-            let wf = workflow(0, 3);
-            let _w = wf.enter();
+        let (sink, lines) = with_progress(3, |_| {
             {
                 let n = node("read", "node", 1, 1);
                 let _e = n.enter();
                 n.record("pflow.node.status", "ok");
             }
             {
-                let b = node("count", "batch", 1, 1);
+                let b = batch("count", 2);
                 let _e = b.enter();
-                b.record("pflow.batch.size", 2_i64);
                 for i in 0..2 {
-                    let it = node(&format!("count[{i}]"), "batch_item", 1, 1);
+                    let it = item("count", i);
                     let _i = it.enter();
                     llm(1000, 234, 0.0021);
                     it.record("pflow.node.status", "ok");
@@ -563,17 +576,13 @@ mod tests {
 
     #[test]
     fn bar_shows_current_node_and_batch_items() {
-        let (sink, _) = with_progress(|sink| {
-            let wf = workflow(0, 7);
-            let _w = wf.enter();
-            let b = node("count", "batch", 1, 1);
+        let (sink, _) = with_progress(7, |sink| {
+            let b = batch("count", 10);
             let _e = b.enter();
-            b.record("pflow.batch.size", 10_i64);
             for i in 0..3 {
-                let it = node(&format!("count[{i}]"), "batch_item", 1, 1);
-                it.record("pflow.node.status", "ok");
+                item("count", i).record("pflow.node.status", "ok");
             }
-            let it = node("count[3]", "batch_item", 1, 1);
+            let it = item("count", 3);
             let _i = it.enter();
             llm(1200, 34, 0.0021);
             assert_bar(
@@ -587,9 +596,7 @@ mod tests {
 
     #[test]
     fn interrupted_and_looped_nodes() {
-        let (_, lines) = with_progress(|_| {
-            let wf = workflow(0, 2);
-            let _w = wf.enter();
+        let (_, lines) = with_progress(2, |_| {
             for _ in 0..2 {
                 let n = node("step", "node", 1, 1);
                 n.record("pflow.node.status", "ok");
