@@ -411,6 +411,15 @@ async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
         .find(|l| l.contains("LLM call"))
         .unwrap_or_default();
     assert!(summary.contains("≥ $"), "{stderr}");
+    // Nor the node's progress line: it names the error and gives a lower bound.
+    let progress = stderr
+        .lines()
+        .find(|l| l.contains("✗ ask failed"))
+        .unwrap_or_default();
+    assert!(
+        progress.contains("cost_overflow") && progress.contains("≥ $"),
+        "{stderr}"
+    );
 
     // A price file that says infinity, or a negative price, is rejected at load, naming it.
     for bad in [
