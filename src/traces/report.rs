@@ -22,14 +22,19 @@ use std::path::{Path, PathBuf};
 /// the tables are always complete.
 pub const ROW_LIMIT: usize = 5000;
 
-/// The page carries the details of at most this many spans (the first in
-/// tree order), so a huge trace makes a page of bounded size; the page and
-/// the command say how many it left out. The tables still count every span.
-pub const SPAN_LIMIT: usize = 20_000;
+/// The page carries the details of at most this many spans (load the trace
+/// with `Keep::First(SPAN_LIMIT)`), so a huge trace makes a page of bounded
+/// size from bounded memory; the page and the command say how many it left
+/// out. The tables still count every span.
+pub use super::SPAN_LIMIT;
 
-/// How many spans of `trace` the page leaves out (past [`SPAN_LIMIT`]).
+/// How many spans of the file the page leaves out.
 pub fn omitted_spans(trace: &Trace) -> usize {
-    trace.spans.len().saturating_sub(SPAN_LIMIT)
+    trace.total_spans().saturating_sub(shown_spans(trace))
+}
+
+fn shown_spans(trace: &Trace) -> usize {
+    trace.spans.len().min(SPAN_LIMIT)
 }
 
 const CSS: &str = include_str!("report_assets/report.css");
@@ -105,7 +110,7 @@ fn attrs_json(a: &super::Attrs) -> Value {
 fn data(trace: &Trace) -> Value {
     let t0 = trace.start_ns();
     let ms = |ns: u64| ns.saturating_sub(t0) as f64 / 1e6;
-    let end = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(t0);
+    let end = trace.end_ns();
     let spans: Vec<Value> = tree_order(trace)
         .into_iter()
         .take(SPAN_LIMIT)
@@ -218,14 +223,7 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         out.push_str("<p class=\"muted\">No nodes ran.</p>");
         return;
     }
-    // One pass over the spans: a lookup per row would be quadratic on big batches.
-    let mut types: std::collections::HashMap<&str, &str> = Default::default();
-    for s in &trace.spans {
-        if let (Some(p), Some(t)) = (s.str_attr(attr::NODE_PATH), s.str_attr(attr::NODE_TYPE)) {
-            types.entry(p).or_insert(t);
-        }
-    }
-    let node_type = |path: &str| types.get(path).copied().unwrap_or("").to_string();
+    let node_type = |path: &str| trace.node_type(path).unwrap_or("").to_string();
     out.push_str(
         "<table class=\"grid\"><thead><tr><th>Node</th><th>Type</th><th class=\"num\">Duration</th>\
          <th class=\"num\">LLM calls</th><th class=\"num\">Tokens in</th><th class=\"num\">Tokens out</th>\
@@ -408,7 +406,7 @@ pub fn render_html(trace: &Trace) -> String {
         &mut out,
         "Duration",
         &crate::format::duration_ms(m.total.duration_ms),
-        &format!("{} spans", trace.spans.len()),
+        &format!("{} spans", trace.total_spans()),
     );
     card(
         &mut out,
@@ -466,21 +464,14 @@ pub fn render_html(trace: &Trace) -> String {
     if omitted > 0 {
         let _ = write!(
             out,
-            "<div class=\"notice warn\" id=\"omitted-spans\">{} left out: this page holds the first {} of {} spans (in tree order). The totals and tables count every span.</div>",
+            "<div class=\"notice warn\" id=\"omitted-spans\">{} left out: this page holds {} of {} spans (the first to end, with their parents). The totals and tables count every span.</div>",
             esc(&crate::format::count(omitted as u64, "span")),
-            crate::format::thousands(SPAN_LIMIT as u64),
-            crate::format::thousands(trace.spans.len() as u64),
+            crate::format::thousands(shown_spans(trace) as u64),
+            crate::format::thousands(trace.total_spans() as u64),
         );
     }
-    if let Some(root) = trace
-        .root()
-        .filter(|r| r.failed() && !r.status_message.is_empty())
-    {
-        let _ = write!(
-            out,
-            "<div class=\"notice error\">{}</div>",
-            esc(&root.status_message)
-        );
+    if let Some(e) = trace.root_error() {
+        let _ = write!(out, "<div class=\"notice error\">{}</div>", esc(e));
     }
     out.push_str("</header>\n");
 
