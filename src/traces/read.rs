@@ -22,7 +22,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 /// Text the kept spans may hold in all (names, values, messages): past it no
 /// further span is kept, whatever [`Keep`] allows, so a trace of huge values
 /// cannot fill memory either.
-pub const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_KEPT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Which spans of a trace file a reader keeps in memory. The overview and the
 /// metrics always cover every span.

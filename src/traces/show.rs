@@ -71,7 +71,10 @@ fn sums<'a>(
     for c in kids.get(span.span_id.as_str()).into_iter().flatten() {
         s.add(&sums(c, kids, out));
     }
-    out.insert(span.span_id.as_str(), s.clone());
+    // Only spans with calls below them show a sum: no entry for the rest.
+    if s.llm_calls > 0 {
+        out.insert(span.span_id.as_str(), s.clone());
+    }
     s
 }
 
