@@ -5,8 +5,14 @@
 //! `cargo bench --bench runtime` prints criterion's numbers; divide the time
 //! per iteration by 10,000 for the per-node time. `PFLOW_BENCH_NODES`
 //! changes the chain length.
+//!
+//! `cargo bench --bench runtime -- redaction_paired` instead measures what
+//! redaction costs the full trace: `PFLOW_BENCH_PAIRS` (default 21) pairs of
+//! runs, redaction on and off, interleaved (the order alternating) so load
+//! on the machine hits both alike; prints the medians and the median of the
+//! per-pair ratios.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use pflow::runtime::{CompileContext, CompiledWorkflow, RunOptions, Runtime};
 use pflow::telemetry::{Telemetry, TelemetryConfig, TraceMode};
 use serde_json::{json, Map};
@@ -63,18 +69,44 @@ fn run_once(
     let _ = telemetry.finish(save, "bench");
 }
 
+/// The chain (`PFLOW_BENCH_NODES` long), compiled, and what runs it.
+struct Setup {
+    n: usize,
+    rt: Runtime,
+    wf: Arc<CompiledWorkflow>,
+    tokio_rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let n = std::env::var("PFLOW_BENCH_NODES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let rt = Runtime::default();
+        let wf = compile(&rt, n);
+        Setup {
+            n,
+            rt,
+            wf,
+            tokio_rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let n: usize = std::env::var("PFLOW_BENCH_NODES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let rt = Runtime::default();
-    let wf = compile(&rt, n);
-    let tokio_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Setup {
+        n,
+        rt,
+        wf,
+        tokio_rt,
+        dir,
+    } = Setup::new();
     let mut g = c.benchmark_group(format!("chain_{n}_echo_nodes"));
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
@@ -101,5 +133,80 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Paired full-trace runs with the redactor's text scan on and off.
+fn redaction_paired() {
+    let pairs: usize = std::env::var("PFLOW_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    let Setup {
+        n,
+        rt,
+        wf,
+        tokio_rt,
+        dir,
+    } = Setup::new();
+    let mode = TraceMode::Full { save_always: true };
+    let time = |redact: bool| {
+        pflow::telemetry::redact::bypass_text_scan_for_benchmark(!redact);
+        let t = std::time::Instant::now();
+        run_once(&rt, &wf, mode, dir.path(), &tokio_rt);
+        let d = t.elapsed().as_secs_f64() * 1e3;
+        for e in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+        d
+    };
+    // Warm-up: one of each.
+    time(true);
+    time(false);
+    let (mut on, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (a, b) = if i % 2 == 0 {
+            let a = time(true);
+            (a, time(false))
+        } else {
+            let b = time(false);
+            (time(true), b)
+        };
+        on.push(a);
+        off.push(b);
+        ratio.push(a / b);
+    }
+    pflow::telemetry::redact::bypass_text_scan_for_benchmark(false);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "chain of {n} echo nodes, full trace to file, {pairs} interleaved pairs (load average {}):",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("  redaction on : median {:>7.1} ms", median(&mut on));
+    println!("  redaction off: median {:>7.1} ms", median(&mut off));
+    println!(
+        "  on/off ratio : median {:.3} (min {:.3}, max {:.3})",
+        median(&mut ratio),
+        ratio[0],
+        ratio[ratio.len() - 1]
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::args().any(|a| a == "redaction_paired") {
+        redaction_paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

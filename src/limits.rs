@@ -36,35 +36,43 @@ pub fn secs(v: f64, cap: Duration) -> Duration {
     Duration::try_from_secs_f64(v).unwrap_or(cap)
 }
 
-/// Reads a text file that must be a regular file (not a device, FIFO or
-/// directory: `/dev/zero` would never end) of at most `max` bytes. Errors are
-/// `std::io::Error`s whose message says which rule was broken.
-pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+/// Opens a file that must be a regular file (not a device, FIFO or
+/// directory: `/dev/zero` would never end) of at most `max` bytes, for
+/// reading as a stream; reads stop at `max + 1` bytes even if it grows.
+/// Errors are `std::io::Error`s whose message says which rule was broken.
+pub fn open_regular(path: &Path, max: u64) -> std::io::Result<std::io::Take<std::fs::File>> {
     use std::io::{Error, ErrorKind};
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
     }
-    let too_large = || {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("larger than the {} limit", human(max)),
-        )
-    };
     if meta.len() > max {
-        return Err(too_large());
+        return Err(too_large(max));
     }
-    // The file may grow while it is read: never read past the limit.
+    Ok(file.take(max + 1))
+}
+
+fn too_large(max: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("larger than the {} limit", human(max)),
+    )
+}
+
+/// Reads a whole text file under the rules of [`open_regular`].
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
     let mut text = String::new();
-    file.take(max + 1).read_to_string(&mut text)?;
+    open_regular(path, max)?.read_to_string(&mut text)?;
+    // The file may have grown while it was read.
     if text.len() as u64 > max {
-        return Err(too_large());
+        return Err(too_large(max));
     }
     Ok(text)
 }
 
-fn human(n: u64) -> String {
+/// A limit as its error message says it: `16 MiB`, `2 GiB`, `1024 bytes`.
+pub fn human(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     if n >= 1024 * MIB && n % (1024 * MIB) == 0 {
         format!("{} GiB", n / (1024 * MIB))

@@ -55,6 +55,10 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
     let dir = traces::default_dir();
     let style = show::Style::detect(std::io::stdout().is_terminal());
     let load = |arg: &str| traces::resolve(arg, &dir).and_then(|p| traces::load(&p));
+    // The viewers stream the file and keep a bounded number of spans.
+    let view = |arg: &str, keep: traces::Keep<'_>| {
+        traces::resolve(arg, &dir).and_then(|p| traces::load_with(&p, keep))
+    };
     match action {
         TraceCommand::List { limit } => {
             let files = traces::list_files(&dir);
@@ -81,7 +85,11 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             0
         }
         TraceCommand::Show { target, node } => {
-            let t = match load(target) {
+            let keep = match node {
+                Some(id) => traces::Keep::Node(id, traces::SPAN_LIMIT),
+                None => traces::Keep::First(traces::SPAN_LIMIT),
+            };
+            let t = match view(target, keep) {
                 Ok(t) => t,
                 Err(e) => return trace_error(format, &e),
             };
@@ -101,7 +109,8 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                         .collect();
                     print_json(
                         &json!({"trace_id": t.trace_id(), "file": t.path.display().to_string(),
-                        "status": t.status(), "workflow": t.workflow_name(), "metrics": t.metrics(), "spans": spans}),
+                        "status": t.status(), "workflow": t.workflow_name(), "metrics": t.metrics(),
+                        "total_spans": t.total_spans(), "omitted_spans": t.omitted_spans(), "spans": spans}),
                     );
                     0
                 }
@@ -141,7 +150,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 },
             }
         }
-        TraceCommand::Summary { target } => match load(target) {
+        TraceCommand::Summary { target } => match view(target, traces::Keep::First(0)) {
             // The same object in both formats: it is what the run printed as `metrics`.
             Ok(t) => {
                 if let Some(note) = t.truncation_note() {
@@ -153,7 +162,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             Err(e) => trace_error(format, &e),
         },
         TraceCommand::Report { target, output } => {
-            let t = match load(target) {
+            let t = match view(target, traces::Keep::First(traces::report::SPAN_LIMIT)) {
                 Ok(t) => t,
                 Err(e) => return trace_error(format, &e),
             };
@@ -172,18 +181,18 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             let omitted = traces::report::omitted_spans(&t);
             if omitted > 0 {
                 eprintln!(
-                    "report written to {} ({} left out: it holds the first {} of {} spans)",
+                    "report written to {} ({} left out: it holds {} of {} spans, the first to end with their parents)",
                     path.display(),
                     crate::format::count(omitted as u64, "span"),
-                    crate::format::thousands(traces::report::SPAN_LIMIT as u64),
-                    crate::format::thousands(t.spans.len() as u64),
+                    crate::format::thousands(t.total_spans().saturating_sub(omitted) as u64),
+                    crate::format::thousands(t.total_spans() as u64),
                 );
             } else {
                 eprintln!("report written to {}", path.display());
             }
             if format == OutputFormat::Json {
                 print_json(
-                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.spans.len(), "omitted_spans": omitted}),
+                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.total_spans(), "omitted_spans": omitted}),
                 );
             }
             0

@@ -209,6 +209,9 @@ struct SpanData {
     input_tokens: i64,
     output_tokens: i64,
     cost_usd: f64,
+    /// A finite `pflow.cost.usd` was recorded: without one (a cost that
+    /// overflowed, a timeout that may have been billed) the call's cost is unknown.
+    priced: bool,
     /// `pflow.cost.source`.
     cost_source: Option<String>,
     /// A `pflow.node.retry` event said another attempt follows.
@@ -257,6 +260,7 @@ impl Visit for SpanData {
     fn record_f64(&mut self, field: &Field, v: f64) {
         if field.name() == attr::COST_USD && v.is_finite() {
             self.cost_usd = v;
+            self.priced = true;
         }
     }
     fn record_str(&mut self, field: &Field, v: &str) {
@@ -394,6 +398,12 @@ where
         let Some(data) = ext.get::<SpanData>() else {
             return;
         };
+        if data.kind == Kind::Llm && !data.priced {
+            // As the accounting model counts it: a call without a cost makes
+            // the total a lower bound (`≥ $…`), never a complete `$0.000000`.
+            self.sink.state().cost_incomplete = true;
+            return;
+        }
         if !matches!(data.kind, Kind::Node | Kind::Planner) {
             return;
         }
@@ -572,6 +582,31 @@ mod tests {
             ]
         );
         assert_bar(&sink, "4/4 nodes, 2/2 items · 2,468 tok · $0.0042");
+    }
+
+    /// A call that reports tokens but no cost (its cost overflowed, or it
+    /// timed out after being billed) leaves the total a lower bound.
+    #[test]
+    fn a_call_without_a_cost_makes_the_total_a_lower_bound() {
+        let (sink, lines) = with_progress(|| {
+            let wf = workflow(0, 1);
+            let _w = wf.enter();
+            let n = node("ask", "node", 1, 1);
+            let _e = n.enter();
+            {
+                let s = tracing::info_span!(target: "pflow::llm", "llm",
+                    "gen_ai.usage.input_tokens" = Empty, "error.type" = Empty);
+                s.record("gen_ai.usage.input_tokens", 1000_i64);
+                s.record("error.type", "cost_overflow");
+            }
+            n.record("pflow.node.status", "error");
+            n.record("error.type", "cost_overflow");
+        });
+        assert_eq!(
+            lines,
+            ["✗ ask failed: cost_overflow (1/1) · 1,000 tok · ≥ $0.000000"]
+        );
+        assert!(sink.bar_text().ends_with("1,000 tok · ≥ $0.0000"));
     }
 
     #[test]

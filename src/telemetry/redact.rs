@@ -172,7 +172,7 @@ impl Redactor {
     pub fn redact_str<'a>(&self, s: &'a str) -> Cow<'a, str> {
         // Nothing shorter than the shortest known secret can hold one (the
         // formats are all longer).
-        if s.len() < MIN_LITERAL_LEN {
+        if s.len() < MIN_LITERAL_LEN || BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed) {
             return Cow::Borrowed(s);
         }
         self.redact_depth(s, 0)
@@ -574,10 +574,43 @@ fn decode_base64(s: &str) -> Option<String> {
 pub fn redact_request(
     req: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
 ) {
-    use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+    for rs in &mut req.resource_spans {
+        if let Some(res) = rs.resource.as_mut() {
+            redact_proto_attrs(&mut res.attributes);
+        }
+        for sp in rs.scope_spans.iter_mut().flat_map(|ss| ss.spans.iter_mut()) {
+            redact_span(sp);
+        }
+    }
+}
+
+/// [`redact_request`] for one span: its name, attribute and event values,
+/// links and status message. The trace viewers redact only the spans they keep.
+pub fn redact_span(sp: &mut opentelemetry_proto::tonic::trace::v1::Span) {
     let r = global();
-    // Attribute keys are pflow's vocabulary (`pflow.cost.price_key` is no
-    // secret): only the values are scanned.
+    let text = |s: &mut String| {
+        if let Cow::Owned(x) = r.redact_str(s) {
+            *s = x;
+        }
+    };
+    text(&mut sp.name);
+    redact_proto_attrs(&mut sp.attributes);
+    for ev in &mut sp.events {
+        text(&mut ev.name);
+        redact_proto_attrs(&mut ev.attributes);
+    }
+    for l in &mut sp.links {
+        redact_proto_attrs(&mut l.attributes);
+    }
+    if let Some(st) = sp.status.as_mut() {
+        text(&mut st.message);
+    }
+}
+
+/// Attribute values of a span, event, link or resource. Keys are pflow's
+/// vocabulary (`pflow.cost.price_key` is no secret): only values are scanned.
+pub fn redact_proto_attrs(kvs: &mut [opentelemetry_proto::tonic::common::v1::KeyValue]) {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue};
     fn value(r: &Redactor, v: &mut AnyValue) {
         match v.value.as_mut() {
             Some(V::StringValue(s)) => {
@@ -586,44 +619,30 @@ pub fn redact_request(
                 }
             }
             Some(V::ArrayValue(a)) => a.values.iter_mut().for_each(|x| value(r, x)),
-            Some(V::KvlistValue(kv)) => attrs(r, &mut kv.values),
+            Some(V::KvlistValue(kv)) => redact_proto_attrs(&mut kv.values),
             _ => {}
         }
     }
-    fn attrs(r: &Redactor, kvs: &mut [KeyValue]) {
-        for kv in kvs {
-            if let Some(v) = kv.value.as_mut() {
-                value(r, v);
-            }
-        }
-    }
-    let text = |s: &mut String| {
-        if let Cow::Owned(x) = r.redact_str(s) {
-            *s = x;
-        }
-    };
-    for rs in &mut req.resource_spans {
-        if let Some(res) = rs.resource.as_mut() {
-            attrs(r, &mut res.attributes);
-        }
-        for sp in rs.scope_spans.iter_mut().flat_map(|ss| ss.spans.iter_mut()) {
-            text(&mut sp.name);
-            attrs(r, &mut sp.attributes);
-            for ev in &mut sp.events {
-                text(&mut ev.name);
-                attrs(r, &mut ev.attributes);
-            }
-            for l in &mut sp.links {
-                attrs(r, &mut l.attributes);
-            }
-            if let Some(st) = sp.status.as_mut() {
-                text(&mut st.message);
-            }
+    let r = global();
+    for kv in kvs {
+        if let Some(v) = kv.value.as_mut() {
+            value(r, v);
         }
     }
 }
 
 static GLOBAL: OnceLock<Redactor> = OnceLock::new();
+
+/// Set only by `benches/runtime.rs` to measure what redaction costs a run
+/// (paired runs with and without it in one process); pflow never sets it.
+static BENCH_BYPASS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For benchmarks only: `true` makes every text scan a no-op (the JSON name
+/// rules still apply). Nothing in pflow calls it.
+#[doc(hidden)]
+pub fn bypass_text_scan_for_benchmark(on: bool) {
+    BENCH_BYPASS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The process-wide redactor, built on first use from the environment.
 pub fn global() -> &'static Redactor {

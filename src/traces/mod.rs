@@ -12,15 +12,23 @@
 //! ```
 
 pub mod diff;
+mod read;
 pub mod report;
 pub mod reprice;
 pub mod show;
 
-use crate::telemetry::metrics::{Aggregator, MetricsSummary, SpanFacts};
+pub use read::{Keep, MAX_KEPT_BYTES, MAX_LINE_BYTES};
+
+use crate::telemetry::metrics::{MetricsSummary, SpanFacts};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as ProtoKv};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+/// The most spans a viewer (`trace show`, `trace report`) holds: the first
+/// to end, with their parents. Past it the viewer says how many it left out;
+/// totals and tables still count every span.
+pub const SPAN_LIMIT: usize = 20_000;
 
 /// File names end with this; the trace id stands before it.
 pub const TRACE_SUFFIX: &str = ".otlp.json";
@@ -270,29 +278,39 @@ impl TraceSpan {
     }
 }
 
-/// A loaded trace file.
+/// A loaded trace file: the spans a [`Keep`] selected, and the overview
+/// and metrics of every span in the file.
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub path: PathBuf,
     pub resource: Attrs,
-    /// In file order (the order spans ended).
+    /// The kept spans, in file order (the order spans ended).
     pub spans: Vec<TraceSpan>,
+    overview: read::Overview,
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Loads a trace file (OTLP/JSON, one request per line).
+/// Loads a whole trace file (OTLP/JSON, one request per line): every span
+/// in memory. The viewers use [`load_with`] to keep a bounded number.
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
-    let text =
-        crate::limits::read_text(path, crate::limits::MAX_TRACE_BYTES).map_err(|source| {
+    load_with(path, Keep::All)
+}
+
+/// Streams a trace file line by line, keeping the spans `keep` selects; the
+/// metrics and overview cover every span. Memory is what is kept (at most
+/// [`MAX_KEPT_BYTES`] of text) plus one line (at most [`MAX_LINE_BYTES`]).
+pub fn load_with(path: &Path, keep: Keep<'_>) -> Result<Trace, TraceError> {
+    let file =
+        crate::limits::open_regular(path, crate::limits::MAX_TRACE_BYTES).map_err(|source| {
             TraceError::Io {
                 path: path.to_path_buf(),
                 source,
             }
         })?;
-    parse(&text, path)
+    read::read(std::io::BufReader::with_capacity(1 << 20, file), path, keep)
 }
 
 /// One OTLP/JSON line. The proto3 JSON mapping writes non-finite doubles as
@@ -331,101 +349,35 @@ pub fn parse_request(line: &str) -> Result<ExportTraceServiceRequest, serde_json
 
 /// Parses trace file text; `path` names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Trace, TraceError> {
-    let mut trace = Trace {
-        path: path.to_path_buf(),
-        resource: Vec::new(),
-        spans: Vec::new(),
-    };
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut req: ExportTraceServiceRequest =
-            parse_request(line).map_err(|e| TraceError::Format {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-        // The one redaction point of every viewer (show, summary, report, diff).
-        crate::telemetry::redact::redact_request(&mut req);
-        for rs in req.resource_spans {
-            if trace.resource.is_empty() {
-                if let Some(r) = &rs.resource {
-                    trace.resource = attrs(&r.attributes);
-                }
-            }
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    let (status_code, status_message) =
-                        s.status.map(|st| (st.code, st.message)).unwrap_or_default();
-                    trace.spans.push(TraceSpan {
-                        trace_id: hex(&s.trace_id),
-                        span_id: hex(&s.span_id),
-                        parent_span_id: hex(&s.parent_span_id),
-                        name: shown(&s.name),
-                        kind: s.kind,
-                        start_ns: s.start_time_unix_nano,
-                        end_ns: s.end_time_unix_nano,
-                        status_code,
-                        status_message: shown(&status_message),
-                        attributes: attrs(&s.attributes),
-                        events: s
-                            .events
-                            .into_iter()
-                            .map(|e| TraceEvent {
-                                name: shown(&e.name),
-                                time_ns: e.time_unix_nano,
-                                attributes: attrs(&e.attributes),
-                            })
-                            .collect(),
-                    });
-                }
-            }
-        }
-    }
-    if trace.spans.is_empty() {
-        return Err(TraceError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(trace)
+    read::read(text.as_bytes(), path, Keep::All)
 }
 
 impl Trace {
-    /// The run's `metrics`, recomputed with the live run's aggregation.
+    /// The run's `metrics`, recomputed with the live run's aggregation over
+    /// every span in the file (kept or not).
     pub fn metrics(&self) -> MetricsSummary {
-        let mut agg = Aggregator::default();
-        for s in &self.spans {
-            agg.add(&s.facts());
-        }
-        agg.summary()
+        self.overview.metrics.clone()
     }
 
-    /// The run's root span: the one whose parent is not in the file.
-    pub fn root(&self) -> Option<&TraceSpan> {
-        self.spans
-            .iter()
-            .find(|s| s.attr(crate::telemetry::attr::RUN_STATUS).is_some())
-            .or_else(|| {
-                self.spans.iter().find(|s| {
-                    s.parent_span_id.is_empty()
-                        || !self.spans.iter().any(|p| p.span_id == s.parent_span_id)
-                })
-            })
+    /// Spans in the file, kept or not.
+    pub fn total_spans(&self) -> usize {
+        self.overview.total_spans
+    }
+
+    /// Spans in the file that were not kept.
+    pub fn omitted_spans(&self) -> usize {
+        self.total_spans().saturating_sub(self.spans.len())
+    }
+
+    /// The run span's error (else a parentless span's), when the run failed.
+    pub fn root_error(&self) -> Option<&str> {
+        self.overview.root_error.as_deref()
     }
 
     /// Spans the writer left out because the file hit `PFLOW_TRACE_MAX_BYTES`
     /// (`pflow.trace.dropped_spans` on the run span); `None` for a complete trace.
     pub fn dropped_spans(&self) -> Option<i64> {
-        use crate::telemetry::file::{DROPPED_SPANS, TRUNCATED};
-        self.spans
-            .iter()
-            .find(|s| s.attr(TRUNCATED).is_some())
-            .map(|s| {
-                s.attr(DROPPED_SPANS)
-                    .and_then(AttrValue::as_i64)
-                    .unwrap_or(0)
-            })
+        self.overview.dropped_spans
     }
 
     /// One line saying the file is incomplete, when it was capped.
@@ -438,35 +390,70 @@ impl Trace {
         })
     }
 
+    /// One line saying the viewer holds only some of the spans, when it does.
+    pub fn omitted_note(&self) -> Option<String> {
+        let n = self.omitted_spans();
+        (n > 0).then(|| {
+            format!(
+                "note: {} left out: this shows {} of {} spans (the first to end, with their parents); \
+                 the totals count every span",
+                crate::format::count(n as u64, "span"),
+                crate::format::thousands(self.spans.len() as u64),
+                crate::format::thousands(self.total_spans() as u64),
+            )
+        })
+    }
+
     pub fn trace_id(&self) -> &str {
-        self.spans.first().map_or("", |s| s.trace_id.as_str())
+        &self.overview.trace_id
     }
 
     /// Earliest start, in ns since the epoch.
     pub fn start_ns(&self) -> u64 {
-        self.spans.iter().map(|s| s.start_ns).min().unwrap_or(0)
+        self.overview.start_ns.unwrap_or(0)
     }
 
-    /// The workflow's name: from the top workflow span, else the resource.
+    /// Latest end, in ns since the epoch.
+    pub fn end_ns(&self) -> u64 {
+        self.overview.end_ns.max(self.start_ns())
+    }
+
+    /// The workflow's name: from the top workflow span, else the run span, else the resource.
     pub fn workflow_name(&self) -> Option<&str> {
-        use crate::telemetry::attr;
-        self.spans
-            .iter()
-            .filter(|s| s.attr(attr::WORKFLOW_DEPTH).and_then(AttrValue::as_i64) == Some(0))
-            .find_map(|s| s.str_attr(attr::WORKFLOW_NAME))
-            .or_else(|| self.root().and_then(|r| r.str_attr(attr::WORKFLOW_NAME)))
-            .or_else(|| get(&self.resource, attr::WORKFLOW_NAME).and_then(AttrValue::as_str))
+        self.overview
+            .workflow_name
+            .as_deref()
+            .or(self.overview.root_workflow_name.as_deref())
+            .or_else(|| {
+                get(&self.resource, crate::telemetry::attr::WORKFLOW_NAME)
+                    .and_then(AttrValue::as_str)
+            })
     }
 
-    /// `ok`, `failed`, `invalid`, `interrupted`, … (the root span's status).
+    /// `ok`, `failed`, `invalid`, `interrupted`, … (the run span's status).
     pub fn status(&self) -> &str {
-        self.root()
-            .and_then(|r| r.str_attr(crate::telemetry::attr::RUN_STATUS))
-            .unwrap_or(if self.spans.iter().any(TraceSpan::failed) {
+        self.overview
+            .run_status
+            .as_deref()
+            .unwrap_or(if self.overview.any_failed {
                 "failed"
             } else {
                 "ok"
             })
+    }
+
+    /// The node type of each node path, from every span.
+    pub fn node_type(&self, path: &str) -> Option<&str> {
+        self.overview.node_types.get(path).map(String::as_str)
+    }
+
+    /// Node paths in the trace, in order of first appearance (the first 10,000).
+    pub fn node_names(&self) -> Vec<&str> {
+        self.overview
+            .node_names
+            .iter()
+            .map(String::as_str)
+            .collect()
     }
 
     /// Children of each span id, ordered by start time.

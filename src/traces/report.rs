@@ -22,14 +22,19 @@ use std::path::{Path, PathBuf};
 /// the tables are always complete.
 pub const ROW_LIMIT: usize = 5000;
 
-/// The page carries the details of at most this many spans (the first in
-/// tree order), so a huge trace makes a page of bounded size; the page and
-/// the command say how many it left out. The tables still count every span.
-pub const SPAN_LIMIT: usize = 20_000;
+/// The page carries the details of at most this many spans (load the trace
+/// with `Keep::First(SPAN_LIMIT)`), so a huge trace makes a page of bounded
+/// size from bounded memory; the page and the command say how many it left
+/// out. The tables still count every span.
+pub use super::SPAN_LIMIT;
 
-/// How many spans of `trace` the page leaves out (past [`SPAN_LIMIT`]).
+/// How many spans of the file the page leaves out.
 pub fn omitted_spans(trace: &Trace) -> usize {
-    trace.spans.len().saturating_sub(SPAN_LIMIT)
+    trace.total_spans().saturating_sub(shown_spans(trace))
+}
+
+fn shown_spans(trace: &Trace) -> usize {
+    trace.spans.len().min(SPAN_LIMIT)
 }
 
 const CSS: &str = include_str!("report_assets/report.css");
@@ -101,43 +106,50 @@ fn attrs_json(a: &super::Attrs) -> Value {
     )
 }
 
-/// The page's data: spans in tree order with times in ms from the run start.
-fn data(trace: &Trace) -> Value {
+/// Writes the page's data into `out`: spans in tree order with times in ms
+/// from the run start. One span's JSON exists at a time, escaped straight
+/// into the page, so the page is the only copy of its data.
+fn write_data(trace: &Trace, out: &mut String) {
     let t0 = trace.start_ns();
     let ms = |ns: u64| ns.saturating_sub(t0) as f64 / 1e6;
-    let end = trace.spans.iter().map(|s| s.end_ns).max().unwrap_or(t0);
-    let spans: Vec<Value> = tree_order(trace)
-        .into_iter()
-        .take(SPAN_LIMIT)
-        .map(|(depth, s)| {
-            json!({
-                "id": s.span_id,
-                "parent": s.parent_span_id,
-                "name": s.name,
-                "kind": kind(s),
-                "depth": depth,
-                "start": ms(s.start_ns),
-                "end": ms(s.end_ns.max(s.start_ns)),
-                "failed": s.failed(),
-                "status": s.status_message,
-                "attrs": attrs_json(&s.attributes),
-                "events": s.events.iter().map(|e| json!({
-                    "name": e.name,
-                    "t": ms(e.time_ns),
-                    "attrs": attrs_json(&e.attributes),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({
+    let head = json!({
         "trace_id": trace.trace_id(),
-        "total_ms": ms(end),
+        "total_ms": ms(trace.end_ns()),
         "row_limit": ROW_LIMIT,
         "span_limit": SPAN_LIMIT,
         "omitted_spans": omitted_spans(trace),
         "names": names(),
-        "spans": spans,
-    })
+    });
+    let mut w = ScriptJson(out);
+    // `{…head…,"spans":[…]}`: the head object without its closing brace.
+    let head = head.to_string();
+    w.push(&head[..head.len() - 1]);
+    w.push(",\"spans\":[");
+    for (i, (depth, s)) in tree_order(trace).into_iter().take(SPAN_LIMIT).enumerate() {
+        if i > 0 {
+            w.push(",");
+        }
+        let span = json!({
+            "id": s.span_id,
+            "parent": s.parent_span_id,
+            "name": s.name,
+            "kind": kind(s),
+            "depth": depth,
+            "start": ms(s.start_ns),
+            "end": ms(s.end_ns.max(s.start_ns)),
+            "failed": s.failed(),
+            "status": s.status_message,
+            "attrs": attrs_json(&s.attributes),
+            "events": s.events.iter().map(|e| json!({
+                "name": e.name,
+                "t": ms(e.time_ns),
+                "attrs": attrs_json(&e.attributes),
+            })).collect::<Vec<_>>(),
+        });
+        // Writing JSON into a String cannot fail.
+        let _ = serde_json::to_writer(&mut w, &span);
+    }
+    w.push("]}");
 }
 
 /// The name registry as the page's script reads it (`N.NODE_PATH`): the
@@ -151,22 +163,39 @@ fn names() -> Value {
     )
 }
 
-/// JSON safe inside a `<script>` element: no `<`, `>` or `&` left to end it
-/// or open a comment; `\u2028`/`\u2029` escaped for old parsers.
-fn script_json(v: &Value) -> String {
-    let s = v.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 16);
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
+/// Appends JSON to a page so it is safe inside a `<script>` element: no
+/// `<`, `>` or `&` left to end it or open a comment; `\u2028`/`\u2029`
+/// escaped for old parsers.
+struct ScriptJson<'a>(&'a mut String);
+
+impl ScriptJson<'_> {
+    fn push(&mut self, s: &str) {
+        for c in s.chars() {
+            match c {
+                '<' => self.0.push_str("\\u003c"),
+                '>' => self.0.push_str("\\u003e"),
+                '&' => self.0.push_str("\\u0026"),
+                '\u{2028}' => self.0.push_str("\\u2028"),
+                '\u{2029}' => self.0.push_str("\\u2029"),
+                c => self.0.push(c),
+            }
         }
     }
-    out
+}
+
+impl std::io::Write for ScriptJson<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // serde_json writes whole characters (it cuts strings only at the
+        // ASCII bytes it escapes), so every piece is UTF-8 on its own.
+        let s = std::str::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.push(s);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Text for HTML element content and quoted attribute values.
@@ -218,14 +247,7 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         out.push_str("<p class=\"muted\">No nodes ran.</p>");
         return;
     }
-    // One pass over the spans: a lookup per row would be quadratic on big batches.
-    let mut types: std::collections::HashMap<&str, &str> = Default::default();
-    for s in &trace.spans {
-        if let (Some(p), Some(t)) = (s.str_attr(attr::NODE_PATH), s.str_attr(attr::NODE_TYPE)) {
-            types.entry(p).or_insert(t);
-        }
-    }
-    let node_type = |path: &str| types.get(path).copied().unwrap_or("").to_string();
+    let node_type = |path: &str| trace.node_type(path).unwrap_or("").to_string();
     out.push_str(
         "<table class=\"grid\"><thead><tr><th>Node</th><th>Type</th><th class=\"num\">Duration</th>\
          <th class=\"num\">LLM calls</th><th class=\"num\">Tokens in</th><th class=\"num\">Tokens out</th>\
@@ -408,7 +430,7 @@ pub fn render_html(trace: &Trace) -> String {
         &mut out,
         "Duration",
         &crate::format::duration_ms(m.total.duration_ms),
-        &format!("{} spans", trace.spans.len()),
+        &format!("{} spans", trace.total_spans()),
     );
     card(
         &mut out,
@@ -466,21 +488,14 @@ pub fn render_html(trace: &Trace) -> String {
     if omitted > 0 {
         let _ = write!(
             out,
-            "<div class=\"notice warn\" id=\"omitted-spans\">{} left out: this page holds the first {} of {} spans (in tree order). The totals and tables count every span.</div>",
+            "<div class=\"notice warn\" id=\"omitted-spans\">{} left out: this page holds {} of {} spans (the first to end, with their parents). The totals and tables count every span.</div>",
             esc(&crate::format::count(omitted as u64, "span")),
-            crate::format::thousands(SPAN_LIMIT as u64),
-            crate::format::thousands(trace.spans.len() as u64),
+            crate::format::thousands(shown_spans(trace) as u64),
+            crate::format::thousands(trace.total_spans() as u64),
         );
     }
-    if let Some(root) = trace
-        .root()
-        .filter(|r| r.failed() && !r.status_message.is_empty())
-    {
-        let _ = write!(
-            out,
-            "<div class=\"notice error\">{}</div>",
-            esc(&root.status_message)
-        );
+    if let Some(e) = trace.root_error() {
+        let _ = write!(out, "<div class=\"notice error\">{}</div>", esc(e));
     }
     out.push_str("</header>\n");
 
@@ -508,11 +523,12 @@ pub fn render_html(trace: &Trace) -> String {
     let _ = write!(
         out,
         "<footer>Generated by pflow {} from <code>{}</code>. Self-contained: this file loads nothing from the network.</footer>\n\
-         <script type=\"application/json\" id=\"pflow-data\">{}</script>\n<script>{JS}</script>\n</body></html>\n",
+         <script type=\"application/json\" id=\"pflow-data\">",
         env!("CARGO_PKG_VERSION"),
         esc(&file),
-        script_json(&data(trace)),
     );
+    write_data(trace, &mut out);
+    let _ = write!(out, "</script>\n<script>{JS}</script>\n</body></html>\n");
     out
 }
 

@@ -75,7 +75,10 @@ fn sums<'a>(
     for c in kids.get(span.span_id.as_str()).into_iter().flatten() {
         s.add(&sums(c, kids, out));
     }
-    out.insert(span.span_id.as_str(), s.clone());
+    // Only spans with calls below them show a sum: no entry for the rest.
+    if s.llm_calls > 0 {
+        out.insert(span.span_id.as_str(), s.clone());
+    }
     s
 }
 
@@ -250,23 +253,18 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
         format::count(m.total.tokens_total, "token"),
         format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),
     );
-    if let Some(note) = trace.truncation_note() {
+    for note in [trace.truncation_note(), trace.omitted_note()]
+        .into_iter()
+        .flatten()
+    {
         let _ = writeln!(out, "{}", style.yellow(&note));
     }
     out
 }
 
-/// Node paths and ids in the trace, for "did you mean".
-pub fn node_names(trace: &Trace) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for s in &trace.spans {
-        if let Some(p) = s.str_attr(attr::NODE_PATH) {
-            if !v.iter().any(|x| x == p) {
-                v.push(p.to_string());
-            }
-        }
-    }
-    v
+/// Node paths in the trace (every span, kept or not), for "did you mean".
+pub fn node_names(trace: &Trace) -> Vec<&str> {
+    trace.node_names()
 }
 
 /// The spans of one node (every attempt and, for a batch, the batch span):
@@ -532,7 +530,8 @@ impl ListRow {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default()
         };
-        match super::load(&file.path) {
+        // Only the overview: no span is kept, whatever the file's size.
+        match super::load_with(&file.path, super::Keep::First(0)) {
             Ok(t) => {
                 let m = t.metrics();
                 ListRow {

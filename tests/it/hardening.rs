@@ -411,6 +411,15 @@ async fn a_cost_that_overflows_is_an_error_on_the_call_never_inf_or_zero() {
         .find(|l| l.contains("LLM call"))
         .unwrap_or_default();
     assert!(summary.contains("≥ $"), "{stderr}");
+    // Nor the node's progress line: it names the error and gives a lower bound.
+    let progress = stderr
+        .lines()
+        .find(|l| l.contains("✗ ask failed"))
+        .unwrap_or_default();
+    assert!(
+        progress.contains("cost_overflow") && progress.contains("≥ $"),
+        "{stderr}"
+    );
 
     // A price file that says infinity, or a negative price, is rejected at load, naming it.
     for bad in [
@@ -480,4 +489,184 @@ fn trace_report_past_the_span_limit_says_what_it_left_out() {
     );
     let drawn = html.matches("\"depth\":").count();
     assert_eq!(drawn, LIMIT, "the page holds the first {LIMIT} spans");
+}
+
+/// `pflow ARGS` started with stdout to `out`; [`peak_rss_kib`] reaps it.
+fn spawn_pflow(env: &Env, args: &[&std::ffi::OsStr], out: &std::path::Path) -> u32 {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("pflow"))
+        .args(args)
+        .env("PFLOW_HOME", env.home())
+        .current_dir(env.dir.path())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+        .id()
+}
+
+/// Peak RSS (KiB) and exit code of child `pid`, from `wait4`.
+fn peak_rss_kib(pid: u32) -> (i64, i32) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which it reaps.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    assert_eq!(got, pid as libc::pid_t, "wait4");
+    (ru.ru_maxrss, libc::WEXITSTATUS(status))
+}
+
+/// A trace grown from a real run of [`echo_workflow`]: copies of its node
+/// span (new ids; named, and with node id and path, `n<i>` when `distinct`,
+/// else all node `a`) until `min_bytes` or `min_spans`, then the real file
+/// (its workflow and run spans end after their nodes). Returns the file,
+/// the copies made and the spans in all.
+fn grown_trace(
+    env: &Env,
+    name: &str,
+    min_bytes: usize,
+    min_spans: u64,
+    distinct: bool,
+) -> (std::path::PathBuf, u64, u64) {
+    if env.trace_files().is_empty() {
+        let wf = echo_workflow(env);
+        env.pflow().arg("--trace").arg(&wf).assert().success();
+    }
+    let real = std::fs::read_to_string(&env.trace_files()[0]).unwrap();
+    let first: serde_json::Value = serde_json::from_str(real.lines().next().unwrap()).unwrap();
+    let node = &first["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(node["name"], "node a", "{node}");
+    let mut template = node.clone();
+    template["spanId"] = json!("@ID@");
+    let mut template = template.to_string();
+    if distinct {
+        template = template.replace("{\"stringValue\":\"a\"}", "{\"stringValue\":\"n@N@\"}");
+        template = template.replace("\"node a\"", "\"node n@N@\"");
+    }
+    let mut envelope = first.clone();
+    envelope["resourceSpans"][0]["scopeSpans"][0]["spans"] = json!(["@SPANS@"]);
+    let envelope = envelope.to_string();
+    let (open, close) = envelope.split_once("\"@SPANS@\"").unwrap();
+    let path = env.dir.path().join(name);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let (mut written, mut n) = (0usize, 0u64);
+    while written < min_bytes || n < min_spans {
+        let mut line = String::with_capacity(600 * 1024);
+        line.push_str(open);
+        for i in 0..256 {
+            if i > 0 {
+                line.push(',');
+            }
+            let id = format!("{:016x}", 0x1_0000_0000 + n);
+            line.push_str(&template.replace("@ID@", &id).replace("@N@", &n.to_string()));
+            n += 1;
+        }
+        line.push_str(close);
+        line.push('\n');
+        written += line.len();
+        std::io::Write::write_all(&mut out, line.as_bytes()).unwrap();
+    }
+    std::io::Write::write_all(&mut out, real.as_bytes()).unwrap();
+    let total = n + read_trace(&env.trace_files()[0]).0.len() as u64;
+    (path, n, total)
+}
+
+/// `trace diff` of two 20,000-node traces (37 s when it was quadratic; a
+/// million nodes never ended) finishes, comparing every node. A watchdog
+/// turns a hang into a failure; the time itself is the benchmarks' business.
+#[test]
+fn trace_diff_of_twenty_thousand_nodes_finishes() {
+    let env = Env::new();
+    let (a, n, _) = grown_trace(&env, "a.otlp.json", 0, 20_000, true);
+    let (b, _, _) = grown_trace(&env, "b.otlp.json", 0, 20_000, true);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pflow"))
+        .args(["--output-format", "json", "trace", "diff"])
+        .arg(&a)
+        .arg(&b)
+        .env("PFLOW_HOME", env.home())
+        // A file, not a pipe: nobody reads a pipe until the child ends.
+        .stdout(std::fs::File::create(env.dir.path().join("diff.json")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("trace diff of {n} nodes did not finish in 15 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.wait().unwrap().success());
+    let d: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir.path().join("diff.json")).unwrap()).unwrap();
+    // Every generated node, plus the real `a`, is on both sides.
+    assert_eq!(d["nodes"].as_array().map(Vec::len), Some(n as usize + 1));
+    assert_eq!(d["only_in_a"], json!([]));
+}
+
+/// A trace larger than the memory bound (192 MiB of spans, written here from
+/// a real node span) is streamed by the viewers: each stays under a fixed
+/// peak RSS below the file's own size (loading a trace whole took about ten
+/// times its size), and still counts every span.
+#[test]
+fn trace_viewers_stream_a_huge_trace_in_bounded_memory() {
+    const FILE_BYTES: usize = 192 << 20;
+    const BOUND_KIB: i64 = 160 << 10;
+    let env = Env::new();
+    let (big, n, total) = grown_trace(&env, "big.otlp.json", FILE_BYTES, 0, false);
+    let written = std::fs::metadata(&big).unwrap().len();
+
+    // The three viewers at once (each child's peak is its own).
+    let page = env.dir.path().join("big.html");
+    let runs: Vec<(&str, std::path::PathBuf, u32)> = [
+        ("summary", vec!["trace", "summary", big.to_str().unwrap()]),
+        ("show", vec!["trace", "show", big.to_str().unwrap()]),
+        (
+            "report",
+            vec![
+                "trace",
+                "report",
+                big.to_str().unwrap(),
+                "--output",
+                page.to_str().unwrap(),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(name, args)| {
+        let out = env.dir.path().join(format!("{name}.out"));
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let pid = spawn_pflow(&env, &args, &out);
+        (name, out, pid)
+    })
+    .collect();
+    for (name, _, pid) in &runs {
+        let (rss, code) = peak_rss_kib(*pid);
+        assert_eq!(code, 0, "trace {name}");
+        assert!(
+            rss < BOUND_KIB,
+            "trace {name} peaked at {rss} KiB on a {written}-byte trace (bound {BOUND_KIB} KiB)"
+        );
+    }
+    // Every span counts; what a viewer left out, it says.
+    let stdout =
+        |name: &str| std::fs::read_to_string(env.dir.path().join(format!("{name}.out"))).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&stdout("summary")).unwrap();
+    assert_eq!(m["workflow"]["nodes_executed"], n + 1, "{m}");
+    // `note: N spans left out: this shows K of T spans …`, K at most the limit and its parents.
+    let show = stdout("show");
+    let note = show
+        .lines()
+        .find(|l| l.contains("spans left out"))
+        .unwrap_or_else(|| panic!("{}", &show[..show.len().min(2000)]));
+    let numbers: Vec<u64> = note
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .filter_map(|w| w.replace(',', "").parse().ok())
+        .collect();
+    let [left_out, shown, all] = numbers[..] else {
+        panic!("{note}")
+    };
+    assert_eq!((all, left_out + shown), (total, total), "{note}");
+    assert!((20_000..20_064).contains(&shown), "{note}");
+    assert!(show.lines().count() < 20_100, "the tree holds only those");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&format!("{} spans left out", total - 20_000)));
 }

@@ -467,3 +467,45 @@ fn planning_without_a_model_says_how_to_get_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--planner-model"));
 }
+
+/// A planned run's root span is named after the request: a token typed in
+/// the request reaches neither the trace file nor the export (without
+/// `--capture-content`, where span names are still sent) nor the output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_in_the_request_is_redacted_from_span_names() {
+    let token = format!("ghp_{}", "Zq7".repeat(12));
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "report.txt", "output_file": "summary.md"}}),
+        ..Default::default()
+    })
+    .await;
+    let receiver = super::otlp::http_receiver(false).await;
+    let env = Env::new();
+    env.write("report.txt", "Quarterly numbers went up.");
+    let (v, code, stderr) = run_json(
+        planner_cmd(&env, &m)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri())
+            .args(["--trace", "--output-format", "json"])
+            .arg(format!(
+                "summarize report.txt into summary.md, deploy with token {token}"
+            )),
+    );
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    let file = std::fs::read_to_string(v["trace_file"].as_str().unwrap()).unwrap();
+    let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
+    assert!(
+        spans.iter().any(|s| s.name.contains("deploy with token")),
+        "the root span is named after the request"
+    );
+    let exported =
+        serde_json::to_string(&super::otlp::received_http(&receiver, false).await).unwrap();
+    assert!(exported.contains("deploy with token"), "nothing exported");
+    for (what, text) in [
+        ("trace file", file),
+        ("export", exported),
+        ("output", v.to_string()),
+        ("stderr", stderr),
+    ] {
+        assert!(!text.contains(&token), "the token is in the {what}");
+    }
+}
