@@ -106,7 +106,7 @@ async fn chat(
     if !req.stream {
         return chat_body(&read_json(resp).await?);
     }
-    chat_stream(Body::Http(resp)).await
+    super::timed_stream(resp, chat_stream).await
 }
 
 /// A Chat Completions response object.
@@ -131,6 +131,7 @@ pub(super) fn chat_body(v: &Value) -> Result<LlmResponse, LlmError> {
             .unwrap_or_default(),
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
+        first_chunk_at: None,
     })
 }
 
@@ -228,7 +229,7 @@ async fn responses(
         let v = read_json(resp).await?;
         return from_response_object(&v, UsageSource::Provider);
     }
-    responses_stream(Body::Http(resp)).await
+    super::timed_stream(resp, responses_stream).await
 }
 
 /// A Responses API stream: typed events, the whole response on `response.completed`.
@@ -323,5 +324,6 @@ pub(super) fn from_response_object(
         finish_reasons: finish,
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
+        first_chunk_at: None,
     })
 }

@@ -137,10 +137,9 @@ pub fn from_openai_chat(u: &Value) -> Parsed {
         input_tokens: n(u, &["prompt_tokens"])?,
         output_tokens: n(u, &["completion_tokens"])?,
         cache_read_tokens: Some(n(u, &["prompt_tokens_details", "cached_tokens"])?.unwrap_or(0)),
-        cache_write_tokens: Some(
-            n(u, &["prompt_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
-        ),
-        cache_write_1h_tokens: Some(0),
+        // OpenAI reports no cache writes: absent unless a compatible server sends them.
+        cache_write_tokens: n(u, &["prompt_tokens_details", "cache_write_tokens"])?,
+        cache_write_1h_tokens: None,
         reasoning_tokens: n(u, &["completion_tokens_details", "reasoning_tokens"])?,
         source: UsageSource::Provider,
     })
@@ -155,10 +154,9 @@ pub fn from_openai_responses(u: &Value) -> Parsed {
         input_tokens: n(u, &["input_tokens"])?,
         output_tokens: n(u, &["output_tokens"])?,
         cache_read_tokens: Some(n(u, &["input_tokens_details", "cached_tokens"])?.unwrap_or(0)),
-        cache_write_tokens: Some(
-            n(u, &["input_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
-        ),
-        cache_write_1h_tokens: Some(0),
+        // OpenAI reports no cache writes: absent unless a compatible server sends them.
+        cache_write_tokens: n(u, &["input_tokens_details", "cache_write_tokens"])?,
+        cache_write_1h_tokens: None,
         reasoning_tokens: n(u, &["output_tokens_details", "reasoning_tokens"])?,
         source: UsageSource::Provider,
     })

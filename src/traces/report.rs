@@ -113,7 +113,7 @@ fn data(trace: &Trace) -> Value {
             json!({
                 "id": s.span_id,
                 "parent": s.parent_span_id,
-                "name": s.name,
+                "name": s.label(),
                 "kind": kind(s),
                 "depth": depth,
                 "start": ms(s.start_ns),

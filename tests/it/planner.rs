@@ -200,7 +200,7 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
         .find(|s| s.name.starts_with("invoke_workflow"))
         .unwrap();
     assert_eq!(wf.parent, root.span_id);
-    let gen = by_name(&spans, "plan generate");
+    let gen = by_name(&spans, "planner generate");
     assert_eq!(gen.parent, planner.span_id);
     let call = spans
         .iter()
@@ -316,7 +316,10 @@ async fn invalid_generations_are_fed_back_until_valid() {
     );
     assert!(gens[2].1.contains("summary"), "{}", gens[2].1);
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
-    let attempts: Vec<&SpanView> = spans.iter().filter(|s| s.name == "plan generate").collect();
+    let attempts: Vec<&SpanView> = spans
+        .iter()
+        .filter(|s| s.name == "planner generate")
+        .collect();
     assert_eq!(attempts.len(), 3);
     assert_eq!(
         attempts.iter().filter(|s| s.status_code == 2).count(),
