@@ -11,13 +11,13 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// What the scripted model answers per step; `generate` answers in turn.
 #[derive(Clone, Default)]
-struct Script {
-    discovery: Option<Value>,
-    select: Option<String>,
-    extract: Value,
-    generate: Vec<Value>,
-    map: Value,
-    delay_ms: u64,
+pub(super) struct Script {
+    pub(super) discovery: Option<Value>,
+    pub(super) select: Option<String>,
+    pub(super) extract: Value,
+    pub(super) generate: Vec<Value>,
+    pub(super) map: Value,
+    pub(super) delay_ms: u64,
 }
 
 fn good_ir() -> Value {
@@ -31,13 +31,13 @@ fn good_ir() -> Value {
         "outputs": {"written": {"source": "${write.file_path}"}}})
 }
 
-struct Mocked {
-    server: MockServer,
+pub(super) struct Mocked {
+    pub(super) server: MockServer,
     calls: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// Each answer reports usage growing with the call number, so sums are checked exactly.
-async fn scripted(script: Script) -> Mocked {
+pub(super) async fn scripted(script: Script) -> Mocked {
     let server = MockServer::start().await;
     let calls: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let gen_i = Arc::new(AtomicUsize::new(0));
@@ -75,7 +75,7 @@ async fn scripted(script: Script) -> Mocked {
     Mocked { server, calls }
 }
 
-fn planner_cmd(env: &Env, m: &Mocked) -> assert_cmd::Command {
+pub(super) fn planner_cmd(env: &Env, m: &Mocked) -> assert_cmd::Command {
     let mut c = env.pflow();
     c.env("OPENAI_BASE_URL", format!("{}/v1", m.server.uri()))
         .env("OPENAI_API_KEY", "sk-test-planner-key-000000")
