@@ -230,7 +230,7 @@ impl Ctx<'_> {
             match parse_object(&done.response.text).and_then(|m| check(&m).map(|_| m)) {
                 Ok(m) => return Ok(m),
                 Err(r) => {
-                    tracing::warn!({ { attr::PLANNER_STEP } = step, { attr::PLANNER_ATTEMPT } = attempt as i64, { attr::REASON } = %r }, "{}", attr::EVENT_PLANNER_MALFORMED);
+                    tracing::warn!({ { attr::MALFORMED_STEP } = step, { attr::MALFORMED_ATTEMPT } = attempt as i64, { attr::REASON } = %r }, "{}", attr::EVENT_PLANNER_MALFORMED);
                     reason = r;
                 }
             }

@@ -144,6 +144,8 @@ registry! {
     LLM_NEXT_ATTEMPT = "pflow.llm.next_attempt", EventAttr, false, "the LLM attempt that follows";
     LLM_WAIT_S = "pflow.llm.wait_s", EventAttr, false, "seconds before it";
     OUTPUT = "pflow.output", EventAttr, false, "the workflow output concerned";
+    MALFORMED_STEP = "pflow.planner.step", EventAttr, false, "the planner step whose answer was malformed (`pflow.planner.malformed`)";
+    MALFORMED_ATTEMPT = "pflow.planner.attempt", EventAttr, false, "that answer's attempt, 1 for the first (`pflow.planner.malformed`)";
     REASON = "pflow.reason", EventAttr, false, "why";
 
     // Token and cost attributes (GenAI conventions; filled by the LLM call).

@@ -471,3 +471,34 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_random_version_4_uuids() {
+        let (a, b) = (instance_id(), instance_id());
+        assert_ne!(a, b);
+        let re = regex::Regex::new(
+            r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        )
+        .unwrap();
+        assert!(re.is_match(&a), "{a}");
+    }
+
+    #[test]
+    fn host_arch_uses_the_conventions_values() {
+        assert_eq!(attr::host_arch("x86_64"), "amd64");
+        assert_eq!(attr::host_arch("aarch64"), "arm64");
+        assert_eq!(attr::host_arch("riscv64"), "riscv64");
+    }
+
+    #[test]
+    fn the_scope_has_version_and_schema_url() {
+        let s = scope();
+        assert_eq!(s.name(), "pflow");
+        assert_eq!(s.version(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(s.schema_url(), Some(attr::SCHEMA_URL));
+    }
+}

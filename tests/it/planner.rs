@@ -376,6 +376,24 @@ async fn malformed_answers_are_failed_attempts_with_a_reason() {
     );
     assert_eq!(m.calls.lock().unwrap().len(), 3);
     assert!(v["trace_file"].is_string());
+    // The malformed answers' events carry registered names, on the step's span.
+    let file = std::path::Path::new(v["trace_file"].as_str().unwrap());
+    assert_registered(file);
+    let (spans, _) = read_trace(file);
+    let step = by_name(&spans, "planner select_nodes");
+    let malformed: Vec<_> = step
+        .events
+        .iter()
+        .filter(|(n, _)| n == "pflow.planner.malformed")
+        .collect();
+    assert_eq!(malformed.len(), 3, "{:?}", step.events);
+    assert_eq!(malformed[2].1["pflow.planner.attempt"], json!(3));
+    // Recorded once: the step's exception, not again on the planner or root.
+    let exceptions = spans
+        .iter()
+        .filter(|s| s.events.iter().any(|(n, _)| n == "exception"))
+        .count();
+    assert_eq!(exceptions, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
