@@ -495,14 +495,7 @@ impl LlmClient {
             .map_err(|e| transport_error(&e, self.config.timeout))?;
         // The attempt's HTTP CLIENT span; the server sees it as the parent.
         let span = http::client_span("POST", request.url());
-        for (k, v) in http::context_headers(&span) {
-            if let (Ok(name), Ok(value)) = (
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                reqwest::header::HeaderValue::from_str(&v),
-            ) {
-                request.headers_mut().insert(name, value);
-            }
-        }
+        http::inject_context(&span, &mut request);
         let resp = self
             .http
             .execute(request)

@@ -82,18 +82,8 @@ impl Node for Http {
                 )
             })?;
             let span = http::client_span(request.method().as_str(), request.url());
-            // Propagate the trace (W3C trace context, naming the request's
-            // span) unless the workflow set the headers itself.
-            for (k, v) in http::context_headers(&span) {
-                if user_headers.is_none_or(|h| !h.keys().any(|uk| uk.eq_ignore_ascii_case(&k))) {
-                    if let (Ok(name), Ok(value)) = (
-                        reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-                        reqwest::header::HeaderValue::from_str(&v),
-                    ) {
-                        request.headers_mut().insert(name, value);
-                    }
-                }
-            }
+            // Propagate the trace, unless the workflow set the headers itself.
+            http::inject_context(&span, &mut request);
             let resp = ctx
                 .services
                 .http()

@@ -59,8 +59,17 @@ pub fn record_error(span: &tracing::Span, kind: &str, message: &str) {
     span.record("otel.status_description", message);
 }
 
-/// The W3C trace context (`traceparent`, `tracestate`) naming `span` as the
-/// parent, for the request's headers. Empty when telemetry is off.
-pub fn context_headers(span: &tracing::Span) -> Vec<(String, String)> {
-    super::trace_context_of(span)
+/// Adds the W3C trace context (`traceparent`, `tracestate`) naming `span` as
+/// the parent to `request`, leaving a header the request already has (one a
+/// workflow set itself). Nothing is added when telemetry is off.
+pub fn inject_context(span: &tracing::Span, request: &mut reqwest::Request) {
+    use reqwest::header::{HeaderName, HeaderValue};
+    for (k, v) in super::trace_context_of(span) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            request.headers_mut().entry(name).or_insert(value);
+        }
+    }
 }

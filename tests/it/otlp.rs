@@ -358,8 +358,10 @@ async fn traceparent_in_and_out() {
         "wf.json",
         json!({"ir_version": "0.1.0", "nodes": [
         {"id": "sh", "type": "shell", "params": {"command": "printf '%s' \"$TRACEPARENT\""}},
-        {"id": "get", "type": "http", "params": {"url": format!("{}/x", server.uri())}}],
-        "edges": [{"from": "sh", "to": "get"}], "outputs": {"tp": {"source": "${sh.stdout}"}}}),
+        {"id": "get", "type": "http", "params": {"url": format!("{}/x", server.uri())}},
+        {"id": "own", "type": "http", "params": {"url": format!("{}/own", server.uri()),
+            "headers": {"TraceParent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}],
+        "edges": [{"from": "sh", "to": "get"}, {"from": "get", "to": "own"}], "outputs": {"tp": {"source": "${sh.stdout}"}}}),
     );
     let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
@@ -403,6 +405,13 @@ async fn traceparent_in_and_out() {
             .to_str()
             .unwrap(),
         format!("00-{parent_trace}-{}-01", client.span_id)
+    );
+    // A workflow's own traceparent header wins over the injected one.
+    let own = reqs.iter().find(|r| r.url.path() == "/own").unwrap();
+    let sent: Vec<_> = own.headers.get_all("traceparent").iter().collect();
+    assert_eq!(
+        sent,
+        ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]
     );
 }
 
