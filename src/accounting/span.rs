@@ -105,6 +105,11 @@ pub struct SpanFacts {
     pub operation: Option<String>,
     pub provider_name: Option<String>,
     pub response_model: Option<String>,
+    /// `server.address` and `server.port` (LLM calls: the metrics carry them).
+    pub server_address: Option<String>,
+    pub server_port: Option<i64>,
+    /// A streamed call's `gen_ai.response.time_to_first_chunk`, in seconds.
+    pub time_to_first_chunk: Option<f64>,
     pub error_type: Option<String>,
     pub node_type: Option<String>,
     pub node_status: Option<String>,
@@ -143,6 +148,11 @@ impl SpanFacts {
                 attr::PLANNER_STEP => f.planner_step = text(),
                 attr::GEN_AI_PROVIDER_NAME => f.provider_name = text(),
                 attr::GEN_AI_RESPONSE_MODEL => f.response_model = text(),
+                attr::SERVER_ADDRESS => f.server_address = text(),
+                attr::SERVER_PORT => f.server_port = as_i64(&kv.value),
+                attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK => {
+                    f.time_to_first_chunk = as_f64(&kv.value)
+                }
                 attr::ERROR_TYPE => f.error_type = text(),
                 attr::NODE_TYPE => f.node_type = text(),
                 attr::NODE_STATUS => f.node_status = text(),

@@ -69,7 +69,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         let v = read_json(resp).await?;
         return message_body(&v, req.json_schema.is_some());
     }
-    message_stream(Body::Http(resp)).await
+    super::timed_stream(resp, message_stream).await
 }
 
 /// A Messages response; with `tool_answer` the answer is the forced `answer` tool call's input.
@@ -104,6 +104,7 @@ pub(super) fn message_body(v: &Value, tool_answer: bool) -> Result<LlmResponse, 
             .pointer("/usage/service_tier")
             .and_then(Value::as_str)
             .map(str::to_string),
+        first_chunk_at: None,
     })
 }
 

@@ -77,6 +77,7 @@ pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
         finish_reasons: vec![finish.into()],
         provider_cost_usd: None,
         service_tier: None,
+        first_chunk_at: None,
     })
 }
 

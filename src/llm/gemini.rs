@@ -53,7 +53,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if !req.stream {
         return generate_body(&read_json(resp).await?);
     }
-    generate_stream(Body::Http(resp)).await
+    super::timed_stream(resp, generate_stream).await
 }
 
 /// A `generateContent` response.

@@ -254,6 +254,8 @@ pub struct LlmResponse {
     /// Cost reported by the provider itself (e.g. OpenRouter's `usage.cost`).
     pub provider_cost_usd: Option<f64>,
     pub service_tier: Option<String>,
+    /// A streamed response: when its first chunk arrived.
+    pub first_chunk_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -524,15 +526,30 @@ impl LlmClient {
         secret: Option<&str>,
         provider: &'static str,
     ) -> Result<reqwest::Response, LlmError> {
+        use crate::telemetry::http;
+        use tracing::Instrument;
         let mut rb = self.http.post(url).json(body);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
-        let resp = rb
-            .send()
-            .await
+        let mut request = rb
+            .build()
             .map_err(|e| transport_error(&e, self.config.timeout))?;
+        // The attempt's HTTP CLIENT span; the server sees it as the parent.
+        let span = http::client_span("POST", request.url());
+        http::inject_context(&span, &mut request);
+        let resp = self
+            .http
+            .execute(request)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                let err = transport_error(&e, self.config.timeout);
+                http::record_error(&span, err.kind(), &err.to_string());
+                err
+            })?;
         let status = resp.status().as_u16();
+        http::record_status(&span, status);
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -633,17 +650,41 @@ fn error_message(body: &str) -> String {
 /// A response body read chunk by chunk: from the network, or from memory
 /// (recorded payloads, for [`wire`]), so both go through the same parsers.
 enum Body {
-    Http(reqwest::Response),
+    /// The response, and when its first non-empty chunk arrived.
+    Http(reqwest::Response, FirstChunk),
     Memory(std::collections::VecDeque<bytes::Bytes>),
 }
+
+type FirstChunk = std::sync::Arc<std::sync::OnceLock<std::time::Instant>>;
 
 impl Body {
     async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
         match self {
-            Body::Http(resp) => next_chunk(resp).await,
+            Body::Http(resp, first) => {
+                let c = next_chunk(resp).await;
+                if let Ok(Some(b)) = &c {
+                    if !b.is_empty() {
+                        let _ = first.set(std::time::Instant::now());
+                    }
+                }
+                c
+            }
             Body::Memory(chunks) => Ok(chunks.pop_front()),
         }
     }
+}
+
+/// Reads a streamed response with `parse`, noting when its first chunk
+/// arrived (the span's time to first chunk).
+async fn timed_stream<F, Fut>(resp: reqwest::Response, parse: F) -> Result<LlmResponse, LlmError>
+where
+    F: FnOnce(Body) -> Fut,
+    Fut: std::future::Future<Output = Result<LlmResponse, LlmError>>,
+{
+    let first = FirstChunk::default();
+    let mut out = parse(Body::Http(resp, first.clone())).await?;
+    out.first_chunk_at = first.get().copied();
+    Ok(out)
 }
 
 /// The API key a provider cannot be called without.

@@ -44,7 +44,7 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
     if !req.stream {
         return chat_body(&read_json(resp).await?);
     }
-    chat_stream(Body::Http(resp)).await
+    super::timed_stream(resp, chat_stream).await
 }
 
 /// A non-streaming `/api/chat` response.
@@ -61,6 +61,7 @@ pub(super) fn chat_body(v: &Value) -> Result<LlmResponse, LlmError> {
         finish_reasons: str_field(v, "done_reason").into_iter().collect(),
         provider_cost_usd: None,
         service_tier: None,
+        first_chunk_at: None,
     })
 }
 

@@ -42,11 +42,11 @@ pub(super) async fn complete(c: &LlmClient, req: &LlmRequest) -> Result<LlmRespo
         .await?;
     match (req.api, req.stream) {
         (Api::Chat, false) => chat_body(&read_json(resp).await?),
-        (Api::Chat, true) => chat_stream(Body::Http(resp)).await,
+        (Api::Chat, true) => super::timed_stream(resp, chat_stream).await,
         (Api::Responses, false) => {
             from_response_object(&read_json(resp).await?, UsageSource::Provider)
         }
-        (Api::Responses, true) => responses_stream(Body::Http(resp)).await,
+        (Api::Responses, true) => super::timed_stream(resp, responses_stream).await,
     }
 }
 
@@ -126,6 +126,7 @@ pub(super) fn chat_body(v: &Value) -> Result<LlmResponse, LlmError> {
             .unwrap_or_default(),
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
+        first_chunk_at: None,
     })
 }
 
@@ -297,5 +298,6 @@ pub(super) fn from_response_object(
         finish_reasons: finish,
         provider_cost_usd: v.pointer("/usage/cost").and_then(Value::as_f64),
         service_tier: str_field(v, "service_tier"),
+        first_chunk_at: None,
     })
 }

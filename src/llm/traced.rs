@@ -123,9 +123,7 @@ fn record_usage(span: &tracing::Span, u: &Usage) {
 }
 
 fn record_failure(span: &tracing::Span, e: &LlmError) {
-    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
-    span.record(attr::ERROR_TYPE, e.kind());
-    span.record("otel.status_description", e.to_string().as_str());
+    crate::telemetry::record_exception(span, e.kind(), &e.to_string());
 }
 
 fn record_cost(span: &tracing::Span, p: &Priced) {
@@ -195,7 +193,9 @@ pub async fn call(
             { attr::GEN_AI_REQUEST_MAX_TOKENS } = Empty,
             { attr::GEN_AI_RESPONSE_MODEL } = Empty,
             { attr::GEN_AI_RESPONSE_ID } = Empty,
-            { attr::GEN_AI_RESPONSE_FINISH_REASONS } = Empty,
+            { attr::GEN_AI_REQUEST_STREAM } = request.stream,
+            { attr::GEN_AI_OUTPUT_TYPE } = request.json_mode.then_some("json"),
+            { attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK } = Empty,
             { attr::USAGE_INPUT_TOKENS } = Empty,
             { attr::USAGE_OUTPUT_TOKENS } = Empty,
             { attr::USAGE_CACHE_READ } = Empty,
@@ -206,11 +206,13 @@ pub async fn call(
             { attr::GEN_AI_SYSTEM_INSTRUCTIONS } = Empty,
             { attr::GEN_AI_INPUT_MESSAGES } = Empty,
             { attr::GEN_AI_OUTPUT_MESSAGES } = Empty,
-            { attr::SERVER_ADDRESS } = Empty,
-            { attr::SERVER_PORT } = Empty,
+            // At span start: samplers and the conventions need them from the outset.
+            { attr::SERVER_ADDRESS } = server.as_ref().map(|(h, _)| h.as_str()),
+            { attr::SERVER_PORT } = server.as_ref().map(|(_, p)| i64::from(*p)),
             { attr::ERROR_TYPE } = Empty,
             otel.status_description = Empty,
-            { attr::LLM_NODE_PATH } = opts.node_path.as_deref().unwrap_or(""),
+            // Only for a node's call: the planner's calls belong to no node.
+            { attr::LLM_NODE_PATH } = opts.node_path.as_deref(),
             { attr::LLM_ATTEMPT } = attempt as i64,
             { attr::LLM_STREAM } = request.stream,
             { attr::LLM_API } = if api == Api::Responses { "responses" } else { "chat" },
@@ -231,10 +233,6 @@ pub async fn call(
         if let Some(m) = request.max_tokens {
             span.record(attr::GEN_AI_REQUEST_MAX_TOKENS, m as i64);
         }
-        if let Some((host, port)) = &server {
-            span.record(attr::SERVER_ADDRESS, host.as_str());
-            span.record(attr::SERVER_PORT, *port as i64);
-        }
         let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
         if detail {
             use crate::telemetry::preview::preview_message;
@@ -249,6 +247,7 @@ pub async fn call(
             let input = json!([{"role": "user", "parts": [{"type": "text", "content": preview_message(&request.prompt).text}]}]);
             span.record(attr::GEN_AI_INPUT_MESSAGES, input.to_string().as_str());
         }
+        let sent = std::time::Instant::now();
         let result = client.complete(request).instrument(span.clone()).await;
         match result {
             Ok(mut resp) => {
@@ -263,10 +262,19 @@ pub async fn call(
                     span.record(attr::GEN_AI_RESPONSE_ID, id.as_str());
                 }
                 span.record(attr::LLM_OUTPUT_BYTES, resp.text.len() as i64);
-                span.record(
-                    attr::GEN_AI_RESPONSE_FINISH_REASONS,
-                    json!(resp.finish_reasons).to_string().as_str(),
-                );
+                if !resp.finish_reasons.is_empty() {
+                    crate::telemetry::set_str_array(
+                        &span,
+                        attr::GEN_AI_RESPONSE_FINISH_REASONS,
+                        &resp.finish_reasons,
+                    );
+                }
+                if let Some(first) = resp.first_chunk_at.filter(|_| request.stream) {
+                    span.record(
+                        attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                        first.saturating_duration_since(sent).as_secs_f64(),
+                    );
+                }
                 record_usage(&span, &resp.usage);
                 let priced =
                     match try_price_call(provider, &model, Some(&resp), &resp.usage, prices) {
@@ -294,7 +302,10 @@ pub async fn call(
                     billed_prompt,
                 );
                 if detail {
-                    let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": resp.finish_reasons.first()}]);
+                    // The message schema requires a reason: a completed answer
+                    // whose provider named none stopped normally.
+                    let reason = resp.finish_reasons.first().map_or("stop", String::as_str);
+                    let out = json!([{"role": "assistant", "parts": [{"type": "text", "content": crate::telemetry::preview::preview_message(&resp.text).text}], "finish_reason": reason}]);
                     span.record(attr::GEN_AI_OUTPUT_MESSAGES, out.to_string().as_str());
                 }
                 return Ok(Done {

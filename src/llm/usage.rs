@@ -70,13 +70,13 @@ fn from_openai(u: &Value, [input, output]: [&str; 2]) -> Parsed {
         return Ok(Usage::unknown());
     }
     let (input_details, output_details) = (format!("{input}_details"), format!("{output}_details"));
-    let cached = |k: &str| Ok::<_, LlmError>(Some(n(u, &[&input_details, k])?.unwrap_or(0)));
     Ok(Usage {
         input_tokens: n(u, &[input])?,
         output_tokens: n(u, &[output])?,
-        cache_read_tokens: cached("cached_tokens")?,
-        cache_write_tokens: cached("cache_write_tokens")?,
-        cache_write_1h_tokens: Some(0),
+        cache_read_tokens: Some(n(u, &[&input_details, "cached_tokens"])?.unwrap_or(0)),
+        // OpenAI reports no cache writes: absent unless a compatible server sends them.
+        cache_write_tokens: n(u, &[&input_details, "cache_write_tokens"])?,
+        cache_write_1h_tokens: None,
         reasoning_tokens: n(u, &[&output_details, "reasoning_tokens"])?,
         source: UsageSource::Provider,
     })

@@ -2,7 +2,9 @@
 //! a status of 400 or more fails the node unless `ignore_errors`.
 
 use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
+use crate::telemetry::http;
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 
 pub struct Http;
 
@@ -40,14 +42,8 @@ impl Node for Http {
                 .http()
                 .request(method.clone(), url)
                 .timeout(crate::limits::secs(timeout, crate::limits::MAX_TIMEOUT));
-            // Propagate the trace (W3C trace context) unless the workflow set the headers itself.
             let user_headers = params.object_opt("headers")?;
-            for (k, v) in crate::telemetry::current_trace_context() {
-                if user_headers.is_none_or(|h| !h.keys().any(|uk| uk.eq_ignore_ascii_case(&k))) {
-                    rb = rb.header(k.as_str(), v);
-                }
-            }
-            if let Some(h) = params.object_opt("headers")? {
+            if let Some(h) = user_headers {
                 for (k, v) in h {
                     let v = v
                         .as_str()
@@ -79,21 +75,34 @@ impl Node for Http {
             } else if let Some(b) = params.text_opt("body") {
                 rb = rb.body(b);
             }
-            let resp = rb.send().await.map_err(|e| {
-                let kind = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connect_error"
-                } else if e.is_builder() {
-                    "invalid_request"
-                } else {
-                    "http_error"
-                };
+            let mut request = rb.build().map_err(|e| {
                 NodeError::new(
-                    kind,
+                    "invalid_request",
                     format!("{method_s} {url} failed: {}", error_chain(&e)),
                 )
             })?;
+            let span = http::client_span(request.method().as_str(), request.url());
+            // Propagate the trace, unless the workflow set the headers itself.
+            http::inject_context(&span, &mut request);
+            let resp = ctx
+                .services
+                .http()
+                .execute(request)
+                .instrument(span.clone())
+                .await
+                .map_err(|e| {
+                    let kind = if e.is_timeout() {
+                        "timeout"
+                    } else if e.is_connect() {
+                        "connect_error"
+                    } else {
+                        "http_error"
+                    };
+                    let message = format!("{method_s} {url} failed: {}", error_chain(&e));
+                    http::record_error(&span, kind, &message);
+                    NodeError::new(kind, message)
+                })?;
+            http::record_status(&span, resp.status().as_u16());
             let status = resp.status();
             let mut headers = Map::new();
             for (k, v) in resp.headers() {

@@ -109,9 +109,15 @@ fn node_error(e: &LlmError, provider: Provider, attempts: u64) -> NodeError {
     if matches!(e, LlmError::Connect(_)) && provider != Provider::Echo {
         msg.push_str("; is the provider reachable? (base URL from OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GEMINI_BASE_URL / OLLAMA_HOST)");
     }
-    NodeError::new(e.kind(), msg).with_details(
+    let err = NodeError::new(e.kind(), msg).with_details(
         json!({"provider": provider.as_str(), "attempts": attempts, "retryable": e.is_retryable()}),
-    )
+    );
+    // A refused call was never sent: no attempt span recorded it.
+    if attempts > 0 && !matches!(e, LlmError::Budget(_)) {
+        err.recorded()
+    } else {
+        err
+    }
 }
 
 fn outputs(provider: Provider, model: &str, resp: LlmResponse, priced: &Priced) -> NodeOutput {

@@ -104,7 +104,10 @@ impl NodeOutput {
 pub struct NodeError {
     pub kind: NodeErrorKind,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
+    /// Already recorded as an `exception` on a span below the node's (an
+    /// LLM attempt, a child workflow's node): the node span only marks it.
+    pub recorded: bool,
 }
 
 impl NodeError {
@@ -113,10 +116,16 @@ impl NodeError {
             kind: kind.into(),
             message: message.into(),
             details: None,
+            recorded: false,
         }
     }
+    /// See [`NodeError::recorded`].
+    pub fn recorded(mut self) -> Self {
+        self.recorded = true;
+        self
+    }
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
     /// A bad param value (wrong type, missing).

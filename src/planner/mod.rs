@@ -160,7 +160,6 @@ fn step_span(step: &'static str) -> tracing::Span {
         target: "pflow::planner",
         "planner_step",
         otel.name = %attr::planner_step_span(step),
-        { attr::GEN_AI_OPERATION_NAME } = "plan",
         { attr::PLANNER_STEP } = step,
         { attr::PLANNER_ATTEMPT } = Empty,
         { attr::SECTION } = "planner",
@@ -170,9 +169,16 @@ fn step_span(step: &'static str) -> tracing::Span {
 }
 
 fn fail_span(span: &tracing::Span, kind: &str, message: &str) {
-    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
-    span.record(attr::ERROR_TYPE, kind);
-    span.record("otel.status_description", message);
+    crate::telemetry::record_exception(span, kind, message);
+}
+
+/// A step's failure, recorded once: a failed model call was recorded on its
+/// LLM span already.
+fn fail_step(span: &tracing::Span, e: &PlannerError) {
+    match e {
+        PlannerError::Llm { .. } => crate::telemetry::mark_failed(span, e.kind(), &e.to_string()),
+        _ => fail_span(span, e.kind(), &e.to_string()),
+    }
 }
 
 impl Ctx<'_> {
@@ -220,7 +226,7 @@ impl Ctx<'_> {
             match parse_object(&done.response.text).and_then(|m| check(&m).map(|_| m)) {
                 Ok(m) => return Ok(m),
                 Err(r) => {
-                    tracing::warn!({ { attr::PLANNER_STEP } = step, { attr::PLANNER_ATTEMPT } = attempt as i64, { attr::REASON } = %r }, "{}", attr::EVENT_PLANNER_MALFORMED);
+                    tracing::warn!({ { attr::MALFORMED_STEP } = step, { attr::MALFORMED_ATTEMPT } = attempt as i64, { attr::REASON } = %r }, "{}", attr::EVENT_PLANNER_MALFORMED);
                     reason = r;
                 }
             }
@@ -277,6 +283,7 @@ pub async fn plan(
         "planner",
         otel.name = attr::SPAN_PLANNER,
         { attr::GEN_AI_OPERATION_NAME } = "plan",
+        { attr::GEN_AI_AGENT_NAME } = attr::PLANNER_AGENT,
         { attr::GEN_AI_REQUEST_MODEL } = %model,
         { attr::SECTION } = "planner",
         { attr::PLANNER_REQUEST } = request,
@@ -307,7 +314,9 @@ pub async fn plan(
                 span.record(attr::PLANNER_WORKFLOW, n);
             }
         }
-        Err(e) => fail_span(&span, e.kind(), &e.to_string()),
+        // A timeout happens here; every other failure was recorded on the step.
+        Err(e @ PlannerError::Timeout(_)) => fail_span(&span, e.kind(), &e.to_string()),
+        Err(e) => crate::telemetry::mark_failed(&span, e.kind(), &e.to_string()),
     }
     result
 }
@@ -369,7 +378,7 @@ async fn plan_inner(
     }
     .instrument(span.clone())
     .await;
-    let reuse = reuse.inspect_err(|e: &PlannerError| fail_span(&span, e.kind(), &e.to_string()))?;
+    let reuse = reuse.inspect_err(|e: &PlannerError| fail_step(&span, e))?;
     drop(span);
 
     let (ir, path, attempts, mut inputs) = match reuse {
@@ -435,7 +444,7 @@ async fn plan_inner(
     }
     .instrument(span.clone())
     .await
-    .inspect_err(|e: &PlannerError| fail_span(&span, e.kind(), &e.to_string()))?;
+    .inspect_err(|e: &PlannerError| fail_step(&span, e))?;
     Ok(Plan {
         reused: ir
             .name()
@@ -484,7 +493,7 @@ async fn generate(
         )
         .instrument(span.clone())
         .await
-        .inspect_err(|e| fail_span(&span, e.kind(), &e.to_string()))?;
+        .inspect_err(|e| fail_step(&span, e))?;
     drop(span);
     let types: Vec<String> = selected["node_types"]
         .as_array()
@@ -508,7 +517,7 @@ async fn generate(
         )
         .instrument(span.clone())
         .await
-        .inspect_err(|e| fail_span(&span, e.kind(), &e.to_string()))?;
+        .inspect_err(|e| fail_step(&span, e))?;
     drop(span);
     let params = params
         .get("parameters")

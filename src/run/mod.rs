@@ -174,11 +174,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     let planning = source.is_planned();
     let command = source.command();
     let planned_run = matches!(source, Source::Request(_));
-    let (file, label) = match &source {
-        Source::File(p) => (p.clone(), p.display().to_string()),
-        Source::Request(r) | Source::Plan { request: r, .. } => {
-            (PathBuf::from("planned-workflow.json"), format!("{r:?}"))
-        }
+    let file = match &source {
+        Source::File(p) => p.clone(),
+        Source::Request(_) | Source::Plan { .. } => PathBuf::from("planned-workflow.json"),
     };
     let file = file.as_path();
     // Parsed once, before telemetry starts, so the workflow's name can be a
@@ -238,7 +236,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     let dispatch = telemetry.dispatch();
     let _ = tracing::dispatcher::set_global_default(dispatch.clone());
 
-    let root = tracing::dispatcher::with_default(&dispatch, || root_span(command, &label, file));
+    let root = tracing::dispatcher::with_default(&dispatch, || root_span(command, file));
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
 
@@ -330,11 +328,22 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     warnings.extend(runtime.services().budget().warnings());
     warnings.extend(estimate_warnings);
     if let Err(e) = &result {
+        // Recorded once: an exception event here only for what failed at the
+        // root itself (a bad file or input, the estimate over budget, no
+        // planner model); the rest was recorded on the span it happened in.
+        let here = match e {
+            RunError::Invalid(_) | RunError::Input(_) => true,
+            RunError::Budget(b) => b.stopped == crate::llm::budget::Stopped::Estimate,
+            RunError::Planner { kind, .. } => kind == "planner_no_model" || kind == "planner_model",
+            _ => false,
+        };
         tracing::dispatcher::with_default(&dispatch, || {
-            tracing::error!(parent: &root, { { attr::EXCEPTION_TYPE } = e.kind(), { attr::EXCEPTION_MESSAGE } = %e }, "{}", attr::EVENT_EXCEPTION);
+            if here {
+                crate::telemetry::record_exception(&root, e.kind(), &e.to_string());
+            } else {
+                crate::telemetry::mark_failed(&root, e.kind(), &e.to_string());
+            }
         });
-        root.record(attr::ERROR_TYPE, e.kind());
-        root.record("otel.status_description", e.to_string().as_str());
     }
     drop(root);
     // Every node span has closed: the display goes before anything else is printed.
@@ -379,11 +388,11 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
 }
 
 /// The run's root span, with every attribute recorded later declared empty.
-fn root_span(command: &str, label: &str, file: &Path) -> tracing::Span {
+fn root_span(command: &str, file: &Path) -> tracing::Span {
     tracing::info_span!(
         target: "pflow::run",
         "run",
-        otel.name = %attr::run_span(command, label),
+        otel.name = %attr::run_span(command),
         { attr::RUN_COMMAND } = command,
         { attr::WORKFLOW_FILE } = %file.display(),
         { attr::WORKFLOW_NAME } = tracing::field::Empty,

@@ -640,6 +640,7 @@ impl Runtime {
             "invoke_workflow",
             otel.name = %attr::workflow_span(&wf.name),
             { attr::GEN_AI_OPERATION_NAME } = "invoke_workflow",
+            { attr::GEN_AI_WORKFLOW_NAME } = %wf.name,
             { attr::WORKFLOW_NAME } = %wf.name,
             { attr::WORKFLOW_FILE } = %wf.origin,
             { attr::WORKFLOW_DEPTH } = depth as i64,
@@ -659,7 +660,9 @@ impl Runtime {
                     guard.span.record(attr::WORKFLOW_STEPS, out.steps as i64);
                     guard.ok();
                 }
-                Err(e) => guard.fail(e.kind(), &e.to_string()),
+                // Each failure was recorded where it happened (a node, or
+                // `execute` for the workflow's own step limit and budget stops).
+                Err(e) => guard.failed_below(e.kind(), &e.to_string()),
             }
             r
         }
@@ -684,15 +687,26 @@ impl Runtime {
         loop {
             // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
             if let Some(stop) = self.budget_stop() {
+                crate::telemetry::record_exception(
+                    &tracing::Span::current(),
+                    stop.kind(),
+                    &stop.to_string(),
+                );
                 return Err(RunError::Budget(stop));
             }
             let node = &wf.nodes[current];
             steps += 1;
             if steps > max_steps {
-                return Err(RunError::StepLimit {
+                let e = RunError::StepLimit {
                     steps: max_steps,
                     node: format!("{prefix}{}", node.id),
-                });
+                };
+                crate::telemetry::record_exception(
+                    &tracing::Span::current(),
+                    e.kind(),
+                    &e.to_string(),
+                );
+                return Err(e);
             }
             let path = format!("{prefix}{}", node.id);
             let result = if node.batch.is_some() {
@@ -711,7 +725,7 @@ impl Runtime {
                 Err(Failure::Budget(stop)) => return Err(RunError::Budget(stop)),
                 Err(Failure::Node(err)) => {
                     if wf.edges.contains_key(&(current, "error".to_string())) {
-                        let mut ns = match &err.details {
+                        let mut ns = match err.details.as_deref() {
                             Some(Value::Object(m)) => m.clone(),
                             _ => Map::new(),
                         };
@@ -727,7 +741,7 @@ impl Runtime {
                             node_type: node.node_type.clone(),
                             kind: err.kind,
                             message: err.message,
-                            details: err.details.map(Box::new),
+                            details: err.details,
                         });
                     }
                 }
@@ -739,6 +753,11 @@ impl Runtime {
         }
         // The last node's call may have crossed a limit: still a budget stop.
         if let Some(stop) = self.budget_stop() {
+            crate::telemetry::record_exception(
+                &tracing::Span::current(),
+                stop.kind(),
+                &stop.to_string(),
+            );
             return Err(RunError::Budget(stop));
         }
         let outputs = collect_outputs(wf, &store);
@@ -817,7 +836,11 @@ impl Runtime {
                     if err.kind == NodeErrorKind::Interrupted {
                         return Err(Failure::Interrupted);
                     }
-                    guard.fail(err.kind.as_str(), &err.message);
+                    if err.recorded {
+                        guard.failed_below(err.kind.as_str(), &err.message);
+                    } else {
+                        guard.fail(err.kind.as_str(), &err.message);
+                    }
                     if err.kind.is_budget() {
                         if let Some(stop) = self.budget_stop() {
                             return Err(Failure::Budget(stop));
@@ -907,11 +930,13 @@ impl Runtime {
                                 child.name
                             ),
                         )
-                        .with_details(json!({"child_node": node, "details": details})),
+                        .with_details(json!({"child_node": node, "details": details}))
+                        .recorded(),
                         other => NodeError::new(
                             other.kind().to_string(),
                             format!("child workflow `{}`: {other}", child.name),
-                        ),
+                        )
+                        .recorded(),
                     })?;
                 let outputs = match output_mapping {
                     None => out.outputs,
@@ -1030,11 +1055,17 @@ impl Runtime {
             }
         }
         if let Some(stop) = budget_stop {
-            guard.fail(stop.kind(), &stop.to_string());
+            // A refused call was recorded on its item; a limit crossed by a
+            // finished call stops the batch here.
+            if stop.stopped == crate::llm::budget::Stopped::AfterCall {
+                guard.fail(stop.kind(), &stop.to_string());
+            } else {
+                guard.failed_below(stop.kind(), &stop.to_string());
+            }
             return Err(Failure::Budget(stop));
         }
         if let Some(e) = first_error {
-            guard.fail(e.kind.as_str(), &e.message);
+            guard.failed_below(e.kind.as_str(), &e.message);
             return Err(Failure::Node(e));
         }
         let mut failed = 0;
@@ -1080,7 +1111,7 @@ fn node_span(
     tracing::info_span!(
         target: "pflow::node",
         "node",
-        otel.name = %attr::node_span(path),
+        otel.name = %attr::node_span(&node.id),
         { attr::NODE_ID } = %node.id,
         { attr::NODE_TYPE } = %node.node_type,
         { attr::NODE_PATH } = %path,
@@ -1248,11 +1279,16 @@ impl SpanOutcome {
         self.span.record(self.status_field, "ok");
         self.done = true;
     }
+    /// The failure happened here: the one `exception` event.
     fn fail(&mut self, kind: &str, message: &str) {
-        tracing::error!(parent: &self.span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
         self.span.record(self.status_field, "error");
-        self.span.record(attr::ERROR_TYPE, kind);
-        self.span.record("otel.status_description", message);
+        crate::telemetry::record_exception(&self.span, kind, message);
+        self.done = true;
+    }
+    /// The failure happened below and was recorded there.
+    fn failed_below(&mut self, kind: &str, message: &str) {
+        self.span.record(self.status_field, "error");
+        crate::telemetry::mark_failed(&self.span, kind, message);
         self.done = true;
     }
 }

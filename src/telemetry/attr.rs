@@ -6,7 +6,8 @@
 //! [`REGISTRY`] is the same list as a table (name, kind, content flag, brief)
 //! for code that walks it: the export policy's content attributes, the HTML
 //! report's names, and the tests that hold the code and the docs to it.
-//! Span names are patterns (`node {path}`); the functions below build them.
+//! Span names are patterns (`node {id}`); the functions below build them.
+//! Every pattern is low-cardinality: files, requests and indexes go in attributes.
 
 /// What a registered name names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +50,19 @@ macro_rules! registry {
 
 registry! {
     // Span name patterns.
-    SPAN_RUN = "pflow {command} {target}", Span, false, "root span: `pflow run FILE`, `pflow plan REQUEST`";
+    SPAN_RUN = "pflow {command}", Span, false, "root span: `pflow run` or `pflow plan` (the file is `pflow.workflow.file`, the request `pflow.planner.request`)";
     SPAN_WORKFLOW = "invoke_workflow {name}", Span, false, "a workflow (top level or nested)";
-    SPAN_NODE = "node {path}", Span, false, "one node attempt, batch, or batch item";
-    SPAN_PLANNER = "plan pflow", Span, false, "the planner as a whole";
-    SPAN_PLANNER_STEP = "plan {step}", Span, false, "one planner step";
+    SPAN_NODE = "node {id}", Span, false, "one node attempt, batch, or batch item (the item's index is `pflow.batch.index`, the full path `pflow.node.path`)";
+    SPAN_PLANNER = "plan pflow", Span, false, "the planning phase: the one `plan` operation (`gen_ai.agent.name` = `pflow`)";
+    SPAN_PLANNER_STEP = "planner {step}", Span, false, "one planner step (not an operation of its own)";
     SPAN_LLM_CHAT = "chat {model}", Span, false, "one LLM call attempt (OpenAI, Anthropic, Ollama, echo)";
     SPAN_LLM_GENERATE = "generate_content {model}", Span, false, "one LLM call attempt (Gemini)";
+    SPAN_HTTP_CLIENT = "{method}", Span, false, "one HTTP request (CLIENT): the `http` node's, or an LLM attempt's; `GET`, `POST`, … (`HTTP` for other methods)";
 
     // Semantic-convention names.
     GEN_AI_OPERATION_NAME = "gen_ai.operation.name", Attr, false, "`invoke_workflow`, `plan`, `chat`, `generate_content`";
+    GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name", Attr, false, "the workflow's name (`invoke_workflow` spans)";
+    GEN_AI_AGENT_NAME = "gen_ai.agent.name", Attr, false, "`pflow`: the planner, as the agent that plans";
     ERROR_TYPE = "error.type", Attr, false, "the error kind of a failed span";
     EXCEPTION_TYPE = "exception.type", EventAttr, false, "the error kind (exception event)";
     EXCEPTION_MESSAGE = "exception.message", EventAttr, true, "the error message (exception event; content: stderr tails, commands, URLs)";
@@ -67,8 +71,15 @@ registry! {
     SERVICE_NAME = "service.name", Resource, false, "`OTEL_SERVICE_NAME`, default `pflow`";
     SERVICE_VERSION = "service.version", Resource, false, "pflow's version";
     HOST_NAME = "host.name", Resource, false, "the machine's host name";
-    SERVER_ADDRESS = "server.address", Attr, false, "the LLM endpoint's host";
-    SERVER_PORT = "server.port", Attr, false, "the LLM endpoint's port";
+    HOST_ARCH = "host.arch", Resource, false, "the conventions' value: `amd64`, `arm64`, `x86`, `arm32`, `ppc64`, `s390x`";
+    SERVICE_INSTANCE_ID = "service.instance.id", Resource, false, "a random UUID per pflow process";
+    TELEMETRY_SDK_VERSION = "telemetry.sdk.version", Resource, false, "the OpenTelemetry SDK's version (with `telemetry.sdk.name` and `telemetry.sdk.language`)";
+    SERVER_ADDRESS = "server.address", Attr, false, "the host an LLM call or HTTP request goes to (LLM and HTTP client spans, LLM metrics)";
+    SERVER_PORT = "server.port", Attr, false, "its port";
+    HTTP_REQUEST_METHOD = "http.request.method", Attr, false, "`GET`, `POST`, … (`_OTHER` for a method the conventions do not know)";
+    HTTP_REQUEST_METHOD_ORIGINAL = "http.request.method_original", Attr, false, "the method as sent, when `http.request.method` is `_OTHER`";
+    URL_FULL = "url.full", Attr, false, "the request URL, credentials and secret query values redacted";
+    HTTP_RESPONSE_STATUS_CODE = "http.response.status_code", Attr, false, "the response status";
 
     // Run (root span).
     RUN_STATUS = "pflow.run.status", Attr, false, "`ok`, `failed`, `invalid`, `budget_exceeded`, `interrupted`";
@@ -133,6 +144,8 @@ registry! {
     LLM_NEXT_ATTEMPT = "pflow.llm.next_attempt", EventAttr, false, "the LLM attempt that follows";
     LLM_WAIT_S = "pflow.llm.wait_s", EventAttr, false, "seconds before it";
     OUTPUT = "pflow.output", EventAttr, false, "the workflow output concerned";
+    MALFORMED_STEP = "pflow.planner.step", EventAttr, false, "the planner step whose answer was malformed (`pflow.planner.malformed`)";
+    MALFORMED_ATTEMPT = "pflow.planner.attempt", EventAttr, false, "that answer's attempt, 1 for the first (`pflow.planner.malformed`)";
     REASON = "pflow.reason", EventAttr, false, "why";
 
     // Token and cost attributes (GenAI conventions; filled by the LLM call).
@@ -163,7 +176,10 @@ registry! {
     GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens", Attr, false, "max tokens, when set";
     GEN_AI_RESPONSE_MODEL = "gen_ai.response.model", Attr, false, "the model that answered";
     GEN_AI_RESPONSE_ID = "gen_ai.response.id", Attr, false, "the provider's response id";
-    GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons", Attr, false, "JSON array of finish reasons";
+    GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons", Attr, false, "the finish reasons, a string array";
+    GEN_AI_REQUEST_STREAM = "gen_ai.request.stream", Attr, false, "the response was asked for as a stream";
+    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk", Attr, false, "streaming: seconds from the request to the first chunk";
+    GEN_AI_OUTPUT_TYPE = "gen_ai.output.type", Attr, false, "`json` for a JSON-mode call";
     GEN_AI_PROVIDER_NAME = "gen_ai.provider.name", Attr, false, "the provider";
     GEN_AI_SYSTEM = "gen_ai.system", Attr, false, "the provider, deprecated name";
     GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions", Attr, true, "the system prompt (JSON)";
@@ -187,10 +203,33 @@ registry! {
     // OpenTelemetry metric instruments.
     METRIC_TOKEN_USAGE = "gen_ai.client.token.usage", Metric, false, "tokens per LLM call";
     METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration", Metric, false, "LLM call duration";
+    METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk", Metric, false, "streamed LLM calls: time to the first chunk";
+    METRIC_INFERENCE_DURATION = "gen_ai.client.inference.duration", Metric, false, "opt-in: LLM call duration";
+    METRIC_INFERENCE_INPUT_TOKENS = "gen_ai.client.inference.usage.input_tokens", Metric, false, "opt-in: input tokens per LLM call";
+    METRIC_INFERENCE_OUTPUT_TOKENS = "gen_ai.client.inference.usage.output_tokens", Metric, false, "opt-in: output tokens per LLM call";
+    METRIC_INFERENCE_TIME_TO_FIRST_CHUNK = "gen_ai.client.inference.time_to_first_chunk", Metric, false, "opt-in: streamed LLM calls: time to the first chunk";
     METRIC_LLM_COST = "pflow.llm.cost", Metric, false, "LLM cost in USD";
     METRIC_NODE_DURATION = "pflow.node.duration", Metric, false, "node duration";
     METRIC_RUNS = "pflow.runs", Metric, false, "runs by status";
     GEN_AI_TOKEN_TYPE = "gen_ai.token.type", Attr, false, "`input` or `output` (metric attribute)";
+}
+
+/// The semantic-conventions release pflow's names follow: the schema URL of
+/// its tracer and meter scopes and its resource.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.41.0";
+
+/// `host.arch` as the conventions spell it, from Rust's `std::env::consts::ARCH`.
+pub fn host_arch(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "arm" => "arm32",
+        "powerpc" => "ppc32",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    }
 }
 
 /// Every budget attribute starts with this (the metrics summary's `budget`).
@@ -201,9 +240,10 @@ pub const ROLE_NODE: &str = "node";
 pub const ROLE_BATCH: &str = "batch";
 pub const ROLE_BATCH_ITEM: &str = "batch_item";
 
-/// The root span's name ([`SPAN_RUN`]).
-pub fn run_span(command: &str, target: &str) -> String {
-    format!("pflow {command} {target}")
+/// The root span's name ([`SPAN_RUN`]): the command alone, so every run of
+/// it has the same name (span names must be low-cardinality).
+pub fn run_span(command: &str) -> String {
+    format!("pflow {command}")
 }
 
 /// A workflow span's name ([`SPAN_WORKFLOW`]).
@@ -211,25 +251,52 @@ pub fn workflow_span(name: &str) -> String {
     format!("invoke_workflow {name}")
 }
 
-/// A node span's name ([`SPAN_NODE`]).
-pub fn node_span(path: &str) -> String {
-    format!("node {path}")
+/// A node span's name ([`SPAN_NODE`]): the node's id, the same for every
+/// attempt and batch item of it.
+pub fn node_span(id: &str) -> String {
+    format!("node {id}")
 }
 
-/// A planner step span's name ([`SPAN_PLANNER_STEP`]).
+/// A planner step span's name ([`SPAN_PLANNER_STEP`]): not `plan …`, so one
+/// planning phase reads as one `plan` operation.
 pub fn planner_step_span(step: &str) -> String {
-    format!("plan {step}")
+    format!("planner {step}")
 }
+
+/// The planner's `gen_ai.agent.name` (the `{name}` of [`SPAN_PLANNER`]).
+pub const PLANNER_AGENT: &str = "pflow";
 
 /// An LLM call span's name ([`SPAN_LLM_CHAT`], [`SPAN_LLM_GENERATE`]): the operation, then the model.
 pub fn llm_span(operation: &str, model: &str) -> String {
     format!("{operation} {model}")
 }
 
+/// The methods the HTTP conventions know; any other is `_OTHER`.
+pub const HTTP_METHODS: &[&str] = &[
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE",
+];
+
+/// An HTTP client span's name ([`SPAN_HTTP_CLIENT`]): the method, or `HTTP`
+/// for one the conventions do not know.
+pub fn http_span(method: &str) -> &str {
+    HTTP_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("HTTP")
+}
+
 /// The registered name `name` of `kind`, if any (span names match their pattern).
 pub fn lookup(kind: Kind, name: &str) -> Option<&'static Name> {
     REGISTRY.iter().find(|n| {
-        n.kind == kind && (n.name == name || (kind == Kind::Span && matches_pattern(n.name, name)))
+        n.kind == kind
+            && (n.name == name
+                || (kind == Kind::Span
+                    && if n.name == SPAN_HTTP_CLIENT {
+                        name == "HTTP" || HTTP_METHODS.contains(&name)
+                    } else {
+                        matches_pattern(n.name, name)
+                    }))
     })
 }
 
@@ -285,9 +352,9 @@ mod tests {
             assert!(!n.brief.is_empty(), "{} has no brief", n.name);
         }
         let built = [
-            (SPAN_RUN, run_span("run", "examples/hello.json")),
+            (SPAN_RUN, run_span("run")),
             (SPAN_WORKFLOW, workflow_span("hello-pipeline")),
-            (SPAN_NODE, node_span("count[0]")),
+            (SPAN_NODE, node_span("count")),
             (SPAN_PLANNER_STEP, planner_step_span("generate")),
             (SPAN_LLM_CHAT, llm_span("chat", "gpt-4o-mini")),
             (
@@ -302,7 +369,13 @@ mod tests {
         assert!(lookup(Kind::Span, SPAN_PLANNER).is_some());
         assert!(!matches_pattern(SPAN_NODE, "node"));
         assert!(!matches_pattern(SPAN_PLANNER, "plan pflow2"));
+        assert_eq!(SPAN_PLANNER, format!("plan {PLANNER_AGENT}"));
         assert!(lookup(Kind::Span, "connecting to 127.0.0.1").is_none());
+        assert_eq!(
+            lookup(Kind::Span, "POST").map(|n| n.name),
+            Some(SPAN_HTTP_CLIENT)
+        );
+        assert_eq!(http_span("FETCH"), "HTTP");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod attr;
 pub mod file;
+pub mod http;
 pub mod metrics;
 pub mod otel_metrics;
 pub mod otlp;
@@ -178,13 +179,12 @@ impl Telemetry {
                     .into_owned(),
             ),
             KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+            KeyValue::new(attr::SERVICE_INSTANCE_ID, instance_id()),
             KeyValue::new("process.pid", std::process::id() as i64),
             KeyValue::new("process.executable.name", "pflow"),
-            KeyValue::new("process.runtime.name", "rust"),
+            // No `process.runtime.*`: a Rust binary runs on no runtime to name.
             KeyValue::new("os.type", std::env::consts::OS),
-            KeyValue::new("host.arch", std::env::consts::ARCH),
-            KeyValue::new("telemetry.sdk.name", "opentelemetry"),
-            KeyValue::new("telemetry.sdk.language", "rust"),
+            KeyValue::new(attr::HOST_ARCH, attr::host_arch(std::env::consts::ARCH)),
         ];
         if let Some(h) = hostname() {
             attrs.push(KeyValue::new(attr::HOST_NAME, h));
@@ -202,7 +202,13 @@ impl Telemetry {
                 attrs.push(KeyValue::new(k.clone(), v));
             }
         }
-        let resource = Resource::builder_empty().with_attributes(attrs).build();
+        // `telemetry.sdk.{name,language,version}` from the SDK itself.
+        let resource = Resource::builder_empty()
+            .with_detector(Box::new(
+                opentelemetry_sdk::resource::TelemetryResourceDetector,
+            ))
+            .with_schema_url(attrs, attr::SCHEMA_URL)
+            .build();
         let otel_metrics = config
             .otlp
             .as_ref()
@@ -248,7 +254,7 @@ impl Telemetry {
             .with_span_limits(limits)
             .with_span_processor(chain)
             .build();
-        let tracer = provider.tracer("pflow");
+        let tracer = provider.tracer_with_scope(scope());
         // Detail (template resolutions, store writes) is DEBUG: recorded only in full mode.
         let level = if full {
             tracing::level_filters::LevelFilter::DEBUG
@@ -383,13 +389,47 @@ impl Telemetry {
     }
 }
 
+/// A failure that happened in `span` itself: one `exception` event there
+/// (`exception.type`, `exception.message`), `error.type` and Error status.
+/// Record it once, on the span where it happened; the spans it propagates
+/// through get [`mark_failed`].
+pub fn record_exception(span: &tracing::Span, kind: &str, message: &str) {
+    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
+    mark_failed(span, kind, message);
+}
+
+/// A failure that reached `span` from below (a node's, an LLM attempt's):
+/// `error.type` and Error status, without a second `exception` event.
+pub fn mark_failed(span: &tracing::Span, kind: &str, message: &str) {
+    span.record(attr::ERROR_TYPE, kind);
+    span.record("otel.status_description", message);
+}
+
+/// Sets a string-array attribute (`gen_ai.response.finish_reasons`) on
+/// `span`'s OpenTelemetry span: a `tracing` field cannot hold an array, so it
+/// goes to the OTel span directly and reaches the file and the export as a
+/// real array. Nothing happens when telemetry is off.
+pub fn set_str_array(span: &tracing::Span, key: &'static str, values: &[String]) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let list: Vec<opentelemetry::StringValue> = values.iter().map(|v| v.clone().into()).collect();
+    span.set_attribute(
+        key,
+        opentelemetry::Value::Array(opentelemetry::Array::String(list)),
+    );
+}
+
 /// W3C trace context of the current span, as `(name, value)` pairs
 /// (`traceparent`, `tracestate`), for child processes and outgoing requests.
 /// Empty when telemetry is off.
 pub fn current_trace_context() -> Vec<(String, String)> {
+    trace_context_of(&tracing::Span::current())
+}
+
+/// W3C trace context naming `span` as the parent (see [`current_trace_context`]).
+pub fn trace_context_of(span: &tracing::Span) -> Vec<(String, String)> {
     use opentelemetry::propagation::TextMapPropagator;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
+    let cx = span.context();
     if !cx.span().span_context().is_valid() {
         return Vec::new();
     }
@@ -400,10 +440,65 @@ pub fn current_trace_context() -> Vec<(String, String)> {
     v
 }
 
+/// pflow's instrumentation scope: name, version and the conventions' schema URL.
+pub fn scope() -> opentelemetry::InstrumentationScope {
+    opentelemetry::InstrumentationScope::builder("pflow")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url(attr::SCHEMA_URL)
+        .build()
+}
+
+/// `service.instance.id`: a random (version 4) UUID, new for each process.
+fn instance_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_random_version_4_uuids() {
+        let (a, b) = (instance_id(), instance_id());
+        assert_ne!(a, b);
+        let re = regex::Regex::new(
+            r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        )
+        .unwrap();
+        assert!(re.is_match(&a), "{a}");
+    }
+
+    #[test]
+    fn host_arch_uses_the_conventions_values() {
+        assert_eq!(attr::host_arch("x86_64"), "amd64");
+        assert_eq!(attr::host_arch("aarch64"), "arm64");
+        assert_eq!(attr::host_arch("riscv64"), "riscv64");
+    }
+
+    #[test]
+    fn the_scope_has_version_and_schema_url() {
+        let s = scope();
+        assert_eq!(s.name(), "pflow");
+        assert_eq!(s.version(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(s.schema_url(), Some(attr::SCHEMA_URL));
+    }
 }

@@ -2,12 +2,19 @@
 //! exported over the OTLP settings once, when the run ends (a run is short:
 //! one collection holds it all).
 //!
-//! GenAI conventions: `gen_ai.client.token.usage` (histogram, `{token}`, by
-//! `gen_ai.token.type`, operation, provider, model) and
-//! `gen_ai.client.operation.duration` (histogram, seconds), with the
-//! conventions' bucket boundaries. pflow's own: `pflow.llm.cost` (USD by
-//! model), `pflow.node.duration` (seconds by node type and status) and
-//! `pflow.runs` (by status).
+//! GenAI metrics, by default the semantic-conventions v1.41 set:
+//! `gen_ai.client.token.usage` (histogram, `{token}`, by `gen_ai.token.type`),
+//! `gen_ai.client.operation.duration` (histogram, `s`) and, for streamed
+//! calls, `gen_ai.client.operation.time_to_first_chunk` (histogram, `s`).
+//! Under `OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental`, the set
+//! the GenAI repository replaced them with, and only that:
+//! `gen_ai.client.inference.duration`,
+//! `gen_ai.client.inference.usage.input_tokens` / `.output_tokens` and
+//! `gen_ai.client.inference.time_to_first_chunk`. Every GenAI point carries
+//! operation, provider, request and response model and `server.address` /
+//! `server.port`, with the conventions' bucket boundaries. pflow's own:
+//! `pflow.llm.cost` (`{USD}` by model), `pflow.node.duration` (seconds by
+//! node type and status) and `pflow.runs` (by status).
 
 use super::attr;
 use super::metrics::SpanFacts;
@@ -35,6 +42,14 @@ pub fn duration_buckets() -> Vec<f64> {
     (0..14).map(|i| 0.01 * 2f64.powi(i)).collect()
 }
 
+/// Time-to-first-chunk buckets from the GenAI conventions (seconds).
+pub fn chunk_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3,
+        0.35, 0.4, 0.45, 0.5, 0.75, 1.0, 2.0, 5.0,
+    ]
+}
+
 /// Lets the provider own the reader while we keep a handle to collect from it.
 #[derive(Debug, Clone)]
 struct SharedReader(Arc<ManualReader>);
@@ -57,14 +72,132 @@ impl MetricReader for SharedReader {
     }
 }
 
+/// The GenAI instruments of one semantic-conventions version.
+#[derive(Debug)]
+enum GenAiInstruments {
+    /// v1.41: one token histogram split by `gen_ai.token.type`.
+    V141 {
+        token_usage: Histogram<u64>,
+        duration: Histogram<f64>,
+        first_chunk: Histogram<f64>,
+    },
+    /// `gen_ai_latest_experimental`: input and output tokens apart.
+    Latest {
+        input_tokens: Histogram<u64>,
+        output_tokens: Histogram<u64>,
+        duration: Histogram<f64>,
+        first_chunk: Histogram<f64>,
+    },
+}
+
+impl GenAiInstruments {
+    fn new(meter: &opentelemetry::metrics::Meter, latest: bool) -> Self {
+        let tokens = |name: &'static str, what: &'static str| {
+            meter
+                .u64_histogram(name)
+                .with_unit("{token}")
+                .with_description(what)
+                .with_boundaries(token_buckets())
+                .build()
+        };
+        let seconds = |name: &'static str, what: &'static str, buckets: Vec<f64>| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(what)
+                .with_boundaries(buckets)
+                .build()
+        };
+        if latest {
+            GenAiInstruments::Latest {
+                input_tokens: tokens(
+                    attr::METRIC_INFERENCE_INPUT_TOKENS,
+                    "The number of input (prompt) tokens used per inference operation",
+                ),
+                output_tokens: tokens(
+                    attr::METRIC_INFERENCE_OUTPUT_TOKENS,
+                    "The number of output (completion) tokens used per inference operation",
+                ),
+                duration: seconds(
+                    attr::METRIC_INFERENCE_DURATION,
+                    "GenAI inference operation duration",
+                    duration_buckets(),
+                ),
+                first_chunk: seconds(
+                    attr::METRIC_INFERENCE_TIME_TO_FIRST_CHUNK,
+                    "Time to receive the first chunk of a streamed response",
+                    chunk_buckets(),
+                ),
+            }
+        } else {
+            GenAiInstruments::V141 {
+                token_usage: tokens(
+                    attr::METRIC_TOKEN_USAGE,
+                    "Number of input and output tokens used",
+                ),
+                duration: seconds(
+                    attr::METRIC_OPERATION_DURATION,
+                    "GenAI operation duration",
+                    duration_buckets(),
+                ),
+                first_chunk: seconds(
+                    attr::METRIC_TIME_TO_FIRST_CHUNK,
+                    "Time to receive the first chunk of a streamed response",
+                    chunk_buckets(),
+                ),
+            }
+        }
+    }
+
+    fn record(&self, f: &SpanFacts, secs: f64, attrs: &[KeyValue]) {
+        let (duration, first_chunk) = match self {
+            GenAiInstruments::V141 {
+                duration,
+                first_chunk,
+                ..
+            }
+            | GenAiInstruments::Latest {
+                duration,
+                first_chunk,
+                ..
+            } => (duration, first_chunk),
+        };
+        duration.record(secs, attrs);
+        if let Some(t) = f.time_to_first_chunk {
+            first_chunk.record(t, attrs);
+        }
+        if !f.has_usage {
+            return;
+        }
+        match self {
+            GenAiInstruments::V141 { token_usage, .. } => {
+                let with = |t: &'static str| {
+                    let mut a = attrs.to_vec();
+                    a.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, t));
+                    a
+                };
+                token_usage.record(f.tokens.input, &with("input"));
+                token_usage.record(f.tokens.output, &with("output"));
+            }
+            GenAiInstruments::Latest {
+                input_tokens,
+                output_tokens,
+                ..
+            } => {
+                input_tokens.record(f.tokens.input, attrs);
+                output_tokens.record(f.tokens.output, attrs);
+            }
+        }
+    }
+}
+
 /// The instruments, fed from finished spans.
 #[derive(Debug)]
 pub struct OtelMetrics {
     provider: SdkMeterProvider,
     reader: Arc<ManualReader>,
     settings: OtlpSettings,
-    token_usage: Histogram<u64>,
-    operation_duration: Histogram<f64>,
+    genai: GenAiInstruments,
     cost: Counter<f64>,
     node_duration: Histogram<f64>,
     runs: Counter<u64>,
@@ -81,23 +214,12 @@ impl OtelMetrics {
             .with_resource(resource.clone())
             .with_reader(SharedReader(reader.clone()))
             .build();
-        let meter = provider.meter("pflow");
+        let meter = provider.meter_with_scope(super::scope());
         OtelMetrics {
-            token_usage: meter
-                .u64_histogram(attr::METRIC_TOKEN_USAGE)
-                .with_unit("{token}")
-                .with_description("Number of input and output tokens used")
-                .with_boundaries(token_buckets())
-                .build(),
-            operation_duration: meter
-                .f64_histogram(attr::METRIC_OPERATION_DURATION)
-                .with_unit("s")
-                .with_description("GenAI operation duration")
-                .with_boundaries(duration_buckets())
-                .build(),
+            genai: GenAiInstruments::new(&meter, settings.semconv_latest),
             cost: meter
                 .f64_counter(attr::METRIC_LLM_COST)
-                .with_unit("USD")
+                .with_unit("{USD}")
                 .with_description("Cost of LLM calls")
                 .build(),
             node_duration: meter
@@ -149,19 +271,16 @@ impl OtelMetrics {
             if let Some(m) = &f.response_model {
                 attrs.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, m.clone()));
             }
+            if let Some(a) = &f.server_address {
+                attrs.push(KeyValue::new(attr::SERVER_ADDRESS, a.clone()));
+                if let Some(p) = f.server_port {
+                    attrs.push(KeyValue::new(attr::SERVER_PORT, p));
+                }
+            }
             if let Some(e) = &f.error_type {
                 attrs.push(KeyValue::new(attr::ERROR_TYPE, e.clone()));
             }
-            self.operation_duration.record(secs, &attrs);
-            if f.has_usage {
-                let with = |t: &'static str| {
-                    let mut a = attrs.clone();
-                    a.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, t));
-                    a
-                };
-                self.token_usage.record(f.tokens.input, &with("input"));
-                self.token_usage.record(f.tokens.output, &with("output"));
-            }
+            self.genai.record(f, secs, &attrs);
             let call = f.call_usage();
             let known = call
                 .cost_source

@@ -659,6 +659,40 @@ pub fn redact(s: &str) -> Cow<'_, str> {
     global().redact_str(s)
 }
 
+/// A URL as telemetry may show it (`url.full`): credentials in the user
+/// info become `REDACTED:REDACTED` (the HTTP conventions' spelling), the
+/// values of secret query parameters (`key`, `sig`, `X-Amz-Signature`, …)
+/// are replaced, and the rest goes through the redactor like any value.
+pub fn redact_url(url: &reqwest::Url) -> String {
+    // The redactor first (a key in the path), then the conventions' spelling
+    // over its marks where the conventions name the part.
+    let scanned = redact(url.as_str());
+    let Ok(mut u) = reqwest::Url::parse(&scanned) else {
+        return scanned.into_owned();
+    };
+    if !u.username().is_empty() {
+        let _ = u.set_username("REDACTED");
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_query_param(&k) {
+                    "REDACTED".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.into()
+}
+
 /// A message pflow prints itself (errors, warnings, progress, viewer text):
 /// redacted, and with control characters escaped so that terminal escapes in
 /// a value (OSC 52 clipboard writes, title changes, colours) reach the

@@ -245,6 +245,33 @@ impl TraceSpan {
         self.attr(key).and_then(AttrValue::as_str)
     }
 
+    /// The name the viewers show: span names are low-cardinality (`pflow
+    /// run`, `node each`), so the run's file and a node's full path (`node
+    /// each[1]`, `node outer/inner`) come from the attributes. Traces written
+    /// before span names were shortened show the same.
+    pub fn label(&self) -> String {
+        use crate::accounting::span::SpanKind;
+        use crate::telemetry::attr;
+        match self.kind() {
+            SpanKind::Node | SpanKind::Batch | SpanKind::BatchItem => {
+                match self.str_attr(attr::NODE_PATH) {
+                    Some(path) => attr::node_span(path),
+                    None => self.name.clone(),
+                }
+            }
+            SpanKind::Run => {
+                let command = self.str_attr(attr::RUN_COMMAND).unwrap_or("run");
+                match self.str_attr(attr::WORKFLOW_FILE) {
+                    Some(file) if command == "run" && self.name == attr::run_span(command) => {
+                        shown(&format!("{} {}", attr::run_span(command), file))
+                    }
+                    _ => self.name.clone(),
+                }
+            }
+            _ => self.name.clone(),
+        }
+    }
+
     pub fn duration(&self) -> Duration {
         Duration::from_nanos(self.end_ns.saturating_sub(self.start_ns))
     }

@@ -132,7 +132,7 @@ fn write_data(trace: &Trace, out: &mut String) {
         let span = json!({
             "id": s.span_id,
             "parent": s.parent_span_id,
-            "name": s.name,
+            "name": s.label(),
             "kind": kind(s),
             "depth": depth,
             "start": ms(s.start_ns),

@@ -159,7 +159,7 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
             .filter(|a| *a > 1)
             .map(|a| format!(" (attempt {a})"))
             .unwrap_or_default();
-        format!("{mark}{}{attempt}", s.name)
+        format!("{mark}{}{attempt}", s.label())
     };
     let labels: Vec<String> = rows
         .iter()

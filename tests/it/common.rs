@@ -212,6 +212,16 @@ pub fn by_name<'a>(spans: &'a [SpanView], name: &str) -> &'a SpanView {
     })
 }
 
+/// The span of node path `path` (a batch item is `id[i]`, a nested node
+/// `parent/child`), its first attempt: span names carry only the node id.
+pub fn by_path<'a>(spans: &'a [SpanView], path: &str) -> &'a SpanView {
+    spans
+        .iter()
+        .filter(|s| s.attr("pflow.node.path").and_then(Value::as_str) == Some(path))
+        .min_by_key(|s| s.start)
+        .unwrap_or_else(|| panic!("no span of node path `{path}`"))
+}
+
 /// A recorded LLM response body from `tests/fixtures/llm`.
 pub fn llm_fixture(name: &str) -> Vec<u8> {
     std::fs::read(

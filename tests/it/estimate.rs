@@ -281,7 +281,7 @@ async fn max_cost_refuses_a_workflow_whose_low_end_is_over_budget() {
     let (spans, _) = read_trace(std::path::Path::new(file));
     let root = spans
         .iter()
-        .find(|s| s.name.starts_with("pflow run"))
+        .find(|s| s.name == "pflow run")
         .expect("root span");
     assert_eq!(root.s("pflow.budget.stopped"), "estimate");
     assert_eq!(root.s("pflow.run.status"), "budget_exceeded");

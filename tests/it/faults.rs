@@ -825,10 +825,10 @@ async fn two_hundred_items_thirty_two_at_a_time_exact_totals_and_spans() {
     assert!((0..200).all(|i| per_item[&format!("fan[{i}]")]["llm_calls"] == json!(1)));
 
     let spans = trace_of(&v);
-    // root + workflow + start + batch + 200 items + 200 calls + end.
+    // root + workflow + start + batch + 200 items + 200 calls (each with its HTTP request) + end.
     assert_eq!(
         spans.len(),
-        1 + 1 + 1 + 1 + 200 + 200 + 1,
+        1 + 1 + 1 + 1 + 200 + 200 * 2 + 1,
         "no span dropped"
     );
     let batch = spans
@@ -853,6 +853,11 @@ async fn two_hundred_items_thirty_two_at_a_time_exact_totals_and_spans() {
             .find(|s| s.span_id == c.parent)
             .expect("call's parent is an item");
         assert_eq!(c.s("pflow.llm.node_path"), item.s("pflow.node.path"));
+        let http: Vec<&SpanView> = spans.iter().filter(|s| s.parent == c.span_id).collect();
+        assert!(
+            http.len() == 1 && http[0].name == "POST" && http[0].kind == 3,
+            "one HTTP CLIENT span per attempt"
+        );
         parents.insert(c.parent.clone());
     }
     assert_eq!(parents.len(), 200, "one call per item");

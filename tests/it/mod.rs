@@ -1,6 +1,7 @@
 mod browser;
 mod budget;
 mod common;
+mod conformance;
 mod errors;
 mod estimate;
 mod examples;

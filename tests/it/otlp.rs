@@ -126,18 +126,13 @@ fn check_export(reqs: &[ExportTraceServiceRequest], local: &Value, content_expor
     let (spans, resource) = flatten(reqs);
     let names: Vec<&str> = spans.iter().map(|s| s.0.as_str()).collect();
     for n in [
-        "pflow run wf.json",
+        "pflow run",
         "invoke_workflow exported",
         "node greet",
         "node ask",
         "chat echo",
     ] {
-        assert!(
-            names
-                .iter()
-                .any(|x| x.ends_with(n.trim_start_matches("pflow run "))),
-            "span `{n}` not exported: {names:?}"
-        );
+        assert!(names.contains(&n), "span `{n}` not exported: {names:?}");
     }
     assert_eq!(resource["service.name"]["stringValue"], json!("pflow"));
     assert_eq!(
@@ -363,8 +358,10 @@ async fn traceparent_in_and_out() {
         "wf.json",
         json!({"ir_version": "0.1.0", "nodes": [
         {"id": "sh", "type": "shell", "params": {"command": "printf '%s' \"$TRACEPARENT\""}},
-        {"id": "get", "type": "http", "params": {"url": format!("{}/x", server.uri())}}],
-        "edges": [{"from": "sh", "to": "get"}], "outputs": {"tp": {"source": "${sh.stdout}"}}}),
+        {"id": "get", "type": "http", "params": {"url": format!("{}/x", server.uri())}},
+        {"id": "own", "type": "http", "params": {"url": format!("{}/own", server.uri()),
+            "headers": {"TraceParent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}],
+        "edges": [{"from": "sh", "to": "get"}, {"from": "get", "to": "own"}], "outputs": {"tp": {"source": "${sh.stdout}"}}}),
     );
     let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
@@ -381,10 +378,7 @@ async fn traceparent_in_and_out() {
         "the run joins the caller's trace"
     );
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
-    let root = spans
-        .iter()
-        .find(|s| s.name.starts_with("pflow run"))
-        .unwrap();
+    let root = spans.iter().find(|s| s.name == "pflow run").unwrap();
     assert_eq!(root.parent, parent_span);
     let sh = by_name(&spans, "node sh");
     let tp = v["result"]["tp"].as_str().unwrap();
@@ -395,6 +389,14 @@ async fn traceparent_in_and_out() {
     );
     let reqs = server.received_requests().await.unwrap();
     let get = by_name(&spans, "node get");
+    // The request's own CLIENT span is the parent the server sees.
+    let client = spans
+        .iter()
+        .find(|s| s.name == "GET" && s.parent == get.span_id)
+        .expect("the http node's CLIENT span");
+    assert_eq!(client.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(client.i("http.response.status_code"), 200);
+    assert_eq!(client.s("server.address"), "127.0.0.1");
     assert_eq!(
         reqs[0]
             .headers
@@ -402,7 +404,14 @@ async fn traceparent_in_and_out() {
             .unwrap()
             .to_str()
             .unwrap(),
-        format!("00-{parent_trace}-{}-01", get.span_id)
+        format!("00-{parent_trace}-{}-01", client.span_id)
+    );
+    // A workflow's own traceparent header wins over the injected one.
+    let own = reqs.iter().find(|r| r.url.path() == "/own").unwrap();
+    let sent: Vec<_> = own.headers.get_all("traceparent").iter().collect();
+    assert_eq!(
+        sent,
+        ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]
     );
 }
 

@@ -11,13 +11,13 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// What the scripted model answers per step; `generate` answers in turn.
 #[derive(Clone, Default)]
-struct Script {
-    discovery: Option<Value>,
-    select: Option<String>,
-    extract: Value,
-    generate: Vec<Value>,
-    map: Value,
-    delay_ms: u64,
+pub(super) struct Script {
+    pub(super) discovery: Option<Value>,
+    pub(super) select: Option<String>,
+    pub(super) extract: Value,
+    pub(super) generate: Vec<Value>,
+    pub(super) map: Value,
+    pub(super) delay_ms: u64,
 }
 
 fn good_ir() -> Value {
@@ -31,13 +31,13 @@ fn good_ir() -> Value {
         "outputs": {"written": {"source": "${write.file_path}"}}})
 }
 
-struct Mocked {
-    server: MockServer,
+pub(super) struct Mocked {
+    pub(super) server: MockServer,
     calls: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// Each answer reports usage growing with the call number, so sums are checked exactly.
-async fn scripted(script: Script) -> Mocked {
+pub(super) async fn scripted(script: Script) -> Mocked {
     let server = MockServer::start().await;
     let calls: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let gen_i = Arc::new(AtomicUsize::new(0));
@@ -75,7 +75,7 @@ async fn scripted(script: Script) -> Mocked {
     Mocked { server, calls }
 }
 
-fn planner_cmd(env: &Env, m: &Mocked) -> assert_cmd::Command {
+pub(super) fn planner_cmd(env: &Env, m: &Mocked) -> assert_cmd::Command {
     let mut c = env.pflow();
     c.env("OPENAI_BASE_URL", format!("{}/v1", m.server.uri()))
         .env("OPENAI_API_KEY", "sk-test-planner-key-000000")
@@ -200,7 +200,7 @@ async fn path_b_plans_generates_and_runs_in_one_trace() {
         .find(|s| s.name.starts_with("invoke_workflow"))
         .unwrap();
     assert_eq!(wf.parent, root.span_id);
-    let gen = by_name(&spans, "plan generate");
+    let gen = by_name(&spans, "planner generate");
     assert_eq!(gen.parent, planner.span_id);
     let call = spans
         .iter()
@@ -316,7 +316,10 @@ async fn invalid_generations_are_fed_back_until_valid() {
     );
     assert!(gens[2].1.contains("summary"), "{}", gens[2].1);
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
-    let attempts: Vec<&SpanView> = spans.iter().filter(|s| s.name == "plan generate").collect();
+    let attempts: Vec<&SpanView> = spans
+        .iter()
+        .filter(|s| s.name == "planner generate")
+        .collect();
     assert_eq!(attempts.len(), 3);
     assert_eq!(
         attempts.iter().filter(|s| s.status_code == 2).count(),
@@ -373,6 +376,24 @@ async fn malformed_answers_are_failed_attempts_with_a_reason() {
     );
     assert_eq!(m.calls.lock().unwrap().len(), 3);
     assert!(v["trace_file"].is_string());
+    // The malformed answers' events carry registered names, on the step's span.
+    let file = std::path::Path::new(v["trace_file"].as_str().unwrap());
+    assert_registered(file);
+    let (spans, _) = read_trace(file);
+    let step = by_name(&spans, "planner select_nodes");
+    let malformed: Vec<_> = step
+        .events
+        .iter()
+        .filter(|(n, _)| n == "pflow.planner.malformed")
+        .collect();
+    assert_eq!(malformed.len(), 3, "{:?}", step.events);
+    assert_eq!(malformed[2].1["pflow.planner.attempt"], json!(3));
+    // Recorded once: the step's exception, not again on the planner or root.
+    let exceptions = spans
+        .iter()
+        .filter(|s| s.events.iter().any(|(n, _)| n == "exception"))
+        .count();
+    assert_eq!(exceptions, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

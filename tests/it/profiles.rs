@@ -125,7 +125,7 @@ fn cost(v: &Value, chat: &SpanView) -> f64 {
 fn root(spans: &[SpanView]) -> &SpanView {
     spans
         .iter()
-        .find(|s| s.name.starts_with("pflow run "))
+        .find(|s| s.name == "pflow run")
         .expect("root span exported")
 }
 
@@ -145,11 +145,14 @@ async fn otel_profile_adds_nothing_and_is_the_default() {
                 profile_keys(s)
             );
         }
-        // Today's emission without the opt-in: both cache-write spellings, the old provider name.
+        // Today's emission without the opt-in: the old provider name beside
+        // the new; OpenAI reports no cache writes, so neither spelling is invented.
         let chat = by_name(&spans, "chat gpt-4o");
         assert_eq!(chat.i("gen_ai.usage.input_tokens"), 14);
-        assert_eq!(chat.i("gen_ai.usage.cache_creation.input_tokens"), 0);
-        assert_eq!(chat.i("gen_ai.usage.cache_write.input_tokens"), 0);
+        assert!(chat
+            .attr("gen_ai.usage.cache_creation.input_tokens")
+            .is_none());
+        assert!(chat.attr("gen_ai.usage.cache_write.input_tokens").is_none());
         assert_eq!(chat.s("gen_ai.system"), "openai");
     }
 }
@@ -167,7 +170,9 @@ async fn phoenix_profile_adds_openinference_attributes() {
     assert_eq!(chat.i("llm.token_count.completion"), 37);
     assert_eq!(chat.i("llm.token_count.total"), 51);
     assert_eq!(chat.i("llm.token_count.prompt_details.cache_read"), 0);
-    assert_eq!(chat.i("llm.token_count.prompt_details.cache_write"), 0);
+    assert!(chat
+        .attr("llm.token_count.prompt_details.cache_write")
+        .is_none());
     assert_eq!(chat.i("llm.token_count.completion_details.reasoning"), 0);
     assert_eq!(f(chat, "llm.cost.total"), c);
     assert_eq!(
@@ -380,7 +385,10 @@ async fn trace_export_applies_the_profile() {
         chat.attr("input.value").is_none(),
         "no content without capture"
     );
-    assert_eq!(chat.i("gen_ai.usage.cache_creation.input_tokens"), 0);
+    // OpenAI reports no cache writes: neither spelling is invented.
+    assert!(chat
+        .attr("gen_ai.usage.cache_creation.input_tokens")
+        .is_none());
 
     let otlp = receiver().await;
     let out = export(&otlp)
@@ -407,7 +415,7 @@ async fn trace_export_applies_the_profile() {
         .attr("gen_ai.usage.cache_creation.input_tokens")
         .is_none());
     assert!(chat.attr("gen_ai.system").is_none());
-    assert_eq!(chat.i("gen_ai.usage.cache_write.input_tokens"), 0);
+    assert_eq!(chat.s("gen_ai.provider.name"), "openai");
 }
 
 #[test]

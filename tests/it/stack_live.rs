@@ -876,3 +876,84 @@ fn a_run_exported_live_and_replayed_shows_each_span_once() {
     assert_eq!(shown.len(), local.len(), "the query shows each span once");
     assert_eq!(jaeger_tree(&shown), local_tree(&local));
 }
+
+/// The conventions as Jaeger reads them: the `http` node's request and each
+/// LLM attempt's request are CLIENT spans with their server address (what
+/// service graphs draw), and the root span's name is the same for every run.
+#[test]
+fn jaeger_shows_client_spans_with_server_address_and_one_root_name() {
+    let Some(Started { stack, llm, env }) = started() else {
+        return;
+    };
+    let server = &llm.1;
+    let port = server.address().port();
+    let wf = env.workflow(
+        "client.json",
+        json!({"ir_version": "0.1.0", "metadata": {"name": "client-spans"}, "nodes": [
+            {"id": "fetch", "type": "http", "params": {"url": format!("{}/v1/chat/completions", server.uri()), "json": {"ping": 1}}},
+            {"id": "ask", "type": "llm", "params": {"prompt": "Weather in SF?", "model": "gpt-4o"}}],
+         "edges": [{"from": "fetch", "to": "ask"}]}),
+    );
+    let endpoint = format!("http://{}", stack.otlp_http);
+    let mut roots = Vec::new();
+    for _ in 0..2 {
+        let (v, code, stderr) = run_json(
+            with_openai(&env, server)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+                .args(["--output-format", "json", "run", "--trace"])
+                .arg(&wf),
+        );
+        assert_eq!(code, 0, "{v}\n{stderr}");
+        let local = read_trace(Path::new(v["trace_file"].as_str().expect("trace_file"))).0;
+        let remote = stack.wait_trace(v["trace_id"].as_str().unwrap(), local.len());
+        let by_id = |id: &str| remote.iter().find(|s| s.id == id);
+        let clients: Vec<&JSpan> = remote
+            .iter()
+            .filter(|s| s.tags.get("span.kind") == Some(&json!("client")))
+            .collect();
+        // The http node's request, the LLM attempt and the attempt's request.
+        let fetch = remote
+            .iter()
+            .find(|s| s.name == "node fetch")
+            .expect("node fetch");
+        let http_req = clients
+            .iter()
+            .find(|s| s.parent == fetch.id)
+            .expect("the http node's CLIENT span in Jaeger");
+        assert_eq!(http_req.name, "POST");
+        assert_eq!(http_req.tags["http.request.method"], json!("POST"));
+        assert_eq!(
+            http_req.tags["http.response.status_code"].as_i64(),
+            Some(200)
+        );
+        let chat = clients
+            .iter()
+            .find(|s| s.name == "chat gpt-4o")
+            .expect("the LLM attempt's CLIENT span");
+        let attempt_req = clients
+            .iter()
+            .find(|s| s.parent == chat.id)
+            .expect("the LLM attempt's HTTP CLIENT span");
+        for s in [*http_req, *chat, *attempt_req] {
+            assert_eq!(s.tags["server.address"], json!("127.0.0.1"), "{}", s.name);
+            assert_eq!(
+                s.tags["server.port"].as_i64(),
+                Some(i64::from(port)),
+                "{}",
+                s.name
+            );
+        }
+        assert!(by_id(&chat.parent).is_some_and(|p| p.name == "node ask"));
+        let root = remote
+            .iter()
+            .find(|s| s.parent.is_empty())
+            .expect("a root span");
+        roots.push(root.name.clone());
+    }
+    assert_eq!(
+        roots,
+        ["pflow run", "pflow run"],
+        "one root name for every run"
+    );
+}

@@ -181,7 +181,7 @@ fn nested_workflow_is_a_child_span_tree() {
     let child_wf = by_name(&spans, "invoke_workflow kid");
     assert_eq!(child_wf.parent, outer.span_id);
     assert_eq!(child_wf.i("pflow.workflow.depth"), 1);
-    let inner = by_name(&spans, "node outer/inner");
+    let inner = by_name(&spans, "node inner");
     assert_eq!(inner.parent, child_wf.span_id);
     assert_eq!(inner.s("pflow.node.path"), "outer/inner");
     assert!(v["metrics"]["workflow"]["node_timings"]

@@ -180,3 +180,15 @@ fn controls_are_escaped_for_display() {
     );
     assert!(matches!(escape_controls("plain\ttext\n"), Cow::Borrowed(_)));
 }
+
+#[test]
+fn urls_lose_credentials_and_secret_query_values() {
+    let u = reqwest::Url::parse("https://alice:hunter2@api.example.com:8443/v1/x?key=AIzaSyA1234567890abcdefghijklmnopqrstu&q=weather").unwrap();
+    let r = super::redact_url(&u);
+    assert_eq!(
+        r,
+        "https://REDACTED:REDACTED@api.example.com:8443/v1/x?key=REDACTED&q=weather"
+    );
+    let plain = reqwest::Url::parse("http://127.0.0.1:9/a?b=c").unwrap();
+    assert_eq!(super::redact_url(&plain), "http://127.0.0.1:9/a?b=c");
+}
