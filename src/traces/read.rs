@@ -171,6 +171,9 @@ fn redact_facts(f: &mut SpanFacts) {
         duration: _,
         failed: _,
         budget,
+        server_address,
+        server_port: _,
+        time_to_first_chunk: _,
     } = f;
     for s in [
         node_role,
@@ -189,6 +192,7 @@ fn redact_facts(f: &mut SpanFacts) {
         planner_path,
         planner_step,
         model,
+        server_address,
     ] {
         red(s);
     }
