@@ -114,10 +114,7 @@ pub fn save(
     let base = crate::runtime::base_dir_of(file);
     let origin = file.display().to_string();
     // Unknown run-time parameters are fine here: only structure and references to nodes matter.
-    let cx = crate::runtime::CompileContext {
-        params: Default::default(),
-        stdin: None,
-    };
+    let cx = crate::runtime::CompileContext::default();
     let errors: Vec<_> = rt
         .check(&ir, &origin, &base, &cx)
         .into_iter()

@@ -96,11 +96,15 @@ pub enum Command {
         /// Inputs and parameters as NAME=VALUE (VALUE parsed as JSON when valid JSON).
         params: Vec<String>,
     },
-    /// Check a workflow file without running it.
+    /// Check a workflow file without running it: everything `pflow run` checks before it starts.
     Validate {
+        /// The workflow JSON file (or a saved workflow's name).
         file: PathBuf,
-        /// Parameters the run would get, as NAME=VALUE.
+        /// Inputs and parameters the run would get, as NAME=VALUE.
         params: Vec<String>,
+        /// Check the workflow alone: do not require its required inputs.
+        #[arg(long)]
+        no_inputs: bool,
     },
     /// List node types with their params and outputs.
     Nodes,
@@ -326,7 +330,16 @@ async fn dispatch(cli: Cli) -> i32 {
             action: TraceCommand::Reprice { target },
         } => trace::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
         Command::Trace { action } => trace::trace_cmd(action, cli.output_format),
-        Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
+        Command::Validate {
+            file,
+            params,
+            no_inputs,
+        } => validate_cmd(
+            &resolve_workflow_arg(file),
+            params,
+            *no_inputs,
+            cli.output_format,
+        ),
         Command::Stats { action, query } => {
             stats::stats_cmd(action.as_ref(), query, cli.output_format)
         }
@@ -397,7 +410,7 @@ pub fn parse_params(args: &[String]) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
-fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
+fn validate_cmd(file: &Path, params: &[String], no_inputs: bool, format: OutputFormat) -> i32 {
     let params = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return output::usage_error(format, &e),
@@ -408,8 +421,8 @@ fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
     };
     let rt = Runtime::default();
     let cx = CompileContext {
-        params: params.keys().cloned().collect(),
-        stdin: None,
+        no_inputs,
+        ..CompileContext::command_line(&params, None)
     };
     let diags = rt.check(
         &ir,

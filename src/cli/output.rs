@@ -251,8 +251,14 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                 "trace_file": r.trace_file.as_ref().map(|p| p.display().to_string()),
                 "warnings": warnings,
             });
-            if let (Some(e), Some(o)) = (&r.estimate, v.as_object_mut()) {
-                o.insert("estimate".into(), json!(e));
+            if let Some(o) = v.as_object_mut() {
+                if let Some(e) = &r.estimate {
+                    o.insert("estimate".into(), json!(e));
+                }
+                // No declared `outputs`: `result` holds the last node's outputs, and says whose.
+                if let Some(node) = r.result.as_ref().ok().and_then(|o| o.result_node.as_ref()) {
+                    o.insert("result_node".into(), json!(node));
+                }
             }
             print_json(&v);
             if let Some(p) = &r.trace_file {
@@ -268,6 +274,12 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
             }
             match &r.result {
                 Ok(out) => {
+                    if let Some(node) = &out.result_node {
+                        eprintln!(
+                            "(no `outputs` declared: showing the outputs of the last node, `{}`)",
+                            shown(node)
+                        );
+                    }
                     let mut stdout = std::io::stdout().lock();
                     if out.outputs.len() == 1 {
                         if let Some(v) = out.outputs.values().next() {

@@ -16,6 +16,9 @@ mod llm;
 mod params;
 mod shell;
 mod specs;
+mod transform;
+
+pub use transform::check_filter as check_transform_filter;
 
 pub use error::NodeErrorKind;
 pub use params::type_name as params_type_name;
@@ -250,6 +253,7 @@ impl Registry {
             Arc::new(shell::Shell),
             Arc::new(http::Http),
             Arc::new(llm::Llm),
+            Arc::new(transform::Transform),
         ];
         for n in nodes {
             kinds.insert(n.spec().name, NodeKind::Builtin(n));
@@ -299,6 +303,7 @@ mod tests {
             "move-file",
             "read-file",
             "shell",
+            "transform",
             "workflow",
             "write-file",
         ] {

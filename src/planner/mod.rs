@@ -554,6 +554,7 @@ async fn generate(
             let cx = CompileContext {
                 params: params.keys().cloned().collect(),
                 stdin: Some(false),
+                ..Default::default()
             };
             let errors: Vec<String> = runtime
                 .check(&ir, "planned workflow", Path::new("."), &cx)

@@ -304,7 +304,10 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     Err(e) => estimate_warnings.push(format!("no cost estimate: {e}")),
                 }
             }
-            runtime.run(wf, inputs, &RunOptions::default()).await
+            let declares_outputs = !wf.ir.outputs.is_empty();
+            let mut out = runtime.run(wf, inputs, &RunOptions::default()).await?;
+            out.default_to_last_node(declares_outputs);
+            Ok(out)
         }
     };
     let work = work
@@ -485,10 +488,7 @@ fn compile(
             given.insert("stdin".into(), Value::String(s));
         }
     }
-    let cx = CompileContext {
-        params: given.keys().cloned().collect(),
-        stdin: Some(given.contains_key("stdin")),
-    };
+    let cx = CompileContext::command_line(&given, Some(given.contains_key("stdin")));
     let wf = rt.compile(
         ir,
         &file.display().to_string(),
@@ -648,5 +648,7 @@ fn write_plan(
         outputs,
         store: Map::new(),
         steps: 0,
+        last_node: None,
+        result_node: None,
     })
 }

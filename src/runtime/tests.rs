@@ -76,7 +76,7 @@ struct Sleepy;
 static SLEEPY: NodeSpec = NodeSpec {
     name: "sleepy",
     description: "test",
-    params: &[],
+    params: &[opt("ms", "integer", "how long")],
     outputs: &[],
     dynamic_outputs: true,
 };
@@ -114,6 +114,7 @@ async fn run_json(
     let cx = CompileContext {
         params: inputs.keys().cloned().collect(),
         stdin: Some(false),
+        ..Default::default()
     };
     let wf = rt.compile(ir, "test.json", Path::new("."), &cx)?;
     let inputs = rt.prepare_inputs(&wf, inputs)?;
