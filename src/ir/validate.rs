@@ -850,9 +850,7 @@ impl Roots<'_> {
         locals: &[&str],
     ) {
         for (open, inner) in lookalikes(s) {
-            let root_end = inner
-                .find(['.', '['])
-                .unwrap_or(inner.len());
+            let root_end = inner.find(['.', '[']).unwrap_or(inner.len());
             let root = &inner[..root_end];
             let known = locals.contains(&root)
                 || self.ir.inputs.contains_key(root)
@@ -1094,9 +1092,14 @@ fn lookalikes(s: &str) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let (open, close, body) = if s[i..].starts_with("{{") {
+        // Only ASCII openers matter: skip the inside of multi-byte characters.
+        let Some(here) = s.get(i..) else {
+            i += 1;
+            continue;
+        };
+        let (open, close, body) = if here.starts_with("{{") {
             ("{{", "}}", i + 2)
-        } else if s[i..].starts_with("$(") {
+        } else if here.starts_with("$(") {
             ("$(", ")", i + 2)
         } else if b[i] == b'{' && (i == 0 || b[i - 1] != b'$') {
             ("{", "}", i + 1)
@@ -1301,6 +1304,20 @@ mod tests {
             vec![("{", "name.x[0]".to_string())]
         );
         assert!(lookalikes("${name}").is_empty());
+        // Multi-byte characters anywhere never split.
+        for t in [
+            "é{{a}}",
+            "\u{9b}2J{x}",
+            "{é}",
+            "$(é)",
+            "{{",
+            "{",
+            "$(",
+            "日本{語}",
+        ] {
+            let _ = lookalikes(t);
+        }
+        assert_eq!(lookalikes("é{{a}}"), vec![("{{", "a".to_string())]);
         assert!(lookalikes("{{a}").is_empty() || lookalikes("{{a}")[0].0 == "{");
     }
 

@@ -287,6 +287,7 @@ pub async fn plan(
         { attr::PLANNER_PATH } = Empty,
         { attr::PLANNER_ATTEMPTS } = Empty,
         { attr::PLANNER_WORKFLOW } = Empty,
+        { attr::PLANNER_IR } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     );
@@ -309,6 +310,10 @@ pub async fn plan(
             span.record(attr::PLANNER_ATTEMPTS, p.attempts as i64);
             if let Some(n) = p.ir.name() {
                 span.record(attr::PLANNER_WORKFLOW, n);
+            }
+            // The plan is in the trace whether it then runs, is refused or fails.
+            if let Ok(text) = serde_json::to_string(&p.ir) {
+                span.record(attr::PLANNER_IR, text.as_str());
             }
         }
         Err(e) => fail_span(&span, e.kind(), &e.to_string()),

@@ -65,6 +65,9 @@ pub enum RunError {
     /// The budget guard stopped the run (`--max-cost`, `--max-tokens-total`).
     #[error(transparent)]
     Budget(Box<crate::llm::budget::BudgetExceeded>),
+    /// A planned workflow was not approved: nothing of it ran.
+    #[error("the planned workflow was not run: {0}")]
+    NotApproved(String),
 }
 
 impl RunError {
@@ -72,7 +75,9 @@ impl RunError {
     /// budget stop, 130 for an interrupt.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => ExitCode::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
+                ExitCode::Invalid
+            }
             RunError::Budget(_) => ExitCode::Budget,
             RunError::Interrupted => ExitCode::Interrupted,
             _ => ExitCode::Failed,
@@ -82,7 +87,9 @@ impl RunError {
     /// How a run that ended with this error is recorded.
     pub fn status(&self) -> RunStatus {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => RunStatus::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
+                RunStatus::Invalid
+            }
             RunError::Budget(_) => RunStatus::BudgetExceeded,
             RunError::Interrupted => RunStatus::Interrupted,
             _ => RunStatus::Failed,
@@ -99,6 +106,7 @@ impl RunError {
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
             RunError::Budget(b) => b.kind(),
+            RunError::NotApproved(_) => "plan_not_approved",
         }
     }
 }

@@ -5,7 +5,6 @@
 
 use super::common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 
 /// `pflow ARGS…` expected to fail with exit 2; returns stderr.
 fn invalid(env: &Env, args: &[&str]) -> String {
@@ -159,9 +158,16 @@ fn validate_needs_required_inputs_unless_no_inputs() {
         env.pflow()
             .args(["run", "req.json", "--output-format", "json"]),
     );
+    // A run reports it as an input error, before anything runs.
     assert_eq!(code, 2);
-    assert_eq!(v["error"]["type"], json!("validation_error"));
-    assert_eq!(v["error"]["diagnostics"][0]["path"], json!("inputs.path"));
+    assert_eq!(v["error"]["type"], json!("input_error"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing required input `path` (file to read)"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -325,5 +331,101 @@ fn nodes_lists_transform() {
     let out = pflow_ok(env.pflow().args(["nodes"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("transform"), "{text}");
-    let _ = Path::new(".");
+}
+
+#[test]
+fn saved_workflows_resolve_their_directory_and_are_readable() {
+    let env = Env::new();
+    env.write("proj/data/in.txt", "hello");
+    let src = env.workflow(
+        "proj/wf.json",
+        json!({"ir_version": "0.1.0", "metadata": {"description": "Copy a note"},
+               "inputs": {"src": {"type": "string", "default": "${workflow.dir}/data/in.txt", "description": "what to copy"},
+                          "dest": {"type": "string", "description": "where to"}},
+               "nodes": [{"id": "read", "type": "read-file", "params": {"file_path": "${src}"}},
+                         {"id": "log", "type": "write-file", "params": {"file_path": "copy.log", "content": "${read.content}", "append": true}},
+                         {"id": "out", "type": "write-file", "params": {"file_path": "${dest}", "content": "${read.content}"}}],
+               "edges": [{"from": "read", "to": "log"}, {"from": "log", "to": "out"}],
+               "outputs": {"written": {"source": "${out.file_path}"}}}),
+    );
+    let out = pflow_ok(
+        env.pflow()
+            .args(["workflow", "save"])
+            .arg(&src)
+            .args(["--name", "copy-note"]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_all(
+        &text,
+        &[
+            "${workflow.dir} is now",
+            "stay relative",
+            "nodes[1].params.file_path: copy.log",
+        ],
+    );
+    // Runs from another directory: the saved default points at the source's data.
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out =
+        pflow_ok(
+            env.pflow()
+                .current_dir(&elsewhere)
+                .args(["run", "copy-note", "dest=o.txt"]),
+        );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "o.txt");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("o.txt")).unwrap(),
+        "hello"
+    );
+
+    let out = pflow_ok(env.pflow().args(["workflow", "list"]));
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_all(
+        &list,
+        &[
+            "copy-note  Copy a note",
+            "3 nodes · inputs: src, dest · outputs: written",
+        ],
+    );
+    assert!(!list.contains("3n"), "{list}");
+    let out = pflow_ok(env.pflow().args(["workflow", "show", "copy-note"]));
+    let show = String::from_utf8_lossy(&out.stdout);
+    assert_all(
+        &show,
+        &[
+            "src",
+            "default \"",
+            "data/in.txt\" — what to copy",
+            "dest             string   required — where to",
+        ],
+    );
+
+    let out = pflow_ok(env.pflow().args(["workflow", "delete", "copy-note"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("✓ deleted `copy-note`"));
+    let err = invalid(&env, &["workflow", "delete", "copy-note"]);
+    assert!(err.contains("no saved workflow named `copy-note`"), "{err}");
+}
+
+#[test]
+fn flags_for_other_commands_are_rejected() {
+    let env = Env::new();
+    for args in [
+        vec!["nodes", "--trace"],
+        vec!["stats", "--max-cost", "1"],
+        vec!["--yes", "pricing", "show"],
+        vec!["validate", "x.json", "--estimate"],
+    ] {
+        let err = invalid(&env, &args);
+        assert!(err.contains("does nothing for `pflow"), "{args:?}: {err}");
+    }
+    let (v, code, _) = run_json(
+        env.pflow()
+            .args(["--output-format", "json", "nodes", "--trace"]),
+    );
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["type"], json!("usage_error"));
+    // Each argument has a description in --help.
+    let out = pflow_ok(env.pflow().args(["workflow", "save", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("The workflow JSON file to save"), "{help}");
 }
