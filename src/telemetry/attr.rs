@@ -317,7 +317,8 @@ mod tests {
                 GEN_AI_SYSTEM_INSTRUCTIONS,
                 GEN_AI_INPUT_MESSAGES,
                 GEN_AI_OUTPUT_MESSAGES,
-                PLANNER_REQUEST
+                PLANNER_REQUEST,
+                PLANNER_IR
             ]
         );
         assert!(is_content(Kind::EventAttr, VALUE_PREVIEW));
