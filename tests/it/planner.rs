@@ -571,3 +571,62 @@ async fn a_plan_without_side_effects_just_runs() {
     assert_eq!(v["result"]["summary"], json!("Summary: hello"));
     assert!(stderr.contains("plan: summarize-file"), "{stderr}");
 }
+
+/// On a terminal the question is asked: "n" runs nothing, "y" runs the plan.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_plan_is_confirmed_or_declined() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tool_present(has_script, "util-linux `script`") {
+        return;
+    }
+    let m = scripted(Script {
+        select: Some(json!({"node_types": ["shell", "llm"]}).to_string()),
+        extract: json!({"parameters": {}}),
+        generate: vec![shell_ir()],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let bin = assert_cmd::cargo::cargo_bin("pflow");
+    let ask = |answer: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new("script");
+        c.arg("-qfec")
+            .arg(format!(
+                "'{}' --planner-model gpt-4o-mini 'list the files here'",
+                bin.display()
+            ))
+            .arg("/dev/null")
+            .current_dir(env.dir.path())
+            .env("PFLOW_HOME", env.home())
+            .env("PFLOW_PROGRESS", "off")
+            .env("OPENAI_BASE_URL", format!("{}/v1", m.server.uri()))
+            .env("OPENAI_API_KEY", "sk-test-planner-key-000000")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("script runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(answer.as_bytes()).unwrap();
+        // stdin stays open until pflow is done: an early EOF could end `script` first.
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, tty) = ask("n\n");
+    assert!(
+        tty.contains("Run this plan? It has 1 side effect"),
+        "{tty:?}"
+    );
+    assert_eq!(code, Some(2), "{tty:?}");
+    assert!(tty.contains("not confirmed"), "{tty:?}");
+    assert!(!env.dir.path().join("listed.txt").exists());
+    let (code, tty) = ask("y\n");
+    assert_eq!(code, Some(0), "{tty:?}");
+    assert!(env.dir.path().join("listed.txt").exists());
+}
