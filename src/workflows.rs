@@ -74,6 +74,80 @@ fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
+/// What `pflow workflow save` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Saved {
+    pub path: PathBuf,
+    /// `${workflow.dir}` was replaced by this directory (the source file's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_dir: Option<PathBuf>,
+    /// Literal relative paths that will resolve against the directory the
+    /// saved workflow is run from, as `JSON path: value`.
+    pub relative_paths: Vec<String>,
+}
+
+/// Params that name files or directories.
+const PATH_PARAMS: &[&str] = &["file_path", "source_path", "dest_path", "cwd"];
+
+/// Replaces `${workflow.dir}` in every string of `ir` (params, batch items,
+/// input defaults, output sources) by `dir`; returns whether there was any.
+fn resolve_workflow_dir(ir: &mut WorkflowIr, dir: &Path) -> bool {
+    fn fix(v: &mut Value, dir: &str, found: &mut bool) {
+        match v {
+            Value::String(s) => {
+                // `$${workflow.dir}` is a literal and stays.
+                let escaped = s.matches("$${workflow.dir}").count();
+                if s.matches(crate::runtime::WORKFLOW_DIR).count() > escaped {
+                    let kept = s.replace("$${workflow.dir}", "\u{0}");
+                    *s = kept
+                        .replace(crate::runtime::WORKFLOW_DIR, dir)
+                        .replace('\u{0}', "$${workflow.dir}");
+                    *found = true;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| fix(i, dir, found)),
+            Value::Object(m) => m.values_mut().for_each(|i| fix(i, dir, found)),
+            _ => {}
+        }
+    }
+    let dir = dir.display().to_string();
+    let mut found = false;
+    for n in &mut ir.nodes {
+        n.params.values_mut().for_each(|v| fix(v, &dir, &mut found));
+        if let Some(b) = &mut n.batch {
+            fix(&mut b.items, &dir, &mut found);
+        }
+    }
+    for i in ir.inputs.values_mut() {
+        if let Some(d) = &mut i.default {
+            fix(d, &dir, &mut found);
+        }
+    }
+    for o in ir.outputs.values_mut() {
+        if let Some(s) = &mut o.source {
+            let mut v = Value::String(std::mem::take(s));
+            fix(&mut v, &dir, &mut found);
+            *s = v.as_str().unwrap_or_default().to_string();
+        }
+    }
+    found
+}
+
+/// Literal relative paths in path params (`nodes[0].params.file_path: data/x.txt`).
+fn relative_paths(ir: &WorkflowIr) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, n) in ir.nodes.iter().enumerate() {
+        for key in PATH_PARAMS {
+            if let Some(Value::String(p)) = n.params.get(*key) {
+                if !p.contains("${") && Path::new(p).is_relative() {
+                    out.push(format!("nodes[{i}].params.{key}: {p}"));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Replaces every `workflow_ref` with the referenced workflow, inline.
 fn inline_refs(ir: &mut WorkflowIr, base: &Path, depth: u32) -> Result<(), IrError> {
     for node in &mut ir.nodes {
@@ -87,7 +161,13 @@ fn inline_refs(ir: &mut WorkflowIr, base: &Path, depth: u32) -> Result<(), IrErr
                 continue;
             }
             let mut child = ir::load_file(&p)?;
-            inline_refs(&mut child, p.parent().unwrap_or(Path::new(".")), depth + 1)?;
+            let child_dir = crate::runtime::base_dir_of(&p);
+            // The child's `${workflow.dir}` is its own file's directory, not the parent's.
+            resolve_workflow_dir(
+                &mut child,
+                &std::path::absolute(&child_dir).unwrap_or(child_dir.clone()),
+            );
+            inline_refs(&mut child, &child_dir, depth + 1)?;
             node.params.remove("workflow_ref");
             node.params.insert(
                 "workflow_ir".into(),
@@ -105,7 +185,7 @@ pub fn save(
     name: &str,
     description: Option<&str>,
     force: bool,
-) -> Result<PathBuf, LibraryError> {
+) -> Result<Saved, LibraryError> {
     if !is_valid_name(name) {
         return Err(LibraryError::InvalidName(name.into()));
     }
@@ -114,10 +194,7 @@ pub fn save(
     let base = crate::runtime::base_dir_of(file);
     let origin = file.display().to_string();
     // Unknown run-time parameters are fine here: only structure and references to nodes matter.
-    let cx = crate::runtime::CompileContext {
-        params: Default::default(),
-        stdin: None,
-    };
+    let cx = crate::runtime::CompileContext::default();
     let errors: Vec<_> = rt
         .check(&ir, &origin, &base, &cx)
         .into_iter()
@@ -131,6 +208,9 @@ pub fn save(
         .into());
     }
     inline_refs(&mut ir, &base, 0)?;
+    let abs_base = std::path::absolute(&base).unwrap_or(base.clone());
+    let workflow_dir = resolve_workflow_dir(&mut ir, &abs_base).then_some(abs_base);
+    let relative = relative_paths(&ir);
     let target = path_of(dir, name);
     if target.exists() && !force {
         return Err(LibraryError::Exists(name.into()));
@@ -173,7 +253,22 @@ pub fn save(
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
     tmp.persist(&target).map_err(|e| io(e.error))?;
-    Ok(target)
+    Ok(Saved {
+        path: target,
+        workflow_dir,
+        relative_paths: relative,
+    })
+}
+
+/// Deletes a saved workflow; returns the file removed.
+pub fn delete(dir: &Path, name: &str) -> Result<PathBuf, LibraryError> {
+    load(dir, name)?;
+    let p = path_of(dir, name);
+    std::fs::remove_file(&p).map_err(|source| LibraryError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    Ok(p)
 }
 
 /// Loads a saved workflow.
@@ -234,6 +329,41 @@ pub fn list(dir: &Path) -> Vec<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_resolves_workflow_dir_and_names_relative_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("lib")).unwrap();
+        std::fs::write(src.join("lib/child.json"), r#"{"ir_version":"0.1.0","nodes":[{"id":"c","type":"read-file","params":{"file_path":"${workflow.dir}/c.txt"}}],"outputs":{"v":{"source":"${c.content}"}}}"#).unwrap();
+        std::fs::write(src.join("main.json"), r#"{"ir_version":"0.1.0","inputs":{"p":{"type":"string","default":"${workflow.dir}/in.txt"}},"nodes":[
+            {"id":"n","type":"workflow","params":{"workflow_ref":"lib/child.json"}},
+            {"id":"w","type":"write-file","params":{"file_path":"out/x.txt","content":"$${workflow.dir} ${p}"}}],"edges":[{"from":"n","to":"w"}]}"#).unwrap();
+        let lib = d.path().join("lib");
+        let saved = save(&lib, &src.join("main.json"), "paths", None, false).unwrap();
+        let abs = std::path::absolute(&src).unwrap();
+        assert_eq!(saved.workflow_dir.as_deref(), Some(abs.as_path()));
+        assert_eq!(
+            saved.relative_paths,
+            ["nodes[1].params.file_path: out/x.txt"]
+        );
+        let ir = load(&lib, "paths").unwrap();
+        assert_eq!(
+            ir.inputs["p"].default,
+            Some(json!(format!("{}/in.txt", abs.display())))
+        );
+        assert_eq!(
+            ir.nodes[1].params["content"],
+            json!("$${workflow.dir} ${p}")
+        );
+        let child = &ir.nodes[0].params["workflow_ir"]["nodes"][0]["params"]["file_path"];
+        assert_eq!(child, &json!(format!("{}/lib/c.txt", abs.display())));
+        assert_eq!(delete(&lib, "paths").unwrap(), saved.path);
+        assert!(matches!(
+            delete(&lib, "paths"),
+            Err(LibraryError::NotFound { .. })
+        ));
+    }
 
     #[test]
     fn save_inlines_refs_and_round_trips() {

@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
                 .into_iter()
                 .collect(),
             stdin,
+            // The strict command-line checks (inputs, unknown names) too.
+            command_line: stdin.is_some(),
+            ..CompileContext::default()
         };
         let diags = rt.check(&ir, "fuzz.json", base, &cx);
         for d in &diags {

@@ -83,6 +83,10 @@ pub struct Cli {
     /// calling any model or running anything.
     #[arg(long, global = true)]
     pub estimate: bool,
+    /// Run a planned workflow with side effects (shell, file writes, moves, copies, deletes,
+    /// HTTP other than GET) without asking; without a terminal such a plan otherwise stops (exit 2).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -96,11 +100,15 @@ pub enum Command {
         /// Inputs and parameters as NAME=VALUE (VALUE parsed as JSON when valid JSON).
         params: Vec<String>,
     },
-    /// Check a workflow file without running it.
+    /// Check a workflow file without running it: everything `pflow run` checks before it starts.
     Validate {
+        /// The workflow JSON file (or a saved workflow's name).
         file: PathBuf,
-        /// Parameters the run would get, as NAME=VALUE.
+        /// Inputs and parameters the run would get, as NAME=VALUE.
         params: Vec<String>,
+        /// Check the workflow alone: do not require its required inputs.
+        #[arg(long)]
+        no_inputs: bool,
     },
     /// List node types with their params and outputs.
     Nodes,
@@ -141,21 +149,33 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
-    /// Validate a workflow file and save it under a name (nested files are inlined).
+    /// Validate a workflow file and save it under a name (nested files are inlined,
+    /// `${workflow.dir}` becomes the file's directory).
     Save {
+        /// The workflow JSON file to save.
         file: PathBuf,
+        /// The name to run it by: lowercase letters, digits, `-` and `_`.
         #[arg(long)]
         name: String,
+        /// What it does (else the file's `metadata.description`); the planner reads it.
         #[arg(long)]
         description: Option<String>,
         /// Replace a saved workflow of the same name.
         #[arg(long)]
         force: bool,
     },
-    /// List saved workflows.
+    /// List saved workflows: name, description, nodes, inputs and outputs.
     List,
-    /// Show a saved workflow: description, inputs, outputs, nodes.
-    Show { name: String },
+    /// Show a saved workflow: description, inputs with their defaults, outputs, nodes.
+    Show {
+        /// The saved workflow's name.
+        name: String,
+    },
+    /// Delete a saved workflow.
+    Delete {
+        /// The saved workflow's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,9 +238,15 @@ pub enum TraceCommand {
 #[derive(Debug, Subcommand)]
 pub enum PricingCommand {
     /// Show the resolved price of a model (or a summary of the table) and where it came from.
-    Show { model: Option<String> },
+    Show {
+        /// A model name, e.g. gpt-4o-mini or anthropic/claude-sonnet-4-5 (else a summary).
+        model: Option<String>,
+    },
     /// Validate a price override file.
-    Check { file: PathBuf },
+    Check {
+        /// The override file (JSON, USD per million tokens).
+        file: PathBuf,
+    },
 }
 
 /// Whether `word` names a subcommand (taken from the clap definition, so it cannot drift).
@@ -311,7 +337,71 @@ pub fn main() -> i32 {
     code
 }
 
+/// The command's name as flags name it (`run`, `trace export`, …).
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Run { .. } => "run",
+        Command::Plan { .. } => "plan",
+        Command::Validate { .. } => "validate",
+        Command::Nodes => "nodes",
+        Command::Pricing {
+            action: PricingCommand::Show { .. },
+        } => "pricing show",
+        Command::Pricing { .. } => "pricing check",
+        Command::Workflow { .. } => "workflow",
+        Command::Trace {
+            action: TraceCommand::Export { .. },
+        } => "trace export",
+        Command::Trace {
+            action: TraceCommand::Reprice { .. },
+        } => "trace reprice",
+        Command::Trace { .. } => "trace",
+        Command::Stats { .. } => "stats",
+    }
+}
+
+/// A global flag given to a command it does nothing for: flags are global
+/// so they can come before the command, but silently ignoring one hides a mistake.
+fn misplaced_flag(cli: &Cli) -> Option<String> {
+    const RUN: &[&str] = &["run", "plan"];
+    const EXPORT: &[&str] = &["run", "plan", "trace export"];
+    let flags: [(&str, bool, &[&str]); 14] = [
+        ("--trace", cli.trace, RUN),
+        ("--no-progress", cli.no_progress, RUN),
+        (
+            "--pricing",
+            cli.pricing.is_some(),
+            &["run", "plan", "pricing show", "trace reprice"],
+        ),
+        ("--otlp-endpoint", cli.otlp_endpoint.is_some(), EXPORT),
+        ("--planner-model", cli.planner_model.is_some(), RUN),
+        ("--planner-timeout", cli.planner_timeout.is_some(), RUN),
+        ("--trace-planner", cli.trace_planner, &["run"]),
+        ("--capture-content", cli.capture_content, EXPORT),
+        ("--otel-profile", cli.otel_profile.is_some(), EXPORT),
+        ("--max-cost", cli.max_cost.is_some(), RUN),
+        ("--max-tokens-total", cli.max_tokens_total.is_some(), RUN),
+        ("--allow-unpriced", cli.allow_unpriced, RUN),
+        ("--estimate", cli.estimate, &["run"]),
+        ("--yes", cli.yes, &["run"]),
+    ];
+    let command = command_name(&cli.command);
+    flags
+        .iter()
+        .find(|(_, set, allowed)| *set && !allowed.contains(&command))
+        .map(|(flag, _, allowed)| {
+            let list: Vec<String> = allowed.iter().map(|a| format!("`pflow {a}`")).collect();
+            format!(
+                "{flag} does nothing for `pflow {command}`: it applies to {}",
+                list.join(", ")
+            )
+        })
+}
+
 async fn dispatch(cli: Cli) -> i32 {
+    if let Some(message) = misplaced_flag(&cli) {
+        return output::usage_error(cli.output_format, &message);
+    }
     match &cli.command {
         Command::Nodes => output::print_nodes(&Runtime::default(), cli.output_format),
         Command::Pricing { action } => pricing_cmd(action, &cli),
@@ -326,7 +416,16 @@ async fn dispatch(cli: Cli) -> i32 {
             action: TraceCommand::Reprice { target },
         } => trace::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
         Command::Trace { action } => trace::trace_cmd(action, cli.output_format),
-        Command::Validate { file, params } => validate_cmd(file, params, cli.output_format),
+        Command::Validate {
+            file,
+            params,
+            no_inputs,
+        } => validate_cmd(
+            &resolve_workflow_arg(file),
+            params,
+            *no_inputs,
+            cli.output_format,
+        ),
         Command::Stats { action, query } => {
             stats::stats_cmd(action.as_ref(), query, cli.output_format)
         }
@@ -397,7 +496,7 @@ pub fn parse_params(args: &[String]) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
-fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
+fn validate_cmd(file: &Path, params: &[String], no_inputs: bool, format: OutputFormat) -> i32 {
     let params = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return output::usage_error(format, &e),
@@ -408,8 +507,8 @@ fn validate_cmd(file: &Path, params: &[String], format: OutputFormat) -> i32 {
     };
     let rt = Runtime::default();
     let cx = CompileContext {
-        params: params.keys().cloned().collect(),
-        stdin: None,
+        no_inputs,
+        ..CompileContext::command_line(&params, None)
     };
     let diags = rt.check(
         &ir,
@@ -535,6 +634,7 @@ async fn run_cmd(source: Source, params: &[String], cli: &Cli) -> i32 {
     let mut observer = Shown {
         display: progress::Display::start(progress_mode),
         format: cli.output_format,
+        yes: cli.yes,
     };
     let mut config = config;
     config.warnings.splice(0..0, progress_warning);
@@ -588,13 +688,55 @@ fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig
     })
 }
 
-/// The progress display, and a planned run's estimate printed above it (text mode).
+/// The progress display, and a planned run's estimate (text mode) and plan
+/// printed above it; a plan with side effects runs only when approved.
 struct Shown {
     display: Option<progress::Display>,
     format: OutputFormat,
+    yes: bool,
 }
 
 impl RunObserver for Shown {
+    fn plan_ready(
+        &mut self,
+        plan: &ir::WorkflowIr,
+        inputs: &Map<String, Value>,
+        side_effects: &[String],
+    ) -> crate::run::Approval {
+        use crate::run::Approval;
+        use std::io::IsTerminal;
+        progress::println(
+            self.display.as_ref(),
+            &output::plan_text(plan, inputs, side_effects),
+        );
+        if side_effects.is_empty() || self.yes {
+            return Approval::Run;
+        }
+        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            let bar = self.display.as_ref().and_then(progress::Display::bar);
+            let n = side_effects.len();
+            return Approval::Ask(Box::new(move || {
+                let ask = || {
+                    eprint!(
+                        "Run this plan? It has {n} side effect{} (see ⚠ above) [y/N] ",
+                        if n == 1 { "" } else { "s" }
+                    );
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer).is_ok()
+                        && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+                };
+                match bar {
+                    Some(b) => b.suspend(ask),
+                    None => ask(),
+                }
+            }));
+        }
+        Approval::Refuse(format!(
+            "it has side effects ({}) and there is no terminal to confirm them; review the plan and rerun with --yes, or save it with `pflow plan REQUEST -o FILE`",
+            side_effects.join("; ")
+        ))
+    }
+
     fn planned_estimate(&mut self, estimate: &crate::runtime::estimate::Estimate) {
         if self.format == OutputFormat::Text {
             progress::println(self.display.as_ref(), &estimate.to_text());
@@ -611,6 +753,58 @@ impl RunObserver for Shown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {}", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pflow", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:?}");
+    }
+
+    #[test]
+    fn run_only_flags_are_rejected_elsewhere() {
+        let parse = |a: &[&str]| {
+            Cli::try_parse_from(with_shortcut(a.iter().map(|s| s.to_string()).collect())).unwrap()
+        };
+        assert_eq!(
+            misplaced_flag(&parse(&["pflow", "--trace", "run", "x.json"])),
+            None
+        );
+        assert_eq!(misplaced_flag(&parse(&["pflow", "x.json", "--yes"])), None);
+        let m = misplaced_flag(&parse(&["pflow", "nodes", "--trace"])).unwrap();
+        assert!(
+            m.starts_with("--trace does nothing for `pflow nodes`"),
+            "{m}"
+        );
+        assert!(misplaced_flag(&parse(&["pflow", "stats", "--max-cost", "1"])).is_some());
+        assert!(
+            misplaced_flag(&parse(&["pflow", "pricing", "show", "--pricing", "p.json"])).is_none()
+        );
+        assert!(misplaced_flag(&parse(&[
+            "pflow",
+            "pricing",
+            "check",
+            "p.json",
+            "--estimate"
+        ]))
+        .is_some());
+    }
 
     #[test]
     fn shortcut_inserts_run() {

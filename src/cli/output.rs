@@ -237,6 +237,92 @@ fn render_value(v: &Value) -> String {
     crate::telemetry::redact::escape_controls(&text).into_owned()
 }
 
+/// A planned workflow, compact: its inputs, one line per node with its
+/// params, the edges, and what it would change (⚠).
+pub fn plan_text(
+    ir: &crate::ir::WorkflowIr,
+    inputs: &serde_json::Map<String, Value>,
+    side_effects: &[String],
+) -> String {
+    fn short(v: &Value) -> String {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let s = s.replace('\n', "⏎");
+        let cut: String = s.chars().take(70).collect();
+        if cut.len() < s.len() {
+            format!("{cut}…")
+        } else {
+            cut
+        }
+    }
+    let mut out = format!(
+        "plan: {}{}\n",
+        ir.name().unwrap_or("planned workflow"),
+        ir.metadata
+            .get("description")
+            .and_then(Value::as_str)
+            .map(|d| format!(" — {d}"))
+            .unwrap_or_default()
+    );
+    if !ir.inputs.is_empty() {
+        let shown: Vec<String> = ir
+            .inputs
+            .iter()
+            .map(|(k, spec)| match inputs.get(k).or(spec.default.as_ref()) {
+                Some(v) => format!("{k}={}", short(v)),
+                None => format!("{k}=?"),
+            })
+            .collect();
+        out.push_str(&format!("  inputs: {}\n", shown.join(", ")));
+    }
+    let width = ir.nodes.iter().map(|n| n.id.len()).max().unwrap_or(0);
+    let twidth = ir
+        .nodes
+        .iter()
+        .map(|n| n.node_type.len())
+        .max()
+        .unwrap_or(0);
+    for (i, n) in ir.nodes.iter().enumerate() {
+        let params: Vec<String> = n
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(v)))
+            .collect();
+        let batch = n
+            .batch
+            .as_ref()
+            .map(|b| format!(" [for each {} in {}]", b.as_name, short(&b.items)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {}. {:<width$}  {:<twidth$}  {}{batch}\n",
+            i + 1,
+            n.id,
+            n.node_type,
+            params.join("  ")
+        ));
+    }
+    if !ir.edges.is_empty() {
+        let edges: Vec<String> = ir
+            .edges
+            .iter()
+            .map(|e| {
+                if e.action == "default" {
+                    format!("{} → {}", e.from, e.to)
+                } else {
+                    format!("{} →[{}] {}", e.from, e.action, e.to)
+                }
+            })
+            .collect();
+        out.push_str(&format!("  edges: {}\n", edges.join(", ")));
+    }
+    for e in side_effects {
+        out.push_str(&format!("  ⚠ {e}\n"));
+    }
+    out
+}
+
 pub fn print_run(r: &RunReport, format: OutputFormat) {
     match format {
         OutputFormat::Json => {
@@ -251,8 +337,17 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                 "trace_file": r.trace_file.as_ref().map(|p| p.display().to_string()),
                 "warnings": warnings,
             });
-            if let (Some(e), Some(o)) = (&r.estimate, v.as_object_mut()) {
-                o.insert("estimate".into(), json!(e));
+            if let Some(o) = v.as_object_mut() {
+                if let Some(e) = &r.estimate {
+                    o.insert("estimate".into(), json!(e));
+                }
+                if let Some(p) = &r.plan {
+                    o.insert("plan".into(), json!(p));
+                }
+                // No declared `outputs`: `result` holds the last node's outputs, and says whose.
+                if let Some(node) = r.result.as_ref().ok().and_then(|o| o.result_node.as_ref()) {
+                    o.insert("result_node".into(), json!(node));
+                }
             }
             print_json(&v);
             if let Some(p) = &r.trace_file {
@@ -268,6 +363,12 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
             }
             match &r.result {
                 Ok(out) => {
+                    if let Some(node) = &out.result_node {
+                        eprintln!(
+                            "(no `outputs` declared: showing the outputs of the last node, `{}`)",
+                            shown(node)
+                        );
+                    }
                     let mut stdout = std::io::stdout().lock();
                     if out.outputs.len() == 1 {
                         if let Some(v) = out.outputs.values().next() {
@@ -484,15 +585,42 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
             description,
             force,
         } => match workflows::save(&dir, file, name, description.as_deref(), *force) {
+            Ok(saved) => {
+                match format {
+                    OutputFormat::Json => print_json(&json!({
+                        "success": true,
+                        "name": name,
+                        "path": saved.path.display().to_string(),
+                        "workflow_dir": saved.workflow_dir.as_ref().map(|d| d.display().to_string()),
+                        "relative_paths": saved.relative_paths,
+                    })),
+                    OutputFormat::Text => {
+                        println!(
+                            "✓ saved `{name}` ({}); run it with `pflow run {name}`",
+                            saved.path.display()
+                        );
+                        if let Some(d) = &saved.workflow_dir {
+                            println!("  ${{workflow.dir}} is now {}", d.display());
+                        }
+                        if !saved.relative_paths.is_empty() {
+                            println!("  these paths stay relative to the directory you run it from (use ${{workflow.dir}}/… to pin them):");
+                            for p in &saved.relative_paths {
+                                println!("    {}", shown(p));
+                            }
+                        }
+                    }
+                }
+                0
+            }
+            Err(e) => fail(&e, ExitCode::Invalid),
+        },
+        super::WorkflowCommand::Delete { name } => match workflows::delete(&dir, name) {
             Ok(p) => {
                 match format {
                     OutputFormat::Json => print_json(
-                        &json!({"success": true, "name": name, "path": p.display().to_string()}),
+                        &json!({"success": true, "name": name, "deleted": p.display().to_string()}),
                     ),
-                    OutputFormat::Text => println!(
-                        "✓ saved `{name}` ({}); run it with `pflow run {name}`",
-                        p.display()
-                    ),
+                    OutputFormat::Text => println!("✓ deleted `{name}` ({})", p.display()),
                 }
                 0
             }
@@ -508,14 +636,22 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
                 OutputFormat::Text => {
                     for w in &all {
                         println!(
-                            "{:<24} {:<6} {}",
+                            "{}  {}",
                             w.name,
-                            format!("{}n", w.nodes),
-                            w.description.as_deref().unwrap_or("")
+                            w.description.as_deref().unwrap_or("(no description)")
                         );
+                        let mut facts = vec![format!(
+                            "{} node{}",
+                            w.nodes,
+                            if w.nodes == 1 { "" } else { "s" }
+                        )];
                         if !w.inputs.is_empty() {
-                            println!("{:<24} inputs: {}", "", w.inputs.join(", "));
+                            facts.push(format!("inputs: {}", w.inputs.join(", ")));
                         }
+                        if !w.outputs.is_empty() {
+                            facts.push(format!("outputs: {}", w.outputs.join(", ")));
+                        }
+                        println!("    {}", facts.join(" · "));
                     }
                 }
             }
@@ -541,15 +677,20 @@ pub fn workflow_cmd(action: &super::WorkflowCommand, format: OutputFormat) -> i3
                         println!("inputs:");
                         for (k, i) in &ir.inputs {
                             let t = i.value_type.map(|t| t.as_str()).unwrap_or("any");
-                            let req = if i.required && i.default.is_none() {
-                                " (required)"
-                            } else {
-                                ""
+                            let status = match (&i.default, i.required) {
+                                (Some(d), _) => format!(
+                                    "default {}",
+                                    serde_json::to_string(d).unwrap_or_default()
+                                ),
+                                (None, true) => "required".into(),
+                                (None, false) => "optional".into(),
                             };
-                            println!(
-                                "  {k:<16} {t:<8} {}{req}",
-                                i.description.as_deref().unwrap_or("")
-                            );
+                            let desc = i
+                                .description
+                                .as_deref()
+                                .map(|d| format!(" — {d}"))
+                                .unwrap_or_default();
+                            println!("  {k:<16} {t:<8} {status}{desc}");
                         }
                         println!("outputs:");
                         for (k, o) in &ir.outputs {

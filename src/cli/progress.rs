@@ -115,6 +115,11 @@ impl Display {
         }
     }
 
+    /// The live bar, to hide while a question is asked on the terminal.
+    pub fn bar(&self) -> Option<ProgressBar> {
+        self.bar.clone()
+    }
+
     /// The observer to install in the run's telemetry.
     pub fn sink(&self) -> ProgressSink {
         self.sink.clone()

@@ -43,6 +43,7 @@ pub struct StatsArgs {
 pub enum StatsCommand {
     /// Delete recorded runs older than an age (e.g. 90d).
     Prune {
+        /// Age of the oldest run to keep: 30m, 12h, 90d, 4w.
         #[arg(long, value_name = "AGE")]
         older_than: String,
     },

@@ -1,5 +1,6 @@
-//! Template syntax: `${name}`, `${node.key.sub}`, `${node.items[0].name}`, and
-//! the `$${...}` escape for a literal `${`.
+//! Template syntax: `${name}`, `${node.key.sub}`, `${node.items[0].name}`, the
+//! `[*]` projection (`${fan.results[*].response}`: the rest of the path taken
+//! from every item, as an array) and the `$${...}` escape for a literal `${`.
 //!
 //! Parsing lives with the IR because templates are part of the workflow format:
 //! the validator checks references statically before anything runs, and the
@@ -22,6 +23,8 @@ pub enum Segment {
     Key(String),
     /// `[3]`
     Index(usize),
+    /// `[*]`: every item of an array; the rest of the path applies to each.
+    All,
 }
 
 /// A `${...}` reference: a root name (input, parameter or node id) and a path into it.
@@ -190,10 +193,14 @@ fn parse_reference(inner: &str, text: &str) -> Result<Reference, TemplateError> 
                     .find(']')
                     .ok_or_else(|| invalid("`[` has no closing `]`"))?;
                 let idx_text = rest[j + 1..j + close].trim();
-                let idx: usize = idx_text.parse().map_err(|_| {
-                    invalid("array index must be a non-negative integer, e.g. `[0]`")
-                })?;
-                segments.push(Segment::Index(idx));
+                if idx_text == "*" {
+                    segments.push(Segment::All);
+                } else {
+                    let idx: usize = idx_text.parse().map_err(|_| {
+                        invalid("array index must be a non-negative integer (`[0]`) or `[*]` for every item")
+                    })?;
+                    segments.push(Segment::Index(idx));
+                }
                 j += close + 1;
             }
             _ => {
@@ -280,6 +287,20 @@ mod tests {
             t.single_reference().unwrap().segments,
             vec![Segment::Index(2), Segment::Index(3)]
         );
+    }
+
+    #[test]
+    fn projection() {
+        let t = Template::parse("${fan.results[*].response}").unwrap();
+        assert_eq!(
+            t.single_reference().unwrap().segments,
+            vec![
+                Segment::Key("results".into()),
+                Segment::All,
+                Segment::Key("response".into())
+            ]
+        );
+        assert!(Template::parse("${a[x*]}").is_err());
     }
 
     #[test]

@@ -2,13 +2,18 @@
 //! wrong before a node runs is reported here, all at once, each diagnostic
 //! naming its JSON path, the node and the template involved.
 //!
-//! Node-type knowledge (which types exist, their required params and output
-//! keys) comes from the caller through [`ValidationContext::describe`], so the
-//! IR does not depend on the node registry.
+//! Node-type knowledge (which types exist, the params they take, their
+//! output keys and types) comes from the caller through
+//! [`ValidationContext::describe`], so the IR does not depend on the node
+//! registry. Besides structure this checks what the author most likely got
+//! wrong: unknown params ("did you mean"), param types, other tools'
+//! template syntax (`{{x}}`, `$(x)`), inputs the command line does not give
+//! or does not need, data flow (a template may only read a node that runs
+//! before it on every path) and batches over values that cannot be arrays.
 
-use super::template::{walk_strings, Template};
+use super::template::{walk_strings, Reference, Segment, Template};
 use super::{BatchIr, NodeIr, WorkflowIr};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 /// How bad a diagnostic is: errors stop the run, warnings are printed.
@@ -42,6 +47,23 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A param or output a node type declares, with its JSON type (`string`,
+/// `number`, `integer`, `boolean`, `object`, `array` or `any`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Typed {
+    pub name: String,
+    pub ty: String,
+}
+
+impl Typed {
+    pub fn new(name: impl Into<String>, ty: impl Into<String>) -> Typed {
+        Typed {
+            name: name.into(),
+            ty: ty.into(),
+        }
+    }
+}
+
 /// What the validator may know about a node type.
 #[derive(Debug, Clone)]
 pub enum NodeShape {
@@ -50,8 +72,10 @@ pub enum NodeShape {
     },
     Known {
         required_params: Vec<String>,
+        /// Every param the type takes, or `None` when it takes any (e.g. `echo`).
+        params: Option<Vec<Typed>>,
         /// Output keys, or `None` when they depend on params (e.g. `echo`).
-        outputs: Option<Vec<String>>,
+        outputs: Option<Vec<Typed>>,
     },
 }
 
@@ -61,8 +85,31 @@ pub struct ValidationContext<'a> {
     pub params: HashSet<String>,
     /// `Some(false)`: no piped stdin, so `${stdin}` is an error. `None`: unknown.
     pub stdin: Option<bool>,
+    /// Required inputs without a default must be among `params` ("needs input X").
+    pub require_inputs: bool,
+    /// Every name in `params` must be an input or a free `${NAME}` of the workflow.
+    pub strict_params: bool,
+    /// Where `params` came from, for diagnostics (`(command line)`).
+    pub params_path: String,
     pub describe: &'a dyn Fn(&NodeIr) -> NodeShape,
 }
+
+impl<'a> ValidationContext<'a> {
+    /// A context that knows only the node types: no parameters, no input or stdin checks.
+    pub fn lenient(describe: &'a dyn Fn(&NodeIr) -> NodeShape) -> Self {
+        ValidationContext {
+            params: HashSet::new(),
+            stdin: None,
+            require_inputs: false,
+            strict_params: false,
+            params_path: "(command line)".into(),
+            describe,
+        }
+    }
+}
+
+/// The root name of the built-in `${workflow.dir}` (the workflow file's directory).
+pub const WORKFLOW_ROOT: &str = "workflow";
 
 /// What a batch node writes in its namespace.
 pub const BATCH_OUTPUTS: &[&str] = &["results", "count", "failed", "errors"];
@@ -181,7 +228,9 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
                 ),
             ),
             NodeShape::Known {
-                required_params, ..
+                required_params,
+                params,
+                ..
             } => {
                 for p in required_params {
                     if !node.params.contains_key(p) {
@@ -194,6 +243,9 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
                             None,
                         );
                     }
+                }
+                if let Some(declared) = params {
+                    check_params(&mut c, i, node, declared);
                 }
             }
         }
@@ -297,11 +349,18 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
     }
 
     // Templates.
+    let start = ir
+        .start_node
+        .as_deref()
+        .and_then(|s| ids.get(s).copied())
+        .unwrap_or(0);
     let roots = Roots {
         ir,
         cx,
         ids: &ids,
         shapes: &shapes,
+        flow: Flow::new(ir, &ids, start),
+        free: std::cell::RefCell::new(HashSet::new()),
     };
     for (i, node) in ir.nodes.iter().enumerate() {
         let locals: Vec<&str> = match &node.batch {
@@ -318,7 +377,8 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
             walk_strings(value, &mut path, &mut |sub, s| {
                 let json_path = format!("nodes[{i}].params.{key}{sub}");
                 let what = format!("param `{key}{sub}` of node `{}`", node.id);
-                roots.check_string(&mut c, s, &json_path, &what, &locals);
+                roots.check_string(&mut c, s, &json_path, &what, &locals, Some(i));
+                roots.check_lookalikes(&mut c, s, &json_path, &what, &locals);
             });
         }
         if let Some(b) = &node.batch {
@@ -333,10 +393,292 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
                 &format!("outputs.{name}.source"),
                 &format!("output `{name}`"),
                 &[],
+                None,
             );
         }
     }
+    check_command_line(&mut c, ir, cx, &roots.free.borrow());
     c.out
+}
+
+/// Unknown params (with "did you mean") and literal values of the wrong type.
+fn check_params(c: &mut Collector, i: usize, node: &NodeIr, declared: &[Typed]) {
+    for (key, value) in &node.params {
+        let path = format!("nodes[{i}].params.{key}");
+        match declared.iter().find(|p| p.name == *key) {
+            None => {
+                let names: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+                let takes = format!("`{}` takes: {}", node.node_type, names.join(", "));
+                c.error(
+                    path,
+                    format!(
+                        "node `{}` ({}) has no param `{key}`",
+                        node.id, node.node_type
+                    ),
+                    Some(match did_you_mean(key, names.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`? {takes}"),
+                        None => takes,
+                    }),
+                );
+            }
+            Some(p) => {
+                if let Some(got) = type_mismatch(&p.ty, value) {
+                    c.error(
+                        path,
+                        format!(
+                            "param `{key}` of node `{}` must be {}, got {got}",
+                            node.id,
+                            with_article(&p.ty)
+                        ),
+                        Some(match p.ty.as_str() {
+                            "boolean" => "write `true` or `false`, without quotes".into(),
+                            "number" | "integer" => "write a number, e.g. `30`".into(),
+                            "string" => "quote the value".into(),
+                            other => format!("give {}", with_article(other)),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn with_article(ty: &str) -> String {
+    match ty {
+        "integer" | "object" | "array" => format!("an {ty}"),
+        "any" => "any value".into(),
+        _ => format!("a {ty}"),
+    }
+}
+
+/// The JSON type `v` has when it is not acceptable as `ty` (as nodes read
+/// params: `"true"` is a boolean, `"30"` a number); templates are checked when resolved.
+fn type_mismatch(ty: &str, v: &serde_json::Value) -> Option<&'static str> {
+    use serde_json::Value;
+    if let Value::String(s) = v {
+        if Template::has_template(s) {
+            return None;
+        }
+    }
+    let ok = match (ty, v) {
+        (_, Value::Null) | ("any", _) => true,
+        ("string", Value::String(_)) => true,
+        ("boolean", Value::Bool(_)) => true,
+        ("boolean", Value::String(s)) => s == "true" || s == "false",
+        ("number", Value::Number(_)) => true,
+        ("number", Value::String(s)) => s.trim().parse::<f64>().is_ok(),
+        ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+        ("integer", Value::String(s)) => s.trim().parse::<i64>().is_ok(),
+        ("object", Value::Object(_)) => true,
+        ("array", Value::Array(_)) => true,
+        ("string" | "boolean" | "number" | "integer" | "object" | "array", _) => false,
+        _ => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() && ty == "integer" => "a fractional number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    })
+}
+
+/// Required inputs the command line does not give, and names it gives that
+/// the workflow neither declares nor reads.
+fn check_command_line(
+    c: &mut Collector,
+    ir: &WorkflowIr,
+    cx: &ValidationContext<'_>,
+    free: &HashSet<String>,
+) {
+    if cx.require_inputs {
+        for (name, spec) in &ir.inputs {
+            if spec.required && spec.default.is_none() && !cx.params.contains(name) {
+                let ty = spec.value_type.map(|t| t.as_str()).unwrap_or("any");
+                let desc = spec
+                    .description
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                c.error(
+                    format!("inputs.{name}"),
+                    format!("needs input `{name}` ({ty}){desc}"),
+                    Some(format!(
+                        "pass it as `{name}=VALUE`; `pflow validate FILE --no-inputs` checks the workflow without its inputs"
+                    )),
+                );
+            }
+        }
+    }
+    if cx.strict_params {
+        let mut given: Vec<&String> = cx.params.iter().collect();
+        given.sort();
+        for name in given {
+            if name == "stdin" || ir.inputs.contains_key(name) || free.contains(name) {
+                continue;
+            }
+            let inputs: Vec<&str> = ir.inputs.keys().map(String::as_str).collect();
+            let known = if inputs.is_empty() {
+                "the workflow declares no inputs".to_string()
+            } else {
+                format!("its inputs: {}", inputs.join(", "))
+            };
+            c.error(
+                cx.params_path.clone(),
+                format!("unknown input `{name}`: the workflow has no input `{name}` and no `${{{name}}}` reads it"),
+                Some(match did_you_mean(name, inputs.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? {known}"),
+                    None => known,
+                }),
+            );
+        }
+    }
+}
+
+/// Which nodes run before which: dominators of the flow graph (Cooper,
+/// Harvey and Kennedy's iterative algorithm), with pre/post numbers on the
+/// dominator tree so each "does `a` run before `b` on every path" is O(1).
+struct Flow {
+    succ: Vec<Vec<usize>>,
+    start: usize,
+    /// Entry and exit numbers in the dominator tree; `None` for unreachable nodes.
+    span: Vec<Option<(usize, usize)>>,
+}
+
+impl Flow {
+    fn new(ir: &WorkflowIr, ids: &HashMap<&str, usize>, start: usize) -> Flow {
+        let n = ir.nodes.len();
+        let mut succ = vec![Vec::new(); n];
+        let mut pred = vec![Vec::new(); n];
+        for e in &ir.edges {
+            if let (Some(&a), Some(&b)) = (ids.get(e.from.as_str()), ids.get(e.to.as_str())) {
+                succ[a].push(b);
+                pred[b].push(a);
+            }
+        }
+        let mut flow = Flow {
+            succ,
+            start,
+            span: vec![None; n],
+        };
+        if start >= n {
+            return flow;
+        }
+        // Postorder by an iterative depth-first search.
+        let mut post = vec![usize::MAX; n];
+        let mut order = Vec::with_capacity(n);
+        let mut seen = vec![false; n];
+        let mut stack = vec![(start, 0usize)];
+        seen[start] = true;
+        while let Some((v, k)) = stack.pop() {
+            if let Some(&w) = flow.succ[v].get(k) {
+                stack.push((v, k + 1));
+                if !seen[w] {
+                    seen[w] = true;
+                    stack.push((w, 0));
+                }
+            } else {
+                post[v] = order.len();
+                order.push(v);
+            }
+        }
+        let mut idom = vec![usize::MAX; n];
+        idom[start] = start;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &b in order.iter().rev().filter(|&&b| b != start) {
+                let mut new = usize::MAX;
+                for &p in pred[b].iter().filter(|&&p| idom[p] != usize::MAX) {
+                    new = if new == usize::MAX {
+                        p
+                    } else {
+                        let (mut x, mut y) = (p, new);
+                        while x != y {
+                            while post[x] < post[y] {
+                                x = idom[x];
+                            }
+                            while post[y] < post[x] {
+                                y = idom[y];
+                            }
+                        }
+                        x
+                    };
+                }
+                if new != usize::MAX && idom[b] != new {
+                    idom[b] = new;
+                    changed = true;
+                }
+            }
+        }
+        let mut children = vec![Vec::new(); n];
+        for &v in &order {
+            if v != start && idom[v] != usize::MAX {
+                children[idom[v]].push(v);
+            }
+        }
+        let mut clock = 0;
+        let mut entry = vec![0; n];
+        let mut stack = vec![(start, 0usize)];
+        entry[start] = clock;
+        while let Some((v, k)) = stack.pop() {
+            if let Some(&w) = children[v].get(k) {
+                stack.push((v, k + 1));
+                clock += 1;
+                entry[w] = clock;
+                stack.push((w, 0));
+            } else {
+                flow.span[v] = Some((entry[v], clock));
+            }
+        }
+        flow
+    }
+
+    fn reachable(&self, v: usize) -> bool {
+        self.span.get(v).is_some_and(Option::is_some)
+    }
+
+    /// Whether every path from the start to `b` goes through `a`.
+    fn dominates(&self, a: usize, b: usize) -> bool {
+        match (self.span[a], self.span[b]) {
+            (Some((ia, oa)), Some((ib, ob))) => ia <= ib && ob <= oa,
+            _ => false,
+        }
+    }
+
+    /// A path from the start to `to` that avoids `avoid` (breadth-first: the shortest).
+    fn path_avoiding(&self, to: usize, avoid: usize) -> Option<Vec<usize>> {
+        if self.start == avoid {
+            return None;
+        }
+        let mut prev = vec![usize::MAX; self.succ.len()];
+        let mut queue = VecDeque::from([self.start]);
+        prev[self.start] = self.start;
+        while let Some(v) = queue.pop_front() {
+            if v == to {
+                let mut path = vec![v];
+                let mut cur = v;
+                while cur != self.start {
+                    cur = prev[cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for &w in &self.succ[v] {
+                if w != avoid && prev[w] == usize::MAX {
+                    prev[w] = v;
+                    queue.push_back(w);
+                }
+            }
+        }
+        None
+    }
 }
 
 fn check_batch(c: &mut Collector, roots: &Roots<'_>, i: usize, node: &NodeIr, b: &BatchIr) {
@@ -373,7 +715,31 @@ fn check_batch(c: &mut Collector, roots: &Roots<'_>, i: usize, node: &NodeIr, b:
                 &format!("{base}.items"),
                 &format!("batch items of node `{}`", node.id),
                 &[],
+                Some(i),
             );
+            let single = Template::parse(s)
+                .ok()
+                .and_then(|t| t.single_reference().cloned());
+            if let Some((ty, source)) = single.as_ref().and_then(|r| roots.static_type(r)) {
+                if ty != "array" && ty != "any" {
+                    c.error(
+                        format!("{base}.items"),
+                        format!(
+                            "batch items of node `{}` must be an array, but `{s}` is {} ({source})",
+                            node.id,
+                            with_article(ty)
+                        ),
+                        Some(format!(
+                            "make an array first with a `transform` node ({}) and batch over its `${{ID.result}}`",
+                            if ty == "string" {
+                                "filter `split(\"\\n\")` for lines, `fromjson` for JSON text"
+                            } else {
+                                "e.g. filter `[.]`"
+                            }
+                        )),
+                    );
+                }
+            }
             if !Template::has_template(s) {
                 c.error(
                     format!("{base}.items"),
@@ -396,9 +762,123 @@ struct Roots<'a> {
     cx: &'a ValidationContext<'a>,
     ids: &'a HashMap<&'a str, usize>,
     shapes: &'a HashMap<&'a str, NodeShape>,
+    flow: Flow,
+    /// Roots read as free `${NAME}` parameters (neither input nor node).
+    free: std::cell::RefCell<HashSet<String>>,
 }
 
+/// Output declarations of a known node shape.
+fn outputs_of(shape: Option<&NodeShape>) -> Option<&[Typed]> {
+    match shape {
+        Some(NodeShape::Known {
+            outputs: Some(o), ..
+        }) => Some(o),
+        _ => None,
+    }
+}
+
+/// A batch node's own keys and their types.
+const BATCH_TYPES: &[(&str, &str)] = &[
+    ("results", "array"),
+    ("count", "integer"),
+    ("failed", "integer"),
+    ("errors", "array"),
+];
+
 impl Roots<'_> {
+    fn is_builtin_workflow(&self, root: &str) -> bool {
+        root == WORKFLOW_ROOT
+            && !self.ir.inputs.contains_key(root)
+            && !self.ids.contains_key(root)
+            && !self.cx.params.contains(root)
+    }
+
+    /// The JSON type a reference statically has, and where that is declared.
+    fn static_type(&self, r: &Reference) -> Option<(&str, String)> {
+        if r.segments.contains(&Segment::All) {
+            return Some(("array", "a `[*]` projection".into()));
+        }
+        if self.is_builtin_workflow(&r.root) {
+            return Some(("string", "the workflow's directory".into()));
+        }
+        if let Some(spec) = self.ir.inputs.get(&r.root) {
+            return match (spec.value_type, r.segments.is_empty()) {
+                (Some(t), true) => Some((
+                    t.as_str(),
+                    format!("input `{}` is declared {}", r.root, t.as_str()),
+                )),
+                _ => None,
+            };
+        }
+        let &idx = self.ids.get(r.root.as_str())?;
+        let [Segment::Key(key)] = r.segments.as_slice() else {
+            return None;
+        };
+        let node = &self.ir.nodes[idx];
+        if node.batch.is_some() {
+            let (_, ty) = BATCH_TYPES.iter().find(|(k, _)| k == key)?;
+            return Some((
+                ty,
+                format!(
+                    "batch node `{}` writes `{key}` as {}",
+                    node.id,
+                    with_article(ty)
+                ),
+            ));
+        }
+        let out = outputs_of(self.shapes.get(r.root.as_str()))?
+            .iter()
+            .find(|o| o.name == *key)?;
+        Some((
+            out.ty.as_str(),
+            format!(
+                "`{}` writes `{key}` as {}",
+                node.node_type,
+                with_article(&out.ty)
+            ),
+        ))
+    }
+
+    /// `{{x}}`, `$(x)` and `{x}` naming something the workflow knows: another
+    /// tool's template syntax, passed through as text.
+    fn check_lookalikes(
+        &self,
+        c: &mut Collector,
+        s: &str,
+        json_path: &str,
+        what: &str,
+        locals: &[&str],
+    ) {
+        for (open, inner) in lookalikes(s) {
+            let root_end = inner.find(['.', '[']).unwrap_or(inner.len());
+            let root = &inner[..root_end];
+            let known = locals.contains(&root)
+                || self.ir.inputs.contains_key(root)
+                || self.ids.contains_key(root)
+                || self.cx.params.contains(root)
+                || self.is_builtin_workflow(root);
+            if !known {
+                continue;
+            }
+            let written = match open {
+                "{{" => format!("{{{{{inner}}}}}"),
+                "$(" => format!("$({inner})"),
+                _ => format!("{{{inner}}}"),
+            };
+            let message =
+                format!("{what}: `{written}` is not a pflow template and stays literal text");
+            let hint = format!("write `${{{inner}}}`");
+            if open == "{" {
+                c.warning(
+                    json_path,
+                    format!("{message} (did you mean `${{{inner}}}`?)"),
+                );
+            } else {
+                c.error(json_path, message, Some(hint));
+            }
+        }
+    }
+
     fn check_string(
         &self,
         c: &mut Collector,
@@ -406,6 +886,7 @@ impl Roots<'_> {
         json_path: &str,
         what: &str,
         locals: &[&str],
+        reader: Option<usize>,
     ) {
         if !Template::has_template(s) {
             return;
@@ -423,10 +904,21 @@ impl Roots<'_> {
         };
         for r in t.references() {
             let root = r.root.as_str();
-            if locals.contains(&root)
-                || self.ir.inputs.contains_key(root)
-                || self.cx.params.contains(root)
-            {
+            if locals.contains(&root) || self.ir.inputs.contains_key(root) {
+                continue;
+            }
+            if self.cx.params.contains(root) && !self.ids.contains_key(root) {
+                self.free.borrow_mut().insert(root.to_string());
+                continue;
+            }
+            if self.is_builtin_workflow(root) {
+                if !matches!(r.segments.as_slice(), [Segment::Key(k)] if k == "dir") {
+                    c.error(
+                        json_path,
+                        format!("{what}: `{r}`: the built-in `workflow` has only `dir` (the workflow file's directory)"),
+                        Some("write `${workflow.dir}`".into()),
+                    );
+                }
                 continue;
             }
             if root == "stdin" {
@@ -440,32 +932,13 @@ impl Roots<'_> {
                 continue;
             }
             if let Some(&idx) = self.ids.get(root) {
-                let batch_outs;
-                let shape = if self.ir.nodes[idx].batch.is_some() {
-                    batch_outs = NodeShape::Known {
-                        required_params: vec![],
-                        outputs: Some(BATCH_OUTPUTS.iter().map(|s| s.to_string()).collect()),
-                    };
-                    Some(&batch_outs)
-                } else {
-                    self.shapes.get(root)
-                };
-                if let (
-                    Some(key),
-                    Some(NodeShape::Known {
-                        outputs: Some(outs),
-                        ..
-                    }),
-                ) = (r.first_key(), shape)
-                {
-                    if key != "error" && !outs.iter().any(|o| o == key) {
-                        c.error(
-                            json_path,
-                            format!("{what}: `{r}` names output `{key}`, which node `{root}` does not write"),
-                            Some(format!("node `{root}` writes: {}", outs.join(", "))),
-                        );
-                    }
+                self.check_output_key(c, r, idx, json_path, what);
+                if let Some(me) = reader {
+                    self.check_runs_before(c, r, idx, me, json_path, what);
                 }
+                continue;
+            }
+            if self.cx.params.contains(root) {
                 continue;
             }
             let candidates: Vec<&str> = self
@@ -494,6 +967,169 @@ impl Roots<'_> {
     }
 }
 
+impl Roots<'_> {
+    /// `${node.key}` names a key the node writes (for a batch node: its own
+    /// keys, and the item node's keys under `results[i]` / `results[*]`).
+    fn check_output_key(
+        &self,
+        c: &mut Collector,
+        r: &Reference,
+        idx: usize,
+        json_path: &str,
+        what: &str,
+    ) {
+        let root = r.root.as_str();
+        let node_outs = outputs_of(self.shapes.get(root));
+        let names = |o: &[Typed]| {
+            o.iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(key) = r.first_key() else { return };
+        if key == "error" {
+            return;
+        }
+        if self.ir.nodes[idx].batch.is_some() {
+            if !BATCH_OUTPUTS.contains(&key) {
+                c.error(
+                    json_path,
+                    format!("{what}: `{r}` names output `{key}`, which batch node `{root}` does not write"),
+                    Some(format!("a batch node writes: {}; each item's outputs are in `${{{root}.results[*].KEY}}`", BATCH_OUTPUTS.join(", "))),
+                );
+                return;
+            }
+            if let (
+                "results",
+                [_, Segment::Index(_) | Segment::All, Segment::Key(item_key), ..],
+                Some(outs),
+            ) = (key, r.segments.as_slice(), node_outs)
+            {
+                if item_key != "error" && !outs.iter().any(|o| o.name == *item_key) {
+                    c.error(
+                        json_path,
+                        format!("{what}: `{r}` names output `{item_key}`, which the items of node `{root}` do not write"),
+                        Some(format!("each item of `{root}` writes: {}", names(outs))),
+                    );
+                }
+            }
+            return;
+        }
+        if let Some(outs) = node_outs {
+            if !outs.iter().any(|o| o.name == key) {
+                let hint = if outs.is_empty() {
+                    format!("node `{root}` writes nothing readable (a nested workflow without outputs or output_mapping)")
+                } else {
+                    match did_you_mean(key, outs.iter().map(|o| o.name.as_str())) {
+                        Some(s) => {
+                            format!("did you mean `{s}`? node `{root}` writes: {}", names(outs))
+                        }
+                        None => format!("node `{root}` writes: {}", names(outs)),
+                    }
+                };
+                c.error(
+                    json_path,
+                    format!(
+                        "{what}: `{r}` names output `{key}`, which node `{root}` does not write"
+                    ),
+                    Some(hint),
+                );
+            }
+        }
+    }
+
+    /// A node's template may only read a node that has run on every path to it.
+    fn check_runs_before(
+        &self,
+        c: &mut Collector,
+        r: &Reference,
+        idx: usize,
+        me: usize,
+        json_path: &str,
+        what: &str,
+    ) {
+        if !self.flow.reachable(me) {
+            return; // warned about as unreachable
+        }
+        let root = &r.root;
+        let me_id = &self.ir.nodes[me].id;
+        if idx == me {
+            c.error(
+                json_path,
+                format!("{what} reads `{r}`, the node's own output, which does not exist before it runs"),
+                Some("read the value from the node that produces it".into()),
+            );
+            return;
+        }
+        if self.flow.dominates(idx, me) {
+            return;
+        }
+        let path = self.flow.path_avoiding(me, idx).map(|p| {
+            p.iter()
+                .map(|&v| self.ir.nodes[v].id.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        });
+        let via = match path {
+            Some(p) => format!(" (the path {p} never runs `{root}`)"),
+            None => String::new(),
+        };
+        c.error(
+            json_path,
+            format!("{what} reads `{r}`, but node `{root}` does not run before node `{me_id}` on every path to it{via}"),
+            Some(if self.flow.reachable(idx) {
+                format!("add an edge so `{root}` runs before `{me_id}`, or move the read to a node after `{root}`")
+            } else {
+                format!("node `{root}` is never reached from the start node: connect it with an edge")
+            }),
+        );
+    }
+}
+
+/// `{{x.y}}`, `$(x.y)` and `{x.y}` in a string: the opening and the name path inside.
+fn lookalikes(s: &str) -> Vec<(&'static str, String)> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        // Only ASCII openers matter: skip the inside of multi-byte characters.
+        let Some(here) = s.get(i..) else {
+            i += 1;
+            continue;
+        };
+        let (open, close, body) = if here.starts_with("{{") {
+            ("{{", "}}", i + 2)
+        } else if here.starts_with("$(") {
+            ("$(", ")", i + 2)
+        } else if b[i] == b'{' && (i == 0 || b[i - 1] != b'$') {
+            ("{", "}", i + 1)
+        } else {
+            i += 1;
+            continue;
+        };
+        let rest = &s[body..];
+        let inner_len = rest
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || "_-.[]* ".contains(ch)))
+            .unwrap_or(rest.len());
+        let inner = rest[..inner_len].trim();
+        let closes = rest[inner_len..].starts_with(close)
+            && !(open == "{" && rest[inner_len + 1..].starts_with('}'));
+        let name_like = inner
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && !inner.contains(' ')
+            && Template::parse(&format!("${{{inner}}}")).is_ok();
+        if closes && name_like {
+            out.push((open, inner.to_string()));
+            i = body + inner_len + close.len();
+        } else {
+            i += open.len();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,11 +1139,16 @@ mod tests {
         match n.node_type.as_str() {
             "echo" => NodeShape::Known {
                 required_params: vec![],
+                params: None,
                 outputs: None,
             },
             "read-file" => NodeShape::Known {
                 required_params: vec!["file_path".into()],
-                outputs: Some(vec!["content".into()]),
+                params: Some(vec![
+                    Typed::new("file_path", "string"),
+                    Typed::new("create", "boolean"),
+                ]),
+                outputs: Some(vec![Typed::new("content", "string")]),
             },
             _ => NodeShape::Unknown {
                 known_types: vec!["echo".into(), "read-file".into()],
@@ -518,9 +1159,8 @@ mod tests {
     fn check(src: &str) -> Vec<Diagnostic> {
         let ir = parse_str(src, "t.json").unwrap();
         let cx = ValidationContext {
-            params: HashSet::new(),
             stdin: Some(false),
-            describe: &shape,
+            ..ValidationContext::lenient(&shape)
         };
         validate(&ir, &cx)
             .into_iter()
@@ -608,6 +1248,155 @@ mod tests {
             r#"{"ir_version":"0.1.0","inputs":{"e":{"type":"integer","default":"x"}},"nodes":[{"id":"e","type":"echo"}]}"#,
         );
         assert_eq!(d.len(), 2, "{d:?}");
+    }
+
+    fn check_cli(src: &str, given: &[&str], require_inputs: bool) -> Vec<String> {
+        let ir = parse_str(src, "t.json").unwrap();
+        let cx = ValidationContext {
+            params: given.iter().map(|s| s.to_string()).collect(),
+            stdin: Some(false),
+            require_inputs,
+            strict_params: true,
+            ..ValidationContext::lenient(&shape)
+        };
+        validate(&ir, &cx)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn unknown_params_and_types() {
+        let all = check(
+            r#"{"ir_version":"0.1.0","nodes":[{"id":"r","type":"read-file","params":{"file_path":"x","fiel_path":"y","create":3,"wait":1}},
+            {"id":"e","type":"echo","params":{"anything":1}}],"edges":[{"from":"r","to":"e"}]}"#,
+        );
+        let all: Vec<String> = all.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(
+            all[0].contains(
+                "nodes[0].params.fiel_path: node `r` (read-file) has no param `fiel_path`"
+            ),
+            "{all:?}"
+        );
+        assert!(all[0].contains("did you mean `file_path`?"), "{all:?}");
+        assert!(all[1].contains("nodes[0].params.create: param `create` of node `r` must be a boolean, got a number"), "{all:?}");
+        // `wait` is not declared by this test's read-file: runtime params come from the caller.
+        assert!(all[2].contains("no param `wait`"), "{all:?}");
+    }
+
+    #[test]
+    fn lookalike_templates() {
+        let d = check(
+            r#"{"ir_version":"0.1.0","inputs":{"name":{"default":"x"}},"nodes":[{"id":"e","type":"echo","params":{"a":"hi {{ name }}","b":"$(name)","c":"{name}","d":"{{other}} ${name} awk '{print $1}' {}"}}]}"#,
+        );
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(
+            all[0].contains("`{{name}}` is not a pflow template"),
+            "{all:?}"
+        );
+        assert!(all[0].contains("hint: write `${name}`"), "{all:?}");
+        assert!(all[1].contains("`$(name)`"), "{all:?}");
+        assert_eq!(
+            lookalikes("{name.x[0]}"),
+            vec![("{", "name.x[0]".to_string())]
+        );
+        assert!(lookalikes("${name}").is_empty());
+        // Multi-byte characters anywhere never split.
+        for t in [
+            "é{{a}}",
+            "\u{9b}2J{x}",
+            "{é}",
+            "$(é)",
+            "{{",
+            "{",
+            "$(",
+            "日本{語}",
+        ] {
+            let _ = lookalikes(t);
+        }
+        assert_eq!(lookalikes("é{{a}}"), vec![("{{", "a".to_string())]);
+        assert!(lookalikes("{{a}").is_empty() || lookalikes("{{a}")[0].0 == "{");
+    }
+
+    #[test]
+    fn data_flow_needs_the_node_on_every_path() {
+        // a -> b (default) or a -> c (error); d after both reads b: not on the error path.
+        let d = check(
+            r#"{"ir_version":"0.1.0","nodes":[{"id":"a","type":"echo"},{"id":"b","type":"echo"},{"id":"c","type":"echo"},
+            {"id":"d","type":"echo","params":{"v":"${b.x}","w":"${a.y}","s":"${d.z}"}}],
+            "edges":[{"from":"a","to":"b"},{"from":"a","to":"c","action":"error"},{"from":"b","to":"d"},{"from":"c","to":"d"}]}"#,
+        );
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].contains("node `b` does not run before node `d` on every path to it (the path a → c → d never runs `b`)"), "{all:?}");
+        assert!(all[1].contains("the node's own output"), "{all:?}");
+        // Reading a node that only runs later.
+        let d = check(
+            r#"{"ir_version":"0.1.0","nodes":[{"id":"a","type":"echo","params":{"v":"${b.x}"}},{"id":"b","type":"echo"}],"edges":[{"from":"a","to":"b"}]}"#,
+        );
+        assert!(
+            d[0].message.contains("does not run before node `a`"),
+            "{d:?}"
+        );
+        // A loop back to the start still has the start before everything.
+        let d = check(
+            r#"{"ir_version":"0.1.0","nodes":[{"id":"a","type":"echo"},{"id":"b","type":"echo","params":{"v":"${a.x}"}}],"edges":[{"from":"a","to":"b"},{"from":"b","to":"a","action":"again"}]}"#,
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn batch_sources_and_projections() {
+        let d = check(
+            r#"{"ir_version":"0.1.0","inputs":{"s":{"type":"string"},"l":{"type":"array"}},"nodes":[
+            {"id":"r","type":"read-file","params":{"file_path":"x"}},
+            {"id":"b1","type":"echo","batch":{"items":"${r.content}"}},
+            {"id":"b2","type":"echo","batch":{"items":"${s}"}},
+            {"id":"b3","type":"read-file","batch":{"items":"${l}"},"params":{"file_path":"${item}"}},
+            {"id":"e","type":"echo","params":{"ok":"${b3.results[*].content}","bad":"${b3.results[*].contnt}","bad2":"${b3.result}"}}],
+            "edges":[{"from":"r","to":"b1"},{"from":"b1","to":"b2"},{"from":"b2","to":"b3"},{"from":"b3","to":"e"}]}"#,
+        );
+        let all: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert!(all[0].contains("batch items of node `b1` must be an array, but `${r.content}` is a string (`read-file` writes `content` as a string)"), "{all:?}");
+        assert!(all[1].contains("input `s` is declared string"), "{all:?}");
+        assert!(
+            all[2].contains("`contnt`, which the items of node `b3` do not write"),
+            "{all:?}"
+        );
+        assert!(
+            all[3].contains("which batch node `b3` does not write"),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn command_line_inputs() {
+        let wf = r#"{"ir_version":"0.1.0","inputs":{"path":{"type":"string","description":"file to read"},"n":{"type":"integer","default":1}},
+            "nodes":[{"id":"e","type":"echo","params":{"v":"${path} ${free}"}}]}"#;
+        let d = check_cli(wf, &["free"], true);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].starts_with("inputs.path: needs input `path` (string): file to read"),
+            "{d:?}"
+        );
+        assert!(check_cli(wf, &["free"], false).is_empty());
+        let d = check_cli(wf, &["path", "free", "nn"], true);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("(command line): unknown input `nn`"), "{d:?}");
+        assert!(d[0].contains("did you mean `n`?"), "{d:?}");
+    }
+
+    #[test]
+    fn workflow_dir_is_built_in() {
+        assert!(check(r#"{"ir_version":"0.1.0","nodes":[{"id":"r","type":"read-file","params":{"file_path":"${workflow.dir}/x"}}]}"#).is_empty());
+        let d = check(
+            r#"{"ir_version":"0.1.0","nodes":[{"id":"r","type":"read-file","params":{"file_path":"${workflow.path}"}}]}"#,
+        );
+        assert!(d[0].message.contains("has only `dir`"), "{d:?}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ mod llm;
 mod params;
 mod shell;
 mod specs;
+mod transform;
+
+pub use transform::check_filter as check_transform_filter;
 
 pub use error::NodeErrorKind;
 pub use params::type_name as params_type_name;
@@ -79,6 +82,56 @@ pub const RUNTIME_PARAMS: &[Field] = &[
         "seconds to wait between attempts (default 0)",
     ),
 ];
+
+/// What running `node` would change outside pflow, if anything: a command,
+/// a file written, moved, copied or deleted, an HTTP request other than GET,
+/// or a nested workflow that does one of these. `None`: it only reads or computes.
+pub fn side_effect(node: &crate::ir::NodeIr) -> Option<String> {
+    let literal = |k: &str| node.params.get(k).and_then(Value::as_str);
+    match node.node_type.as_str() {
+        "shell" => Some(format!(
+            "runs `{}`",
+            literal("command").unwrap_or("a command")
+        )),
+        "write-file" => Some(format!(
+            "writes {}",
+            literal("file_path").unwrap_or("a file")
+        )),
+        "delete-file" => Some(format!(
+            "deletes {}",
+            literal("file_path").unwrap_or("a file")
+        )),
+        "copy-file" | "move-file" => Some(format!(
+            "{} {} to {}",
+            if node.node_type == "copy-file" {
+                "copies"
+            } else {
+                "moves"
+            },
+            literal("source_path").unwrap_or("a file"),
+            literal("dest_path").unwrap_or("another path")
+        )),
+        "http" => {
+            let has_body = node.params.contains_key("body") || node.params.contains_key("json");
+            let method = match literal("method") {
+                Some(m) => m.to_ascii_uppercase(),
+                None if node.params.contains_key("method") => "(templated method)".into(),
+                None if has_body => "POST".into(),
+                None => "GET".into(),
+            };
+            (method != "GET" && method != "HEAD")
+                .then(|| format!("sends {method} {}", literal("url").unwrap_or("a request")))
+        }
+        "workflow" => match node.params.get("workflow_ir") {
+            Some(v @ Value::Object(_)) => {
+                let child = crate::ir::from_value(v, "workflow_ir").ok()?;
+                child.nodes.iter().find_map(side_effect)
+            }
+            _ => Some("runs a nested workflow file".into()),
+        },
+        _ => None,
+    }
+}
 
 /// What a node returns.
 #[derive(Debug, Clone, Default)]
@@ -269,6 +322,7 @@ impl Registry {
             Arc::new(shell::Shell),
             Arc::new(http::Http),
             Arc::new(llm::Llm),
+            Arc::new(transform::Transform),
         ];
         for n in nodes {
             kinds.insert(n.spec().name, NodeKind::Builtin(n));
@@ -318,6 +372,7 @@ mod tests {
             "move-file",
             "read-file",
             "shell",
+            "transform",
             "workflow",
             "write-file",
         ] {

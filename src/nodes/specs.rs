@@ -185,6 +185,18 @@ pub static DELETE_FILE: NodeSpec = NodeSpec {
     dynamic_outputs: false,
 };
 
+pub static TRANSFORM: NodeSpec = NodeSpec {
+    name: "transform",
+    description: "Reshape JSON with a jq filter (run by jaq): `input` goes in, the filter's value comes out as `result`, typed JSON (numbers stay numbers). No value gives null; several values are an error (collect them with `[ … ]`).",
+    params: &[
+        req("input", "any", "the value to reshape, usually one template, e.g. `${read.content}`"),
+        req("filter", "string", "a jq filter, e.g. `split(\"\\n\") | map(select(length > 0))`, `fromjson`, `map(.name)`"),
+        opt("timeout", "number", "seconds before the filter is stopped (default 30)"),
+    ],
+    outputs: &[req("result", "any", "the filter's output, as JSON")],
+    dynamic_outputs: false,
+};
+
 pub static WORKFLOW: NodeSpec = NodeSpec {
     name: "workflow",
     description: "Run another workflow as one node, in its own store. Outputs are the child's outputs renamed by output_mapping (or all child outputs when no mapping is given).",

@@ -290,6 +290,7 @@ pub async fn plan(
         { attr::PLANNER_PATH } = Empty,
         { attr::PLANNER_ATTEMPTS } = Empty,
         { attr::PLANNER_WORKFLOW } = Empty,
+        { attr::PLANNER_IR } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     );
@@ -312,6 +313,10 @@ pub async fn plan(
             span.record(attr::PLANNER_ATTEMPTS, p.attempts as i64);
             if let Some(n) = p.ir.name() {
                 span.record(attr::PLANNER_WORKFLOW, n);
+            }
+            // The plan is in the trace whether it then runs, is refused or fails.
+            if let Ok(text) = serde_json::to_string(&p.ir) {
+                span.record(attr::PLANNER_IR, text.as_str());
             }
         }
         // A timeout happens here; every other failure was recorded on the step.
@@ -559,6 +564,7 @@ async fn generate(
             let cx = CompileContext {
                 params: params.keys().cloned().collect(),
                 stdin: Some(false),
+                ..Default::default()
             };
             let errors: Vec<String> = runtime
                 .check(&ir, "planned workflow", Path::new("."), &cx)

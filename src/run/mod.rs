@@ -124,10 +124,29 @@ impl RunConfig {
     }
 }
 
+/// Whether a planned workflow may run.
+pub enum Approval {
+    Run,
+    /// Do not run it, for this reason (exit code 2, nothing executed).
+    Refuse(String),
+    /// Ask someone: the (blocking) question returns `true` to run.
+    Ask(Box<dyn FnOnce() -> bool + Send>),
+}
+
 /// Moments of a run the caller may want to show while it happens.
 pub trait RunObserver {
     /// A planned run's cost estimate, made before the workflow starts.
     fn planned_estimate(&mut self, _estimate: &Estimate) {}
+    /// A planned workflow, validated and estimated, before any of it runs;
+    /// `side_effects` says what it would change outside pflow (one line per node).
+    fn plan_ready(
+        &mut self,
+        _plan: &ir::WorkflowIr,
+        _inputs: &Map<String, Value>,
+        _side_effects: &[String],
+    ) -> Approval {
+        Approval::Run
+    }
     /// Every span of the run has closed (a progress display can go now).
     fn spans_closed(&mut self) {}
 }
@@ -149,6 +168,8 @@ pub struct RunReport {
     pub exit_code: ExitCode,
     /// The pre-run cost estimate, when one was made (planned runs, `--max-cost`).
     pub estimate: Option<Estimate>,
+    /// A planned run's workflow (whether it ran or not).
+    pub plan: Option<ir::WorkflowIr>,
 }
 
 /// Runs `config.source` through the whole lifecycle. Never panics on bad
@@ -253,6 +274,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     let mut ident = None;
     let mut estimate = None;
     let mut estimate_warnings = Vec::new();
+    let mut plan = None;
     let work = {
         let root = root.clone();
         let runtime = runtime.clone();
@@ -260,6 +282,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         let ident = &mut ident;
         let estimate = &mut estimate;
         let estimate_warnings = &mut estimate_warnings;
+        let plan_slot = &mut plan;
         let observer = &mut *observer;
         async move {
             let (ir, plan_only) = match source {
@@ -276,6 +299,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             *ident = Some(crate::history::WorkflowIdent::of(&ir));
             if let Some(out) = plan_only {
                 return write_plan(ir, out, given);
+            }
+            if planned_run {
+                *plan_slot = Some(ir.clone());
             }
             let (wf, inputs) = compile(&runtime, ir, file, given, read_stdin)?;
             *vw = wf.warnings.clone();
@@ -302,7 +328,13 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     Err(e) => estimate_warnings.push(format!("no cost estimate: {e}")),
                 }
             }
-            runtime.run(wf, inputs, &RunOptions::default()).await
+            if planned_run {
+                approve(&wf.ir, &inputs, observer).await?;
+            }
+            let declares_outputs = !wf.ir.outputs.is_empty();
+            let mut out = runtime.run(wf, inputs, &RunOptions::default()).await?;
+            out.default_to_last_node(declares_outputs);
+            Ok(out)
         }
     };
     let work = work
@@ -384,6 +416,36 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         status,
         exit_code,
         estimate,
+        plan,
+    }
+}
+
+/// Shows the planned workflow to the observer and runs only what it approves.
+async fn approve(
+    ir: &ir::WorkflowIr,
+    inputs: &Map<String, Value>,
+    observer: &mut dyn RunObserver,
+) -> Result<(), RunError> {
+    let effects: Vec<String> = ir
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            crate::nodes::side_effect(n).map(|e| format!("`{}` ({}) {e}", n.id, n.node_type))
+        })
+        .collect();
+    let inputs: Map<String, Value> = inputs
+        .iter()
+        .filter(|(k, _)| ir.inputs.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match observer.plan_ready(ir, &inputs, &effects) {
+        Approval::Run => Ok(()),
+        Approval::Refuse(reason) => Err(RunError::NotApproved(reason)),
+        // Asked on a blocking thread, so Ctrl-C still ends the run meanwhile.
+        Approval::Ask(question) => match tokio::task::spawn_blocking(question).await {
+            Ok(true) => Ok(()),
+            _ => Err(RunError::NotApproved("not confirmed".into())),
+        },
     }
 }
 
@@ -495,8 +557,10 @@ fn compile(
         }
     }
     let cx = CompileContext {
-        params: given.keys().cloned().collect(),
-        stdin: Some(given.contains_key("stdin")),
+        // Missing inputs are `prepare_inputs`' to report (error type `input_error`),
+        // still before anything runs.
+        no_inputs: true,
+        ..CompileContext::command_line(&given, Some(given.contains_key("stdin")))
     };
     let wf = rt.compile(
         ir,
@@ -657,5 +721,7 @@ fn write_plan(
         outputs,
         store: Map::new(),
         steps: 0,
+        last_node: None,
+        result_node: None,
     })
 }

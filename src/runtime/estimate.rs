@@ -855,6 +855,7 @@ mod tests {
         let cx = CompileContext {
             params: ["topic".to_string(), "topics".to_string()].into(),
             stdin: Some(false),
+            ..Default::default()
         };
         rt.compile(ir, "test.json", Path::new("."), &cx).unwrap()
     }
@@ -1060,9 +1061,13 @@ mod tests {
             e.to_string().contains("node `a`: param `max_tokens`"),
             "{e}"
         );
+        // A literal unknown model is a validation error; one from an input is found here.
         let wf = compile(json!({"ir_version": "0.1.0", "nodes": [
-            {"id": "a", "type": "llm", "params": {"prompt": "hi", "model": "mystery-model"}}]}));
-        let e = estimate(&wf, &Map::new(), PriceTable::builtin(), None).unwrap_err();
+            {"id": "a", "type": "llm", "params": {"prompt": "hi", "model": "${topic}"}}]}));
+        let inputs: Map<String, Value> = [("topic".to_string(), json!("mystery-model"))]
+            .into_iter()
+            .collect();
+        let e = estimate(&wf, &inputs, PriceTable::builtin(), None).unwrap_err();
         assert!(matches!(e, EstimateError::Model { .. }), "{e}");
     }
 }

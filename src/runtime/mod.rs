@@ -11,7 +11,7 @@
 pub mod estimate;
 pub mod template;
 
-use crate::ir::validate::{NodeShape, Severity, ValidationContext};
+use crate::ir::validate::{NodeShape, Severity, Typed, ValidationContext};
 use crate::ir::{self, BatchErrorHandling, Diagnostic, IrError, WorkflowIr};
 use crate::nodes::{
     NodeContext, NodeError, NodeErrorKind, NodeKind, NodeOutput, Params, Registry, Services,
@@ -31,6 +31,9 @@ use tracing::Instrument;
 
 /// Set by the CLI on SIGINT/SIGTERM: spans ended by cancellation say "interrupted".
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The built-in template for the workflow file's directory.
+pub const WORKFLOW_DIR: &str = "${workflow.dir}";
 
 /// Nested workflows deeper than this are refused (a workflow including itself).
 pub const MAX_DEPTH: u32 = 10;
@@ -62,6 +65,9 @@ pub enum RunError {
     /// The budget guard stopped the run (`--max-cost`, `--max-tokens-total`).
     #[error(transparent)]
     Budget(Box<crate::llm::budget::BudgetExceeded>),
+    /// A planned workflow was not approved: nothing of it ran.
+    #[error("the planned workflow was not run: {0}")]
+    NotApproved(String),
 }
 
 impl RunError {
@@ -69,7 +75,9 @@ impl RunError {
     /// budget stop, 130 for an interrupt.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => ExitCode::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
+                ExitCode::Invalid
+            }
             RunError::Budget(_) => ExitCode::Budget,
             RunError::Interrupted => ExitCode::Interrupted,
             _ => ExitCode::Failed,
@@ -79,7 +87,9 @@ impl RunError {
     /// How a run that ended with this error is recorded.
     pub fn status(&self) -> RunStatus {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => RunStatus::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
+                RunStatus::Invalid
+            }
             RunError::Budget(_) => RunStatus::BudgetExceeded,
             RunError::Interrupted => RunStatus::Interrupted,
             _ => RunStatus::Failed,
@@ -96,6 +106,7 @@ impl RunError {
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
             RunError::Budget(b) => b.kind(),
+            RunError::NotApproved(_) => "plan_not_approved",
         }
     }
 }
@@ -151,6 +162,8 @@ pub struct CompiledWorkflow {
     outputs: Vec<(String, Option<CompiledValue>)>,
     /// Validation warnings (printed, not fatal).
     pub warnings: Vec<Diagnostic>,
+    /// `${workflow.dir}`: the workflow file's directory, absolute.
+    pub dir: PathBuf,
 }
 
 impl CompiledWorkflow {
@@ -182,6 +195,25 @@ pub struct RunOutput {
     pub outputs: Map<String, Value>,
     pub store: Map<String, Value>,
     pub steps: usize,
+    /// The node that ran last (the flow ended after it).
+    pub last_node: Option<String>,
+    /// Set when the workflow declares no `outputs` and `outputs` are this
+    /// node's (the last one run): see [`RunOutput::default_to_last_node`].
+    pub result_node: Option<String>,
+}
+
+impl RunOutput {
+    /// A workflow without declared `outputs` yields the last executed node's outputs.
+    pub fn default_to_last_node(&mut self, declares_outputs: bool) {
+        if declares_outputs || !self.outputs.is_empty() {
+            return;
+        }
+        let Some(last) = &self.last_node else { return };
+        if let Some(Value::Object(m)) = self.store.get(last) {
+            self.outputs = m.clone();
+            self.result_node = Some(last.clone());
+        }
+    }
 }
 
 /// Compiles and runs workflows with a node registry.
@@ -204,6 +236,26 @@ pub struct CompileContext {
     pub params: HashSet<String>,
     /// Whether stdin was piped (`None`: unknown, e.g. `pflow validate`).
     pub stdin: Option<bool>,
+    /// The command line is complete: required inputs must be among `params`,
+    /// and every name in `params` must be an input or a free `${NAME}`.
+    pub command_line: bool,
+    /// Skip the required-inputs check of `command_line` (`validate --no-inputs`).
+    pub no_inputs: bool,
+    /// The values given (for static checks such as an `llm` node's `${model}`).
+    pub values: Map<String, Value>,
+}
+
+impl CompileContext {
+    /// The context of a run or `validate` given these `NAME=VALUE` values.
+    pub fn command_line(values: &Map<String, Value>, stdin: Option<bool>) -> Self {
+        CompileContext {
+            params: values.keys().cloned().collect(),
+            stdin,
+            command_line: true,
+            no_inputs: false,
+            values: values.clone(),
+        }
+    }
 }
 
 impl Runtime {
@@ -232,7 +284,8 @@ impl Runtime {
         self.services.budget().stopped().map(Box::new)
     }
 
-    fn shape(&self, n: &ir::NodeIr) -> NodeShape {
+    fn shape(&self, n: &ir::NodeIr, base_dir: &Path) -> NodeShape {
+        let typed = |f: &crate::nodes::Field| Typed::new(f.name, f.ty);
         match self.registry.spec(&n.node_type) {
             None => NodeShape::Unknown {
                 known_types: self.registry.names().map(str::to_string).collect(),
@@ -244,12 +297,82 @@ impl Runtime {
                     .filter(|p| p.required && p.name != "*")
                     .map(|p| p.name.to_string())
                     .collect(),
-                outputs: if spec.dynamic_outputs {
+                params: if spec.params.iter().any(|p| p.name == "*") {
                     None
                 } else {
-                    Some(spec.outputs.iter().map(|o| o.name.to_string()).collect())
+                    Some(
+                        spec.params
+                            .iter()
+                            .chain(crate::nodes::RUNTIME_PARAMS)
+                            .map(typed)
+                            .collect(),
+                    )
+                },
+                outputs: if n.node_type == "workflow" {
+                    child_outputs(n, base_dir)
+                } else if spec.dynamic_outputs {
+                    None
+                } else {
+                    Some(spec.outputs.iter().map(typed).collect())
                 },
             },
+        }
+    }
+
+    /// What validation cannot see from specs alone: every `llm` node's model
+    /// resolves to a provider (a literal, the default model, or `${NAME}` of
+    /// an input whose value is given or defaulted), and every literal
+    /// `transform` filter compiles.
+    fn static_checks(&self, ir: &WorkflowIr, cx: &CompileContext, diags: &mut Vec<Diagnostic>) {
+        for (i, n) in ir.nodes.iter().enumerate() {
+            if !matches!(self.registry.get(&n.node_type), Some(NodeKind::Builtin(b)) if b.spec().name == n.node_type)
+            {
+                continue;
+            }
+            match n.node_type.as_str() {
+                "llm" => {
+                    let (model, source) = match n.params.get("model") {
+                        None | Some(Value::Null) => (
+                            crate::llm::default_model(),
+                            "the default model ($PFLOW_DEFAULT_MODEL)".to_string(),
+                        ),
+                        Some(Value::String(s)) => match known_text(s, ir, cx) {
+                            Some(known) => known,
+                            None => continue,
+                        },
+                        Some(_) => continue, // a type error, reported by validation
+                    };
+                    if let Err(e) = crate::llm::resolve_model(&model) {
+                        diags.push(Diagnostic {
+                            severity: Severity::Error,
+                            path: format!("nodes[{i}].params.model"),
+                            message: format!("node `{}`: {e}", n.id),
+                            hint: Some(if source.is_empty() {
+                                "name a provider, e.g. `ollama/NAME`, or a known model (`pflow pricing show`)".into()
+                            } else {
+                                format!("the model comes from {source}")
+                            }),
+                        });
+                    }
+                }
+                "transform" => {
+                    if let Some(Value::String(f)) = n.params.get("filter") {
+                        if !crate::ir::template::Template::has_template(f) {
+                            if let Err(e) = crate::nodes::check_transform_filter(f) {
+                                diags.push(Diagnostic {
+                                    severity: Severity::Error,
+                                    path: format!("nodes[{i}].params.filter"),
+                                    message: format!("node `{}`: {e}", n.id),
+                                    hint: Some(
+                                        "see the jq manual: https://jqlang.org/manual/".into(),
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -298,13 +421,21 @@ impl Runtime {
         if ir.nodes.iter().any(|n| n.node_type == "llm") {
             crate::llm::warm_up_tokenizer();
         }
-        let shape = |n: &ir::NodeIr| self.shape(n);
+        let shape = |n: &ir::NodeIr| self.shape(n, base_dir);
         let vcx = ValidationContext {
             params: cx.params.clone(),
             stdin: cx.stdin,
+            require_inputs: cx.command_line && !cx.no_inputs,
+            strict_params: cx.command_line,
+            params_path: if depth == 0 {
+                "(command line)".into()
+            } else {
+                "param_mapping".into()
+            },
             describe: &shape,
         };
         let mut diags = ir::validate(&ir, &vcx);
+        self.static_checks(&ir, cx, &mut diags);
         let invalid = |diagnostics: Vec<Diagnostic>| IrError::Invalid {
             file: origin.to_string(),
             diagnostics,
@@ -459,6 +590,7 @@ impl Runtime {
             start,
             outputs,
             warnings: diags,
+            dir: std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf()),
         })
     }
 
@@ -541,6 +673,9 @@ impl Runtime {
         let child_cx = CompileContext {
             params: child_params,
             stdin: Some(false),
+            command_line: true,
+            no_inputs: false,
+            values: Map::new(),
         };
         let child = self
             .compile_inner(child_ir, &child_origin, &child_dir, &child_cx, depth + 1)
@@ -590,6 +725,11 @@ impl Runtime {
                     }
                 }
                 None => match &spec.default {
+                    // A default may name a path next to the workflow file.
+                    Some(Value::String(d)) if d.contains(WORKFLOW_DIR) => {
+                        let dir = wf.dir.display().to_string();
+                        store.insert(name.clone(), Value::String(d.replace(WORKFLOW_DIR, &dir)));
+                    }
                     Some(d) => {
                         store.insert(name.clone(), d.clone());
                     }
@@ -679,11 +819,22 @@ impl Runtime {
         prefix: &str,
     ) -> Result<RunOutput, RunError> {
         let mut store = inputs;
+        let builtin = ir::validate::WORKFLOW_ROOT;
+        if !wf.ir.inputs.contains_key(builtin)
+            && !store.contains_key(builtin)
+            && !wf.nodes.iter().any(|n| n.id == builtin)
+        {
+            store.insert(
+                builtin.to_string(),
+                json!({"dir": wf.dir.display().to_string()}),
+            );
+        }
         let max_steps = opts
             .max_steps
             .unwrap_or_else(|| (wf.nodes.len() * 10).max(1000));
         let mut current = wf.start;
         let mut steps = 0usize;
+        let mut last_node: Option<String>;
         loop {
             // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
             if let Some(stop) = self.budget_stop() {
@@ -709,6 +860,7 @@ impl Runtime {
                 return Err(e);
             }
             let path = format!("{prefix}{}", node.id);
+            last_node = Some(node.id.clone());
             let result = if node.batch.is_some() {
                 self.exec_batch(wf, node, &store, &path, opts, depth).await
             } else {
@@ -765,6 +917,8 @@ impl Runtime {
             outputs,
             store,
             steps,
+            last_node,
+            result_node: None,
         })
     }
 
@@ -1306,6 +1460,56 @@ impl Drop for SpanOutcome {
             self.span.record("otel.status_description", status);
         }
     }
+}
+
+/// The text a param will have when it is a literal, or exactly `${NAME}` of
+/// an input given on the command line or defaulted; with where it comes from.
+fn known_text(s: &str, ir: &WorkflowIr, cx: &CompileContext) -> Option<(String, String)> {
+    let t = crate::ir::template::Template::parse(s).ok()?;
+    if t.is_literal() {
+        return Some((s.to_string(), String::new()));
+    }
+    let r = t.single_reference()?;
+    if !r.segments.is_empty() {
+        return None;
+    }
+    if let Some(v) = cx.values.get(&r.root) {
+        return Some((
+            v.as_str()?.to_string(),
+            format!("`{}={}` on the command line", r.root, v.as_str()?),
+        ));
+    }
+    let spec = ir.inputs.get(&r.root)?;
+    Some((
+        spec.default.as_ref()?.as_str()?.to_string(),
+        format!("the default of input `{}`", r.root),
+    ))
+}
+
+/// The output keys of a `workflow` node: its `output_mapping`'s targets, else
+/// the child's declared outputs; `None` when the child cannot be read (that
+/// error is reported when the child is compiled).
+fn child_outputs(n: &ir::NodeIr, base_dir: &Path) -> Option<Vec<Typed>> {
+    if let Some(Value::Object(m)) = n.params.get("output_mapping") {
+        return Some(
+            m.values()
+                .filter_map(Value::as_str)
+                .map(|k| Typed::new(k, "any"))
+                .collect(),
+        );
+    }
+    let child = match (n.params.get("workflow_ir"), n.params.get("workflow_ref")) {
+        (Some(v @ Value::Object(_)), None) => ir::from_value(v, "workflow_ir").ok()?,
+        (None, Some(Value::String(r))) => ir::load_file(&base_dir.join(r)).ok()?,
+        _ => return None,
+    };
+    Some(
+        child
+            .outputs
+            .iter()
+            .map(|(k, o)| Typed::new(k.as_str(), o.value_type.map_or("any", |t| t.as_str())))
+            .collect(),
+    )
 }
 
 /// Directory of a workflow file, for resolving nested `workflow_ref` paths.

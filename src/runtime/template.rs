@@ -142,25 +142,33 @@ pub fn render_into(v: &Value, out: &mut String) {
 
 /// Follows a reference's path; strings holding JSON are parsed on the way.
 pub fn lookup<'s>(r: &Reference, scope: &'s Scope<'_>) -> Result<Cow<'s, Value>, ResolveError> {
-    let err = |reason: String| ResolveError {
-        template: r.text.clone(),
-        reason,
-    };
     let root = scope
         .locals
         .iter()
         .find(|(n, _)| *n == r.root)
         .map(|(_, v)| *v)
         .or_else(|| scope.store.get(&r.root))
-        .ok_or_else(|| {
-            err(format!(
+        .ok_or_else(|| ResolveError {
+            template: r.text.clone(),
+            reason: format!(
                 "`{}` is not set (an input that was not given, or a node that has not run)",
                 r.root
-            ))
+            ),
         })?;
-    let mut cur: Cow<'s, Value> = Cow::Borrowed(root);
-    let mut walked = r.root.clone();
-    for seg in &r.segments {
+    walk(Cow::Borrowed(root), &r.segments, r.root.clone()).map_err(|reason| ResolveError {
+        template: r.text.clone(),
+        reason,
+    })
+}
+
+/// Follows `segs` from `cur` (reached by the path `walked`); `[*]` maps the
+/// rest of the path over every item.
+fn walk<'s>(
+    mut cur: Cow<'s, Value>,
+    segs: &[Segment],
+    mut walked: String,
+) -> Result<Cow<'s, Value>, String> {
+    for (n, seg) in segs.iter().enumerate() {
         if let Value::String(s) = cur.as_ref() {
             let t = s.trim_start();
             if t.starts_with('{') || t.starts_with('[') {
@@ -168,6 +176,27 @@ pub fn lookup<'s>(r: &Reference, scope: &'s Scope<'_>) -> Result<Cow<'s, Value>,
                     cur = Cow::Owned(parsed);
                 }
             }
+        }
+        if let Segment::All = seg {
+            let items: Vec<Value> = match cur {
+                Cow::Borrowed(Value::Array(a)) => a.clone(),
+                Cow::Owned(Value::Array(a)) => a,
+                c => {
+                    return Err(format!(
+                        "`{walked}[*]`: `{walked}` is not an array (it is {})",
+                        describe(&c)
+                    ))
+                }
+            };
+            let rest = &segs[n + 1..];
+            let mapped = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    walk(Cow::Owned(item), rest, format!("{walked}[{i}]")).map(Cow::into_owned)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Cow::Owned(Value::Array(mapped)));
         }
         let next = match (seg, cur) {
             (Segment::Key(k), Cow::Borrowed(Value::Object(m))) => m.get(k).map(Cow::Borrowed),
@@ -177,28 +206,32 @@ pub fn lookup<'s>(r: &Reference, scope: &'s Scope<'_>) -> Result<Cow<'s, Value>,
                 Some(Cow::Owned(a.swap_remove(*i)))
             }
             (seg, c) => {
-                let what = match seg {
-                    Segment::Key(k) => format!("has no key `{k}`"),
-                    Segment::Index(i) => format!("has no item [{i}]"),
-                };
-                return Err(err(format!("`{walked}` {what} (it is {})", describe(&c))));
+                return Err(format!(
+                    "`{walked}` {} (it is {})",
+                    missing(seg),
+                    describe(&c)
+                ));
             }
         };
-        cur = next.ok_or_else(|| {
-            err(match seg {
-                Segment::Key(k) => format!("`{walked}` has no key `{k}`"),
-                Segment::Index(i) => format!("`{walked}` has no item [{i}]"),
-            })
-        })?;
+        cur = next.ok_or_else(|| format!("`{walked}` {}", missing(seg)))?;
         match seg {
             Segment::Key(k) => {
                 walked.push('.');
                 walked.push_str(k);
             }
             Segment::Index(i) => walked.push_str(&format!("[{i}]")),
+            Segment::All => {}
         }
     }
     Ok(cur)
+}
+
+fn missing(seg: &Segment) -> String {
+    match seg {
+        Segment::Key(k) => format!("has no key `{k}`"),
+        Segment::Index(i) => format!("has no item [{i}]"),
+        Segment::All => "has no items".into(),
+    }
 }
 
 fn describe(v: &Value) -> String {
@@ -282,6 +315,16 @@ mod tests {
             ("${n.items[1].name}", json!("y")),
             ("${n.raw.deep.v[1]}", json!(20)),
         ]);
+    }
+
+    #[test]
+    fn projection_maps_every_item() {
+        assert_eq!(resolve("${n.items[*].name}").unwrap(), json!(["x", "y"]));
+        assert_eq!(resolve("${n.raw.deep.v[*]}").unwrap(), json!([10, 20]));
+        let e = resolve("${n.items[*].nope}").unwrap_err();
+        assert!(e.reason.contains("`n.items[0]` has no key `nope`"), "{e}");
+        let e = resolve("${n.count[*]}").unwrap_err();
+        assert!(e.reason.contains("not an array"), "{e}");
     }
 
     #[test]

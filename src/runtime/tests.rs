@@ -67,7 +67,7 @@ struct Sleepy;
 static SLEEPY: NodeSpec = NodeSpec {
     name: "sleepy",
     description: "test",
-    params: &[],
+    params: &[opt("ms", "integer", "how long")],
     outputs: &[],
     dynamic_outputs: true,
 };
@@ -109,6 +109,7 @@ async fn run_json(
     let cx = CompileContext {
         params: inputs.keys().cloned().collect(),
         stdin: Some(false),
+        ..Default::default()
     };
     let wf = rt.compile(ir, "test.json", Path::new("."), &cx)?;
     let inputs = rt.prepare_inputs(&wf, inputs)?;

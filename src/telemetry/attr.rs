@@ -192,6 +192,7 @@ registry! {
     PLANNER_PATH = "pflow.planner.path", Attr, false, "`A` (saved workflow reused) or `B` (generated)";
     PLANNER_ATTEMPTS = "pflow.planner.attempts", Attr, false, "generation attempts";
     PLANNER_WORKFLOW = "pflow.planner.workflow", Attr, false, "the planned workflow's name";
+    PLANNER_IR = "pflow.planner.ir", Attr, true, "the planned workflow, as IR JSON";
     PLANNER_STEP = "pflow.planner.step", Attr, false, "the planner step";
     PLANNER_ATTEMPT = "pflow.planner.attempt", Attr, false, "1, 2, 3 (generate steps)";
 
@@ -389,7 +390,8 @@ mod tests {
                 GEN_AI_SYSTEM_INSTRUCTIONS,
                 GEN_AI_INPUT_MESSAGES,
                 GEN_AI_OUTPUT_MESSAGES,
-                PLANNER_REQUEST
+                PLANNER_REQUEST,
+                PLANNER_IR
             ]
         );
         assert!(is_content(Kind::EventAttr, VALUE_PREVIEW));

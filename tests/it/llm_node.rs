@@ -434,12 +434,12 @@ fn unknown_model_name_is_a_clear_error() {
     let env = Env::new();
     let wf = env.workflow("wf.json", llm_wf("llama3.2", json!({})));
     let (v, code, _) = run_json(env.pflow().args(["--output-format", "json"]).arg(&wf));
-    assert_eq!(code, 1);
+    // Found by validation, before any node runs.
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["error"]["type"], json!("validation_error"));
+    let msg = v["error"]["message"].as_str().unwrap();
     assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`ollama/llama3.2`"),
+        msg.contains("params.model") && msg.contains("`ollama/llama3.2`"),
         "{v}"
     );
 }

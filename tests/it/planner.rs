@@ -113,7 +113,7 @@ async fn summarize_report(flag: &str) -> (Env, Mocked, Value) {
     .await;
     let env = Env::new();
     env.write("report.txt", "Quarterly numbers went up.");
-    let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
+    let (v, code, stderr) = run_json(planner_cmd(&env, &m).arg("--yes").args([
         flag,
         "--output-format",
         "json",
@@ -260,7 +260,7 @@ async fn path_a_reuses_a_saved_workflow() {
         .status
         .success());
     env.write("notes.txt", "hello");
-    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+    let (v, code, _) = run_json(planner_cmd(&env, &m).arg("--yes").args([
         "--output-format",
         "json",
         "please summarize notes.txt to out.md",
@@ -298,7 +298,7 @@ async fn invalid_generations_are_fed_back_until_valid() {
     .await;
     let env = Env::new();
     env.write("r.txt", "x");
-    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+    let (v, code, _) = run_json(planner_cmd(&env, &m).arg("--yes").args([
         "--trace",
         "--output-format",
         "json",
@@ -432,7 +432,7 @@ async fn missing_inputs_are_reported() {
     assert!(msg.contains("missing required input `input_file`"), "{msg}");
     // Given on the command line, they fill the gap.
     env.write("a.txt", "A");
-    let (v, code, _) = run_json(planner_cmd(&env, &m).args([
+    let (v, code, _) = run_json(planner_cmd(&env, &m).arg("--yes").args([
         "--output-format",
         "json",
         "summarize a file",
@@ -469,7 +469,13 @@ async fn plan_command_writes_a_valid_workflow_without_running_it() {
         "nothing ran"
     );
     assert!(!env.dir.path().join("summary.md").exists());
-    let check = env.pflow().arg("validate").arg(&out).output().unwrap();
+    let check = env
+        .pflow()
+        .arg("validate")
+        .arg(&out)
+        .arg("--no-inputs")
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "{}",
@@ -529,4 +535,159 @@ async fn a_token_in_the_request_is_redacted_from_span_names() {
     ] {
         assert!(!text.contains(&token), "the token is in the {what}");
     }
+fn shell_ir() -> Value {
+    json!({"ir_version": "0.1.0", "metadata": {"name": "list-files", "description": "List the files here"},
+        "nodes": [
+            {"id": "ls", "type": "shell", "params": {"command": "ls > listed.txt; echo listed"}},
+            {"id": "say", "type": "llm", "params": {"model": "echo", "prompt": "Files: ${ls.stdout}"}}],
+        "edges": [{"from": "ls", "to": "say"}]})
+}
+
+/// A plan with a shell node and no terminal: printed, not run (exit 2), in the
+/// JSON output and the trace; `--yes` runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_with_side_effects_needs_approval() {
+    let m = scripted(Script {
+        select: Some(json!({"node_types": ["shell", "llm"]}).to_string()),
+        extract: json!({"parameters": {}}),
+        generate: vec![shell_ir()],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let out = planner_cmd(&env, &m)
+        .args(["--output-format", "json", "list the files here"])
+        .env("PFLOW_PROGRESS", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!env.dir.path().join("listed.txt").exists(), "nothing ran");
+    assert_eq!(v["error"]["type"], json!("plan_not_approved"));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("--yes") && msg.contains("`ls` (shell) runs `ls > listed.txt"),
+        "{msg}"
+    );
+    assert_eq!(v["plan"]["nodes"][0]["type"], json!("shell"));
+    assert_eq!(v["metrics"]["workflow"]["nodes_executed"], json!(0));
+    for line in [
+        "plan: list-files — List the files here",
+        "1. ls   shell  command=ls > listed.txt; echo listed",
+        "2. say  llm    model=echo  prompt=Files: ${ls.stdout}",
+        "edges: ls → say",
+        "⚠ `ls` (shell) runs `ls > listed.txt; echo listed`",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in:\n{stderr}");
+    }
+    // The refused plan is in the saved trace.
+    let file = v["trace_file"]
+        .as_str()
+        .expect("a refused run keeps its trace");
+    let (spans, _) = read_trace(std::path::Path::new(file));
+    let planner = by_name(&spans, "plan pflow");
+    let ir: Value = serde_json::from_str(planner.s("pflow.planner.ir")).unwrap();
+    assert_eq!(ir["nodes"][0]["id"], json!("ls"));
+
+    let (v, code, stderr) = run_json(planner_cmd(&env, &m).args([
+        "--yes",
+        "--output-format",
+        "json",
+        "list the files here",
+    ]));
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    assert!(env.dir.path().join("listed.txt").exists());
+    assert_eq!(v["plan"]["nodes"][1]["id"], json!("say"));
+    // No declared outputs: the last node's are the result, and the output says so.
+    assert_eq!(v["result_node"], json!("say"));
+    assert!(
+        v["result"]["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("Files: "),
+        "{v}"
+    );
+}
+
+/// A plan that only reads and computes runs without a question.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_without_side_effects_just_runs() {
+    let mut ir = good_ir();
+    ir["nodes"].as_array_mut().unwrap().pop();
+    ir["edges"].as_array_mut().unwrap().pop();
+    ir["inputs"].as_object_mut().unwrap().remove("output_file");
+    ir["outputs"] = json!({"summary": {"source": "${summarize.response}"}});
+    let m = scripted(Script {
+        extract: json!({"parameters": {"input_file": "r.txt"}}),
+        generate: vec![ir],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    env.write("r.txt", "hello");
+    let (v, code, stderr) =
+        run_json(planner_cmd(&env, &m).args(["--output-format", "json", "summarize r.txt"]));
+    assert_eq!(code, 0, "{v}\n{stderr}");
+    assert_eq!(v["result"]["summary"], json!("Summary: hello"));
+    assert!(stderr.contains("plan: summarize-file"), "{stderr}");
+}
+
+/// On a terminal the question is asked: "n" runs nothing, "y" runs the plan.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_plan_is_confirmed_or_declined() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tool_present(has_script, "util-linux `script`") {
+        return;
+    }
+    let m = scripted(Script {
+        select: Some(json!({"node_types": ["shell", "llm"]}).to_string()),
+        extract: json!({"parameters": {}}),
+        generate: vec![shell_ir()],
+        ..Default::default()
+    })
+    .await;
+    let env = Env::new();
+    let bin = assert_cmd::cargo::cargo_bin("pflow");
+    let ask = |answer: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new("script");
+        c.arg("-qfec")
+            .arg(format!(
+                "'{}' --planner-model gpt-4o-mini 'list the files here'",
+                bin.display()
+            ))
+            .arg("/dev/null")
+            .current_dir(env.dir.path())
+            .env("PFLOW_HOME", env.home())
+            .env("PFLOW_PROGRESS", "off")
+            .env("OPENAI_BASE_URL", format!("{}/v1", m.server.uri()))
+            .env("OPENAI_API_KEY", "sk-test-planner-key-000000")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("script runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(answer.as_bytes()).unwrap();
+        // stdin stays open until pflow is done: an early EOF could end `script` first.
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, tty) = ask("n\n");
+    assert!(
+        tty.contains("Run this plan? It has 1 side effect"),
+        "{tty:?}"
+    );
+    assert_eq!(code, Some(2), "{tty:?}");
+    assert!(tty.contains("not confirmed"), "{tty:?}");
+    assert!(!env.dir.path().join("listed.txt").exists());
+    let (code, tty) = ask("y\n");
+    assert_eq!(code, Some(0), "{tty:?}");
+    assert!(env.dir.path().join("listed.txt").exists());
 }
