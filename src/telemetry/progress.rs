@@ -588,9 +588,7 @@ mod tests {
     /// timed out after being billed) leaves the total a lower bound.
     #[test]
     fn a_call_without_a_cost_makes_the_total_a_lower_bound() {
-        let (sink, lines) = with_progress(|| {
-            let wf = workflow(0, 1);
-            let _w = wf.enter();
+        let (sink, lines) = with_progress(1, |_| {
             let n = node("ask", "node", 1, 1);
             let _e = n.enter();
             {
@@ -604,7 +602,7 @@ mod tests {
         });
         assert_eq!(
             lines,
-            ["✗ ask failed: cost_overflow (1/1) · 1,000 tok · ≥ $0.000000"]
+            ["✗ ask failed: cost_overflow (1/1 node) · 1,000 tok · ≥ $0.000000"]
         );
         assert!(sink.bar_text().ends_with("1,000 tok · ≥ $0.0000"));
     }

@@ -495,9 +495,9 @@ fn planning_without_a_model_says_how_to_get_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--planner-model"));
 }
 
-/// A planned run's root span is named after the request: a token typed in
-/// the request reaches neither the trace file nor the export (without
-/// `--capture-content`, where span names are still sent) nor the output.
+/// A token typed in a planned run's request (kept as `pflow.planner.request`,
+/// never a span name) reaches neither the trace file nor the export (without
+/// `--capture-content`) nor the output.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_in_the_request_is_redacted_from_span_names() {
     let token = format!("ghp_{}", "Zq7".repeat(12));
@@ -512,7 +512,7 @@ async fn a_token_in_the_request_is_redacted_from_span_names() {
     let (v, code, stderr) = run_json(
         planner_cmd(&env, &m)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri())
-            .args(["--trace", "--output-format", "json"])
+            .args(["--yes", "--trace", "--output-format", "json"])
             .arg(format!(
                 "summarize report.txt into summary.md, deploy with token {token}"
             )),
@@ -521,12 +521,16 @@ async fn a_token_in_the_request_is_redacted_from_span_names() {
     let file = std::fs::read_to_string(v["trace_file"].as_str().unwrap()).unwrap();
     let (spans, _) = read_trace(std::path::Path::new(v["trace_file"].as_str().unwrap()));
     assert!(
-        spans.iter().any(|s| s.name.contains("deploy with token")),
-        "the root span is named after the request"
+        spans.iter().all(|s| !s.name.contains("deploy with token")),
+        "no span is named after the request"
+    );
+    assert!(
+        file.contains("deploy with token"),
+        "the request is kept in the local trace"
     );
     let exported =
         serde_json::to_string(&super::otlp::received_http(&receiver, false).await).unwrap();
-    assert!(exported.contains("deploy with token"), "nothing exported");
+    assert!(exported.contains("pflow plan"), "nothing exported: {exported}");
     for (what, text) in [
         ("trace file", file),
         ("export", exported),
@@ -535,6 +539,8 @@ async fn a_token_in_the_request_is_redacted_from_span_names() {
     ] {
         assert!(!text.contains(&token), "the token is in the {what}");
     }
+}
+
 fn shell_ir() -> Value {
     json!({"ir_version": "0.1.0", "metadata": {"name": "list-files", "description": "List the files here"},
         "nodes": [
