@@ -347,6 +347,7 @@ async fn run_everything(otlp: &MockServer, opt_in: bool) -> Vec<wiremock::Reques
     let mut c = planner_cmd(&env, &m);
     setup(&mut c);
     let (v, code, stderr) = run_json(c.args([
+        "--yes",
         "--output-format",
         "json",
         "summarize report.txt into summary.md",
