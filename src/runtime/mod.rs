@@ -62,6 +62,9 @@ pub enum RunError {
     /// The budget guard stopped the run (`--max-cost`, `--max-tokens-total`).
     #[error(transparent)]
     Budget(Box<crate::llm::budget::BudgetExceeded>),
+    /// A run to continue (`pflow resume`, `--only`, `--from`) cannot be.
+    #[error("{0}")]
+    Resume(String),
 }
 
 impl RunError {
@@ -69,7 +72,7 @@ impl RunError {
     /// budget stop, 130 for an interrupt.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => ExitCode::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::Resume(_) => ExitCode::Invalid,
             RunError::Budget(_) => ExitCode::Budget,
             RunError::Interrupted => ExitCode::Interrupted,
             _ => ExitCode::Failed,
@@ -79,7 +82,7 @@ impl RunError {
     /// How a run that ended with this error is recorded.
     pub fn status(&self) -> RunStatus {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) => RunStatus::Invalid,
+            RunError::Invalid(_) | RunError::Input(_) | RunError::Resume(_) => RunStatus::Invalid,
             RunError::Budget(_) => RunStatus::BudgetExceeded,
             RunError::Interrupted => RunStatus::Interrupted,
             _ => RunStatus::Failed,
@@ -96,6 +99,7 @@ impl RunError {
             RunError::Interrupted => "interrupted",
             RunError::Planner { kind, .. } => kind,
             RunError::Budget(b) => b.kind(),
+            RunError::Resume(_) => "resume_error",
         }
     }
 }
@@ -157,6 +161,26 @@ impl CompiledWorkflow {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
+
+    /// The top-level nodes as the checkpoint store sees them: each one's IR
+    /// and, for a nested workflow, the child's IR (a changed child changes the node).
+    pub fn node_views(&self) -> Vec<crate::checkpoint::NodeView<'_>> {
+        self.ir
+            .nodes
+            .iter()
+            .map(|n| crate::checkpoint::NodeView {
+                ir: n,
+                child: self
+                    .nodes
+                    .iter()
+                    .find(|c| c.id == n.id)
+                    .and_then(|c| match &c.kind {
+                        CompiledKind::Workflow { child, .. } => Some(&child.ir),
+                        CompiledKind::Builtin(_) => None,
+                    }),
+            })
+            .collect()
+    }
 }
 
 /// Settings for one run.
@@ -164,6 +188,9 @@ impl CompiledWorkflow {
 pub struct RunOptions {
     /// Maximum node executions; default `max(1000, 10 × nodes)`.
     pub max_steps: Option<usize>,
+    /// The run's checkpoint: top-level nodes are restored, served from the
+    /// memo or run, and each completed one is recorded.
+    pub checkpoint: Option<Arc<crate::checkpoint::Session>>,
 }
 
 impl Default for RunOptions {
@@ -172,6 +199,7 @@ impl Default for RunOptions {
             max_steps: std::env::var("PFLOW_MAX_STEPS")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            checkpoint: None,
         }
     }
 }
@@ -681,6 +709,8 @@ impl Runtime {
             .unwrap_or_else(|| (wf.nodes.len() * 10).max(1000));
         let mut current = wf.start;
         let mut steps = 0usize;
+        // Checkpoints hold top-level nodes (a nested workflow is one unit).
+        let ck = opts.checkpoint.as_ref().filter(|_| depth == 0);
         loop {
             // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
             if let Some(stop) = self.budget_stop() {
@@ -695,6 +725,34 @@ impl Runtime {
                 });
             }
             let path = format!("{prefix}{}", node.id);
+            let mut memo_key = None;
+            if let Some(ck) = ck {
+                if ck.stop_before(&node.id) {
+                    break;
+                }
+                let reuse = match ck.restore(&node.id) {
+                    Ok(Some(r)) => Some(r),
+                    Ok(None) => {
+                        memo_key = ck.memo_key(&node.id, &store);
+                        memo_key.as_deref().and_then(|k| ck.memo_hit(k))
+                    }
+                    Err(e) => return Err(RunError::Resume(e.to_string())),
+                };
+                if let Some(r) = reuse {
+                    {
+                        let span = node_span(node, &path, ROLE_NODE, 1, 1);
+                        crate::checkpoint::mark_span(&span, &r);
+                    }
+                    ck.completed(&node.id, None, &r.outputs, &r.action, memo_key, Some(&r));
+                    let action = r.action;
+                    store.insert(node.id.clone(), Value::Object(r.outputs));
+                    match wf.edges.get(&(current, action)) {
+                        Some(next) => current = *next,
+                        None => break,
+                    }
+                    continue;
+                }
+            }
             let result = if node.batch.is_some() {
                 self.exec_batch(wf, node, &store, &path, opts, depth).await
             } else {
@@ -702,8 +760,11 @@ impl Runtime {
                     .await
             };
             let action = match result {
-                Ok(out) => {
+                Ok(Done { out, span }) => {
                     let action = out.action.unwrap_or_else(|| "default".to_string());
+                    if let Some(ck) = ck {
+                        ck.completed(&node.id, Some(&span), &out.outputs, &action, memo_key, None);
+                    }
                     store.insert(node.id.clone(), Value::Object(out.outputs));
                     action
                 }
@@ -761,7 +822,7 @@ impl Runtime {
         batch_index: Option<usize>,
         opts: &RunOptions,
         depth: u32,
-    ) -> Result<NodeOutput, Failure> {
+    ) -> Result<Done, Failure> {
         let max_attempts = node.max_retries + 1;
         let mut attempt = 1;
         loop {
@@ -805,7 +866,7 @@ impl Runtime {
                     };
                     record_store_writes(&span, &ns, &out.outputs);
                     guard.ok();
-                    return Ok(out);
+                    return Ok(Done { out, span });
                 }
                 Err(err) => {
                     if INTERRUPTED.load(Ordering::Relaxed) {
@@ -938,7 +999,7 @@ impl Runtime {
         path: &str,
         opts: &RunOptions,
         depth: u32,
-    ) -> Result<NodeOutput, Failure> {
+    ) -> Result<Done, Failure> {
         let Some(batch) = &node.batch else {
             return Err(Failure::Node(NodeError::new(
                 "internal",
@@ -1009,7 +1070,7 @@ impl Runtime {
                 .buffer_unordered(batch.max_concurrent);
             while let Some((i, r)) = stream.next().await {
                 match r {
-                    Ok(out) => results[i] = Some(Ok(out)),
+                    Ok(done) => results[i] = Some(Ok(done.out)),
                     Err(Failure::Interrupted) => return Err(Failure::Interrupted),
                     // Calls already in flight were within the budget: let them
                     // finish (they are billed either way); items not started yet
@@ -1064,7 +1125,10 @@ impl Runtime {
         span.record(attr::NODE_ACTION, "default");
         record_store_writes(&span, &node.id, &outputs);
         guard.ok();
-        Ok(NodeOutput::new(outputs))
+        Ok(Done {
+            out: NodeOutput::new(outputs),
+            span,
+        })
     }
 }
 
@@ -1096,6 +1160,13 @@ fn node_span(
         { attr::NODE_STATUS } = Empty,
         { attr::NODE_PARAMS } = Empty,
         { attr::NODE_PARAMS_DIGEST } = Empty,
+        { attr::NODE_ORIGIN_RUN_ID } = Empty,
+        { attr::NODE_ORIGIN_TRACE_ID } = Empty,
+        { attr::NODE_ORIGIN_SPAN_ID } = Empty,
+        { attr::REUSED_LLM_CALLS } = Empty,
+        { attr::REUSED_INPUT_TOKENS } = Empty,
+        { attr::REUSED_OUTPUT_TOKENS } = Empty,
+        { attr::REUSED_COST_USD } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )
@@ -1104,6 +1175,12 @@ fn node_span(
 const ROLE_NODE: &str = "node";
 const ROLE_BATCH: &str = "batch";
 const ROLE_BATCH_ITEM: &str = "batch_item";
+
+/// A node that succeeded, with the span of its successful attempt (or batch).
+struct Done {
+    out: NodeOutput,
+    span: tracing::Span,
+}
 
 enum Failure {
     Node(NodeError),
