@@ -760,6 +760,8 @@ fn plan(
         Mode::Only { node } => Some(node.as_str()),
         _ => None,
     };
+    // `--only`: the nodes after it do not run, so they are not restored either.
+    let after_only = only.map(|n| downstream(ir, n)).unwrap_or_default();
     let completed: Vec<&str> = ir
         .nodes
         .iter()
@@ -768,7 +770,9 @@ fn plan(
         .collect();
     let restorable: Vec<String> = completed
         .iter()
-        .filter(|id| !invalid.contains_key(**id) && only != Some(**id))
+        .filter(|id| {
+            !invalid.contains_key(**id) && only != Some(**id) && !after_only.contains(**id)
+        })
         .map(|s| s.to_string())
         .collect();
     let invalidated: Vec<Invalidated> = completed
@@ -797,6 +801,20 @@ fn plan(
             invalidated,
         },
     ))
+}
+
+/// The nodes reachable by edges from `id` (not `id` itself, unless in a loop).
+fn downstream(ir: &WorkflowIr, id: &str) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut queue = vec![id.to_string()];
+    while let Some(n) = queue.pop() {
+        for e in ir.edges.iter().filter(|e| e.from == n) {
+            if seen.insert(e.to.clone()) {
+                queue.push(e.to.clone());
+            }
+        }
+    }
+    seen
 }
 
 /// Marks the span of a node that was not run again: its status (`restored`

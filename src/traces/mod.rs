@@ -255,6 +255,31 @@ impl TraceSpan {
         self.facts().is_llm()
     }
 
+    /// A restored or cached node: `restored from run R (span S) · 1 LLM
+    /// call, 30 tokens, $0.0041 when first made`; `None` for any other span.
+    pub fn reuse_note(&self) -> Option<String> {
+        let f = self.facts();
+        let how = f.reuse_status()?.to_string();
+        let mut note = format!(
+            "{how} from run {}",
+            f.origin_run_id.as_deref().unwrap_or("?")
+        );
+        if let Some(span) = self.str_attr(crate::telemetry::attr::NODE_ORIGIN_SPAN_ID) {
+            note.push_str(&format!(" (span {span})"));
+        }
+        match f.reused {
+            Some(u) if u.llm_calls > 0 => note.push_str(&format!(
+                " · {}, {} when first made",
+                crate::format::count(u.llm_calls, "LLM call"),
+                u.cost_usd
+                    .map_or_else(|| "cost unknown".into(), crate::format::usd_compact)
+            )),
+            Some(_) => {}
+            None => note.push_str(" · original usage unknown"),
+        }
+        Some(note)
+    }
+
     /// The facts the metrics aggregation reads, from this span's attributes.
     pub fn facts(&self) -> SpanFacts {
         let kvs: Vec<opentelemetry::KeyValue> = self
