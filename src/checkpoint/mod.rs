@@ -212,14 +212,7 @@ fn node_info(v: &NodeView<'_>, cache: CacheMode) -> NodeInfo {
             }
         }
     };
-    ir::template::walk_strings(
-        &Value::Object(n.params.clone()),
-        &mut String::new(),
-        &mut add,
-    );
-    if let Some(b) = &n.batch {
-        ir::template::walk_strings(&b.items, &mut String::new(), &mut add);
-    }
+    ir::template::walk_node_strings(n, &mut add);
     let fingerprint = store::sha256_hex(
         &serde_json::to_vec(&json!({"id": n.id, "node": basis})).unwrap_or_default(),
     );

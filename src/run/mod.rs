@@ -626,14 +626,7 @@ fn references_stdin(ir: &ir::WorkflowIr) -> bool {
         }
     };
     for n in &ir.nodes {
-        ir::template::walk_strings(
-            &Value::Object(n.params.clone()),
-            &mut String::new(),
-            &mut check,
-        );
-        if let Some(b) = &n.batch {
-            ir::template::walk_strings(&b.items, &mut String::new(), &mut check);
-        }
+        ir::template::walk_node_strings(n, &mut check);
     }
     for o in ir.outputs.values() {
         if let Some(s) = &o.source {

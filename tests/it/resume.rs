@@ -93,23 +93,29 @@ fn root(spans: &[Value]) -> &Value {
         .expect("root span")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failed_run_resumes_without_repeating_any_llm_call() {
-    let server = openai_server().await;
-    let env = Env::new();
+/// The six-node workflow run once: it fails at `d` after three LLM calls.
+async fn failed_first_run(env: &Env, server: &wiremock::MockServer) -> (std::path::PathBuf, Value) {
     let wf = env.workflow("wf.json", six("two"));
     let (first, code, stderr) = run_json(
-        with_openai(&env, &server)
+        with_openai(env, server)
             .args(["--output-format", "json", "run"])
             .arg(&wf)
             .arg("topic=cats"),
     );
     assert_eq!(code, 1, "{first}\n{stderr}");
     assert_eq!(
-        requests(&server).await,
+        requests(server).await,
         3,
         "three LLM calls before node 4 failed"
     );
+    (wf, first)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_resumes_without_repeating_any_llm_call() {
+    let server = openai_server().await;
+    let env = Env::new();
+    let (wf, first) = failed_first_run(&env, &server).await;
     assert_eq!(first["error"]["node"], "d");
     let run_id = first["run_id"].as_str().expect("run_id").to_string();
     assert_eq!(
@@ -225,15 +231,7 @@ async fn a_failed_run_resumes_without_repeating_any_llm_call() {
 async fn a_changed_upstream_param_invalidates_it_and_what_follows() {
     let server = openai_server().await;
     let env = Env::new();
-    let wf = env.workflow("wf.json", six("two"));
-    let (first, code, _) = run_json(
-        with_openai(&env, &server)
-            .args(["--output-format", "json", "run"])
-            .arg(&wf)
-            .arg("topic=cats"),
-    );
-    assert_eq!(code, 1, "{first}");
-    assert_eq!(requests(&server).await, 3);
+    let (wf, _) = failed_first_run(&env, &server).await;
     env.workflow("wf.json", six("TWO"));
     std::fs::write(env.dir.path().join("ok.flag"), "").unwrap();
     let (v, code, stderr) =
