@@ -525,7 +525,8 @@ impl Session {
     /// A previous successful execution with this key, from a finished run.
     pub fn memo_hit(&self, key: &str) -> Option<Reuse> {
         let entry = store::memo_get(&self.runs, key)?;
-        if entry.run_id == self.run_id {
+        // An entry naming anything but a run directory is not followed.
+        if entry.run_id == self.run_id || !store::is_run_id(&entry.run_id) {
             return None;
         }
         let source = RunDir::new(&self.runs, &entry.run_id);
