@@ -276,6 +276,8 @@ pub struct ResumeSummary {
     pub restorable: Vec<String>,
     /// Nodes completed in the prior run that run again, and why.
     pub invalidated: Vec<Invalidated>,
+    /// The workflow's IR hash differs from the prior run's (nodes, edges or outputs).
+    pub workflow_changed: bool,
 }
 
 impl ResumeSummary {
@@ -296,6 +298,12 @@ impl ResumeSummary {
                 format!(" ({})", self.restorable.join(", "))
             }
         )];
+        if self.workflow_changed {
+            out.push(format!(
+                "the workflow changed since run {}: unchanged nodes are restored until the first node that runs",
+                self.from_run
+            ));
+        }
         for i in &self.invalidated {
             out.push(format!("node `{}` runs again: {}", i.node, i.reason));
         }
@@ -793,6 +801,7 @@ fn plan(
             from_run,
             restorable,
             invalidated,
+            workflow_changed: crate::history::WorkflowIdent::of(ir).hash != prior.manifest.ir_hash,
         },
     ))
 }

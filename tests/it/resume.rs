@@ -180,6 +180,7 @@ async fn a_failed_run_resumes_without_repeating_any_llm_call() {
     assert_eq!(m["reused"]["nodes"]["a"]["origin_run_id"], json!(run_id));
     assert_eq!(v["resume"]["from_run"], json!(run_id));
     assert_eq!(v["resume"]["restorable"], json!(["a", "b", "c"]));
+    assert_eq!(v["resume"]["workflow_changed"], false);
     assert!(v.get("resume_command").is_none(), "succeeded: {v}");
 
     // The resumed run is a new trace linked to the first; restored nodes link to their spans.
@@ -239,6 +240,7 @@ async fn a_changed_upstream_param_invalidates_it_and_what_follows() {
     assert_eq!(code, 0, "{v}\n{stderr}");
     assert_eq!(requests(&server).await, 5, "b and c called again, a not");
     assert_eq!(v["resume"]["restorable"], json!(["a"]));
+    assert_eq!(v["resume"]["workflow_changed"], true);
     let inv = &v["resume"]["invalidated"];
     assert_eq!(inv[0]["node"], "b");
     assert!(
