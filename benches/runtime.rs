@@ -50,7 +50,10 @@ fn run_once(
     dir: &Path,
     tokio_rt: &tokio::runtime::Runtime,
 ) {
-    let opts = RunOptions { max_steps: None };
+    let opts = RunOptions {
+        max_steps: None,
+        checkpoint: None,
+    };
     let telemetry = Telemetry::init(TelemetryConfig {
         mode,
         trace_dir: dir.to_path_buf(),

@@ -4,7 +4,9 @@
 //! [`runtime`] compiles and executes it, calling [`nodes`]; every workflow,
 //! node attempt and batch item is a `tracing` span that [`telemetry`] turns
 //! into OpenTelemetry spans, a metrics summary and an OTLP/JSON trace file.
-//! [`history`] records each run's metrics summary for `pflow stats`.
+//! [`history`] records each run's metrics summary for `pflow stats`;
+//! [`checkpoint`] keeps each run's node outputs for `pflow resume`, `--only`,
+//! `--from` and the memo cache.
 //! [`run`] is a run's whole lifecycle (telemetry, root span, planning,
 //! estimate and refusal, signals, trace file, history) as a library call;
 //! the [`cli`] module is the `pflow` command, which only parses arguments
@@ -12,6 +14,7 @@
 //! cli → run → planner/runtime → nodes; telemetry observes, it never steers.
 
 pub mod accounting;
+pub mod checkpoint;
 pub mod cli;
 pub mod format;
 pub mod history;

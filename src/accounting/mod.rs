@@ -474,6 +474,46 @@ impl Usage {
     }
 }
 
+/// Work a run did not redo: a node restored from a checkpoint or served from
+/// the memo cache, with what its LLM calls cost when they were first made.
+/// It is counted beside what the run spent, never in it, so reused work
+/// neither reads as free nor as spent twice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reused {
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    /// What those calls cost originally; `None` when any of them had no known price.
+    pub cost_usd: Option<f64>,
+}
+
+impl Default for Reused {
+    /// Nothing reused: no calls, $0 (a known amount).
+    fn default() -> Self {
+        Reused {
+            llm_calls: 0,
+            tokens: Tokens::default(),
+            cost_usd: Some(0.0),
+        }
+    }
+}
+
+impl Reused {
+    /// What a node's usage (as the aggregation summed it) reuses.
+    pub fn of_usage(u: &Usage) -> Reused {
+        Reused {
+            llm_calls: u.llm_calls,
+            tokens: u.tokens,
+            cost_usd: u.cost.usd,
+        }
+    }
+
+    pub fn add(&mut self, o: &Reused) {
+        self.llm_calls += o.llm_calls;
+        self.tokens.add(&o.tokens);
+        self.cost_usd = sum_known([self.cost_usd, o.cost_usd]);
+    }
+}
+
 /// The batch node a batch item path belongs to: `fan[3]` → `fan`,
 /// `outer/fan[3]` → `outer/fan`; `None` for a path that is no batch item.
 pub fn batch_of(path: &str) -> Option<&str> {

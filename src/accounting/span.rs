@@ -71,6 +71,11 @@ pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
     }
 }
 
+/// `pflow.node.status` of a node restored from a checkpoint.
+pub const STATUS_RESTORED: &str = "restored";
+/// `pflow.node.status` of a memo hit.
+pub const STATUS_CACHED: &str = "cached";
+
 /// GenAI operation names that are model calls.
 const LLM_OPERATIONS: &[&str] = &["chat", "text_completion", "generate_content"];
 
@@ -125,6 +130,10 @@ pub struct SpanFacts {
     pub failed: bool,
     /// Root span only: the `pflow.budget.*` attributes, when a budget was set.
     pub budget: Option<BudgetMetrics>,
+    /// A restored or cached node: the run that executed it.
+    pub origin_run_id: Option<String>,
+    /// A restored or cached node: what its LLM calls were (`None`: unknown).
+    pub reused: Option<super::Reused>,
 }
 
 impl SpanFacts {
@@ -197,6 +206,19 @@ impl SpanFacts {
                     f.llm_node_path = text()
                 }
                 attr::USAGE_ESTIMATED => f.estimated = matches!(kv.value, OtelValue::Bool(true)),
+                attr::NODE_ORIGIN_RUN_ID => f.origin_run_id = text(),
+                attr::REUSED_LLM_CALLS => {
+                    f.reused.get_or_insert_with(Default::default).llm_calls = as_u64(&kv.value)
+                }
+                attr::REUSED_INPUT_TOKENS => {
+                    f.reused.get_or_insert_with(Default::default).tokens.input = as_u64(&kv.value)
+                }
+                attr::REUSED_OUTPUT_TOKENS => {
+                    f.reused.get_or_insert_with(Default::default).tokens.output = as_u64(&kv.value)
+                }
+                attr::REUSED_COST_USD => {
+                    f.reused.get_or_insert_with(Default::default).cost_usd = as_f64(&kv.value)
+                }
                 k if k.starts_with(attr::BUDGET_PREFIX) => {
                     let b = f.budget.get_or_insert_with(BudgetMetrics::default);
                     let flag = matches!(kv.value, OtelValue::Bool(true));
@@ -244,6 +266,13 @@ impl SpanFacts {
             attr::WORKFLOW_DEPTH => self.workflow_depth.map(|d| d.to_string()),
             _ => None,
         })
+    }
+
+    /// `restored` or `cached`: a node whose outputs were reused, not produced.
+    pub fn reuse_status(&self) -> Option<&str> {
+        self.node_status
+            .as_deref()
+            .filter(|s| matches!(*s, STATUS_RESTORED | STATUS_CACHED))
     }
 
     pub fn is_llm(&self) -> bool {

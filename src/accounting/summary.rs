@@ -4,7 +4,7 @@
 //! `schema_version`.
 
 use super::span::{SpanFacts, SpanKind};
-use super::{batch_of, round_usd, CostTotal, Usage};
+use super::{batch_of, round_usd, CostTotal, Reused, Tokens, Usage};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::time::{Duration, SystemTime};
@@ -46,6 +46,42 @@ pub struct TotalMetrics {
     pub cost: CostTotal,
     /// What cache reads saved across sections, in USD.
     pub cache_savings_usd: f64,
+    /// Only when nodes were restored or cached: the work reused, beside what this run spent.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<ReusedTotal>,
+}
+
+/// `total.reused_llm_calls`, `total.reused_tokens_total`, `total.cost_reused_usd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ReusedTotal {
+    pub reused_llm_calls: u64,
+    pub reused_tokens_total: u64,
+    /// What the reused calls cost when first made; null when any of them is unknown.
+    pub cost_reused_usd: Option<f64>,
+}
+
+/// `metrics.reused`: nodes restored from a checkpoint or served from the
+/// memo cache, and the LLM work they did not repeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReusedMetrics {
+    pub nodes_restored: u64,
+    pub nodes_cached: u64,
+    pub llm_calls: u64,
+    pub tokens: Tokens,
+    /// What those calls cost when first made; null when any was unpriced or unknown.
+    pub cost_reused_usd: Option<f64>,
+    /// Per node path: how it was reused, from which run, and what it reused.
+    pub nodes: IndexMap<String, ReusedNode>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReusedNode {
+    /// `restored` or `cached`.
+    pub status: String,
+    pub origin_run_id: Option<String>,
+    pub llm_calls: u64,
+    pub tokens_total: u64,
+    pub cost_reused_usd: Option<f64>,
 }
 
 /// The `metrics` object of `--output-format json`.
@@ -63,6 +99,9 @@ pub struct MetricsSummary {
     /// The run's budget, when `--max-cost` or `--max-tokens-total` was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetMetrics>,
+    /// Only when nodes were restored or cached (see [`ReusedMetrics`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<ReusedMetrics>,
 }
 
 /// `metrics.budget`: the limits, what was spent, and where the guard stopped
@@ -169,6 +208,7 @@ pub struct Aggregator {
     models: IndexMap<String, Usage>,
     unpriced: Vec<String>,
     budget: Option<BudgetMetrics>,
+    reused: Option<ReusedMetrics>,
 }
 
 impl Aggregator {
@@ -199,6 +239,7 @@ impl Aggregator {
                     add_timing(&mut section.steps, step, f.start, f.duration);
                 }
             }
+            SpanKind::Node if f.reuse_status().is_some() => self.add_reused(f),
             SpanKind::Node | SpanKind::Batch | SpanKind::BatchItem => {
                 if f.attempt == 1 {
                     if kind == SpanKind::BatchItem {
@@ -228,6 +269,46 @@ impl Aggregator {
                 self.models.entry(model).or_default().add_call(&call);
             }
             _ => {}
+        }
+    }
+
+    /// A restored or cached node: counted apart, never as work this run did.
+    fn add_reused(&mut self, f: &SpanFacts) {
+        let r = self.reused.get_or_insert_with(|| ReusedMetrics {
+            cost_reused_usd: Some(0.0),
+            ..Default::default()
+        });
+        let status = f.reuse_status().unwrap_or_default().to_string();
+        if status == super::span::STATUS_CACHED {
+            r.nodes_cached += 1;
+        } else {
+            r.nodes_restored += 1;
+        }
+        // No reused usage recorded (telemetry was off when it ran): its cost is unknown.
+        let u = f.reused.unwrap_or(Reused {
+            cost_usd: None,
+            ..Default::default()
+        });
+        let mut sum = Reused {
+            llm_calls: r.llm_calls,
+            tokens: r.tokens,
+            cost_usd: r.cost_reused_usd,
+        };
+        sum.add(&u);
+        r.llm_calls = sum.llm_calls;
+        r.tokens = sum.tokens;
+        r.cost_reused_usd = sum.cost_usd;
+        if let Some(path) = &f.node_path {
+            r.nodes.insert(
+                path.clone(),
+                ReusedNode {
+                    status,
+                    origin_run_id: f.origin_run_id.clone(),
+                    llm_calls: u.llm_calls,
+                    tokens_total: u.tokens.input + u.tokens.output,
+                    cost_reused_usd: u.cost_usd.map(round_usd),
+                },
+            );
         }
     }
 
@@ -262,6 +343,11 @@ impl Aggregator {
                 tokens_total: all.tokens.total,
                 cost: all.cost.rounded(),
                 cache_savings_usd: round_usd(all.cache_savings_usd),
+                reused: self.reused.as_ref().map(|r| ReusedTotal {
+                    reused_llm_calls: r.llm_calls,
+                    reused_tokens_total: r.tokens.input + r.tokens.output,
+                    cost_reused_usd: r.cost_reused_usd.map(round_usd),
+                }),
             },
             workflow,
             planner,
@@ -275,6 +361,14 @@ impl Aggregator {
                 spent_usd: round_usd(b.spent_usd),
                 next_call_estimate_usd: b.next_call_estimate_usd.map(round_usd),
                 ..b.clone()
+            }),
+            reused: self.reused.as_ref().map(|r| ReusedMetrics {
+                tokens: Tokens {
+                    total: r.tokens.input + r.tokens.output,
+                    ..r.tokens
+                },
+                cost_reused_usd: r.cost_reused_usd.map(round_usd),
+                ..r.clone()
             }),
         }
     }

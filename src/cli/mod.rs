@@ -11,6 +11,7 @@ mod progress;
 mod stats;
 mod trace;
 
+use crate::checkpoint::{CacheMode, Mode};
 use crate::ir;
 use crate::outcome::ExitCode;
 use crate::pricing::PriceTable;
@@ -87,6 +88,13 @@ pub struct Cli {
     /// HTTP other than GET) without asking; without a terminal such a plan otherwise stops (exit 2).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// Serve nodes from the memo cache: an earlier successful execution with the same type,
+    /// params and inputs (LLM nodes at temperature 0, echo, and nodes with `cache: true`).
+    #[arg(long, global = true, conflicts_with = "no_cache")]
+    pub cache: bool,
+    /// Never serve a node from the memo cache, whatever the nodes say.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,6 +106,21 @@ pub enum Command {
         /// The workflow JSON file, a saved workflow's name, or a quoted request.
         file: PathBuf,
         /// Inputs and parameters as NAME=VALUE (VALUE parsed as JSON when valid JSON).
+        params: Vec<String>,
+        /// Run only this node again, against the last run's values of this workflow (nothing after it runs).
+        #[arg(long, value_name = "NODE", conflicts_with = "from")]
+        only: Option<String>,
+        /// Run this node and everything after it, the nodes before it restored from the last run.
+        #[arg(long, value_name = "NODE")]
+        from: Option<String>,
+    },
+    /// Continue a run that stopped: its completed nodes restored, the rest run
+    /// (a node or input changed since invalidates it and everything downstream).
+    Resume {
+        /// The run: `last` (default), a run id or a prefix of one (printed when a run fails).
+        #[arg(value_name = "RUN")]
+        run: Option<String>,
+        /// Inputs to change, as NAME=VALUE (the run's own inputs are used otherwise).
         params: Vec<String>,
     },
     /// Check a workflow file without running it: everything `pflow run` checks before it starts.
@@ -341,6 +364,7 @@ pub fn main() -> i32 {
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Run { .. } => "run",
+        Command::Resume { .. } => "resume",
         Command::Plan { .. } => "plan",
         Command::Validate { .. } => "validate",
         Command::Nodes => "nodes",
@@ -363,15 +387,16 @@ fn command_name(c: &Command) -> &'static str {
 /// A global flag given to a command it does nothing for: flags are global
 /// so they can come before the command, but silently ignoring one hides a mistake.
 fn misplaced_flag(cli: &Cli) -> Option<String> {
-    const RUN: &[&str] = &["run", "plan"];
-    const EXPORT: &[&str] = &["run", "plan", "trace export"];
-    let flags: [(&str, bool, &[&str]); 14] = [
+    const RUN: &[&str] = &["run", "plan", "resume"];
+    const EXPORT: &[&str] = &["run", "plan", "resume", "trace export"];
+    const EXECUTES: &[&str] = &["run", "resume"];
+    let flags: [(&str, bool, &[&str]); 16] = [
         ("--trace", cli.trace, RUN),
         ("--no-progress", cli.no_progress, RUN),
         (
             "--pricing",
             cli.pricing.is_some(),
-            &["run", "plan", "pricing show", "trace reprice"],
+            &["run", "plan", "resume", "pricing show", "trace reprice"],
         ),
         ("--otlp-endpoint", cli.otlp_endpoint.is_some(), EXPORT),
         ("--planner-model", cli.planner_model.is_some(), RUN),
@@ -384,6 +409,8 @@ fn misplaced_flag(cli: &Cli) -> Option<String> {
         ("--allow-unpriced", cli.allow_unpriced, RUN),
         ("--estimate", cli.estimate, &["run"]),
         ("--yes", cli.yes, &["run"]),
+        ("--cache", cli.cache, EXECUTES),
+        ("--no-cache", cli.no_cache, EXECUTES),
     ];
     let command = command_name(&cli.command);
     flags
@@ -429,7 +456,56 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Stats { action, query } => {
             stats::stats_cmd(action.as_ref(), query, cli.output_format)
         }
-        Command::Run { file, params } => run_cmd(target_of(file), params, &cli).await,
+        Command::Run {
+            file,
+            params,
+            only,
+            from,
+        } => {
+            let mode = match (only, from) {
+                (Some(node), _) => Some(Mode::Only { node: node.clone() }),
+                (None, Some(node)) => Some(Mode::From { node: node.clone() }),
+                (None, None) => None,
+            };
+            let source = target_of(file);
+            match (&source, &mode) {
+                (Source::File(_), _) | (_, None) => run_cmd(source, params, mode, &cli).await,
+                _ => output::usage_error(
+                    cli.output_format,
+                    "--only and --from need a workflow file (a planned workflow can be saved with `pflow plan REQUEST -o FILE`)",
+                ),
+            }
+        }
+        Command::Resume { run, params } => {
+            // `pflow resume name=value`: the newest run, with an input changed.
+            let mut params = params.clone();
+            let arg = match run {
+                Some(r) if r.contains('=') => {
+                    params.insert(0, r.clone());
+                    "last".to_string()
+                }
+                Some(r) => r.clone(),
+                None => "last".to_string(),
+            };
+            match crate::run::resume_target(&crate::telemetry::pflow_home(), &arg) {
+                Ok((id, file)) => {
+                    run_cmd(
+                        Source::File(file),
+                        &params,
+                        Some(Mode::Resume { run: id }),
+                        &cli,
+                    )
+                    .await
+                }
+                Err(e) => output::fail(
+                    cli.output_format,
+                    ExitCode::Invalid,
+                    "resume_error",
+                    &e,
+                    Value::Null,
+                ),
+            }
+        }
         Command::Plan {
             request,
             output,
@@ -441,6 +517,7 @@ async fn dispatch(cli: Cli) -> i32 {
                     output: output.clone(),
                 },
                 params,
+                None,
                 &cli,
             )
             .await
@@ -610,8 +687,8 @@ fn pricing_cmd(action: &PricingCommand, cli: &Cli) -> i32 {
 
 /// `pflow run` / `pflow plan`: the arguments resolved into one
 /// [`RunConfig`], handed to the library's runner, and its report rendered.
-async fn run_cmd(source: Source, params: &[String], cli: &Cli) -> i32 {
-    let config = match resolve_run(source, params, cli) {
+async fn run_cmd(source: Source, params: &[String], mode: Option<Mode>, cli: &Cli) -> i32 {
+    let config = match resolve_run(source, params, mode, cli) {
         Ok(c) => c,
         Err(e) => return output::usage_error(cli.output_format, &e),
     };
@@ -646,7 +723,12 @@ async fn run_cmd(source: Source, params: &[String], cli: &Cli) -> i32 {
 
 /// The command line resolved into a run configuration; an error is a usage
 /// error (exit code 2) and nothing has started.
-fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig, String> {
+fn resolve_run(
+    source: Source,
+    params: &[String],
+    resume: Option<Mode>,
+    cli: &Cli,
+) -> Result<RunConfig, String> {
     let params = parse_params(params)?;
     // A malformed price file stops the run before it starts.
     let (prices, _, price_warnings) = load_prices(cli.pricing.as_deref())?;
@@ -684,6 +766,12 @@ fn resolve_run(source: Source, params: &[String], cli: &Cli) -> Result<RunConfig
         capture_content: cli.capture_content,
         profile,
         warnings: price_warnings,
+        resume,
+        cache: match (cli.cache, cli.no_cache) {
+            (_, true) => CacheMode::Off,
+            (true, false) => CacheMode::On,
+            _ => CacheMode::Default,
+        },
         ..RunConfig::new(source)
     })
 }

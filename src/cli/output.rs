@@ -348,6 +348,15 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
                 if let Some(node) = r.result.as_ref().ok().and_then(|o| o.result_node.as_ref()) {
                     o.insert("result_node".into(), json!(node));
                 }
+                if let Some(id) = &r.run_id {
+                    o.insert("run_id".into(), json!(id));
+                }
+                if let Some(c) = &r.resume_command {
+                    o.insert("resume_command".into(), json!(c));
+                }
+                if let Some(s) = &r.resume {
+                    o.insert("resume".into(), json!(s));
+                }
             }
             print_json(&v);
             if let Some(p) = &r.trace_file {
@@ -360,6 +369,9 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
             }
             for w in &r.warnings {
                 eprintln!("warning: {}", shown(w));
+            }
+            for line in r.resume.iter().flat_map(|s| s.lines()) {
+                eprintln!("↻ {}", shown(&line));
             }
             match &r.result {
                 Ok(out) => {
@@ -385,6 +397,9 @@ pub fn print_run(r: &RunReport, format: OutputFormat) {
             eprintln!("{}", summary_line(r));
             if let Some(p) = &r.trace_file {
                 eprintln!("Trace saved: {}", p.display());
+            }
+            if let (Some(id), Some(c)) = (&r.run_id, &r.resume_command) {
+                eprintln!("Run {id} stopped; its completed nodes are kept. Resume with: {c}");
             }
         }
     }
@@ -443,8 +458,20 @@ fn summary_line(r: &RunReport) -> String {
             } else {
                 String::new()
             };
+            let reused = match &m.reused {
+                Some(r) => format!(
+                    " · reused {} restored + {} cached: {}, {}, {} when first made",
+                    r.nodes_restored,
+                    r.nodes_cached,
+                    format::count(r.llm_calls, "LLM call"),
+                    format::count(r.tokens.total, "token"),
+                    r.cost_reused_usd
+                        .map_or_else(|| "cost unknown".to_string(), format::usd_compact),
+                ),
+                None => String::new(),
+            };
             format!(
-                "{mark} {}{items} in {:.1} ms · {} · {} · {}",
+                "{mark} {}{items} in {:.1} ms · {} · {} · {}{reused}",
                 format::count(w.nodes_executed, "node"),
                 m.total.duration_ms,
                 format::count(m.total.llm_calls, "LLM call"),

@@ -163,6 +163,17 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
         "  cost       {}\n",
         crate::format::cost(&t.usage.cost)
     ));
+    if t.reused.nodes > 0 {
+        out.push_str(&format!(
+            "  reused     {} restored or cached · {} · {} · {} when first made (not spent again)\n",
+            crate::format::count(t.reused.nodes, "node"),
+            crate::format::count(t.reused.llm_calls, "LLM call"),
+            crate::format::count(t.reused.tokens_total, "token"),
+            t.reused
+                .cost_reused_usd
+                .map_or_else(|| "cost unknown".into(), crate::format::usd_compact),
+        ));
+    }
     if s.groups.is_empty() {
         return out;
     }

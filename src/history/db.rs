@@ -29,8 +29,9 @@ macro_rules! usage_columns {
     };
 }
 
-const MIGRATIONS: &[&str] = &[concat!(
-    r#"
+const MIGRATIONS: &[&str] = &[
+    concat!(
+        r#"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT NOT NULL,
@@ -41,27 +42,35 @@ CREATE TABLE runs (
     status TEXT NOT NULL,
     exit_code INTEGER NOT NULL,
     duration_ms REAL NOT NULL,"#,
-    usage_columns!(),
-    r#"    trace_id TEXT,
+        usage_columns!(),
+        r#"    trace_id TEXT,
     trace_file TEXT
 );
 CREATE INDEX runs_by_time ON runs (time_unix_ms);
 CREATE TABLE run_models (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     model TEXT NOT NULL,"#,
-    usage_columns!(),
-    r#"    PRIMARY KEY (run_id, model)
+        usage_columns!(),
+        r#"    PRIMARY KEY (run_id, model)
 );
 CREATE TABLE run_nodes (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     section TEXT NOT NULL,
     node_path TEXT NOT NULL,
     duration_ms REAL NOT NULL,"#,
-    usage_columns!(),
-    r#"    PRIMARY KEY (run_id, section, node_path)
+        usage_columns!(),
+        r#"    PRIMARY KEY (run_id, section, node_path)
 );
 "#
-)];
+    ),
+    r#"
+ALTER TABLE runs ADD COLUMN reused_nodes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN reused_llm_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN reused_tokens_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN cost_reused_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN cost_reused_complete INTEGER NOT NULL DEFAULT 1;
+"#,
+];
 
 /// How long one statement waits for another run's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -43,6 +43,27 @@ pub struct Totals {
     pub duration_ms: f64,
     #[serde(flatten)]
     pub usage: UsageSums,
+    /// Nodes restored from checkpoints or served from the memo cache: the
+    /// work not repeated, and what it cost when first made (not in `cost_usd`);
+    /// left out when no run reused anything.
+    #[serde(skip_serializing_if = "ReusedSums::is_empty")]
+    pub reused: ReusedSums,
+}
+
+/// `totals.reused` of `pflow stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReusedSums {
+    pub nodes: u64,
+    pub llm_calls: u64,
+    pub tokens_total: u64,
+    /// Null when a reused call's original cost is unknown.
+    pub cost_reused_usd: Option<f64>,
+}
+
+impl ReusedSums {
+    pub fn is_empty(&self) -> bool {
+        self.nodes == 0
+    }
 }
 
 /// One row of the grouped table.
@@ -138,7 +159,10 @@ pub fn query(
         &format!(
             "SELECT COUNT(*), COALESCE(SUM(t.status = 'ok'), 0), COALESCE(SUM(t.status <> 'ok'), 0),
                 COALESCE(SUM(t.status = 'invalid'), 0), COALESCE(SUM(t.status = 'interrupted'), 0),
-                COALESCE(SUM(t.duration_ms), 0.0), {USAGE_SUMS}
+                COALESCE(SUM(t.duration_ms), 0.0),
+                COALESCE(SUM(t.reused_nodes), 0), COALESCE(SUM(t.reused_llm_calls), 0),
+                COALESCE(SUM(t.reused_tokens_total), 0), COALESCE(SUM(t.cost_reused_usd), 0.0),
+                COALESCE(MIN(t.cost_reused_complete), 1), {USAGE_SUMS}
              FROM runs t WHERE t.time_unix_ms >= ?1"
         ),
         params![since_ms],
@@ -150,7 +174,16 @@ pub fn query(
                 invalid: count(r, 3)?,
                 interrupted: count(r, 4)?,
                 duration_ms: r.get(5)?,
-                usage: usage_at(r, 6)?,
+                reused: ReusedSums {
+                    nodes: count(r, 6)?,
+                    llm_calls: count(r, 7)?,
+                    tokens_total: count(r, 8)?,
+                    cost_reused_usd: r
+                        .get::<_, bool>(10)?
+                        .then(|| r.get::<_, f64>(9).map(crate::accounting::round_usd))
+                        .transpose()?,
+                },
+                usage: usage_at(r, 11)?,
             })
         },
     )?;

@@ -118,6 +118,21 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         ],
     )?;
     let id = tx.last_insert_rowid();
+    // Work restored or served from the memo: what it cost when first made, beside this run's cost.
+    if let Some(r) = &m.reused {
+        tx.execute(
+            "UPDATE runs SET reused_nodes = ?2, reused_llm_calls = ?3, reused_tokens_total = ?4,
+                cost_reused_usd = ?5, cost_reused_complete = ?6 WHERE id = ?1",
+            params![
+                id,
+                i(r.nodes_restored + r.nodes_cached),
+                i(r.llm_calls),
+                i(r.tokens.total),
+                r.cost_reused_usd.unwrap_or(0.0),
+                r.cost_reused_usd.is_some(),
+            ],
+        )?;
+    }
     let mut model_row = tx.prepare_cached(
         "INSERT INTO run_models (run_id, model, llm_calls, tokens_input, tokens_output,
             tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd,

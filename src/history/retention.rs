@@ -138,20 +138,7 @@ pub fn sweep(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime
             traces.push((t, name, path));
         }
     }
-    // Newest first; names break ties (they start with the time, then the trace id).
-    traces.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-    let doomed: Vec<PathBuf> = match policy {
-        Retention::Count(n) => traces
-            .into_iter()
-            .skip(n.saturating_sub(usize::from(kept_in_dir)))
-            .map(|(_, _, p)| p)
-            .collect(),
-        Retention::Age(max) => traces
-            .into_iter()
-            .filter(|(t, _, _)| now.duration_since(*t).is_ok_and(|age| age > max))
-            .map(|(_, _, p)| p)
-            .collect(),
-    };
+    let doomed = doomed(traces, policy, kept_in_dir, now);
     for p in doomed.into_iter().chain(stale_temps) {
         match std::fs::remove_file(&p) {
             Ok(()) => out.removed.push(p),
@@ -160,6 +147,78 @@ pub fn sweep(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime
         }
     }
     out
+}
+
+/// What `policy` deletes of `items` (time, name, path); one more is kept
+/// when the current item is among them.
+fn doomed(
+    mut items: Vec<(SystemTime, String, PathBuf)>,
+    policy: Retention,
+    kept_in_dir: bool,
+    now: SystemTime,
+) -> Vec<PathBuf> {
+    // Newest first; names break ties (they start with the time, then an id).
+    items.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    match policy {
+        Retention::Count(n) => items
+            .into_iter()
+            .skip(n.saturating_sub(usize::from(kept_in_dir)))
+            .map(|(_, _, p)| p)
+            .collect(),
+        Retention::Age(max) => items
+            .into_iter()
+            .filter(|(t, _, _)| now.duration_since(*t).is_ok_and(|age| age > max))
+            .map(|(_, _, p)| p)
+            .collect(),
+    }
+}
+
+/// Applies `policy` to the run checkpoint directories in `dir` (names that
+/// are run ids only), never touching `keep`.
+pub fn sweep_runs(dir: &Path, policy: Retention, keep: Option<&Path>, now: SystemTime) -> Swept {
+    let mut out = Swept::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let keep_name = keep.and_then(Path::file_name);
+    let mut runs = Vec::new();
+    let mut kept_in_dir = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) || !crate::checkpoint::store::is_run_id(&name) {
+            continue;
+        }
+        if Some(e.file_name().as_os_str()) == keep_name {
+            kept_in_dir = true;
+            continue;
+        }
+        if let Some(t) = trace_time(&name, &e.path()) {
+            runs.push((t, name, e.path()));
+        }
+    }
+    for p in doomed(runs, policy, kept_in_dir, now) {
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => out.removed.push(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out.errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+    out
+}
+
+/// The run's end: `PFLOW_TRACE_RETENTION` applied to the checkpoints in
+/// `dir` as to the traces (nothing is deleted without it).
+pub fn apply_runs_from_env(dir: &Path, keep: Option<&Path>) -> Option<String> {
+    let Ok(policy) = Retention::from_env()? else {
+        // The trace sweep already warned about the bad value.
+        return None;
+    };
+    let swept = sweep_runs(dir, policy, keep, SystemTime::now());
+    let n = swept.errors.len();
+    swept
+        .errors
+        .first()
+        .map(|first| format!("checkpoint retention could not delete {n} run(s), e.g. {first}"))
 }
 
 /// The run's end: applies `PFLOW_TRACE_RETENTION` to `dir`, returning warnings (at most one line).
@@ -274,6 +333,34 @@ mod tests {
         want.sort();
         assert_eq!(removed, want);
         assert!(young.exists());
+    }
+
+    #[test]
+    fn run_checkpoints_follow_the_same_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |secs: i64| {
+            let t = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let p = dir
+                .path()
+                .join(format!("{}_abcd{secs:x}", t.format("%Y%m%dT%H%M%S%.3fZ")));
+            std::fs::create_dir_all(p.join("objects")).unwrap();
+            p
+        };
+        let base = 1_700_000_000;
+        let all: Vec<PathBuf> = (0..4).map(|i| run(base + i)).collect();
+        std::fs::create_dir_all(dir.path().join("memo")).unwrap();
+        // The current run is the oldest here: it stays and counts.
+        let swept = sweep_runs(
+            dir.path(),
+            Retention::Count(2),
+            Some(&all[0]),
+            SystemTime::now(),
+        );
+        let mut removed = swept.removed.clone();
+        removed.sort();
+        assert_eq!(removed, vec![all[1].clone(), all[2].clone()]);
+        assert!(all[0].exists() && all[3].exists());
+        assert!(dir.path().join("memo").exists(), "the memo index is no run");
     }
 
     #[test]

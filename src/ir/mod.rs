@@ -128,6 +128,11 @@ pub struct NodeIr {
     /// Free text for humans (and the planner); ignored by the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// The memo cache for this node: `true` serves it from an earlier
+    /// successful execution with the same type, params and inputs (whatever
+    /// the node type or temperature), `false` never does (even under `--cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 fn default_item_name() -> String {

@@ -217,6 +217,21 @@ fn parse_reference(inner: &str, text: &str) -> Result<Reference, TemplateError> 
     })
 }
 
+/// Calls `f` for every string in a node's params and batch items (paths as
+/// [`walk_strings`] gives them, from the params or from the items).
+pub fn walk_node_strings(n: &super::NodeIr, f: &mut dyn FnMut(&str, &str)) {
+    let mut path = String::new();
+    for (k, v) in &n.params {
+        path.clear();
+        path.push('.');
+        path.push_str(k);
+        walk_strings(v, &mut path, f);
+    }
+    if let Some(b) = &n.batch {
+        walk_strings(&b.items, &mut String::new(), f);
+    }
+}
+
 /// Calls `f` for every string inside a JSON value (object values and array
 /// items, recursively) with its JSON path relative to the value.
 pub fn walk_strings<'a>(

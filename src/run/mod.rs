@@ -21,6 +21,7 @@
 mod record;
 mod signal;
 
+use crate::checkpoint;
 use crate::ir;
 use crate::llm::budget::{Budget, BudgetLimits};
 use crate::nodes::{Registry, Services};
@@ -97,8 +98,12 @@ pub struct RunConfig {
     pub progress: Option<ProgressSink>,
     /// Warnings found while resolving the configuration; they lead the report's.
     pub warnings: Vec<String>,
-    /// pflow's data directory (`$PFLOW_HOME`): traces, history.
+    /// pflow's data directory (`$PFLOW_HOME`): traces, history, checkpoints.
     pub home: PathBuf,
+    /// Continue an earlier run (`pflow resume`, `--only`, `--from`).
+    pub resume: Option<checkpoint::Mode>,
+    /// `--cache` / `--no-cache`.
+    pub cache: checkpoint::CacheMode,
 }
 
 impl RunConfig {
@@ -120,6 +125,8 @@ impl RunConfig {
             progress: None,
             warnings: Vec::new(),
             home: crate::telemetry::pflow_home(),
+            resume: None,
+            cache: checkpoint::CacheMode::Default,
         }
     }
 }
@@ -170,6 +177,12 @@ pub struct RunReport {
     pub estimate: Option<Estimate>,
     /// A planned run's workflow (whether it ran or not).
     pub plan: Option<ir::WorkflowIr>,
+    /// The run's id (its checkpoint directory under `$PFLOW_HOME/runs/`).
+    pub run_id: Option<String>,
+    /// When the run did not succeed and its checkpoint was kept: the command that resumes it.
+    pub resume_command: Option<String>,
+    /// What a continued run took over and what it ran again.
+    pub resume: Option<checkpoint::ResumeSummary>,
 }
 
 /// Runs `config.source` through the whole lifecycle. Never panics on bad
@@ -191,6 +204,8 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         progress,
         warnings: config_warnings,
         home,
+        resume,
+        cache,
     } = config;
     let planning = source.is_planned();
     let command = source.command();
@@ -260,6 +275,13 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     let root = tracing::dispatcher::with_default(&dispatch, || root_span(command, file));
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
+    let run_id = checkpoint::new_run_id(trace_id.as_deref());
+    root.record(attr::RUN_ID, run_id.as_str());
+    // Checkpoints are kept for workflow files (a planned workflow is saved with `pflow plan -o`).
+    let checkpointing =
+        matches!(source, Source::File(_)) && (checkpoint::enabled() || resume.is_some());
+    let mut session: Option<Arc<checkpoint::Session>> = None;
+    let mut resume_summary = None;
 
     let runtime = Runtime::with_services(
         Registry::builtin(),
@@ -284,6 +306,12 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         let estimate_warnings = &mut estimate_warnings;
         let plan_slot = &mut plan;
         let observer = &mut *observer;
+        let session = &mut session;
+        let resume_summary = &mut resume_summary;
+        let home = &home;
+        let run_id = run_id.as_str();
+        let trace_id = trace_id.clone();
+        let resume = &resume;
         async move {
             let (ir, plan_only) = match source {
                 Source::File(_) => (loaded?, None),
@@ -303,8 +331,38 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             if planned_run {
                 *plan_slot = Some(ir.clone());
             }
+            let prior = match resume {
+                Some(mode) => Some(load_prior(home, mode, file, &root)?),
+                None => None,
+            };
+            if let Some(p) = &prior {
+                given = p
+                    .inputs_with(given)
+                    .map_err(|e| RunError::Resume(e.to_string()))?;
+            }
+            // A continued run's stdin is the one its inputs recorded.
+            let read_stdin = read_stdin && prior.is_none();
             let (wf, inputs) = compile(&runtime, ir, file, given, read_stdin)?;
             *vw = wf.warnings.clone();
+            if checkpointing {
+                let (s, summary) = checkpoint::Session::start(checkpoint::Start {
+                    home,
+                    run_id,
+                    trace_id,
+                    root_span_id: crate::telemetry::span_ids(&root).map(|i| i.1),
+                    file,
+                    ir: &wf.ir,
+                    nodes: wf.node_views(),
+                    inputs: &inputs,
+                    mode: resume.clone(),
+                    prior,
+                    cache,
+                    write: checkpoint::enabled(),
+                })
+                .map_err(|e| RunError::Resume(e.to_string()))?;
+                *resume_summary = summary;
+                *session = Some(Arc::new(s));
+            }
             root.record(attr::WORKFLOW_NAME, wf.name.as_str());
             let budget = runtime.services().budget();
             if planned_run || budget.limits().max_cost_usd.is_some() {
@@ -332,7 +390,11 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                 approve(&wf.ir, &inputs, observer).await?;
             }
             let declares_outputs = !wf.ir.outputs.is_empty();
-            let mut out = runtime.run(wf, inputs, &RunOptions::default()).await?;
+            let opts = RunOptions {
+                checkpoint: session.clone(),
+                ..RunOptions::default()
+            };
+            let mut out = runtime.run(wf, inputs, &opts).await?;
             out.default_to_last_node(declares_outputs);
             Ok(out)
         }
@@ -340,10 +402,16 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     let work = work
         .instrument(root.clone())
         .with_subscriber(dispatch.clone());
-    let (result, signal_code) = tokio::select! {
+    let (mut result, signal_code) = tokio::select! {
         r = work => (r, None),
         code = shutdown_signal() => (Err(RunError::Interrupted), Some(code)),
     };
+    // `--only NODE`: what the run produced is that node's outputs.
+    if let (Some(checkpoint::Mode::Only { node }), Ok(out)) = (&resume, &mut result) {
+        if let Some(Value::Object(ns)) = out.store.get(node) {
+            out.outputs = ns.clone();
+        }
+    }
     let exit_code = match (&result, signal_code) {
         (_, Some(code)) => code,
         (Ok(_), None) => ExitCode::Success,
@@ -386,6 +454,17 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             warnings.push(format!("no price known for model `{model}`: its cost is reported as null and totals are incomplete (add it to $PFLOW_HOME/pricing.json)"));
         }
     }
+    let mut resume_command = None;
+    if let Some(s) = &session {
+        let failed_node = match &result {
+            Err(RunError::Node { node, .. }) => node.split('/').next(),
+            _ => None,
+        };
+        warnings.extend(s.finish(status.as_str(), failed_node, metrics.as_ref()));
+        if s.saving() && !matches!(status, RunStatus::Ok | RunStatus::Invalid) {
+            resume_command = Some(format!("pflow resume {}", s.run_id()));
+        }
+    }
     let save = keep_trace || exit_code != ExitCode::Success;
     let finished = telemetry.finish(
         save,
@@ -405,6 +484,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         trace_id: trace_id.as_deref(),
         trace_file: finished.trace_file.as_deref(),
         metrics: metrics.as_ref(),
+        checkpoint: session.as_ref().and_then(|s| s.dir()),
     }));
     RunReport {
         result,
@@ -417,6 +497,9 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         exit_code,
         estimate,
         plan,
+        run_id: session.as_ref().map(|s| s.run_id().to_string()),
+        resume_command,
+        resume: resume_summary,
     }
 }
 
@@ -449,6 +532,38 @@ async fn approve(
     }
 }
 
+/// The run `mode` continues, linked from the root span: the root carries a
+/// span link to that run's root, its id and the mode.
+fn load_prior(
+    home: &Path,
+    mode: &checkpoint::Mode,
+    file: &Path,
+    root: &tracing::Span,
+) -> Result<checkpoint::Prior, RunError> {
+    let runs = checkpoint::runs_dir(home);
+    let err = |e: checkpoint::CheckpointError| RunError::Resume(e.to_string());
+    let id = match mode {
+        checkpoint::Mode::Resume { run } => run.clone(),
+        _ => checkpoint::last_run_of(&runs, file).map_err(err)?,
+    };
+    let prior = checkpoint::Prior::load(&runs, &id).map_err(err)?;
+    root.record(attr::RUN_RESUMED_FROM, id.as_str());
+    root.record(attr::RUN_RESUME_MODE, mode.as_str());
+    if let (Some(t), Some(s)) = (&prior.manifest.trace_id, &prior.manifest.root_span_id) {
+        crate::telemetry::link(root, t, s, "resumed_from");
+    }
+    Ok(prior)
+}
+
+/// `pflow resume RUN`: the run's id (`last`, an id or a prefix resolved) and
+/// the workflow file it ran, for the [`RunConfig`].
+pub fn resume_target(home: &Path, arg: &str) -> Result<(String, PathBuf), String> {
+    let runs = checkpoint::runs_dir(home);
+    let id = checkpoint::resolve(&runs, arg).map_err(|e| e.to_string())?;
+    let prior = checkpoint::Prior::load(&runs, &id).map_err(|e| e.to_string())?;
+    Ok((id, prior.manifest.workflow_file))
+}
+
 /// The run's root span, with every attribute recorded later declared empty.
 fn root_span(command: &str, file: &Path) -> tracing::Span {
     tracing::info_span!(
@@ -460,6 +575,9 @@ fn root_span(command: &str, file: &Path) -> tracing::Span {
         { attr::WORKFLOW_NAME } = tracing::field::Empty,
         { attr::RUN_STATUS } = tracing::field::Empty,
         { attr::RUN_EXIT_CODE } = tracing::field::Empty,
+        { attr::RUN_ID } = tracing::field::Empty,
+        { attr::RUN_RESUMED_FROM } = tracing::field::Empty,
+        { attr::RUN_RESUME_MODE } = tracing::field::Empty,
         { attr::BUDGET_MAX_COST_USD } = tracing::field::Empty,
         { attr::BUDGET_MAX_TOKENS_TOTAL } = tracing::field::Empty,
         { attr::BUDGET_ALLOW_UNPRICED } = tracing::field::Empty,
@@ -581,14 +699,7 @@ fn references_stdin(ir: &ir::WorkflowIr) -> bool {
         }
     };
     for n in &ir.nodes {
-        ir::template::walk_strings(
-            &Value::Object(n.params.clone()),
-            &mut String::new(),
-            &mut check,
-        );
-        if let Some(b) = &n.batch {
-            ir::template::walk_strings(&b.items, &mut String::new(), &mut check);
-        }
+        ir::template::walk_node_strings(n, &mut check);
     }
     for o in ir.outputs.values() {
         if let Some(s) = &o.source {

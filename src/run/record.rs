@@ -1,5 +1,6 @@
 //! The end of a run's lifecycle: the run recorded in the history (unless
-//! `PFLOW_HISTORY` is off) and `PFLOW_TRACE_RETENTION` applied. History
+//! `PFLOW_HISTORY` is off) and `PFLOW_TRACE_RETENTION` applied (to traces
+//! and checkpoints alike). History
 //! problems become one warning line; they never change an exit code.
 
 use crate::history::{self, RunRecord};
@@ -21,6 +22,8 @@ pub struct FinishedRun<'a> {
     pub trace_id: Option<&'a str>,
     pub trace_file: Option<&'a Path>,
     pub metrics: Option<&'a crate::telemetry::metrics::MetricsSummary>,
+    /// This run's checkpoint directory (kept by the retention sweep).
+    pub checkpoint: Option<&'a Path>,
 }
 
 /// Records the run (unless `PFLOW_HISTORY` is off) and applies
@@ -51,5 +54,10 @@ pub fn after_run(run: FinishedRun) -> Vec<String> {
     }
     let traces = run.home.join("traces");
     warnings.extend(history::retention::apply_from_env(&traces, run.trace_file));
+    let runs = crate::checkpoint::runs_dir(run.home);
+    warnings.extend(history::retention::apply_runs_from_env(
+        &runs,
+        run.checkpoint,
+    ));
     warnings
 }

@@ -68,6 +68,9 @@ pub enum RunError {
     /// A planned workflow was not approved: nothing of it ran.
     #[error("the planned workflow was not run: {0}")]
     NotApproved(String),
+    /// A run to continue (`pflow resume`, `--only`, `--from`) cannot be.
+    #[error("{0}")]
+    Resume(String),
 }
 
 impl RunError {
@@ -75,9 +78,10 @@ impl RunError {
     /// budget stop, 130 for an interrupt.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
-                ExitCode::Invalid
-            }
+            RunError::Invalid(_)
+            | RunError::Input(_)
+            | RunError::NotApproved(_)
+            | RunError::Resume(_) => ExitCode::Invalid,
             RunError::Budget(_) => ExitCode::Budget,
             RunError::Interrupted => ExitCode::Interrupted,
             _ => ExitCode::Failed,
@@ -87,9 +91,10 @@ impl RunError {
     /// How a run that ended with this error is recorded.
     pub fn status(&self) -> RunStatus {
         match self {
-            RunError::Invalid(_) | RunError::Input(_) | RunError::NotApproved(_) => {
-                RunStatus::Invalid
-            }
+            RunError::Invalid(_)
+            | RunError::Input(_)
+            | RunError::NotApproved(_)
+            | RunError::Resume(_) => RunStatus::Invalid,
             RunError::Budget(_) => RunStatus::BudgetExceeded,
             RunError::Interrupted => RunStatus::Interrupted,
             _ => RunStatus::Failed,
@@ -107,6 +112,7 @@ impl RunError {
             RunError::Planner { kind, .. } => kind,
             RunError::Budget(b) => b.kind(),
             RunError::NotApproved(_) => "plan_not_approved",
+            RunError::Resume(_) => "resume_error",
         }
     }
 }
@@ -170,6 +176,26 @@ impl CompiledWorkflow {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
+
+    /// The top-level nodes as the checkpoint store sees them: each one's IR
+    /// and, for a nested workflow, the child's IR (a changed child changes the node).
+    pub fn node_views(&self) -> Vec<crate::checkpoint::NodeView<'_>> {
+        self.ir
+            .nodes
+            .iter()
+            .map(|n| crate::checkpoint::NodeView {
+                ir: n,
+                child: self
+                    .nodes
+                    .iter()
+                    .find(|c| c.id == n.id)
+                    .and_then(|c| match &c.kind {
+                        CompiledKind::Workflow { child, .. } => Some(&child.ir),
+                        CompiledKind::Builtin(_) => None,
+                    }),
+            })
+            .collect()
+    }
 }
 
 /// Settings for one run.
@@ -177,6 +203,9 @@ impl CompiledWorkflow {
 pub struct RunOptions {
     /// Maximum node executions; default `max(1000, 10 × nodes)`.
     pub max_steps: Option<usize>,
+    /// The run's checkpoint: top-level nodes are restored, served from the
+    /// memo or run, and each completed one is recorded.
+    pub checkpoint: Option<Arc<crate::checkpoint::Session>>,
 }
 
 impl Default for RunOptions {
@@ -185,6 +214,7 @@ impl Default for RunOptions {
             max_steps: std::env::var("PFLOW_MAX_STEPS")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            checkpoint: None,
         }
     }
 }
@@ -835,6 +865,8 @@ impl Runtime {
         let mut current = wf.start;
         let mut steps = 0usize;
         let mut last_node: Option<String>;
+        // Checkpoints hold top-level nodes (a nested workflow is one unit).
+        let ck = opts.checkpoint.as_ref().filter(|_| depth == 0);
         loop {
             // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
             if let Some(stop) = self.budget_stop() {
@@ -861,6 +893,34 @@ impl Runtime {
             }
             let path = format!("{prefix}{}", node.id);
             last_node = Some(node.id.clone());
+            let mut memo_key = None;
+            if let Some(ck) = ck {
+                if ck.stop_before(&node.id) {
+                    break;
+                }
+                let reuse = match ck.restore(&node.id) {
+                    Ok(Some(r)) => Some(r),
+                    Ok(None) => {
+                        memo_key = ck.memo_key(&node.id, &store);
+                        memo_key.as_deref().and_then(|k| ck.memo_hit(k))
+                    }
+                    Err(e) => return Err(RunError::Resume(e.to_string())),
+                };
+                if let Some(r) = reuse {
+                    {
+                        let span = node_span(node, &path, ROLE_NODE, 1, 1);
+                        crate::checkpoint::mark_span(&span, &r);
+                    }
+                    ck.completed(&node.id, None, &r.outputs, &r.action, memo_key, Some(&r));
+                    let action = r.action;
+                    store.insert(node.id.clone(), Value::Object(r.outputs));
+                    match wf.edges.get(&(current, action)) {
+                        Some(next) => current = *next,
+                        None => break,
+                    }
+                    continue;
+                }
+            }
             let result = if node.batch.is_some() {
                 self.exec_batch(wf, node, &store, &path, opts, depth).await
             } else {
@@ -868,8 +928,11 @@ impl Runtime {
                     .await
             };
             let action = match result {
-                Ok(out) => {
+                Ok(Done { out, span }) => {
                     let action = out.action.unwrap_or_else(|| "default".to_string());
+                    if let Some(ck) = ck {
+                        ck.completed(&node.id, Some(&span), &out.outputs, &action, memo_key, None);
+                    }
                     store.insert(node.id.clone(), Value::Object(out.outputs));
                     action
                 }
@@ -934,7 +997,7 @@ impl Runtime {
         batch_index: Option<usize>,
         opts: &RunOptions,
         depth: u32,
-    ) -> Result<NodeOutput, Failure> {
+    ) -> Result<Done, Failure> {
         let max_attempts = node.max_retries + 1;
         let mut attempt = 1;
         loop {
@@ -978,7 +1041,7 @@ impl Runtime {
                     };
                     record_store_writes(&span, &ns, &out.outputs);
                     guard.ok();
-                    return Ok(out);
+                    return Ok(Done { out, span });
                 }
                 Err(err) => {
                     if INTERRUPTED.load(Ordering::Relaxed) {
@@ -1117,7 +1180,7 @@ impl Runtime {
         path: &str,
         opts: &RunOptions,
         depth: u32,
-    ) -> Result<NodeOutput, Failure> {
+    ) -> Result<Done, Failure> {
         let Some(batch) = &node.batch else {
             return Err(Failure::Node(NodeError::new(
                 "internal",
@@ -1188,7 +1251,7 @@ impl Runtime {
                 .buffer_unordered(batch.max_concurrent);
             while let Some((i, r)) = stream.next().await {
                 match r {
-                    Ok(out) => results[i] = Some(Ok(out)),
+                    Ok(done) => results[i] = Some(Ok(done.out)),
                     Err(Failure::Interrupted) => return Err(Failure::Interrupted),
                     // Calls already in flight were within the budget: let them
                     // finish (they are billed either way); items not started yet
@@ -1249,7 +1312,10 @@ impl Runtime {
         span.record(attr::NODE_ACTION, "default");
         record_store_writes(&span, &node.id, &outputs);
         guard.ok();
-        Ok(NodeOutput::new(outputs))
+        Ok(Done {
+            out: NodeOutput::new(outputs),
+            span,
+        })
     }
 }
 
@@ -1281,6 +1347,13 @@ fn node_span(
         { attr::NODE_STATUS } = Empty,
         { attr::NODE_PARAMS } = Empty,
         { attr::NODE_PARAMS_DIGEST } = Empty,
+        { attr::NODE_ORIGIN_RUN_ID } = Empty,
+        { attr::NODE_ORIGIN_TRACE_ID } = Empty,
+        { attr::NODE_ORIGIN_SPAN_ID } = Empty,
+        { attr::REUSED_LLM_CALLS } = Empty,
+        { attr::REUSED_INPUT_TOKENS } = Empty,
+        { attr::REUSED_OUTPUT_TOKENS } = Empty,
+        { attr::REUSED_COST_USD } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )
@@ -1289,6 +1362,12 @@ fn node_span(
 const ROLE_NODE: &str = "node";
 const ROLE_BATCH: &str = "batch";
 const ROLE_BATCH_ITEM: &str = "batch_item";
+
+/// A node that succeeded, with the span of its successful attempt (or batch).
+struct Done {
+    out: NodeOutput,
+    span: tracing::Span,
+}
 
 enum Failure {
     Node(NodeError),

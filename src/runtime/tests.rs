@@ -113,7 +113,15 @@ async fn run_json(
     };
     let wf = rt.compile(ir, "test.json", Path::new("."), &cx)?;
     let inputs = rt.prepare_inputs(&wf, inputs)?;
-    rt.run(wf, inputs, &RunOptions { max_steps: None }).await
+    rt.run(
+        wf,
+        inputs,
+        &RunOptions {
+            max_steps: None,
+            checkpoint: None,
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -223,6 +231,7 @@ async fn retry_loop_through_edges_and_step_limit() {
             Map::new(),
             &RunOptions {
                 max_steps: Some(50),
+                checkpoint: None,
             },
         )
         .await

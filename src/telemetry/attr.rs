@@ -85,6 +85,9 @@ registry! {
     RUN_STATUS = "pflow.run.status", Attr, false, "`ok`, `failed`, `invalid`, `budget_exceeded`, `interrupted`";
     RUN_COMMAND = "pflow.run.command", Attr, false, "`run` or `plan`";
     RUN_EXIT_CODE = "pflow.run.exit_code", Attr, false, "the process exit code";
+    RUN_ID = "pflow.run.id", Attr, false, "the run's id: its checkpoints are in `$PFLOW_HOME/runs/<id>` (`pflow resume <id>`)";
+    RUN_RESUMED_FROM = "pflow.run.resumed_from", Attr, false, "the run whose checkpoints this run continues (`pflow resume`, `--only`, `--from`)";
+    RUN_RESUME_MODE = "pflow.run.resume_mode", Attr, false, "`resume`, `only` or `from`";
 
     // Budget facts (root span, only when `--max-cost` / `--max-tokens-total` is set).
     BUDGET_MAX_COST_USD = "pflow.budget.max_cost_usd", Attr, false, "the cost limit";
@@ -116,7 +119,15 @@ registry! {
     NODE_ATTEMPT = "pflow.node.attempt", Attr, false, "1 for the first attempt";
     NODE_MAX_ATTEMPTS = "pflow.node.max_attempts", Attr, false, "`max_retries + 1`";
     NODE_ACTION = "pflow.node.action", Attr, false, "the action returned";
-    NODE_STATUS = "pflow.node.status", Attr, false, "`ok`, `error`, `cancelled`, `interrupted`";
+    NODE_STATUS = "pflow.node.status", Attr, false, "`ok`, `error`, `cancelled`, `interrupted`; `restored` (from a checkpoint) or `cached` (a memo hit): not run again";
+    NODE_ORIGIN_RUN_ID = "pflow.node.origin.run_id", Attr, false, "restored or cached node: the run that executed it";
+    NODE_ORIGIN_TRACE_ID = "pflow.node.origin.trace_id", Attr, false, "restored or cached node: the trace of that execution";
+    NODE_ORIGIN_SPAN_ID = "pflow.node.origin.span_id", Attr, false, "restored or cached node: the span of that execution (also a span link)";
+    REUSED_LLM_CALLS = "pflow.reused.llm_calls", Attr, false, "restored or cached node: LLM calls it did not make again";
+    REUSED_INPUT_TOKENS = "pflow.reused.input_tokens", Attr, false, "their input tokens";
+    REUSED_OUTPUT_TOKENS = "pflow.reused.output_tokens", Attr, false, "their output tokens";
+    REUSED_COST_USD = "pflow.reused.cost_usd", Attr, false, "what they cost when first made (absent when unknown)";
+    LINK_TYPE = "pflow.link.type", Attr, false, "span link attribute: `resumed_from` (root), `restored_from`, `cached_from` (node)";
     NODE_PARAMS = "pflow.node.params", Attr, true, "params after template resolution (redacted preview)";
     NODE_PARAMS_DIGEST = "pflow.node.params_digest", Attr, true, "per-param digest of the full value (`{\"key\": \"<16 hex>\"}`), beside the preview: `trace diff` compares it";
     BATCH_INDEX = "pflow.batch.index", Attr, false, "item index (batch items)";

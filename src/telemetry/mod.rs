@@ -464,6 +464,27 @@ fn instance_id() -> String {
     )
 }
 
+/// The (trace id, span id) of `span` in hex, when telemetry records it.
+pub fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// Adds a span link from `span` to another run's span (`trace_id`/`span_id`
+/// in hex), its `pflow.link.type` saying why; ids that do not parse add nothing.
+pub fn link(span: &tracing::Span, trace_id: &str, span_id: &str, kind: &'static str) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (Ok(t), Ok(s)) = (TraceId::from_hex(trace_id), SpanId::from_hex(span_id)) else {
+        return;
+    };
+    let cx = SpanContext::new(t, s, TraceFlags::SAMPLED, true, TraceState::default());
+    span.add_link_with_attributes(cx, vec![KeyValue::new(attr::LINK_TYPE, kind)]);
+}
+
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

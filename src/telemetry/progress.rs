@@ -450,7 +450,8 @@ where
     }
 }
 
-/// `✓ read`, `✓ count 10 items, 2 failed`, `✗ fetch failed: http_status`, `✗ fetch interrupted`.
+/// `✓ read`, `✓ count 10 items, 2 failed`, `✗ fetch failed: http_status`, `✗ fetch interrupted`,
+/// `↺ ask restored`.
 fn outcome(d: &SpanData) -> String {
     match d.status.as_deref() {
         Some("ok") => {
@@ -468,6 +469,12 @@ fn outcome(d: &SpanData) -> String {
             d.path,
             d.error_type.as_deref().unwrap_or("error")
         ),
+        // Not run again: its outputs came from an earlier run.
+        Some(
+            s @ (crate::accounting::span::STATUS_RESTORED | crate::accounting::span::STATUS_CACHED),
+        ) => {
+            format!("↺ {} {s}", d.path)
+        }
         Some(other) => format!("✗ {} {other}", d.path),
         None => format!("✗ {} ended without a status", d.path),
     }

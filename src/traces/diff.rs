@@ -45,6 +45,10 @@ pub struct NodeSide {
     /// Batch nodes only: the items whose usage is summed in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_items: Option<u64>,
+    /// A restored or cached node (status `restored`/`cached`): where its
+    /// outputs came from and what they cost when first made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused: Option<String>,
     #[serde(skip)]
     params: Option<String>,
     #[serde(skip)]
@@ -254,6 +258,7 @@ fn nodes_of(t: &Trace) -> Vec<(String, NodeSide)> {
                 model: (!models.is_empty()).then(|| models.join(",")),
                 usage: Usage::default(),
                 batch_items: None,
+                reused: last.reuse_note(),
                 params: last.str_attr(attr::NODE_PARAMS).map(str::to_string),
                 params_digest: last.str_attr(attr::NODE_PARAMS_DIGEST).map(str::to_string),
                 prompt: calls.last().and_then(|c| prompt_text(c)),
@@ -430,13 +435,17 @@ pub fn line_diff(a: &str, b: &str, cap: usize) -> (Vec<String>, usize) {
 }
 
 fn node_diff(node: String, a: NodeSide, b: NodeSide) -> NodeDiff {
+    // A reused node did not run: it has no params or prompt of its own to compare.
+    let reused = a.reused.is_some() || b.reused.is_some();
     let params = match (&a.params_digest, &b.params_digest) {
+        _ if reused => vec![],
         (Some(da), Some(db)) => {
             param_changes_by_digest(a.params.as_deref(), b.params.as_deref(), da, db)
         }
         _ => param_changes(a.params.as_deref(), b.params.as_deref()),
     };
     let (prompt_diff, prompt_diff_more) = match (&a.prompt, &b.prompt) {
+        _ if reused => (vec![], 0),
         (None, None) => (vec![], 0),
         (x, y) => line_diff(
             x.as_deref().unwrap_or(""),
@@ -633,6 +642,11 @@ pub fn render(d: &TraceDiff, style: &show::Style) -> String {
                 status
             }
         );
+        for (side, r) in [("A", &a.reused), ("B", &b.reused)] {
+            if let Some(note) = r {
+                let _ = writeln!(out, "    reused     {side}: ↺ {note}");
+            }
+        }
         if a.model.is_some() || b.model.is_some() {
             let _ = writeln!(
                 out,

@@ -290,6 +290,31 @@ impl TraceSpan {
         self.facts().is_llm()
     }
 
+    /// A restored or cached node: `restored from run R (span S) · 1 LLM
+    /// call, 30 tokens, $0.0041 when first made`; `None` for any other span.
+    pub fn reuse_note(&self) -> Option<String> {
+        let f = self.facts();
+        let how = f.reuse_status()?.to_string();
+        let mut note = format!(
+            "{how} from run {}",
+            f.origin_run_id.as_deref().unwrap_or("?")
+        );
+        if let Some(span) = self.str_attr(crate::telemetry::attr::NODE_ORIGIN_SPAN_ID) {
+            note.push_str(&format!(" (span {span})"));
+        }
+        match f.reused {
+            Some(u) if u.llm_calls > 0 => note.push_str(&format!(
+                " · {}, {} when first made",
+                crate::format::count(u.llm_calls, "LLM call"),
+                u.cost_usd
+                    .map_or_else(|| "cost unknown".into(), crate::format::usd_compact)
+            )),
+            Some(_) => {}
+            None => note.push_str(" · original usage unknown"),
+        }
+        Some(note)
+    }
+
     /// The facts the metrics aggregation reads, from this span's attributes.
     pub fn facts(&self) -> SpanFacts {
         let kvs: Vec<opentelemetry::KeyValue> = self
@@ -433,6 +458,14 @@ impl Trace {
 
     pub fn trace_id(&self) -> &str {
         &self.overview.trace_id
+    }
+
+    /// The run this one continued and how (`resume`, `only`, `from`), from the run span.
+    pub fn resumed_from(&self) -> Option<(&str, &str)> {
+        self.overview
+            .resumed_from
+            .as_ref()
+            .map(|(f, m)| (f.as_str(), m.as_str()))
     }
 
     /// Earliest start, in ns since the epoch.

@@ -55,6 +55,8 @@ pub(super) struct Overview {
     /// The top workflow's name (depth 0), else the run span's.
     pub workflow_name: Option<String>,
     pub root_workflow_name: Option<String>,
+    /// A continued run's origin: (`pflow.run.resumed_from`, `pflow.run.resume_mode`).
+    pub resumed_from: Option<(String, String)>,
     pub dropped_spans: Option<i64>,
     /// Node path → node type, for the report's tables.
     pub node_types: HashMap<String, String>,
@@ -174,6 +176,8 @@ fn redact_facts(f: &mut SpanFacts) {
         server_address,
         server_port: _,
         time_to_first_chunk: _,
+        origin_run_id,
+        reused: _,
     } = f;
     for s in [
         node_role,
@@ -193,6 +197,7 @@ fn redact_facts(f: &mut SpanFacts) {
         planner_step,
         model,
         server_address,
+        origin_run_id,
     ] {
         red(s);
     }
@@ -364,6 +369,13 @@ impl Overview {
             self.run_status = facts.run_status.clone();
             self.root_error = if facts.failed { status_message() } else { None };
             self.root_workflow_name = workflow();
+            self.resumed_from = span.str_attr(attr::RUN_RESUMED_FROM).map(|from| {
+                let mode = span.str_attr(attr::RUN_RESUME_MODE).unwrap_or("resume");
+                (
+                    crate::telemetry::redact::for_display(from),
+                    crate::telemetry::redact::for_display(mode),
+                )
+            });
         } else if span.parent_span_id.is_empty() && self.run_status.is_none() {
             if self.root_error.is_none() && facts.failed {
                 self.root_error = status_message();

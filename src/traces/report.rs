@@ -139,6 +139,8 @@ fn write_data(trace: &Trace, out: &mut String) {
             "end": ms(s.end_ns.max(s.start_ns)),
             "failed": s.failed(),
             "status": s.status_message,
+            // A restored or cached node: how, from which run, what it reused.
+            "reuse": s.reuse_note(),
             "attrs": attrs_json(&s.attributes),
             "events": s.events.iter().map(|e| json!({
                 "name": e.name,
@@ -301,6 +303,29 @@ fn node_table(out: &mut String, trace: &Trace, sec: &SectionMetrics) {
         sec.usage.tokens.output,
         esc(&cost_cell(&sec.usage.cost)),
     );
+}
+
+/// Nodes this run did not run again: restored from a checkpoint or served
+/// from the memo cache, with the run that made them and what they cost then.
+fn reused_table(out: &mut String, r: &crate::accounting::summary::ReusedMetrics) {
+    out.push_str(
+        "<table class=\"grid\" id=\"reused\"><thead><tr><th>Reused node</th><th>How</th><th>From run</th>\
+         <th class=\"num\">LLM calls</th><th class=\"num\">Tokens</th><th class=\"num\">Cost when first made</th></tr></thead><tbody>",
+    );
+    for (path, n) in &r.nodes {
+        let _ = write!(
+            out,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            esc(path),
+            esc(&n.status),
+            esc(n.origin_run_id.as_deref().unwrap_or("?")),
+            n.llm_calls,
+            n.tokens_total,
+            esc(&n.cost_reused_usd.map_or_else(|| "unknown".into(), crate::format::usd_compact)),
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unpriced: &[String]) {
@@ -471,7 +496,22 @@ pub fn render_html(trace: &Trace) -> String {
             "USD, lower bound"
         },
     );
+    if let Some(r) = &m.reused {
+        card(
+            &mut out,
+            "Reused",
+            &r.cost_reused_usd
+                .map_or_else(|| "unknown".into(), crate::format::usd_compact),
+            &format!(
+                "{} restored · {} cached · {} LLM calls, not repeated",
+                r.nodes_restored, r.nodes_cached, r.llm_calls
+            ),
+        );
+    }
     out.push_str("</div>");
+    if let Some(r) = &m.reused {
+        reused_table(&mut out, r);
+    }
     if !m.total.cost.complete {
         let models = if m.unpriced_models.is_empty() {
             String::new()

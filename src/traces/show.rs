@@ -210,6 +210,9 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
         if let Some(e) = error_text(s, 100) {
             let _ = write!(out, "  {}", style.red(&e));
         }
+        if let Some(note) = s.reuse_note() {
+            let _ = write!(out, "  {}", style.dim(&format!("↺ {note}")));
+        }
         let trimmed = out.trim_end_matches(' ').len();
         out.truncate(trimmed);
         out.push('\n');
@@ -253,6 +256,30 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
         format::count(m.total.tokens_total, "token"),
         format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),
     );
+    if let Some((from, mode)) = trace.resumed_from() {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!(
+                "↺ continues run {from} ({mode}; linked to its root span)"
+            ))
+        );
+    }
+    if let Some(r) = &m.reused {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.yellow(&format!(
+                "↺ reused: {} restored + {} cached · {} · {} · {} when first made (not spent by this run)",
+                format::count(r.nodes_restored, "node"),
+                r.nodes_cached,
+                format::count(r.llm_calls, "LLM call"),
+                format::count(r.tokens.total, "token"),
+                r.cost_reused_usd
+                    .map_or_else(|| "cost unknown".into(), format::usd_compact)
+            ))
+        );
+    }
     for note in [trace.truncation_note(), trace.omitted_note()]
         .into_iter()
         .flatten()
@@ -388,6 +415,8 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
         let status = s.str_attr(attr::NODE_STATUS).unwrap_or("ok");
         let status = if status == "ok" {
             style.green(status)
+        } else if s.reuse_note().is_some() {
+            style.yellow(status)
         } else {
             style.red(status)
         };
@@ -411,6 +440,12 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
         );
         if let Some(e) = error_text(s, usize::MAX) {
             let _ = writeln!(out, "  {} {}", style.red("error:"), e);
+        }
+        if let Some(note) = s.reuse_note() {
+            let _ = writeln!(out, "  ↺ {note}");
+            if let Some(t) = s.str_attr(attr::NODE_ORIGIN_TRACE_ID) {
+                let _ = writeln!(out, "  origin trace: {t}");
+            }
         }
         if let Some(a) = s.str_attr(attr::NODE_ACTION) {
             let _ = writeln!(out, "  action: {a}");

@@ -174,9 +174,11 @@ fn file_size_limit_fails_the_trace_not_the_run() {
     // pflow at the first write past it (exit 153, temp file left behind).
     let env = Env::new();
     let p = env.workflow("wf.json", big_workflow(false));
-    // The history database would fail under the same limit: keep this test about the trace.
+    // The history database and the checkpoint would fail under the same
+    // limit: keep this test about the trace.
     let mut c = pflow_cmd(&env, Some(8));
-    c.env("PFLOW_HISTORY", "off");
+    c.env("PFLOW_HISTORY", "off")
+        .env("PFLOW_CHECKPOINTS", "off");
     let out = c.args(["--trace", "run"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "600\n");
@@ -191,7 +193,12 @@ fn file_size_limit_fails_the_trace_not_the_run() {
 
     // JSON mode, a succeeding run with --trace and a failing run (trace kept
     // in memory, written at the end): same results as without the limit.
-    same_run_one_warning(&env, Some(8), "File too large", &[("PFLOW_HISTORY", "off")]);
+    same_run_one_warning(
+        &env,
+        Some(8),
+        "File too large",
+        &[("PFLOW_HISTORY", "off"), ("PFLOW_CHECKPOINTS", "off")],
+    );
 }
 
 #[test]

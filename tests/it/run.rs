@@ -70,14 +70,28 @@ fn json_output_has_the_documented_shape() {
         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     // Success without --trace: nothing on disk.
     assert_eq!(v["trace_file"], Value::Null);
-    // Only the run history (history.db and its WAL files) is written.
+    // Only the run history (history.db and its WAL files) and the run's
+    // checkpoint (runs/<run id>) are written.
     let written: Vec<String> = std::fs::read_dir(env.home())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        written.iter().all(|n| n.starts_with("history.db")),
+        written
+            .iter()
+            .all(|n| n.starts_with("history.db") || n == "runs"),
         "no trace may be written without --trace or a failure: {written:?}"
+    );
+    let run_id = v["run_id"].as_str().unwrap();
+    assert!(env
+        .home()
+        .join("runs")
+        .join(run_id)
+        .join("manifest.json")
+        .is_file());
+    assert!(
+        v.get("resume_command").is_none(),
+        "a run that succeeded: {v}"
     );
 }
 
@@ -219,9 +233,9 @@ fn unwritable_trace_directory_is_a_warning_not_a_failure() {
     assert_eq!(v["success"], json!(true));
     assert_eq!(v["result"]["shout"], json!("HELLO WORLD"));
     assert_eq!(v["trace_file"], Value::Null);
-    // One line for the trace, one for the run history: both name the culprit.
+    // One line each for the trace, the checkpoint and the run history: all name the culprit.
     let warnings = v["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert!(
         warnings
             .iter()

@@ -133,8 +133,8 @@
       lbl.style.paddingLeft = (6 + s.depth * 14) + "px";
       lbl.appendChild(el("span", "caret", hasKids[s.id] ? "\u25BE" : ""));
       var att = attr(s, N.NODE_ATTEMPT) || attr(s, N.LLM_ATTEMPT);
-      lbl.appendChild(el("span", "nm", (s.failed ? "\u2717 " : "") + s.name + (att > 1 ? " (attempt " + att + ")" : "")));
-      lbl.title = s.name;
+      lbl.appendChild(el("span", "nm", (s.failed ? "\u2717 " : "") + (s.reuse ? "\u21BA " : "") + s.name + (att > 1 ? " (attempt " + att + ")" : "")));
+      lbl.title = s.reuse || s.name;
       row.appendChild(lbl);
       var track = el("div", "track");
       var bar = el("div", "bar k-" + s.kind + (s.failed ? " failed" : ""));
@@ -236,7 +236,7 @@
     box.appendChild(el("h3", null, s.name));
     var chips = el("div", "chips");
     chips.appendChild(el("span", "chip", KIND_LABEL[s.kind] || s.kind));
-    chips.appendChild(el("span", s.failed ? "chip err" : "chip okc", s.failed ? "failed" : "ok"));
+    chips.appendChild(el("span", s.failed ? "chip err" : "chip okc", s.failed ? "failed" : (s.reuse ? attr(s, N.NODE_STATUS) : "ok")));
     var attempt = attr(s, N.NODE_ATTEMPT) || attr(s, N.LLM_ATTEMPT);
     if (attempt > 1) chips.appendChild(el("span", "chip", "attempt " + attempt));
     box.appendChild(chips);
@@ -246,6 +246,7 @@
       box.appendChild(zb);
     }
 
+    if (s.reuse) box.appendChild(el("div", "notice", "\u21BA " + s.reuse));
     var err = attr(s, N.ERROR_TYPE);
     if (s.failed || err) {
       var msg = [err, s.status].filter(function (x) { return x; });

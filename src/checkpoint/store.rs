@@ -1,0 +1,477 @@
+//! The on-disk layout of `$PFLOW_HOME/runs/`: one directory per run, named
+//! by its run id (`<UTC time>_<8 hex>`, so names sort by time), holding
+//!
+//! - `manifest.json`: what ran (workflow file, IR and node fingerprints,
+//!   inputs by digest, trace and root span ids, status) and every completed
+//!   node (its outputs by digest, action, origin span, usage);
+//! - `nodes.jsonl`: node records appended as nodes complete, so a run killed
+//!   before it could write its final manifest still leaves them;
+//! - `objects/<sha256>`: each output value and input once, by the SHA-256 of
+//!   its JSON (a value two nodes share is stored once);
+//!
+//! and `runs/memo/<key>`: the memo index, a node's memo key pointing at the
+//! run that holds its outputs. Every file is created 0600, every directory
+//! 0700: these are the user's own full values (never redacted, never exported).
+
+use super::CheckpointError;
+use crate::accounting::Reused;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The manifest's format version.
+pub const SCHEMA: u32 = 1;
+
+/// Where a node's outputs were first produced: the execution a restored or
+/// cached node is linked to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub run_id: String,
+    /// 32 hex, when telemetry was on.
+    pub trace_id: Option<String>,
+    /// 16 hex, when telemetry was on.
+    pub span_id: Option<String>,
+}
+
+/// How a node came by its outputs in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    Executed,
+    Restored,
+    Cached,
+}
+
+impl How {
+    /// The `pflow.node.status` of a node that was not run again.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Executed => "ok",
+            How::Restored => "restored",
+            How::Cached => "cached",
+        }
+    }
+}
+
+/// One completed top-level node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub node_type: String,
+    /// SHA-256 of the node's IR (and a nested workflow's IR): a changed node has another.
+    pub fingerprint: String,
+    pub action: String,
+    /// Output key → object digest.
+    pub outputs: IndexMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_key: Option<String>,
+    pub how: How,
+    pub origin: Origin,
+    /// Its LLM calls and what they cost when first made; `None` while the
+    /// run is unfinished or when telemetry was off (unknown).
+    #[serde(default)]
+    pub usage: Option<Reused>,
+}
+
+/// A run's checkpoint, as written at its end (or rebuilt from `nodes.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub run_id: String,
+    pub started: String,
+    /// `running` until the run ends, then its `pflow.run.status`.
+    pub status: String,
+    /// Absolute path of the workflow file.
+    pub workflow_file: PathBuf,
+    #[serde(default)]
+    pub workflow_name: Option<String>,
+    /// SHA-256 of the IR (the history's workflow hash).
+    pub ir_hash: String,
+    /// Node id → fingerprint, for every node of the workflow.
+    pub fingerprints: IndexMap<String, String>,
+    /// Input name → object digest.
+    pub inputs: IndexMap<String, String>,
+    pub trace_id: Option<String>,
+    pub root_span_id: Option<String>,
+    #[serde(default)]
+    pub resumed_from: Option<String>,
+    /// The node the run stopped at, when it failed there.
+    #[serde(default)]
+    pub failed_node: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<NodeRecord>,
+}
+
+impl Manifest {
+    pub fn node(&self, id: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().rev().find(|n| n.id == id)
+    }
+
+    /// Whether the run ended (its final manifest was written).
+    pub fn finished(&self) -> bool {
+        self.status != "running"
+    }
+}
+
+/// The SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in d.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Whether `s` is a run id: `<%Y%m%dT%H%M%S%.3fZ>_<hex>`.
+pub fn is_run_id(s: &str) -> bool {
+    let Some((time, tail)) = s.split_once('_') else {
+        return false;
+    };
+    chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.3fZ").is_ok()
+        && !tail.is_empty()
+        && tail.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A new run id: the start time, then 8 hex (the trace id's first 8 when there is one).
+pub fn new_run_id(trace_id: Option<&str>) -> String {
+    let tail = trace_id
+        .filter(|t| t.len() >= 8)
+        .map(|t| t[..8].to_string())
+        .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
+    format!("{}_{tail}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+#[cfg(unix)]
+fn private(opts: &mut std::fs::OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    opts.mode(0o600);
+}
+
+#[cfg(not(unix))]
+fn private(_: &mut std::fs::OpenOptions) {}
+
+/// Creates `dir` (and parents) readable by the user only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// One run's directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(runs: &Path, run_id: &str) -> RunDir {
+        RunDir {
+            dir: runs.join(run_id),
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    }
+
+    pub fn create(&self) -> Result<(), CheckpointError> {
+        private_dir(&self.dir.join("objects")).map_err(self.io(&self.dir))
+    }
+
+    fn object_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("objects").join(digest)
+    }
+
+    /// Stores `value` once under its digest; returns the digest.
+    pub fn put(&self, value: &Value) -> Result<String, CheckpointError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| CheckpointError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let digest = sha256_hex(&bytes);
+        let path = self.object_path(&digest);
+        if path.exists() {
+            return Ok(digest);
+        }
+        self.write_atomic(&path, &bytes)?;
+        Ok(digest)
+    }
+
+    /// Takes object `digest` over from another run's directory (a hard link
+    /// when the file system allows, else a copy).
+    pub fn adopt(&self, from: &RunDir, digest: &str) -> Result<(), CheckpointError> {
+        let dst = self.object_path(digest);
+        if dst.exists() {
+            return Ok(());
+        }
+        let src = from.object_path(digest);
+        if std::fs::hard_link(&src, &dst).is_ok() {
+            return Ok(());
+        }
+        let bytes = std::fs::read(&src).map_err(self.io(&src))?;
+        self.write_atomic(&dst, &bytes)
+    }
+
+    pub fn get(&self, digest: &str) -> Result<Value, CheckpointError> {
+        let path = self.object_path(digest);
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CheckpointError::Corrupt {
+                path,
+                message: format!("`{digest}` is not a SHA-256 digest"),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(self.io(&path))?;
+        // A digest that no longer matches is a damaged file, not a value to trust.
+        if sha256_hex(&bytes) != digest {
+            return Err(CheckpointError::Corrupt {
+                path,
+                message: "content does not match its digest".into(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads back a map of name → digest.
+    pub fn get_map(
+        &self,
+        digests: &IndexMap<String, String>,
+    ) -> Result<Map<String, Value>, CheckpointError> {
+        digests
+            .iter()
+            .map(|(k, d)| Ok((k.clone(), self.get(d)?)))
+            .collect()
+    }
+
+    /// Stores every value of `map`; returns name → digest.
+    pub fn put_map(
+        &self,
+        map: &Map<String, Value>,
+    ) -> Result<IndexMap<String, String>, CheckpointError> {
+        map.iter()
+            .map(|(k, v)| Ok((k.clone(), self.put(v)?)))
+            .collect()
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let dir = path.parent().unwrap_or(&self.dir);
+        // NamedTempFile is created 0600; the rename makes a half-written file impossible to read.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(self.io(dir))?;
+        tmp.write_all(bytes).map_err(self.io(path))?;
+        tmp.persist(path).map_err(|e| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    pub fn write_manifest(&self, m: &Manifest) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| CheckpointError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        self.write_atomic(&self.dir.join("manifest.json"), &bytes)
+    }
+
+    /// Appends one completed node to `nodes.jsonl`.
+    pub fn append_node(&self, rec: &NodeRecord) -> Result<(), CheckpointError> {
+        let path = self.dir.join("nodes.jsonl");
+        let mut line = serde_json::to_vec(rec).map_err(|e| CheckpointError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        private(&mut opts);
+        let mut f = opts.open(&path).map_err(self.io(&path))?;
+        f.write_all(&line).map_err(self.io(&path))
+    }
+
+    /// The final manifest was written: the per-node log is no longer needed.
+    pub fn drop_node_log(&self) {
+        let _ = std::fs::remove_file(self.dir.join("nodes.jsonl"));
+    }
+
+    /// The run's manifest; nodes a killed run logged but never wrote into it are added.
+    pub fn load(&self) -> Result<Manifest, CheckpointError> {
+        let path = self.dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(self.io(&path))?;
+        let mut m: Manifest =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        if m.schema != SCHEMA {
+            return Err(CheckpointError::Corrupt {
+                path,
+                message: format!("checkpoint format {} (this pflow reads {SCHEMA})", m.schema),
+            });
+        }
+        if !m.finished() {
+            let log = self.dir.join("nodes.jsonl");
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                // A line cut by a kill is the last one: the complete ones before it count.
+                m.nodes = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// The memo index entry: which run holds the outputs for a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoEntry {
+    pub run_id: String,
+    pub node: String,
+}
+
+/// `runs/memo/`.
+pub fn memo_dir(runs: &Path) -> PathBuf {
+    runs.join("memo")
+}
+
+pub fn memo_put(runs: &Path, key: &str, entry: &MemoEntry) -> Result<(), CheckpointError> {
+    let dir = memo_dir(runs);
+    private_dir(&dir).map_err(|source| CheckpointError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let bytes = serde_json::to_vec(entry).unwrap_or_default();
+    RunDir { dir: dir.clone() }.write_atomic(&dir.join(key), &bytes)
+}
+
+pub fn memo_get(runs: &Path, key: &str) -> Option<MemoEntry> {
+    let text = std::fs::read(memo_dir(runs).join(key)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Drops an index entry whose run is gone (retention) or no longer holds the key.
+pub fn memo_forget(runs: &Path, key: &str) {
+    let _ = std::fs::remove_file(memo_dir(runs).join(key));
+}
+
+/// Run ids in `runs`, newest first.
+pub fn list(runs: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(runs)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| is_run_id(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_by(|a, b| b.cmp(a));
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_stored_once_by_digest_and_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
+        run.create().unwrap();
+        let a = run.put(&json!({"text": "same"})).unwrap();
+        let b = run.put(&json!({"text": "same"})).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            std::fs::read_dir(run.dir.join("objects")).unwrap().count(),
+            1
+        );
+        assert_eq!(run.get(&a).unwrap(), json!({"text": "same"}));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&run.dir.join("objects").join(&a)), 0o600);
+            assert_eq!(mode(&run.dir), 0o700);
+        }
+        // A damaged object is an error, not a wrong value.
+        std::fs::write(run.dir.join("objects").join(&a), "{\"text\":\"other\"}").unwrap();
+        assert!(matches!(run.get(&a), Err(CheckpointError::Corrupt { .. })));
+        assert!(run.get("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_are_recognised() {
+        let id = new_run_id(Some("0123456789abcdef0123456789abcdef"));
+        assert!(is_run_id(&id), "{id}");
+        assert!(id.ends_with("_01234567"));
+        assert!(!is_run_id("memo"));
+        assert!(!is_run_id("20260101T000000.000Z_xyz"));
+        let tmp = tempfile::tempdir().unwrap();
+        for n in ["20260101T000000.000Z_aa", "20260102T000000.000Z_bb", "memo"] {
+            std::fs::create_dir_all(tmp.path().join(n)).unwrap();
+        }
+        assert_eq!(
+            list(tmp.path()),
+            ["20260102T000000.000Z_bb", "20260101T000000.000Z_aa"]
+        );
+    }
+
+    #[test]
+    fn an_unfinished_run_keeps_its_logged_nodes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
+        run.create().unwrap();
+        let m = Manifest {
+            schema: SCHEMA,
+            run_id: "20260101T000000.000Z_abcdef01".into(),
+            started: String::new(),
+            status: "running".into(),
+            workflow_file: "/wf.json".into(),
+            workflow_name: None,
+            ir_hash: String::new(),
+            fingerprints: IndexMap::new(),
+            inputs: IndexMap::new(),
+            trace_id: None,
+            root_span_id: None,
+            resumed_from: None,
+            failed_node: None,
+            nodes: vec![],
+        };
+        run.write_manifest(&m).unwrap();
+        let rec = NodeRecord {
+            id: "a".into(),
+            node_type: "echo".into(),
+            fingerprint: "f".into(),
+            action: "default".into(),
+            outputs: IndexMap::new(),
+            memo_key: None,
+            how: How::Executed,
+            origin: Origin::default(),
+            usage: None,
+        };
+        run.append_node(&rec).unwrap();
+        // A line cut short by a kill.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.dir.join("nodes.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"id\":\"b\",").unwrap();
+        let back = run.load().unwrap();
+        assert_eq!(back.nodes.len(), 1);
+        assert_eq!(back.node("a").unwrap().action, "default");
+    }
+}
