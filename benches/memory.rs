@@ -1,85 +1,176 @@
-//! Peak memory with a 50 MB value in the store: telemetry off vs the full
-//! trace to file, and how much of the value reaches the trace.
+//! A 50 MB value through a run: `read-file` of a 50 MB file, then three
+//! `write-file` nodes each writing it (`${read.content}`) to its own file.
+//! Telemetry off, default (metrics + trace kept for a failure) and `--trace`,
+//! interleaved run by run so machine load hits every mode alike; prints the
+//! median wall time, CPU time (user + sys) and peak RSS of each (`wait4`),
+//! their ratio to telemetry off, the spread of RSS across runs, and how much
+//! of the value reaches the trace.
 //!
-//! Runs the real `pflow` binary (built by cargo for this bench) in child
-//! processes and reads each child's peak RSS from `wait4`. Prints numbers;
-//! `cargo bench --bench memory`.
+//! `cargo bench --bench memory`; `PFLOW_MEMORY_RUNS` (default 7) repetitions;
+//! `PFLOW_MEMORY_BIN` picks the binary (default target/release/pflow, else
+//! the one cargo built for the bench), so two builds can be compared.
 
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
-// The child is reaped by wait4 below, which also reports its peak RSS.
+struct Run {
+    wall_s: f64,
+    cpu_s: f64,
+    rss_kib: i64,
+    trace_bytes: u64,
+}
+
+// The child is reaped by wait4 below, which also reports its peak RSS and CPU.
 #[allow(clippy::zombie_processes)]
-fn peak_rss_kib(cmd: &mut Command) -> (i64, std::process::ExitStatus) {
+fn measure(cmd: &mut Command) -> (f64, f64, i64) {
+    let start = Instant::now();
     let child = cmd.spawn().expect("spawn pflow");
-    let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe {
-        libc::wait4(pid, &mut status, 0, &mut usage);
+        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
     }
-    use std::os::unix::process::ExitStatusExt;
-    (usage.ru_maxrss, std::process::ExitStatus::from_raw(status))
+    let wall = start.elapsed().as_secs_f64();
+    assert!(
+        std::process::ExitStatus::from_raw(status).success(),
+        "pflow failed"
+    );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; any filter argument is ignored here.
+    let bin = std::env::var_os("PFLOW_MEMORY_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow"));
+    let bin = if bin.exists() {
+        bin
+    } else {
+        env!("CARGO_BIN_EXE_pflow").into()
+    };
+    let runs: usize = std::env::var("PFLOW_MEMORY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let dir = tempfile::tempdir().expect("tempdir");
     let size = 50 * 1024 * 1024;
     let data = dir.path().join("big.txt");
-    std::fs::write(&data, "z".repeat(size)).expect("write data");
+    // Text, as a log or a document would be (not one repeated byte).
+    let line = "2026-12-06T07:00:00Z INFO request handled in 12 ms, status 200, path /api/items\n";
+    std::fs::write(&data, line.repeat(size / line.len())).expect("write data");
+    let out = |i: usize| {
+        dir.path()
+            .join(format!("copy{i}.txt"))
+            .display()
+            .to_string()
+    };
     let wf = dir.path().join("big.json");
     std::fs::write(
         &wf,
         serde_json::json!({"ir_version": "0.1.0", "nodes": [
             {"id": "read", "type": "read-file", "params": {"file_path": data.display().to_string()}},
-            {"id": "copy", "type": "echo", "params": {"value": "${read.content}"}}],
-            "edges": [{"from": "read", "to": "copy"}]})
+            {"id": "w1", "type": "write-file", "params": {"file_path": out(1), "content": "${read.content}"}},
+            {"id": "w2", "type": "write-file", "params": {"file_path": out(2), "content": "${read.content}"}},
+            {"id": "w3", "type": "write-file", "params": {"file_path": out(3), "content": "${read.content}"}}],
+            "edges": [{"from": "read", "to": "w1"}, {"from": "w1", "to": "w2"}, {"from": "w2", "to": "w3"}]})
         .to_string(),
     )
     .expect("write workflow");
-    let bin = env!("CARGO_BIN_EXE_pflow");
-    let run = |traced: bool| {
-        let home = dir
-            .path()
-            .join(if traced { "home-traced" } else { "home-off" });
-        let mut c = Command::new(bin);
+    let modes = ["off", "default", "trace"];
+    let run = |mode: &str| -> Run {
+        let home = dir.path().join(format!("home-{mode}"));
+        let _ = std::fs::remove_dir_all(&home);
+        let mut c = Command::new(&bin);
         c.env("PFLOW_HOME", &home)
+            .env("PFLOW_PROGRESS", "off")
+            .env_remove("OTEL_SDK_DISABLED")
             .arg("run")
-            .arg(&wf)
             .stdout(std::process::Stdio::null());
-        if traced {
-            c.arg("--trace");
-        } else {
-            c.env("OTEL_SDK_DISABLED", "true");
+        match mode {
+            "off" => {
+                c.env("OTEL_SDK_DISABLED", "true");
+            }
+            "trace" => {
+                c.arg("--trace");
+            }
+            _ => {}
         }
-        let (rss, status) = peak_rss_kib(&mut c);
-        assert!(status.success(), "pflow failed");
+        c.arg(&wf);
+        let (wall_s, cpu_s, rss_kib) = measure(&mut c);
         let trace_bytes: u64 = std::fs::read_dir(home.join("traces"))
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .sum();
-        (rss, trace_bytes)
+        Run {
+            wall_s,
+            cpu_s,
+            rss_kib,
+            trace_bytes,
+        }
     };
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    for _ in 0..3 {
-        off.push(run(false));
-        on.push(run(true));
+    let _warm = run("off");
+    let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
+    for r in 0..runs {
+        // Rotate the order each repetition: no mode always runs first.
+        for k in 0..modes.len() {
+            let m = (r + k) % modes.len();
+            results[m].push(run(modes[m]));
+        }
     }
-    let min = |v: &[(i64, u64)]| v.iter().map(|x| x.0).min().unwrap_or(0);
-    let (off_kib, on_kib) = (min(&off), min(&on));
-    println!("50 MB value in the store (peak RSS, best of 3):");
-    println!("  telemetry off : {:>8} KiB", off_kib);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "  full trace    : {:>8} KiB  ({:+.1}%)",
-        on_kib,
-        (on_kib - off_kib) as f64 * 100.0 / off_kib as f64
+        "50 MB value: read-file + 3 write-files, {} ({runs} interleaved runs, medians; load average {})",
+        bin.display(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let med = |m: usize, f: &dyn Fn(&Run) -> f64| median(results[m].iter().map(f).collect());
+    let (w0, c0, r0) = (
+        med(0, &|r| r.wall_s),
+        med(0, &|r| r.cpu_s),
+        med(0, &|r| r.rss_kib as f64),
     );
     println!(
-        "  trace file    : {:>8} bytes for a {} byte value",
-        on[0].1, size
+        "  {:<8} {:>8} {:>7} {:>8} {:>7} {:>11} {:>7} {:>19} {:>11}",
+        "mode",
+        "wall s",
+        "ratio",
+        "CPU s",
+        "ratio",
+        "RSS KiB",
+        "ratio",
+        "RSS min..max KiB",
+        "trace bytes"
     );
+    for (m, name) in modes.iter().enumerate() {
+        let (w, c, rss) = (
+            med(m, &|r| r.wall_s),
+            med(m, &|r| r.cpu_s),
+            med(m, &|r| r.rss_kib as f64),
+        );
+        let lo = results[m].iter().map(|r| r.rss_kib).min().unwrap_or(0);
+        let hi = results[m].iter().map(|r| r.rss_kib).max().unwrap_or(0);
+        println!(
+            "  {:<8} {:>8.3} {:>6.2}x {:>8.3} {:>6.2}x {:>11.0} {:>6.3}x {:>19} {:>11}",
+            name,
+            w,
+            w / w0,
+            c,
+            c / c0,
+            rss,
+            rss / r0,
+            format!("{lo}..{hi}"),
+            results[m].iter().map(|r| r.trace_bytes).max().unwrap_or(0)
+        );
+    }
 }
