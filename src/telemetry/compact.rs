@@ -3,7 +3,8 @@
 //! The trace file writer leaves out, per node span, the attributes that hold
 //! their default (`pflow.node.path` equal to `pflow.node.id`, role `node`,
 //! attempt 1 of 1, action `default` on success) and, per event, a `false`
-//! `pflow.value.truncated` and a value preview that repeats the node's
+//! `pflow.value.truncated`, a `pflow.value.size` equal to the preview's length
+//! in bytes, and a value preview that repeats the node's
 //! `pflow.node.params` (a literal param shown again by `pflow.template.resolved`,
 //! or an output such as `file_path` that echoes its param). Every reader of a
 //! trace file ([`crate::traces::parse`], `pflow trace export`) puts them back
@@ -14,8 +15,8 @@
 //! so [`restore`] after [`compact`] is the identity.
 //!
 //! [`strip_empty_fields`] then removes the proto3 default fields
-//! (`"traceState":""`, zero dropped counts, empty links, empty status
-//! message) from the encoded line: the OTLP/JSON mapping lets a writer omit
+//! (`"traceState":""`, zero dropped counts, empty links, an empty status
+//! message, an unset status) from the encoded line: the OTLP/JSON mapping lets a writer omit
 //! them and every OTLP/JSON reader fills them back in.
 
 use super::attr;
@@ -130,13 +131,19 @@ pub fn compact_span(span: &mut Span) {
         if !whole {
             continue;
         }
+        let preview = get_str(&ev.attributes, attr::VALUE_PREVIEW);
         let repeats = params.as_ref().is_some_and(|p| {
             event_param(&ev.name, &ev.attributes)
                 .and_then(|k| param_preview(p, k))
-                .is_some_and(|d| get_str(&ev.attributes, attr::VALUE_PREVIEW) == Some(d.as_str()))
+                .is_some_and(|d| preview == Some(d.as_str()))
+        });
+        let size_is_len = preview.is_some_and(|p| {
+            get(&ev.attributes, attr::VALUE_SIZE) == Some(&V::IntValue(p.len() as i64))
         });
         ev.attributes.retain(|kv| {
-            kv.key != attr::VALUE_TRUNCATED && !(repeats && kv.key == attr::VALUE_PREVIEW)
+            kv.key != attr::VALUE_TRUNCATED
+                && !(repeats && kv.key == attr::VALUE_PREVIEW)
+                && !(size_is_len && kv.key == attr::VALUE_SIZE)
         });
     }
     span.attributes
@@ -172,6 +179,13 @@ pub fn restore_span(span: &mut Span) {
                     .push(kv(attr::VALUE_PREVIEW, V::StringValue(text)));
             }
         }
+        // After the preview: a size left out is its length.
+        if get(&ev.attributes, attr::VALUE_SIZE).is_none() {
+            if let Some(len) = get_str(&ev.attributes, attr::VALUE_PREVIEW).map(str::len) {
+                ev.attributes
+                    .push(kv(attr::VALUE_SIZE, V::IntValue(len as i64)));
+            }
+        }
     }
 }
 
@@ -195,7 +209,9 @@ pub fn restore(req: &mut ExportTraceServiceRequest) {
 /// Proto3 default fields as serde writes them. Each pattern has unescaped
 /// quotes in places a JSON string cannot hold them (inside a string every
 /// `"` is escaped), so it only ever matches the structure itself.
-const EMPTY_FIELDS: [(&str, &str); 6] = [
+const EMPTY_FIELDS: [(&str, &str); 7] = [
+    // An unset status (code 0) as a whole; listed first, it wins over the message rule.
+    (r#","status":{"message":"","code":0}"#, ""),
     (r#","traceState":"""#, ""),
     (r#","droppedAttributesCount":0"#, ""),
     (r#","droppedEventsCount":0"#, ""),
@@ -204,8 +220,12 @@ const EMPTY_FIELDS: [(&str, &str); 6] = [
     (r#"{"message":"","#, "{"),
 ];
 
-static EMPTY: LazyLock<Option<aho_corasick::AhoCorasick>> =
-    LazyLock::new(|| aho_corasick::AhoCorasick::new(EMPTY_FIELDS.iter().map(|(p, _)| p)).ok());
+static EMPTY: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(EMPTY_FIELDS.iter().map(|(p, _)| p))
+        .ok()
+});
 
 /// An encoded OTLP/JSON line without its default-valued fields.
 pub fn strip_empty_fields(line: Vec<u8>) -> Vec<u8> {
@@ -295,7 +315,7 @@ mod tests {
             ],
             status: Some(Status {
                 message: String::new(),
-                code: 1,
+                code: 0,
             }),
             ..Default::default()
         }
@@ -355,6 +375,13 @@ mod tests {
         // The template and the file_path output repeat params; `written` and a cut preview stay.
         assert_eq!(previews, [None, None, Some("7"), Some("xxxx")]);
         assert!(get(&sp.events[3].attributes, attr::VALUE_TRUNCATED).is_some());
+        // Sizes equal to their preview's length go; the cut one's stays.
+        let sizes: Vec<bool> = sp
+            .events
+            .iter()
+            .map(|e| get(&e.attributes, attr::VALUE_SIZE).is_some())
+            .collect();
+        assert_eq!(sizes, [false, false, false, true]);
     }
 
     #[test]
@@ -395,6 +422,9 @@ mod tests {
             full.len()
         );
         let back: ExportTraceServiceRequest = serde_json::from_slice(&short).unwrap();
-        assert_eq!(back, req);
+        // An unset status is left out whole: read back, it is no status at all.
+        let mut want = req;
+        want.resource_spans[0].scope_spans[0].spans[0].status = None;
+        assert_eq!(back, want);
     }
 }
