@@ -79,7 +79,8 @@ def run(argv, env, trace_dir):
     """One run: wall and CPU seconds (wait4) and the bytes of trace it left."""
     clean(trace_dir)
     t = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # No stdin: pflow-cli reads a piped stdin as workflow input.
+    p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     err = p.stderr.read().decode(errors="replace")
@@ -142,7 +143,7 @@ for label, *_ in tools:
     tb = med([x[2] for x in r[large]]) / large
     rows.append((label, wall * 1e6, cpu * 1e6, start * 1e3, tb))
 
-ref = {label: row for label, *row in [(r[0], r) for r in rows]}
+ref = {r[0]: r for r in rows}
 print(f"\nwrite-file chain, slope {small} -> {large} nodes, median of {runs} paired runs; "
       f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
 print(f"{'tool / mode':<28}{'wall us/node':>13}{'CPU us/node':>12}{'start-up ms':>12}{'trace B/node':>13}")

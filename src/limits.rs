@@ -66,7 +66,7 @@ pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
 
 fn human(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if n >= 1024 * MIB && n % (1024 * MIB) == 0 {
+    if n >= 1024 * MIB && n.is_multiple_of(1024 * MIB) {
         format!("{} GiB", n / (1024 * MIB))
     } else if n >= MIB {
         format!("{} MiB", n / MIB)

@@ -83,7 +83,7 @@ pub fn max_bytes_from_env() -> (u64, Option<String>) {
 pub fn human_bytes(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     if n >= MIB {
-        if n % MIB == 0 {
+        if n.is_multiple_of(MIB) {
             format!("{} MiB", n / MIB)
         } else {
             format!("{:.1} MiB", n as f64 / MIB as f64)
@@ -351,7 +351,6 @@ fn writer_loop(
                         encode(rest);
                     }
                 }
-                drop(encode);
                 let _ = reply.send(out.finish(&resource));
                 return;
             }
