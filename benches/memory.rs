@@ -10,42 +10,11 @@
 //! `PFLOW_MEMORY_BIN` picks the binary (default target/release/pflow, else
 //! the one cargo built for the bench), so two builds can be compared.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
-struct Run {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_kib: i64,
-    trace_bytes: u64,
-}
-
-// The child is reaped by wait4 below, which also reports its peak RSS and CPU.
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command) -> (f64, f64, i64) {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn pflow");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-    }
-    let wall = start.elapsed().as_secs_f64();
-    assert!(
-        std::process::ExitStatus::from_raw(status).success(),
-        "pflow failed"
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+mod support;
+use support::{measure, median, Measured as Run};
 
 fn main() {
     // `cargo bench` passes `--bench`; any filter argument is ignored here.
@@ -105,19 +74,14 @@ fn main() {
             _ => {}
         }
         c.arg(&wf);
-        let (wall_s, cpu_s, rss_kib) = measure(&mut c);
-        let trace_bytes: u64 = std::fs::read_dir(home.join("traces"))
+        let mut m = measure(&mut c);
+        m.trace_bytes = std::fs::read_dir(home.join("traces"))
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .sum();
-        Run {
-            wall_s,
-            cpu_s,
-            rss_kib,
-            trace_bytes,
-        }
+        m
     };
     let _warm = run("off");
     let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();

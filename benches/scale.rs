@@ -16,10 +16,8 @@
 
 use serde_json::json;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// Writes a chain of `n` nodes to `path`, streamed line by line so this
 /// process stays small: a forked child starts with the parent's peak RSS.
@@ -51,37 +49,8 @@ pub fn write_chain(path: &Path, n: usize, kind: &str, out: &Path) -> std::io::Re
     w.flush()
 }
 
-struct Measured {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_kib: i64,
-    trace_bytes: u64,
-}
-
-// The child is reaped by wait4, which also reports its peak RSS and CPU time.
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command) -> Measured {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn pflow");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-    }
-    let wall_s = start.elapsed().as_secs_f64();
-    assert!(
-        std::process::ExitStatus::from_raw(status).success(),
-        "pflow failed"
-    );
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Measured {
-        wall_s,
-        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        rss_kib: ru.ru_maxrss,
-        trace_bytes: 0,
-    }
-}
+mod support;
+use support::{measure, median};
 
 fn dir_bytes(d: &Path) -> u64 {
     std::fs::read_dir(d)
@@ -112,11 +81,6 @@ fn run_command(bin: &Path, home: &Path, wf: &Path, mode: &str) -> Command {
         _ => {}
     }
     c
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn load_average() -> String {
