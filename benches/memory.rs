@@ -11,10 +11,9 @@
 //! the one cargo built for the bench), so two builds can be compared.
 
 use std::path::Path;
-use std::process::Command;
 
 mod support;
-use support::{measure, median, Measured as Run};
+use support::{dir_bytes, load_average, measure, median, run_command, Measured as Run};
 
 fn main() {
     // `cargo bench` passes `--bench`; any filter argument is ignored here.
@@ -58,29 +57,9 @@ fn main() {
     let run = |mode: &str| -> Run {
         let home = dir.path().join(format!("home-{mode}"));
         let _ = std::fs::remove_dir_all(&home);
-        let mut c = Command::new(&bin);
-        c.env("PFLOW_HOME", &home)
-            .env("PFLOW_PROGRESS", "off")
-            .env_remove("OTEL_SDK_DISABLED")
-            .arg("run")
-            .stdout(std::process::Stdio::null());
-        match mode {
-            "off" => {
-                c.env("OTEL_SDK_DISABLED", "true");
-            }
-            "trace" => {
-                c.arg("--trace");
-            }
-            _ => {}
-        }
-        c.arg(&wf);
+        let mut c = run_command(&bin, &home, &wf, mode);
         let mut m = measure(&mut c);
-        m.trace_bytes = std::fs::read_dir(home.join("traces"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum();
+        m.trace_bytes = dir_bytes(&home.join("traces"));
         m
     };
     let _warm = run("off");
@@ -92,11 +71,10 @@ fn main() {
             results[m].push(run(modes[m]));
         }
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "50 MB value: read-file + 3 write-files, {} ({runs} interleaved runs, medians; load average {})",
         bin.display(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load_average()
     );
     let med = |m: usize, f: &dyn Fn(&Run) -> f64| median(results[m].iter().map(f).collect());
     let (w0, c0, r0) = (

@@ -17,7 +17,6 @@
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// Writes a chain of `n` nodes to `path`, streamed line by line so this
 /// process stays small: a forked child starts with the parent's peak RSS.
@@ -50,47 +49,7 @@ pub fn write_chain(path: &Path, n: usize, kind: &str, out: &Path) -> std::io::Re
 }
 
 mod support;
-use support::{measure, median};
-
-fn dir_bytes(d: &Path) -> u64 {
-    std::fs::read_dir(d)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
-}
-
-/// `pflow run WF` in `mode` (`off`, `default`, `trace`), its data under `home`.
-fn run_command(bin: &Path, home: &Path, wf: &Path, mode: &str) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PFLOW_HOME", home)
-        .env("PFLOW_PROGRESS", "off")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .arg("run")
-        .arg(wf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match mode {
-        "off" => {
-            c.env("OTEL_SDK_DISABLED", "true");
-        }
-        "trace" => {
-            c.arg("--trace");
-        }
-        _ => {}
-    }
-    c
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use support::{dir_bytes, load_average, measure, median, run_command};
 
 /// Per-node wall and CPU time: the slope between a 10- and a 500-node chain.
 /// Paired and interleaved: each repetition runs both sizes with every binary

@@ -2,7 +2,8 @@
 //! its wall time, CPU time and peak RSS from `wait4`.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// One child run of a bench.
@@ -44,4 +45,44 @@ pub fn measure(cmd: &mut Command) -> Measured {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+pub fn dir_bytes(d: &Path) -> u64 {
+    std::fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// `pflow run WF` in `mode` (`off`, `default`, `trace`), its data under `home`.
+pub fn run_command(bin: &Path, home: &Path, wf: &Path, mode: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.env("PFLOW_HOME", home)
+        .env("PFLOW_PROGRESS", "off")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .arg("run")
+        .arg(wf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match mode {
+        "off" => {
+            c.env("OTEL_SDK_DISABLED", "true");
+        }
+        "trace" => {
+            c.arg("--trace");
+        }
+        _ => {}
+    }
+    c
+}
+
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
