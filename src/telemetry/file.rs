@@ -450,11 +450,9 @@ impl Capped {
         for s in &mut spans {
             redact_span(s, redactor);
         }
-        let mut req = ExportTraceServiceRequest {
+        self.emit(ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, resource),
-        };
-        super::compact::compact(&mut req);
-        self.emit(req);
+        });
     }
 
     /// Writes one request as a line, split into smaller requests first while

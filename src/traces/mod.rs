@@ -298,16 +298,7 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
 /// One OTLP/JSON line. The proto3 JSON mapping writes non-finite doubles as
 /// the strings `"NaN"`, `"Infinity"`, `"-Infinity"`, which the generated
 /// types refuse: those values are kept as strings (`as_f64` reads them back).
-///
-/// What the writer left out of its compact form is put back
-/// ([`crate::telemetry::compact::restore`]), so every reader sees it.
 pub fn parse_request(line: &str) -> Result<ExportTraceServiceRequest, serde_json::Error> {
-    let mut req = parse_line(line)?;
-    crate::telemetry::compact::restore(&mut req);
-    Ok(req)
-}
-
-fn parse_line(line: &str) -> Result<ExportTraceServiceRequest, serde_json::Error> {
     let first = match serde_json::from_str(line) {
         Ok(req) => return Ok(req),
         Err(e) => e,

@@ -155,9 +155,8 @@ fn u(v: &Value) -> u64 {
 }
 
 /// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
-/// OTLP/JSON (checked with opentelemetry-proto's serde mapping). Spans are
-/// seen as every pflow reader sees them: with what the file's compact form
-/// leaves out put back (`pflow::traces::parse_request`).
+/// OTLP/JSON (checked with opentelemetry-proto's serde mapping), read back
+/// as pflow's readers do (`pflow::traces::parse_request`).
 pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut spans = Vec::new();
