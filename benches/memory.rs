@@ -1,14 +1,24 @@
-//! Peak memory of the `pflow` binary: a run with a 50 MB value in the store
-//! (telemetry off vs the full trace to file, and how much of the value
-//! reaches the trace), and the trace viewers (`trace summary|show|report`)
-//! on a huge trace file (`PFLOW_BENCH_TRACE_MB`, default 1024) grown from a
-//! real batch run's item spans.
+//! Peak memory and time of the `pflow` binary, two parts (`cargo bench
+//! --bench memory` runs both; `-- value` or `-- viewers` picks one):
 //!
-//! Runs the real `pflow` binary (built by cargo for this bench) in child
-//! processes and reads each child's peak RSS from `wait4`. Prints numbers;
-//! `cargo bench --bench memory` (both), `-- value` or `-- viewers` (one).
+//! - value: a 50 MB value through a run: `read-file` of a 50 MB file, then
+//!   three `write-file` nodes each writing it (`${read.content}`) to its own
+//!   file. Telemetry off, default (metrics + trace kept for a failure) and
+//!   `--trace`, interleaved run by run so machine load hits every mode alike;
+//!   prints the median wall time, CPU time (user + sys) and peak RSS of each
+//!   (`wait4`), their ratio to telemetry off, the spread of RSS across runs,
+//!   and how much of the value reaches the trace. `PFLOW_MEMORY_RUNS`
+//!   (default 7) repetitions; `PFLOW_MEMORY_BIN` picks the binary (default
+//!   target/release/pflow, else the one cargo built for the bench), so two
+//!   builds can be compared.
+//! - viewers: `trace summary|show|report` on a huge trace file
+//!   (`PFLOW_BENCH_TRACE_MB`, default 1024) grown from a real batch run's
+//!   item spans.
 
-use std::process::Command;
+use std::path::Path;
+
+mod support;
+use support::{dir_bytes, load_average, measure, median, run_command, Measured as Run};
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter picks one part.
@@ -26,68 +36,106 @@ fn main() {
 }
 
 fn value_in_store() {
+    let bin = std::env::var_os("PFLOW_MEMORY_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow"));
+    let bin = if bin.exists() {
+        bin
+    } else {
+        env!("CARGO_BIN_EXE_pflow").into()
+    };
+    let runs: usize = std::env::var("PFLOW_MEMORY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let dir = tempfile::tempdir().expect("tempdir");
     let size = 50 * 1024 * 1024;
     let data = dir.path().join("big.txt");
-    std::fs::write(&data, "z".repeat(size)).expect("write data");
+    // Text, as a log or a document would be (not one repeated byte).
+    let line = "2026-12-06T07:00:00Z INFO request handled in 12 ms, status 200, path /api/items\n";
+    std::fs::write(&data, line.repeat(size / line.len())).expect("write data");
+    let out = |i: usize| {
+        dir.path()
+            .join(format!("copy{i}.txt"))
+            .display()
+            .to_string()
+    };
     let wf = dir.path().join("big.json");
     std::fs::write(
         &wf,
         serde_json::json!({"ir_version": "0.1.0", "nodes": [
             {"id": "read", "type": "read-file", "params": {"file_path": data.display().to_string()}},
-            {"id": "copy", "type": "echo", "params": {"value": "${read.content}"}}],
-            "edges": [{"from": "read", "to": "copy"}]})
+            {"id": "w1", "type": "write-file", "params": {"file_path": out(1), "content": "${read.content}"}},
+            {"id": "w2", "type": "write-file", "params": {"file_path": out(2), "content": "${read.content}"}},
+            {"id": "w3", "type": "write-file", "params": {"file_path": out(3), "content": "${read.content}"}}],
+            "edges": [{"from": "read", "to": "w1"}, {"from": "w1", "to": "w2"}, {"from": "w2", "to": "w3"}]})
         .to_string(),
     )
     .expect("write workflow");
-    let bin = env!("CARGO_BIN_EXE_pflow");
-    let run = |traced: bool| {
-        let home = dir
-            .path()
-            .join(if traced { "home-traced" } else { "home-off" });
-        let mut c = Command::new(bin);
-        c.env("PFLOW_HOME", &home)
-            .arg("run")
-            .arg(&wf)
-            .stdout(std::process::Stdio::null());
-        if traced {
-            c.arg("--trace");
-        } else {
-            c.env("OTEL_SDK_DISABLED", "true");
-        }
-        let (rss, _, status) = peak_rss_and_cpu(&mut c);
-        assert!(status.success(), "pflow failed");
-        let trace_bytes: u64 = std::fs::read_dir(home.join("traces"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum();
-        (rss, trace_bytes)
+    let modes = ["off", "default", "trace"];
+    let run = |mode: &str| -> Run {
+        let home = dir.path().join(format!("home-{mode}"));
+        let _ = std::fs::remove_dir_all(&home);
+        let mut c = run_command(&bin, &home, &wf, mode);
+        let mut m = measure(&mut c);
+        m.trace_bytes = dir_bytes(&home.join("traces"));
+        m
     };
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    for _ in 0..3 {
-        off.push(run(false));
-        on.push(run(true));
+    let _warm = run("off");
+    let mut results: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
+    for r in 0..runs {
+        // Rotate the order each repetition: no mode always runs first.
+        for k in 0..modes.len() {
+            let m = (r + k) % modes.len();
+            results[m].push(run(modes[m]));
+        }
     }
-    let min = |v: &[(i64, u64)]| v.iter().map(|x| x.0).min().unwrap_or(0);
-    let (off_kib, on_kib) = (min(&off), min(&on));
-    println!("50 MB value in the store (peak RSS, best of 3):");
-    println!("  telemetry off : {:>8} KiB", off_kib);
     println!(
-        "  full trace    : {:>8} KiB  ({:+.1}%)",
-        on_kib,
-        (on_kib - off_kib) as f64 * 100.0 / off_kib as f64
+        "50 MB value: read-file + 3 write-files, {} ({runs} interleaved runs, medians; load average {})",
+        bin.display(),
+        load_average()
+    );
+    let med = |m: usize, f: &dyn Fn(&Run) -> f64| median(results[m].iter().map(f).collect());
+    let (w0, c0, r0) = (
+        med(0, &|r| r.wall_s),
+        med(0, &|r| r.cpu_s),
+        med(0, &|r| r.rss_kib as f64),
     );
     println!(
-        "  trace file    : {:>8} bytes for a {} byte value",
-        on[0].1, size
+        "  {:<8} {:>8} {:>7} {:>8} {:>7} {:>11} {:>7} {:>19} {:>11}",
+        "mode",
+        "wall s",
+        "ratio",
+        "CPU s",
+        "ratio",
+        "RSS KiB",
+        "ratio",
+        "RSS min..max KiB",
+        "trace bytes"
     );
+    for (m, name) in modes.iter().enumerate() {
+        let (w, c, rss) = (
+            med(m, &|r| r.wall_s),
+            med(m, &|r| r.cpu_s),
+            med(m, &|r| r.rss_kib as f64),
+        );
+        let lo = results[m].iter().map(|r| r.rss_kib).min().unwrap_or(0);
+        let hi = results[m].iter().map(|r| r.rss_kib).max().unwrap_or(0);
+        println!(
+            "  {:<8} {:>8.3} {:>6.2}x {:>8.3} {:>6.2}x {:>11.0} {:>6.3}x {:>19} {:>11}",
+            name,
+            w,
+            w / w0,
+            c,
+            c / c0,
+            rss,
+            rss / r0,
+            format!("{lo}..{hi}"),
+            results[m].iter().map(|r| r.trace_bytes).max().unwrap_or(0)
+        );
+    }
 }
 
-/// `trace summary`, `trace show`, `trace show --node` and `trace report` on
-/// a trace of `PFLOW_BENCH_TRACE_MB` MiB: wall time, CPU time and peak RSS.
 fn viewers_on_a_huge_trace() {
     let mib: usize = std::env::var("PFLOW_BENCH_TRACE_MB")
         .ok()
@@ -108,7 +156,7 @@ fn viewers_on_a_huge_trace() {
         .to_string(),
     )
     .expect("write workflow");
-    let status = Command::new(bin)
+    let status = std::process::Command::new(bin)
         .env("PFLOW_HOME", &home)
         .args(["run", "--trace"])
         .arg(&wf)
@@ -127,7 +175,7 @@ fn viewers_on_a_huge_trace() {
     let first: serde_json::Value = serde_json::from_str(real.lines().next().unwrap()).unwrap();
     let item = first["resourceSpans"][0]["scopeSpans"][0]["spans"]
         .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "node fan[0]"))
+        .and_then(|a| a.iter().find(|s| s.to_string().contains("\"fan[0]\"")))
         .expect("an item span")
         .clone();
     let mut template = item;
@@ -176,14 +224,12 @@ fn viewers_on_a_huge_trace() {
         vec!["trace", "show", big_s, "--node", "fan[50]"],
         vec!["trace", "report", big_s, "--output", page.to_str().unwrap()],
     ] {
-        let mut c = Command::new(bin);
+        let mut c = std::process::Command::new(bin);
         c.env("PFLOW_HOME", &home)
             .args(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let t = std::time::Instant::now();
-        let (rss, cpu, status) = peak_rss_and_cpu(&mut c);
-        assert!(status.success(), "{args:?} failed");
+        let m = measure(&mut c);
         println!(
             "  {:<28} wall {:>6.1} s  CPU {:>6.1} s  peak RSS {:>9} KiB",
             args.iter()
@@ -192,28 +238,9 @@ fn viewers_on_a_huge_trace() {
                 .collect::<Vec<_>>()
                 .join(" ")
                 .replace(page.to_str().unwrap(), "PAGE"),
-            t.elapsed().as_secs_f64(),
-            cpu,
-            rss
+            m.wall_s,
+            m.cpu_s,
+            m.rss_kib
         );
     }
-}
-
-// The child is reaped by wait4 below, which also reports its peak RSS and CPU time.
-#[allow(clippy::zombie_processes)]
-fn peak_rss_and_cpu(cmd: &mut Command) -> (i64, f64, std::process::ExitStatus) {
-    let child = cmd.spawn().expect("spawn pflow");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    use std::os::unix::process::ExitStatusExt;
-    (
-        ru.ru_maxrss,
-        secs(ru.ru_utime) + secs(ru.ru_stime),
-        std::process::ExitStatus::from_raw(status),
-    )
 }

@@ -8,16 +8,15 @@
 //!
 //! `PFLOW_SCALE_SLOPE=RUNS` measures per-node cost instead: the slope between
 //! a 10- and a 500-node chain (start-up cancels out), median wall and CPU of
-//! RUNS runs each. `PFLOW_SCALE_BIN` names the binary, so two builds can be
-//! compared one after the other on the same machine state.
+//! RUNS paired runs. `PFLOW_SCALE_BIN` names the binary, or several joined
+//! by `:` (`old:new`), run interleaved so both see the same machine state.
+//! `PFLOW_SCALE_RATIO=RUNS`: a 10,000-node `echo` chain's default / off and
+//! `--trace` / off ratios of whole runs, per binary.
 //! Nothing is committed: the workflows are generated into a temp dir.
 
 use serde_json::json;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 /// Writes a chain of `n` nodes to `path`, streamed line by line so this
 /// process stays small: a forked child starts with the parent's peak RSS.
@@ -49,114 +48,116 @@ pub fn write_chain(path: &Path, n: usize, kind: &str, out: &Path) -> std::io::Re
     w.flush()
 }
 
-struct Measured {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_kib: i64,
-    trace_bytes: u64,
-}
+mod support;
+use support::{dir_bytes, load_average, measure, median, run_command};
 
-// The child is reaped by wait4, which also reports its peak RSS and CPU time.
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command) -> Measured {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn pflow");
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-    }
-    let wall_s = start.elapsed().as_secs_f64();
-    assert!(
-        std::process::ExitStatus::from_raw(status).success(),
-        "pflow failed"
+/// Per-node wall and CPU time: the slope between a 10- and a 500-node chain.
+/// Paired and interleaved: each repetition runs both sizes with every binary
+/// in turn (rotating which goes first), and the slope is the median of the
+/// repetitions' own slopes, so load shared by a pair cancels out.
+fn slope(bins: &[std::path::PathBuf], dir: &Path, out: &Path, runs: usize) {
+    println!(
+        "per node, slope 10 → 500 nodes, median of {runs} paired runs (load average {})",
+        load_average()
     );
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Measured {
-        wall_s,
-        cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        rss_kib: ru.ru_maxrss,
-        trace_bytes: 0,
-    }
-}
-
-fn dir_bytes(d: &Path) -> u64 {
-    std::fs::read_dir(d)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
-}
-
-/// `pflow run WF` in `mode` (`off`, `default`, `trace`), its data under `home`.
-fn run_command(bin: &Path, home: &Path, wf: &Path, mode: &str) -> Command {
-    let mut c = Command::new(bin);
-    c.env("PFLOW_HOME", home)
-        .env("PFLOW_PROGRESS", "off")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .arg("run")
-        .arg(wf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match mode {
-        "off" => {
-            c.env("OTEL_SDK_DISABLED", "true");
-        }
-        "trace" => {
-            c.arg("--trace");
-        }
-        _ => {}
-    }
-    c
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Per-node wall and CPU time: the slope of the medians between a 10- and a 500-node chain.
-fn slope(bin: &Path, dir: &Path, out: &Path, runs: usize) {
-    println!("per node, slope 10 → 500 nodes, median of {runs} runs");
     for kind in ["write-file", "echo"] {
+        let wf = |n: usize| {
+            let wf = dir.join(format!("{kind}-{n}.json"));
+            write_chain(&wf, n, kind, out).expect("write workflow");
+            wf
+        };
+        let (wf10, wf500) = (wf(10), wf(500));
         for mode in ["off", "default", "trace"] {
-            let at = |n: usize| {
-                let wf = dir.join(format!("{kind}-{n}.json"));
-                write_chain(&wf, n, kind, out).expect("write workflow");
-                let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-                for r in 0..runs {
-                    let home = dir.join(format!("home-slope-{r}"));
-                    let m = measure(&mut run_command(bin, &home, &wf, mode));
-                    let _ = std::fs::remove_dir_all(&home);
-                    wall.push(m.wall_s);
-                    cpu.push(m.cpu_s);
+            // [binary][repetition] = (wall, cpu) slope in µs per node.
+            let mut slopes: Vec<Vec<(f64, f64)>> = bins.iter().map(|_| Vec::new()).collect();
+            for r in 0..runs {
+                for k in 0..bins.len() {
+                    let b = (r + k) % bins.len();
+                    let home = dir.join(format!("home-slope-{b}"));
+                    let at = |wf: &Path| {
+                        let m = measure(&mut run_command(&bins[b], &home, wf, mode));
+                        let _ = std::fs::remove_dir_all(&home);
+                        m
+                    };
+                    let (small, large) = (at(&wf10), at(&wf500));
+                    let us = |a: f64, z: f64| (z - a) * 1e6 / 490.0;
+                    slopes[b].push((us(small.wall_s, large.wall_s), us(small.cpu_s, large.cpu_s)));
                 }
-                (median(wall), median(cpu))
-            };
-            let (w10, c10) = at(10);
-            let (w500, c500) = at(500);
-            let us = |a: f64, b: f64| (b - a) * 1e6 / 490.0;
-            println!(
-                "{kind:<11} {mode:<8} wall {:>7.1} µs/node  cpu {:>7.1} µs/node",
-                us(w10, w500),
-                us(c10, c500)
-            );
+            }
+            for (b, s) in slopes.into_iter().enumerate() {
+                let wall = median(s.iter().map(|x| x.0).collect());
+                let cpu = median(s.iter().map(|x| x.1).collect());
+                println!(
+                    "{kind:<11} {mode:<8} wall {wall:>7.1} µs/node  cpu {cpu:>7.1} µs/node  {}",
+                    bins[b].display()
+                );
+            }
         }
     }
+    println!("load average after: {}", load_average());
+}
+
+/// Whole-run ratios on a 10,000-node `echo` chain (start-up included, as a
+/// user sees it): default / off and `--trace` / off, per binary, medians of
+/// `runs` interleaved repetitions.
+fn ratios(bins: &[std::path::PathBuf], dir: &Path, out: &Path, runs: usize) {
+    let wf = dir.join("echo-10000.json");
+    write_chain(&wf, 10_000, "echo", out).expect("write workflow");
+    println!(
+        "echo chain, 10,000 nodes, median of {runs} interleaved runs (load average {})",
+        load_average()
+    );
+    for (b, bin) in bins.iter().enumerate() {
+        let mut t: Vec<Vec<(f64, f64)>> = vec![Vec::new(); 3];
+        for r in 0..runs {
+            for k in 0..3 {
+                let m = (r + k) % 3;
+                let home = dir.join(format!("home-ratio-{b}"));
+                let x = measure(&mut run_command(
+                    bin,
+                    &home,
+                    &wf,
+                    ["off", "default", "trace"][m],
+                ));
+                let _ = std::fs::remove_dir_all(&home);
+                t[m].push((x.wall_s, x.cpu_s));
+            }
+        }
+        let med = |m: usize, f: fn(&(f64, f64)) -> f64| median(t[m].iter().map(f).collect());
+        let (w, c) = (|x: &(f64, f64)| x.0, |x: &(f64, f64)| x.1);
+        println!(
+            "  {}: wall off {:.3} s, default {:.3} s ({:.2}x), --trace {:.3} s ({:.2}x); CPU off {:.3} s, default {:.2}x, --trace {:.2}x",
+            bin.display(),
+            med(0, w),
+            med(1, w),
+            med(1, w) / med(0, w),
+            med(2, w),
+            med(2, w) / med(0, w),
+            med(0, c),
+            med(1, c) / med(0, c),
+            med(2, c) / med(0, c)
+        );
+    }
+    println!("load average after: {}", load_average());
 }
 
 fn main() {
-    let bin = match std::env::var_os("PFLOW_SCALE_BIN") {
-        Some(b) => b.into(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow"),
+    // One binary, or several separated by `:` to compare (slope and ratio modes).
+    let bins: Vec<std::path::PathBuf> = match std::env::var_os("PFLOW_SCALE_BIN") {
+        Some(b) => std::env::split_paths(&b).collect(),
+        None => vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pflow")],
     };
-    let bin = if bin.exists() {
-        bin
-    } else {
-        env!("CARGO_BIN_EXE_pflow").into()
-    };
+    let bins: Vec<std::path::PathBuf> = bins
+        .into_iter()
+        .map(|b| {
+            if b.exists() {
+                b
+            } else {
+                env!("CARGO_BIN_EXE_pflow").into()
+            }
+        })
+        .collect();
+    let bin = bins[0].clone();
     let sizes: Vec<usize> = std::env::var("PFLOW_SCALE_NODES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
@@ -165,12 +166,18 @@ fn main() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");
     println!("binary: {}", bin.display());
-    if let Some(runs) = std::env::var("PFLOW_SCALE_SLOPE")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&r| r > 0)
-    {
-        slope(&bin, dir.path(), &out, runs);
+    let runs_of = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&r| r > 0)
+    };
+    if let Some(runs) = runs_of("PFLOW_SCALE_SLOPE") {
+        slope(&bins, dir.path(), &out, runs);
+        return;
+    }
+    if let Some(runs) = runs_of("PFLOW_SCALE_RATIO") {
+        ratios(&bins, dir.path(), &out, runs);
         return;
     }
     println!(

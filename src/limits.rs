@@ -74,7 +74,7 @@ pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
 /// A limit as its error message says it: `16 MiB`, `2 GiB`, `1024 bytes`.
 pub fn human(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if n >= 1024 * MIB && n % (1024 * MIB) == 0 {
+    if n >= 1024 * MIB && n.is_multiple_of(1024 * MIB) {
         format!("{} GiB", n / (1024 * MIB))
     } else if n >= MIB {
         format!("{} MiB", n / MIB)

@@ -3,21 +3,22 @@
 //! and tests exercise the whole token path with no account and no network.
 //! The same count serves budgets and estimates ([`count_tokens`]).
 //!
-//! The tokenizer is `bpe-openai`'s, whose tables are built at compile time and
-//! only deserialized on first use (~8× faster than building tiktoken-rs's
-//! from its vocabulary, which dominated a short run; benches/README.md).
+//! The tokenizer is the `tiktoken` crate's, built with the o200k vocabulary
+//! only (zstd-compressed in the binary, decoded on first use, on a
+//! background thread from compile time on: [`warm_up`]). Crates compared in
+//! benches/README.md ("Tokenizers").
 
 use super::usage::{Usage, UsageSource};
 use super::{LlmError, LlmRequest, LlmResponse};
 
-fn bpe() -> &'static bpe_openai::Tokenizer {
-    bpe_openai::o200k_base()
+fn bpe() -> Option<&'static tiktoken::CoreBpe> {
+    tiktoken::get_encoding("o200k_base")
 }
 
 /// Token count of `text` with `o200k_base` (the GPT-4o family's encoding).
 /// Special-token markers such as `<|endoftext|>` count as the text they are.
 pub fn count_tokens(text: &str) -> Option<u64> {
-    Some(bpe().count(text) as u64)
+    Some(bpe()?.count(text) as u64)
 }
 
 /// Loads the tokenizer on a background thread, so the first LLM call, budget
@@ -45,15 +46,15 @@ pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
     let mut finish = "stop";
     if let Some(max) = req.max_tokens {
         let tokens = count_tokens(&text).unwrap_or(0);
-        if tokens > max {
+        if let (true, Some(bpe)) = (tokens > max, bpe()) {
             // Honour max_tokens like a real model would: cut the answer.
-            let ids = bpe().encode(text.as_str());
+            let ids = bpe.encode(text.as_str());
             let keep = usize::try_from(max).map_or(ids.len(), |m| m.min(ids.len()));
-            // A cut inside a multi-byte character decodes to nothing: keep
+            // A cut inside a multi-byte character does not decode: keep
             // dropping tokens until the rest is valid text.
             text = (0..=keep)
                 .rev()
-                .find_map(|k| bpe().decode(&ids[..k]))
+                .find_map(|k| bpe.decode_to_string(&ids[..k]).ok())
                 .unwrap_or_default();
             finish = "length";
         }
@@ -101,6 +102,7 @@ mod tests {
             "CamelCaseWords and snake_case_words and kebab-case-words",
             "'s 't 're 've 'm 'll 'd I'M YOU'RE",
             "https://example.com/path?query=1&x=y#frag",
+            "special markers <|endoftext|> and <|fim_prefix|> count as text",
         ];
         for s in samples {
             let want = reference.encode_ordinary(s).len() as u64;

@@ -1393,10 +1393,13 @@ fn resolve_params(
         let p = crate::telemetry::preview::preview_map(&params);
         let span = tracing::Span::current();
         span.record(attr::NODE_PARAMS, p.text.as_str());
-        span.record(
-            attr::NODE_PARAMS_DIGEST,
-            crate::telemetry::preview::digest_map(&params).as_str(),
-        );
+        // A whole preview is the value itself: a digest would only repeat it.
+        if p.truncated {
+            span.record(
+                attr::NODE_PARAMS_DIGEST,
+                crate::telemetry::preview::digest_map(&params).as_str(),
+            );
+        }
     }
     Ok(params)
 }

@@ -4,10 +4,12 @@
 //! receiver reads).
 //!
 //! Nodes never wait on disk: `on_end` only queues the span. Nothing is lost
-//! either: the queue is unbounded and drained at `finish`. Where the bytes
-//! go is decided up front: a temp file in the trace directory when the trace
-//! will be kept (`--trace`), memory when it is kept only if the run fails.
-//! `finish` renames the temp file into place (atomic), or drops it.
+//! either: the queue is drained at `finish`. Where the bytes go is decided
+//! up front: a temp file in the trace directory when the trace will be kept
+//! (`--trace`), encoded as the spans arrive; when it is kept only if the run
+//! fails (the default), the spans are held unencoded (up to [`DEFER_BYTES`])
+//! and encoded only if `finish` saves them, so a successful run pays for no
+//! encoding. `finish` renames the temp file into place (atomic), or drops it.
 //!
 //! Memory stays bounded on very large runs: the queue to the writer holds at
 //! most [`QUEUE_BATCHES`] batches (a node waits only when the writer is that
@@ -81,7 +83,7 @@ pub fn max_bytes_from_env() -> (u64, Option<String>) {
 pub fn human_bytes(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
     if n >= MIB {
-        if n % MIB == 0 {
+        if n.is_multiple_of(MIB) {
             format!("{} MiB", n / MIB)
         } else {
             format!("{:.1} MiB", n as f64 / MIB as f64)
@@ -96,7 +98,73 @@ pub fn human_bytes(n: u64) -> String {
 enum Msg {
     /// A full buffer of spans, handed over in one go (one wake-up per batch, not per span).
     Batch(Vec<SpanData>),
-    Finish(mpsc::Sender<Written>),
+    /// Ends the file; `save` says whether it is kept (held spans are encoded only then).
+    Finish {
+        save: bool,
+        reply: mpsc::Sender<Written>,
+    },
+}
+
+/// Spans a trace kept only on failure (the default mode) holds unencoded:
+/// encoding is most of a trace's cost and most runs succeed, so it waits
+/// until `finish` knows the trace is saved. Past this estimate of their size
+/// in memory the held spans are encoded (and spilled past [`SPILL_BYTES`])
+/// as `--trace` does, so memory stays bounded on very large runs.
+pub const DEFER_BYTES: usize = 32 * 1024 * 1024;
+
+/// A rough size of a span in memory: its strings plus a fixed cost per
+/// attribute and event (enough to bound memory, not to account it exactly).
+fn approx_bytes(s: &SpanData) -> usize {
+    fn attrs(kvs: &[KeyValue]) -> usize {
+        kvs.iter()
+            .map(|kv| {
+                64 + kv.key.as_str().len()
+                    + match &kv.value {
+                        OtelValue::String(v) => v.as_str().len(),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+    512 + s.name.len()
+        + attrs(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| 96 + e.name.len() + attrs(&e.attributes))
+            .sum::<usize>()
+}
+
+/// The writer's spans not yet encoded, while the trace may still be dropped.
+struct Deferred {
+    /// `false` once the trace is known to be kept (`--trace`) or grew past
+    /// [`DEFER_BYTES`]: from then on every batch is encoded as it arrives.
+    active: bool,
+    batches: Vec<Vec<SpanData>>,
+    bytes: usize,
+}
+
+impl Deferred {
+    /// Holds `batch`, or encodes it (and everything held) once deferring stops.
+    fn take(&mut self, batch: Vec<SpanData>, encode: &mut impl FnMut(Vec<SpanData>)) {
+        if self.active {
+            self.bytes += batch.iter().map(approx_bytes).sum::<usize>();
+            self.batches.push(batch);
+            if self.bytes <= DEFER_BYTES {
+                return;
+            }
+            self.active = false;
+            self.flush(encode);
+        } else {
+            encode(batch);
+        }
+    }
+
+    fn flush(&mut self, encode: &mut impl FnMut(Vec<SpanData>)) {
+        for b in std::mem::take(&mut self.batches) {
+            encode(b);
+        }
+        self.bytes = 0;
+    }
 }
 
 /// Spans ended but not yet handed to the writer.
@@ -227,12 +295,14 @@ pub struct TraceFileHandle {
 }
 
 impl TraceFileProcessor {
-    /// `max_bytes` caps the encoded trace (`0`: no cap).
+    /// `max_bytes` caps the encoded trace (`0`: no cap). With `defer`, spans
+    /// are held unencoded until `finish` says the trace is saved (see [`DEFER_BYTES`]).
     pub fn new(
         sink: Sink,
         resource: &Resource,
         redactor: &'static Redactor,
         max_bytes: u64,
+        defer: bool,
     ) -> (Self, TraceFileHandle) {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
         let resource = ResourceAttributesWithSchema::from(resource);
@@ -242,7 +312,7 @@ impl TraceFileProcessor {
             .name("pflow-trace-writer".into())
             .spawn(move || {
                 let out = Capped::new(sink, max_bytes);
-                writer_loop(rx, for_writer, out, resource, redactor)
+                writer_loop(rx, for_writer, out, resource, redactor, defer)
             })
             .ok();
         let worker = Arc::new(Mutex::new(worker));
@@ -262,23 +332,34 @@ fn writer_loop(
     mut out: Capped,
     resource: ResourceAttributesWithSchema,
     redactor: &'static Redactor,
+    defer: bool,
 ) {
+    let mut deferred = Deferred {
+        active: defer,
+        batches: Vec::new(),
+        bytes: 0,
+    };
+    let mut encode = |batch: Vec<SpanData>| out.encode(batch, &resource, redactor);
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Msg::Batch(batch)) => out.encode(batch, &resource, redactor),
-            Ok(Msg::Finish(reply)) => {
-                let rest = take_pending(&pending);
-                if !rest.is_empty() {
-                    out.encode(rest, &resource, redactor);
+            Ok(Msg::Batch(batch)) => deferred.take(batch, &mut encode),
+            Ok(Msg::Finish { save, reply }) => {
+                if save {
+                    deferred.flush(&mut encode);
+                    let rest = take_pending(&pending);
+                    if !rest.is_empty() {
+                        encode(rest);
+                    }
                 }
                 let _ = reply.send(out.finish(&resource));
                 return;
             }
-            // Quiet for a while: write what has accumulated so a crash loses little.
+            // Quiet for a while: write what has accumulated so a crash loses
+            // little (held spans wait: the trace may still be dropped).
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    out.encode(rest, &resource, redactor);
+                    deferred.take(rest, &mut encode);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -338,9 +419,11 @@ impl Capped {
         self.max_bytes == 0 || self.written + (len as u64) < self.max_bytes
     }
 
-    fn write(&mut self, line: &[u8]) {
+    /// Writes one encoded line, without its default-valued fields.
+    fn write(&mut self, line: Vec<u8>) {
+        let line = super::compact::strip_empty_fields(line);
         self.written += line.len() as u64 + 1;
-        self.sink.write_line(line);
+        self.sink.write_line(&line);
     }
 
     /// Encodes one batch as a single OTLP/JSON line, redacting every string on the way.
@@ -402,7 +485,7 @@ impl Capped {
             return;
         }
         if self.fits(line.len()) {
-            self.write(&line);
+            self.write(line);
             return;
         }
         drop(line);
@@ -471,7 +554,7 @@ impl Capped {
             .any(|ss| !ss.spans.is_empty());
         if kept {
             if let Ok(line) = serde_json::to_vec(&*req) {
-                self.write(&line);
+                self.write(line);
             }
         }
     }
@@ -511,7 +594,7 @@ impl Capped {
             }
             let req = ExportTraceServiceRequest { resource_spans: rs };
             if let Ok(line) = serde_json::to_vec(&req) {
-                self.write(&line);
+                self.write(line);
             }
         }
         Written {
@@ -687,7 +770,14 @@ impl TraceFileHandle {
     /// Stops the writer and, when `save`, moves the trace to `final_path`.
     pub fn finish(&self, save: bool, dir: &Path, final_name: &str) -> FinishOutcome {
         let (reply_tx, reply_rx) = mpsc::channel();
-        if self.tx.send(Msg::Finish(reply_tx)).is_err() {
+        if self
+            .tx
+            .send(Msg::Finish {
+                save,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
             return FinishOutcome {
                 path: None,
                 warning: Some("trace writer stopped early; trace not saved".into()),

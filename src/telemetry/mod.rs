@@ -19,6 +19,7 @@
 //! ```
 
 pub mod attr;
+pub mod compact;
 pub mod file;
 pub mod http;
 pub mod metrics;
@@ -235,7 +236,7 @@ impl Telemetry {
             let (max_bytes, bad_max) = file::max_bytes_from_env();
             warnings.extend(bad_max);
             let (processor, handle) =
-                TraceFileProcessor::new(sink, &resource, redact::global(), max_bytes);
+                TraceFileProcessor::new(sink, &resource, redact::global(), max_bytes, !save_always);
             chain = chain.with_next(processor);
             file = Some(handle);
         }

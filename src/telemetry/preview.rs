@@ -13,7 +13,7 @@
 //! assert_eq!((p.size, p.truncated), (12, true));
 //! ```
 
-use super::redact::{self, Redactor, REDACTED};
+use super::redact::{self, REDACTED};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use std::io;
@@ -93,6 +93,11 @@ pub fn preview(v: &Value) -> Preview {
 
 /// Preview of a value stored or passed under `name`: a secret-looking name
 /// (e.g. `api_key`, `headers.Authorization`) hides the whole value.
+///
+/// For span and event attributes only: a whole (uncut) preview is left for
+/// the exporters to redact, as they redact every attribute string
+/// (`file::redact_span`) — on the writer thread, off the node's path. Only a
+/// cut needs redacting first, so no credential is cut too short to be seen.
 pub fn preview_named(name: &str, v: &Value) -> Preview {
     let last = name.rsplit(['.', '[']).next().unwrap_or(name);
     if redact::hides_value(false, last, v) {
@@ -102,13 +107,25 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
             truncated: true,
         };
     }
-    preview(v)
+    let st = settings();
+    match v {
+        Value::String(s) => limited_string_preview(s, st.max_bytes, Redaction::WhenCut),
+        _ => bounded_json(&KeyRedacted(v, None), &st, Redaction::WhenCut),
+    }
+}
+
+/// When a preview's text is redacted.
+#[derive(Clone, Copy, PartialEq)]
+enum Redaction {
+    Always,
+    /// Only when cut: a whole preview becomes an attribute the exporters redact.
+    WhenCut,
 }
 
 /// Preview of an LLM prompt or response (`PFLOW_TRACE_MAX_MESSAGE_BYTES`, default 64 KiB).
 pub fn preview_message(s: &str) -> Preview {
     let st = settings();
-    limited_string_preview(s, st.max_message_bytes, redact::global())
+    limited_string_preview(s, st.max_message_bytes, Redaction::Always)
 }
 
 /// Preview of a string with the installed settings.
@@ -120,22 +137,31 @@ pub fn preview_str(s: &str) -> Preview {
 pub fn preview_with(v: &Value, st: &PreviewSettings) -> Preview {
     match v {
         Value::String(s) => string_preview(s, st),
-        _ => bounded_json(&KeyRedacted(v), st),
+        _ => bounded_json(&KeyRedacted(v, None), st, Redaction::Always),
     }
 }
 
 /// Preview of a params object, without copying it (params may hold 50 MB).
+/// Only its text is kept (no size), so a long string is read no further than
+/// the preview can show: a 50 MB value costs what its first 4 KiB cost.
+/// Redacted when cut (see [`preview_named`]).
 pub fn preview_map(m: &serde_json::Map<String, Value>) -> Preview {
-    bounded_json(&MapRedacted(m), &settings())
+    let st = settings();
+    bounded_json(
+        &MapRedacted(m, Some(keep_bytes(st.max_bytes))),
+        &st,
+        Redaction::WhenCut,
+    )
 }
 
 /// A digest of each param's full value (`{"key": "<16 hex>"}`, JSON text),
-/// stored beside the bounded preview so `pflow trace diff` can tell a changed
-/// value from one whose preview was merely cut. It hashes the key-redacted
-/// serialisation, streamed (no copy of a large value), truncated to 64 bits.
+/// stored beside a cut preview so `pflow trace diff` can tell a changed
+/// value from one whose preview was merely cut: the 64-bit XXH3 of a string's
+/// text, or of the key-redacted compact JSON of any other value (streamed,
+/// never copied). XXH3 reads tens of GB/s: a 50 MB value costs a few ms.
 pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
-    use sha2::{Digest, Sha256};
-    struct HashWriter(Sha256);
+    use xxhash_rust::xxh3::Xxh3Default;
+    struct HashWriter(Xxh3Default);
     impl std::io::Write for HashWriter {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.update(b);
@@ -149,23 +175,29 @@ pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
     // The same JSON-shape rules as the preview: a value hidden there is hashed as hidden.
     let pair = redact::is_secret_pair(m);
     for (k, v) in m {
-        let mut h = HashWriter(Sha256::new());
+        let mut h = HashWriter(Xxh3Default::new());
         // Writing to a hasher cannot fail.
-        let _ = if redact::hides_value(pair, k, v) {
-            serde_json::to_writer(&mut h, REDACTED)
-        } else {
-            serde_json::to_writer(&mut h, &KeyRedacted(v))
+        let _ = match v {
+            _ if redact::hides_value(pair, k, v) => serde_json::to_writer(&mut h, REDACTED),
+            Value::String(s) => {
+                h.0.update(s.as_bytes());
+                Ok(())
+            }
+            _ => serde_json::to_writer(&mut h, &KeyRedacted(v, None)),
         };
-        let d = h.0.finalize();
-        let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        out.insert(k.clone(), Value::String(hex));
+        out.insert(k.clone(), Value::String(format!("{:016x}", h.0.digest())));
     }
     Value::Object(out).to_string()
 }
 
-fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
-    // Keep a little slack so a credential cut at the boundary is still recognised.
-    let keep = st.max_bytes.saturating_add(256);
+/// Bytes of serialised text kept before the cut: a little slack over the
+/// limit so a credential cut at the boundary is still recognised.
+fn keep_bytes(max_bytes: usize) -> usize {
+    max_bytes.saturating_add(256)
+}
+
+fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings, redaction: Redaction) -> Preview {
+    let keep = keep_bytes(st.max_bytes);
     let mut w = BoundedWriter {
         buf: Vec::with_capacity(keep.min(64 * 1024)),
         keep,
@@ -174,14 +206,14 @@ fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings) -> Preview {
     // Writing to BoundedWriter cannot fail.
     let _ = serde_json::to_writer(&mut w, v);
     let text = String::from_utf8_lossy(&w.buf).into_owned();
-    finish(&text, w.total, st.max_bytes, redact::global())
+    finish(&text, w.total, st.max_bytes, redaction)
 }
 
 fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
-    limited_string_preview(s, st.max_bytes, redact::global())
+    limited_string_preview(s, st.max_bytes, Redaction::Always)
 }
 
-fn limited_string_preview(s: &str, max_bytes: usize, redactor: &Redactor) -> Preview {
+fn limited_string_preview(s: &str, max_bytes: usize, redaction: Redaction) -> Preview {
     if looks_binary(s) {
         return Preview {
             text: format!("<binary data, {} bytes>", s.len()),
@@ -189,13 +221,20 @@ fn limited_string_preview(s: &str, max_bytes: usize, redactor: &Redactor) -> Pre
             truncated: true,
         };
     }
-    let keep = max_bytes.saturating_add(256).min(s.len());
+    let keep = keep_bytes(max_bytes).min(s.len());
     let head = &s[..floor_char_boundary(s, keep)];
-    finish(head, s.len(), max_bytes, redactor)
+    finish(head, s.len(), max_bytes, redaction)
 }
 
-fn finish(head: &str, total: usize, max_bytes: usize, redactor: &Redactor) -> Preview {
-    let redacted = redactor.redact_str(head);
+fn finish(head: &str, total: usize, max_bytes: usize, redaction: Redaction) -> Preview {
+    if redaction == Redaction::WhenCut && total <= max_bytes {
+        return Preview {
+            text: head.to_string(),
+            size: total,
+            truncated: false,
+        };
+    }
+    let redacted = redact::global().redact_str(head);
     let cut = floor_char_boundary(&redacted, max_bytes);
     let truncated = total > max_bytes || cut < redacted.len();
     Preview {
@@ -249,9 +288,12 @@ impl io::Write for BoundedWriter {
 }
 
 /// Serialises a JSON value with the JSON-shape rules of [`redact`] applied.
-struct KeyRedacted<'a>(&'a Value);
+/// With a clip, strings longer than it are written as their first `clip`
+/// bytes: enough for a preview of `clip` bytes (escaping only lengthens
+/// text), without reading the rest of a large value.
+struct KeyRedacted<'a>(&'a Value, Option<usize>);
 
-struct MapRedacted<'a>(&'a serde_json::Map<String, Value>);
+struct MapRedacted<'a>(&'a serde_json::Map<String, Value>, Option<usize>);
 
 impl Serialize for MapRedacted<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -261,7 +303,7 @@ impl Serialize for MapRedacted<'_> {
             if redact::hides_value(pair, k, v) {
                 m.serialize_entry(k, REDACTED)?;
             } else {
-                m.serialize_entry(k, &KeyRedacted(v))?;
+                m.serialize_entry(k, &KeyRedacted(v, self.1))?;
             }
         }
         m.end()
@@ -278,12 +320,18 @@ impl Serialize for KeyRedacted<'_> {
                     if tuple && n == 1 {
                         seq.serialize_element(REDACTED)?;
                     } else {
-                        seq.serialize_element(&KeyRedacted(i))?;
+                        seq.serialize_element(&KeyRedacted(i, self.1))?;
                     }
                 }
                 seq.end()
             }
-            Value::Object(map) => MapRedacted(map).serialize(s),
+            Value::Object(map) => MapRedacted(map, self.1).serialize(s),
+            Value::String(text) => match self.1 {
+                Some(clip) if text.len() > clip => {
+                    s.serialize_str(&text[..floor_char_boundary(text, clip)])
+                }
+                _ => s.serialize_str(text),
+            },
             other => other.serialize(s),
         }
     }
@@ -310,6 +358,35 @@ mod tests {
         assert_ne!(va["text"], vb["text"]);
         assert_eq!(va["n"], vb["n"]);
         assert_eq!(va["text"].as_str().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_params_preview_of_a_huge_string_equals_the_full_one() {
+        // preview_map reads long strings only as far as the cut: the text
+        // must be exactly what serialising the whole value gave.
+        let st = PreviewSettings::new(64);
+        let big = format!("{}\"quoted\"\n{}", "é".repeat(40), "x".repeat(1_000_000));
+        let m = json!({"a": 1, "content": big, "z": "tail"});
+        let m = m.as_object().unwrap();
+        let full = bounded_json(&MapRedacted(m, None), &st, Redaction::Always);
+        let clipped = bounded_json(
+            &MapRedacted(m, Some(keep_bytes(64))),
+            &st,
+            Redaction::Always,
+        );
+        assert_eq!(clipped.text, full.text);
+        assert!(clipped.truncated && full.truncated);
+        // Short values are not clipped at all.
+        let small = json!({"a": "short", "b": [1, "two"]});
+        let small = small.as_object().unwrap();
+        assert_eq!(
+            bounded_json(
+                &MapRedacted(small, Some(keep_bytes(64))),
+                &st,
+                Redaction::Always
+            ),
+            bounded_json(&MapRedacted(small, None), &st, Redaction::Always)
+        );
     }
 
     #[test]

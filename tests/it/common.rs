@@ -155,7 +155,8 @@ fn u(v: &Value) -> u64 {
 }
 
 /// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
-/// OTLP/JSON (checked with opentelemetry-proto's serde mapping).
+/// OTLP/JSON (checked with opentelemetry-proto's serde mapping), read back
+/// as pflow's readers do (`pflow::traces::parse_request`).
 pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut spans = Vec::new();
@@ -166,7 +167,8 @@ pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
             panic!("line {} of {} is not OTLP/JSON: {e}", i + 1, path.display())
         });
         assert!(!proto.resource_spans.is_empty());
-        let v: Value = serde_json::from_str(line).unwrap();
+        let restored = pflow::traces::parse_request(line).unwrap();
+        let v: Value = serde_json::to_value(&restored).unwrap();
         for rs in v["resourceSpans"].as_array().unwrap() {
             resources.push(Value::Object(attrs(&rs["resource"]["attributes"])));
             for ss in rs["scopeSpans"].as_array().unwrap() {

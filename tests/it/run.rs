@@ -300,6 +300,39 @@ fn nodes_command_lists_params_and_outputs() {
 }
 
 #[test]
+fn write_file_replaces_longer_and_shorter_content_whole() {
+    // write-file overwrites in place and cuts the old tail (no O_TRUNC): the
+    // file must hold exactly the new content, keep its inode and mode, and
+    // writing to a non-regular file (/dev/null) must still work.
+    let env = Env::new();
+    let target = env.dir.path().join("out.txt");
+    std::fs::write(&target, "a much longer old content\nsecond line\n").unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let ino = std::fs::metadata(&target).unwrap().ino();
+    let wf = env.workflow("over.json", json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "short", "type": "write-file", "params": {"file_path": "out.txt", "content": "new"}},
+        {"id": "r1", "type": "read-file", "params": {"file_path": "out.txt"}},
+        {"id": "long", "type": "write-file", "params": {"file_path": "out.txt", "content": "longer than before"}},
+        {"id": "r2", "type": "read-file", "params": {"file_path": "out.txt"}},
+        {"id": "empty", "type": "write-file", "params": {"file_path": "out.txt", "content": ""}},
+        {"id": "null", "type": "write-file", "params": {"file_path": "/dev/null", "content": "discarded"}}],
+        "edges": [{"from": "short", "to": "r1"}, {"from": "r1", "to": "long"}, {"from": "long", "to": "r2"},
+                  {"from": "r2", "to": "empty"}, {"from": "empty", "to": "null"}],
+        "outputs": {"first": {"source": "${r1.content}"}, "second": {"source": "${r2.content}"}}}));
+    let (v, code, _) = run_json(env.pflow().args(["--output-format", "json"]).arg(&wf));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["result"],
+        json!({"first": "new", "second": "longer than before"})
+    );
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.len(), 0, "the empty write leaves an empty file");
+    assert_eq!(meta.ino(), ino, "same file, not a replacement");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+}
+
+#[test]
 fn file_nodes_round_trip() {
     let env = Env::new();
     let wf = env.workflow("files.json", json!({"ir_version": "0.1.0", "nodes": [
