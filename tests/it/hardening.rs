@@ -492,26 +492,51 @@ fn trace_report_past_the_span_limit_says_what_it_left_out() {
 }
 
 /// `pflow ARGS` started with stdout to `out`; [`peak_rss_kib`] reaps it.
-fn spawn_pflow(env: &Env, args: &[&std::ffi::OsStr], out: &std::path::Path) -> u32 {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("pflow"))
+///
+/// pflow is started by a small python3 process that forks, execs pflow and
+/// reads its rusage with `wait4`. A child spawned straight from this test
+/// process would not do: Rust spawns with `CLONE_VM`, and Linux carries the
+/// old address space's high-water mark across `exec`, so the child's
+/// `ru_maxrss` would report the test harness's own peak (hundreds of MiB
+/// while other tests run), not pflow's.
+fn spawn_pflow(env: &Env, args: &[&std::ffi::OsStr], out: &std::path::Path) -> PeakRss {
+    const MEASURE: &str = "import os, sys\n\
+        pid = os.fork()\n\
+        if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+        _, status, ru = os.wait4(pid, 0)\n\
+        open(sys.argv[1], 'w').write(f'{ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}')\n";
+    let report = out.with_extension("rss");
+    let child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(&report)
+        .arg(assert_cmd::cargo::cargo_bin("pflow"))
         .args(args)
         .env("PFLOW_HOME", env.home())
         .current_dir(env.dir.path())
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap()
-        .id()
+        .expect("python3 runs pflow");
+    PeakRss { child, report }
 }
 
-/// Peak RSS (KiB) and exit code of child `pid`, from `wait4`.
-fn peak_rss_kib(pid: u32) -> (i64, i32) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child, which it reaps.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let got = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-    assert_eq!(got, pid as libc::pid_t, "wait4");
-    (ru.ru_maxrss, libc::WEXITSTATUS(status))
+/// A pflow started by [`spawn_pflow`]: its measuring parent and where it reports.
+struct PeakRss {
+    child: std::process::Child,
+    report: std::path::PathBuf,
+}
+
+/// Peak RSS (KiB) and exit code of the pflow that `p` ran.
+fn peak_rss_kib(p: &mut PeakRss) -> (i64, i32) {
+    let status = p.child.wait().expect("wait for the measuring python3");
+    assert!(status.success(), "the measuring python3 failed: {status}");
+    let text = std::fs::read_to_string(&p.report).expect("the rusage report");
+    let mut parts = text
+        .split_whitespace()
+        .map(|x| x.parse::<i64>().unwrap_or(-1));
+    let (rss, code) = (parts.next().unwrap_or(-1), parts.next().unwrap_or(-1));
+    (rss, code as i32)
 }
 
 /// A trace grown from a real run of [`echo_workflow`]: copies of its node
@@ -616,7 +641,7 @@ fn trace_viewers_stream_a_huge_trace_in_bounded_memory() {
 
     // The three viewers at once (each child's peak is its own).
     let page = env.dir.path().join("big.html");
-    let runs: Vec<(&str, std::path::PathBuf, u32)> = [
+    let mut runs: Vec<(&str, std::path::PathBuf, PeakRss)> = [
         ("summary", vec!["trace", "summary", big.to_str().unwrap()]),
         ("show", vec!["trace", "show", big.to_str().unwrap()]),
         (
@@ -638,8 +663,8 @@ fn trace_viewers_stream_a_huge_trace_in_bounded_memory() {
         (name, out, pid)
     })
     .collect();
-    for (name, _, pid) in &runs {
-        let (rss, code) = peak_rss_kib(*pid);
+    for (name, _, pid) in &mut runs {
+        let (rss, code) = peak_rss_kib(pid);
         assert_eq!(code, 0, "trace {name}");
         assert!(
             rss < BOUND_KIB,
