@@ -122,18 +122,19 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 run_once(&rt, &wf, mode, dir.path(), &tokio_rt);
-                // Keep the temp dir from filling up over many iterations.
-                for e in std::fs::read_dir(dir.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
+                empty(dir.path());
             })
         });
     }
     g.finish();
+}
+
+/// Removes the trace files a run left, so the temp dir does not fill up over
+/// many iterations.
+fn empty(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
 }
 
 /// Paired full-trace runs with the redactor's text scan on and off.
@@ -155,13 +156,7 @@ fn redaction_paired() {
         let t = std::time::Instant::now();
         run_once(&rt, &wf, mode, dir.path(), &tokio_rt);
         let d = t.elapsed().as_secs_f64() * 1e3;
-        for e in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
+        empty(dir.path());
         d
     };
     // Warm-up: one of each.
