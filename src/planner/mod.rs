@@ -306,10 +306,9 @@ pub async fn plan(
     };
     match &result {
         Ok(p) => {
-            span.record(
-                attr::PLANNER_PATH,
-                if p.path == PlanPath::A { "A" } else { "B" },
-            );
+            // `plan_inner` records the path as soon as it is chosen, so a generation that
+            // then fails still says which path it took; recording it again here would
+            // export the key twice.
             span.record(attr::PLANNER_ATTEMPTS, p.attempts as i64);
             if let Some(n) = p.ir.name() {
                 span.record(attr::PLANNER_WORKFLOW, n);

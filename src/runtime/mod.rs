@@ -830,8 +830,9 @@ impl Runtime {
                     guard.span.record(attr::WORKFLOW_STEPS, out.steps as i64);
                     guard.ok();
                 }
-                // Each failure was recorded where it happened (a node, or
-                // `execute` for the workflow's own step limit and budget stops).
+                // Each failure's `exception` event was recorded where it happened
+                // (a node, or `execute` for the workflow's own step limit and budget
+                // stops); the workflow span is marked failed once, here.
                 Err(e) => guard.failed_below(e.kind(), &e.to_string()),
             }
             r
@@ -870,7 +871,7 @@ impl Runtime {
         loop {
             // Spend past a limit (e.g. the planner's, or the previous node's call) ends the run here.
             if let Some(stop) = self.budget_stop() {
-                crate::telemetry::record_exception(
+                crate::telemetry::exception_event(
                     &tracing::Span::current(),
                     stop.kind(),
                     &stop.to_string(),
@@ -884,7 +885,7 @@ impl Runtime {
                     steps: max_steps,
                     node: format!("{prefix}{}", node.id),
                 };
-                crate::telemetry::record_exception(
+                crate::telemetry::exception_event(
                     &tracing::Span::current(),
                     e.kind(),
                     &e.to_string(),
@@ -968,7 +969,7 @@ impl Runtime {
         }
         // The last node's call may have crossed a limit: still a budget stop.
         if let Some(stop) = self.budget_stop() {
-            crate::telemetry::record_exception(
+            crate::telemetry::exception_event(
                 &tracing::Span::current(),
                 stop.kind(),
                 &stop.to_string(),

@@ -395,8 +395,15 @@ impl Telemetry {
 /// Record it once, on the span where it happened; the spans it propagates
 /// through get [`mark_failed`].
 pub fn record_exception(span: &tracing::Span, kind: &str, message: &str) {
-    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
+    exception_event(span, kind, message);
     mark_failed(span, kind, message);
+}
+
+/// Only the `exception` event, for a span whose status is set by its own guard
+/// when the error leaves it (a workflow's step limit or budget stop): marking it
+/// here too would export `error.type` twice.
+pub fn exception_event(span: &tracing::Span, kind: &str, message: &str) {
+    tracing::error!(parent: span, { { attr::EXCEPTION_TYPE } = kind, { attr::EXCEPTION_MESSAGE } = message }, "{}", attr::EVENT_EXCEPTION);
 }
 
 /// A failure that reached `span` from below (a node's, an LLM attempt's):

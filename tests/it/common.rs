@@ -157,6 +157,19 @@ fn u(v: &Value) -> u64 {
 /// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
 /// OTLP/JSON (checked with opentelemetry-proto's serde mapping), read back
 /// as pflow's readers do (`pflow::traces::parse_request`).
+/// OTLP requires an attribute key to appear once per span; a field recorded twice on a
+/// `tracing` span is exported twice, and backends then keep either value.
+fn assert_unique_keys(attributes: &Value, span: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for kv in attributes.as_array().into_iter().flatten() {
+        let key = kv["key"].as_str().unwrap_or("");
+        assert!(
+            seen.insert(key),
+            "span {span:?} carries attribute {key:?} twice"
+        );
+    }
+}
+
 pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut spans = Vec::new();
@@ -173,6 +186,7 @@ pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
             resources.push(Value::Object(attrs(&rs["resource"]["attributes"])));
             for ss in rs["scopeSpans"].as_array().unwrap() {
                 for s in ss["spans"].as_array().unwrap() {
+                    assert_unique_keys(&s["attributes"], s["name"].as_str().unwrap_or(""));
                     spans.push(SpanView {
                         name: s["name"].as_str().unwrap().to_string(),
                         trace_id: s["traceId"].as_str().unwrap().to_string(),
