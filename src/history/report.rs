@@ -262,8 +262,13 @@ fn latency_table(out: &mut String, models: &[Group]) {
             format!("{v:.1}")
         });
         let range = match (p.latency_p50_ms, p.latency_p95_ms) {
+            // Light up to p50, strong from p50 to p95, on the slowest model's p95 scale.
             (Some(a), Some(b)) if max > 0.0 => format!(
-                "<div class=\"range\"><div class=\"range-bar\" style=\"left:{:.1}%;width:{:.1}%\"></div></div>",
+                "<div class=\"range\" title=\"p50 {} · p95 {}\"><div class=\"range-base\" style=\"width:{:.1}%\"></div>\
+                 <div class=\"range-bar\" style=\"left:{:.1}%;width:{:.1}%\"></div></div>",
+                esc(&ms(&a)),
+                esc(&ms(&b)),
+                a / max * 100.0,
                 a / max * 100.0,
                 ((b - a) / max * 100.0).max(0.5)
             ),
