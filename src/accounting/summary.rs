@@ -128,8 +128,9 @@ pub struct CallRecord {
     pub tokens: Tokens,
     /// Null when the call had no known price.
     pub cost_usd: Option<f64>,
-    /// The token counts were estimated locally, not reported by the provider.
-    pub usage_estimated: bool,
+    /// Where the token counts came from (`pflow.usage.source`: `provider`,
+    /// `provider_stream`, `estimated`, `unknown`); `None` when not recorded.
+    pub usage_source: Option<String>,
     /// The request's `max_tokens`, when the node set one.
     pub max_tokens: Option<u64>,
     /// Streaming: time to the first chunk.
@@ -309,8 +310,7 @@ impl Aggregator {
                         duration_ms: ms(f.duration),
                         tokens: call.tokens,
                         cost_usd: f.cost_usd.filter(|_| !f.unpriced),
-                        usage_estimated: f.estimated
-                            || f.usage_source.as_deref() == Some("estimated"),
+                        usage_source: f.usage_source.clone(),
                         max_tokens: f.request_max_tokens,
                         time_to_first_chunk_ms: f.time_to_first_chunk.map(|s| s * 1000.0),
                         failed: f.failed || f.error_type.is_some(),

@@ -87,7 +87,7 @@ CREATE TABLE run_calls (
     tokens_cache_write INTEGER NOT NULL,
     tokens_reasoning INTEGER NOT NULL,
     cost_usd REAL,
-    usage_estimated INTEGER NOT NULL,
+    usage_source TEXT,
     max_tokens INTEGER,
     time_to_first_chunk_ms REAL,
     failed INTEGER NOT NULL,
@@ -287,7 +287,7 @@ mod tests {
         conn.execute(
             "INSERT INTO run_calls (run_id, seq, section, model, duration_ms, tokens_input,
                 tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning,
-                usage_estimated, failed) VALUES (1, 0, 'workflow', 'm', 1.0, 1, 1, 0, 0, 0, 0, 0)",
+                usage_source, failed) VALUES (1, 0, 'workflow', 'm', 1.0, 1, 1, 0, 0, 0, 'provider', 0)",
             [],
         )
         .unwrap();

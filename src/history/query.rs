@@ -564,7 +564,7 @@ mod tests {
             duration_ms: ms,
             tokens: Tokens::call(10, output),
             cost_usd: Some(0.25),
-            usage_estimated: estimated,
+            usage_source: Some(if estimated { "estimated" } else { "provider" }.into()),
             failed,
             ..Default::default()
         };

@@ -151,7 +151,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
     let mut call_row = tx.prepare_cached(
         "INSERT INTO run_calls (run_id, seq, section, node_path, model, duration_ms, tokens_input,
             tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd,
-            usage_estimated, max_tokens, time_to_first_chunk_ms, failed)
+            usage_source, max_tokens, time_to_first_chunk_ms, failed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     for (seq, c) in m.calls.iter().enumerate() {
@@ -169,7 +169,7 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             i(t.cache_write),
             i(t.reasoning),
             c.cost_usd,
-            c.usage_estimated,
+            c.usage_source.as_deref().map(red),
             c.max_tokens.map(i),
             c.time_to_first_chunk_ms,
             c.failed,

@@ -12,8 +12,8 @@
 //!   of output for every call before it is made, so an oversized setting
 //!   makes `--max-cost` refuse or hold calls that would have fitted.
 //!
-//! Only successful workflow calls count (failed attempts have no output;
-//! planner calls belong to no workflow node).
+//! Only successful workflow calls with known token counts count (failed
+//! attempts have no output; planner calls belong to no workflow node).
 
 use super::query::strip_indexes;
 use super::trends::percentile;
@@ -221,12 +221,15 @@ fn node_calls(
         "SELECT r.workflow_name, c.node_path, c.model, c.tokens_output, c.cost_usd, c.max_tokens
          FROM run_calls c JOIN runs r ON r.id = c.run_id
          WHERE c.failed = 0 AND c.section = 'workflow' AND c.node_path IS NOT NULL
+           AND c.usage_source IS NOT NULL AND c.usage_source <> ?3
            AND r.workflow_name IS NOT NULL AND r.time_unix_ms >= ?1
            AND (?2 IS NULL OR r.workflow_name = ?2)
          ORDER BY r.time_unix_ms, r.id, c.seq",
     )?;
     let mut out: NodeCalls = BTreeMap::new();
-    let rows = stmt.query_map(params![since_ms, workflow], |r| {
+    // A call whose provider sent no usage has no output size to compare.
+    let unknown = crate::accounting::reported::UsageSource::Unknown.as_str();
+    let rows = stmt.query_map(params![since_ms, workflow, unknown], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -474,6 +477,81 @@ mod tests {
             ("big", 40, 0.01),
         ]);
         assert!(cheaper_model("wf", "ask", &cs).is_none());
+    }
+
+    /// Records one run of `wf` whose batch node `fan` made `outputs.len()` calls.
+    fn record_run(db: &Path, wf: &str, source: &str, outputs: &[u64]) {
+        use crate::accounting::summary::CallRecord;
+        let m = crate::telemetry::metrics::MetricsSummary {
+            calls: outputs
+                .iter()
+                .enumerate()
+                .map(|(i, &o)| CallRecord {
+                    section: "workflow".into(),
+                    node_path: Some(format!("fan[{i}]")),
+                    model: "m".into(),
+                    duration_ms: 10.0,
+                    tokens: crate::accounting::Tokens::call(5, o),
+                    cost_usd: Some(0.001),
+                    usage_source: Some(source.into()),
+                    max_tokens: Some(1000),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let run = crate::history::RunRecord {
+            time: Utc::now(),
+            command: "run".into(),
+            workflow_name: Some(wf.into()),
+            workflow_hash: None,
+            status: "ok".into(),
+            exit_code: 0,
+            trace_id: None,
+            trace_file: None,
+            metrics: m,
+        };
+        crate::history::record(db, &run).unwrap();
+    }
+
+    #[test]
+    fn calls_come_from_the_history_with_batch_items_together_and_unknown_usage_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let prices = PriceTable::builtin();
+        // Nothing recorded yet: no suggestions, no file created.
+        assert!(for_workflow(&db, None, None, prices).unwrap().is_empty());
+        assert!(!db.exists());
+        // Calls whose provider sent no usage say nothing about output size.
+        record_run(&db, "a", "unknown", &[0, 0, 0]);
+        assert!(for_workflow(&db, None, None, prices).unwrap().is_empty());
+        // Three items of one batch are three calls of node `fan`.
+        record_run(&db, "b", "provider", &[10, 20, 30]);
+        let s = for_workflow(&db, None, None, prices).unwrap();
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(
+            (s[0].workflow(), s[0].node(), s[0].kind()),
+            ("b", "fan", "max_tokens")
+        );
+        let Suggestion::MaxTokens {
+            calls,
+            output_tokens_max,
+            output_tokens_p95,
+            suggested_max_tokens,
+            ..
+        } = &s[0]
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (*calls, *output_tokens_max, *output_tokens_p95),
+            (3, 30, 30)
+        );
+        assert_eq!(*suggested_max_tokens, 64);
+        assert!(for_workflow(&db, Some("a"), None, prices)
+            .unwrap()
+            .is_empty());
+        assert_eq!(for_workflow(&db, Some("b"), None, prices).unwrap().len(), 1);
     }
 
     #[test]

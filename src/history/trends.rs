@@ -7,6 +7,7 @@
 //! values is the value at rank ⌈p/100 · n⌉, always one of the recorded
 //! latencies, so a user can find the call behind it.
 
+use crate::accounting::reported::UsageSource;
 use crate::accounting::round_usd;
 use crate::accounting::stored::{usage_at, UsageSums, USAGE_SUMS};
 use rusqlite::{params, Connection};
@@ -43,10 +44,11 @@ pub fn model_perf(
     since_ms: i64,
 ) -> rusqlite::Result<BTreeMap<String, ModelPerf>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT c.model, c.duration_ms, c.tokens_output, c.usage_estimated
+        "SELECT c.model, c.duration_ms, c.tokens_output, c.usage_source IN (?2, ?3)
          FROM run_calls c JOIN runs r ON r.id = c.run_id
          WHERE r.time_unix_ms >= ?1 AND c.failed = 0",
     )?;
+    let reported = [UsageSource::Provider, UsageSource::ProviderStream].map(UsageSource::as_str);
     #[derive(Default)]
     struct Acc {
         latencies: Vec<f64>,
@@ -54,19 +56,19 @@ pub fn model_perf(
         secs: f64,
     }
     let mut by: BTreeMap<String, Acc> = BTreeMap::new();
-    let rows = stmt.query_map(params![since_ms], |r| {
+    let rows = stmt.query_map(params![since_ms, reported[0], reported[1]], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, f64>(1)?,
             r.get::<_, i64>(2)?.max(0) as u64,
-            r.get::<_, bool>(3)?,
+            r.get::<_, Option<bool>>(3)?.unwrap_or(false),
         ))
     })?;
     for row in rows {
-        let (model, ms, output, estimated) = row?;
+        let (model, ms, output, reported) = row?;
         let a = by.entry(model).or_default();
         a.latencies.push(ms);
-        if !estimated && output > 0 && ms > 0.0 {
+        if reported && output > 0 && ms > 0.0 {
             a.output += output;
             a.secs += ms / 1000.0;
         }
