@@ -16,7 +16,7 @@ use super::suggest::{self, Suggestion, WithMessage};
 use super::trends::{self, NodeCost};
 use super::{db, HistoryError};
 use crate::pricing::PriceTable;
-use crate::traces::report::{card, esc, share_bar, ReportError, ScriptJson, CSP, CSS};
+use crate::traces::report::{card, esc, page_head, share_bar, ReportError, ScriptJson, CSS};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -177,52 +177,74 @@ fn day_chart(out: &mut String, days: &[Group]) {
     out.push_str("</div>");
 }
 
-fn days_table(out: &mut String, days: &[Group]) {
+/// Which columns a grouped table has besides the key, runs and usage.
+#[derive(Clone, Copy)]
+struct Cols {
+    failed: bool,
+    duration: bool,
+    cost_per_call: bool,
+    /// Each row's share of this cost, when given.
+    share_of: Option<f64>,
+}
+
+/// One table of [`Group`]s (by day, model or workflow), `id` naming it.
+fn group_table(out: &mut String, id: &str, key_head: &str, mono: bool, groups: &[Group], c: Cols) {
     let _ = write!(
         out,
-        "<table class=\"grid\" id=\"days\"><thead><tr><th>Day (UTC)</th><th class=\"num\">Runs</th>\
-         <th class=\"num\">Failed</th>{USAGE_HEAD}</tr></thead><tbody>"
+        "<table class=\"grid\" id=\"{id}\"><thead><tr><th>{}</th><th class=\"num\">Runs</th>",
+        esc(key_head)
     );
-    for d in days {
+    if c.failed {
+        out.push_str("<th class=\"num\">Failed</th>");
+    }
+    if c.duration {
+        out.push_str("<th class=\"num\">Duration</th>");
+    }
+    out.push_str(USAGE_HEAD);
+    if c.cost_per_call {
+        out.push_str("<th class=\"num\">Cost / call</th>");
+    }
+    if c.share_of.is_some() {
+        out.push_str("<th class=\"share-col\">Share of cost</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for g in groups {
         let _ = write!(
             out,
-            "<tr data-key=\"{}\"><td>{}</td>",
-            esc(&d.key),
-            esc(&d.key)
+            "<tr data-key=\"{}\"><td{}>{}</td>",
+            esc(&g.key),
+            if mono { " class=\"mono\"" } else { "" },
+            esc(&g.key)
         );
-        num(out, "runs", d.runs, &d.runs.to_string());
-        let failed = d.failed.unwrap_or(0);
-        num(out, "failed", failed, &failed.to_string());
-        usage_cells(out, &d.usage);
+        num(out, "runs", g.runs, &g.runs.to_string());
+        if c.failed {
+            let failed = g.failed.unwrap_or(0);
+            num(out, "failed", failed, &failed.to_string());
+        }
+        if c.duration {
+            let d = g.duration_ms.unwrap_or(0.0);
+            num(out, "duration_ms", d, &crate::format::duration_coarse(d));
+        }
+        usage_cells(out, &g.usage);
+        if c.cost_per_call {
+            let pc = g.per_call.as_ref().and_then(|p| p.cost_per_call_usd);
+            opt_num(out, "cost_per_call_usd", pc, usd);
+        }
+        share_cell(out, &g.usage, c.share_of);
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
 }
 
-fn models_table(out: &mut String, models: &[Group], total_cost: f64) {
-    let _ = write!(
-        out,
-        "<table class=\"grid\" id=\"models\"><thead><tr><th>Model</th><th class=\"num\">Runs</th>{USAGE_HEAD}\
-         <th class=\"num\">Cost / call</th><th class=\"share-col\">Share of cost</th></tr></thead><tbody>"
-    );
-    for m in models {
+/// The share-of-cost bar, when the table has one.
+fn share_cell(out: &mut String, u: &query::UsageSums, of: Option<f64>) {
+    if let Some(total) = of {
         let _ = write!(
             out,
-            "<tr data-key=\"{}\"><td class=\"mono\">{}</td>",
-            esc(&m.key),
-            esc(&m.key)
-        );
-        num(out, "runs", m.runs, &m.runs.to_string());
-        usage_cells(out, &m.usage);
-        let pc = m.per_call.as_ref().and_then(|p| p.cost_per_call_usd);
-        opt_num(out, "cost_per_call_usd", pc, usd);
-        let _ = write!(
-            out,
-            "<td>{}</td></tr>",
-            share_bar(share(m.usage.cost.lower_bound_usd, total_cost))
+            "<td>{}</td>",
+            share_bar(share(u.cost.lower_bound_usd, total))
         );
     }
-    out.push_str("</tbody></table>");
 }
 
 /// Latency percentiles per model: the numbers and a bar from p50 to p95 on a shared scale.
@@ -279,35 +301,6 @@ fn latency_table(out: &mut String, models: &[Group]) {
     out.push_str("</tbody></table>");
 }
 
-fn workflows_table(out: &mut String, workflows: &[Group], total_cost: f64) {
-    let _ = write!(
-        out,
-        "<table class=\"grid\" id=\"workflows\"><thead><tr><th>Workflow</th><th class=\"num\">Runs</th>\
-         <th class=\"num\">Failed</th><th class=\"num\">Duration</th>{USAGE_HEAD}\
-         <th class=\"share-col\">Share of cost</th></tr></thead><tbody>"
-    );
-    for w in workflows {
-        let _ = write!(
-            out,
-            "<tr data-key=\"{}\"><td>{}</td>",
-            esc(&w.key),
-            esc(&w.key)
-        );
-        num(out, "runs", w.runs, &w.runs.to_string());
-        let failed = w.failed.unwrap_or(0);
-        num(out, "failed", failed, &failed.to_string());
-        let d = w.duration_ms.unwrap_or(0.0);
-        num(out, "duration_ms", d, &crate::format::duration_coarse(d));
-        usage_cells(out, &w.usage);
-        let _ = write!(
-            out,
-            "<td>{}</td></tr>",
-            share_bar(share(w.usage.cost.lower_bound_usd, total_cost))
-        );
-    }
-    out.push_str("</tbody></table>");
-}
-
 fn nodes_table(out: &mut String, nodes: &[NodeCost], total_cost: f64) {
     if nodes.is_empty() {
         out.push_str("<p class=\"muted\">No node has called an LLM yet.</p>");
@@ -329,11 +322,8 @@ fn nodes_table(out: &mut String, nodes: &[NodeCost], total_cost: f64) {
         );
         num(out, "runs", n.runs, &n.runs.to_string());
         usage_cells(out, &n.usage);
-        let _ = write!(
-            out,
-            "<td>{}</td></tr>",
-            share_bar(share(n.usage.cost.lower_bound_usd, total_cost))
-        );
+        share_cell(out, &n.usage, Some(total_cost));
+        out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
 }
@@ -382,17 +372,15 @@ pub fn render_html(p: &StatsPage) -> String {
         .since
         .as_deref()
         .map_or("all time".to_string(), |s| format!("since {s}"));
+    page_head(
+        &mut out,
+        &format!("pflow stats · {range}"),
+        &[CSS, STATS_CSS],
+    );
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"generator\" content=\"pflow {}\">\
-         <title>pflow stats · {}</title><style>{CSS}{STATS_CSS}</style></head>\n<body data-rendered=\"false\">\n\
-         <header class=\"top\"><div class=\"title-row\"><span class=\"brand\">pflow stats</span><h1>Run history</h1></div>\
+        "<header class=\"top\"><div class=\"title-row\"><span class=\"brand\">pflow stats</span><h1>Run history</h1></div>\
          <div class=\"meta\"><span>{}</span><span>generated {}</span></div><div class=\"cards\">",
-        env!("CARGO_PKG_VERSION"),
-        esc(&range),
         esc(&range),
         esc(&p.generated),
     );
@@ -438,14 +426,40 @@ pub fn render_html(p: &StatsPage) -> String {
              <button type=\"button\" data-metric=\"tokens\">Tokens</button></div>",
         );
         day_chart(o, &p.days);
-        days_table(o, &p.days);
+        group_table(
+            o,
+            "days",
+            "Day (UTC)",
+            false,
+            &p.days,
+            Cols {
+                failed: true,
+                duration: false,
+                cost_per_call: false,
+                share_of: None,
+            },
+        );
     });
     panel(
         &mut out,
         "models",
         "By model",
         "most expensive first",
-        |o| models_table(o, &p.models, total_cost),
+        |o| {
+            group_table(
+                o,
+                "models",
+                "Model",
+                true,
+                &p.models,
+                Cols {
+                    failed: false,
+                    duration: false,
+                    cost_per_call: true,
+                    share_of: Some(total_cost),
+                },
+            )
+        },
     );
     panel(
         &mut out,
@@ -459,7 +473,21 @@ pub fn render_html(p: &StatsPage) -> String {
         "workflows",
         "By workflow",
         "most expensive first",
-        |o| workflows_table(o, &p.workflows, total_cost),
+        |o| {
+            group_table(
+                o,
+                "workflows",
+                "Workflow",
+                false,
+                &p.workflows,
+                Cols {
+                    failed: true,
+                    duration: true,
+                    cost_per_call: false,
+                    share_of: Some(total_cost),
+                },
+            )
+        },
     );
     panel(
         &mut out,
@@ -532,7 +560,7 @@ mod tests {
         let html = render_html(&page);
         assert!(!html.contains("<img"), "escaped everywhere");
         assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
-        assert!(html.contains(CSP));
+        assert!(html.contains(crate::traces::report::CSP));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
 }

@@ -431,16 +431,10 @@ pub fn render_html(trace: &Trace) -> String {
     let short_id: String = trace.trace_id().chars().take(8).collect();
 
     let mut out = String::with_capacity(64 * 1024);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"generator\" content=\"pflow {}\">\
-         <title>{} · {} · pflow trace</title><style>{CSS}</style></head>\n<body data-rendered=\"false\">\n",
-        env!("CARGO_PKG_VERSION"),
-        esc(workflow),
-        esc(&short_id),
+    page_head(
+        &mut out,
+        &format!("{workflow} · {short_id} · pflow trace"),
+        &[CSS],
     );
 
     // Header: what ran, how it ended, the totals.
@@ -595,6 +589,24 @@ pub fn default_output(trace_path: &Path) -> PathBuf {
 /// so a reader never sees half a page.
 pub fn write(trace: &Trace, path: &Path) -> Result<(), ReportError> {
     write_page(&render_html(trace), path)
+}
+
+/// The opening of every pflow page, up to and including `<body>`: the CSP,
+/// the title (escaped here) and the inline styles. The body starts with
+/// `data-rendered="false"`; the page's script sets it once drawn.
+pub(crate) fn page_head(out: &mut String, title: &str, styles: &[&str]) {
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"generator\" content=\"pflow {}\">\
+         <title>{}</title><style>",
+        env!("CARGO_PKG_VERSION"),
+        esc(title),
+    );
+    styles.iter().for_each(|css| out.push_str(css));
+    out.push_str("</style></head>\n<body data-rendered=\"false\">\n");
 }
 
 /// Writes a page atomically (a private temp file beside `path`, then a rename).

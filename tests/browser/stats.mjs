@@ -5,23 +5,13 @@
 // that left the file and any CSP violation, and the day chart's switch.
 //
 //   node stats.mjs STATS.html
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { pathToFileURL } from "node:url";
 
 const [file] = process.argv.slice(2);
 const url = pathToFileURL(file).href;
 
-const browser = await chromium.launch({
-  executablePath: process.env.PFLOW_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--no-first-run",
-  ],
-});
+const browser = await launch();
 
 try {
   const page = await browser.newPage();

@@ -9,6 +9,7 @@
 //! headless Chromium (numbers match the history, no request leaves the
 //! file, CSP present).
 
+use super::browser::browser_ready;
 use super::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -299,20 +300,6 @@ async fn an_older_history_is_migrated_and_keeps_its_runs() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, 3);
-}
-
-fn browser_ready() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let present = node
-        && repo("tests/browser/node_modules/playwright-core").is_dir()
-        && Path::new("/usr/bin/chromium").exists();
-    tool_present(
-        present,
-        "node, playwright-core (`npm ci` in tests/browser) and /usr/bin/chromium",
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
