@@ -29,6 +29,23 @@ pub(super) fn browser_ready() -> bool {
     )
 }
 
+/// Runs a script of tests/browser with `args`; what it printed, as JSON.
+pub(super) fn node_script(script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let out = Command::new("node")
+        .current_dir(repo("tests/browser"))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 #[test]
 fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
     if !browser_ready() {
@@ -43,21 +60,10 @@ fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
             .arg("-o")
             .arg(&html),
     );
-    let out = Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .args(["report.mjs", "interact"])
-        .arg(&html)
-        .arg(ASK_LLM_SPAN)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = node_script(
+        "report.mjs",
+        &["interact".as_ref(), html.as_os_str(), ASK_LLM_SPAN.as_ref()],
     );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let s = |k: &str| seen[k].as_str().unwrap_or_default().trim().to_string();
     assert!(seen["rows"].as_u64() > Some(1), "{seen}");
     assert!(s("initial_details").starts_with("Click a span"), "{seen}");

@@ -9,11 +9,10 @@
 //! headless Chromium (numbers match the history, no request leaves the
 //! file, CSP present).
 
-use super::browser::browser_ready;
+use super::browser::{browser_ready, node_script};
 use super::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -321,20 +320,7 @@ async fn the_stats_page_shows_the_history_in_chromium_offline_under_its_csp() {
         !page.contains("http://") && !page.contains("https://"),
         "no external reference"
     );
-    let out = Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .arg("stats.mjs")
-        .arg(&html)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let seen = node_script("stats.mjs", &[html.as_os_str()]);
     assert!(
         seen["csp"]
             .as_str()
