@@ -108,7 +108,14 @@ fn report_cmd(
         Err(e) => return failure(format, &e.to_string()),
     };
     if let Err(e) = history::report::write(&page, output) {
-        return failure(format, &e.to_string());
+        // As `pflow trace report` reports it.
+        return fail(
+            format,
+            ExitCode::Failed,
+            "io_error",
+            &e.to_string(),
+            serde_json::Value::Null,
+        );
     }
     match format {
         OutputFormat::Json => print_json(&json!({

@@ -413,3 +413,51 @@ async fn the_stats_page_shows_the_history_in_chromium_offline_under_its_csp() {
     assert_eq!(seen["token_bar_visible"], true);
     assert_eq!(seen["cost_bar_visible"], false);
 }
+
+#[test]
+fn empty_history_and_bad_input_give_clear_answers() {
+    let env = setup();
+    // No history yet: an empty page and no suggestions, and no database created.
+    let html = env.dir.path().join("empty.html");
+    let v = json_of(env.pflow().args(["stats", "report", "-o"]).arg(&html));
+    assert_eq!(v["runs"], 0, "{v}");
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("No runs recorded in this range."));
+    let out = pflow_ok(env.pflow().args(["stats", "suggest"]));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no suggestions for the history"));
+    assert!(!env.home().join("history.db").exists());
+    // A bad --since is a usage error naming the value; an unwritable page names the file.
+    for sub in ["report", "suggest"] {
+        let (v, code, _) = run_json(env.pflow().args([
+            "stats",
+            sub,
+            "--since",
+            "yesterday",
+            "--output-format",
+            "json",
+        ]));
+        assert_eq!(code, 2, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`yesterday`"),
+            "{v}"
+        );
+    }
+    let (v, code, _) = run_json(env.pflow().args([
+        "stats",
+        "report",
+        "-o",
+        "/nonexistent-dir/stats.html",
+        "--output-format",
+        "json",
+    ]));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["error"]["type"], "io_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent-dir/stats.html"));
+}
