@@ -359,8 +359,7 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
         if let (true, Some(p)) = (per_call, &g.per_call) {
             let dash = || "–".to_string();
             r.extend([
-                p.cost_per_call_usd
-                    .map_or_else(dash, crate::format::usd_compact),
+                p.cost_per_call_usd.map_or_else(dash, crate::format::usd),
                 p.perf
                     .latency_p50_ms
                     .map_or_else(dash, crate::format::duration_coarse),

@@ -104,7 +104,7 @@ fn opt_num<T: std::fmt::Display>(
 }
 
 fn usd(v: &f64) -> String {
-    crate::format::usd_compact(*v)
+    crate::format::usd(*v)
 }
 
 fn ms(v: &f64) -> String {
