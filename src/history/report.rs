@@ -426,6 +426,8 @@ pub fn render_html(p: &StatsPage) -> String {
              <button type=\"button\" data-metric=\"tokens\">Tokens</button></div>",
         );
         day_chart(o, &p.days);
+        // A long history scrolls inside the panel; the chart above shows it whole.
+        o.push_str("<div class=\"scroll\">");
         group_table(
             o,
             "days",
@@ -439,6 +441,7 @@ pub fn render_html(p: &StatsPage) -> String {
                 share_of: None,
             },
         );
+        o.push_str("</div>");
     });
     panel(
         &mut out,
