@@ -115,6 +115,8 @@ pub struct SpanFacts {
     pub server_port: Option<i64>,
     /// A streamed call's `gen_ai.response.time_to_first_chunk`, in seconds.
     pub time_to_first_chunk: Option<f64>,
+    /// An LLM call's `gen_ai.request.max_tokens`, when the node set one.
+    pub request_max_tokens: Option<u64>,
     pub error_type: Option<String>,
     pub node_type: Option<String>,
     pub node_status: Option<String>,
@@ -161,6 +163,9 @@ impl SpanFacts {
                 attr::SERVER_PORT => f.server_port = as_i64(&kv.value),
                 attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK => {
                     f.time_to_first_chunk = as_f64(&kv.value)
+                }
+                attr::GEN_AI_REQUEST_MAX_TOKENS => {
+                    f.request_max_tokens = as_i64(&kv.value).map(|v| v.max(0) as u64)
                 }
                 attr::ERROR_TYPE => f.error_type = text(),
                 attr::NODE_TYPE => f.node_type = text(),

@@ -102,6 +102,41 @@ pub struct MetricsSummary {
     /// Only when nodes were restored or cached (see [`ReusedMetrics`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused: Option<ReusedMetrics>,
+    /// Every LLM call attempt, in the order they ended: what the run history
+    /// keeps per call (latency percentiles, per-node suggestions). Not part
+    /// of the JSON summary; at most [`CALL_RECORD_LIMIT`] of them.
+    #[serde(skip)]
+    pub calls: Vec<CallRecord>,
+}
+
+/// A run keeps at most this many per-call records (a few dozen bytes each),
+/// so a huge fan-out cannot grow the aggregation without bound; the usage
+/// totals still count every call.
+pub const CALL_RECORD_LIMIT: usize = 100_000;
+
+/// One LLM call attempt, as the run history records it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallRecord {
+    /// `workflow` or `planner`.
+    pub section: String,
+    /// The node the call was made for (`each[3]/ask`), when known.
+    pub node_path: Option<String>,
+    /// The model as requested.
+    pub model: String,
+    /// The attempt's wall time.
+    pub duration_ms: f64,
+    pub tokens: Tokens,
+    /// Null when the call had no known price.
+    pub cost_usd: Option<f64>,
+    /// Where the token counts came from (`pflow.usage.source`: `provider`,
+    /// `provider_stream`, `estimated`, `unknown`); `None` when not recorded.
+    pub usage_source: Option<String>,
+    /// The request's `max_tokens`, when the node set one.
+    pub max_tokens: Option<u64>,
+    /// Streaming: time to the first chunk.
+    pub time_to_first_chunk_ms: Option<f64>,
+    /// The attempt failed (its span has an error status or `error.type`).
+    pub failed: bool,
 }
 
 /// `metrics.budget`: the limits, what was spent, and where the guard stopped
@@ -209,6 +244,7 @@ pub struct Aggregator {
     unpriced: Vec<String>,
     budget: Option<BudgetMetrics>,
     reused: Option<ReusedMetrics>,
+    calls: Vec<CallRecord>,
 }
 
 impl Aggregator {
@@ -265,6 +301,20 @@ impl Aggregator {
                 let model = f.model.clone().unwrap_or_else(|| "unknown".into());
                 if f.unpriced && !self.unpriced.contains(&model) {
                     self.unpriced.push(model.clone());
+                }
+                if self.calls.len() < CALL_RECORD_LIMIT {
+                    self.calls.push(CallRecord {
+                        section: f.section.clone().unwrap_or_else(|| "workflow".into()),
+                        node_path: f.llm_node_path.clone().filter(|p| !p.is_empty()),
+                        model: model.clone(),
+                        duration_ms: ms(f.duration),
+                        tokens: call.tokens,
+                        cost_usd: f.cost_usd.filter(|_| !f.unpriced),
+                        usage_source: f.usage_source.clone(),
+                        max_tokens: f.request_max_tokens,
+                        time_to_first_chunk_ms: f.time_to_first_chunk.map(|s| s * 1000.0),
+                        failed: f.failed || f.error_type.is_some(),
+                    });
                 }
                 self.models.entry(model).or_default().add_call(&call);
             }
@@ -370,6 +420,7 @@ impl Aggregator {
                 cost_reused_usd: r.cost_reused_usd.map(round_usd),
                 ..r.clone()
             }),
+            calls: self.calls.clone(),
         }
     }
 }

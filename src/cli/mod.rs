@@ -453,9 +453,12 @@ async fn dispatch(cli: Cli) -> i32 {
             *no_inputs,
             cli.output_format,
         ),
-        Command::Stats { action, query } => {
-            stats::stats_cmd(action.as_ref(), query, cli.output_format)
-        }
+        Command::Stats { action, query } => stats::stats_cmd(
+            action.as_ref(),
+            query,
+            cli.pricing.as_deref(),
+            cli.output_format,
+        ),
         Command::Run {
             file,
             params,

@@ -3,12 +3,15 @@
 
 use super::output::{fail, print_json, usage_error};
 use super::OutputFormat;
+use crate::history::suggest::{Suggestion, WithMessage};
 use crate::history::{self, GroupBy, Stats};
 use crate::outcome::ExitCode;
+use crate::pricing::PriceTable;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum By {
@@ -47,9 +50,162 @@ pub enum StatsCommand {
         #[arg(long, value_name = "AGE")]
         older_than: String,
     },
+    /// Write a self-contained HTML page of the history: cost and tokens by day, model and
+    /// workflow, latency percentiles per model, the most expensive nodes, suggestions.
+    Report {
+        /// Where to write the page.
+        #[arg(short = 'o', long, value_name = "FILE", default_value = "stats.html")]
+        output: PathBuf,
+        /// Only runs since then: 30m, 12h, 7d, 4w, or a date (YYYY-MM-DD, RFC 3339). Default: all.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
+    /// Suggestions from the history, with the numbers behind each (never applied):
+    /// a cheaper model seen on the same node with similar output, a max_tokens far above use.
+    Suggest {
+        /// Only this workflow (its name, as `pflow stats --by workflow` lists it).
+        #[arg(long, value_name = "NAME")]
+        workflow: Option<String>,
+        /// Only runs since then: 30m, 12h, 7d, 4w, or a date (YYYY-MM-DD, RFC 3339). Default: all.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
 }
 
-pub fn stats_cmd(action: Option<&StatsCommand>, args: &StatsArgs, format: OutputFormat) -> i32 {
+/// `--since` parsed against `now`.
+fn parse_since(
+    since: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, history::HistoryError> {
+    since
+        .map(|s| history::duration::parse_since(s, now))
+        .transpose()
+}
+
+/// The price table for the budget figures of suggestions: overrides as a run would load them.
+fn prices(pricing: Option<&Path>) -> Result<PriceTable, String> {
+    let (table, _, _) = super::load_prices(pricing)?;
+    Ok(table.unwrap_or_else(|| PriceTable::builtin().clone()))
+}
+
+fn report_cmd(
+    output: &Path,
+    since: Option<&str>,
+    pricing: Option<&Path>,
+    format: OutputFormat,
+) -> i32 {
+    let now = Utc::now();
+    let since = match parse_since(since, now) {
+        Ok(s) => s,
+        Err(e) => return usage_error(format, &e.to_string()),
+    };
+    let prices = match prices(pricing) {
+        Ok(p) => p,
+        Err(e) => return usage_error(format, &e),
+    };
+    let page = match history::report::gather(&history::db_path(), since, &prices, now) {
+        Ok(p) => p,
+        Err(e) => return failure(format, &e.to_string()),
+    };
+    if let Err(e) = history::report::write(&page, output) {
+        // As `pflow trace report` reports it.
+        return fail(
+            format,
+            ExitCode::Failed,
+            "io_error",
+            &e.to_string(),
+            serde_json::Value::Null,
+        );
+    }
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "report": output.display().to_string(),
+            "since": since_str(since),
+            "runs": page.totals.runs,
+            "suggestions": page.suggestions.len(),
+        })),
+        OutputFormat::Text => println!(
+            "wrote {} ({}, {})",
+            output.display(),
+            crate::format::count(page.totals.runs, "run"),
+            crate::format::count(page.suggestions.len() as u64, "suggestion")
+        ),
+    }
+    0
+}
+
+fn suggest_cmd(
+    workflow: Option<&str>,
+    since: Option<&str>,
+    pricing: Option<&Path>,
+    format: OutputFormat,
+) -> i32 {
+    let since = match parse_since(since, Utc::now()) {
+        Ok(s) => s,
+        Err(e) => return usage_error(format, &e.to_string()),
+    };
+    let prices = match prices(pricing) {
+        Ok(p) => p,
+        Err(e) => return usage_error(format, &e),
+    };
+    let found = match history::suggest::for_workflow(&history::db_path(), workflow, since, &prices)
+    {
+        Ok(s) => s,
+        Err(e) => return failure(format, &e.to_string()),
+    };
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "workflow": workflow,
+            "since": since_str(since),
+            "suggestions": found.iter().map(WithMessage::from).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(suggest_text(&found, workflow).as_bytes());
+        }
+    }
+    0
+}
+
+pub fn suggest_text(found: &[Suggestion], workflow: Option<&str>) -> String {
+    let scope = workflow.map_or("the history".to_string(), |w| format!("workflow `{w}`"));
+    if found.is_empty() {
+        return format!(
+            "no suggestions for {scope}: no node shows a cheaper model with similar output, or a max_tokens far above its use\n"
+        );
+    }
+    let mut out = format!(
+        "{} for {scope} (never applied automatically)\n",
+        crate::format::count(found.len() as u64, "suggestion")
+    );
+    for s in found {
+        out.push_str(&format!(
+            "\n{} · {} · {}\n  {}\n",
+            s.workflow(),
+            s.node(),
+            s.kind().replace('_', " "),
+            s.message()
+        ));
+    }
+    out
+}
+
+pub fn stats_cmd(
+    action: Option<&StatsCommand>,
+    args: &StatsArgs,
+    pricing: Option<&Path>,
+    format: OutputFormat,
+) -> i32 {
+    match action {
+        Some(StatsCommand::Report { output, since }) => {
+            return report_cmd(output, since.as_deref(), pricing, format)
+        }
+        Some(StatsCommand::Suggest { workflow, since }) => {
+            return suggest_cmd(workflow.as_deref(), since.as_deref(), pricing, format)
+        }
+        _ => {}
+    }
     let db = history::db_path();
     let now = Utc::now();
     if let Some(StatsCommand::Prune { older_than }) = action {
@@ -80,14 +236,9 @@ pub fn stats_cmd(action: Option<&StatsCommand>, args: &StatsArgs, format: Output
             Err(e) => failure(format, &e.to_string()),
         };
     }
-    let since = match args
-        .since
-        .as_deref()
-        .map(|s| history::duration::parse_since(s, now))
-    {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => return usage_error(format, &e.to_string()),
+    let since = match parse_since(args.since.as_deref(), now) {
+        Ok(s) => s,
+        Err(e) => return usage_error(format, &e.to_string()),
     };
     let by = GroupBy::from(args.by);
     match history::stats(&db, since, by) {
@@ -178,12 +329,21 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
         return out;
     }
     let with_time = by != GroupBy::Model;
+    let per_call = by == GroupBy::Model;
     let mut rows: Vec<Vec<String>> = vec![{
         let mut h = vec![by.as_str().to_uppercase(), "RUNS".into()];
         if with_time {
             h.push("DURATION".into());
         }
         h.extend(["LLM CALLS".into(), "TOKENS".into(), "COST".into()]);
+        if per_call {
+            h.extend([
+                "COST/CALL".into(),
+                "P50".into(),
+                "P95".into(),
+                "TOK/S".into(),
+            ]);
+        }
         h
     }];
     for g in &s.groups {
@@ -196,6 +356,21 @@ pub fn stats_text(s: &Stats, since: Option<DateTime<Utc>>, by: GroupBy) -> Strin
             g.usage.tokens_total.to_string(),
             crate::format::cost(&g.usage.cost),
         ]);
+        if let (true, Some(p)) = (per_call, &g.per_call) {
+            let dash = || "–".to_string();
+            r.extend([
+                p.cost_per_call_usd.map_or_else(dash, crate::format::usd),
+                p.perf
+                    .latency_p50_ms
+                    .map_or_else(dash, crate::format::duration_coarse),
+                p.perf
+                    .latency_p95_ms
+                    .map_or_else(dash, crate::format::duration_coarse),
+                p.perf
+                    .output_tokens_per_s
+                    .map_or_else(dash, |v| format!("{v:.1}")),
+            ]);
+        }
         rows.push(r);
     }
     let widths: Vec<usize> = (0..rows[0].len())

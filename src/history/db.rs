@@ -70,6 +70,31 @@ ALTER TABLE runs ADD COLUMN reused_tokens_total INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN cost_reused_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN cost_reused_complete INTEGER NOT NULL DEFAULT 1;
 "#,
+    // One row per LLM call attempt: latency percentiles and per-node
+    // suggestions need the calls, not only their sums. Runs recorded before
+    // this version have none (their totals are unchanged).
+    r#"
+CREATE TABLE run_calls (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    section TEXT NOT NULL,
+    node_path TEXT,
+    model TEXT NOT NULL,
+    duration_ms REAL NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    tokens_cache_read INTEGER NOT NULL,
+    tokens_cache_write INTEGER NOT NULL,
+    tokens_reasoning INTEGER NOT NULL,
+    cost_usd REAL,
+    usage_source TEXT,
+    max_tokens INTEGER,
+    time_to_first_chunk_ms REAL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX run_calls_by_model ON run_calls (model);
+"#,
 ];
 
 /// How long one statement waits for another run's write lock.
@@ -216,16 +241,56 @@ mod tests {
         assert_eq!(mode, "wal");
         let tables: i64 = conn
             .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'run_models', 'run_nodes')",
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'run_models', 'run_nodes', 'run_calls')",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 3);
+        assert_eq!(tables, 4);
         drop(conn);
         // A second open finds the version current and changes nothing.
         let conn = open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_database_gains_the_calls_table_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            // The database as pflow wrote it before per-call rows existed.
+            let c = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..2] {
+                c.execute_batch(step).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute(
+                "INSERT INTO runs (time, time_unix_ms, command, status, exit_code, duration_ms,
+                    llm_calls, tokens_input, tokens_output, tokens_total, tokens_cache_read,
+                    tokens_cache_write, tokens_reasoning, cost_usd, cost_complete)
+                 VALUES ('2025-01-01T00:00:00Z', 0, 'run', 'ok', 0, 5.0, 1, 10, 5, 15, 0, 0, 0, 0.25, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 3);
+        let (runs, calls): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM run_calls)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((runs, calls), (1, 0));
+        // The old run takes call rows like a new one would.
+        conn.execute(
+            "INSERT INTO run_calls (run_id, seq, section, model, duration_ms, tokens_input,
+                tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning,
+                usage_source, failed) VALUES (1, 0, 'workflow', 'm', 1.0, 1, 1, 0, 0, 0, 'provider', 0)",
+            [],
+        )
+        .unwrap();
     }
 
     #[test]

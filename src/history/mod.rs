@@ -7,7 +7,10 @@ pub mod db;
 pub mod duration;
 pub mod query;
 pub mod record;
+pub mod report;
 pub mod retention;
+pub mod suggest;
+pub mod trends;
 
 pub use query::{prune, stats, GroupBy, Stats};
 pub use record::{record, RunRecord, WorkflowIdent};

@@ -81,6 +81,20 @@ pub struct Group {
     pub duration_ms: Option<f64>,
     #[serde(flatten)]
     pub usage: UsageSums,
+    /// `model` groups only: cost per call and what the per-call rows say
+    /// (latency percentiles, output tokens per second).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub per_call: Option<PerCall>,
+}
+
+/// The per-call columns of a `model` group (`cost_per_call_usd`,
+/// `calls_timed`, `latency_p50_ms`, `latency_p95_ms`, `output_tokens_per_s`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PerCall {
+    /// The group's cost over its LLM calls; null when some call had no known price.
+    pub cost_per_call_usd: Option<f64>,
+    #[serde(flatten)]
+    pub perf: super::trends::ModelPerf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -188,7 +202,7 @@ pub fn query(
         },
     )?;
     let mut stmt = conn.prepare(&group_sql(by))?;
-    let groups = stmt
+    let mut groups = stmt
         .query_map(params![since_ms], |r| {
             Ok(Group {
                 key: r.get(0)?,
@@ -197,9 +211,19 @@ pub fn query(
                 failed: r.get::<_, Option<i64>>(3)?.map(|n| n.max(0) as u64),
                 duration_ms: r.get(4)?,
                 usage: usage_at(r, 5)?,
+                per_call: None,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<rusqlite::Result<Vec<Group>>>()?;
+    if by == GroupBy::Model {
+        let mut perf = super::trends::model_perf(conn, since_ms)?;
+        for g in &mut groups {
+            g.per_call = Some(PerCall {
+                cost_per_call_usd: super::trends::cost_per_call(&g.usage),
+                perf: perf.remove(&g.key).unwrap_or_default(),
+            });
+        }
+    }
     Ok(Stats { totals, groups })
 }
 
@@ -327,6 +351,7 @@ pub fn prune(path: &Path, cutoff: DateTime<Utc>) -> Result<u64, HistoryError> {
         let removed = (|| {
             run(&tx, "DELETE FROM run_models WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
             run(&tx, "DELETE FROM run_nodes WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
+            run(&tx, "DELETE FROM run_calls WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
             run(&tx, "DELETE FROM runs WHERE time_unix_ms < ?1")
         })()
         .map_err(HistoryError::sql(path))?;
@@ -525,6 +550,67 @@ mod tests {
         assert_eq!(p.runs[0].nodes["ask"].total, 400);
         assert_eq!(p.runs[0].nodes["each"].input, 20);
         assert!(!p.runs[1].nodes.contains_key("each"));
+    }
+
+    #[test]
+    fn model_groups_carry_latency_percentiles_cost_per_call_and_speed() {
+        use crate::accounting::summary::CallRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let call = |ms: f64, output: u64, estimated: bool, failed: bool| CallRecord {
+            section: "workflow".into(),
+            node_path: Some("ask".into()),
+            model: "gpt-4o".into(),
+            duration_ms: ms,
+            tokens: Tokens::call(10, output),
+            cost_usd: Some(0.25),
+            usage_source: Some(if estimated { "estimated" } else { "provider" }.into()),
+            failed,
+            ..Default::default()
+        };
+        let mut a = run(
+            "2025-01-01T10:00:00Z",
+            "a",
+            "ok",
+            "gpt-4o",
+            usage(2, 100, 50, 0.5),
+        );
+        a.metrics.calls = vec![call(100.0, 20, false, false), call(300.0, 40, false, false)];
+        let mut b = run(
+            "2025-01-02T10:00:00Z",
+            "a",
+            "ok",
+            "gpt-4o",
+            usage(2, 100, 50, 0.5),
+        );
+        // A failed attempt has no latency worth counting; an estimated count no speed.
+        b.metrics.calls = vec![call(200.0, 1000, true, false), call(9000.0, 0, false, true)];
+        record(&db, &a).unwrap();
+        record(&db, &b).unwrap();
+        let s = stats(&db, None, GroupBy::Model).unwrap();
+        let p = s.groups[0]
+            .per_call
+            .as_ref()
+            .expect("model groups have per-call columns");
+        assert_eq!(p.cost_per_call_usd, Some(0.25));
+        assert_eq!(p.perf.calls_timed, 3);
+        assert_eq!(p.perf.latency_p50_ms, Some(200.0));
+        assert_eq!(p.perf.latency_p95_ms, Some(300.0));
+        // (20 + 40) tokens over 0.4 s.
+        assert_eq!(p.perf.output_tokens_per_s, Some(150.0));
+        let v = serde_json::to_value(&s.groups[0]).unwrap();
+        assert_eq!(v["latency_p50_ms"], 200.0);
+        assert_eq!(v["cost_per_call_usd"], 0.25);
+        // Other groupings keep their columns as they were.
+        let d = serde_json::to_value(&stats(&db, None, GroupBy::Day).unwrap().groups[0]).unwrap();
+        assert!(d.get("latency_p50_ms").is_none() && d.get("cost_per_call_usd").is_none());
+        // Pruning takes the call rows with their runs.
+        prune(&db, at("2025-01-02T00:00:00Z")).unwrap();
+        let n: i64 = db::open(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM run_calls", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]

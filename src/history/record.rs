@@ -1,6 +1,7 @@
 //! Appending one run: its totals in `runs`, its usage per model in
-//! `run_models` and per node in `run_nodes`, all in one transaction so a
-//! reader never sees half a run and concurrent runs never lose one.
+//! `run_models`, per node in `run_nodes` and per LLM call in `run_calls`,
+//! all in one transaction so a reader never sees half a run and concurrent
+//! runs never lose one.
 
 use super::{db, HistoryError};
 use crate::accounting::{batch_of, Tokens, Usage};
@@ -147,6 +148,33 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             tokens_output, tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning,
             cost_usd, cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
+    let mut call_row = tx.prepare_cached(
+        "INSERT INTO run_calls (run_id, seq, section, node_path, model, duration_ms, tokens_input,
+            tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd,
+            usage_source, max_tokens, time_to_first_chunk_ms, failed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    for (seq, c) in m.calls.iter().enumerate() {
+        let t = &c.tokens;
+        call_row.execute(params![
+            id,
+            seq as i64,
+            c.section,
+            c.node_path.as_deref().map(red),
+            red(&c.model),
+            c.duration_ms,
+            i(t.input),
+            i(t.output),
+            i(t.cache_read),
+            i(t.cache_write),
+            i(t.reasoning),
+            c.cost_usd,
+            c.usage_source.as_deref().map(red),
+            c.max_tokens.map(i),
+            c.time_to_first_chunk_ms,
+            c.failed,
+        ])?;
+    }
     let sections = std::iter::once(("workflow", &m.workflow))
         .chain(m.planner.as_ref().map(|p| ("planner", p)));
     for (section, s) in sections {

@@ -176,6 +176,7 @@ fn redact_facts(f: &mut SpanFacts) {
         server_address,
         server_port: _,
         time_to_first_chunk: _,
+        request_max_tokens: _,
         origin_run_id,
         reused: _,
     } = f;

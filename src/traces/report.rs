@@ -37,7 +37,13 @@ fn shown_spans(trace: &Trace) -> usize {
     trace.spans.len().min(SPAN_LIMIT)
 }
 
-const CSS: &str = include_str!("report_assets/report.css");
+/// The pages' shared look (the stats page adds its own rules after it).
+pub(crate) const CSS: &str = include_str!("report_assets/report.css");
+
+/// The Content-Security-Policy of every pflow page: nothing may be fetched;
+/// only the page's own inline style and script run.
+pub(crate) const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:";
 const JS: &str = include_str!("report_assets/report.js");
 
 #[derive(Debug, thiserror::Error)]
@@ -168,10 +174,10 @@ fn names() -> Value {
 /// Appends JSON to a page so it is safe inside a `<script>` element: no
 /// `<`, `>` or `&` left to end it or open a comment; `\u2028`/`\u2029`
 /// escaped for old parsers.
-struct ScriptJson<'a>(&'a mut String);
+pub(crate) struct ScriptJson<'a>(pub(crate) &'a mut String);
 
 impl ScriptJson<'_> {
-    fn push(&mut self, s: &str) {
+    pub(crate) fn push(&mut self, s: &str) {
         for c in s.chars() {
             match c {
                 '<' => self.0.push_str("\\u003c"),
@@ -201,7 +207,7 @@ impl std::io::Write for ScriptJson<'_> {
 }
 
 /// Text for HTML element content and quoted attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -220,7 +226,7 @@ fn cost_cell(cost: &crate::accounting::CostTotal) -> String {
     crate::format::cost(cost)
 }
 
-fn card(out: &mut String, label: &str, value: &str, sub: &str) {
+pub(crate) fn card(out: &mut String, label: &str, value: &str, sub: &str) {
     let _ = write!(
         out,
         "<div class=\"card\"><div class=\"card-label\">{}</div><div class=\"card-value\">{}</div><div class=\"card-sub\">{}</div></div>",
@@ -230,7 +236,7 @@ fn card(out: &mut String, label: &str, value: &str, sub: &str) {
     );
 }
 
-fn share_bar(share: f64) -> String {
+pub(crate) fn share_bar(share: f64) -> String {
     let pct = (share * 100.0).clamp(0.0, 100.0);
     format!(
         "<div class=\"share\"><div class=\"share-bar\" style=\"width:{pct:.1}%\"></div><span>{pct:.0}%</span></div>"
@@ -425,16 +431,10 @@ pub fn render_html(trace: &Trace) -> String {
     let short_id: String = trace.trace_id().chars().take(8).collect();
 
     let mut out = String::with_capacity(64 * 1024);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"generator\" content=\"pflow {}\">\
-         <title>{} · {} · pflow trace</title><style>{CSS}</style></head>\n<body data-rendered=\"false\">\n",
-        env!("CARGO_PKG_VERSION"),
-        esc(workflow),
-        esc(&short_id),
+    page_head(
+        &mut out,
+        &format!("{workflow} · {short_id} · pflow trace"),
+        &[CSS],
     );
 
     // Header: what ran, how it ended, the totals.
@@ -588,11 +588,33 @@ pub fn default_output(trace_path: &Path) -> PathBuf {
 /// Writes the report atomically: a temp file beside `path`, then a rename,
 /// so a reader never sees half a page.
 pub fn write(trace: &Trace, path: &Path) -> Result<(), ReportError> {
+    write_page(&render_html(trace), path)
+}
+
+/// The opening of every pflow page, up to and including `<body>`: the CSP,
+/// the title (escaped here) and the inline styles. The body starts with
+/// `data-rendered="false"`; the page's script sets it once drawn.
+pub(crate) fn page_head(out: &mut String, title: &str, styles: &[&str]) {
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"generator\" content=\"pflow {}\">\
+         <title>{}</title><style>",
+        env!("CARGO_PKG_VERSION"),
+        esc(title),
+    );
+    styles.iter().for_each(|css| out.push_str(css));
+    out.push_str("</style></head>\n<body data-rendered=\"false\">\n");
+}
+
+/// Writes a page atomically (a private temp file beside `path`, then a rename).
+pub(crate) fn write_page(html: &str, path: &Path) -> Result<(), ReportError> {
     let err = |source| ReportError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let html = render_html(trace);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -5,23 +5,13 @@
 //
 //   node report.mjs interact REPORT.html SPAN_ID   click, double-click, back, deep link
 //   node report.mjs render REPORT.html              time until the page has drawn
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 import { pathToFileURL } from "node:url";
 
 const [mode, file, spanId] = process.argv.slice(2);
 const url = pathToFileURL(file).href;
 
-const browser = await chromium.launch({
-  executablePath: process.env.PFLOW_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--no-first-run",
-  ],
-});
+const browser = await launch();
 
 try {
   const page = await browser.newPage();

@@ -14,7 +14,8 @@ const ASK_LLM_SPAN: &str = "fb8d41ef9b7ef44c";
 const TRACE: &str =
     "tests/fixtures/traces/20261201T190339.377Z_e4dc5f3657d643f701f02e0e78d8b794.otlp.json";
 
-fn browser_ready() -> bool {
+/// Node, playwright-core and Chromium are there (else skip, or fail on CI).
+pub(super) fn browser_ready() -> bool {
     let node = Command::new("node")
         .arg("--version")
         .output()
@@ -26,6 +27,23 @@ fn browser_ready() -> bool {
         present,
         "node, playwright-core (`npm ci` in tests/browser) and /usr/bin/chromium",
     )
+}
+
+/// Runs a script of tests/browser with `args`; what it printed, as JSON.
+pub(super) fn node_script(script: &str, args: &[&std::ffi::OsStr]) -> Value {
+    let out = Command::new("node")
+        .current_dir(repo("tests/browser"))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 #[test]
@@ -42,21 +60,10 @@ fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
             .arg("-o")
             .arg(&html),
     );
-    let out = Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .args(["report.mjs", "interact"])
-        .arg(&html)
-        .arg(ASK_LLM_SPAN)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = node_script(
+        "report.mjs",
+        &["interact".as_ref(), html.as_os_str(), ASK_LLM_SPAN.as_ref()],
     );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let s = |k: &str| seen[k].as_str().unwrap_or_default().trim().to_string();
     assert!(seen["rows"].as_u64() > Some(1), "{seen}");
     assert!(s("initial_details").starts_with("Click a span"), "{seen}");

@@ -25,6 +25,7 @@ mod scale;
 mod signals;
 mod stack;
 mod stack_live;
+mod stats_report;
 mod trace;
 mod viewer;
 mod vocabulary;
