@@ -35,6 +35,7 @@ fn spans(c: &mut Criterion) {
                     otlp: None,
                     resource_attributes: Vec::new(),
                     progress: None,
+                    live: None,
                 });
                 let start = Instant::now();
                 tracing::dispatcher::with_default(&telemetry.dispatch(), || {
