@@ -224,13 +224,19 @@ fn handle(req: Request<Incoming>, feed: &LiveFeed, addr: SocketAddr) -> Response
     }
 }
 
-fn response(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    with_headers(Full::new(Bytes::from(body)).boxed(), status, content_type)
+}
+
+/// Every response: its type, never cached, never sniffed as another type.
+fn with_headers(body: Body, status: StatusCode, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
-    if let Ok(v) = header::HeaderValue::from_str(content_type) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     h.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
@@ -325,17 +331,11 @@ fn events(feed: &LiveFeed, last_seen: Option<u64>, once: bool) -> Response<Body>
         };
         Some((Ok::<_, Infallible>(Frame::data(bytes)), st))
     });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    r
+    with_headers(
+        BodyExt::boxed(StreamBody::new(stream)),
+        StatusCode::OK,
+        "text/event-stream",
+    )
 }
 
 #[cfg(test)]

@@ -188,18 +188,11 @@ impl Subscription {
         if self.ended {
             return None;
         }
-        let item = match self.backlog.pop_front() {
-            Some(e) => FeedItem::Event(e),
-            None => match self.rx.recv().await {
-                Ok(e) => FeedItem::Event(e),
-                Err(broadcast::error::RecvError::Lagged(n)) => FeedItem::Lagged(n),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
+        let got = match self.backlog.pop_front() {
+            Some(e) => Ok(e),
+            None => self.rx.recv().await,
         };
-        if let FeedItem::Event(e) = &item {
-            self.ended = matches!(e.kind, EventKind::End(_));
-        }
-        Some(item)
+        self.settle(got)
     }
 
     /// [`Subscription::next`] for a plain thread (the terminal printer).
@@ -207,17 +200,25 @@ impl Subscription {
         if self.ended {
             return None;
         }
-        let item = match self.backlog.pop_front() {
-            Some(e) => FeedItem::Event(e),
-            None => match self.rx.blocking_recv() {
-                Ok(e) => FeedItem::Event(e),
-                Err(broadcast::error::RecvError::Lagged(n)) => FeedItem::Lagged(n),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
+        let got = match self.backlog.pop_front() {
+            Some(e) => Ok(e),
+            None => self.rx.blocking_recv(),
         };
-        if let FeedItem::Event(e) = &item {
-            self.ended = matches!(e.kind, EventKind::End(_));
-        }
+        self.settle(got)
+    }
+
+    fn settle(
+        &mut self,
+        got: Result<Arc<LiveEvent>, broadcast::error::RecvError>,
+    ) -> Option<FeedItem> {
+        let item = match got {
+            Ok(e) => {
+                self.ended = matches!(e.kind, EventKind::End(_));
+                FeedItem::Event(e)
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => FeedItem::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
         Some(item)
     }
 
