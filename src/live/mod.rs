@@ -7,6 +7,12 @@
 //! and [`LiveServer::close`] gives clients a short grace to receive the `end`
 //! event before every connection is dropped and the port closed.
 //!
+//! Every path starts with a random per-run token (`/TOKEN/`, `/TOKEN/events`):
+//! 127.0.0.1 is reachable by every user of the machine, while the run's
+//! trace files are its owner's alone (0600), so only whoever holds the URL
+//! (printed on the owner's stderr, and in the owner's 0600 discovery file)
+//! can read the stream.
+//!
 //! While it runs, a discovery file `$PFLOW_HOME/traces/live/<pid>.json` names
 //! its URL, so `pflow trace tail` (see [`tail`]) can find and follow the run.
 
@@ -18,8 +24,10 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,6 +58,7 @@ pub enum LiveError {
 /// The running server; [`LiveServer::close`] stops it.
 pub struct LiveServer {
     addr: SocketAddr,
+    token: Arc<str>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     discovery: Option<PathBuf>,
@@ -82,9 +91,11 @@ impl LiveServer {
             .local_addr()
             .map_err(|source| LiveError::Bind { port, source })?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, feed, addr, stopped));
+        let token: Arc<str> = new_token().into();
+        let task = tokio::spawn(serve(listener, feed, addr, token.clone(), stopped));
         let mut server = LiveServer {
             addr,
+            token,
             stop,
             task,
             discovery: None,
@@ -93,9 +104,9 @@ impl LiveServer {
         Ok(server)
     }
 
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/TOKEN/`.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("http://{}/{}/", self.addr, self.token)
     }
 
     pub fn port(&self) -> u16 {
@@ -118,6 +129,12 @@ impl LiveServer {
     }
 }
 
+/// 128 random bits in hex: the path prefix only the URL's holder knows.
+fn new_token() -> String {
+    let b: [u8; 16] = rand::random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn write_discovery(home: &Path, url: &str) -> Option<PathBuf> {
     let dir = discovery_dir(home);
     crate::telemetry::file::ensure_dir(&dir).ok()?;
@@ -130,7 +147,15 @@ fn write_discovery(home: &Path, url: &str) -> Option<PathBuf> {
     let json = serde_json::to_vec(&d).ok()?;
     // Written whole, then renamed: a reader never sees half a file.
     let tmp = dir.join(format!(".{}.json.tmp", std::process::id()));
-    std::fs::write(&tmp, json).ok()?;
+    // 0600, like the trace files: the URL in it is the key to the stream.
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(&tmp).and_then(|mut f| f.write_all(&json)).ok()?;
     std::fs::rename(&tmp, &path).ok()?;
     Some(path)
 }
@@ -141,6 +166,7 @@ async fn serve(
     listener: TcpListener,
     feed: LiveFeed,
     addr: SocketAddr,
+    token: Arc<str>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
@@ -150,7 +176,7 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let feed = feed.clone();
                 let stop = stopped.clone();
-                conns.spawn(connection(stream, feed, addr, stop));
+                conns.spawn(connection(stream, feed, addr, token.clone(), stop));
             }
             _ = stopped.changed() => break,
             // Reap finished connections so the set does not grow.
@@ -165,12 +191,14 @@ async fn connection(
     stream: tokio::net::TcpStream,
     feed: LiveFeed,
     addr: SocketAddr,
+    token: Arc<str>,
     mut stop: watch::Receiver<bool>,
 ) {
     let io = hyper_util::rt::TokioIo::new(stream);
     let service = hyper::service::service_fn(move |req| {
         let feed = feed.clone();
-        async move { Ok::<_, Infallible>(handle(req, &feed, addr)) }
+        let token = token.clone();
+        async move { Ok::<_, Infallible>(handle(req, &feed, addr, &token)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -186,7 +214,12 @@ async fn connection(
     }
 }
 
-fn handle(req: Request<Incoming>, feed: &LiveFeed, addr: SocketAddr) -> Response<Body> {
+fn handle(
+    req: Request<Incoming>,
+    feed: &LiveFeed,
+    addr: SocketAddr,
+    token: &str,
+) -> Response<Body> {
     // Only our own origin: a page elsewhere that resolves its name to
     // 127.0.0.1 (DNS rebinding) sends its own Host and is refused.
     let host_ok = req
@@ -202,7 +235,24 @@ fn handle(req: Request<Incoming>, feed: &LiveFeed, addr: SocketAddr) -> Response
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    match req.uri().path() {
+    // Without the token, nothing is here (not even a hint that something is).
+    let Some(path) = req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(token))
+    else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    match path {
+        // `EventSource("events")` is relative: the page must be at `/TOKEN/`.
+        "" => {
+            let mut r = plain(StatusCode::PERMANENT_REDIRECT, "");
+            if let Ok(v) = header::HeaderValue::from_str(&format!("/{token}/")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
         "/" | "/index.html" => page(),
         "/events" => {
             let once = req

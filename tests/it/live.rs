@@ -38,6 +38,8 @@ struct LiveRun {
     child: Child,
     url: String,
     port: u16,
+    /// `/TOKEN/`: every path of the server starts with it.
+    base: String,
     stderr: mpsc::Receiver<String>,
     /// Read as it comes: a full pipe would block the run.
     stdout: std::thread::JoinHandle<String>,
@@ -68,15 +70,21 @@ fn start_live(env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> LiveRun {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("first stderr line names the URL: {first}"))
         .to_string();
-    let port = url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap_or_else(|_| panic!("a 127.0.0.1 URL with a port: {url}"));
+    let (port, base) = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|r| r.split_once('/'))
+        .unwrap_or_else(|| panic!("a 127.0.0.1 URL with a port: {url}"));
+    let port = port.parse().unwrap();
+    let base = format!("/{base}");
+    assert!(
+        base.len() == 34 && base.ends_with('/'),
+        "a 32-hex token in the path: {url}"
+    );
     LiveRun {
         child,
         url,
         port,
+        base,
         stderr: rx,
         stdout,
     }
@@ -128,8 +136,13 @@ fn request(port: u16, path: &str, host: &str) -> TcpStream {
 }
 
 /// Reads the event stream on a thread: every event, and the raw text (for the secret check).
-fn subscribe(port: u16) -> (mpsc::Receiver<Event>, std::thread::JoinHandle<String>) {
-    let s = request(port, "/events", &format!("127.0.0.1:{port}"));
+fn subscribe(run: &LiveRun) -> (mpsc::Receiver<Event>, std::thread::JoinHandle<String>) {
+    let port = run.port;
+    let s = request(
+        port,
+        &format!("{}events", run.base),
+        &format!("127.0.0.1:{port}"),
+    );
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut raw = String::new();
@@ -209,7 +222,7 @@ fn spans_stream_in_order_while_the_run_goes_and_the_end_carries_the_summary() {
         env.home().join("traces/live").read_dir().unwrap().count() == 1,
         "the run announces itself for `trace tail`"
     );
-    let (events, reader) = subscribe(port);
+    let (events, reader) = subscribe(&run);
     let mut got: Vec<Event> = Vec::new();
     let mut fetch_seen_while_running = None;
     while let Ok(e) = events.recv_timeout(Duration::from_secs(30)) {
@@ -392,7 +405,7 @@ fn secrets_never_reach_the_stream_or_the_terminal() {
         &["run", wf.to_str().unwrap(), "--live"],
         &[("DEPLOY_API_TOKEN", secret)],
     );
-    let (events, reader) = subscribe(run.port);
+    let (events, reader) = subscribe(&run);
     let mut failed = None;
     while let Ok(e) = events.recv_timeout(Duration::from_secs(30)) {
         if e.name == "span" && e.json()["node"] == "leak" && e.json()["kind"] == "node" {
@@ -445,7 +458,11 @@ fn a_client_that_never_reads_cannot_hold_the_run() {
     );
     let port = run.port;
     // Connected, never read from (until the run is over).
-    let mut stalled = request(port, "/events", &format!("127.0.0.1:{port}"));
+    let mut stalled = request(
+        port,
+        &format!("{}events", run.base),
+        &format!("127.0.0.1:{port}"),
+    );
     let t0 = Instant::now();
     let (code, _, stderr) = run.wait();
     assert_eq!(code, 0, "{stderr}");
@@ -486,19 +503,50 @@ fn the_page_is_local_only_and_self_contained() {
         let _ = s.read_to_string(&mut text);
         text
     };
-    let page = read("/", &format!("127.0.0.1:{port}"));
+    let base = run.base.clone();
+    let page = read(&base, &format!("127.0.0.1:{port}"));
     assert!(
         page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
         "{page}"
     );
     let csp = "content-security-policy: default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:";
     assert!(page.to_ascii_lowercase().contains(csp), "{page}");
-    assert!(page.contains("new EventSource(\"/events\")"));
+    assert!(page.contains("new EventSource(\"events\")"));
     assert!(!page.contains("https://"));
     // Another site's name resolving to 127.0.0.1 (DNS rebinding) is refused.
-    let rebound = read("/events", &format!("attacker.example:{port}"));
+    let rebound = read(
+        &format!("{base}events"),
+        &format!("attacker.example:{port}"),
+    );
     assert!(rebound.contains(" 403 "), "{rebound}");
-    assert!(read("/nope", &format!("localhost:{port}")).contains(" 404 "));
+    assert!(read(&format!("{base}nope"), &format!("localhost:{port}")).contains(" 404 "));
+    // Other users of the machine reach 127.0.0.1 too: without the URL's token, nothing.
+    for path in [
+        "/",
+        "/events",
+        "/run",
+        "/0123456789abcdef0123456789abcdef/events",
+    ] {
+        let r = read(path, &format!("127.0.0.1:{port}"));
+        assert!(r.contains(" 404 ") && !r.contains("event:"), "{path}: {r}");
+    }
+    let bare = read(base.trim_end_matches('/'), &format!("127.0.0.1:{port}"));
+    assert!(
+        bare.contains(" 308 ") && bare.contains(&format!("location: {base}")),
+        "{bare}"
+    );
+    let announced = std::fs::read_dir(env.home().join("traces/live"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&announced).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the announcement holds the token: owner only"
+    );
     let (code, _, _) = run.wait();
     assert_eq!(code, 0);
 }
