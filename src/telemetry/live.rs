@@ -60,7 +60,7 @@ pub struct LiveSpan {
     pub node: Option<String>,
     pub node_type: Option<String>,
     pub model: Option<String>,
-    /// `ok` or `error`; a node's own status when it has one (`cached`, `restored`, `cancelled`, …).
+    /// `ok` or `error`, or a node's own status when it says more (`interrupted`, `cancelled`, `cached`, `restored`).
     pub status: String,
     pub error_type: Option<String>,
     /// The span's status message (redacted, cut to a few hundred characters).
@@ -406,10 +406,11 @@ impl LiveSpan {
                 None => m,
             }
         });
+        // A node's own status says more than the span's (`interrupted`, `cancelled`, `cached`).
         let status = match (&f.node_status, f.failed) {
+            (Some(s), _) if s != "ok" && s != "error" => clean(s),
             (_, true) => "error".to_string(),
-            (Some(s), false) => clean(s),
-            (None, false) => "ok".to_string(),
+            _ => "ok".to_string(),
         };
         let tokens = f.tokens();
         LiveSpan {
@@ -458,7 +459,7 @@ pub fn span_line(s: &LiveSpan, run_start_ms: f64) -> String {
     use crate::format::{duration_ms, thousands, usd_compact};
     let mark = match s.status.as_str() {
         "ok" => "✓",
-        "error" => "✗",
+        "error" | "interrupted" => "✗",
         "cached" | "restored" => "↺",
         _ => "·",
     };
@@ -499,13 +500,12 @@ pub fn span_line(s: &LiveSpan, run_start_ms: f64) -> String {
     if let Some(c) = s.cost_usd {
         line.push_str(&format!(" · {}", usd_compact(c)));
     }
-    if s.status == "error" {
-        line.push_str(&format!(
-            " · {}",
-            s.error_type.as_deref().unwrap_or("error")
-        ));
-        if let Some(m) = &s.message {
-            line.push_str(&format!(": {m}"));
+    if s.status == "error" || s.error_type.is_some() {
+        let kind = s.error_type.as_deref().unwrap_or("error");
+        match &s.message {
+            // `interrupted: interrupted` says it once.
+            Some(m) if m != kind => line.push_str(&format!(" · {kind}: {m}")),
+            _ => line.push_str(&format!(" · {kind}")),
         }
     }
     line

@@ -648,3 +648,50 @@ fn trace_tail_follows_a_live_run_to_its_end_and_reads_saved_ones() {
     assert!(events.iter().all(|e| e["event"] == "span"));
     assert_eq!(events.last().unwrap()["data"]["kind"], "run");
 }
+
+#[test]
+fn an_interrupted_run_still_ends_its_stream_saves_its_trace_and_closes() {
+    let env = Env::new();
+    let wf = env.workflow(
+        "long.json",
+        json!({"ir_version": "0.1.0", "metadata": {"name": "long"},
+            "nodes": [
+                {"id": "quick", "type": "shell", "params": {"command": "echo hi"}},
+                {"id": "long", "type": "shell", "params": {"command": "sleep 30"}}
+            ],
+            "edges": [{"from": "quick", "to": "long"}]}),
+    );
+    let run = start_live(&env, &["run", wf.to_str().unwrap(), "--live"], &[]);
+    let port = run.port;
+    let (events, reader) = subscribe(&run);
+    let mut got = Vec::new();
+    while let Ok(e) = events.recv_timeout(Duration::from_secs(30)) {
+        let quick_done = e.name == "span" && e.json()["node"] == "quick";
+        got.push(e);
+        if quick_done {
+            // SAFETY: signals the child this test started.
+            unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+        }
+        if got.last().unwrap().name == "end" {
+            break;
+        }
+    }
+    reader.join().unwrap();
+    let (code, _, stderr) = run.wait();
+    assert_eq!(code, 130, "{stderr}");
+    let end = got.last().unwrap();
+    assert_eq!(end.name, "end", "{got:?}");
+    let end = end.json();
+    assert_eq!(end["status"], "interrupted");
+    assert_eq!(end["exit_code"], 130);
+    let file = end["trace_file"].as_str().expect("the trace is saved");
+    assert!(std::path::Path::new(file).is_file());
+    let long = got
+        .iter()
+        .filter(|e| e.name == "span")
+        .map(Event::json)
+        .find(|s| s["node"] == "long" && s["kind"] == "node")
+        .expect("the interrupted node's span");
+    assert_eq!(long["status"], "interrupted", "{long}");
+    assert!(port_closed(port));
+}
