@@ -261,7 +261,8 @@ pub enum TraceCommand {
     /// Print a live run's spans as they end (the newest run started with --live, or the one
     /// whose trace id starts with TRACE); a TRACE that is not live is printed from its file.
     Tail {
-        /// A trace id (or prefix) or `last`; default: the newest live run.
+        /// A trace id (or prefix) or `last` (the newest live run, else the newest saved trace);
+        /// default: the newest live run.
         #[arg(value_name = "TRACE")]
         target: Option<String>,
         /// Keep printing until the run ends (and wait for a live run to start).

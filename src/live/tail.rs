@@ -127,8 +127,8 @@ pub async fn tail(
         if let Some(d) = find(home, target).await {
             break d;
         }
-        match target.filter(|t| *t != "last") {
-            // Not live: perhaps saved.
+        match target {
+            // Not live: perhaps saved (`last`: the newest saved trace).
             Some(t) => return saved(home, t, json, print),
             None if follow => tokio::time::sleep(POLL).await,
             None => return Err(TailError::NoLiveRun),

@@ -97,7 +97,7 @@ pub struct RunConfig {
     pub read_stdin: bool,
     /// The live progress display's observer.
     pub progress: Option<ProgressSink>,
-    /// `--live`: every ended span is published here, then the run's `start` and `end`.
+    /// `--live`: the run's `start` once its root span is open, every ended span, then its `end`.
     pub live: Option<LiveFeed>,
     /// Warnings found while resolving the configuration; they lead the report's.
     pub warnings: Vec<String>,

@@ -647,6 +647,9 @@ fn trace_tail_follows_a_live_run_to_its_end_and_reads_saved_ones() {
         .collect();
     assert!(events.iter().all(|e| e["event"] == "span"));
     assert_eq!(events.last().unwrap()["data"]["kind"], "run");
+    // `last` with no run live: the newest saved trace.
+    let last = pflow_ok(env.pflow().args(["trace", "tail", "last"]));
+    assert!(String::from_utf8_lossy(&last.stdout).contains(&trace_id));
 }
 
 #[test]
