@@ -21,13 +21,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn spans(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut g = c.benchmark_group("span_pipeline");
-    for (name, mode) in [
-        ("metrics_only", TraceMode::MetricsOnly),
+    for (name, mode, live) in [
+        ("metrics_only", TraceMode::MetricsOnly, false),
         // Kept only on failure: encoded to memory (spilled past 8 MiB), then dropped.
-        ("full_trace", TraceMode::Full { save_always: false }),
+        ("full_trace", TraceMode::Full { save_always: false }, false),
+        // `--live`: each span also becomes a feed event, read by one consumer
+        // (as the terminal lines read it); the difference to `full_trace` is its cost.
+        (
+            "full_trace_live",
+            TraceMode::Full { save_always: false },
+            true,
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
+                let feed = live.then(pflow::telemetry::live::LiveFeed::new);
+                let reader = feed.as_ref().map(|f| {
+                    let mut sub = f.subscribe();
+                    std::thread::spawn(move || while sub.blocking_next().is_some() {})
+                });
                 let telemetry = Telemetry::init(TelemetryConfig {
                     mode,
                     trace_dir: dir.path().to_path_buf(),
@@ -35,6 +47,7 @@ fn spans(c: &mut Criterion) {
                     otlp: None,
                     resource_attributes: Vec::new(),
                     progress: None,
+                    live: feed.clone(),
                 });
                 let start = Instant::now();
                 tracing::dispatcher::with_default(&telemetry.dispatch(), || {
@@ -60,7 +73,23 @@ fn spans(c: &mut Criterion) {
                 });
                 // Includes the writer draining and encoding every span.
                 let _ = telemetry.finish(false, "bench");
-                start.elapsed()
+                let elapsed = start.elapsed();
+                if let (Some(f), Some(r)) = (feed, reader) {
+                    f.end(pflow::telemetry::live::RunEnd {
+                        status: "ok".into(),
+                        exit_code: 0,
+                        trace_id: None,
+                        trace_file: None,
+                        duration_ms: 0.0,
+                        llm_calls: 0,
+                        tokens_total: 0,
+                        cost_usd: None,
+                        cost_lower_bound_usd: 0.0,
+                        metrics: None,
+                    });
+                    let _ = r.join();
+                }
+                elapsed
             })
         });
     }

@@ -61,6 +61,7 @@ fn run_once(
         otlp: None,
         resource_attributes: Vec::new(),
         progress: None,
+        live: None,
     });
     tracing::dispatcher::with_default(&telemetry.dispatch(), || {
         let out = tokio_rt

@@ -20,6 +20,7 @@ pub mod format;
 pub mod history;
 pub mod ir;
 pub mod limits;
+pub mod live;
 pub mod llm;
 pub mod nodes;
 pub mod outcome;

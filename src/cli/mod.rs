@@ -6,6 +6,7 @@
 //! (`--max-cost`, `--max-tokens-total`), 130 interrupted (SIGINT), 143
 //! terminated (SIGTERM).
 
+mod live;
 mod output;
 mod progress;
 mod stats;
@@ -95,6 +96,13 @@ pub struct Cli {
     /// Never serve a node from the memo cache, whatever the nodes say.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Stream spans as they end: one line per node and LLM call on stderr, and a live
+    /// waterfall page on 127.0.0.1 (URL printed on stderr; `pflow trace tail` follows it too).
+    #[arg(long, global = true)]
+    pub live: bool,
+    /// Serve the live page on this port instead of a free one (implies --live).
+    #[arg(long, global = true, value_name = "N")]
+    pub live_port: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -250,6 +258,17 @@ pub enum TraceCommand {
         #[arg(value_name = "B")]
         b: String,
     },
+    /// Print a live run's spans as they end (the newest run started with --live, or the one
+    /// whose trace id starts with TRACE); a TRACE that is not live is printed from its file.
+    Tail {
+        /// A trace id (or prefix) or `last` (the newest live run, else the newest saved trace);
+        /// default: the newest live run.
+        #[arg(value_name = "TRACE")]
+        target: Option<String>,
+        /// Keep printing until the run ends (and wait for a live run to start).
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Send a saved trace to an OTLP backend (for runs made offline).
     /// Uses --otlp-endpoint or the OTEL_EXPORTER_OTLP_* variables.
     Export {
@@ -390,7 +409,7 @@ fn misplaced_flag(cli: &Cli) -> Option<String> {
     const RUN: &[&str] = &["run", "plan", "resume"];
     const EXPORT: &[&str] = &["run", "plan", "resume", "trace export"];
     const EXECUTES: &[&str] = &["run", "resume"];
-    let flags: [(&str, bool, &[&str]); 16] = [
+    let flags: [(&str, bool, &[&str]); 18] = [
         ("--trace", cli.trace, RUN),
         ("--no-progress", cli.no_progress, RUN),
         (
@@ -411,6 +430,8 @@ fn misplaced_flag(cli: &Cli) -> Option<String> {
         ("--yes", cli.yes, &["run"]),
         ("--cache", cli.cache, EXECUTES),
         ("--no-cache", cli.no_cache, EXECUTES),
+        ("--live", cli.live, RUN),
+        ("--live-port", cli.live_port.is_some(), RUN),
     ];
     let command = command_name(&cli.command);
     flags
@@ -442,6 +463,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Trace {
             action: TraceCommand::Reprice { target },
         } => trace::trace_reprice(target, cli.pricing.as_deref(), cli.output_format),
+        Command::Trace {
+            action: TraceCommand::Tail { target, follow },
+        } => trace::trace_tail(target.as_deref(), *follow, cli.output_format).await,
         Command::Trace { action } => trace::trace_cmd(action, cli.output_format),
         Command::Validate {
             file,
@@ -710,7 +734,15 @@ async fn run_cmd(source: Source, params: &[String], mode: Option<Mode>, cli: &Cl
             Err(Some(f)) => output::print_estimate(cli.output_format, Err(f), &report.warnings),
         };
     }
-    let (progress_mode, progress_warning) = progress::Mode::choose(cli.no_progress);
+    let live = match live::start(cli, &config.home).await {
+        Ok(l) => l,
+        Err(e) => return output::usage_error(cli.output_format, &e.to_string()),
+    };
+    let (mut progress_mode, progress_warning) = progress::Mode::choose(cli.no_progress);
+    if live.is_some() && progress_mode == progress::Mode::Plain {
+        // The live lines say more than the plain progress lines, one per span: not both.
+        progress_mode = progress::Mode::Off;
+    }
     let mut observer = Shown {
         display: progress::Display::start(progress_mode),
         format: cli.output_format,
@@ -719,8 +751,21 @@ async fn run_cmd(source: Source, params: &[String], mode: Option<Mode>, cli: &Cl
     let mut config = config;
     config.warnings.splice(0..0, progress_warning);
     config.progress = observer.display.as_ref().map(progress::Display::sink);
+    let lines = live.as_ref().map(|l| {
+        config.live = Some(l.feed.clone());
+        live::Lines::start(
+            &l.feed,
+            observer.display.as_ref().and_then(progress::Display::bar),
+        )
+    });
     let report = crate::run::run(config, &mut observer).await;
+    if let Some(lines) = lines {
+        lines.finish();
+    }
     output::print_run(&report, cli.output_format);
+    if let Some(l) = live {
+        l.server.close().await;
+    }
     report.exit_code.code()
 }
 

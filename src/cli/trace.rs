@@ -47,6 +47,47 @@ pub fn trace_reprice(target: &str, pricing: Option<&Path>, format: OutputFormat)
     0
 }
 
+/// `pflow trace tail [TRACE] [--follow]`: a live run's spans on stdout as they
+/// end (JSON lines with `--output-format json`); exit 1 when no run is live or
+/// the run's server went away before the run's end.
+pub async fn trace_tail(target: Option<&str>, follow: bool, format: OutputFormat) -> i32 {
+    use crate::live::tail::{tail, TailError, Tailed};
+    use std::io::Write;
+    let home = crate::telemetry::pflow_home();
+    let mut print = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let shown = match format {
+            OutputFormat::Json => line.to_string(),
+            OutputFormat::Text => super::output::shown(line),
+        };
+        // Flushed per line: whoever reads the pipe sees each span as it ends.
+        let _ = writeln!(out, "{shown}").and_then(|_| out.flush());
+    };
+    match tail(
+        &home,
+        target,
+        follow,
+        format == OutputFormat::Json,
+        &mut print,
+    )
+    .await
+    {
+        Ok(Tailed::Gone) => {
+            eprintln!("warning: the run's live server closed before the run ended");
+            ExitCode::Failed.code()
+        }
+        Ok(_) => 0,
+        Err(TailError::Trace(e)) => trace_error(format, &e),
+        Err(e) => fail(
+            format,
+            ExitCode::Failed,
+            e.kind(),
+            &e.to_string(),
+            Value::Null,
+        ),
+    }
+}
+
 /// `pflow trace list|show|summary|report|diff`.
 pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
     use super::TraceCommand;
@@ -209,7 +250,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             }
             0
         }
-        TraceCommand::Export { .. } | TraceCommand::Reprice { .. } => {
+        TraceCommand::Export { .. } | TraceCommand::Reprice { .. } | TraceCommand::Tail { .. } => {
             unreachable!("export and reprice are dispatched by cli::dispatch")
         }
     }

@@ -30,6 +30,7 @@ use crate::planner::{PlannerConfig, PlannerError};
 use crate::pricing::PriceTable;
 use crate::runtime::estimate::{Estimate, EstimateError};
 use crate::runtime::{self, CompileContext, CompiledWorkflow, RunError, RunOptions, Runtime};
+use crate::telemetry::live::{self, LiveFeed};
 use crate::telemetry::metrics::MetricsSummary;
 use crate::telemetry::profile::Profile;
 use crate::telemetry::progress::ProgressSink;
@@ -96,6 +97,8 @@ pub struct RunConfig {
     pub read_stdin: bool,
     /// The live progress display's observer.
     pub progress: Option<ProgressSink>,
+    /// `--live`: the run's `start` once its root span is open, every ended span, then its `end`.
+    pub live: Option<LiveFeed>,
     /// Warnings found while resolving the configuration; they lead the report's.
     pub warnings: Vec<String>,
     /// pflow's data directory (`$PFLOW_HOME`): traces, history, checkpoints.
@@ -123,6 +126,7 @@ impl RunConfig {
             profile: Profile::default(),
             read_stdin: true,
             progress: None,
+            live: None,
             warnings: Vec::new(),
             home: crate::telemetry::pflow_home(),
             resume: None,
@@ -202,6 +206,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         profile,
         read_stdin,
         progress,
+        live,
         warnings: config_warnings,
         home,
         resume,
@@ -260,10 +265,15 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         }
     }
     config.progress = progress;
+    config.live = live.clone();
     let mut telemetry = Telemetry::init(config);
     warnings.extend(telemetry.take_warnings());
     if save_trace && telemetry.mode() == TraceMode::Off {
         warnings.push("--trace ignored: OTEL_SDK_DISABLED=true switches telemetry off".into());
+    }
+    if live.is_some() && telemetry.mode() == TraceMode::Off {
+        warnings
+            .push("--live shows no spans: OTEL_SDK_DISABLED=true switches telemetry off".into());
     }
     // This run's spans go to this run's pipeline: its dispatcher is the
     // default while the work is polled (on whichever worker thread), so a
@@ -276,6 +286,16 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
     telemetry.adopt_env_parent(&root);
     let trace_id = telemetry.trace_id(&root);
     let run_id = checkpoint::new_run_id(trace_id.as_deref());
+    if let Some(feed) = &live {
+        feed.start(live::RunStart {
+            trace_id: trace_id.clone(),
+            command: command.to_string(),
+            workflow: file.display().to_string(),
+            // The root span has just started: lines count from here, as the trace does.
+            started_ms: live::now_ms(),
+            pid: std::process::id(),
+        });
+    }
     root.record(attr::RUN_ID, run_id.as_str());
     // Checkpoints are kept for workflow files (a planned workflow is saved with `pflow plan -o`).
     let checkpointing =
@@ -473,6 +493,16 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
             .unwrap_or("00000000000000000000000000000000"),
     );
     warnings.extend(finished.warnings);
+    if let Some(feed) = &live {
+        feed.end(live_end(
+            status,
+            exit_code,
+            trace_id.as_deref(),
+            finished.trace_file.as_deref(),
+            metrics.as_ref(),
+            started,
+        ));
+    }
     warnings.extend(record::after_run(record::FinishedRun {
         home: &home,
         started,
@@ -500,6 +530,34 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
         run_id: session.as_ref().map(|s| s.run_id().to_string()),
         resume_command,
         resume: resume_summary,
+    }
+}
+
+/// The live feed's `end` event: the run's status and totals, as its summary reports them.
+fn live_end(
+    status: RunStatus,
+    exit_code: ExitCode,
+    trace_id: Option<&str>,
+    trace_file: Option<&Path>,
+    metrics: Option<&MetricsSummary>,
+    started: chrono::DateTime<chrono::Utc>,
+) -> live::RunEnd {
+    let elapsed = (chrono::Utc::now() - started)
+        .num_microseconds()
+        .unwrap_or(0) as f64
+        / 1000.0;
+    let total = metrics.map(|m| &m.total);
+    live::RunEnd {
+        status: status.as_str().to_string(),
+        exit_code: exit_code.code(),
+        trace_id: trace_id.map(str::to_string),
+        trace_file: trace_file.map(|p| p.display().to_string()),
+        duration_ms: total.map_or(elapsed, |t| t.duration_ms),
+        llm_calls: total.map_or(0, |t| t.llm_calls),
+        tokens_total: total.map_or(0, |t| t.tokens_total),
+        cost_usd: total.map_or(Some(0.0), |t| t.cost.usd.filter(|_| t.cost.complete)),
+        cost_lower_bound_usd: total.map_or(0.0, |t| t.cost.lower_bound_usd),
+        metrics: metrics.and_then(|m| serde_json::to_value(m).ok()),
     }
 }
 

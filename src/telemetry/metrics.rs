@@ -23,6 +23,8 @@ pub struct MetricsProcessor {
     agg: Arc<Mutex<Aggregator>>,
     next: Vec<Arc<dyn SpanProcessor>>,
     otel: Option<Arc<super::otel_metrics::OtelMetrics>>,
+    /// `--live`: the feed sees each span with the facts read here (no copy of the span).
+    live: Option<super::live::LiveFeed>,
 }
 
 impl MetricsProcessor {
@@ -33,6 +35,12 @@ impl MetricsProcessor {
     /// Also records OTel metrics (for OTLP export) from every span.
     pub fn with_otel_metrics(mut self, m: Arc<super::otel_metrics::OtelMetrics>) -> Self {
         self.otel = Some(m);
+        self
+    }
+
+    /// Also publishes every span to the live feed (`--live`).
+    pub fn with_live(mut self, feed: super::live::LiveFeed) -> Self {
+        self.live = Some(feed);
         self
     }
 
@@ -62,6 +70,9 @@ impl SpanProcessor for MetricsProcessor {
         }
         if let Some(o) = &self.otel {
             o.record(&facts);
+        }
+        if let Some(l) = &self.live {
+            l.observe(&span, &facts);
         }
         // Every consumer but the last gets a copy; the last takes the span itself.
         if let Some((last, rest)) = self.next.split_last() {

@@ -22,6 +22,7 @@ pub mod attr;
 pub mod compact;
 pub mod file;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod otel_metrics;
 pub mod otlp;
@@ -64,6 +65,8 @@ pub struct TelemetryConfig {
     pub resource_attributes: Vec<(String, String)>,
     /// The live progress display's observer; installed even when telemetry is off.
     pub progress: Option<progress::ProgressSink>,
+    /// `--live`: the feed every ended span is published to.
+    pub live: Option<live::LiveFeed>,
 }
 
 /// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k2=v2`, percent-encoded values.
@@ -118,6 +121,7 @@ impl TelemetryConfig {
             otlp: None,
             resource_attributes: env_resource_attributes(),
             progress: None,
+            live: None,
         }
     }
 }
@@ -218,6 +222,9 @@ impl Telemetry {
         let mut metrics = MetricsProcessor::new();
         if let Some(m) = &otel_metrics {
             metrics = metrics.with_otel_metrics(m.clone());
+        }
+        if let Some(feed) = &config.live {
+            metrics = metrics.with_live(feed.clone());
         }
         let limits = SpanLimits {
             max_events_per_span: 4096,

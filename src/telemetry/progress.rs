@@ -685,6 +685,7 @@ mod tests {
             otlp: None,
             resource_attributes: Vec::new(),
             progress: Some(sink.clone()),
+            live: None,
         });
         tracing::dispatcher::with_default(&t.dispatch(), || {
             let wf = workflow(0, 1);

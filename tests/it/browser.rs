@@ -81,3 +81,119 @@ fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
     assert_eq!(s("deep_link_details"), "chat gpt-4o", "{seen}");
     assert_eq!(seen["deep_link_selected"], true);
 }
+
+/// `pflow run … --live`'s page in a real browser: mid-run it already draws the
+/// spans that ended, and once the run ends it shows the result; it fetches
+/// nothing but its own page and event stream.
+#[test]
+fn the_live_page_draws_the_waterfall_as_the_run_goes() {
+    if !browser_ready() {
+        return;
+    }
+    let env = Env::new();
+    let go = env.dir.path().join("go");
+    let wf = env.workflow(
+        "live.json",
+        serde_json::json!({"ir_version": "0.1.0", "metadata": {"name": "live-page"},
+            "nodes": [
+                {"id": "first", "type": "shell", "params": {"command": "echo one"}},
+                {"id": "gate", "type": "shell", "params": {"command": format!(
+                    "for i in $(seq 600); do [ -f '{}' ] && exit 0; sleep 0.1; done; exit 9", go.display())}},
+                {"id": "ask", "type": "llm", "params": {"model": "echo", "prompt": "hello"}},
+                {"id": "last", "type": "shell", "params": {"command": "echo done"}}
+            ],
+            "edges": [{"from": "first", "to": "gate"}, {"from": "gate", "to": "ask"}, {"from": "ask", "to": "last"}]}),
+    );
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("pflow"))
+        .env("PFLOW_HOME", env.home())
+        .env_remove("OTEL_SDK_DISABLED")
+        .current_dir(env.dir.path())
+        .args(["run", wf.to_str().unwrap(), "--live", "--trace"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    let url = first
+        .strip_prefix("live view: ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    let out = Command::new("node")
+        .current_dir(repo("tests/browser"))
+        .arg("live.mjs")
+        .arg(&url)
+        .arg(&go)
+        .output()
+        .expect("node runs");
+    // Whatever the browser saw, the run must end on its own.
+    std::fs::write(&go, "go").unwrap();
+    let status = run.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.success());
+    let seen: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let s = |k: &str| seen[k].as_str().unwrap_or_default().to_string();
+    // Mid-run: running, the first node drawn, the gate not yet.
+    assert_eq!(s("mid_state"), "running", "{seen}");
+    assert_eq!(s("mid_badge"), "running", "{seen}");
+    assert!(s("title").ends_with("live.json"), "{seen}");
+    let mid: Vec<&str> = seen["mid_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(mid.contains(&"node first"), "{seen}");
+    assert!(!mid.contains(&"node gate"), "{seen}");
+    assert!(seen["mid_bar_width"].as_f64() > Some(0.0), "{seen}");
+    // The end: every span, the result and where the trace went.
+    let end: Vec<&str> = seen["end_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for name in [
+        "pflow run",
+        "invoke_workflow live-page",
+        "node first",
+        "node gate",
+        "node ask",
+        "chat echo",
+        "node last",
+    ] {
+        assert!(end.contains(&name), "{name} missing: {seen}");
+    }
+    assert_eq!(
+        end[0], "pflow run",
+        "rows in start order, the run first: {seen}"
+    );
+    assert_eq!(s("end_badge"), "✓ ok", "{seen}");
+    assert_eq!(s("end_status"), "ok");
+    assert_eq!(s("end_calls"), "1");
+    assert!(
+        s("end_file").starts_with("saved ") && s("end_file").ends_with(".otlp.json"),
+        "{seen}"
+    );
+    let lefts: Vec<f64> = seen["bar_lefts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(lefts.len() == 4 && lefts[3] > lefts[0], "{seen}");
+    // Nothing but the page and its stream was fetched; no script error.
+    for r in seen["requests"].as_array().unwrap() {
+        let r = r.as_str().unwrap();
+        assert!(r == url || r == format!("{url}events"), "fetched {r}");
+    }
+    assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
+}

@@ -328,3 +328,32 @@ fn nested_nodes_and_batch_items_count_as_in_the_summary() {
         "{stderr}"
     );
 }
+
+/// `--live` on a terminal: its lines print above the bar, whole (the bar is
+/// suspended for each), and the bar is still cleared before the summary.
+#[test]
+fn live_lines_print_above_the_bar_on_a_terminal() {
+    let env = Env::new();
+    let wf = env.workflow("slow.json", slow());
+    let Some(tty) = on_a_tty(&env, &format!("run '{}' --live", wf.display()), &[]) else {
+        return;
+    };
+    assert!(tty.contains("live view: http://127.0.0.1:"), "{tty:?}");
+    assert!(tty.contains("/3 nodes · "), "the bar was drawn:\n{tty:?}");
+    let ansi = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").unwrap();
+    let clean = ansi.replace_all(&tty, "");
+    let line =
+        regex::Regex::new(r"^\[\+\d+\.\d\ds\] ✓ node [abc] \(shell\) \d+(\.\d+)? (ms|s)$").unwrap();
+    let live: Vec<&str> = clean
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("✓ node "))
+        .collect();
+    assert_eq!(live.len(), 3, "{clean:?}");
+    for l in &live {
+        assert!(line.is_match(l), "a live line torn by the bar: {l:?}");
+    }
+    assert!(clean.contains("■ run ok in "), "{clean:?}");
+    let after = tty.rsplit("\x1b[2K").next().unwrap();
+    assert!(after.contains("✓ 3 nodes in"), "{after:?}");
+    assert!(!after.contains("nodes · "), "{after:?}");
+}
