@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod hardening;
 mod history;
+mod insight;
 mod llm_node;
 mod numbers;
 mod otlp;
