@@ -25,6 +25,27 @@ pub enum SuggestionKind {
     UncachedPrefix,
 }
 
+impl Suggestion {
+    /// The evidence as text: `items 4 · max_concurrent 2 · wall 1.65 s · …`.
+    pub fn evidence_text(&self) -> String {
+        self.evidence
+            .iter()
+            .map(|(k, v)| {
+                if let Some(name) = k.strip_suffix("_ms") {
+                    format!("{name} {}", format::duration_ms(*v))
+                } else if k.ends_with("_usd") {
+                    format!("{k} {}", format::usd(*v))
+                } else if k.ends_with("share") {
+                    format!("{k} {}", crate::format::percent(*v))
+                } else {
+                    format!("{k} {v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+}
+
 impl SuggestionKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -125,10 +146,6 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn pct(share: f64) -> String {
-    format!("{:.0}%", share * 100.0)
-}
-
 pub(crate) fn suggest(
     tree: &Tree,
     run_wall_ms: f64,
@@ -158,7 +175,7 @@ pub(crate) fn suggest(
                  fix what fails on the first attempt, or shorten `wait` if the failures are brief",
                 format::duration_ms(ms(r.retry_ns)),
                 format::duration_ms(ms(r.wall_ns)),
-                pct(share),
+                crate::format::percent(share),
                 what.join(", "),
             ),
             node,

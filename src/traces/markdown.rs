@@ -43,10 +43,6 @@ pub fn md(s: &str) -> String {
     out
 }
 
-fn pct(share: f64) -> String {
-    format!("{:.0}%", share * 100.0)
-}
-
 /// Failed nodes and LLM calls: `(span label, error)`, first failure first.
 fn errors(trace: &Trace) -> Vec<(String, String)> {
     let mut failed: Vec<&TraceSpan> = trace
@@ -163,7 +159,7 @@ pub fn render(trace: &Trace, ins: &Insight) -> String {
                 "| {} | {} | {} |",
                 md(&n.node),
                 format::duration_ms(n.value),
-                pct(n.share)
+                crate::format::percent(n.share)
             );
         }
         out.push('\n');
@@ -184,7 +180,7 @@ pub fn render(trace: &Trace, ins: &Insight) -> String {
                 md(&n.node),
                 if n.lower_bound { "≥ " } else { "" },
                 format::usd(n.value),
-                pct(n.share),
+                crate::format::percent(n.share),
                 format::thousands(tokens)
             );
         }

@@ -376,10 +376,6 @@ fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unp
     out.push_str("</tbody></table>");
 }
 
-fn pct(share: f64) -> String {
-    format!("{:.0}%", share * 100.0)
-}
-
 /// One top list as table rows: node, figure, share bar.
 fn top_rows(
     out: &mut String,
@@ -545,21 +541,7 @@ fn insight_sections(out: &mut String, ins: &Insight) {
              <p class=\"muted\">Not applied; each with the numbers behind it.</p><ul>",
         );
         for s in &ins.suggestions {
-            let evidence = s
-                .evidence
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{k} {}",
-                        if k.ends_with("share") {
-                            pct(*v)
-                        } else {
-                            format!("{}", crate::accounting::round_usd(*v))
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" · ");
+            let evidence = s.evidence_text();
             let _ = write!(
                 out,
                 "<li data-kind=\"{}\">{}<div class=\"muted mono\">{}</div></li>",

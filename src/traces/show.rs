@@ -242,18 +242,20 @@ pub fn render_tree_marked(
     out
 }
 
-/// `42%`.
-fn pct(share: f64) -> String {
-    format!("{:.0}%", share * 100.0)
-}
-
 /// `slow 2.01 s (57%) · fan 1.50 s (43%)`.
 fn shares(
     list: &[crate::insight::NodeShare],
     value: impl Fn(&crate::insight::NodeShare) -> String,
 ) -> String {
     list.iter()
-        .map(|n| format!("{} {} ({})", n.node, value(n), pct(n.share)))
+        .map(|n| {
+            format!(
+                "{} {} ({})",
+                n.node,
+                value(n),
+                crate::format::percent(n.share)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" · ")
 }
