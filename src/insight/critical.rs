@@ -331,8 +331,129 @@ pub(crate) fn batches(tree: &Tree) -> Vec<BatchReport> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A span: id, parent, start and end in ms, and string/int attributes.
+    pub(crate) type S<'a> = (
+        &'a str,
+        &'a str,
+        u64,
+        u64,
+        Vec<(&'a str, serde_json::Value)>,
+    );
+
+    /// A trace file of `spans` (times in ms), loaded as the viewers load one.
+    pub(crate) fn trace(spans: &[S]) -> Trace {
+        let spans: Vec<serde_json::Value> = spans
+            .iter()
+            .map(|(id, parent, a, z, attrs)| {
+                let kvs: Vec<serde_json::Value> = attrs
+                    .iter()
+                    .map(|(k, v)| {
+                        let value = match v {
+                            serde_json::Value::String(s) => json!({"stringValue": s}),
+                            serde_json::Value::Bool(b) => json!({"boolValue": b}),
+                            n => json!({"intValue": n.to_string()}),
+                        };
+                        json!({"key": k, "value": value})
+                    })
+                    .collect();
+                json!({"traceId": "0af7651916cd43dd8448eb211c80319c",
+                    "spanId": format!("{id:0>16}"), "parentSpanId": if parent.is_empty() { String::new() } else { format!("{parent:0>16}") },
+                    "name": format!("s {id}"), "kind": 1,
+                    "startTimeUnixNano": (a * 1_000_000).to_string(), "endTimeUnixNano": (z * 1_000_000).to_string(),
+                    "attributes": kvs})
+            })
+            .collect();
+        let line = json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]});
+        crate::traces::parse(&line.to_string(), std::path::Path::new("t.otlp.json")).unwrap()
+    }
+
+    pub(crate) fn node(path: &str) -> Vec<(&str, serde_json::Value)> {
+        vec![
+            (attr::NODE_ROLE, json!("node")),
+            (attr::NODE_PATH, json!(path)),
+        ]
+    }
+
+    fn item(path: &str) -> Vec<(&str, serde_json::Value)> {
+        vec![
+            (attr::NODE_ROLE, json!("batch_item")),
+            (attr::NODE_PATH, json!(path)),
+        ]
+    }
+
+    fn run() -> Vec<(&'static str, serde_json::Value)> {
+        vec![(attr::RUN_STATUS, json!("ok"))]
+    }
+
+    /// run 0–100: a 0–10, b 10–60 holding the nested node b/x 20–50, and a
+    /// batch f 60–100 of three items in two slots: f[0] 60–70, f[1] 60–95,
+    /// f[2] 70–100.
+    fn shape() -> Trace {
+        let mut batch = node("f");
+        batch[0].1 = json!("batch");
+        batch.push((attr::BATCH_PARALLEL, json!(true)));
+        batch.push((attr::BATCH_MAX_CONCURRENT, json!(2)));
+        batch.push((attr::BATCH_SIZE, json!(3)));
+        trace(&[
+            ("1", "", 0, 100, run()),
+            ("2", "1", 0, 10, node("a")),
+            ("3", "1", 10, 60, node("b")),
+            ("4", "3", 20, 50, node("b/x")),
+            ("5", "1", 60, 100, batch),
+            ("6", "5", 60, 70, item("f[0]")),
+            ("7", "5", 60, 95, item("f[1]")),
+            ("8", "5", 70, 100, item("f[2]")),
+        ])
+    }
+
+    #[test]
+    fn the_path_follows_the_last_to_end_back_through_waiting_items() {
+        let t = shape();
+        let tree = Tree::new(&t);
+        let p = critical_path(&tree);
+        let nodes: Vec<&str> = p.iter().filter_map(|s| s.node.as_deref()).collect();
+        assert_eq!(nodes, ["a", "b", "b/x", "f", "f[0]", "f[2]"]);
+        let b = p.iter().find(|s| s.node.as_deref() == Some("b")).unwrap();
+        assert_eq!((b.depth, b.duration_ms, b.self_ms), (1, 50.0, 20.0));
+        assert_eq!(p[0].kind, "run");
+    }
+
+    #[test]
+    fn self_time_leaves_out_nested_nodes_and_counts_parallel_items_once() {
+        let t = shape();
+        let tree = Tree::new(&t);
+        let s: std::collections::HashMap<String, f64> =
+            node_self_times(&tree).into_iter().collect();
+        assert_eq!(s["a"], 10.0);
+        assert_eq!(s["b"], 20.0, "b less b/x");
+        assert_eq!(s["b/x"], 30.0);
+        assert_eq!(s["f"], 40.0, "the batch's wall time, items in it");
+        assert!(!s.contains_key("f[1]"));
+    }
+
+    #[test]
+    fn batches_report_peak_queue_and_slowest_item() {
+        let t = shape();
+        let b = batches(&Tree::new(&t));
+        assert_eq!(
+            b,
+            [BatchReport {
+                node: "f".into(),
+                items: 3,
+                parallel: true,
+                max_concurrent: Some(2),
+                concurrency_reached: 2,
+                items_queued: 1,
+                wall_ms: 40.0,
+                slowest_item: Some("f[1]".into()),
+                slowest_item_ms: 35.0,
+            }]
+        );
+    }
 
     #[test]
     fn interval_maths() {

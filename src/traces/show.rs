@@ -361,18 +361,7 @@ fn render_details(ins: &crate::insight::Insight, style: &Style, out: &mut String
             let _ = writeln!(out, "  node {n}: {}", cache_line(f));
         }
     }
-    for p in &c.missed_prefixes {
-        let _ = writeln!(
-            out,
-            "{} {} × ~{} tokens to {} never read from a cache (\"{}\"): caching would save {}",
-            style.yellow("uncached prefix:"),
-            p.calls,
-            format::thousands(p.prefix_tokens),
-            p.model,
-            p.preview,
-            format::usd(p.would_save_usd),
-        );
-    }
+    // A missed prefix is one of the suggestions below, with its numbers.
     if !ins.suggestions.is_empty() {
         let _ = writeln!(out, "{}", style.bold("suggestions (not applied):"));
         for s in &ins.suggestions {
