@@ -100,18 +100,11 @@ pub fn render(trace: &Trace, ins: &Insight) -> String {
         format!(
             "{}{}",
             m.workflow.nodes_executed,
-            if m.workflow.batch_items > 0 {
-                format!(
-                    " (+{})",
-                    format::count(m.workflow.batch_items, "batch item")
-                )
-            } else {
-                String::new()
-            }
+            show::batch_items_note(&m)
         ),
     );
     row("LLM calls", m.total.llm_calls.to_string());
-    let t = crate::accounting::Tokens::sum_all(m.models.values().map(|u| &u.tokens));
+    let t = super::report::run_tokens(&m);
     row(
         "Tokens",
         format!(

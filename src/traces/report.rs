@@ -590,6 +590,16 @@ fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
     out.push_str("</section>");
 }
 
+/// The run's tokens by kind: the planner's and the workflow's sections.
+pub fn run_tokens(m: &crate::telemetry::metrics::MetricsSummary) -> crate::accounting::Tokens {
+    crate::accounting::Tokens::sum_all(
+        m.planner
+            .iter()
+            .chain(std::iter::once(&m.workflow))
+            .map(|s| &s.usage.tokens),
+    )
+}
+
 /// The whole report page, its insight priced with the built-in table.
 pub fn render_html(trace: &Trace) -> String {
     render_page(
@@ -663,12 +673,7 @@ pub fn render_page(trace: &Trace, ins: &Insight) -> String {
             if m.models.len() == 1 { "" } else { "s" }
         ),
     );
-    let t = crate::accounting::Tokens::sum_all(
-        m.planner
-            .iter()
-            .chain(std::iter::once(&m.workflow))
-            .map(|s| &s.usage.tokens),
-    );
+    let t = run_tokens(&m);
     let (tin, tout) = (t.input, t.output);
     card(
         &mut out,

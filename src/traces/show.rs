@@ -388,6 +388,18 @@ pub fn batch_line(b: &crate::insight::BatchReport) -> String {
     )
 }
 
+/// ` (+4 batch items)` after the node count, when any batch item ran.
+pub fn batch_items_note(m: &crate::telemetry::metrics::MetricsSummary) -> String {
+    if m.workflow.batch_items > 0 {
+        format!(
+            " (+{})",
+            format::count(m.workflow.batch_items, "batch item")
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// The header above the tree: what ran, when, how it ended, the totals.
 pub fn render_header(trace: &Trace, style: &Style) -> String {
     let m = trace.metrics();
@@ -412,14 +424,7 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
         trace.workflow_name().unwrap_or("?"),
         format::duration_ms(m.total.duration_ms),
         format::count(m.workflow.nodes_executed, "node"),
-        if m.workflow.batch_items > 0 {
-            format!(
-                " (+{})",
-                format::count(m.workflow.batch_items, "batch item")
-            )
-        } else {
-            String::new()
-        },
+        batch_items_note(&m),
         format::count(m.total.llm_calls, "LLM call"),
         format::count(m.total.tokens_total, "token"),
         format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),

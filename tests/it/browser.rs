@@ -28,6 +28,23 @@ fn browser_ready() -> bool {
     )
 }
 
+/// Runs `node report.mjs ARGS…` and parses the one JSON object it prints.
+fn drive(args: &[&str]) -> Value {
+    let out = Command::new("node")
+        .current_dir(repo("tests/browser"))
+        .arg("report.mjs")
+        .args(args)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 #[test]
 fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
     if !browser_ready() {
@@ -42,21 +59,7 @@ fn the_report_responds_to_clicks_double_clicks_back_and_deep_links() {
             .arg("-o")
             .arg(&html),
     );
-    let out = Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .args(["report.mjs", "interact"])
-        .arg(&html)
-        .arg(ASK_LLM_SPAN)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let seen = drive(&["interact", &html.display().to_string(), ASK_LLM_SPAN]);
     let s = |k: &str| seen[k].as_str().unwrap_or_default().trim().to_string();
     assert!(seen["rows"].as_u64() > Some(1), "{seen}");
     assert!(s("initial_details").starts_with("Click a span"), "{seen}");
@@ -104,20 +107,7 @@ fn the_report_highlights_the_critical_path() {
             .args(["trace", "report", "last", "-o"])
             .arg(&html),
     );
-    let out = Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .args(["report.mjs", "critical"])
-        .arg(&html)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let seen = drive(&["critical", &html.display().to_string()]);
     let rows = seen["rows"].as_array().unwrap();
     let marked: Vec<&str> = rows
         .iter()
