@@ -384,6 +384,30 @@ fn the_markdown_report_goes_to_stdout_or_a_file() {
         assert!(md.contains(want), "{want} missing:\n{md}");
     }
     assert!(!md.contains("### Errors"));
+    // JSON without -o carries the Markdown itself.
+    let (v, code, _) = run_json(env.pflow().args([
+        "trace",
+        "report",
+        &trace,
+        "--format",
+        "md",
+        "--output-format",
+        "json",
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(
+        (v["format"].as_str(), v["markdown"].as_str()),
+        (Some("md"), Some(md.as_str()))
+    );
+    // `trace summary` keeps stdout the metrics JSON and names the top nodes on stderr.
+    let out = pflow_ok(env.pflow().args(["trace", "summary", &trace]));
+    let metrics: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(metrics["workflow"]["batch_items"], 4);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("critical path (") && err.contains("top self time: fan "),
+        "{err}"
+    );
     let file = env.dir.path().join("summary.md");
     let out = pflow_ok(
         env.pflow()
@@ -407,4 +431,48 @@ fn the_markdown_report_goes_to_stdout_or_a_file() {
     assert!(md.contains("### Errors\n"), "{md}");
     assert!(md.contains("node boom: "), "{md}");
     assert!(!md.contains("<b>"), "trace text is escaped: {md}");
+}
+
+/// An LLM call refused once with `429` and `retry-after: 1`, then answered:
+/// the node's time is mostly the refused attempt and the wait before the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llm_node_waiting_on_a_rate_limit_is_named() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = MockServer::start().await;
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "1")
+                    .set_body_raw(r#"{"error": {"message": "slow down"}}"#, "application/json")
+            } else {
+                ResponseTemplate::new(200)
+                    .set_body_raw(llm_fixture("openai-chat.json"), "application/json")
+            }
+        })
+        .mount(&server)
+        .await;
+    let env = Env::new();
+    let wf = json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "ask", "type": "llm", "params": {"model": "gpt-4o", "prompt": "Hi"}}]});
+    let trace = run(&env, &mut with_openai(&env, &server), "ask.json", wf);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let ins = insight(&env, &trace);
+    let s = &ins["suggestions"][0];
+    assert_eq!(s["kind"], "retry_wait", "{ins:#}");
+    assert_eq!(s["node"], "ask");
+    assert_eq!(s["evidence"]["llm_retries"], 1.0);
+    assert_eq!(s["evidence"]["node_retries"], 0.0);
+    // The declared one-second wait plus the refused attempt.
+    let retry = s["evidence"]["retry_ms"].as_f64().unwrap();
+    assert!(
+        retry > 1000.0 && retry <= s["evidence"]["wall_ms"].as_f64().unwrap(),
+        "{s}"
+    );
+    assert!(
+        s["message"].as_str().unwrap().contains("(1 LLM retry)"),
+        "{s}"
+    );
 }
