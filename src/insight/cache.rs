@@ -14,7 +14,7 @@ use crate::llm::Provider;
 use crate::pricing::{ModelPrice, PriceTable};
 use crate::telemetry::attr;
 use crate::telemetry::metrics::MetricsSummary;
-use crate::traces::{reprice, show, Trace, TraceSpan};
+use crate::traces::{reprice, show, TraceSpan};
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -158,7 +158,11 @@ fn call_scope(s: &TraceSpan) -> String {
 
 /// Cache effectiveness from the run's metrics (tokens and savings) and its
 /// LLM call spans (write prices, prompts).
-pub fn analyze(trace: &Trace, m: &MetricsSummary, table: &PriceTable) -> CacheReport {
+pub(crate) fn analyze(
+    tree: &super::critical::Tree,
+    m: &MetricsSummary,
+    table: &PriceTable,
+) -> CacheReport {
     let mut r = CacheReport::default();
     let mut all = Usage::default();
     for u in m.models.values() {
@@ -177,7 +181,15 @@ pub fn analyze(trace: &Trace, m: &MetricsSummary, table: &PriceTable) -> CacheRe
         r.by_model
             .insert(model.clone(), CacheFigures::from_usage(u));
     }
-    let calls: Vec<&TraceSpan> = trace.spans.iter().filter(|s| s.is_llm()).collect();
+    let calls: Vec<&TraceSpan> = tree
+        .spans
+        .iter()
+        .copied()
+        .filter(|s| tree.kind(s) == crate::accounting::span::SpanKind::LlmCall)
+        .collect();
+    // In call order: the first call of a repeated prefix is the one that would write it.
+    let mut calls = calls;
+    calls.sort_by_key(|s| s.start_ns);
     for s in &calls {
         let t = reprice::span_usage(s).counts();
         let w = write_cost(s, &t, table);

@@ -104,7 +104,7 @@ pub fn analyze(trace: &Trace, table: &PriceTable) -> Insight {
         })
         .collect());
     let batches = critical::batches(&tree);
-    let cache = cache::analyze(trace, &m, table);
+    let cache = cache::analyze(&tree, &m, table);
     let suggestions = suggest::suggest(&tree, wall_ms, &batches, &cache.missed_prefixes);
     Insight {
         wall_ms,
@@ -136,17 +136,31 @@ impl Insight {
 impl Insight {
     /// The critical path's nodes as one line: `a 12.0 ms → slow 2.01 s →
     /// fan 1.50 s [fan[0] 201.0 ms → fan[3] 905.1 ms] → c 9.8 ms` (the
-    /// nodes on the path inside a node, in brackets after it).
+    /// nodes on the path inside a node, in brackets after it). A long run
+    /// of siblings (a batch's items one after another) keeps its first and
+    /// last [`CHAIN_KEEP`] and says how many it left out.
     pub fn chain_text(&self) -> String {
+        // (level, text) per node on the path, in path order.
+        let mut steps: Vec<(usize, String)> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
-        let mut out = String::new();
-        let mut prev: Option<usize> = None;
         for s in self.critical_nodes() {
             while open.last().is_some_and(|d| *d >= s.depth) {
                 open.pop();
             }
-            let level = open.len();
+            steps.push((
+                open.len(),
+                format!(
+                    "{} {}",
+                    s.node.as_deref().unwrap_or(&s.name),
+                    crate::format::duration_ms(s.duration_ms)
+                ),
+            ));
             open.push(s.depth);
+        }
+        let steps = elide_runs(steps);
+        let mut out = String::new();
+        let mut prev: Option<usize> = None;
+        for (level, text) in steps {
             match prev {
                 None => {}
                 Some(p) if level > p => out.push_str(" ["),
@@ -155,14 +169,68 @@ impl Insight {
                     out.push_str(" → ");
                 }
             }
-            out.push_str(&format!(
-                "{} {}",
-                s.node.as_deref().unwrap_or(&s.name),
-                crate::format::duration_ms(s.duration_ms)
-            ));
+            out.push_str(&text);
             prev = Some(level);
         }
         out.push_str(&"]".repeat(prev.unwrap_or(0)));
         out
+    }
+}
+
+/// How many steps at each end of a long run of sibling steps the chain keeps.
+pub const CHAIN_KEEP: usize = 3;
+
+/// Runs of more than `2 * CHAIN_KEEP + 1` consecutive steps at one level
+/// (none with steps below it) shortened to their ends and a count.
+fn elide_runs(steps: Vec<(usize, String)>) -> Vec<(usize, String)> {
+    let mut out = Vec::with_capacity(steps.len().min(64));
+    let mut i = 0;
+    while i < steps.len() {
+        let level = steps[i].0;
+        let mut j = i + 1;
+        while j < steps.len() && steps[j].0 == level {
+            j += 1;
+        }
+        // steps[i..j] share a level; the last may have steps below it.
+        let run = j - i;
+        if run > 2 * CHAIN_KEEP + 1 {
+            out.extend(steps[i..i + CHAIN_KEEP].iter().cloned());
+            out.push((level, format!("… {} more …", run - 2 * CHAIN_KEEP)));
+            out.extend(steps[j - CHAIN_KEEP..j].iter().cloned());
+        } else {
+            out.extend(steps[i..j].iter().cloned());
+        }
+        i = j;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_runs_of_siblings_keep_their_ends() {
+        let steps: Vec<(usize, String)> = std::iter::once((0, "fan".to_string()))
+            .chain((0..10).map(|i| (1, format!("fan[{i}]"))))
+            .chain(std::iter::once((0, "c".to_string())))
+            .collect();
+        let texts: Vec<String> = elide_runs(steps).into_iter().map(|s| s.1).collect();
+        assert_eq!(
+            texts,
+            [
+                "fan",
+                "fan[0]",
+                "fan[1]",
+                "fan[2]",
+                "… 4 more …",
+                "fan[7]",
+                "fan[8]",
+                "fan[9]",
+                "c"
+            ]
+        );
+        let short = vec![(0, "a".to_string()), (0, "b".to_string())];
+        assert_eq!(elide_runs(short.clone()), short);
     }
 }
