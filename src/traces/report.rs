@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 /// the tables are always complete.
 pub const ROW_LIMIT: usize = 5000;
 
+/// The critical path's table lists at most this many spans (a long batch
+/// can put thousands on it); the waterfall marks every one.
+pub const PATH_ROWS: usize = 200;
+
 /// The page carries the details of at most this many spans (load the trace
 /// with `Keep::First(SPAN_LIMIT)`), so a huge trace makes a page of bounded
 /// size from bounded memory; the page and the command say how many it left
@@ -421,7 +425,7 @@ fn insight_sections(out: &mut String, ins: &Insight) {
             "<table class=\"grid\" id=\"critical-steps\"><thead><tr><th>Span on the path</th><th class=\"num\">Starts at</th>\
              <th class=\"num\">Duration</th><th class=\"num\">Self time</th></tr></thead><tbody>",
         );
-        for s in &ins.critical_path {
+        for s in ins.critical_path.iter().take(PATH_ROWS) {
             let _ = write!(
                 out,
                 "<tr data-span=\"{}\"><td class=\"mono\" style=\"padding-left:{}px\">{}</td><td class=\"num\">+{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
@@ -434,6 +438,15 @@ fn insight_sections(out: &mut String, ins: &Insight) {
             );
         }
         out.push_str("</tbody></table>");
+        let more = ins.critical_path.len().saturating_sub(PATH_ROWS);
+        if more > 0 {
+            let _ = write!(
+                out,
+                "<p class=\"muted\" id=\"critical-more\">… and {} more {} on the path (the waterfall marks them all).</p>",
+                format::thousands(more as u64),
+                format::plural(more as u64, "span")
+            );
+        }
     } else {
         out.push_str("<p class=\"muted\">No node on the critical path.</p>");
     }

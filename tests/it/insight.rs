@@ -433,8 +433,9 @@ fn the_markdown_report_goes_to_stdout_or_a_file() {
     assert!(!md.contains("<b>"), "trace text is escaped: {md}");
 }
 
-/// An LLM call refused once with `429` and `retry-after: 1`, then answered:
-/// the node's time is mostly the refused attempt and the wait before the next.
+/// An LLM call refused once with `429` and `retry-after: 4`, then answered:
+/// the node's time is mostly the refused attempt and the wait before the next
+/// (long enough to outweigh the tokenizer's first load in a debug build).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_llm_node_waiting_on_a_rate_limit_is_named() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -445,7 +446,7 @@ async fn an_llm_node_waiting_on_a_rate_limit_is_named() {
         .respond_with(move |_: &wiremock::Request| {
             if seen.fetch_add(1, Ordering::SeqCst) == 0 {
                 ResponseTemplate::new(429)
-                    .insert_header("retry-after", "1")
+                    .insert_header("retry-after", "4")
                     .set_body_raw(r#"{"error": {"message": "slow down"}}"#, "application/json")
             } else {
                 ResponseTemplate::new(200)
@@ -465,10 +466,10 @@ async fn an_llm_node_waiting_on_a_rate_limit_is_named() {
     assert_eq!(s["node"], "ask");
     assert_eq!(s["evidence"]["llm_retries"], 1.0);
     assert_eq!(s["evidence"]["node_retries"], 0.0);
-    // The declared one-second wait plus the refused attempt.
+    // The declared four-second wait plus the refused attempt.
     let retry = s["evidence"]["retry_ms"].as_f64().unwrap();
     assert!(
-        retry > 1000.0 && retry <= s["evidence"]["wall_ms"].as_f64().unwrap(),
+        retry > 4000.0 && retry <= s["evidence"]["wall_ms"].as_f64().unwrap(),
         "{s}"
     );
     assert!(
