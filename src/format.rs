@@ -62,6 +62,11 @@ pub fn cost_with_unpriced(c: &CostTotal, unpriced_models: usize) -> String {
     }
 }
 
+/// A share of a whole (0–1) as a whole percentage: `42%`.
+pub fn percent(share: f64) -> String {
+    format!("{:.0}%", share * 100.0)
+}
+
 /// `1 node`, `2 nodes`, `1 LLM call`: the noun's plural is `noun` + `s`.
 pub fn count(n: u64, noun: &str) -> String {
     format!("{n} {}", plural(n, noun))

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod format;
 pub mod history;
+pub mod insight;
 pub mod ir;
 pub mod limits;
 pub mod live;

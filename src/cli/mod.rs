@@ -209,6 +209,14 @@ pub enum WorkflowCommand {
     },
 }
 
+/// What `pflow trace report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    #[value(alias = "markdown")]
+    Md,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TraceCommand {
     /// Saved traces, newest first: time, workflow, status, duration, tokens, cost, file.
@@ -225,6 +233,9 @@ pub enum TraceCommand {
         /// Show one node's params, template resolutions, store writes, prompt and response.
         #[arg(long, value_name = "ID")]
         node: Option<String>,
+        /// Mark the critical path (the chain of spans that set the run's wall time) with `●`.
+        #[arg(long, conflicts_with = "node")]
+        critical_path: bool,
     },
     /// The run's `metrics` JSON, recomputed from the trace file.
     Summary {
@@ -232,14 +243,20 @@ pub enum TraceCommand {
         #[arg(default_value = "last", value_name = "TRACE")]
         target: String,
     },
-    /// One self-contained HTML file: span waterfall, cost and tokens by node and model, details on click.
+    /// One self-contained HTML file (span waterfall with the critical path, cost and tokens
+    /// by node and model, cache savings, details on click), or a Markdown summary for a CI job
+    /// summary or a pull request comment (`--format md`).
     Report {
         /// A trace file, a trace id (or prefix), `last` or `last~N`.
         #[arg(default_value = "last", value_name = "TRACE")]
         target: String,
-        /// Write the report here (default: the trace file's name with .html, in the current directory).
+        /// Write the report here (default: html: the trace file's name with .html, in the
+        /// current directory; md: standard output).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// `html` (default) or `md` (Markdown).
+        #[arg(long, value_enum, default_value = "html")]
+        format: ReportFormat,
     },
     /// Every LLM call's cost again from its stored tokens with today's prices
     /// (or --pricing FILE): old vs new per node and in total. The file is not changed.

@@ -88,6 +88,30 @@ pub async fn trace_tail(target: Option<&str>, follow: bool, format: OutputFormat
     }
 }
 
+/// The insight of a loaded trace, priced with the built-in table under
+/// `$PFLOW_HOME/pricing.json` (a broken file is named and skipped).
+fn insight_of(t: &crate::traces::Trace) -> crate::insight::Insight {
+    let table = match super::load_prices(None) {
+        Ok((table, _, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {}", super::output::shown(w));
+            }
+            table
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {}; using the built-in prices",
+                super::output::shown(&e)
+            );
+            None
+        }
+    };
+    let table = table
+        .as_ref()
+        .unwrap_or_else(|| crate::pricing::PriceTable::builtin());
+    crate::insight::analyze(t, table)
+}
+
 /// `pflow trace list|show|summary|report|diff`.
 pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
     use super::TraceCommand;
@@ -125,7 +149,11 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             }
             0
         }
-        TraceCommand::Show { target, node } => {
+        TraceCommand::Show {
+            target,
+            node,
+            critical_path,
+        } => {
             let keep = match node {
                 Some(id) => traces::Keep::Node(id, traces::SPAN_LIMIT),
                 None => traces::Keep::First(traces::SPAN_LIMIT),
@@ -151,15 +179,19 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                     print_json(
                         &json!({"trace_id": t.trace_id(), "file": t.path.display().to_string(),
                         "status": t.status(), "workflow": t.workflow_name(), "metrics": t.metrics(),
+                        "insight": insight_of(&t),
                         "total_spans": t.total_spans(), "omitted_spans": t.omitted_spans(), "spans": spans}),
                     );
                     0
                 }
                 (OutputFormat::Text, None) => {
+                    let ins = insight_of(&t);
+                    let ids = ins.critical_ids();
                     print!(
-                        "{}\n{}",
+                        "{}\n{}\n{}",
                         show::render_header(&t, &style),
-                        show::render_tree(&t, &style)
+                        show::render_tree_marked(&t, &style, critical_path.then_some(&ids)),
+                        show::render_insight(&ins, &style)
                     );
                     0
                 }
@@ -191,26 +223,61 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 },
             }
         }
-        TraceCommand::Summary { target } => match view(target, traces::Keep::First(0)) {
+        // Text mode names the top nodes too, which needs the spans.
+        TraceCommand::Summary { target } => match view(
+            target,
+            traces::Keep::First(if format == OutputFormat::Text {
+                traces::SPAN_LIMIT
+            } else {
+                0
+            }),
+        ) {
             // The same object in both formats: it is what the run printed as `metrics`.
             Ok(t) => {
                 if let Some(note) = t.truncation_note() {
                     eprintln!("{note}");
                 }
                 print_json(&serde_json::to_value(t.metrics()).unwrap_or(Value::Null));
+                // Standard output stays the metrics object; the top nodes are for the reader.
+                if format == OutputFormat::Text {
+                    eprint!("{}", show::render_top(&insight_of(&t), &style));
+                }
                 0
             }
             Err(e) => trace_error(format, &e),
         },
-        TraceCommand::Report { target, output } => {
+        TraceCommand::Report {
+            target,
+            output,
+            format: report_format,
+        } => {
             let t = match view(target, traces::Keep::First(traces::report::SPAN_LIMIT)) {
                 Ok(t) => t,
                 Err(e) => return trace_error(format, &e),
             };
-            let path = output
-                .clone()
-                .unwrap_or_else(|| traces::report::default_output(&t.path));
-            if let Err(e) = traces::report::write(&t, &path) {
+            let ins = insight_of(&t);
+            let markdown = *report_format == super::ReportFormat::Md;
+            let path = match (output, markdown) {
+                (Some(p), _) => Some(p.clone()),
+                (None, false) => Some(traces::report::default_output(&t.path)),
+                // Markdown goes to standard output unless -o names a file.
+                (None, true) => None,
+            };
+            let text = if markdown {
+                traces::markdown::render(&t, &ins)
+            } else {
+                traces::report::render_page(&t, &ins)
+            };
+            let Some(path) = path else {
+                match format {
+                    OutputFormat::Json => print_json(
+                        &json!({"report": Value::Null, "format": "md", "markdown": text, "trace_id": t.trace_id(), "spans": t.total_spans()}),
+                    ),
+                    OutputFormat::Text => print!("{text}"),
+                }
+                return 0;
+            };
+            if let Err(e) = traces::report::write_page(&text, &path) {
                 return fail(
                     format,
                     ExitCode::Failed,
@@ -220,7 +287,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 );
             }
             let omitted = traces::report::omitted_spans(&t);
-            if omitted > 0 {
+            if omitted > 0 && !markdown {
                 eprintln!(
                     "report written to {} ({} left out: it holds {} of {} spans, the first to end with their parents)",
                     path.display(),
@@ -233,7 +300,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
             }
             if format == OutputFormat::Json {
                 print_json(
-                    &json!({"report": path.display().to_string(), "trace_id": t.trace_id(), "spans": t.total_spans(), "omitted_spans": omitted}),
+                    &json!({"report": path.display().to_string(), "format": if markdown { "md" } else { "html" }, "trace_id": t.trace_id(), "spans": t.total_spans(), "omitted_spans": omitted}),
                 );
             }
             0

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod diff;
+pub mod markdown;
 mod read;
 pub mod report;
 pub mod reprice;

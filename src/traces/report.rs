@@ -11,6 +11,7 @@
 //! there even with scripts off.
 
 use super::{Trace, TraceSpan};
+use crate::insight::Insight;
 use crate::telemetry::attr;
 use crate::telemetry::metrics::{SectionMetrics, Usage};
 use serde_json::{json, Value};
@@ -21,6 +22,10 @@ use std::path::{Path, PathBuf};
 /// The waterfall draws at most this many rows (plain DOM stays responsive);
 /// the tables are always complete.
 pub const ROW_LIMIT: usize = 5000;
+
+/// The critical path's table lists at most this many spans (a long batch
+/// can put thousands on it); the waterfall marks every one.
+pub const PATH_ROWS: usize = 200;
 
 /// The page carries the details of at most this many spans (load the trace
 /// with `Keep::First(SPAN_LIMIT)`), so a huge trace makes a page of bounded
@@ -115,7 +120,7 @@ fn attrs_json(a: &super::Attrs) -> Value {
 /// Writes the page's data into `out`: spans in tree order with times in ms
 /// from the run start. One span's JSON exists at a time, escaped straight
 /// into the page, so the page is the only copy of its data.
-fn write_data(trace: &Trace, out: &mut String) {
+fn write_data(trace: &Trace, critical: &HashSet<&str>, out: &mut String) {
     let t0 = trace.start_ns();
     let ms = |ns: u64| ns.saturating_sub(t0) as f64 / 1e6;
     let head = json!({
@@ -144,6 +149,8 @@ fn write_data(trace: &Trace, out: &mut String) {
             "start": ms(s.start_ns),
             "end": ms(s.end_ns.max(s.start_ns)),
             "failed": s.failed(),
+            // On the critical path: the chain of spans that set the run's wall time.
+            "critical": critical.contains(s.span_id.as_str()),
             "status": s.status_message,
             // A restored or cached node: how, from which run, what it reused.
             "reuse": s.reuse_note(),
@@ -379,6 +386,193 @@ fn model_table(out: &mut String, models: &indexmap::IndexMap<String, Usage>, unp
     out.push_str("</tbody></table>");
 }
 
+/// One top list as table rows: node, figure, share bar.
+fn top_rows(
+    out: &mut String,
+    title: &str,
+    list: &[crate::insight::NodeShare],
+    value: &dyn Fn(&crate::insight::NodeShare) -> String,
+) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<table class=\"grid top\"><thead><tr><th>{}</th><th class=\"num\"></th><th class=\"share-col\">Share of run</th></tr></thead><tbody>",
+        esc(title)
+    );
+    for n in list {
+        let _ = write!(
+            out,
+            "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&n.node),
+            esc(&value(n)),
+            share_bar(n.share)
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// Critical path and bottlenecks, cache savings and suggestions: rendered
+/// here (escaped), so they read without scripts.
+fn insight_sections(out: &mut String, ins: &Insight) {
+    use crate::format;
+    out.push_str(
+        "<section class=\"panel\" id=\"critical-path\"><div class=\"section-head\"><h2>Critical path and bottlenecks</h2></div>",
+    );
+    if ins.critical_path.iter().any(|s| s.node.is_some()) {
+        let _ = write!(
+            out,
+            "<p class=\"chain\"><b>{}</b> set by: <span class=\"mono\">{}</span></p>",
+            esc(&format::duration_ms(ins.wall_ms)),
+            esc(&ins.chain_text())
+        );
+        out.push_str(
+            "<table class=\"grid\" id=\"critical-steps\"><thead><tr><th>Span on the path</th><th class=\"num\">Starts at</th>\
+             <th class=\"num\">Duration</th><th class=\"num\">Self time</th></tr></thead><tbody>",
+        );
+        for s in ins.critical_path.iter().take(PATH_ROWS) {
+            let _ = write!(
+                out,
+                "<tr data-span=\"{}\"><td class=\"mono\" style=\"padding-left:{}px\">{}</td><td class=\"num\">+{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&s.span_id),
+                6 + 14 * s.depth.min(40),
+                esc(&s.name),
+                esc(&format::duration_ms(s.start_ms)),
+                esc(&format::duration_ms(s.duration_ms)),
+                esc(&format::duration_ms(s.self_ms)),
+            );
+        }
+        out.push_str("</tbody></table>");
+        let more = ins.critical_path.len().saturating_sub(PATH_ROWS);
+        if more > 0 {
+            let _ = write!(
+                out,
+                "<p class=\"muted\" id=\"critical-more\">… and {} more {} on the path (the waterfall marks them all).</p>",
+                format::thousands(more as u64),
+                format::plural(more as u64, "span")
+            );
+        }
+    } else {
+        out.push_str("<p class=\"muted\">No node on the critical path.</p>");
+    }
+    out.push_str("<div class=\"tops\">");
+    top_rows(out, "Self time", &ins.top_self_time, &|n| {
+        format::duration_ms(n.value)
+    });
+    top_rows(out, "Cost", &ins.top_cost, &|n| {
+        format!(
+            "{}{}",
+            if n.lower_bound { "≥ " } else { "" },
+            format::usd(n.value)
+        )
+    });
+    top_rows(out, "Tokens", &ins.top_tokens, &|n| {
+        format::thousands(n.value as u64)
+    });
+    out.push_str("</div>");
+    if !ins.batches.is_empty() {
+        out.push_str(
+            "<table class=\"grid\" id=\"batches\"><thead><tr><th>Batch</th><th class=\"num\">Items</th><th class=\"num\">max_concurrent</th>\
+             <th class=\"num\">Reached</th><th class=\"num\">Queued</th><th>Slowest item</th><th class=\"num\">Wall</th></tr></thead><tbody>",
+        );
+        for b in &ins.batches {
+            let _ = write!(
+                out,
+                "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"mono\">{} {}</td><td class=\"num\">{}</td></tr>",
+                esc(&b.node),
+                b.items,
+                match (b.parallel, b.max_concurrent) {
+                    (true, Some(c)) => c.to_string(),
+                    (true, None) => "-".into(),
+                    (false, _) => "sequential".into(),
+                },
+                b.concurrency_reached,
+                b.items_queued,
+                esc(b.slowest_item.as_deref().unwrap_or("-")),
+                esc(&format::duration_ms(b.slowest_item_ms)),
+                esc(&format::duration_ms(b.wall_ms)),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>\n");
+
+    let c = &ins.cache;
+    if c.total.used() || !c.missed_prefixes.is_empty() {
+        out.push_str(
+            "<section class=\"panel\" id=\"cache-savings\"><div class=\"section-head\"><h2>Cache savings</h2></div>",
+        );
+        let _ = write!(
+            out,
+            "<p>{} of input tokens read from the cache · saved {} against the uncached price · writes cost {} ({} above plain input)</p>",
+            esc(&crate::traces::show::hit_rate(c.total.hit_rate)),
+            esc(&format::usd(c.total.saved_usd)),
+            esc(&format::usd_or_unknown(c.total.write_cost_usd)),
+            esc(&format::usd_or_unknown(c.total.write_premium_usd)),
+        );
+        for (title, rows) in [("Model", &c.by_model), ("Node", &c.by_node)] {
+            let _ = write!(
+                out,
+                "<table class=\"grid cache\"><thead><tr><th>{title}</th><th class=\"num\">Calls</th><th class=\"num\">Input</th>\
+                 <th class=\"num\">Cache read</th><th class=\"num\">Hit rate</th><th class=\"num\">Cache write</th>\
+                 <th class=\"num\">Saved</th><th class=\"num\">Writes cost</th></tr></thead><tbody>"
+            );
+            for (name, f) in rows.iter().filter(|(_, f)| f.llm_calls > 0) {
+                let _ = write!(
+                    out,
+                    "<tr><td class=\"mono\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                     <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                    esc(name),
+                    f.llm_calls,
+                    f.input_tokens,
+                    f.cache_read_tokens,
+                    esc(&crate::traces::show::hit_rate(f.hit_rate)),
+                    f.cache_write_tokens,
+                    esc(&format::usd(f.saved_usd)),
+                    esc(&format::usd_or_unknown(f.write_cost_usd)),
+                );
+            }
+            out.push_str("</tbody></table>");
+        }
+        for p in &c.missed_prefixes {
+            let _ = write!(
+                out,
+                "<div class=\"notice warn missed-prefix\">{} calls to <code>{}</code> ({}) sent the same ~{}-token prefix and none read it from a cache \
+                 (“{}”): caching it would have cost {} instead of {}, saving {}.</div>",
+                p.calls,
+                esc(&p.model),
+                esc(&p.nodes.join(", ")),
+                format::thousands(p.prefix_tokens),
+                esc(&p.preview),
+                esc(&format::usd(p.cached_cost_usd)),
+                esc(&format::usd(p.cost_usd)),
+                esc(&format::usd(p.would_save_usd)),
+            );
+        }
+        out.push_str("</section>\n");
+    }
+
+    if !ins.suggestions.is_empty() {
+        out.push_str(
+            "<section class=\"panel\" id=\"suggestions\"><div class=\"section-head\"><h2>Suggestions</h2></div>\
+             <p class=\"muted\">Not applied; each with the numbers behind it.</p><ul>",
+        );
+        for s in &ins.suggestions {
+            let evidence = s.evidence_text();
+            let _ = write!(
+                out,
+                "<li data-kind=\"{}\">{}<div class=\"muted mono\">{}</div></li>",
+                s.kind.as_str(),
+                esc(&s.message),
+                esc(&evidence)
+            );
+        }
+        out.push_str("</ul></section>\n");
+    }
+}
+
 fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
     out.push_str("<section class=\"panel\"><div class=\"section-head\"><h2>Planner</h2></div>");
     let _ = write!(
@@ -415,8 +609,27 @@ fn planner_section(out: &mut String, trace: &Trace, p: &SectionMetrics) {
     out.push_str("</section>");
 }
 
-/// The whole report page.
+/// The run's tokens by kind: the planner's and the workflow's sections.
+pub fn run_tokens(m: &crate::telemetry::metrics::MetricsSummary) -> crate::accounting::Tokens {
+    crate::accounting::Tokens::sum_all(
+        m.planner
+            .iter()
+            .chain(std::iter::once(&m.workflow))
+            .map(|s| &s.usage.tokens),
+    )
+}
+
+/// The whole report page, its insight priced with the built-in table.
 pub fn render_html(trace: &Trace) -> String {
+    render_page(
+        trace,
+        &crate::insight::analyze(trace, crate::pricing::PriceTable::builtin()),
+    )
+}
+
+/// The whole report page with the trace's insight (critical path, top
+/// nodes, batches, cache savings, suggestions).
+pub fn render_page(trace: &Trace, ins: &Insight) -> String {
     let m = trace.metrics();
     let workflow = trace.workflow_name().unwrap_or("(unnamed workflow)");
     let status = trace.status();
@@ -473,12 +686,7 @@ pub fn render_html(trace: &Trace) -> String {
             if m.models.len() == 1 { "" } else { "s" }
         ),
     );
-    let t = crate::accounting::Tokens::sum_all(
-        m.planner
-            .iter()
-            .chain(std::iter::once(&m.workflow))
-            .map(|s| &s.usage.tokens),
-    );
+    let t = run_tokens(&m);
     let (tin, tout) = (t.input, t.output);
     card(
         &mut out,
@@ -496,6 +704,17 @@ pub fn render_html(trace: &Trace) -> String {
             "USD, lower bound"
         },
     );
+    if ins.cache.total.used() {
+        card(
+            &mut out,
+            "Cache saved",
+            &crate::format::usd(ins.cache.total.saved_usd),
+            &format!(
+                "{} of input from cache",
+                crate::traces::show::hit_rate(ins.cache.total.hit_rate)
+            ),
+        );
+    }
     if let Some(r) = &m.reused {
         card(
             &mut out,
@@ -546,10 +765,12 @@ pub fn render_html(trace: &Trace) -> String {
          <span><i class=\"sw k-workflow\"></i>workflow</span><span><i class=\"sw k-node\"></i>node</span>\
          <span><i class=\"sw k-item\"></i>batch item</span><span><i class=\"sw k-llm\"></i>LLM call</span>\
          <span><i class=\"sw k-planner\"></i>planner</span><span><i class=\"sw k-failed\"></i>failed</span>\
+         <span><i class=\"sw k-critical\"></i>critical path</span>\
          </div></div><div id=\"waterfall\"><noscript><p class=\"muted\">The timeline needs JavaScript.</p></noscript></div></section>\
          <aside id=\"details\" class=\"panel\"><div class=\"placeholder\">Click a span in the timeline to see its attributes, events, prompt and response.</div></aside></main>\n",
     );
 
+    insight_sections(&mut out, ins);
     out.push_str("<section class=\"panel\"><div class=\"section-head\"><h2>Cost and tokens by node</h2></div>");
     node_table(&mut out, trace, &m.workflow);
     out.push_str(
@@ -567,7 +788,7 @@ pub fn render_html(trace: &Trace) -> String {
         env!("CARGO_PKG_VERSION"),
         esc(&file),
     );
-    write_data(trace, &mut out);
+    write_data(trace, &ins.critical_ids(), &mut out);
     let _ = write!(out, "</script>\n<script>{JS}</script>\n</body></html>\n");
     out
 }
@@ -585,8 +806,7 @@ pub fn default_output(trace_path: &Path) -> PathBuf {
     PathBuf::from(format!("{stem}.html"))
 }
 
-/// Writes the report atomically: a temp file beside `path`, then a rename,
-/// so a reader never sees half a page.
+/// Writes the report (built-in prices) atomically.
 pub fn write(trace: &Trace, path: &Path) -> Result<(), ReportError> {
     write_page(&render_html(trace), path)
 }

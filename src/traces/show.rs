@@ -47,6 +47,9 @@ impl Style {
     pub fn yellow(&self, s: &str) -> String {
         self.paint("33", s)
     }
+    pub fn magenta(&self, s: &str) -> String {
+        self.paint("35", s)
+    }
     pub fn dim(&self, s: &str) -> String {
         self.paint("2", s)
     }
@@ -101,6 +104,16 @@ fn error_text(s: &TraceSpan, max_chars: usize) -> Option<String> {
 
 /// The span tree: one line a span, with duration, tokens and cost.
 pub fn render_tree(trace: &Trace, style: &Style) -> String {
+    render_tree_marked(trace, style, None)
+}
+
+/// The span tree with the spans in `critical` (span ids) marked `●`: the
+/// critical path of `pflow trace show --critical-path`.
+pub fn render_tree_marked(
+    trace: &Trace,
+    style: &Style,
+    critical: Option<&std::collections::HashSet<&str>>,
+) -> String {
     let kids = trace.children();
     let roots: Vec<&TraceSpan> = {
         let ids: std::collections::HashSet<&str> =
@@ -151,7 +164,13 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
         walk(r, "", true, true, &kids, &mut rows);
     }
     let label = |s: &TraceSpan| {
-        let mark = if s.failed() { "✗ " } else { "" };
+        let on_path = critical.is_some_and(|c| c.contains(s.span_id.as_str()));
+        let mark = match (on_path, s.failed()) {
+            (true, true) => "● ✗ ",
+            (true, false) => "● ",
+            (false, true) => "✗ ",
+            (false, false) => "",
+        };
         let attempt = s
             .attr(attr::NODE_ATTEMPT)
             .or_else(|| s.attr(attr::LLM_ATTEMPT))
@@ -191,8 +210,11 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
         } else {
             (String::new(), String::new())
         };
+        let on_path = critical.is_some_and(|c| c.contains(s.span_id.as_str()));
         let name = if s.failed() {
             style.red(&name)
+        } else if on_path {
+            style.magenta(&name)
         } else if s.is_llm() {
             style.yellow(&name)
         } else {
@@ -220,6 +242,164 @@ pub fn render_tree(trace: &Trace, style: &Style) -> String {
     out
 }
 
+/// `slow 2.01 s (57%) · fan 1.50 s (43%)`.
+fn shares(
+    list: &[crate::insight::NodeShare],
+    value: impl Fn(&crate::insight::NodeShare) -> String,
+) -> String {
+    list.iter()
+        .map(|n| {
+            format!(
+                "{} {} ({})",
+                n.node,
+                value(n),
+                crate::format::percent(n.share)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// A hit rate as a percentage, `-` without input.
+pub fn hit_rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// One line of cache figures: `99.8% hit · 4,012 read · 0 written · saved $… · writes $…`.
+pub fn cache_line(f: &crate::insight::CacheFigures) -> String {
+    format!(
+        "{} hit · {} read · {} written · saved {} · writes cost {}",
+        hit_rate(f.hit_rate),
+        format::thousands(f.cache_read_tokens),
+        format::thousands(f.cache_write_tokens),
+        format::usd(f.saved_usd),
+        format::usd_or_unknown(f.write_cost_usd),
+    )
+}
+
+/// The footer under the tree: the critical path, the top nodes by self
+/// time, cost and tokens, what each batch reached, the prompt cache, and
+/// the suggestions.
+pub fn render_insight(ins: &crate::insight::Insight, style: &Style) -> String {
+    let mut out = render_top(ins, style);
+    render_details(ins, style, &mut out);
+    out
+}
+
+/// The critical path and the top nodes by self time, cost and tokens.
+pub fn render_top(ins: &crate::insight::Insight, style: &Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}",
+        style.bold(&format!(
+            "critical path ({}):",
+            format::duration_ms(ins.wall_ms)
+        )),
+        if ins.critical_path.iter().any(|s| s.node.is_some()) {
+            ins.chain_text()
+        } else {
+            "no node on it".into()
+        }
+    );
+    if !ins.top_self_time.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold("top self time:"),
+            shares(&ins.top_self_time, |n| format::duration_ms(n.value))
+        );
+    }
+    if !ins.top_cost.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold("top cost:"),
+            shares(&ins.top_cost, |n| {
+                let v = format::usd(n.value);
+                if n.lower_bound {
+                    format!("≥ {v}")
+                } else {
+                    v
+                }
+            })
+        );
+    }
+    if !ins.top_tokens.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold("top tokens:"),
+            shares(&ins.top_tokens, |n| format::thousands(n.value as u64))
+        );
+    }
+    out
+}
+
+/// Batches, the prompt cache and the suggestions.
+fn render_details(ins: &crate::insight::Insight, style: &Style, out: &mut String) {
+    for b in &ins.batches {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold(&format!("batch {}:", b.node)),
+            batch_line(b)
+        );
+    }
+    let c = &ins.cache;
+    if c.total.used() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.bold("prompt cache:"),
+            cache_line(&c.total)
+        );
+        for (m, f) in c.by_model.iter().filter(|(_, f)| f.llm_calls > 0) {
+            let _ = writeln!(out, "  model {m}: {}", cache_line(f));
+        }
+        for (n, f) in c.by_node.iter().filter(|(_, f)| f.llm_calls > 0) {
+            let _ = writeln!(out, "  node {n}: {}", cache_line(f));
+        }
+    }
+    // A missed prefix is one of the suggestions below, with its numbers.
+    if !ins.suggestions.is_empty() {
+        let _ = writeln!(out, "{}", style.bold("suggestions (not applied):"));
+        for s in &ins.suggestions {
+            let _ = writeln!(out, "  • {}", s.message);
+        }
+    }
+}
+
+/// `4 items · max_concurrent 2 · reached 2 · 2 queued · slowest fan[1] 1.00 s · wall 1.50 s`.
+pub fn batch_line(b: &crate::insight::BatchReport) -> String {
+    format!(
+        "{} · {} · reached {} at once · {} queued · slowest {} {} · wall {}",
+        format::count(b.items, "item"),
+        match (b.parallel, b.max_concurrent) {
+            (true, Some(c)) => format!("parallel, max_concurrent {c}"),
+            (true, None) => "parallel".into(),
+            (false, _) => "sequential".into(),
+        },
+        b.concurrency_reached,
+        b.items_queued,
+        b.slowest_item.as_deref().unwrap_or("-"),
+        format::duration_ms(b.slowest_item_ms),
+        format::duration_ms(b.wall_ms),
+    )
+}
+
+/// ` (+4 batch items)` after the node count, when any batch item ran.
+pub fn batch_items_note(m: &crate::telemetry::metrics::MetricsSummary) -> String {
+    if m.workflow.batch_items > 0 {
+        format!(
+            " (+{})",
+            format::count(m.workflow.batch_items, "batch item")
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// The header above the tree: what ran, when, how it ended, the totals.
 pub fn render_header(trace: &Trace, style: &Style) -> String {
     let m = trace.metrics();
@@ -244,14 +424,7 @@ pub fn render_header(trace: &Trace, style: &Style) -> String {
         trace.workflow_name().unwrap_or("?"),
         format::duration_ms(m.total.duration_ms),
         format::count(m.workflow.nodes_executed, "node"),
-        if m.workflow.batch_items > 0 {
-            format!(
-                " (+{})",
-                format::count(m.workflow.batch_items, "batch item")
-            )
-        } else {
-            String::new()
-        },
+        batch_items_note(&m),
         format::count(m.total.llm_calls, "LLM call"),
         format::count(m.total.tokens_total, "token"),
         format::cost_with_unpriced(&m.total.cost, m.unpriced_models.len()),

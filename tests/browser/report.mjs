@@ -6,6 +6,7 @@
 //   node report.mjs interact REPORT.html SPAN_ID   click, double-click, back, deep link
 //   node report.mjs render REPORT.html              time until the page has drawn
 import { launch } from "./chromium.mjs";
+//   node report.mjs critical REPORT.html            the rows and bars marked as the critical path
 import { pathToFileURL } from "node:url";
 
 const [mode, file, spanId] = process.argv.slice(2);
@@ -60,6 +61,26 @@ try {
     out.deep_link_selected = await fresh
       .locator(`.row[data-id="${spanId}"]`)
       .evaluate((r) => r.classList.contains("selected"));
+  } else if (mode === "critical") {
+    await page.goto(url);
+    await page.waitForSelector("body[data-rendered=true]");
+    // Every row as drawn: its name, whether it is marked, and the ring its bar shows.
+    out.rows = await page.locator(".row[data-id]").evaluateAll((rows) =>
+      rows.map((r) => {
+        const bar = r.querySelector(".bar");
+        return {
+          name: r.querySelector(".nm").textContent.trim(),
+          critical: r.classList.contains("critical"),
+          bar_ring: getComputedStyle(bar).boxShadow,
+          row_stripe: getComputedStyle(r).boxShadow,
+          weight: getComputedStyle(r.querySelector(".nm")).fontWeight,
+        };
+      }),
+    );
+    out.chain = (await page.locator("#critical-path .chain").innerText()).trim();
+    out.chain_visible = await page.locator("#critical-path .chain").isVisible();
+    out.cache_section = await page.locator("#cache-savings").count();
+    out.suggestions = await page.locator("#suggestions li").allInnerTexts();
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

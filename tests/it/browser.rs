@@ -197,3 +197,78 @@ fn the_live_page_draws_the_waterfall_as_the_run_goes() {
     }
     assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
 }
+
+/// The critical path drawn in Chromium: a chain with a slow node and a
+/// batch capped at two slots. Every span on the path (and only those) has
+/// the ring on its bar and the stripe on its row; fan[1], which ran beside
+/// the path, has neither; the section under the timeline names the chain.
+#[test]
+fn the_report_highlights_the_critical_path() {
+    if !browser_ready() {
+        return;
+    }
+    let env = Env::new();
+    let wf = env.workflow(
+        "chain.json",
+        serde_json::json!({"ir_version": "0.1.0", "metadata": {"name": "chain"}, "nodes": [
+            {"id": "a", "type": "shell", "params": {"command": "echo start"}},
+            {"id": "slow", "type": "shell", "params": {"command": "sleep 1"}},
+            {"id": "fan", "type": "shell", "batch": {"items": [0.2, 1.0, 0.4, 0.9], "parallel": true, "max_concurrent": 2},
+             "params": {"command": "sleep ${item}"}},
+            {"id": "c", "type": "shell", "params": {"command": "echo done"}}],
+          "edges": [{"from": "a", "to": "slow"}, {"from": "slow", "to": "fan"}, {"from": "fan", "to": "c"}]}),
+    );
+    assert!(wf.ends_with("chain.json"));
+    // By its relative name (the run span names the file as given).
+    pflow_ok(env.pflow().args(["--trace", "chain.json"]));
+    let html = env.dir.path().join("report.html");
+    pflow_ok(
+        env.pflow()
+            .args(["trace", "report", "last", "-o"])
+            .arg(&html),
+    );
+    let seen = node_script("report.mjs", &["critical".as_ref(), html.as_os_str()]);
+    let rows = seen["rows"].as_array().unwrap();
+    let marked: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["critical"] == true)
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        marked,
+        [
+            "pflow run chain.json",
+            "invoke_workflow chain",
+            "node a",
+            "node slow",
+            "node fan",
+            "node fan[0]",
+            "node fan[2]",
+            "node fan[3]",
+            "node c"
+        ],
+        "{seen}"
+    );
+    for r in rows {
+        let drawn = r["bar_ring"] != "none" && r["row_stripe"] != "none";
+        assert_eq!(drawn, r["critical"] == true, "{r}");
+    }
+    let off = rows.iter().find(|r| r["name"] == "node fan[1]").unwrap();
+    assert_eq!(
+        (off["critical"].as_bool(), off["weight"].as_str()),
+        (Some(false), Some("400"))
+    );
+    assert_eq!(seen["chain_visible"], true);
+    let chain = seen["chain"].as_str().unwrap();
+    assert!(
+        chain.contains("a ") && chain.contains("slow 1.") && chain.contains("[fan[0] "),
+        "{chain}"
+    );
+    let suggestions = seen["suggestions"].as_array().unwrap();
+    assert!(
+        suggestions
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("max_concurrent of 2")),
+        "{seen}"
+    );
+}

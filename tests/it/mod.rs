@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 mod history;
 mod live;
+mod insight;
 mod llm_node;
 mod numbers;
 mod otlp;

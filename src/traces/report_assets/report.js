@@ -125,7 +125,7 @@
     spans.forEach(function (s) { hasKids[s.parent] = true; });
     for (var i = 0; i < limit; i++) {
       var s = spans[i];
-      var row = el("div", "row k-row-" + s.kind + (s.failed ? " failed" : ""));
+      var row = el("div", "row k-row-" + s.kind + (s.failed ? " failed" : "") + (s.critical ? " critical" : ""));
       row.setAttribute("data-id", s.id);
       row.setAttribute("role", "button");
       row.tabIndex = 0;
@@ -137,7 +137,7 @@
       lbl.title = s.reuse || s.name;
       row.appendChild(lbl);
       var track = el("div", "track");
-      var bar = el("div", "bar k-" + s.kind + (s.failed ? " failed" : ""));
+      var bar = el("div", "bar k-" + s.kind + (s.failed ? " failed" : "") + (s.critical ? " critical" : ""));
       var b0 = Math.max(s.start, view.from), b1 = Math.min(s.end, view.to);
       if (b1 >= b0) {
         bar.style.left = pct(b0);
@@ -145,7 +145,7 @@
       } else {
         bar.style.display = "none";
       }
-      bar.title = s.name + " \u00B7 " + fmtMs(s.end - s.start) + " \u00B7 starts at +" + fmtMs(s.start);
+      bar.title = s.name + " \u00B7 " + fmtMs(s.end - s.start) + " \u00B7 starts at +" + fmtMs(s.start) + (s.critical ? " \u00B7 on the critical path" : "");
       track.appendChild(bar);
       row.appendChild(track);
       row.appendChild(el("div", "dur", fmtMs(s.end - s.start)));
