@@ -209,7 +209,11 @@ mod tests {
         let total = t.elapsed().as_nanos() as u64;
         // Both bursts count; the ≥ 50 ms asleep between the polls does not.
         assert!(meter.busy_ns >= 20_000_000, "{}", meter.busy_ns);
-        assert!(meter.busy_ns <= total - 50_000_000, "{} of {total}", meter.busy_ns);
+        assert!(
+            meter.busy_ns <= total - 50_000_000,
+            "{} of {total}",
+            meter.busy_ns
+        );
         #[cfg(target_os = "linux")]
         assert!(meter.rss_start.is_some_and(|r| r > 1 << 20));
     }
