@@ -101,13 +101,22 @@ fn saturating_i64(v: u64) -> i64 {
 /// or is dropped (a cancelled or interrupted attempt keeps what it used). A
 /// nested workflow's meter includes its child nodes'.
 pub async fn metered<F: Future>(span: tracing::Span, fut: F) -> F::Output {
-    if span.is_disabled() {
+    if span.is_disabled() || BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed) {
         // Telemetry off: nothing would keep the numbers.
         return fut.await;
     }
     let mut meter = Meter::new(span);
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| meter.poll(fut.as_mut(), cx)).await
+}
+
+static BENCH_BYPASS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For benchmarks only: `true` turns the per-attempt meter off, to pair runs
+/// with and without it. Nothing in pflow calls it.
+#[doc(hidden)]
+pub fn bypass_meter_for_benchmark(on: bool) {
+    BENCH_BYPASS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 struct Meter {

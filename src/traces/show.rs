@@ -397,7 +397,13 @@ pub fn resources_line(s: &TraceSpan) -> Option<String> {
             .and_then(|v| u64::try_from(v).ok())
     };
     let float = |k: &str| s.attr(k).and_then(AttrValue::as_f64);
-    let ms_of_us = |us: u64| format::duration_ms(us as f64 / 1000.0);
+    let ms_of_us = |us: u64| {
+        if us < 1000 {
+            format!("{us} µs")
+        } else {
+            format::duration_ms(us as f64 / 1000.0)
+        }
+    };
     let mut parts = Vec::new();
     if let (Some(u), Some(sys)) = (int(attr::PROCESS_CPU_USER), int(attr::PROCESS_CPU_SYSTEM)) {
         parts.push(format!(

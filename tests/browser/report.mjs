@@ -5,6 +5,7 @@
 //
 //   node report.mjs interact REPORT.html SPAN_ID   click, double-click, back, deep link
 //   node report.mjs render REPORT.html              time until the page has drawn
+//   node report.mjs details REPORT.html SPAN_ID    the details pane of #span=SPAN_ID, as text
 import { chromium } from "playwright-core";
 import { pathToFileURL } from "node:url";
 
@@ -70,6 +71,11 @@ try {
     out.deep_link_selected = await fresh
       .locator(`.row[data-id="${spanId}"]`)
       .evaluate((r) => r.classList.contains("selected"));
+  } else if (mode === "details") {
+    await page.goto(`${url}#span=${spanId}`);
+    await page.waitForSelector("body[data-rendered=true]");
+    out.title = await details();
+    out.text = await page.locator("#details").innerText();
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

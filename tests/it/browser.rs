@@ -14,7 +14,7 @@ const ASK_LLM_SPAN: &str = "fb8d41ef9b7ef44c";
 const TRACE: &str =
     "tests/fixtures/traces/20261201T190339.377Z_e4dc5f3657d643f701f02e0e78d8b794.otlp.json";
 
-fn browser_ready() -> bool {
+pub fn browser_ready() -> bool {
     let node = Command::new("node")
         .arg("--version")
         .output()

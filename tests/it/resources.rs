@@ -97,6 +97,56 @@ fn shell_command_cpu_and_peak_rss_come_from_wait4() {
 }
 
 #[test]
+fn the_html_report_shows_a_nodes_resources() {
+    if !python3() || !super::browser::browser_ready() {
+        return;
+    }
+    let env = Env::new();
+    let wf = env.workflow(
+        "wf.json",
+        json!({"ir_version": "0.1.0", "nodes": [
+            {"id": "burn", "type": "shell", "params": {"command": BURN}}
+        ]}),
+    );
+    pflow_ok(env.pflow().args(["run", "--trace"]).arg(&wf));
+    let burn = by_path(&last_trace(&env), "burn").span_id.clone();
+    let html = env.dir.path().join("report.html");
+    pflow_ok(env.pflow().args(["trace", "report", "-o"]).arg(&html));
+    let out = std::process::Command::new("node")
+        .current_dir(repo("tests/browser"))
+        .args(["report.mjs", "details"])
+        .arg(&html)
+        .arg(&burn)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(seen["title"], json!("node burn"), "{seen}");
+    let text = seen["text"].as_str().unwrap_or_default();
+    // Section titles are drawn in capitals; the section ends at the params.
+    let resources = text
+        .split("RESOURCES")
+        .nth(1)
+        .and_then(|r| r.split("PARAMS").next())
+        .unwrap_or_else(|| panic!("no Resources section: {text}"));
+    for label in [
+        "Command CPU (user)",
+        "Command CPU (system)",
+        "Command peak RSS",
+        "pflow busy time",
+    ] {
+        assert!(resources.contains(label), "{label}: {resources}");
+    }
+    assert!(resources.contains(" MiB"), "{resources}");
+}
+
+#[test]
 fn a_failing_command_keeps_its_usage_and_a_killed_one_has_none() {
     let env = Env::new();
     let wf = env.workflow(
