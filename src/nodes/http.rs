@@ -122,7 +122,10 @@ impl Node for Http {
             // The body is read under the CLIENT span, which ends once it is in.
             let bytes = resp.bytes().instrument(span.clone()).await.map_err(|e| {
                 let message = format!("{method_s} {url}: reading the body failed: {e}");
-                http::record_error(&span, "http_error", &message);
+                // A 4xx/5xx already named the span's error: each key is recorded once.
+                if status.as_u16() < 400 {
+                    http::record_error(&span, "http_error", &message);
+                }
                 NodeError::new("http_error", message)
             })?;
             http::record_response_body(&span, bytes.len());
