@@ -11,6 +11,10 @@
 //! runs, redaction on and off, interleaved (the order alternating) so load
 //! on the machine hits both alike; prints the medians and the median of the
 //! per-pair ratios.
+//!
+//! `cargo bench --bench runtime -- resources_paired` pairs the same runs with
+//! resource recording (the per-attempt meter) on and off, and then times the
+//! meter alone per one-poll node.
 
 use criterion::{criterion_group, Criterion};
 use pflow::runtime::{CompileContext, CompiledWorkflow, RunOptions, Runtime};
@@ -138,8 +142,11 @@ fn empty(dir: &Path) {
     }
 }
 
-/// Paired full-trace runs with the redactor's text scan on and off.
-fn redaction_paired() {
+/// Paired full-trace runs of the chain with `set(true)` and `set(false)`
+/// (`PFLOW_BENCH_PAIRS` pairs, default 21), interleaved with the order
+/// alternating so load on the machine hits both alike: prints the medians,
+/// the median of the per-pair ratios and of the per-node differences.
+fn paired(what: &str, set: fn(bool)) {
     let pairs: usize = std::env::var("PFLOW_BENCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -152,8 +159,8 @@ fn redaction_paired() {
         dir,
     } = Setup::new();
     let mode = TraceMode::Full { save_always: true };
-    let time = |redact: bool| {
-        pflow::telemetry::redact::bypass_text_scan_for_benchmark(!redact);
+    let time = |on: bool| {
+        set(on);
         let t = std::time::Instant::now();
         run_once(&rt, &wf, mode, dir.path(), &tokio_rt);
         let d = t.elapsed().as_secs_f64() * 1e3;
@@ -163,7 +170,7 @@ fn redaction_paired() {
     // Warm-up: one of each.
     time(true);
     time(false);
-    let (mut on, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut on, mut off, mut ratio, mut diff) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..pairs {
         let (a, b) = if i % 2 == 0 {
             let a = time(true);
@@ -175,8 +182,9 @@ fn redaction_paired() {
         on.push(a);
         off.push(b);
         ratio.push(a / b);
+        diff.push((a - b) * 1e3 / n as f64);
     }
-    pflow::telemetry::redact::bypass_text_scan_for_benchmark(false);
+    set(false);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -189,14 +197,72 @@ fn redaction_paired() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!("  redaction on : median {:>7.1} ms", median(&mut on));
-    println!("  redaction off: median {:>7.1} ms", median(&mut off));
+    println!("  {what} on : median {:>7.1} ms", median(&mut on));
+    println!("  {what} off: median {:>7.1} ms", median(&mut off));
     println!(
         "  on/off ratio : median {:.3} (min {:.3}, max {:.3})",
         median(&mut ratio),
         ratio[0],
         ratio[ratio.len() - 1]
     );
+    println!(
+        "  on − off per node: median {:.2} µs (min {:.2}, max {:.2})",
+        median(&mut diff),
+        diff[0],
+        diff[diff.len() - 1]
+    );
+}
+
+/// Redaction on and off (`redaction_paired`).
+fn redaction_paired() {
+    paired("redaction", |on| {
+        pflow::telemetry::redact::bypass_text_scan_for_benchmark(!on)
+    });
+}
+
+/// Resource recording on and off (`resources_paired`): the chain paired as
+/// above, then the meter alone around a node future that is ready at its
+/// first poll (as an `echo` node's is), against the bare future.
+fn resources_paired() {
+    use pflow::telemetry::resources;
+    paired("resource recording", |on| {
+        resources::bypass_meter_for_benchmark(!on)
+    });
+    let iters: u32 = 200_000;
+    let subscriber = tracing_subscriber::registry();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("node");
+        assert!(!span.is_disabled());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("tokio");
+        let per = |metered: bool| {
+            resources::bypass_meter_for_benchmark(!metered);
+            let t = std::time::Instant::now();
+            rt.block_on(async {
+                for i in 0..iters {
+                    let fut = std::future::ready(std::hint::black_box(i));
+                    std::hint::black_box(resources::metered(span.clone(), fut).await);
+                }
+            });
+            t.elapsed().as_secs_f64() * 1e9 / f64::from(iters)
+        };
+        per(true);
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            with.push(per(true));
+            without.push(per(false));
+        }
+        resources::bypass_meter_for_benchmark(false);
+        with.sort_by(f64::total_cmp);
+        without.sort_by(f64::total_cmp);
+        println!(
+            "meter alone, {iters} one-poll futures ×5: median {:.0} ns with, {:.0} ns without: {:.2} µs per node",
+            with[2],
+            without[2],
+            (with[2] - without[2]) / 1e3
+        );
+    });
 }
 
 criterion_group!(benches, bench);
@@ -204,6 +270,10 @@ criterion_group!(benches, bench);
 fn main() {
     if std::env::args().any(|a| a == "redaction_paired") {
         redaction_paired();
+        return;
+    }
+    if std::env::args().any(|a| a == "resources_paired") {
+        resources_paired();
         return;
     }
     benches();

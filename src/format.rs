@@ -119,6 +119,22 @@ pub fn duration_ms(ms: f64) -> String {
     }
 }
 
+/// `512 B`, `1.5 KiB`, `76.7 MiB`, `1.02 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let digits = if v < 10.0 { 2 } else { 1 };
+    format!("{v:.digits$} {}", UNITS[unit])
+}
+
 /// `12ms`, `1.5s`, `2m 05s`, `1h 02m`: totals over many runs, read at a glance.
 pub fn duration_coarse(ms: f64) -> String {
     let secs = ms / 1000.0;
@@ -147,6 +163,15 @@ pub fn clock(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(76_660_736), "73.1 MiB");
+        assert_eq!(bytes(u64::MAX), "16777216.0 TiB");
+    }
 
     #[test]
     fn money() {

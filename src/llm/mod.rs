@@ -538,6 +538,8 @@ impl LlmClient {
         // The attempt's HTTP CLIENT span; the server sees it as the parent.
         let span = http::client_span("POST", request.url());
         http::inject_context(&span, &mut request);
+        http::record_request_body(&span, &request);
+        let sent = std::time::Instant::now();
         let resp = self
             .http
             .execute(request)
@@ -549,6 +551,7 @@ impl LlmClient {
                 err
             })?;
         let status = resp.status().as_u16();
+        http::record_first_byte(&span, sent);
         http::record_status(&span, status);
         if resp.status().is_success() {
             return Ok(resp);

@@ -196,6 +196,7 @@ pub async fn call(
             { attr::GEN_AI_REQUEST_STREAM } = request.stream,
             { attr::GEN_AI_OUTPUT_TYPE } = request.json_mode.then_some("json"),
             { attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK } = Empty,
+            { attr::LLM_OUTPUT_TOKENS_PER_S } = Empty,
             { attr::USAGE_INPUT_TOKENS } = Empty,
             { attr::USAGE_OUTPUT_TOKENS } = Empty,
             { attr::USAGE_CACHE_READ } = Empty,
@@ -249,6 +250,7 @@ pub async fn call(
         }
         let sent = std::time::Instant::now();
         let result = client.complete(request).instrument(span.clone()).await;
+        let done = std::time::Instant::now();
         match result {
             Ok(mut resp) => {
                 if !resp.usage.is_known() {
@@ -276,6 +278,16 @@ pub async fn call(
                     );
                 }
                 record_usage(&span, &resp.usage);
+                if let (Some(first), Some(out)) = (
+                    resp.first_chunk_at.filter(|_| request.stream),
+                    resp.usage.output_tokens,
+                ) {
+                    // A stream that arrived in one piece has no rate to measure.
+                    let generating = done.saturating_duration_since(first).as_secs_f64();
+                    if generating >= 0.001 {
+                        span.record(attr::LLM_OUTPUT_TOKENS_PER_S, out as f64 / generating);
+                    }
+                }
                 let priced =
                     match try_price_call(provider, &model, Some(&resp), &resp.usage, prices) {
                         Ok(p) => p,

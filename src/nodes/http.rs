@@ -84,6 +84,8 @@ impl Node for Http {
             let span = http::client_span(request.method().as_str(), request.url());
             // Propagate the trace, unless the workflow set the headers itself.
             http::inject_context(&span, &mut request);
+            http::record_request_body(&span, &request);
+            let sent = std::time::Instant::now();
             let resp = ctx
                 .services
                 .http()
@@ -102,6 +104,7 @@ impl Node for Http {
                     http::record_error(&span, kind, &message);
                     NodeError::new(kind, message)
                 })?;
+            http::record_first_byte(&span, sent);
             http::record_status(&span, resp.status().as_u16());
             let status = resp.status();
             let mut headers = Map::new();
@@ -116,12 +119,17 @@ impl Node for Http {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.contains("json"));
-            let bytes = resp.bytes().await.map_err(|e| {
-                NodeError::new(
-                    "http_error",
-                    format!("{method_s} {url}: reading the body failed: {e}"),
-                )
+            // The body is read under the CLIENT span, which ends once it is in.
+            let bytes = resp.bytes().instrument(span.clone()).await.map_err(|e| {
+                let message = format!("{method_s} {url}: reading the body failed: {e}");
+                // A 4xx/5xx already named the span's error: each key is recorded once.
+                if status.as_u16() < 400 {
+                    http::record_error(&span, "http_error", &message);
+                }
+                NodeError::new("http_error", message)
             })?;
+            http::record_response_body(&span, bytes.len());
+            drop(span);
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let body = if is_json || text.trim_start().starts_with(['{', '[']) {
                 serde_json::from_str(&text).unwrap_or(Value::String(text))

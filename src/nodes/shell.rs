@@ -1,11 +1,14 @@
 //! `shell`: runs a command with `sh -c`, captures stdout, stderr and the exit
 //! code. The child is killed when the node times out or the run is
-//! interrupted (no orphaned processes).
+//! interrupted (no orphaned processes). Its CPU time and peak RSS go on the
+//! node span: pflow reaps `sh` itself with `wait4`, whose rusage tokio's
+//! child handle would discard.
 
 use super::{specs, Node, NodeContext, NodeError, NodeFuture, NodeOutput, NodeSpec, Params};
+use crate::telemetry::resources::Usage;
 use serde_json::{json, Map, Value};
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct Shell;
 
@@ -26,13 +29,13 @@ impl Node for Shell {
                     "must be a positive number of seconds",
                 ));
             }
-            let mut cmd = tokio::process::Command::new("sh");
+            let mut cmd = std::process::Command::new("sh");
             cmd.arg("-c").arg(command);
-            cmd.kill_on_drop(true);
             // Own process group, so a timeout or an interrupt can kill the
-            // command's children too (`sh -c "a | b"`), not only `sh`.
+            // command's children too (`sh -c "a | b"`), not only `sh` (the
+            // group killer below stands in for tokio's kill_on_drop).
             #[cfg(unix)]
-            cmd.process_group(0);
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
             // Its own group also shields the command from pflow's death: if pflow
             // is SIGKILLed, nothing would kill the group. On Linux it dies too.
             #[cfg(target_os = "linux")]
@@ -71,28 +74,52 @@ impl Node for Shell {
             } else {
                 Stdio::null()
             });
+            let inherited = crate::telemetry::resources::resident_bytes();
             let mut child = cmd.spawn().map_err(|e| {
                 NodeError::new(
                     "spawn_error",
                     format!("cannot start `sh -c {command}`: {e}"),
                 )
             })?;
-            let mut group = GroupKiller(child.id());
-            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let mut group = GroupKiller(Some(child.id()));
+            let (stdout, stderr, stdin_pipe) =
+                (child.stdout.take(), child.stderr.take(), child.stdin.take());
+            // `child` is only a pid from here on: std's handle neither kills nor
+            // reaps on drop, and the blocking reaper is the one waiter.
+            let reaper = reap(child);
+            let io_error = |e: std::io::Error| {
+                NodeError::new("io_error", format!("command `{command}` failed: {e}"))
+            };
+            let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+                return Err(NodeError::new(
+                    "io_error",
+                    "the command's output pipes are missing",
+                ));
+            };
+            let mut stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io_error)?;
+            let mut stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io_error)?;
+            if let (Some(text), Some(pipe)) = (stdin, stdin_pipe) {
+                let mut pipe = tokio::process::ChildStdin::from_std(pipe).map_err(io_error)?;
                 // Feed stdin concurrently so a command that writes before reading cannot deadlock.
                 tokio::spawn(async move {
                     let _ = pipe.write_all(text.as_bytes()).await;
                 });
             }
-            let out = match tokio::time::timeout(
+            let collect = async {
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                let (o, e) =
+                    tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+                o.and(e)?;
+                let (status, usage) = reaper.await.map_err(std::io::Error::other)??;
+                Ok::<_, std::io::Error>((out, err, status, usage))
+            };
+            let (stdout, stderr, status, usage) = match tokio::time::timeout(
                 crate::limits::secs(timeout, crate::limits::MAX_TIMEOUT),
-                child.wait_with_output(),
+                collect,
             )
             .await
             {
-                Ok(r) => r.map_err(|e| {
-                    NodeError::new("io_error", format!("command `{command}` failed: {e}"))
-                })?,
+                Ok(r) => r.map_err(io_error)?,
                 Err(_) => {
                     return Err(NodeError::new(
                         "timeout",
@@ -101,13 +128,16 @@ impl Node for Shell {
                 }
             };
             group.0 = None;
-            let exit_code = out.status.code().unwrap_or(-1);
+            if let Some(u) = usage {
+                crate::telemetry::resources::record_child(&tracing::Span::current(), &u, inherited);
+            }
+            let exit_code = status.code().unwrap_or(-1);
             let mut outputs = Map::new();
-            outputs.insert("stdout".into(), json!(String::from_utf8_lossy(&out.stdout)));
-            outputs.insert("stderr".into(), json!(String::from_utf8_lossy(&out.stderr)));
+            outputs.insert("stdout".into(), json!(String::from_utf8_lossy(&stdout)));
+            outputs.insert("stderr".into(), json!(String::from_utf8_lossy(&stderr)));
             outputs.insert("exit_code".into(), json!(exit_code));
             if exit_code != 0 && !params.bool_or("ignore_errors", false)? {
-                let stderr_tail: String = String::from_utf8_lossy(&out.stderr)
+                let stderr_tail: String = String::from_utf8_lossy(&stderr)
                     .chars()
                     .rev()
                     .take(500)
@@ -124,6 +154,46 @@ impl Node for Shell {
             Ok(NodeOutput::new(outputs))
         })
     }
+}
+
+type Reaped = std::io::Result<(std::process::ExitStatus, Option<Usage>)>;
+
+/// Waits for `sh` on a blocking thread and reaps it with `wait4`, keeping its
+/// rusage: `sh`'s own plus that of every descendant it waited for (a
+/// pipeline's stages, a command it ran). A timeout or cancellation kills the
+/// group (see [`GroupKiller`]), so the wait always ends.
+#[cfg(unix)]
+fn reap(child: std::process::Child) -> tokio::task::JoinHandle<Reaped> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+        let mut status: libc::c_int = 0;
+        // SAFETY: rusage is plain integers, for which all-zero is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: `status` and `ru` are live and writable; `pid` is this
+            // node's own child, not yet reaped (nothing else waits for it:
+            // std's handle does not), so wait4 waits for exactly that process.
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            if r == pid {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        drop(child);
+        Ok((
+            std::process::ExitStatus::from_raw(status),
+            Some(Usage::from_rusage(&ru)),
+        ))
+    })
+}
+
+#[cfg(not(unix))]
+fn reap(mut child: std::process::Child) -> tokio::task::JoinHandle<Reaped> {
+    tokio::task::spawn_blocking(move || Ok((child.wait()?, None)))
 }
 
 /// Kills the command's whole process group when dropped armed (timeout,
@@ -166,14 +236,14 @@ mod orphans {
         })
     }
 
-    pub fn die_with_pflow(cmd: &mut tokio::process::Command) {
+    pub fn die_with_pflow(cmd: &mut std::process::Command) {
         let parent = std::process::id() as libc::pid_t;
         let pipe = pipe();
         // SAFETY: between fork and exec only async-signal-safe calls are made
         // (prctl, getpid, getppid, fork, close, syscall, poll, kill, _exit);
         // nothing is allocated or locked.
         unsafe {
-            cmd.pre_exec(move || {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -1019,6 +1019,7 @@ impl Runtime {
                 Err(e) => Err(e),
                 Ok(params) => {
                     let fut = self.run_node(wf, node, params, store, locals, path, opts, depth);
+                    let fut = crate::telemetry::resources::metered(span.clone(), fut);
                     match std::panic::AssertUnwindSafe(fut)
                         .catch_unwind()
                         .instrument(span.clone())
@@ -1355,6 +1356,11 @@ fn node_span(
         { attr::REUSED_INPUT_TOKENS } = Empty,
         { attr::REUSED_OUTPUT_TOKENS } = Empty,
         { attr::REUSED_COST_USD } = Empty,
+        { attr::NODE_BUSY_US } = Empty,
+        { attr::NODE_RSS_PEAK } = Empty,
+        { attr::PROCESS_CPU_USER } = Empty,
+        { attr::PROCESS_CPU_SYSTEM } = Empty,
+        { attr::PROCESS_MEMORY_PEAK } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )

@@ -136,6 +136,17 @@ registry! {
     BATCH_MAX_CONCURRENT = "pflow.batch.max_concurrent", Attr, false, "concurrency bound";
     BATCH_FAILED = "pflow.batch.failed", Attr, false, "items that failed";
 
+    // Resource use (node spans; `http.*` sizes and the first byte on HTTP CLIENT spans).
+    NODE_BUSY_US = "pflow.node.busy_us", Attr, false, "µs pflow's own runtime threads spent running the attempt's code (its CPU time, plus preemption inside a poll); absent when 0";
+    NODE_RSS_PEAK = "pflow.node.rss_peak_bytes", Attr, false, "pflow's peak RSS (process high-water mark) at the attempt's end, only when it rose during the attempt";
+    PROCESS_CPU_USER = "pflow.process.cpu.user_us", Attr, false, "`shell`: the command's user CPU time in µs (`wait4` rusage: `sh` and every descendant it waited for)";
+    PROCESS_CPU_SYSTEM = "pflow.process.cpu.system_us", Attr, false, "`shell`: the command's system CPU time in µs";
+    PROCESS_MEMORY_PEAK = "pflow.process.memory.peak_bytes", Attr, false, "`shell`: the peak RSS of the largest process in the command's waited-for tree (`ru_maxrss`)";
+    HTTP_REQUEST_BODY_SIZE = "http.request.body.size", Attr, false, "bytes of request body sent";
+    HTTP_RESPONSE_BODY_SIZE = "http.response.body.size", Attr, false, "bytes of response body received (`http` node)";
+    HTTP_TIME_TO_FIRST_BYTE = "pflow.http.time_to_first_byte_s", Attr, false, "seconds from sending the request to the response head";
+    LLM_OUTPUT_TOKENS_PER_S = "pflow.llm.output_tokens_per_s", Attr, false, "streaming: output tokens per second from the first chunk to the end of the stream";
+
     // Span events and their attributes (the debugging tier).
     EVENT_TEMPLATE_RESOLVED = "pflow.template.resolved", Event, false, "a template string resolved";
     EVENT_STORE_WRITE = "pflow.store.write", Event, false, "an output written to the shared store";

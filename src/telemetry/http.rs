@@ -6,7 +6,10 @@
 //!
 //! The span carries `http.request.method`, `url.full` (redacted by the one
 //! redactor), `server.address`/`server.port`, `http.response.status_code`
-//! and, on failure, `error.type` with an error status. It never carries an
+//! and, on failure, `error.type` with an error status; its resource use:
+//! `http.request.body.size`, `pflow.http.time_to_first_byte_s` (to the
+//! response head) and, for the `http` node that reads the body under it,
+//! `http.response.body.size`. It never carries an
 //! exception event: the failure is recorded once, on the span that owns it
 //! (the node or the LLM attempt).
 
@@ -27,6 +30,9 @@ pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {
         { attr::SERVER_ADDRESS } = Empty,
         { attr::SERVER_PORT } = Empty,
         { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
+        { attr::HTTP_REQUEST_BODY_SIZE } = Empty,
+        { attr::HTTP_RESPONSE_BODY_SIZE } = Empty,
+        { attr::HTTP_TIME_TO_FIRST_BYTE } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_code = Empty,
         otel.status_description = Empty,
@@ -41,6 +47,24 @@ pub fn client_span(method: &str, url: &reqwest::Url) -> tracing::Span {
         }
     }
     span
+}
+
+/// The request's body size, when it has one held in memory (every body pflow sends).
+pub fn record_request_body(span: &tracing::Span, request: &reqwest::Request) {
+    if let Some(b) = request.body().and_then(reqwest::Body::as_bytes) {
+        span.record(attr::HTTP_REQUEST_BODY_SIZE, b.len() as i64);
+    }
+}
+
+/// The response head arrived `sent.elapsed()` after the request went out.
+pub fn record_first_byte(span: &tracing::Span, sent: std::time::Instant) {
+    span.record(attr::HTTP_TIME_TO_FIRST_BYTE, sent.elapsed().as_secs_f64());
+}
+
+/// The response body was read whole: `len` bytes (no content coding is
+/// negotiated, so these are the bytes that crossed the wire, less chunk framing).
+pub fn record_response_body(span: &tracing::Span, len: usize) {
+    span.record(attr::HTTP_RESPONSE_BODY_SIZE, len as i64);
 }
 
 /// The response arrived: its status; 4xx and 5xx make the span an error

@@ -30,6 +30,7 @@ pub mod preview;
 pub mod profile;
 pub mod progress;
 pub mod redact;
+pub mod resources;
 
 use file::{TraceFileHandle, TraceFileProcessor};
 use metrics::{MetricsProcessor, MetricsSummary};

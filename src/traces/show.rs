@@ -561,6 +561,57 @@ fn value_line(attrs: &super::Attrs) -> String {
     }
 }
 
+/// A span's resource use on one line (`shell` command, pflow's own share,
+/// HTTP sizes and first byte, LLM streaming speed), or `None` when it has none.
+pub fn resources_line(s: &TraceSpan) -> Option<String> {
+    let int = |k: &str| {
+        s.attr(k)
+            .and_then(AttrValue::as_i64)
+            .and_then(|v| u64::try_from(v).ok())
+    };
+    let float = |k: &str| s.attr(k).and_then(AttrValue::as_f64);
+    let ms_of_us = |us: u64| {
+        if us < 1000 {
+            format!("{us} µs")
+        } else {
+            format::duration_ms(us as f64 / 1000.0)
+        }
+    };
+    let mut parts = Vec::new();
+    if let (Some(u), Some(sys)) = (int(attr::PROCESS_CPU_USER), int(attr::PROCESS_CPU_SYSTEM)) {
+        parts.push(format!(
+            "command cpu {} user + {} sys",
+            ms_of_us(u),
+            ms_of_us(sys)
+        ));
+    }
+    if let Some(b) = int(attr::PROCESS_MEMORY_PEAK) {
+        parts.push(format!("command peak rss {}", format::bytes(b)));
+    }
+    if let Some(us) = int(attr::NODE_BUSY_US) {
+        parts.push(format!("pflow busy {}", ms_of_us(us)));
+    }
+    if let Some(b) = int(attr::NODE_RSS_PEAK) {
+        parts.push(format!("pflow peak rss ↑ {}", format::bytes(b)));
+    }
+    if let Some(b) = int(attr::HTTP_REQUEST_BODY_SIZE) {
+        parts.push(format!("sent {}", format::bytes(b)));
+    }
+    if let Some(b) = int(attr::HTTP_RESPONSE_BODY_SIZE) {
+        parts.push(format!("received {}", format::bytes(b)));
+    }
+    if let Some(t) = float(attr::HTTP_TIME_TO_FIRST_BYTE) {
+        parts.push(format!("first byte {}", format::duration_ms(t * 1000.0)));
+    }
+    if let Some(t) = float(attr::GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK) {
+        parts.push(format!("first chunk {}", format::duration_ms(t * 1000.0)));
+    }
+    if let Some(r) = float(attr::LLM_OUTPUT_TOKENS_PER_S) {
+        parts.push(format!("{r:.1} output tokens/s"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
 /// One node's details: every attempt with its params, template
 /// resolutions, store writes, errors, and the LLM calls made for it.
 pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, String> {
@@ -623,6 +674,9 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
         if let Some(a) = s.str_attr(attr::NODE_ACTION) {
             let _ = writeln!(out, "  action: {a}");
         }
+        if let Some(r) = resources_line(s) {
+            let _ = writeln!(out, "  resources: {r}");
+        }
         if let Some(p) = s.str_attr(attr::NODE_PARAMS) {
             let _ = writeln!(out, "  params:\n{}", indent(&pretty(p), "    "));
         }
@@ -672,6 +726,31 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
                 }
             }
         }
+        // The node's own requests (an LLM call's request shows under the call).
+        let mut http: Vec<&TraceSpan> = kids
+            .get(s.span_id.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| c.attr(attr::HTTP_REQUEST_METHOD).is_some())
+            .collect();
+        http.sort_by_key(|c| c.start_ns);
+        for c in http {
+            let _ = writeln!(
+                out,
+                "  {} {}  {}{}",
+                style.yellow("http"),
+                c.name,
+                format::duration_ms(c.duration().as_secs_f64() * 1000.0),
+                c.attr(attr::HTTP_RESPONSE_STATUS_CODE)
+                    .and_then(AttrValue::as_i64)
+                    .map(|st| format!("  {st}"))
+                    .unwrap_or_default(),
+            );
+            if let Some(r) = resources_line(c) {
+                let _ = writeln!(out, "    resources: {r}");
+            }
+        }
         llm.sort_by_key(|c| c.start_ns);
         for c in llm {
             let u = own(c);
@@ -690,6 +769,9 @@ pub fn render_node(trace: &Trace, id: &str, style: &Style) -> Result<String, Str
             );
             if let Some(e) = error_text(c, usize::MAX) {
                 let _ = writeln!(out, "    {} {e}", style.red("error:"));
+            }
+            if let Some(r) = resources_line(c) {
+                let _ = writeln!(out, "    resources: {r}");
             }
             for (k, title) in [
                 (attr::GEN_AI_SYSTEM_INSTRUCTIONS, "system"),

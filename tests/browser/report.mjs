@@ -5,8 +5,9 @@
 //
 //   node report.mjs interact REPORT.html SPAN_ID   click, double-click, back, deep link
 //   node report.mjs render REPORT.html              time until the page has drawn
-import { launch } from "./chromium.mjs";
 //   node report.mjs critical REPORT.html            the rows and bars marked as the critical path
+//   node report.mjs details REPORT.html SPAN_ID    the details pane of #span=SPAN_ID, as text
+import { launch } from "./chromium.mjs";
 import { pathToFileURL } from "node:url";
 
 const [mode, file, spanId] = process.argv.slice(2);
@@ -81,6 +82,11 @@ try {
     out.chain_visible = await page.locator("#critical-path .chain").isVisible();
     out.cache_section = await page.locator("#cache-savings").count();
     out.suggestions = await page.locator("#suggestions li").allInnerTexts();
+  } else if (mode === "details") {
+    await page.goto(`${url}#span=${spanId}`);
+    await page.waitForSelector("body[data-rendered=true]");
+    out.title = await details();
+    out.text = await page.locator("#details").innerText();
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

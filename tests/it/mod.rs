@@ -21,6 +21,7 @@ mod providers;
 mod redaction;
 mod report;
 mod reprice_diff;
+mod resources;
 mod resume;
 mod run;
 mod scale;

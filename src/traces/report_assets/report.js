@@ -266,6 +266,30 @@
     section(box, "Overview");
     kvList(box, over);
 
+    // Resource use (docs/telemetry.md, "Resource use per node").
+    function fmtBytes(n) {
+      if (n < 1024) return n + " B";
+      var u = ["KiB", "MiB", "GiB", "TiB"], i = -1;
+      do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+      return n.toFixed(n < 10 ? 2 : 1) + " " + u[i];
+    }
+    var us = function (v) { return fmtMs(v / 1000); };
+    var secs = function (v) { return fmtMs(v * 1000); };
+    var res = [];
+    [["Command CPU (user)", N.PROCESS_CPU_USER, us], ["Command CPU (system)", N.PROCESS_CPU_SYSTEM, us],
+     ["Command peak RSS", N.PROCESS_MEMORY_PEAK, fmtBytes], ["pflow busy time", N.NODE_BUSY_US, us],
+     ["pflow peak RSS (new high)", N.NODE_RSS_PEAK, fmtBytes], ["Request body", N.HTTP_REQUEST_BODY_SIZE, fmtBytes],
+     ["Response body", N.HTTP_RESPONSE_BODY_SIZE, fmtBytes], ["Time to first byte", N.HTTP_TIME_TO_FIRST_BYTE, secs],
+     ["Time to first chunk", N.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, secs],
+     ["Output tokens/s", N.LLM_OUTPUT_TOKENS_PER_S, function (v) { return v.toFixed(1); }]].forEach(function (p) {
+      var v = attr(s, p[1]);
+      if (typeof v === "number") res.push([p[0], p[2](v)]);
+    });
+    if (res.length) {
+      section(box, "Resources");
+      kvList(box, res, "resources");
+    }
+
     var params = attr(s, N.NODE_PARAMS);
     if (params !== undefined) {
       section(box, "Params");
