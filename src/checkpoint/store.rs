@@ -200,12 +200,17 @@ impl RunDir {
             source: std::io::Error::other(e),
         })?;
         let digest = sha256_hex(&bytes);
-        let path = self.object_path(&digest);
-        if path.exists() {
-            return Ok(digest);
-        }
-        self.write_atomic(&path, &bytes)?;
+        self.put_bytes(&digest, &bytes)?;
         Ok(digest)
+    }
+
+    /// Stores `bytes` (a value's JSON) under `digest`, its SHA-256, unless already there.
+    pub fn put_bytes(&self, digest: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let path = self.object_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        self.write_atomic(&path, bytes)
     }
 
     /// Takes object `digest` over from another run's directory (a hard link
@@ -286,24 +291,34 @@ impl RunDir {
         self.write_atomic(&self.dir.join("manifest.json"), &bytes)
     }
 
+    /// `nodes.jsonl`: one line per completed node, appended as nodes complete.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("nodes.jsonl")
+    }
+
+    /// Opens `nodes.jsonl` for appending (created 0600).
+    pub fn open_log(&self) -> std::io::Result<std::fs::File> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        private(&mut opts);
+        opts.open(self.log_path())
+    }
+
     /// Appends one completed node to `nodes.jsonl`.
     pub fn append_node(&self, rec: &NodeRecord) -> Result<(), CheckpointError> {
-        let path = self.dir.join("nodes.jsonl");
+        let path = self.log_path();
         let mut line = serde_json::to_vec(rec).map_err(|e| CheckpointError::Io {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        private(&mut opts);
-        let mut f = opts.open(&path).map_err(self.io(&path))?;
+        let mut f = self.open_log().map_err(self.io(&path))?;
         f.write_all(&line).map_err(self.io(&path))
     }
 
     /// The final manifest was written: the per-node log is no longer needed.
     pub fn drop_node_log(&self) {
-        let _ = std::fs::remove_file(self.dir.join("nodes.jsonl"));
+        let _ = std::fs::remove_file(self.log_path());
     }
 
     /// The run's manifest; nodes a killed run logged but never wrote into it are added.
@@ -322,7 +337,7 @@ impl RunDir {
             });
         }
         if !m.finished() {
-            let log = self.dir.join("nodes.jsonl");
+            let log = self.log_path();
             if let Ok(text) = std::fs::read_to_string(&log) {
                 // A line cut by a kill is the last one: the complete ones before it count.
                 m.nodes = text

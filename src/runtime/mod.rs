@@ -180,19 +180,22 @@ impl CompiledWorkflow {
     /// The top-level nodes as the checkpoint store sees them: each one's IR
     /// and, for a nested workflow, the child's IR (a changed child changes the node).
     pub fn node_views(&self) -> Vec<crate::checkpoint::NodeView<'_>> {
+        // By id, not by a scan per node: a 10,000-node chain spent ~9% of its
+        // run comparing ids here.
+        let children: HashMap<&str, &WorkflowIr> = self
+            .nodes
+            .iter()
+            .filter_map(|c| match &c.kind {
+                CompiledKind::Workflow { child, .. } => Some((c.id.as_str(), &child.ir)),
+                CompiledKind::Builtin(_) => None,
+            })
+            .collect();
         self.ir
             .nodes
             .iter()
             .map(|n| crate::checkpoint::NodeView {
                 ir: n,
-                child: self
-                    .nodes
-                    .iter()
-                    .find(|c| c.id == n.id)
-                    .and_then(|c| match &c.kind {
-                        CompiledKind::Workflow { child, .. } => Some(&child.ir),
-                        CompiledKind::Builtin(_) => None,
-                    }),
+                child: children.get(n.id.as_str()).copied(),
             })
             .collect()
     }
