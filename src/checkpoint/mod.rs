@@ -258,6 +258,8 @@ pub struct Reuse {
     pub origin: Origin,
     pub usage: Option<Reused>,
     digests: IndexMap<String, String>,
+    /// The values the record holds itself (no object to take over).
+    inline: IndexMap<String, Value>,
     source: RunDir,
 }
 
@@ -511,7 +513,7 @@ impl Session {
             return Ok(None);
         };
         drop(st);
-        let outputs = prior.dir.get_map(&rec.outputs)?;
+        let outputs = prior.dir.get_outputs(rec)?;
         Ok(Some(Reuse {
             how: How::Restored,
             outputs,
@@ -519,6 +521,7 @@ impl Session {
             origin: rec.origin.clone(),
             usage: rec.usage,
             digests: rec.outputs.clone(),
+            inline: rec.inline.clone(),
             source: prior.dir.clone(),
         }))
     }
@@ -566,7 +569,7 @@ impl Session {
             }
             return None;
         };
-        let outputs = source.get_map(&rec.outputs).ok()?;
+        let outputs = source.get_outputs(&rec).ok()?;
         Some(Reuse {
             how: How::Cached,
             outputs,
@@ -574,6 +577,7 @@ impl Session {
             origin: rec.origin,
             usage: rec.usage,
             digests: rec.outputs,
+            inline: rec.inline,
             source,
         })
     }
@@ -595,8 +599,14 @@ impl Session {
         let Some(info) = self.nodes.get(id) else {
             return;
         };
-        let (how, origin, usage, digests) = match reuse {
-            Some(r) => (r.how, r.origin.clone(), r.usage, r.digests.clone()),
+        let (how, origin, usage, digests, inline) = match reuse {
+            Some(r) => (
+                r.how,
+                r.origin.clone(),
+                r.usage,
+                r.digests.clone(),
+                r.inline.clone(),
+            ),
             None => {
                 let ids = span.and_then(crate::telemetry::span_ids);
                 let origin = Origin {
@@ -604,7 +614,13 @@ impl Session {
                     trace_id: ids.as_ref().map(|i| i.0.clone()).or(self.trace_id.clone()),
                     span_id: ids.map(|i| i.1),
                 };
-                (How::Executed, origin, None, IndexMap::new())
+                (
+                    How::Executed,
+                    origin,
+                    None,
+                    IndexMap::new(),
+                    IndexMap::new(),
+                )
             }
         };
         let rec = NodeRecord {
@@ -613,6 +629,7 @@ impl Session {
             fingerprint: info.fingerprint.clone(),
             action: action.to_string(),
             outputs: digests,
+            inline,
             memo_key,
             how,
             origin,

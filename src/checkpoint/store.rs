@@ -6,8 +6,10 @@
 //!   node (its outputs by digest, action, origin span, usage);
 //! - `nodes.jsonl`: node records appended as nodes complete, so a run killed
 //!   before it could write its final manifest still leaves them;
-//! - `objects/<sha256>`: each output value and input once, by the SHA-256 of
-//!   its JSON (a value two nodes share is stored once);
+//! - `objects/<sha256>`: each input, and each output value longer than
+//!   [`INLINE_MAX`] bytes of JSON, once, by the SHA-256 of its JSON (a value
+//!   two nodes share is stored once); shorter outputs are kept in their
+//!   node's record, under the same digest;
 //!
 //! and `runs/memo/<key>`: the memo index, a node's memo key pointing at the
 //! run that holds its outputs. Every file is created 0600, every directory
@@ -67,6 +69,11 @@ pub struct NodeRecord {
     pub action: String,
     /// Output key → object digest.
     pub outputs: IndexMap<String, String>,
+    /// Values of at most [`INLINE_MAX`] bytes of JSON, by digest, kept in the
+    /// record instead of an object file each (a file per short value was
+    /// most of a small node's checkpoint cost).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub inline: IndexMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memo_key: Option<String>,
     pub how: How,
@@ -114,6 +121,17 @@ impl Manifest {
     /// Whether the run ended (its final manifest was written).
     pub fn finished(&self) -> bool {
         self.status != "running"
+    }
+}
+
+/// Output values up to this many bytes of JSON are kept in the node's record
+/// ([`NodeRecord::inline`]); longer ones are stored once as `objects/<digest>`.
+pub const INLINE_MAX: usize = 256;
+
+impl NodeRecord {
+    /// Whether `digest` is kept in the record rather than as an object file.
+    pub fn is_inline(&self, digest: &str) -> bool {
+        self.inline.contains_key(digest)
     }
 }
 
@@ -258,6 +276,33 @@ impl RunDir {
         digests
             .iter()
             .map(|(k, d)| Ok((k.clone(), self.get(d)?)))
+            .collect()
+    }
+
+    /// A node's outputs: inline values from its record (checked against
+    /// their digests like objects are), the rest from `objects/`.
+    pub fn get_outputs(&self, rec: &NodeRecord) -> Result<Map<String, Value>, CheckpointError> {
+        rec.outputs
+            .iter()
+            .map(|(k, d)| {
+                let v = match rec.inline.get(d) {
+                    Some(v) => {
+                        let bytes = serde_json::to_vec(v).unwrap_or_default();
+                        if sha256_hex(&bytes) != *d {
+                            return Err(CheckpointError::Corrupt {
+                                path: self.dir.join("manifest.json"),
+                                message: format!(
+                                    "node `{}`: output `{k}` does not match its digest",
+                                    rec.id
+                                ),
+                            });
+                        }
+                        v.clone()
+                    }
+                    None => self.get(d)?,
+                };
+                Ok((k.clone(), v))
+            })
             .collect()
     }
 
@@ -473,6 +518,7 @@ mod tests {
             fingerprint: "f".into(),
             action: "default".into(),
             outputs: IndexMap::new(),
+            inline: IndexMap::new(),
             memo_key: None,
             how: How::Executed,
             origin: Origin::default(),

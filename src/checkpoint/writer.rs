@@ -282,9 +282,15 @@ impl Sink {
     fn store(&mut self, job: Job, lines: &mut Vec<u8>) -> Result<NodeRecord, CheckpointError> {
         let rec = match job {
             Job::Executed { mut rec, outputs } => {
-                for (k, v) in &outputs {
-                    let d = self.put(v)?;
-                    rec.outputs.insert(k.clone(), d);
+                for (k, v) in outputs {
+                    let bytes = serde_json::to_vec(&v).map_err(|e| self.io_err(e))?;
+                    let d = store::sha256_hex(&bytes);
+                    if bytes.len() <= store::INLINE_MAX {
+                        rec.inline.insert(d.clone(), v);
+                    } else if self.known.insert(d.clone()) {
+                        self.run.put_bytes(&d, &bytes)?;
+                    }
+                    rec.outputs.insert(k, d);
                 }
                 if let Some(key) = &rec.memo_key {
                     self.memo(key, &rec.id)?;
@@ -292,7 +298,7 @@ impl Sink {
                 rec
             }
             Job::Reused { rec, source } => {
-                for d in rec.outputs.values() {
+                for d in rec.outputs.values().filter(|d| !rec.is_inline(d)) {
                     if self.known.insert(d.clone()) {
                         self.run.adopt(&source, d)?;
                     }
@@ -304,16 +310,6 @@ impl Sink {
         lines.extend_from_slice(&line);
         lines.push(b'\n');
         Ok(rec)
-    }
-
-    fn put(&mut self, v: &Value) -> Result<String, CheckpointError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| self.io_err(e))?;
-        let digest = store::sha256_hex(&bytes);
-        if !self.known.contains(&digest) {
-            self.run.put_bytes(&digest, &bytes)?;
-            self.known.insert(digest.clone());
-        }
-        Ok(digest)
     }
 
     fn memo(&self, key: &str, node: &str) -> Result<(), CheckpointError> {
@@ -364,6 +360,7 @@ mod tests {
             fingerprint: "f".into(),
             action: "default".into(),
             outputs: Default::default(),
+            inline: Default::default(),
             memo_key: None,
             how: How::Executed,
             origin: Origin::default(),
@@ -388,11 +385,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
         let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let long = "y".repeat(store::INLINE_MAX);
         for i in 0..300 {
+            let mut out = outputs(json!(format!("{}{long}", i % 100)));
+            out.insert("short".into(), json!(i));
             w.push(Job::Executed {
                 rec: rec(&format!("n{i}")),
-                // Every third value repeats: stored once.
-                outputs: outputs(json!(i % 100)),
+                // Every third long value repeats: stored once.
+                outputs: out,
             });
         }
         let out = w.close();
@@ -410,8 +410,23 @@ mod tests {
         assert_eq!(logged.len(), 300);
         assert_eq!(logged[150].id, "n150");
         // Digests point at objects holding the values.
-        let d = &out.records[150].outputs["value"];
-        assert_eq!(run.get(d).unwrap(), json!(50));
+        let r = &out.records[150];
+        assert_eq!(
+            run.get(&r.outputs["value"]).unwrap(),
+            json!(format!("50{long}"))
+        );
+        // A short value lives in the record, checked against its digest like an object.
+        assert!(r.is_inline(&r.outputs["short"]) && !r.is_inline(&r.outputs["value"]));
+        let back = run.get_outputs(&logged[150]).unwrap();
+        assert_eq!(back["short"], json!(150));
+        assert_eq!(back["value"], json!(format!("50{long}")));
+        let mut forged = logged[150].clone();
+        let d = forged.outputs["short"].clone();
+        forged.inline.insert(d, json!(151));
+        assert!(matches!(
+            run.get_outputs(&forged),
+            Err(CheckpointError::Corrupt { .. })
+        ));
         assert_eq!(
             std::fs::read_dir(run.dir.join("objects")).unwrap().count(),
             100
@@ -446,9 +461,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
         let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let long = "z".repeat(store::INLINE_MAX);
         w.push(Job::Executed {
             rec: rec("a"),
-            outputs: outputs(json!("first")),
+            outputs: outputs(json!(format!("first{long}"))),
         });
         // Once the first node is written, the directory goes away.
         let t0 = std::time::Instant::now();
@@ -458,11 +474,11 @@ mod tests {
         std::fs::remove_dir_all(&run.dir).unwrap();
         w.push(Job::Executed {
             rec: rec("b"),
-            outputs: outputs(json!("second")),
+            outputs: outputs(json!(format!("second{long}"))),
         });
         w.push(Job::Executed {
             rec: rec("c"),
-            outputs: outputs(json!("third")),
+            outputs: outputs(json!(format!("third{long}"))),
         });
         let out = w.close();
         assert!(out.broken);
