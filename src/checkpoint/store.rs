@@ -137,10 +137,14 @@ impl NodeRecord {
 
 /// The SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in d.iter() {
-        s.push_str(&format!("{b:02x}"));
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(d: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(2 * d.len());
+    for b in d {
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
@@ -229,6 +233,52 @@ impl RunDir {
             return Ok(());
         }
         self.write_atomic(&path, bytes)
+    }
+
+    /// Stores a large `value` by streaming its JSON through SHA-256 into a
+    /// temp file, renamed to its digest: no serialized copy of the value is
+    /// held in memory. Returns the digest and the JSON's length.
+    pub fn put_streamed(&self, value: &Value) -> Result<(String, u64), CheckpointError> {
+        struct Hashing<W> {
+            out: W,
+            sha: Sha256,
+            len: u64,
+        }
+        impl<W: Write> Write for Hashing<W> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.out.write(buf)?;
+                self.sha.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let dir = self.dir.join("objects");
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(self.io(&dir))?;
+        let mut w = Hashing {
+            out: std::io::BufWriter::with_capacity(1 << 16, tmp),
+            sha: Sha256::new(),
+            len: 0,
+        };
+        serde_json::to_writer(&mut w, value)
+            .map_err(std::io::Error::other)
+            .and_then(|()| w.flush())
+            .map_err(self.io(&dir))?;
+        let digest = hex(&w.sha.finalize());
+        let tmp = w.out.into_inner().map_err(|e| CheckpointError::Io {
+            path: dir.clone(),
+            source: e.into_error(),
+        })?;
+        let path = self.object_path(&digest);
+        if !path.exists() {
+            tmp.persist(&path).map_err(|e| CheckpointError::Io {
+                path: path.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok((digest, w.len))
     }
 
     /// Takes object `digest` over from another run's directory (a hard link

@@ -32,6 +32,8 @@ const WAKE_AT: usize = 1 << 20;
 pub const MAX_PENDING: usize = 64 << 20;
 /// What a queued job is counted as besides its values (the record, the queue slot).
 const JOB_OVERHEAD: usize = 512;
+/// Values larger than this (estimated) are streamed to their object file.
+const STREAM_FROM: usize = 1 << 20;
 
 /// One completed node to store.
 pub(super) enum Job {
@@ -283,6 +285,13 @@ impl Sink {
         let rec = match job {
             Job::Executed { mut rec, outputs } => {
                 for (k, v) in outputs {
+                    // A large value is streamed to its file (never held twice).
+                    if approx_size(&v) > STREAM_FROM {
+                        let (d, _) = self.run.put_streamed(&v)?;
+                        self.known.insert(d.clone());
+                        rec.outputs.insert(k, d);
+                        continue;
+                    }
                     let bytes = serde_json::to_vec(&v).map_err(|e| self.io_err(e))?;
                     let d = store::sha256_hex(&bytes);
                     if bytes.len() <= store::INLINE_MAX {
@@ -489,6 +498,32 @@ mod tests {
             "{:?}",
             out.warnings
         );
+    }
+
+    #[test]
+    fn a_large_value_is_streamed_to_the_same_object_a_small_one_would_be() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = run_dir(tmp.path());
+        let big = json!({"text": "line \"quoted\"\n".repeat(STREAM_FROM / 8)});
+        let (d, len) = run.put_streamed(&big).unwrap();
+        let bytes = serde_json::to_vec(&big).unwrap();
+        assert_eq!(d, store::sha256_hex(&bytes));
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(run.get(&d).unwrap(), big);
+        // Once per digest; the temp files are gone.
+        assert_eq!(run.put_streamed(&big).unwrap().0, d);
+        assert_eq!(
+            std::fs::read_dir(run.dir.join("objects")).unwrap().count(),
+            1
+        );
+        let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        w.push(Job::Executed {
+            rec: rec("big"),
+            outputs: outputs(big.clone()),
+        });
+        let out = w.close();
+        assert_eq!(out.records[0].outputs["value"], d);
+        assert_eq!(run.get_outputs(&out.records[0]).unwrap()["value"], big);
     }
 
     #[test]

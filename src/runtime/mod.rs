@@ -1415,9 +1415,10 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     tracing::debug!(
         target: "pflow::detail",
         {
+            // `&str`, not `%`: the same text, without a trip through `fmt`.
             { attr::PARAM } = param,
-            { attr::TEMPLATE } = %template_text(t),
-            { attr::VALUE_PREVIEW } = %p.text,
+            { attr::TEMPLATE } = template_text(t).as_str(),
+            { attr::VALUE_PREVIEW } = p.text.as_str(),
             { attr::VALUE_SIZE } = p.size as i64,
             { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED);
 }
@@ -1443,8 +1444,8 @@ fn record_store_writes(span: &tracing::Span, node_id: &str, outputs: &Map<String
             target: "pflow::detail",
             parent: span,
             {
-                { attr::STORE_KEY } = %format!("{node_id}.{k}"),
-                { attr::VALUE_PREVIEW } = %p.text,
+                { attr::STORE_KEY } = format!("{node_id}.{k}").as_str(),
+                { attr::VALUE_PREVIEW } = p.text.as_str(),
                 { attr::VALUE_SIZE } = p.size as i64,
                 { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_STORE_WRITE);
     }
