@@ -32,8 +32,9 @@ const WAKE_AT: usize = 1 << 20;
 pub const MAX_PENDING: usize = 64 << 20;
 /// What a queued job is counted as besides its values (the record, the queue slot).
 const JOB_OVERHEAD: usize = 512;
-/// Values larger than this (estimated) are streamed to their object file.
-const STREAM_FROM: usize = 1 << 20;
+/// Values larger than this (estimated) are streamed to their object file
+/// by the runtime's thread, from where they are, never copied.
+pub(super) const STREAM_FROM: usize = 1 << 20;
 
 /// One completed node to store.
 pub(super) enum Job {
@@ -44,6 +45,8 @@ pub(super) enum Job {
     },
     /// Restored or cached: its objects (already in `rec.outputs`) taken over from `source`.
     Reused { rec: NodeRecord, source: RunDir },
+    /// Storing node `id` failed before it was queued: the checkpoint stops there.
+    Failed { id: String, error: CheckpointError },
 }
 
 impl Job {
@@ -51,13 +54,13 @@ impl Job {
         JOB_OVERHEAD
             + match self {
                 Job::Executed { outputs, .. } => outputs.values().map(approx_size).sum(),
-                Job::Reused { .. } => 0,
+                Job::Reused { .. } | Job::Failed { .. } => 0,
             }
     }
 }
 
 /// Roughly the bytes a value holds (strings dominate anything large).
-fn approx_size(v: &Value) -> usize {
+pub(super) fn approx_size(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len() + 24,
         Value::Array(a) => 24 + a.iter().map(approx_size).sum::<usize>(),
@@ -108,6 +111,7 @@ pub(super) struct Written {
 
 /// The write-behind thread of one run's checkpoint.
 pub(super) struct Writer {
+    run: RunDir,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<Written>>>,
     done: Mutex<Option<Written>>,
@@ -138,7 +142,7 @@ impl Writer {
             room: Condvar::new(),
         });
         let state = Sink {
-            run,
+            run: run.clone(),
             runs,
             run_id,
             known: HashSet::new(),
@@ -150,10 +154,16 @@ impl Writer {
             .name("pflow-checkpoint".into())
             .spawn(move || state.serve(&s))?;
         Ok(Writer {
+            run,
             shared,
             thread: Mutex::new(Some(thread)),
             done: Mutex::new(None),
         })
+    }
+
+    /// The run directory written to.
+    pub fn run(&self) -> &RunDir {
+        &self.run
     }
 
     /// Queues a completed node; waits only while [`MAX_PENDING`] bytes are queued.
@@ -256,6 +266,7 @@ impl Sink {
             }
             let id = match &job {
                 Job::Executed { rec, .. } | Job::Reused { rec, .. } => rec.id.clone(),
+                Job::Failed { id, .. } => id.clone(),
             };
             match self.store(job, &mut lines) {
                 Ok(rec) => added.push(rec),
@@ -283,15 +294,9 @@ impl Sink {
     /// Stores one node's objects and memo entry; its log line goes into `lines`.
     fn store(&mut self, job: Job, lines: &mut Vec<u8>) -> Result<NodeRecord, CheckpointError> {
         let rec = match job {
+            Job::Failed { error, .. } => return Err(error),
             Job::Executed { mut rec, outputs } => {
                 for (k, v) in outputs {
-                    // A large value is streamed to its file (never held twice).
-                    if approx_size(&v) > STREAM_FROM {
-                        let (d, _) = self.run.put_streamed(&v)?;
-                        self.known.insert(d.clone());
-                        rec.outputs.insert(k, d);
-                        continue;
-                    }
                     let bytes = serde_json::to_vec(&v).map_err(|e| self.io_err(e))?;
                     let d = store::sha256_hex(&bytes);
                     if bytes.len() <= store::INLINE_MAX {
@@ -516,14 +521,24 @@ mod tests {
             std::fs::read_dir(run.dir.join("objects")).unwrap().count(),
             1
         );
+        // Through the session's path: streamed on the caller's thread, the
+        // small value beside it queued, the output order kept.
         let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
-        w.push(Job::Executed {
-            rec: rec("big"),
-            outputs: outputs(big.clone()),
-        });
-        let out = w.close();
-        assert_eq!(out.records[0].outputs["value"], d);
-        assert_eq!(run.get_outputs(&out.records[0]).unwrap()["value"], big);
+        let mut out = Map::new();
+        out.insert("a".into(), json!(1));
+        out.insert("value".into(), big.clone());
+        out.insert("z".into(), json!("last"));
+        let job = crate::checkpoint::executed_job(&w, rec("big"), &out);
+        assert!(matches!(&job, Job::Executed { outputs, .. } if outputs.len() == 2));
+        w.push(job);
+        let written = w.close();
+        let r = &written.records[0];
+        assert_eq!(r.outputs["value"], d);
+        let keys: Vec<&str> = r.outputs.keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["a", "value", "z"]);
+        let back = run.get_outputs(r).unwrap();
+        assert_eq!(back["value"], big);
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["a", "value", "z"]);
     }
 
     #[test]
