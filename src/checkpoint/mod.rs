@@ -14,6 +14,7 @@
 //! decides anything here.
 
 pub mod store;
+mod writer;
 
 use crate::accounting::Reused;
 use crate::ir::{self, WorkflowIr};
@@ -257,6 +258,8 @@ pub struct Reuse {
     pub origin: Origin,
     pub usage: Option<Reused>,
     digests: IndexMap<String, String>,
+    /// The values the record holds itself (no object to take over).
+    inline: IndexMap<String, Value>,
     source: RunDir,
 }
 
@@ -332,6 +335,8 @@ pub struct Session {
     run_id: String,
     /// `None` when checkpoints are off or the directory could not be made.
     run: Option<RunDir>,
+    /// Stores completed nodes off the runtime's path (`Some` with `run`).
+    writer: Option<writer::Writer>,
     trace_id: Option<String>,
     nodes: HashMap<String, NodeInfo>,
     prior: Option<Prior>,
@@ -407,27 +412,35 @@ impl Session {
             failed_node: None,
             nodes: Vec::new(),
         };
-        let run = if s.write {
-            let opened = run
-                .create()
-                .and_then(|()| run.put_map(s.inputs).map(|_| ()))
-                .and_then(|()| run.write_manifest(&manifest));
+        let (run, writer) = if s.write {
+            let opened =
+                run.create()
+                    .and_then(|()| run.put_map(s.inputs).map(|_| ()))
+                    .and_then(|()| run.write_manifest(&manifest))
+                    .and_then(|()| {
+                        writer::Writer::start(run.clone(), runs.clone(), s.run_id.to_string())
+                            .map_err(|source| CheckpointError::Io {
+                                path: run.dir.clone(),
+                                source,
+                            })
+                    });
             match opened {
-                Ok(()) => Some(run),
+                Ok(w) => (Some(run), Some(w)),
                 Err(e) => {
                     warnings.push(format!(
                         "no checkpoint for this run (it cannot be resumed): {e}"
                     ));
-                    None
+                    (None, None)
                 }
             }
         } else {
-            None
+            (None, None)
         };
         let session = Session {
             runs,
             run_id: s.run_id.to_string(),
             run,
+            writer,
             trace_id: s.trace_id,
             nodes,
             invalid,
@@ -500,7 +513,7 @@ impl Session {
             return Ok(None);
         };
         drop(st);
-        let outputs = prior.dir.get_map(&rec.outputs)?;
+        let outputs = prior.dir.get_outputs(rec)?;
         Ok(Some(Reuse {
             how: How::Restored,
             outputs,
@@ -508,6 +521,7 @@ impl Session {
             origin: rec.origin.clone(),
             usage: rec.usage,
             digests: rec.outputs.clone(),
+            inline: rec.inline.clone(),
             source: prior.dir.clone(),
         }))
     }
@@ -555,7 +569,7 @@ impl Session {
             }
             return None;
         };
-        let outputs = source.get_map(&rec.outputs).ok()?;
+        let outputs = source.get_outputs(&rec).ok()?;
         Some(Reuse {
             how: How::Cached,
             outputs,
@@ -563,12 +577,15 @@ impl Session {
             origin: rec.origin,
             usage: rec.usage,
             digests: rec.outputs,
+            inline: rec.inline,
             source,
         })
     }
 
     /// Records a completed node: executed (its span is the origin of later
     /// reuse) or reused (its origin carried over, its objects taken over).
+    /// The files are written behind the run ([`writer`]); the node's outputs
+    /// are handed over as a copy, its record with what is known now.
     pub fn completed(
         &self,
         id: &str,
@@ -578,68 +595,54 @@ impl Session {
         memo_key: Option<String>,
         reuse: Option<&Reuse>,
     ) {
-        let Some(run) = &self.run else { return };
-        if self.lock().broken {
-            return;
-        }
+        let Some(writer) = &self.writer else { return };
         let Some(info) = self.nodes.get(id) else {
             return;
         };
-        let stored = match reuse {
-            Some(r) => r
-                .digests
-                .values()
-                .try_for_each(|d| run.adopt(&r.source, d))
-                .map(|()| r.digests.clone()),
-            None => run.put_map(outputs),
+        let (how, origin, usage, digests, inline) = match reuse {
+            Some(r) => (
+                r.how,
+                r.origin.clone(),
+                r.usage,
+                r.digests.clone(),
+                r.inline.clone(),
+            ),
+            None => {
+                let ids = span.and_then(crate::telemetry::span_ids);
+                let origin = Origin {
+                    run_id: self.run_id.clone(),
+                    trace_id: ids.as_ref().map(|i| i.0.clone()).or(self.trace_id.clone()),
+                    span_id: ids.map(|i| i.1),
+                };
+                (
+                    How::Executed,
+                    origin,
+                    None,
+                    IndexMap::new(),
+                    IndexMap::new(),
+                )
+            }
         };
-        let rec = stored.and_then(|digests| {
-            let (how, origin, usage) = match reuse {
-                Some(r) => (r.how, r.origin.clone(), r.usage),
-                None => {
-                    let ids = span.and_then(crate::telemetry::span_ids);
-                    let origin = Origin {
-                        run_id: self.run_id.clone(),
-                        trace_id: ids.as_ref().map(|i| i.0.clone()).or(self.trace_id.clone()),
-                        span_id: ids.map(|i| i.1),
-                    };
-                    (How::Executed, origin, None)
-                }
-            };
-            let rec = NodeRecord {
-                id: id.to_string(),
-                node_type: info.node_type.clone(),
-                fingerprint: info.fingerprint.clone(),
-                action: action.to_string(),
-                outputs: digests,
-                memo_key: memo_key.clone(),
-                how,
-                origin,
-                usage,
-            };
-            run.append_node(&rec)?;
-            if let (How::Executed, Some(key)) = (how, &memo_key) {
-                store::memo_put(
-                    &self.runs,
-                    key,
-                    &store::MemoEntry {
-                        run_id: self.run_id.clone(),
-                        node: id.to_string(),
-                    },
-                )?;
-            }
-            Ok(rec)
-        });
-        let mut st = self.lock();
-        match rec {
-            Ok(rec) => st.records.push(rec),
-            Err(e) => {
-                st.broken = true;
-                st.warnings.push(format!(
-                    "checkpoint incomplete from node `{id}` on (a resume will run it again): {e}"
-                ));
-            }
-        }
+        let rec = NodeRecord {
+            id: id.to_string(),
+            node_type: info.node_type.clone(),
+            fingerprint: info.fingerprint.clone(),
+            action: action.to_string(),
+            outputs: digests,
+            inline,
+            memo_key,
+            how,
+            origin,
+            usage,
+        };
+        let job = match reuse {
+            Some(r) => writer::Job::Reused {
+                rec,
+                source: r.source.clone(),
+            },
+            None => executed_job(writer, rec, outputs),
+        };
+        writer.push(job);
     }
 
     /// Writes the final manifest: the run's status, where it failed, and
@@ -651,6 +654,13 @@ impl Session {
         failed_node: Option<&str>,
         metrics: Option<&crate::accounting::summary::MetricsSummary>,
     ) -> Vec<String> {
+        if let Some(w) = &self.writer {
+            let written = w.close();
+            let mut st = self.lock();
+            st.records.extend(written.records);
+            st.warnings.extend(written.warnings);
+            st.broken |= written.broken;
+        }
         let mut warnings = self.take_warnings();
         let Some(run) = &self.run else {
             return warnings;
@@ -678,6 +688,41 @@ impl Session {
     /// The directory this run's checkpoint is in.
     pub fn dir(&self) -> Option<&Path> {
         self.run.as_ref().map(|r| r.dir.as_path())
+    }
+}
+
+/// An executed node's job. A large value is streamed into its object here,
+/// from where it lives, instead of being copied for the writer: a second
+/// copy of a 50 MB value overlapping the next node's own made the peak RSS
+/// vary from run to run. Small values go to the writer as copies.
+fn executed_job(
+    writer: &writer::Writer,
+    mut rec: NodeRecord,
+    outputs: &Map<String, Value>,
+) -> writer::Job {
+    let mut small = Map::new();
+    for (k, v) in outputs {
+        if writer::approx_size(v) > writer::STREAM_FROM {
+            match writer.run().put_streamed(v) {
+                Ok((d, _)) => {
+                    rec.outputs.insert(k.clone(), d);
+                }
+                Err(e) => {
+                    return writer::Job::Failed {
+                        id: rec.id,
+                        error: e,
+                    }
+                }
+            }
+        } else {
+            // Its place in the output order, filled by the writer.
+            rec.outputs.insert(k.clone(), String::new());
+            small.insert(k.clone(), v.clone());
+        }
+    }
+    writer::Job::Executed {
+        rec,
+        outputs: small,
     }
 }
 

@@ -6,8 +6,10 @@
 //!   node (its outputs by digest, action, origin span, usage);
 //! - `nodes.jsonl`: node records appended as nodes complete, so a run killed
 //!   before it could write its final manifest still leaves them;
-//! - `objects/<sha256>`: each output value and input once, by the SHA-256 of
-//!   its JSON (a value two nodes share is stored once);
+//! - `objects/<sha256>`: each input, and each output value longer than
+//!   [`INLINE_MAX`] bytes of JSON, once, by the SHA-256 of its JSON (a value
+//!   two nodes share is stored once); shorter outputs are kept in their
+//!   node's record, under the same digest;
 //!
 //! and `runs/memo/<key>`: the memo index, a node's memo key pointing at the
 //! run that holds its outputs. Every file is created 0600, every directory
@@ -67,6 +69,11 @@ pub struct NodeRecord {
     pub action: String,
     /// Output key → object digest.
     pub outputs: IndexMap<String, String>,
+    /// Values of at most [`INLINE_MAX`] bytes of JSON, by digest, kept in the
+    /// record instead of an object file each (a file per short value was
+    /// most of a small node's checkpoint cost).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub inline: IndexMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memo_key: Option<String>,
     pub how: How,
@@ -117,12 +124,27 @@ impl Manifest {
     }
 }
 
+/// Output values up to this many bytes of JSON are kept in the node's record
+/// ([`NodeRecord::inline`]); longer ones are stored once as `objects/<digest>`.
+pub const INLINE_MAX: usize = 256;
+
+impl NodeRecord {
+    /// Whether `digest` is kept in the record rather than as an object file.
+    pub fn is_inline(&self, digest: &str) -> bool {
+        self.inline.contains_key(digest)
+    }
+}
+
 /// The SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in d.iter() {
-        s.push_str(&format!("{b:02x}"));
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(d: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(2 * d.len());
+    for b in d {
+        let _ = write!(s, "{b:02x}");
     }
     s
 }
@@ -200,12 +222,63 @@ impl RunDir {
             source: std::io::Error::other(e),
         })?;
         let digest = sha256_hex(&bytes);
-        let path = self.object_path(&digest);
-        if path.exists() {
-            return Ok(digest);
-        }
-        self.write_atomic(&path, &bytes)?;
+        self.put_bytes(&digest, &bytes)?;
         Ok(digest)
+    }
+
+    /// Stores `bytes` (a value's JSON) under `digest`, its SHA-256, unless already there.
+    pub fn put_bytes(&self, digest: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let path = self.object_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        self.write_atomic(&path, bytes)
+    }
+
+    /// Stores a large `value` by streaming its JSON through SHA-256 into a
+    /// temp file, renamed to its digest: no serialized copy of the value is
+    /// held in memory. Returns the digest and the JSON's length.
+    pub fn put_streamed(&self, value: &Value) -> Result<(String, u64), CheckpointError> {
+        struct Hashing<W> {
+            out: W,
+            sha: Sha256,
+            len: u64,
+        }
+        impl<W: Write> Write for Hashing<W> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.out.write(buf)?;
+                self.sha.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let dir = self.dir.join("objects");
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(self.io(&dir))?;
+        let mut w = Hashing {
+            out: std::io::BufWriter::with_capacity(1 << 16, tmp),
+            sha: Sha256::new(),
+            len: 0,
+        };
+        serde_json::to_writer(&mut w, value)
+            .map_err(std::io::Error::other)
+            .and_then(|()| w.flush())
+            .map_err(self.io(&dir))?;
+        let digest = hex(&w.sha.finalize());
+        let tmp = w.out.into_inner().map_err(|e| CheckpointError::Io {
+            path: dir.clone(),
+            source: e.into_error(),
+        })?;
+        let path = self.object_path(&digest);
+        if !path.exists() {
+            tmp.persist(&path).map_err(|e| CheckpointError::Io {
+                path: path.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok((digest, w.len))
     }
 
     /// Takes object `digest` over from another run's directory (a hard link
@@ -256,6 +329,33 @@ impl RunDir {
             .collect()
     }
 
+    /// A node's outputs: inline values from its record (checked against
+    /// their digests like objects are), the rest from `objects/`.
+    pub fn get_outputs(&self, rec: &NodeRecord) -> Result<Map<String, Value>, CheckpointError> {
+        rec.outputs
+            .iter()
+            .map(|(k, d)| {
+                let v = match rec.inline.get(d) {
+                    Some(v) => {
+                        let bytes = serde_json::to_vec(v).unwrap_or_default();
+                        if sha256_hex(&bytes) != *d {
+                            return Err(CheckpointError::Corrupt {
+                                path: self.dir.join("manifest.json"),
+                                message: format!(
+                                    "node `{}`: output `{k}` does not match its digest",
+                                    rec.id
+                                ),
+                            });
+                        }
+                        v.clone()
+                    }
+                    None => self.get(d)?,
+                };
+                Ok((k.clone(), v))
+            })
+            .collect()
+    }
+
     /// Stores every value of `map`; returns name → digest.
     pub fn put_map(
         &self,
@@ -286,24 +386,34 @@ impl RunDir {
         self.write_atomic(&self.dir.join("manifest.json"), &bytes)
     }
 
+    /// `nodes.jsonl`: one line per completed node, appended as nodes complete.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("nodes.jsonl")
+    }
+
+    /// Opens `nodes.jsonl` for appending (created 0600).
+    pub fn open_log(&self) -> std::io::Result<std::fs::File> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        private(&mut opts);
+        opts.open(self.log_path())
+    }
+
     /// Appends one completed node to `nodes.jsonl`.
     pub fn append_node(&self, rec: &NodeRecord) -> Result<(), CheckpointError> {
-        let path = self.dir.join("nodes.jsonl");
+        let path = self.log_path();
         let mut line = serde_json::to_vec(rec).map_err(|e| CheckpointError::Io {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
         line.push(b'\n');
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        private(&mut opts);
-        let mut f = opts.open(&path).map_err(self.io(&path))?;
+        let mut f = self.open_log().map_err(self.io(&path))?;
         f.write_all(&line).map_err(self.io(&path))
     }
 
     /// The final manifest was written: the per-node log is no longer needed.
     pub fn drop_node_log(&self) {
-        let _ = std::fs::remove_file(self.dir.join("nodes.jsonl"));
+        let _ = std::fs::remove_file(self.log_path());
     }
 
     /// The run's manifest; nodes a killed run logged but never wrote into it are added.
@@ -322,7 +432,7 @@ impl RunDir {
             });
         }
         if !m.finished() {
-            let log = self.dir.join("nodes.jsonl");
+            let log = self.log_path();
             if let Ok(text) = std::fs::read_to_string(&log) {
                 // A line cut by a kill is the last one: the complete ones before it count.
                 m.nodes = text
@@ -458,6 +568,7 @@ mod tests {
             fingerprint: "f".into(),
             action: "default".into(),
             outputs: IndexMap::new(),
+            inline: IndexMap::new(),
             memo_key: None,
             how: How::Executed,
             origin: Origin::default(),

@@ -180,19 +180,22 @@ impl CompiledWorkflow {
     /// The top-level nodes as the checkpoint store sees them: each one's IR
     /// and, for a nested workflow, the child's IR (a changed child changes the node).
     pub fn node_views(&self) -> Vec<crate::checkpoint::NodeView<'_>> {
+        // By id, not by a scan per node: a 10,000-node chain spent ~9% of its
+        // run comparing ids here.
+        let children: HashMap<&str, &WorkflowIr> = self
+            .nodes
+            .iter()
+            .filter_map(|c| match &c.kind {
+                CompiledKind::Workflow { child, .. } => Some((c.id.as_str(), &child.ir)),
+                CompiledKind::Builtin(_) => None,
+            })
+            .collect();
         self.ir
             .nodes
             .iter()
             .map(|n| crate::checkpoint::NodeView {
                 ir: n,
-                child: self
-                    .nodes
-                    .iter()
-                    .find(|c| c.id == n.id)
-                    .and_then(|c| match &c.kind {
-                        CompiledKind::Workflow { child, .. } => Some(&child.ir),
-                        CompiledKind::Builtin(_) => None,
-                    }),
+                child: children.get(n.id.as_str()).copied(),
             })
             .collect()
     }
@@ -1419,9 +1422,10 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     tracing::debug!(
         target: "pflow::detail",
         {
+            // `&str`, not `%`: the same text, without a trip through `fmt`.
             { attr::PARAM } = param,
-            { attr::TEMPLATE } = %template_text(t),
-            { attr::VALUE_PREVIEW } = %p.text,
+            { attr::TEMPLATE } = template_text(t).as_str(),
+            { attr::VALUE_PREVIEW } = p.text.as_str(),
             { attr::VALUE_SIZE } = p.size as i64,
             { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED);
 }
@@ -1447,8 +1451,8 @@ fn record_store_writes(span: &tracing::Span, node_id: &str, outputs: &Map<String
             target: "pflow::detail",
             parent: span,
             {
-                { attr::STORE_KEY } = %format!("{node_id}.{k}"),
-                { attr::VALUE_PREVIEW } = %p.text,
+                { attr::STORE_KEY } = format!("{node_id}.{k}").as_str(),
+                { attr::VALUE_PREVIEW } = p.text.as_str(),
                 { attr::VALUE_SIZE } = p.size as i64,
                 { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_STORE_WRITE);
     }
