@@ -446,11 +446,6 @@ impl Runtime {
         cx: &CompileContext,
         depth: u32,
     ) -> Result<CompiledWorkflow, IrError> {
-        // Token counts (the echo model, budgets, estimates) need the tokenizer:
-        // load it while the nodes before the first LLM call run.
-        if ir.nodes.iter().any(|n| n.node_type == "llm") {
-            crate::llm::warm_up_tokenizer();
-        }
         let shape = |n: &ir::NodeIr| self.shape(n, base_dir);
         let vcx = ValidationContext {
             params: cx.params.clone(),
