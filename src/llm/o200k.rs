@@ -112,32 +112,66 @@ fn pieces(text: &str) -> Option<Vec<&str>> {
 
 /// OpenAI's byte-pair merge of one piece: the boundaries of its tokens.
 /// Repeatedly joins the adjacent pair whose concatenation has the lowest
-/// rank (the leftmost on ties) until no adjacent pair is a token.
+/// rank (the leftmost on ties) until no adjacent pair is a token. A heap of
+/// candidate pairs and a linked list of parts keep it O(n log n), so a long
+/// piece (a run of letters without a space) costs no more than its length.
 fn merge(piece: &[u8]) -> Vec<usize> {
-    // parts[i] = (start of part i, rank of part i joined with part i + 1)
-    let pair_rank = |parts: &[(usize, u32)], i: usize| -> u32 {
-        match (parts.get(i), parts.get(i + 2)) {
-            (Some(&(a, _)), Some(&(b, _))) => rank(&piece[a..b]).unwrap_or(u32::MAX),
-            _ => u32::MAX,
+    use std::cmp::Reverse;
+    let n = piece.len();
+    if n < 2 {
+        return vec![0, n];
+    }
+    // Part starting at byte i: next[i] is where the next part starts (n: none),
+    // prev[i] the previous part's start (usize::MAX: none).
+    let mut next: Vec<usize> = (1..=n).collect();
+    let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+    let mut alive = vec![true; n];
+    // pair[i]: the rank of part i joined with the next part (u32::MAX: not a token).
+    let mut pair = vec![u32::MAX; n];
+    let joined = |i: usize, next: &[usize]| -> u32 {
+        match next.get(i).and_then(|&j| next.get(j)) {
+            Some(&end) => rank(&piece[i..end]).unwrap_or(u32::MAX),
+            None => u32::MAX,
         }
     };
-    let mut parts: Vec<(usize, u32)> = (0..=piece.len()).map(|i| (i, u32::MAX)).collect();
-    for i in 0..parts.len().saturating_sub(2) {
-        parts[i].1 = pair_rank(&parts, i);
-    }
-    while let Some((i, _)) = parts[..parts.len() - 1]
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.1 != u32::MAX)
-        .min_by_key(|(i, p)| (p.1, *i))
-    {
-        parts.remove(i + 1);
-        parts[i].1 = pair_rank(&parts, i);
-        if i > 0 {
-            parts[i - 1].1 = pair_rank(&parts, i - 1);
+    let mut heap = std::collections::BinaryHeap::new();
+    for (i, r) in pair.iter_mut().enumerate().take(n - 1) {
+        *r = joined(i, &next);
+        if *r != u32::MAX {
+            heap.push(Reverse((*r, i)));
         }
     }
-    parts.into_iter().map(|(start, _)| start).collect()
+    while let Some(Reverse((r, i))) = heap.pop() {
+        // A pair that changed since it was pushed is stale (each part only
+        // grows, so its pair's rank never comes back).
+        if !alive[i] || pair[i] != r {
+            continue;
+        }
+        let j = next[i];
+        alive[j] = false;
+        next[i] = next[j];
+        if next[i] < n {
+            prev[next[i]] = i;
+        }
+        pair[i] = joined(i, &next);
+        if pair[i] != u32::MAX {
+            heap.push(Reverse((pair[i], i)));
+        }
+        if let Some(p) = Some(prev[i]).filter(|&p| p != usize::MAX) {
+            pair[p] = joined(p, &next);
+            if pair[p] != u32::MAX {
+                heap.push(Reverse((pair[p], p)));
+            }
+        }
+    }
+    let mut bounds = Vec::new();
+    let mut i = 0;
+    while i < n {
+        bounds.push(i);
+        i = next[i];
+    }
+    bounds.push(n);
+    bounds
 }
 
 /// The token ranks of `text` (special-token markers are plain text).
@@ -274,6 +308,24 @@ mod tests {
                 .collect();
             check(&s);
         }
+    }
+
+    #[test]
+    fn long_pieces_merge_like_the_reference() {
+        // One piece each: letters without a space, digits-free punctuation.
+        let mut x: u64 = 42;
+        let letters: String = (0..3000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + ((x >> 33) % 26) as u8) as char
+            })
+            .collect();
+        check(&letters);
+        check(&"ab".repeat(2000));
+        check(&"#$%&".repeat(500));
+        check(&"日本語".repeat(400));
     }
 
     #[test]
