@@ -58,6 +58,8 @@ pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
         Some(attr::ROLE_BATCH) => return SpanKind::Batch,
         Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
         Some(_) => return SpanKind::Node,
+        // Role `node` is left out (telemetry::compact): any span with a node id.
+        None if get(attr::NODE_ID).is_some() => return SpanKind::Node,
         None => {}
     }
     if get(attr::PLANNER_STEP).is_some() {

@@ -1460,7 +1460,8 @@ fn value_event(
     let param = compact::event_param(name, template.map(|t| t.0), store_key);
     let repeats = !p.truncated && compact::repeats_param(shown, param, &p.text);
     let preview = (!repeats).then_some(p.text.as_str());
-    let size = (p.truncated || p.size != p.text.len()).then_some(p.size as i64);
+    let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
+        .then_some(p.size as i64);
     let truncated = p.truncated.then_some(true);
     match template {
         Some((param, text)) => tracing::debug!(

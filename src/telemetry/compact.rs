@@ -10,14 +10,15 @@
 //!   attempt 1 of 1, status `ok`, action `default` (on success);
 //! - value events (`pflow.template.resolved`, `pflow.store.write`): a `false`
 //!   `pflow.value.truncated`, a `pflow.value.size` equal to the preview's
-//!   length in bytes, and a preview that repeats a param the span's whole
+//!   length in bytes (kept when the run exports without content:
+//!   [`value_sizes_kept`]), and a preview that repeats a param the span's whole
 //!   `pflow.node.params` already shows ([`repeats_param`]).
 //!
 //! Each rule is written once here and used both ways: the runtime leaves a
 //! value out only when [`restore_span`] (every trace-file reader:
 //! `pflow trace show|summary|report|diff|reprice`) gives it back exactly, and
-//! a copy that loses its previews to the content policy keeps their sizes
-//! ([`left_out_size`]).
+//! `pflow trace export` without content writes back the sizes a file left
+//! out before it drops the previews ([`left_out_size`]).
 //!
 //! [`strip_empty_fields`] removes the fields at their proto3 default
 //! (`"traceState":""`, zero dropped counts, empty links, an empty status
@@ -30,6 +31,23 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, Ke
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
+
+/// Whether value events keep a size equal to their preview's length (set
+/// once per run, before any span): a live OTLP export without content
+/// capture drops the previews, and the Collector's replay of the trace file
+/// drops them too but cannot compute their lengths, so both copies carry
+/// the sizes, and stay identical.
+static KEEP_VALUE_SIZES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`KEEP_VALUE_SIZES`]: on when the run exports over OTLP without content.
+pub fn keep_value_sizes(on: bool) {
+    KEEP_VALUE_SIZES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a value event records a `pflow.value.size` equal to its preview's length.
+pub fn value_sizes_kept() -> bool {
+    KEEP_VALUE_SIZES.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// `pflow.node.action` of a successful node that names no other.
 pub const DEFAULT_ACTION: &str = "default";
@@ -85,7 +103,9 @@ pub fn repeats_param(
 
 /// The `pflow.value.size` of a value event that left it out: the length
 /// of its preview, written or repeated from the params (`None`: the event
-/// holds its size, or is no value event).
+/// holds its size, or is no value event). For `pflow trace export` of a
+/// file written without a live export (a live export without content kept
+/// every size: [`value_sizes_kept`]).
 pub fn left_out_size(
     event: &str,
     get: &dyn Fn(&str) -> Option<String>,

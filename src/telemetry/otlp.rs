@@ -384,11 +384,6 @@ pub fn apply_policy(span: &mut SpanData, capture_content: bool, redactor: &Redac
 /// (last, so attributes a profile derives are redacted too).
 pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &Redactor) {
     if !shape.capture_content {
-        let params = span
-            .attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == attr::NODE_PARAMS)
-            .map(|kv| kv.value.as_str().into_owned());
         let before = span.attributes.len();
         span.attributes
             .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
@@ -402,22 +397,11 @@ pub fn apply_export_policy(span: &mut SpanData, shape: &ExportShape, redactor: &
                 .iter()
                 .find(|kv| kv.key.as_str() == attr::EXCEPTION_MESSAGE)
                 .map(|kv| kv.value.as_str().len() as i64);
-            // A size the compact form left out goes with the preview it is the length of.
-            let get = |k: &str| {
-                ev.attributes
-                    .iter()
-                    .find(|kv| kv.key.as_str() == k)
-                    .map(|kv| kv.value.as_str().into_owned())
-            };
-            let value_size = super::compact::left_out_size(&ev.name, &get, params.as_deref());
             ev.attributes
                 .retain(|kv| !attr::is_content(attr::Kind::EventAttr, kv.key.as_str()));
             if let Some(n) = size {
                 ev.attributes
                     .push(KeyValue::new(attr::EXCEPTION_MESSAGE_SIZE, n));
-            }
-            if let Some(n) = value_size {
-                ev.attributes.push(KeyValue::new(attr::VALUE_SIZE, n));
             }
         }
         if matches!(span.status, opentelemetry::trace::Status::Error { .. }) {
