@@ -72,8 +72,10 @@ fn split_dfa(out: &Path) {
         .configure(dense::Config::new().start_kind(StartKind::Anchored))
         .build(O200K_SPLIT)
         .expect("the o200k split pattern compiles");
-    let (bytes, pad) = dfa.to_bytes_little_endian();
-    write(out, "o200k_split.dfa", &bytes[pad..]);
+    // Sparse: 0.14 MB in the binary instead of the dense form's 2.8 MB
+    // (the release binary stays under 30 MB); checked in ~5 ms when loaded.
+    let sparse = dfa.to_sparse().expect("the split DFA has a sparse form");
+    write(out, "o200k_split.dfa", &sparse.to_bytes_little_endian());
 }
 
 fn write(out: &Path, name: &str, bytes: &[u8]) {

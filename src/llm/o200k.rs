@@ -1,7 +1,7 @@
 //! The `o200k_base` tokenizer (the GPT-4o family's encoding), used straight
 //! from tables that build.rs computed at compile time: nothing is parsed,
 //! decompressed or hashed when a run starts, so the first count costs what
-//! any count costs (plus checking the split DFA's header, well under 1 ms).
+//! any count costs (plus checking the split DFA once, ~5 ms).
 //!
 //! - The vocabulary comes from the `tiktoken` crate (a build dependency):
 //!   every token's bytes in rank order and an open-addressing table of ranks
@@ -15,7 +15,7 @@
 //! Counts are checked against tiktoken-rs, the reference implementation
 //! (tests below). Crates compared in benches/README.md ("Tokenizers").
 
-use regex_automata::dfa::{dense, Automaton};
+use regex_automata::dfa::{sparse, Automaton};
 use regex_automata::{Anchored, Input};
 use std::sync::OnceLock;
 
@@ -41,11 +41,11 @@ fn u32_at(bytes: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// The split DFA, checked once (a header and table-size check: ~1 ms).
-fn split() -> Option<&'static dense::DFA<&'static [u32]>> {
-    static DFA: OnceLock<Option<dense::DFA<&'static [u32]>>> = OnceLock::new();
+/// The split DFA (sparse), checked once (every transition: ~5 ms).
+fn split() -> Option<&'static sparse::DFA<&'static [u8]>> {
+    static DFA: OnceLock<Option<sparse::DFA<&'static [u8]>>> = OnceLock::new();
     DFA.get_or_init(|| {
-        dense::DFA::from_bytes(&SPLIT_DFA.bytes)
+        sparse::DFA::from_bytes(&SPLIT_DFA.bytes)
             .ok()
             .map(|(dfa, _)| dfa)
     })
