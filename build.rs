@@ -6,7 +6,7 @@
 //!   hash table of ranks (hash in src/llm/o200k_hash.rs, shared with the
 //!   reader);
 //! - the pre-tokenizer: `o200k_base`'s split pattern compiled by
-//!   `regex-automata` into a dense DFA, serialized in its own zero-copy form.
+//!   `regex-automata` into a DFA, serialized sparse in its own zero-copy form.
 //!
 //! All little-endian; the reader checks the sizes it is given.
 
