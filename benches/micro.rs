@@ -2,7 +2,9 @@
 //! telemetry pipeline (tracing → tracing-opentelemetry → metrics processor →
 //! trace-file processor, encoded on the writer thread), template resolution,
 //! pricing lookup and cost, usage extraction from real provider bodies, and
-//! the redactor on text with and without credentials (µs per KB scanned).
+//! the redactor on text with and without credentials (µs per KB scanned),
+//! and the o200k tokenizer: its first count in the process (the echo
+//! model's first call: nothing to load) and a count of ~1 KB of text.
 //!
 //! `cargo bench --bench micro -- --warm-up-time 1 --measurement-time 3`
 
@@ -236,11 +238,26 @@ fn redaction(c: &mut Criterion) {
     g.finish();
 }
 
+fn tokenizer(c: &mut Criterion) {
+    // The first count of the process, once: what the echo model's first call pays.
+    let t = Instant::now();
+    let n = pflow::llm::count_tokens("Summarise these notes in one line.");
+    eprintln!(
+        "tokenizer: first count in this process {:.1} µs ({n:?} tokens)",
+        t.elapsed().as_secs_f64() * 1e6
+    );
+    let text =
+        "The quick brown fox jumps over the lazy dog; Ünïcödé — 日本語 🚀 123456. ".repeat(14);
+    c.bench_function("tokenizer/count_1kb", |b| {
+        b.iter(|| pflow::llm::count_tokens(black_box(&text)))
+    });
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = spans, templates, pricing, usage_extraction, redaction }
+criterion_group! { name = benches; config = config(); targets = tokenizer, spans, templates, pricing, usage_extraction, redaction }
 criterion_main!(benches);

@@ -58,6 +58,8 @@ pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
         Some(attr::ROLE_BATCH) => return SpanKind::Batch,
         Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
         Some(_) => return SpanKind::Node,
+        // Role `node` is left out (telemetry::compact): any span with a node id.
+        None if get(attr::NODE_ID).is_some() => return SpanKind::Node,
         None => {}
     }
     if get(attr::PLANNER_STEP).is_some() {
@@ -145,10 +147,12 @@ impl SpanFacts {
             attempt: 1,
             ..Default::default()
         };
+        let mut node_id = None;
         for kv in attrs {
             let k = kv.key.as_str();
             let text = || Some(kv.value.as_str().into_owned());
             match k {
+                attr::NODE_ID => node_id = text(),
                 attr::RUN_STATUS => {
                     f.is_run = true;
                     f.run_status = text();
@@ -253,6 +257,15 @@ impl SpanFacts {
             }
         }
         f.planner_root = f.operation.as_deref() == Some("plan") && f.planner_step.is_none();
+        // A node span leaves its defaults out (telemetry::compact): role
+        // `node`, path = id, status `ok` (attempt 1 is set above).
+        if let Some(id) = node_id {
+            f.node_role
+                .get_or_insert_with(|| attr::ROLE_NODE.to_string());
+            f.node_path.get_or_insert(id);
+            f.node_status
+                .get_or_insert_with(|| crate::telemetry::compact::STATUS_OK.to_string());
+        }
         f
     }
 

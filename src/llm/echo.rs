@@ -3,36 +3,17 @@
 //! and tests exercise the whole token path with no account and no network.
 //! The same count serves budgets and estimates ([`count_tokens`]).
 //!
-//! The tokenizer is the `tiktoken` crate's, built with the o200k vocabulary
-//! only (zstd-compressed in the binary, decoded on first use, on a
-//! background thread from compile time on: [`warm_up`]). Crates compared in
-//! benches/README.md ("Tokenizers").
+//! The tokenizer ([`super::o200k`]) runs from tables computed at build time,
+//! so the first call of a run pays nothing to load it.
 
+use super::o200k;
 use super::usage::{Usage, UsageSource};
 use super::{LlmError, LlmRequest, LlmResponse};
-
-fn bpe() -> Option<&'static tiktoken::CoreBpe> {
-    tiktoken::get_encoding("o200k_base")
-}
 
 /// Token count of `text` with `o200k_base` (the GPT-4o family's encoding).
 /// Special-token markers such as `<|endoftext|>` count as the text they are.
 pub fn count_tokens(text: &str) -> Option<u64> {
-    Some(bpe()?.count(text) as u64)
-}
-
-/// Loads the tokenizer on a background thread, so the first LLM call, budget
-/// check or estimate of a run does not wait for it.
-/// Called again, it does nothing.
-pub fn warm_up() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("pflow-tokenizer".into())
-            .spawn(|| {
-                let _ = bpe();
-            });
-    });
+    Some(o200k::count(text)? as u64)
 }
 
 pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
@@ -46,15 +27,14 @@ pub(super) fn complete(req: &LlmRequest) -> Result<LlmResponse, LlmError> {
     let mut finish = "stop";
     if let Some(max) = req.max_tokens {
         let tokens = count_tokens(&text).unwrap_or(0);
-        if let (true, Some(bpe)) = (tokens > max, bpe()) {
+        if let (true, Some(ids)) = (tokens > max, o200k::encode(&text)) {
             // Honour max_tokens like a real model would: cut the answer.
-            let ids = bpe.encode(text.as_str());
             let keep = usize::try_from(max).map_or(ids.len(), |m| m.min(ids.len()));
             // A cut inside a multi-byte character does not decode: keep
             // dropping tokens until the rest is valid text.
             text = (0..=keep)
                 .rev()
-                .find_map(|k| bpe.decode_to_string(&ids[..k]).ok())
+                .find_map(|k| String::from_utf8(o200k::decode(&ids[..k])?).ok())
                 .unwrap_or_default();
             finish = "length";
         }

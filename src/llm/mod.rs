@@ -18,13 +18,14 @@ mod anthropic;
 pub mod budget;
 mod echo;
 mod gemini;
+mod o200k;
 mod ollama;
 mod openai;
 pub mod sse;
 pub mod traced;
 pub mod usage;
 
-pub use echo::{count_tokens, warm_up as warm_up_tokenizer};
+pub use echo::count_tokens;
 pub use usage::{Usage, UsageSource};
 
 use base64::Engine;

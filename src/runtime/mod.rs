@@ -17,7 +17,8 @@ use crate::nodes::{
     NodeContext, NodeError, NodeErrorKind, NodeKind, NodeOutput, Params, Registry, Services,
 };
 use crate::outcome::{ExitCode, RunStatus};
-use crate::telemetry::attr;
+use crate::telemetry::preview::preview_named;
+use crate::telemetry::{attr, compact};
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -449,11 +450,6 @@ impl Runtime {
         cx: &CompileContext,
         depth: u32,
     ) -> Result<CompiledWorkflow, IrError> {
-        // Token counts (the echo model, budgets, estimates) need the tokenizer:
-        // load it while the nodes before the first LLM call run.
-        if ir.nodes.iter().any(|n| n.node_type == "llm") {
-            crate::llm::warm_up_tokenizer();
-        }
         let shape = |n: &ir::NodeIr| self.shape(n, base_dir);
         let vcx = ValidationContext {
             params: cx.params.clone(),
@@ -1013,14 +1009,16 @@ impl Runtime {
             if let Some(i) = batch_index {
                 span.record(attr::BATCH_INDEX, i as i64);
             }
-            let mut guard = SpanOutcome::new(span.clone(), attr::NODE_STATUS);
+            let mut guard = SpanOutcome::node(span.clone());
+            let mut shown = None;
             let params = {
                 let _e = span.enter();
                 resolve_params(node, store, locals)
             };
             let result = match params {
                 Err(e) => Err(e),
-                Ok(params) => {
+                Ok((params, whole)) => {
+                    shown = whole;
                     let fut = self.run_node(wf, node, params, store, locals, path, opts, depth);
                     let fut = crate::telemetry::resources::metered(span.clone(), fut);
                     match std::panic::AssertUnwindSafe(fut)
@@ -1038,13 +1036,19 @@ impl Runtime {
             };
             match result {
                 Ok(out) => {
-                    let action = out.action.as_deref().unwrap_or("default");
-                    span.record(attr::NODE_ACTION, action);
+                    // `default` is what an absent action means (telemetry::compact).
+                    if let Some(action) = out
+                        .action
+                        .as_deref()
+                        .filter(|a| *a != compact::DEFAULT_ACTION)
+                    {
+                        span.record(attr::NODE_ACTION, action);
+                    }
                     let ns = match batch_index {
                         Some(i) => format!("{}.results[{i}]", node.id),
                         None => node.id.clone(),
                     };
-                    record_store_writes(&span, &ns, &out.outputs);
+                    record_store_writes(&span, &ns, &out.outputs, shown.as_ref());
                     guard.ok();
                     return Ok(Done { out, span });
                 }
@@ -1195,7 +1199,7 @@ impl Runtime {
         let span = node_span(node, path, ROLE_BATCH, 1, 1);
         span.record(attr::BATCH_PARALLEL, batch.parallel);
         span.record(attr::BATCH_MAX_CONCURRENT, batch.max_concurrent as i64);
-        let mut guard = SpanOutcome::new(span.clone(), attr::NODE_STATUS);
+        let mut guard = SpanOutcome::node(span.clone());
         let items = {
             let _e = span.enter();
             let scope = Scope { store, locals: &[] };
@@ -1314,8 +1318,7 @@ impl Runtime {
         if !errors.is_empty() {
             outputs.insert("errors".into(), Value::Array(errors));
         }
-        span.record(attr::NODE_ACTION, "default");
-        record_store_writes(&span, &node.id, &outputs);
+        record_store_writes(&span, &node.id, &outputs, None);
         guard.ok();
         Ok(Done {
             out: NodeOutput::new(outputs),
@@ -1339,10 +1342,12 @@ fn node_span(
         otel.name = %attr::node_span(&node.id),
         { attr::NODE_ID } = %node.id,
         { attr::NODE_TYPE } = %node.node_type,
-        { attr::NODE_PATH } = %path,
-        { attr::NODE_ROLE } = role,
-        { attr::NODE_ATTEMPT } = attempt as i64,
-        { attr::NODE_MAX_ATTEMPTS } = max_attempts as i64,
+        // Defaults are left out (path = id, role `node`, attempt 1 of 1):
+        // every reader puts them back (telemetry::compact).
+        { attr::NODE_PATH } = (path != node.id).then_some(path),
+        { attr::NODE_ROLE } = (role != ROLE_NODE).then_some(role),
+        { attr::NODE_ATTEMPT } = (attempt != 1).then_some(attempt as i64),
+        { attr::NODE_MAX_ATTEMPTS } = (max_attempts != 1).then_some(max_attempts as i64),
         { attr::BATCH_INDEX } = Empty,
         { attr::BATCH_SIZE } = Empty,
         { attr::BATCH_PARALLEL } = Empty,
@@ -1386,20 +1391,32 @@ enum Failure {
     Budget(Box<crate::llm::budget::BudgetExceeded>),
 }
 
+/// The params a whole `pflow.node.params` preview shows, parsed: the value
+/// events leave out a preview that only repeats one of them.
+type Shown = Option<Map<String, Value>>;
+
 fn resolve_params(
     node: &CompiledNode,
     store: &Map<String, Value>,
     locals: &[(&str, &Value)],
-) -> Result<Map<String, Value>, NodeError> {
+) -> Result<(Map<String, Value>, Shown), NodeError> {
     let scope = Scope { store, locals };
+    let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
     let mut params = Map::with_capacity(node.params.len());
+    // Recorded once the params preview is known (it decides what they repeat).
+    let mut resolved = Vec::new();
     for (k, cv) in &node.params {
         let v = cv
-            .resolve(&scope, &mut |t, v| template_event(k, t, v))
+            .resolve(&scope, &mut |t, v| {
+                if detail {
+                    resolved.push((k.as_str(), template_text(t), preview_named(k, v)));
+                }
+            })
             .map_err(|e| NodeError::new("template_error", format!("param `{k}`: {e}")))?;
         params.insert(k.clone(), v);
     }
-    if tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
+    let mut shown = None;
+    if detail {
         let p = crate::telemetry::preview::preview_map(&params);
         let span = tracing::Span::current();
         span.record(attr::NODE_PARAMS, p.text.as_str());
@@ -1409,25 +1426,70 @@ fn resolve_params(
                 attr::NODE_PARAMS_DIGEST,
                 crate::telemetry::preview::digest_map(&params).as_str(),
             );
+        } else {
+            shown = compact::shown_params(&p.text);
+        }
+        for (k, template, p) in resolved {
+            value_event(
+                attr::EVENT_TEMPLATE_RESOLVED,
+                None,
+                Some((k, &template)),
+                &p,
+                shown.as_ref(),
+            );
         }
     }
-    Ok(params)
+    Ok((params, shown))
 }
 
 fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         return;
     }
-    let p = crate::telemetry::preview::preview_named(param, v);
-    tracing::debug!(
-        target: "pflow::detail",
-        {
-            // `&str`, not `%`: the same text, without a trip through `fmt`.
-            { attr::PARAM } = param,
-            { attr::TEMPLATE } = template_text(t).as_str(),
-            { attr::VALUE_PREVIEW } = p.text.as_str(),
-            { attr::VALUE_SIZE } = p.size as i64,
-            { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED);
+    let p = preview_named(param, v);
+    value_event(
+        attr::EVENT_TEMPLATE_RESOLVED,
+        None,
+        Some((param, &template_text(t))),
+        &p,
+        None,
+    );
+}
+
+/// A `pflow.template.resolved` (`template`: the param and its text) or
+/// `pflow.store.write` (`store_key`) event, in compact form: a size equal
+/// to the preview's length, a `false` truncation flag and a preview that
+/// repeats a param of `shown` are left out (telemetry::compact).
+fn value_event(
+    name: &str,
+    store_key: Option<&str>,
+    template: Option<(&str, &str)>,
+    p: &crate::telemetry::preview::Preview,
+    shown: Option<&Map<String, Value>>,
+) {
+    let param = compact::event_param(name, template.map(|t| t.0), store_key);
+    let repeats = !p.truncated && compact::repeats_param(shown, param, &p.text);
+    let preview = (!repeats).then_some(p.text.as_str());
+    let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
+        .then_some(p.size as i64);
+    let truncated = p.truncated.then_some(true);
+    match template {
+        Some((param, text)) => tracing::debug!(
+            target: "pflow::detail",
+            {
+                { attr::PARAM } = param,
+                { attr::TEMPLATE } = text,
+                { attr::VALUE_PREVIEW } = preview,
+                { attr::VALUE_SIZE } = size,
+                { attr::VALUE_TRUNCATED } = truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED),
+        None => tracing::debug!(
+            target: "pflow::detail",
+            {
+                { attr::STORE_KEY } = store_key,
+                { attr::VALUE_PREVIEW } = preview,
+                { attr::VALUE_SIZE } = size,
+                { attr::VALUE_TRUNCATED } = truncated }, "{}", attr::EVENT_STORE_WRITE),
+    }
 }
 
 fn template_text(t: &crate::ir::template::Template) -> String {
@@ -1441,20 +1503,20 @@ fn template_text(t: &crate::ir::template::Template) -> String {
         .collect()
 }
 
-fn record_store_writes(span: &tracing::Span, node_id: &str, outputs: &Map<String, Value>) {
+fn record_store_writes(
+    span: &tracing::Span,
+    node_id: &str,
+    outputs: &Map<String, Value>,
+    shown: Option<&Map<String, Value>>,
+) {
     if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         return;
     }
+    let _e = span.enter();
     for (k, v) in outputs {
-        let p = crate::telemetry::preview::preview_named(k, v);
-        tracing::debug!(
-            target: "pflow::detail",
-            parent: span,
-            {
-                { attr::STORE_KEY } = format!("{node_id}.{k}").as_str(),
-                { attr::VALUE_PREVIEW } = p.text.as_str(),
-                { attr::VALUE_SIZE } = p.size as i64,
-                { attr::VALUE_TRUNCATED } = p.truncated }, "{}", attr::EVENT_STORE_WRITE);
+        let p = preview_named(k, v);
+        let key = format!("{node_id}.{k}");
+        value_event(attr::EVENT_STORE_WRITE, Some(&key), None, &p, shown);
     }
 }
 
@@ -1511,6 +1573,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 struct SpanOutcome {
     span: tracing::Span,
     status_field: &'static str,
+    /// Node spans leave a successful status out (`ok` is what its absence means).
+    record_ok: bool,
     done: bool,
 }
 
@@ -1519,11 +1583,22 @@ impl SpanOutcome {
         SpanOutcome {
             span,
             status_field,
+            record_ok: true,
+            done: false,
+        }
+    }
+    fn node(span: tracing::Span) -> Self {
+        SpanOutcome {
+            span,
+            status_field: attr::NODE_STATUS,
+            record_ok: false,
             done: false,
         }
     }
     fn ok(&mut self) {
-        self.span.record(self.status_field, "ok");
+        if self.record_ok {
+            self.span.record(self.status_field, compact::STATUS_OK);
+        }
         self.done = true;
     }
     /// The failure happened here: the one `exception` event.

@@ -1,16 +1,207 @@
-//! The trace file's compact form: proto3 default fields left out.
+//! The compact form of pflow's spans: what a reader can derive is not
+//! recorded, and proto3 default fields are not written.
+//!
+//! **Derivable attributes** are left out when the span is built (src/runtime),
+//! so the trace file, every OTLP export and the Collector's replay of the file
+//! carry the same spans (Jaeger shows a span once only when its copies are
+//! identical). docs/telemetry.md ("Node span") documents each default:
+//!
+//! - node spans: `pflow.node.path` equal to `pflow.node.id`, role `node`,
+//!   attempt 1 of 1, status `ok`, action `default` (on success);
+//! - value events (`pflow.template.resolved`, `pflow.store.write`): a `false`
+//!   `pflow.value.truncated`, a `pflow.value.size` equal to the preview's
+//!   length in bytes (kept when the run exports without content:
+//!   [`value_sizes_kept`]), and a preview that repeats a param the span's whole
+//!   `pflow.node.params` already shows ([`repeats_param`]).
+//!
+//! Each rule is written once here and used both ways: the runtime leaves a
+//! value out only when [`restore_span`] (every trace-file reader:
+//! `pflow trace show|summary|report|diff|reprice`) gives it back exactly, and
+//! `pflow trace export` without content writes back the sizes a file left
+//! out before it drops the previews ([`left_out_size`]).
 //!
 //! [`strip_empty_fields`] removes the fields at their proto3 default
 //! (`"traceState":""`, zero dropped counts, empty links, an empty status
 //! message, an unset status) from an encoded line: the OTLP/JSON mapping
 //! lets a writer omit them and every OTLP/JSON reader (pflow's, the
 //! Collector's) reads them back as the defaults, so the spans are the same.
-//!
-//! Attributes are never left out here, even when derivable: the Collector's
-//! replay pipeline sends the file's spans to a backend beside the live
-//! export, and Jaeger shows a span once only when both copies are identical.
 
+use super::attr;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{Map, Value};
 use std::sync::LazyLock;
+
+/// Whether value events keep a size equal to their preview's length (set
+/// once per run, before any span): a live OTLP export without content
+/// capture drops the previews, and the Collector's replay of the trace file
+/// drops them too but cannot compute their lengths, so both copies carry
+/// the sizes, and stay identical.
+static KEEP_VALUE_SIZES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`KEEP_VALUE_SIZES`]: on when the run exports over OTLP without content.
+pub fn keep_value_sizes(on: bool) {
+    KEEP_VALUE_SIZES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a value event records a `pflow.value.size` equal to its preview's length.
+pub fn value_sizes_kept() -> bool {
+    KEEP_VALUE_SIZES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `pflow.node.action` of a successful node that names no other.
+pub const DEFAULT_ACTION: &str = "default";
+/// `pflow.node.status` of a node that succeeded.
+pub const STATUS_OK: &str = "ok";
+
+/// The params a whole `pflow.node.params` preview shows (a cut preview is
+/// not JSON: nothing is derived from it).
+pub fn shown_params(preview: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str(preview) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// The param whose value a value event shows: the resolved template's
+/// param, or the output written under the same name (`w.file_path`).
+pub fn event_param<'a>(
+    event: &str,
+    param: Option<&'a str>,
+    store_key: Option<&'a str>,
+) -> Option<&'a str> {
+    if event == attr::EVENT_TEMPLATE_RESOLVED {
+        param
+    } else if event == attr::EVENT_STORE_WRITE {
+        store_key?.rsplit('.').next()
+    } else {
+        None
+    }
+}
+
+/// A param's value as a value preview shows it: a string as itself,
+/// anything else as compact JSON.
+fn param_text(params: &Map<String, Value>, key: &str) -> Option<String> {
+    Some(match params.get(key)? {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// Whether a whole value preview only repeats param `param` of the span's
+/// whole params preview (then the event leaves it out).
+pub fn repeats_param(
+    params: Option<&Map<String, Value>>,
+    param: Option<&str>,
+    preview: &str,
+) -> bool {
+    params
+        .zip(param)
+        .and_then(|(m, k)| param_text(m, k))
+        .is_some_and(|t| t == preview)
+}
+
+/// The `pflow.value.size` of a value event that left it out: the length
+/// of its preview, written or repeated from the params (`None`: the event
+/// holds its size, or is no value event). For `pflow trace export` of a
+/// file written without a live export (a live export without content kept
+/// every size: [`value_sizes_kept`]).
+pub fn left_out_size(
+    event: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+    params_preview: Option<&str>,
+) -> Option<i64> {
+    if (event != attr::EVENT_TEMPLATE_RESOLVED && event != attr::EVENT_STORE_WRITE)
+        || get(attr::VALUE_SIZE).is_some()
+    {
+        return None;
+    }
+    let preview = match get(attr::VALUE_PREVIEW) {
+        Some(p) => p,
+        None => {
+            let param = get(attr::PARAM);
+            let key = get(attr::STORE_KEY);
+            let k = event_param(event, param.as_deref(), key.as_deref())?;
+            param_text(&shown_params(params_preview?)?, k)?
+        }
+    };
+    Some(preview.len() as i64)
+}
+
+fn get<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a V> {
+    kvs.iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn get_str<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match get(kvs, key) {
+        Some(V::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn kv(key: &str, v: V) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn put_default(attrs: &mut Vec<KeyValue>, key: &str, v: V) {
+    if get(attrs, key).is_none() {
+        attrs.push(kv(key, v));
+    }
+}
+
+/// Puts back every attribute the compact form left out of a span read from
+/// a trace file (a span that holds them all, from an older file or another
+/// tool, is left as it is).
+pub fn restore_span(span: &mut Span) {
+    if let Some(id) = get_str(&span.attributes, attr::NODE_ID).map(str::to_string) {
+        let a = &mut span.attributes;
+        put_default(a, attr::NODE_PATH, V::StringValue(id));
+        put_default(a, attr::NODE_ROLE, V::StringValue(attr::ROLE_NODE.into()));
+        put_default(a, attr::NODE_ATTEMPT, V::IntValue(1));
+        put_default(a, attr::NODE_MAX_ATTEMPTS, V::IntValue(1));
+        put_default(a, attr::NODE_STATUS, V::StringValue(STATUS_OK.into()));
+        if get_str(a, attr::NODE_STATUS) == Some(STATUS_OK) {
+            put_default(a, attr::NODE_ACTION, V::StringValue(DEFAULT_ACTION.into()));
+        }
+    }
+    let mut params: Option<Option<Map<String, Value>>> = None;
+    for ev in &mut span.events {
+        if ev.name != attr::EVENT_TEMPLATE_RESOLVED && ev.name != attr::EVENT_STORE_WRITE {
+            continue;
+        }
+        if get(&ev.attributes, attr::VALUE_TRUNCATED).is_none() {
+            ev.attributes
+                .push(kv(attr::VALUE_TRUNCATED, V::BoolValue(false)));
+        }
+        if get(&ev.attributes, attr::VALUE_PREVIEW).is_none() {
+            let shown = params.get_or_insert_with(|| {
+                get_str(&span.attributes, attr::NODE_PARAMS).and_then(shown_params)
+            });
+            let k = event_param(
+                &ev.name,
+                get_str(&ev.attributes, attr::PARAM),
+                get_str(&ev.attributes, attr::STORE_KEY),
+            );
+            if let Some(text) = shown.as_ref().zip(k).and_then(|(m, k)| param_text(m, k)) {
+                ev.attributes
+                    .push(kv(attr::VALUE_PREVIEW, V::StringValue(text)));
+            }
+        }
+        // After the preview: a size left out is its length.
+        if get(&ev.attributes, attr::VALUE_SIZE).is_none() {
+            if let Some(len) = get_str(&ev.attributes, attr::VALUE_PREVIEW).map(str::len) {
+                ev.attributes
+                    .push(kv(attr::VALUE_SIZE, V::IntValue(len as i64)));
+            }
+        }
+    }
+}
 
 /// Proto3 default fields as serde writes them. Each pattern has unescaped
 /// quotes in places a JSON string cannot hold them (inside a string every

@@ -249,6 +249,7 @@ impl Telemetry {
             file = Some(handle);
         }
         let mut otlp_handle = None;
+        compact::keep_value_sizes(config.otlp.as_ref().is_some_and(|o| !o.capture_content));
         if let Some(settings) = &config.otlp {
             match otlp::OtlpProcessor::start(settings, &resource, redact::global()) {
                 Ok((processor, handle)) => {

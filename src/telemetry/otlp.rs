@@ -689,27 +689,45 @@ mod tests {
 /// [`apply_export_policy`] does on live spans).
 fn strip_content_proto(sp: &mut opentelemetry_proto::tonic::trace::v1::Span) {
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as Kv};
+    fn text(kvs: &[Kv], key: &str) -> Option<String> {
+        match kvs
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?
+            .value
+            .as_ref()?
+        {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            any_value::Value::IntValue(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    let int = |key: &str, n: i64| Kv {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(n)),
+        }),
+        ..Default::default()
+    };
+    let params = text(&sp.attributes, attr::NODE_PARAMS);
     sp.attributes
         .retain(|kv| !attr::is_content(attr::Kind::Attr, kv.key.as_str()));
     for ev in &mut sp.events {
-        let size = ev
-            .attributes
-            .iter()
-            .find(|kv| kv.key == attr::EXCEPTION_MESSAGE)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(s) => Some(s.len() as i64),
-                _ => None,
-            });
+        let size = text(&ev.attributes, attr::EXCEPTION_MESSAGE).map(|s| s.len() as i64);
+        // A size the compact form left out goes with the preview it is the length of.
+        let value_size = super::compact::left_out_size(
+            &ev.name,
+            &|k: &str| text(&ev.attributes, k),
+            params.as_deref(),
+        );
         ev.attributes
             .retain(|kv| !attr::is_content(attr::Kind::EventAttr, kv.key.as_str()));
         if let Some(n) = size {
-            ev.attributes.push(Kv {
-                key: attr::EXCEPTION_MESSAGE_SIZE.into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::IntValue(n)),
-                }),
-                ..Default::default()
-            });
+            ev.attributes.push(int(attr::EXCEPTION_MESSAGE_SIZE, n));
+        }
+        if let Some(n) = value_size {
+            ev.attributes.push(int(attr::VALUE_SIZE, n));
         }
     }
     if let Some(st) = sp.status.as_mut().filter(|st| st.code == 2) {

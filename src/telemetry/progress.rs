@@ -265,7 +265,7 @@ impl Visit for SpanData {
     }
     fn record_str(&mut self, field: &Field, v: &str) {
         match field.name() {
-            attr::NODE_PATH => self.path = v.to_string(),
+            attr::NODE_ID | attr::NODE_PATH => self.path = v.to_string(),
             attr::NODE_ROLE => self.role = v.to_string(),
             attr::NODE_STATUS => self.status = Some(v.to_string()),
             attr::ERROR_TYPE => self.error_type = Some(v.to_string()),
@@ -277,7 +277,8 @@ impl Visit for SpanData {
     fn record_debug(&mut self, field: &Field, v: &dyn fmt::Debug) {
         // `%value` fields (paths) arrive here; their Debug is their Display.
         match field.name() {
-            attr::NODE_PATH
+            attr::NODE_ID
+            | attr::NODE_PATH
             | attr::NODE_ROLE
             | attr::NODE_STATUS
             | attr::ERROR_TYPE
@@ -312,8 +313,12 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
+        // What a node span's absent attributes mean (telemetry::compact):
+        // attempt 1 of 1, path = id (set from `pflow.node.id`, declared first).
         let mut data = SpanData {
             kind,
+            attempt: 1,
+            max_attempts: 1,
             ..SpanData::default()
         };
         attrs.record(&mut data);
@@ -453,8 +458,9 @@ where
 /// `✓ read`, `✓ count 10 items, 2 failed`, `✗ fetch failed: http_status`, `✗ fetch interrupted`,
 /// `↺ ask restored`.
 fn outcome(d: &SpanData) -> String {
+    // A node span that succeeded records no status (telemetry::compact).
     match d.status.as_deref() {
-        Some("ok") => {
+        None | Some(crate::telemetry::compact::STATUS_OK) => {
             let mut s = format!("✓ {}", d.path);
             if let Some(n) = d.batch_size {
                 s.push_str(&format!(" {n} items"));
@@ -476,7 +482,6 @@ fn outcome(d: &SpanData) -> String {
             format!("↺ {} {s}", d.path)
         }
         Some(other) => format!("✗ {} {other}", d.path),
-        None => format!("✗ {} ended without a status", d.path),
     }
 }
 

@@ -474,7 +474,9 @@ fn read_bounded(
                     resource = Some(attrs(&r.attributes));
                 }
             }
-            for s in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+            for mut s in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
+                // What the compact form left out, back in: every command sees it.
+                crate::telemetry::compact::restore_span(&mut s);
                 add_span(s, &mut overview, &mut agg, &mut sel);
             }
         }

@@ -154,9 +154,18 @@ fn u(v: &Value) -> u64 {
     }
 }
 
-/// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
-/// OTLP/JSON (checked with opentelemetry-proto's serde mapping), read back
-/// as pflow's readers do (`pflow::traces::parse_request`).
+/// Puts back what the compact form leaves out of spans, as pflow's trace
+/// readers do (`pflow::telemetry::compact::restore_span`).
+pub fn restore_request(req: &mut ExportTraceServiceRequest) {
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans
+                .iter_mut()
+                .for_each(pflow::telemetry::compact::restore_span);
+        }
+    }
+}
+
 /// OTLP requires an attribute key to appear once per span; a field recorded twice on a
 /// `tracing` span is exported twice, and backends then keep either value.
 fn assert_unique_keys(attributes: &Value, span: &str) {
@@ -170,6 +179,10 @@ fn assert_unique_keys(attributes: &Value, span: &str) {
     }
 }
 
+/// Reads a trace file: every line must be an `ExportTraceServiceRequest` in
+/// OTLP/JSON (checked with opentelemetry-proto's serde mapping), read back
+/// as pflow's readers do (`pflow::traces::parse_request`, then
+/// [`restore_request`]).
 pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut spans = Vec::new();
@@ -180,7 +193,8 @@ pub fn read_trace(path: &Path) -> (Vec<SpanView>, Vec<Value>) {
             panic!("line {} of {} is not OTLP/JSON: {e}", i + 1, path.display())
         });
         assert!(!proto.resource_spans.is_empty());
-        let restored = pflow::traces::parse_request(line).unwrap();
+        let mut restored = pflow::traces::parse_request(line).unwrap();
+        restore_request(&mut restored);
         let v: Value = serde_json::to_value(&restored).unwrap();
         for rs in v["resourceSpans"].as_array().unwrap() {
             resources.push(Value::Object(attrs(&rs["resource"]["attributes"])));

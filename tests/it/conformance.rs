@@ -183,6 +183,18 @@ fn check_span(rule: &Value, s: &Exported, problems: &mut Vec<String>) {
             problems.push(format!("{who}: `{k}` = {got} (want {want})"));
         }
     }
+    // The compact form: an attribute at its default is left out, never sent.
+    for (k, default) in rule["absent_means"].as_object().unwrap_or(&empty) {
+        let default = match default.as_str().and_then(|d| d.strip_prefix('@')) {
+            Some(other) => s.attrs.get(other).map(plain).unwrap_or(Value::Null),
+            None => default.clone(),
+        };
+        // `default` is the action only of a node that succeeded (no status).
+        let applies = k != "pflow.node.action" || !s.attrs.contains_key("pflow.node.status");
+        if applies && s.attrs.get(k).map(plain) == Some(default.clone()) {
+            problems.push(format!("{who}: `{k}` = {default} sent (absent means that)"));
+        }
+    }
     for cond in rule["required_if"].as_array().into_iter().flatten() {
         let holds = cond["if"].as_object().unwrap().iter().all(|(k, want)| {
             let got = s.attrs.get(k).map(plain).unwrap_or(Value::Null);

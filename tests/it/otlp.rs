@@ -157,7 +157,7 @@ fn check_export(reqs: &[ExportTraceServiceRequest], local: &Value, content_expor
     );
     let nodes = spans
         .iter()
-        .filter(|s| s.1.get("pflow.node.role").is_some())
+        .filter(|s| s.1.get("pflow.node.id").is_some())
         .count() as u64;
     assert_eq!(
         nodes,
