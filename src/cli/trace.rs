@@ -109,7 +109,24 @@ fn insight_of(t: &crate::traces::Trace) -> crate::insight::Insight {
     let table = table
         .as_ref()
         .unwrap_or_else(|| crate::pricing::PriceTable::builtin());
-    crate::insight::analyze(t, table)
+    let mut insight = crate::insight::analyze(t, table);
+    // What the history says about this workflow's nodes (a cheaper model, a
+    // max_tokens far above use) belongs beside what this one run says.
+    if let Some(name) = t.workflow_name() {
+        match crate::history::suggest::for_workflow(
+            &crate::history::db_path(),
+            Some(name),
+            None,
+            table,
+        ) {
+            Ok(found) => insight.suggestions.extend(found.iter().map(Into::into)),
+            Err(e) => eprintln!(
+                "warning: {}; suggestions from the history left out",
+                super::output::shown(&e.to_string())
+            ),
+        }
+    }
+    insight
 }
 
 /// `pflow trace list|show|summary|report|diff`.

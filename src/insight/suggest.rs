@@ -23,6 +23,11 @@ pub enum SuggestionKind {
     BatchConcurrencyCap,
     /// A repeated prompt prefix was never read from a cache.
     UncachedPrefix,
+    /// The history shows a cheaper model on the same node with similar output
+    /// (`pflow stats suggest`, shown beside the trace's own).
+    CheaperModel,
+    /// The history shows the node's `max_tokens` far above what it used.
+    MaxTokens,
 }
 
 impl Suggestion {
@@ -52,6 +57,8 @@ impl SuggestionKind {
             SuggestionKind::RetryWait => "retry_wait",
             SuggestionKind::BatchConcurrencyCap => "batch_concurrency_cap",
             SuggestionKind::UncachedPrefix => "uncached_prefix",
+            SuggestionKind::CheaperModel => "cheaper_model",
+            SuggestionKind::MaxTokens => "max_tokens",
         }
     }
 }
@@ -249,4 +256,55 @@ pub(crate) fn suggest(
         });
     }
     out
+}
+
+/// A history suggestion in the trace's terms: its sentence and its figures
+/// (`history::suggest` decides; this only re-labels, so the two never differ).
+impl From<&crate::history::suggest::Suggestion> for Suggestion {
+    fn from(h: &crate::history::suggest::Suggestion) -> Self {
+        use crate::history::suggest::Suggestion as H;
+        let mut evidence = IndexMap::new();
+        let kind = match h {
+            H::CheaperModel {
+                current,
+                alternative,
+                saving_per_call_usd,
+                saving_share,
+                ..
+            } => {
+                if let Some(c) = current.cost_per_call_usd {
+                    evidence.insert("current_cost_per_call_usd", c);
+                }
+                if let Some(a) = alternative.cost_per_call_usd {
+                    evidence.insert("alternative_cost_per_call_usd", a);
+                }
+                evidence.insert("current_calls", current.calls as f64);
+                evidence.insert("alternative_calls", alternative.calls as f64);
+                evidence.insert("saving_per_call_usd", *saving_per_call_usd);
+                evidence.insert("saving_share", *saving_share);
+                SuggestionKind::CheaperModel
+            }
+            H::MaxTokens {
+                max_tokens,
+                calls,
+                output_tokens_max,
+                output_tokens_p95,
+                suggested_max_tokens,
+                ..
+            } => {
+                evidence.insert("max_tokens", *max_tokens as f64);
+                evidence.insert("calls", *calls as f64);
+                evidence.insert("output_tokens_max", *output_tokens_max as f64);
+                evidence.insert("output_tokens_p95", *output_tokens_p95 as f64);
+                evidence.insert("suggested_max_tokens", *suggested_max_tokens as f64);
+                SuggestionKind::MaxTokens
+            }
+        };
+        Suggestion {
+            kind,
+            node: h.node().to_string(),
+            message: h.message(),
+            evidence,
+        }
+    }
 }

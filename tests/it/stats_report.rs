@@ -243,6 +243,41 @@ async fn suggestions_name_the_cheaper_model_and_the_oversized_max_tokens_with_th
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("no suggestions for workflow `steady`")
     );
+    // A trace of `summarise` shows the history's suggestions beside its own,
+    // with the very sentences `stats suggest` prints; `steady`'s shows none.
+    let steady_show = json_of(env.pflow().args(["trace", "show", "last"]));
+    let kinds = |v: &Value| -> Vec<String> {
+        v["insight"]["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(kinds(&steady_show).is_empty(), "{steady_show}");
+    let big = env.dir.path().join("summarise.json");
+    run(&env, &_server, &big, 1);
+    let now = json_of(
+        env.pflow()
+            .args(["stats", "suggest", "--workflow", "summarise"]),
+    );
+    let show = json_of(env.pflow().args(["trace", "show", "last"]));
+    assert_eq!(kinds(&show), ["cheaper_model", "max_tokens"], "{show}");
+    for (seen, said) in show["insight"]["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(now["suggestions"].as_array().unwrap())
+    {
+        assert_eq!(seen["node"], "ask");
+        assert_eq!(seen["message"], said["message"], "{seen}");
+    }
+    let max = &show["insight"]["suggestions"][1]["evidence"];
+    assert_eq!(max["max_tokens"], json!(4096.0), "{max}");
+    assert_eq!(max["calls"], json!(4.0), "{max}");
+    let md = pflow_ok(env.pflow().args(["trace", "report", "last", "--format", "md"]));
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.contains("max\\_tokens is 4096 but 4 calls"), "{md}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
