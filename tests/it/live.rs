@@ -336,6 +336,26 @@ fn comparable(path: &std::path::Path) -> Vec<String> {
             for k in ["pflow.run.id", "gen_ai.response.id"] {
                 attrs.remove(k);
             }
+            // Resource use is measured, so it differs run to run: compared by
+            // presence (peaks are recorded only when they rose, so not even that).
+            for k in [
+                "pflow.process.cpu.user_us",
+                "pflow.process.cpu.system_us",
+                "pflow.node.busy_us",
+                "pflow.http.time_to_first_byte_s",
+                "pflow.llm.output_tokens_per_s",
+                "gen_ai.response.time_to_first_chunk",
+            ] {
+                if let Some(v) = attrs.get_mut(k) {
+                    *v = Value::from("measured");
+                }
+            }
+            for k in [
+                "pflow.node.rss_peak_bytes",
+                "pflow.process.memory.peak_bytes",
+            ] {
+                attrs.remove(k);
+            }
             let events: Vec<String> = s
                 .events
                 .iter()
@@ -347,7 +367,13 @@ fn comparable(path: &std::path::Path) -> Vec<String> {
                 names.get(s.parent.as_str()).unwrap_or(&"-"),
                 s.status_code,
                 s.status_message,
-                Value::Object(attrs),
+                // Attribute order is not part of a span (a failed node records
+                // its attempt fields at a different point than a run's replay).
+                Value::from_iter(
+                    attrs
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
                 events
             )
         })

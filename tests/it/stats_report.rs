@@ -275,7 +275,10 @@ async fn suggestions_name_the_cheaper_model_and_the_oversized_max_tokens_with_th
     let max = &show["insight"]["suggestions"][1]["evidence"];
     assert_eq!(max["max_tokens"], json!(4096.0), "{max}");
     assert_eq!(max["calls"], json!(4.0), "{max}");
-    let md = pflow_ok(env.pflow().args(["trace", "report", "last", "--format", "md"]));
+    let md = pflow_ok(
+        env.pflow()
+            .args(["trace", "report", "last", "--format", "md"]),
+    );
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("max\\_tokens is 4096 but 4 calls"), "{md}");
 }
