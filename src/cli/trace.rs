@@ -122,7 +122,7 @@ fn insight_of(t: &crate::traces::Trace) -> crate::insight::Insight {
             Ok(found) => insight.suggestions.extend(found.iter().map(Into::into)),
             Err(e) => eprintln!(
                 "warning: {}; suggestions from the history left out",
-                super::output::shown(&e.to_string())
+                super::output::shown(e.to_string())
             ),
         }
     }
