@@ -35,6 +35,23 @@ pub enum SpanKind {
     Other,
 }
 
+impl SpanKind {
+    /// The kind's name where a viewer or the live feed shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Run => "run",
+            SpanKind::Workflow => "workflow",
+            SpanKind::Node => "node",
+            SpanKind::Batch => "batch",
+            SpanKind::BatchItem => "batch_item",
+            SpanKind::LlmCall => "llm",
+            SpanKind::Planner => "planner",
+            SpanKind::PlannerStep => "planner_step",
+            SpanKind::Other => "other",
+        }
+    }
+}
+
 /// What a span is, from its attributes (`get` returns a value as text, `None`
 /// when absent): the one rule every reader of spans applies — the metrics,
 /// the trace commands, the OTel metrics and the backend profiles.

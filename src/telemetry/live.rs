@@ -334,20 +334,6 @@ impl LiveFeed {
     }
 }
 
-fn kind_name(k: SpanKind) -> &'static str {
-    match k {
-        SpanKind::Run => "run",
-        SpanKind::Workflow => "workflow",
-        SpanKind::Node => "node",
-        SpanKind::Batch => "batch",
-        SpanKind::BatchItem => "batch_item",
-        SpanKind::LlmCall => "llm",
-        SpanKind::Planner => "planner",
-        SpanKind::PlannerStep => "planner_step",
-        SpanKind::Other => "other",
-    }
-}
-
 fn unix_ms(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -418,7 +404,7 @@ impl LiveSpan {
             span_id: p.span_id,
             parent_span_id: p.parent_span_id,
             name: clean(p.name),
-            kind: kind_name(kind).to_string(),
+            kind: kind.as_str().to_string(),
             node: f
                 .node_path
                 .as_deref()
