@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Quick paired figures for issue 16 against a built pflow binary, without
+compiling the bench harness: the write-file chain's per-node slope (10 -> 500
+nodes, each pair interleaved) and the 10k echo chain's CPU ratios (off /
+default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS]
+It is a benchmark, not a test: it prints numbers and asserts nothing."""
+import json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/pflow"
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+work = tempfile.mkdtemp(prefix="pflow-quick-")
+
+
+def chain(name, n, node):
+    nodes = [dict(node(i), id=f"n{i}") for i in range(n)]
+    edges = [{"from": f"n{i}", "to": f"n{i + 1}"} for i in range(n - 1)]
+    path = os.path.join(work, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"ir_version": "0.1.0", "metadata": {"name": name},
+                   "nodes": nodes, "edges": edges}, f)
+    return path
+
+
+def write(i):
+    return {"type": "write-file",
+            "params": {"file_path": os.path.join(work, "out.txt"), "content": "ok"}}
+
+
+def echo(i):
+    return {"type": "echo", "params": {"message": "hi"}}
+
+
+def run(path, mode):
+    env = dict(os.environ, PFLOW_HOME=os.path.join(work, "home"))
+    args = [BIN, "run", path]
+    if mode == "off":
+        env["OTEL_SDK_DISABLED"] = "true"
+    if mode == "trace":
+        args.insert(2, "--trace")
+    shutil.rmtree(env["PFLOW_HOME"], ignore_errors=True)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return wall, cpu
+
+
+print(f"{BIN}, {ROUNDS} rounds, load {os.getloadavg()[0]:.2f}")
+small, big = chain("w10", 10, write), chain("w500", 500, write)
+for mode in ("off", "default", "trace"):
+    walls, cpus = [], []
+    for _ in range(ROUNDS):
+        a, b = run(small, mode), run(big, mode)
+        walls.append((b[0] - a[0]) / 490 * 1e6)
+        cpus.append((b[1] - a[1]) / 490 * 1e6)
+    print(f"write-file per node, {mode:7}: wall {statistics.median(walls):6.1f} us, "
+          f"cpu {statistics.median(cpus):6.1f} us")
+e10k = chain("e10k", 10000, echo)
+res = {"off": [], "default": [], "trace": []}
+for _ in range(ROUNDS):
+    for mode in res:
+        res[mode].append(run(e10k, mode)[1])
+for mode in ("default", "trace"):
+    ratios = [m / o for m, o in zip(res[mode], res["off"])]
+    print(f"echo 10k CPU, {mode}/off: {statistics.median(ratios):.2f}x "
+          f"(off {statistics.median(res['off']):.3f} s)")
+shutil.rmtree(work, ignore_errors=True)
