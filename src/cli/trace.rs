@@ -88,9 +88,17 @@ pub async fn trace_tail(target: Option<&str>, follow: bool, format: OutputFormat
     }
 }
 
+/// Whether an insight also reads the history for the workflow's suggestions.
+#[derive(Clone, Copy, PartialEq)]
+enum History {
+    Read,
+    /// `trace summary` shows only the top nodes: no reason to open the database.
+    Skip,
+}
+
 /// The insight of a loaded trace, priced with the built-in table under
 /// `$PFLOW_HOME/pricing.json` (a broken file is named and skipped).
-fn insight_of(t: &crate::traces::Trace) -> crate::insight::Insight {
+fn insight_of(t: &crate::traces::Trace, history: History) -> crate::insight::Insight {
     let table = match super::load_prices(None) {
         Ok((table, _, warnings)) => {
             for w in &warnings {
@@ -112,7 +120,7 @@ fn insight_of(t: &crate::traces::Trace) -> crate::insight::Insight {
     let mut insight = crate::insight::analyze(t, table);
     // What the history says about this workflow's nodes (a cheaper model, a
     // max_tokens far above use) belongs beside what this one run says.
-    if let Some(name) = t.workflow_name() {
+    if let Some(name) = t.workflow_name().filter(|_| history == History::Read) {
         match crate::history::suggest::for_workflow(
             &crate::history::db_path(),
             Some(name),
@@ -196,13 +204,13 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                     print_json(
                         &json!({"trace_id": t.trace_id(), "file": t.path.display().to_string(),
                         "status": t.status(), "workflow": t.workflow_name(), "metrics": t.metrics(),
-                        "insight": insight_of(&t),
+                        "insight": insight_of(&t, History::Read),
                         "total_spans": t.total_spans(), "omitted_spans": t.omitted_spans(), "spans": spans}),
                     );
                     0
                 }
                 (OutputFormat::Text, None) => {
-                    let ins = insight_of(&t);
+                    let ins = insight_of(&t, History::Read);
                     let ids = ins.critical_ids();
                     print!(
                         "{}\n{}\n{}",
@@ -257,7 +265,10 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 print_json(&serde_json::to_value(t.metrics()).unwrap_or(Value::Null));
                 // Standard output stays the metrics object; the top nodes are for the reader.
                 if format == OutputFormat::Text {
-                    eprint!("{}", show::render_top(&insight_of(&t), &style));
+                    eprint!(
+                        "{}",
+                        show::render_top(&insight_of(&t, History::Skip), &style)
+                    );
                 }
                 0
             }
@@ -272,7 +283,7 @@ pub fn trace_cmd(action: &super::TraceCommand, format: OutputFormat) -> i32 {
                 Ok(t) => t,
                 Err(e) => return trace_error(format, &e),
             };
-            let ins = insight_of(&t);
+            let ins = insight_of(&t, History::Read);
             let markdown = *report_format == super::ReportFormat::Md;
             let path = match (output, markdown) {
                 (Some(p), _) => Some(p.clone()),
