@@ -304,6 +304,31 @@ pub async fn openai_server() -> wiremock::MockServer {
     server
 }
 
+/// A local OpenAI-compatible server that refuses the first request with `429`,
+/// `retry-after: RETRY_AFTER` and `message`, then answers every later one with
+/// the recorded `openai-chat.json` response ([`requests`] counts them).
+pub async fn rate_limited_once(retry_after: &str, message: &str) -> wiremock::MockServer {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = wiremock::MockServer::start().await;
+    let refused = AtomicBool::new(false);
+    let body = serde_json::json!({"error": {"message": message}}).to_string();
+    let retry_after = retry_after.to_string();
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |_: &wiremock::Request| {
+            if !refused.swap(true, Ordering::SeqCst) {
+                wiremock::ResponseTemplate::new(429)
+                    .insert_header("retry-after", retry_after.as_str())
+                    .set_body_raw(body.clone(), "application/json")
+            } else {
+                wiremock::ResponseTemplate::new(200)
+                    .set_body_raw(llm_fixture("openai-chat.json"), "application/json")
+            }
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
 /// How many requests the mock server received.
 pub async fn requests(server: &wiremock::MockServer) -> usize {
     server.received_requests().await.map_or(0, |r| r.len())

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 // ---------------------------------------------------------------- helpers
 
@@ -562,22 +562,7 @@ async fn invalid_json_is_a_clear_error_not_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_waits_what_retry_after_says() {
-    let server = MockServer::start().await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    Mock::given(method("POST"))
-        .respond_with(move |_: &Request| {
-            if c2.fetch_add(1, Ordering::SeqCst) == 0 {
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", "1")
-                    .set_body_raw(r#"{"error": {"message": "slow down"}}"#, "application/json")
-            } else {
-                ResponseTemplate::new(200)
-                    .set_body_raw(llm_fixture("openai-chat.json"), "application/json")
-            }
-        })
-        .mount(&server)
-        .await;
+    let server = rate_limited_once("1", "slow down").await;
     let env = Env::new();
     let p = env.workflow("wf.json", llm_wf("gpt-4o", json!({})));
     let (v, code, _) = run_json(

@@ -438,28 +438,12 @@ fn the_markdown_report_goes_to_stdout_or_a_file() {
 /// (long enough to outweigh the tokenizer's first load in a debug build).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_llm_node_waiting_on_a_rate_limit_is_named() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let server = MockServer::start().await;
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    Mock::given(method("POST"))
-        .respond_with(move |_: &wiremock::Request| {
-            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", "4")
-                    .set_body_raw(r#"{"error": {"message": "slow down"}}"#, "application/json")
-            } else {
-                ResponseTemplate::new(200)
-                    .set_body_raw(llm_fixture("openai-chat.json"), "application/json")
-            }
-        })
-        .mount(&server)
-        .await;
+    let server = rate_limited_once("4", "slow down").await;
     let env = Env::new();
     let wf = json!({"ir_version": "0.1.0", "nodes": [
         {"id": "ask", "type": "llm", "params": {"model": "gpt-4o", "prompt": "Hi"}}]});
     let trace = run(&env, &mut with_openai(&env, &server), "ask.json", wf);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(requests(&server).await, 2);
     let ins = insight(&env, &trace);
     let s = &ins["suggestions"][0];
     assert_eq!(s["kind"], "retry_wait", "{ins:#}");

@@ -4,8 +4,6 @@
 
 use super::common::*;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -159,25 +157,7 @@ async fn anthropic_stream_with_cache_through_the_binary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_on_429_are_visible_and_counted() {
-    let server = MockServer::start().await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    Mock::given(method("POST"))
-        .respond_with(move |_: &Request| {
-            if c2.fetch_add(1, Ordering::SeqCst) == 0 {
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", "0")
-                    .set_body_raw(
-                        r#"{"error": {"message": "rate limit reached"}}"#,
-                        "application/json",
-                    )
-            } else {
-                ResponseTemplate::new(200)
-                    .set_body_raw(fixture("openai-chat.json"), "application/json")
-            }
-        })
-        .mount(&server)
-        .await;
+    let server = rate_limited_once("0", "rate limit reached").await;
     let env = Env::new();
     let wf = env.workflow("wf.json", llm_wf("gpt-4o", json!({})));
     let (v, code, _) = run_json(
@@ -186,7 +166,7 @@ async fn retries_on_429_are_visible_and_counted() {
             .arg(&wf),
     );
     assert_eq!(code, 0, "{v}");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(requests(&server).await, 2);
     assert_eq!(
         v["metrics"]["workflow"]["llm_calls"],
         json!(2),
