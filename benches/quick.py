@@ -2,12 +2,15 @@
 """Quick paired figures for issue 16 against a built pflow binary, without
 compiling the bench harness: the write-file chain's per-node slope (10 -> 500
 nodes, each pair interleaved) and the 10k echo chain's CPU ratios (off /
-default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS]
+default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS] [--big]
+With --big it also runs the 50 MB case (read-file of a 50 MB file, then three
+write-files of it): CPU and peak RSS of default and --trace against off.
 It is a benchmark, not a test: it prints numbers and asserts nothing."""
 import json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/pflow"
-ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 7
+BIG = "--big" in sys.argv
 work = tempfile.mkdtemp(prefix="pflow-quick-")
 
 
@@ -30,9 +33,12 @@ def echo(i):
     return {"type": "echo", "params": {"message": "hi"}}
 
 
-def run(path, mode):
+def run(path, mode, rss=False):
     env = dict(os.environ, PFLOW_HOME=os.path.join(work, "home"))
     args = [BIN, "run", path]
+    if rss:
+        # GNU time's %M: this run's own peak RSS (getrusage of children keeps the max of all).
+        args = ["/usr/bin/time", "-f", "%M", "-o", os.path.join(work, "rss")] + args
     if mode == "off":
         env["OTEL_SDK_DISABLED"] = "true"
     if mode == "trace":
@@ -44,6 +50,9 @@ def run(path, mode):
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    if rss:
+        with open(os.path.join(work, "rss")) as f:
+            return wall, cpu, int(f.read().split()[-1]) * 1024
     return wall, cpu
 
 
@@ -66,4 +75,26 @@ for mode in ("default", "trace"):
     ratios = [m / o for m, o in zip(res[mode], res["off"])]
     print(f"echo 10k CPU, {mode}/off: {statistics.median(ratios):.2f}x "
           f"(off {statistics.median(res['off']):.3f} s)")
+if BIG:
+    data = os.path.join(work, "big.txt")
+    with open(data, "w") as f:
+        f.write("x" * (50 * 1024 * 1024))
+    nodes = [{"id": "r", "type": "read-file", "params": {"file_path": data}}] + [
+        {"id": f"w{i}", "type": "write-file",
+         "params": {"file_path": os.path.join(work, f"copy{i}.txt"), "content": "${r.content}"}}
+        for i in range(3)]
+    path = os.path.join(work, "big.json")
+    with open(path, "w") as f:
+        json.dump({"ir_version": "0.1.0", "metadata": {"name": "big"}, "nodes": nodes,
+                   "edges": [{"from": a["id"], "to": b["id"]} for a, b in zip(nodes, nodes[1:])]}, f)
+    big = {"off": [], "default": [], "trace": []}
+    for _ in range(ROUNDS):
+        for mode in big:
+            big[mode].append(run(path, mode, rss=True))
+    for mode in ("default", "trace"):
+        cpu = statistics.median(m[1] / o[1] for m, o in zip(big[mode], big["off"]))
+        rss = statistics.median(m[2] / o[2] for m, o in zip(big[mode], big["off"]))
+        print(f"50 MB, {mode}/off: CPU {cpu:.2f}x, peak RSS {rss:.2f}x "
+              f"(off {statistics.median(o[1] for o in big['off']):.3f} s, "
+              f"{statistics.median(o[2] for o in big['off']) / 2**20:.0f} MiB)")
 shutil.rmtree(work, ignore_errors=True)

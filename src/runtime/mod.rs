@@ -123,6 +123,9 @@ impl RunError {
 pub struct CompiledNode {
     pub id: String,
     pub node_type: String,
+    /// `node <id>`, made once: formatting it for every attempt's span was
+    /// a measurable share of a node's telemetry.
+    span_name: String,
     kind: CompiledKind,
     params: Vec<(String, CompiledValue)>,
     batch: Option<CompiledBatch>,
@@ -559,6 +562,7 @@ impl Runtime {
             };
             nodes.push(CompiledNode {
                 id: n.id.clone(),
+                span_name: attr::node_span(&n.id),
                 node_type: n.node_type.clone(),
                 kind,
                 params,
@@ -1339,7 +1343,7 @@ fn node_span(
     tracing::info_span!(
         target: "pflow::node",
         "node",
-        otel.name = %attr::node_span(&node.id),
+        otel.name = node.span_name.as_str(),
         { attr::NODE_ID } = %node.id,
         { attr::NODE_TYPE } = %node.node_type,
         // Defaults are left out (path = id, role `node`, attempt 1 of 1):
@@ -1427,7 +1431,19 @@ fn resolve_params(
                 crate::telemetry::preview::digest_map(&params).as_str(),
             );
         } else {
-            shown = compact::shown_params(&p.text);
+            // What the preview shows, from the params rather than by parsing
+            // the preview back (a third of a node's detail cost): the values
+            // it hides are hidden here too. A nested hidden value makes its
+            // param's text differ from any event preview: that event keeps
+            // its own.
+            let pair = crate::telemetry::redact::is_secret_pair(&params);
+            let mut m = params.clone();
+            for (k, v) in m.iter_mut() {
+                if crate::telemetry::redact::hides_value(pair, k, v) {
+                    *v = Value::String(crate::telemetry::redact::REDACTED.into());
+                }
+            }
+            shown = Some(m);
         }
         for (k, template, p) in resolved {
             value_event(
@@ -1474,21 +1490,30 @@ fn value_event(
         .then_some(p.size as i64);
     let truncated = p.truncated.then_some(true);
     match template {
-        Some((param, text)) => tracing::debug!(
+        // A `&str` message names the event without a `format!` per event.
+        Some((param, text)) => tracing::event!(
             target: "pflow::detail",
+            tracing::Level::DEBUG,
             {
                 { attr::PARAM } = param,
                 { attr::TEMPLATE } = text,
                 { attr::VALUE_PREVIEW } = preview,
                 { attr::VALUE_SIZE } = size,
-                { attr::VALUE_TRUNCATED } = truncated }, "{}", attr::EVENT_TEMPLATE_RESOLVED),
-        None => tracing::debug!(
+                { attr::VALUE_TRUNCATED } = truncated,
+                message = attr::EVENT_TEMPLATE_RESOLVED
+            }
+        ),
+        None => tracing::event!(
             target: "pflow::detail",
+            tracing::Level::DEBUG,
             {
                 { attr::STORE_KEY } = store_key,
                 { attr::VALUE_PREVIEW } = preview,
                 { attr::VALUE_SIZE } = size,
-                { attr::VALUE_TRUNCATED } = truncated }, "{}", attr::EVENT_STORE_WRITE),
+                { attr::VALUE_TRUNCATED } = truncated,
+                message = attr::EVENT_STORE_WRITE
+            }
+        ),
     }
 }
 

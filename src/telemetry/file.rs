@@ -10,6 +10,8 @@
 //! fails (the default), the spans are held unencoded (up to [`DEFER_BYTES`])
 //! and encoded only if `finish` saves them, so a successful run pays for no
 //! encoding. `finish` renames the temp file into place (atomic), or drops it.
+//! Spans are encoded straight from `SpanData` ([`super::otlp_json`]), not
+//! through the proto structs: the same bytes at a third of the cost.
 //!
 //! Memory stays bounded on very large runs: the queue to the writer holds at
 //! most [`QUEUE_BATCHES`] batches (a node waits only when the writer is that
@@ -19,13 +21,10 @@
 //! span is written last with `pflow.trace.truncated` / `pflow.trace.dropped_spans`.
 
 use super::attr;
+use super::otlp_json::{write_span, Envelope};
 use super::redact::Redactor;
 use opentelemetry::{Array, KeyValue, Value as OtelValue};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as ProtoKv};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
@@ -379,13 +378,39 @@ pub struct Written {
 /// span is only counted. Run spans (the ones carrying `pflow.run.status`, or
 /// without a parent) are held back instead and written last, past the cap, with
 /// [`TRUNCATED`] and [`DROPPED_SPANS`]: the file exceeds the cap by that one line.
+///
+/// Spans are encoded one by one straight into the line being built
+/// ([`super::otlp_json`]); a line ends with its batch, or before it would
+/// pass [`LINE_MAX_BYTES`].
 pub struct Capped {
     sink: Sink,
     max_bytes: u64,
     written: u64,
     capped: bool,
     dropped: u64,
-    held: Vec<ScopeSpans>,
+    /// Run spans past the cap, for the last line.
+    held: Vec<SpanData>,
+    envelope: Option<Envelope>,
+    line: Line,
+    /// One span's encoding, before it joins the line.
+    scratch: Vec<u8>,
+}
+
+/// The line being built: the spans of each scope, in the order the scopes came.
+#[derive(Default)]
+struct Line {
+    groups: Vec<Group>,
+    /// Copies of the run spans in the line: held if the line crosses the cap.
+    runs: Vec<Option<SpanData>>,
+    /// Bytes of the spans and the commas between them.
+    bytes: usize,
+}
+
+struct Group {
+    scope: usize,
+    body: Vec<u8>,
+    /// Each span's byte range in `body`, and its index in `Line::runs` if a run span.
+    spans: Vec<(std::ops::Range<usize>, Option<usize>)>,
 }
 
 fn is_run_span(s: &SpanData) -> bool {
@@ -393,13 +418,6 @@ fn is_run_span(s: &SpanData) -> bool {
         || s.attributes
             .iter()
             .any(|kv| kv.key.as_str() == super::attr::RUN_STATUS)
-}
-
-fn is_run_proto(s: &opentelemetry_proto::tonic::trace::v1::Span) -> bool {
-    s.parent_span_id.is_empty()
-        || s.attributes
-            .iter()
-            .any(|kv| kv.key == super::attr::RUN_STATUS)
 }
 
 impl Capped {
@@ -412,6 +430,9 @@ impl Capped {
             capped: false,
             dropped: 0,
             held: Vec::new(),
+            envelope: None,
+            line: Line::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -419,143 +440,140 @@ impl Capped {
         self.max_bytes == 0 || self.written + (len as u64) < self.max_bytes
     }
 
-    /// Writes one encoded line, without its default-valued fields.
     fn write(&mut self, line: Vec<u8>) {
-        let line = super::compact::strip_empty_fields(line);
         self.written += line.len() as u64 + 1;
         self.sink.write_line(&line);
     }
 
-    /// Encodes one batch as a single OTLP/JSON line, redacting every string on the way.
+    /// Encodes one batch as OTLP/JSON lines, redacting every string on the way.
     pub fn encode(
         &mut self,
-        mut spans: Vec<SpanData>,
+        spans: Vec<SpanData>,
         resource: &ResourceAttributesWithSchema,
         redactor: &Redactor,
     ) {
-        if self.capped {
-            // Past the cap nothing is encoded: only run spans are kept, for the last line.
-            let (mut runs, rest): (Vec<_>, Vec<_>) = spans.into_iter().partition(is_run_span);
-            self.dropped += rest.len() as u64;
-            if !runs.is_empty() {
-                for s in &mut runs {
-                    redact_span(s, redactor);
+        let mut envelope = self
+            .envelope
+            .take()
+            .unwrap_or_else(|| Envelope::new(resource));
+        for mut s in spans {
+            if self.capped {
+                // Past the cap nothing is encoded: only run spans are kept, for the last line.
+                if is_run_span(&s) {
+                    redact_span(&mut s, redactor);
+                    self.held.push(s);
+                } else {
+                    self.dropped += 1;
                 }
-                for rs in group_spans_by_resource_and_scope(runs, resource) {
-                    self.held.extend(rs.scope_spans);
+                continue;
+            }
+            redact_span(&mut s, redactor);
+            let scope = envelope.scope_index(&s.instrumentation_scope);
+            self.scratch.clear();
+            write_span(&mut self.scratch, &s);
+            let group = self.line.groups.iter().position(|g| g.scope == scope);
+            let overhead = envelope.overhead(
+                self.line
+                    .groups
+                    .iter()
+                    .map(|g| g.scope)
+                    .chain(group.is_none().then_some(scope)),
+            );
+            if !self.line.groups.is_empty()
+                && overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES
+            {
+                self.flush_line(&envelope);
+                if self.capped {
+                    if is_run_span(&s) {
+                        self.held.push(s);
+                    } else {
+                        self.dropped += 1;
+                    }
+                    continue;
                 }
             }
-            return;
-        }
-        for s in &mut spans {
-            redact_span(s, redactor);
-        }
-        self.emit(ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(spans, resource),
-        });
-    }
-
-    /// Writes one request as a line, split into smaller requests first while
-    /// its line is over [`LINE_MAX_BYTES`].
-    fn emit(&mut self, mut req: ExportTraceServiceRequest) {
-        if self.capped {
-            // A part after the one that crossed the cap.
-            self.hold_runs_drop_rest(req);
-            return;
-        }
-        let line = match serde_json::to_vec(&req) {
-            Ok(line) => line,
-            Err(e) => {
-                if let Sink::File { error, .. } = &mut self.sink {
-                    *error = Some(format!("cannot encode spans: {e}"));
-                }
-                return;
-            }
-        };
-        let spans = span_count(&req);
-        if line.len() > LINE_MAX_BYTES && spans > 1 {
-            // Aim below the limit so most parts fit at the first split.
-            let parts = (line.len() * 4 / 3)
-                .div_ceil(LINE_MAX_BYTES)
-                .clamp(2, spans);
-            drop(line);
-            for part in split_request(req, parts) {
-                self.emit(part);
-            }
-            return;
-        }
-        if self.fits(line.len()) {
-            self.write(line);
-            return;
-        }
-        drop(line);
-        self.capped = true;
-        self.cut_to_fit(&mut req);
-    }
-
-    /// Past the cap: keeps the run spans for the last line, counts the rest.
-    fn hold_runs_drop_rest(&mut self, req: ExportTraceServiceRequest) {
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                let (runs, rest): (Vec<_>, Vec<_>) = ss.spans.into_iter().partition(is_run_proto);
-                self.dropped += rest.len() as u64;
-                if !runs.is_empty() {
-                    self.held.push(ScopeSpans {
-                        scope: ss.scope,
-                        schema_url: ss.schema_url,
-                        spans: runs,
+            let run = is_run_span(&s).then(|| {
+                self.line.runs.push(Some(s));
+                self.line.runs.len() - 1
+            });
+            let at = match self.line.groups.iter().position(|g| g.scope == scope) {
+                Some(i) => i,
+                None => {
+                    self.line.groups.push(Group {
+                        scope,
+                        body: Vec::with_capacity(64 * 1024),
+                        spans: Vec::new(),
                     });
+                    self.line.groups.len() - 1
                 }
+            };
+            let g = &mut self.line.groups[at];
+            if !g.body.is_empty() {
+                g.body.push(b',');
+                self.line.bytes += 1;
             }
+            let start = g.body.len();
+            g.body.extend_from_slice(&self.scratch);
+            g.spans.push((start..g.body.len(), run));
+            self.line.bytes += self.scratch.len();
         }
+        self.flush_line(&envelope);
+        self.envelope = Some(envelope);
+    }
+
+    /// Writes the line built so far, or cuts it down if it crosses the cap.
+    fn flush_line(&mut self, envelope: &Envelope) {
+        let line = std::mem::take(&mut self.line);
+        if line.groups.is_empty() {
+            return;
+        }
+        let bytes = envelope.line(line.groups.iter().map(|g| (g.scope, &g.body[..])));
+        if self.fits(bytes.len()) {
+            self.write(bytes);
+            return;
+        }
+        drop(bytes);
+        self.capped = true;
+        self.cut_to_fit(line, envelope);
     }
 
     /// The line that crosses the cap: keeps the spans that fit (in order),
     /// holds back run spans, drops and counts the rest.
-    fn cut_to_fit(&mut self, req: &mut ExportTraceServiceRequest) {
+    fn cut_to_fit(&mut self, mut line: Line, envelope: &Envelope) {
         let mut budget = self.max_bytes.saturating_sub(self.written + 1);
-        // The envelope (resource, scopes) costs the same with fewer spans.
-        let mut shell = req.clone();
-        for rs in &mut shell.resource_spans {
-            for ss in &mut rs.scope_spans {
-                ss.spans.clear();
-            }
-        }
-        budget = budget.saturating_sub(serde_json::to_vec(&shell).map_or(0, |l| l.len() as u64));
+        // The envelope costs the same with fewer spans.
+        budget =
+            budget.saturating_sub(envelope.overhead(line.groups.iter().map(|g| g.scope)) as u64);
         let mut full = false;
-        for rs in &mut req.resource_spans {
-            for ss in &mut rs.scope_spans {
-                let spans = std::mem::take(&mut ss.spans);
-                for sp in spans {
-                    if is_run_proto(&sp) {
-                        self.held.push(ScopeSpans {
-                            scope: ss.scope.clone(),
-                            schema_url: ss.schema_url.clone(),
-                            spans: vec![sp],
-                        });
-                        continue;
+        let mut kept: Vec<(usize, Vec<u8>)> = Vec::new();
+        for g in &line.groups {
+            let mut body = Vec::new();
+            for (range, run) in &g.spans {
+                if let Some(i) = run {
+                    self.held
+                        .extend(line.runs.get_mut(*i).and_then(Option::take));
+                    continue;
+                }
+                // +1 for the comma between spans.
+                let size = (range.len() + 1) as u64;
+                if !full && size <= budget {
+                    budget -= size;
+                    if !body.is_empty() {
+                        body.push(b',');
                     }
-                    // +1 for the comma between spans.
-                    let size = serde_json::to_vec(&sp).map_or(u64::MAX, |l| l.len() as u64 + 1);
-                    if !full && size <= budget {
-                        budget -= size;
-                        ss.spans.push(sp);
-                    } else {
-                        full = true;
-                        self.dropped += 1;
-                    }
+                    body.extend_from_slice(&g.body[range.clone()]);
+                } else {
+                    full = true;
+                    self.dropped += 1;
                 }
             }
-        }
-        let kept = req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .any(|ss| !ss.spans.is_empty());
-        if kept {
-            if let Ok(line) = serde_json::to_vec(&*req) {
-                self.write(line);
+            if !body.is_empty() {
+                kept.push((g.scope, body));
             }
+        }
+        if !kept.is_empty() {
+            let bytes = envelope.line(kept.iter().map(|(s, b)| (*s, &b[..])));
+            self.write(bytes);
         }
     }
 
@@ -563,39 +581,32 @@ impl Capped {
     pub fn finish(mut self, resource: &ResourceAttributesWithSchema) -> Written {
         if self.capped && !self.held.is_empty() {
             let dropped = i64::try_from(self.dropped).unwrap_or(i64::MAX);
-            let note = [
-                ProtoKv {
-                    key: TRUNCATED.into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::BoolValue(true)),
-                    }),
-                    ..Default::default()
-                },
-                ProtoKv {
-                    key: DROPPED_SPANS.into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::IntValue(dropped)),
-                    }),
-                    ..Default::default()
-                },
-            ];
+            let mut held = std::mem::take(&mut self.held);
             if self.dropped > 0 {
-                for ss in &mut self.held {
-                    for sp in &mut ss.spans {
-                        sp.attributes.extend(note.iter().cloned());
-                    }
+                for s in &mut held {
+                    s.attributes.push(KeyValue::new(TRUNCATED, true));
+                    s.attributes.push(KeyValue::new(DROPPED_SPANS, dropped));
                 }
             }
-            // The envelope: the same resource the other lines carry.
-            let mut rs: Vec<ResourceSpans> =
-                group_spans_by_resource_and_scope(Vec::new(), resource);
-            if let Some(first) = rs.first_mut() {
-                first.scope_spans = std::mem::take(&mut self.held);
+            let envelope = self.envelope.get_or_insert_with(|| Envelope::new(resource));
+            let mut groups: Vec<(usize, Vec<u8>)> = Vec::new();
+            for s in &held {
+                let scope = envelope.scope_index(&s.instrumentation_scope);
+                let at = match groups.iter().position(|(g, _)| *g == scope) {
+                    Some(i) => i,
+                    None => {
+                        groups.push((scope, Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                let body = &mut groups[at].1;
+                if !body.is_empty() {
+                    body.push(b',');
+                }
+                write_span(body, s);
             }
-            let req = ExportTraceServiceRequest { resource_spans: rs };
-            if let Ok(line) = serde_json::to_vec(&req) {
-                self.write(line);
-            }
+            let bytes = envelope.line(groups.iter().map(|(s, b)| (*s, &b[..])));
+            self.write(bytes);
         }
         Written {
             sink: self.sink,
@@ -603,62 +614,6 @@ impl Capped {
             dropped_spans: self.dropped,
         }
     }
-}
-
-fn span_count(req: &ExportTraceServiceRequest) -> usize {
-    req.resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum()
-}
-
-/// Splits a request into `parts` requests of about as many spans each, in
-/// order, each span keeping its resource and scope.
-fn split_request(req: ExportTraceServiceRequest, parts: usize) -> Vec<ExportTraceServiceRequest> {
-    let per_part = span_count(&req).div_ceil(parts.max(1)).max(1);
-    let mut out: Vec<ExportTraceServiceRequest> = Vec::with_capacity(parts);
-    let mut in_part = per_part;
-    // The resource and scope the current part's last span came from.
-    let mut origin: Option<(usize, usize)> = None;
-    for (ri, rs) in req.resource_spans.into_iter().enumerate() {
-        for (si, ss) in rs.scope_spans.into_iter().enumerate() {
-            for sp in ss.spans {
-                if in_part == per_part {
-                    out.push(ExportTraceServiceRequest::default());
-                    in_part = 0;
-                    origin = None;
-                }
-                in_part += 1;
-                let Some(part) = out.last_mut() else { break };
-                if origin.map(|(r, _)| r) != Some(ri) {
-                    part.resource_spans.push(ResourceSpans {
-                        resource: rs.resource.clone(),
-                        scope_spans: Vec::new(),
-                        schema_url: rs.schema_url.clone(),
-                    });
-                }
-                if origin != Some((ri, si)) {
-                    if let Some(r) = part.resource_spans.last_mut() {
-                        r.scope_spans.push(ScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans: Vec::new(),
-                            schema_url: ss.schema_url.clone(),
-                        });
-                    }
-                }
-                origin = Some((ri, si));
-                if let Some(scope) = part
-                    .resource_spans
-                    .last_mut()
-                    .and_then(|r| r.scope_spans.last_mut())
-                {
-                    scope.spans.push(sp);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Redacts every string of a span (attributes, event attributes, status) and
@@ -886,42 +841,50 @@ mod tests {
         );
     }
 
-    /// A request of `n` spans (each with a `pad`-byte attribute) across two scopes.
-    fn request(n: usize, pad: usize) -> ExportTraceServiceRequest {
-        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-        use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
-        let span = |i: usize| ProtoSpan {
-            trace_id: vec![1; 16],
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
-            parent_span_id: vec![9; 8],
-            name: format!("node n{i}"),
-            attributes: vec![ProtoKv {
-                key: "pad".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue("x".repeat(pad))),
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    /// `n` spans (each with a `pad`-byte attribute), the first half in scope
+    /// `a`, the rest in `b`; the last one is the run span (no parent).
+    fn spans(n: usize, pad: usize) -> Vec<SpanData> {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
         };
-        let scope = |name: &str, spans| ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: name.into(),
-                ..Default::default()
-            }),
-            spans,
-            schema_url: String::new(),
-        };
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: None,
-                scope_spans: vec![
-                    scope("a", (0..n / 2).map(span).collect()),
-                    scope("b", (n / 2..n).map(span).collect()),
-                ],
-                schema_url: String::new(),
-            }],
-        }
+        let (a, b) = (
+            opentelemetry::InstrumentationScope::builder("a").build(),
+            opentelemetry::InstrumentationScope::builder("b").build(),
+        );
+        (0..n)
+            .map(|i| SpanData {
+                span_context: SpanContext::new(
+                    TraceId::from(1),
+                    SpanId::from(i as u64 + 1),
+                    TraceFlags::SAMPLED,
+                    false,
+                    TraceState::default(),
+                ),
+                parent_span_id: if i + 1 == n {
+                    SpanId::INVALID
+                } else {
+                    SpanId::from(9)
+                },
+                parent_span_is_remote: false,
+                span_kind: SpanKind::Internal,
+                name: format!("node n{i}").into(),
+                start_time: std::time::UNIX_EPOCH,
+                end_time: std::time::UNIX_EPOCH,
+                attributes: vec![KeyValue::new("pad", "x".repeat(pad))],
+                dropped_attributes_count: 0,
+                events: Default::default(),
+                links: Default::default(),
+                status: Status::Unset,
+                instrumentation_scope: if i < n / 2 { a.clone() } else { b.clone() },
+            })
+            .collect()
+    }
+
+    fn encode(out: &mut Capped, spans: Vec<SpanData>) {
+        let resource = ResourceAttributesWithSchema::from(&Resource::builder_empty().build());
+        out.encode(spans, &resource, super::super::redact::global());
     }
 
     fn lines(sink: &Sink) -> Vec<ExportTraceServiceRequest> {
@@ -937,58 +900,89 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn long_lines_are_split_under_the_byte_limit_keeping_every_span_in_order() {
-        // 600 spans of ~1.8 KiB: about 1.1 MiB as one line (what a 600-item batch wrote).
-        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
-        out.emit(request(600, 1800));
-        let reqs = lines(&out.sink);
-        assert!(reqs.len() >= 5, "{} lines", reqs.len());
+    fn span_ids(reqs: &[ExportTraceServiceRequest]) -> Vec<(String, u64)> {
         let mut ids = Vec::new();
-        for req in &reqs {
+        for req in reqs {
             for ss in req.resource_spans.iter().flat_map(|rs| &rs.scope_spans) {
-                let scope = ss.scope.as_ref().map(|s| s.name.as_str()).unwrap_or("");
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
                 for sp in &ss.spans {
-                    let i = u64::from_be_bytes(sp.span_id.clone().try_into().unwrap());
-                    // Each span stays under the scope it came from.
-                    assert_eq!(scope, if i <= 300 { "a" } else { "b" });
-                    ids.push(i);
+                    ids.push((
+                        scope.clone(),
+                        u64::from_be_bytes(sp.span_id.clone().try_into().unwrap()),
+                    ));
                 }
             }
         }
-        assert_eq!(ids, (1..=600).collect::<Vec<u64>>());
+        ids
+    }
+
+    #[test]
+    fn long_lines_are_split_under_the_byte_limit_keeping_every_span_in_order() {
+        // 600 spans of ~1.8 KiB: about 1.1 MiB as one line.
+        let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
+        encode(&mut out, spans(600, 1800));
+        let reqs = lines(&out.sink);
+        assert!(reqs.len() >= 5, "{} lines", reqs.len());
+        let ids = span_ids(&reqs);
+        // Each span stays under the scope it came from, in order.
+        for (scope, i) in &ids {
+            assert_eq!(scope, if *i <= 300 { "a" } else { "b" });
+        }
+        assert_eq!(
+            ids.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
+            (1..=600).collect::<Vec<u64>>()
+        );
     }
 
     #[test]
     fn a_short_line_is_one_line_and_a_single_huge_span_is_written_whole() {
         let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
-        out.emit(request(10, 100));
+        encode(&mut out, spans(10, 100));
         assert_eq!(lines(&out.sink).len(), 1);
 
         let mut out = Capped::new(Sink::Memory(Vec::new(), None), 0);
-        let mut one = request(2, LINE_MAX_BYTES);
-        one.resource_spans[0].scope_spans.remove(0);
-        out.emit(one);
+        encode(&mut out, spans(2, LINE_MAX_BYTES).split_off(1));
         let Sink::Memory(buf, _) = &out.sink else {
             panic!()
         };
         assert_eq!(buf.iter().filter(|b| **b == b'\n').count(), 1);
+        assert!(buf.len() > LINE_MAX_BYTES);
     }
 
     #[test]
     fn the_total_cap_still_holds_when_lines_are_split() {
-        // 1 MiB of spans under a 600 KiB cap: some parts are written, the rest counted.
+        // 1 MiB of spans under a 600 KiB cap: some lines are written, the rest counted,
+        // and the run span comes last, marked.
         let mut out = Capped::new(Sink::Memory(Vec::new(), None), 600 * 1024);
-        out.emit(request(600, 1800));
-        let written: usize = lines(&out.sink)
-            .iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        assert!(out.capped && written > 0);
-        assert_eq!(written as u64 + out.dropped, 600);
-        assert!(out.written <= 600 * 1024);
+        encode(&mut out, spans(600, 1800));
+        assert!(out.capped);
+        let resource = ResourceAttributesWithSchema::from(&Resource::builder_empty().build());
+        let w = out.finish(&resource);
+        let reqs = lines(&w.sink);
+        let ids = span_ids(&reqs);
+        assert_eq!(
+            ids.last().map(|(_, i)| *i),
+            Some(600),
+            "the run span is written last"
+        );
+        let written = ids.len() as u64 - 1;
+        assert!(written > 0);
+        assert_eq!(written + w.dropped_spans, 599);
+        let Sink::Memory(buf, _) = &w.sink else {
+            panic!()
+        };
+        let last_line = buf.split(|b| *b == b'\n').rfind(|l| !l.is_empty()).unwrap();
+        assert!((buf.len() - last_line.len() - 1) as u64 <= 600 * 1024);
+        let run = &reqs.last().unwrap().resource_spans[0].scope_spans[0].spans[0];
+        let keys: Vec<&str> = run.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert!(
+            keys.contains(&TRUNCATED) && keys.contains(&DROPPED_SPANS),
+            "{keys:?}"
+        );
     }
 
     #[test]
