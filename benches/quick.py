@@ -11,6 +11,9 @@ import json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/pflow"
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 7
 BIG = "--big" in sys.argv
+# --big-only: just the 50 MB case.
+CHAINS = "--big-only" not in sys.argv
+BIG = BIG or not CHAINS
 work = tempfile.mkdtemp(prefix="pflow-quick-")
 
 
@@ -36,13 +39,13 @@ def echo(i):
 def run(path, mode, rss=False):
     env = dict(os.environ, PFLOW_HOME=os.path.join(work, "home"))
     args = [BIN, "run", path]
-    if rss:
-        # GNU time's %M: this run's own peak RSS (getrusage of children keeps the max of all).
-        args = ["/usr/bin/time", "-f", "%M", "-o", os.path.join(work, "rss")] + args
     if mode == "off":
         env["OTEL_SDK_DISABLED"] = "true"
     if mode == "trace":
         args.insert(2, "--trace")
+    if rss:
+        # GNU time's %M: this run's own peak RSS (getrusage of children keeps the max of all).
+        args = ["/usr/bin/time", "-f", "%M", "-o", os.path.join(work, "rss")] + args
     shutil.rmtree(env["PFLOW_HOME"], ignore_errors=True)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
@@ -57,24 +60,25 @@ def run(path, mode, rss=False):
 
 
 print(f"{BIN}, {ROUNDS} rounds, load {os.getloadavg()[0]:.2f}")
-small, big = chain("w10", 10, write), chain("w500", 500, write)
-for mode in ("off", "default", "trace"):
-    walls, cpus = [], []
+if CHAINS:
+    small, large = chain("w10", 10, write), chain("w500", 500, write)
+    for mode in ("off", "default", "trace"):
+        walls, cpus = [], []
+        for _ in range(ROUNDS):
+            a, b = run(small, mode), run(large, mode)
+            walls.append((b[0] - a[0]) / 490 * 1e6)
+            cpus.append((b[1] - a[1]) / 490 * 1e6)
+        print(f"write-file per node, {mode:7}: wall {statistics.median(walls):6.1f} us, "
+              f"cpu {statistics.median(cpus):6.1f} us")
+    e10k = chain("e10k", 10000, echo)
+    res = {"off": [], "default": [], "trace": []}
     for _ in range(ROUNDS):
-        a, b = run(small, mode), run(big, mode)
-        walls.append((b[0] - a[0]) / 490 * 1e6)
-        cpus.append((b[1] - a[1]) / 490 * 1e6)
-    print(f"write-file per node, {mode:7}: wall {statistics.median(walls):6.1f} us, "
-          f"cpu {statistics.median(cpus):6.1f} us")
-e10k = chain("e10k", 10000, echo)
-res = {"off": [], "default": [], "trace": []}
-for _ in range(ROUNDS):
-    for mode in res:
-        res[mode].append(run(e10k, mode)[1])
-for mode in ("default", "trace"):
-    ratios = [m / o for m, o in zip(res[mode], res["off"])]
-    print(f"echo 10k CPU, {mode}/off: {statistics.median(ratios):.2f}x "
-          f"(off {statistics.median(res['off']):.3f} s)")
+        for mode in res:
+            res[mode].append(run(e10k, mode)[1])
+    for mode in ("default", "trace"):
+        ratios = [m / o for m, o in zip(res[mode], res["off"])]
+        print(f"echo 10k CPU, {mode}/off: {statistics.median(ratios):.2f}x "
+              f"(off {statistics.median(res['off']):.3f} s)")
 if BIG:
     data = os.path.join(work, "big.txt")
     with open(data, "w") as f:
@@ -95,6 +99,8 @@ if BIG:
         cpu = statistics.median(m[1] / o[1] for m, o in zip(big[mode], big["off"]))
         rss = statistics.median(m[2] / o[2] for m, o in zip(big[mode], big["off"]))
         print(f"50 MB, {mode}/off: CPU {cpu:.2f}x, peak RSS {rss:.2f}x "
-              f"(off {statistics.median(o[1] for o in big['off']):.3f} s, "
+              f"({statistics.median(m[1] for m in big[mode]):.3f} s, "
+              f"{statistics.median(m[2] for m in big[mode]) / 2**20:.0f} MiB; off "
+              f"{statistics.median(o[1] for o in big['off']):.3f} s, "
               f"{statistics.median(o[2] for o in big['off']) / 2**20:.0f} MiB)")
 shutil.rmtree(work, ignore_errors=True)

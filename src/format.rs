@@ -1,8 +1,23 @@
 //! The one text formatter for money, tokens, durations and counts, so every
 //! text output (run summary, progress, `trace show/diff/reprice/report`,
-//! `stats`, budget and estimate messages) spells a number the same way.
+//! `stats`, budget and estimate messages) spells a number the same way; and
+//! the one lowercase hex encoder (digests, trace and span ids).
 
 use crate::accounting::CostTotal;
+
+/// Lowercase hex of `bytes`. A table, not `write!("{b:02x}")` or the ids'
+/// `{:032x}`: the formatter per byte was 3–4% of a checkpointed run (every
+/// node output is hashed) and formatting each node's trace and span ids ~3%
+/// of its telemetry.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
 
 /// `$0.001234`: six decimals, enough for a single cheap call.
 pub fn usd(v: f64) -> String {

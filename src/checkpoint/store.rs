@@ -80,8 +80,45 @@ pub struct NodeRecord {
     pub origin: Origin,
     /// Its LLM calls and what they cost when first made; `None` while the
     /// run is unfinished or when telemetry was off (unknown).
-    #[serde(default)]
+    #[serde(default, with = "usage_field")]
     pub usage: Option<Reused>,
+}
+
+/// `usage` as the record holds it: `null` when unknown, `{}` for a node that
+/// made no LLM call ($0, known), else the whole [`Reused`]. Writing the nine
+/// zero counts of every tool node was a tenth of a traced run's per-node
+/// cost (each record is written twice: in `nodes.jsonl` and the manifest).
+mod usage_field {
+    use crate::accounting::Reused;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(u: &Option<Reused>, s: S) -> Result<S::Ok, S::Error> {
+        match u {
+            Some(r) if *r == Reused::default() => {
+                serde::ser::SerializeMap::end(serde::Serializer::serialize_map(s, Some(0))?)
+            }
+            other => other.serialize(s),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nothing {}
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Whole(Reused),
+        Nothing(Nothing),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Reused>, D::Error> {
+        Ok(match Option::<Repr>::deserialize(d)? {
+            None => None,
+            Some(Repr::Whole(r)) => Some(r),
+            Some(Repr::Nothing(_)) => Some(Reused::default()),
+        })
+    }
 }
 
 /// A run's checkpoint, as written at its end (or rebuilt from `nodes.jsonl`).
@@ -137,19 +174,7 @@ impl NodeRecord {
 
 /// The SHA-256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(d: &[u8]) -> String {
-    // A table, not `write!("{b:02x}")`: the formatter per byte was 3–4% of a
-    // checkpointed run (every node output is hashed).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * d.len());
-    for b in d {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
+    crate::format::hex(&Sha256::digest(bytes))
 }
 
 /// Whether `s` is a run id: `<%Y%m%dT%H%M%S%.3fZ>_<hex>`.
@@ -269,7 +294,7 @@ impl RunDir {
             .map_err(std::io::Error::other)
             .and_then(|()| w.flush())
             .map_err(self.io(&dir))?;
-        let digest = hex(&w.sha.finalize());
+        let digest = crate::format::hex(&w.sha.finalize());
         let tmp = w.out.into_inner().map_err(|e| CheckpointError::Io {
             path: dir.clone(),
             source: e.into_error(),
@@ -498,6 +523,49 @@ pub fn list(runs: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_round_trips_unknown_zero_and_spent_and_reads_the_old_zero_form() {
+        let rec = |usage| NodeRecord {
+            id: "a".into(),
+            node_type: "echo".into(),
+            fingerprint: "f".into(),
+            action: "default".into(),
+            outputs: IndexMap::new(),
+            inline: IndexMap::new(),
+            memo_key: None,
+            how: How::Executed,
+            origin: Origin::default(),
+            usage,
+        };
+        let spent = Reused {
+            llm_calls: 2,
+            tokens: crate::accounting::Tokens::call(10, 3),
+            cost_usd: None,
+        };
+        for (usage, text) in [
+            (None, r#""usage":null"#),
+            (Some(Reused::default()), r#""usage":{}"#),
+            (Some(spent), r#""usage":{"llm_calls":2,"#),
+        ] {
+            let json = serde_json::to_string(&rec(usage)).unwrap();
+            assert!(json.contains(text), "{json}");
+            let back: NodeRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.usage, usage, "{json}");
+        }
+        // Records written before the short form spelled zero usage out.
+        let old = serde_json::to_value(rec(None)).unwrap();
+        let mut old = old.as_object().unwrap().clone();
+        old.insert(
+            "usage".into(),
+            serde_json::to_value(Reused::default()).unwrap(),
+        );
+        let back: NodeRecord = serde_json::from_value(Value::Object(old)).unwrap();
+        assert_eq!(back.usage, Some(Reused::default()));
+        // Anything else under `usage` is an error, not a silent $0.
+        let bad = r#"{"id":"a","type":"echo","fingerprint":"f","action":"default","outputs":{},"how":"executed","origin":{"run_id":""},"usage":{"calls":1}}"#;
+        assert!(serde_json::from_str::<NodeRecord>(bad).is_err());
+    }
 
     #[test]
     fn digests_are_lowercase_hex_sha256() {

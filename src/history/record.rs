@@ -27,7 +27,7 @@ impl WorkflowIdent {
         let digest = Sha256::digest(&bytes);
         WorkflowIdent {
             name: ir.name().map(str::to_string),
-            hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            hash: crate::format::hex(&digest),
         }
     }
 }

@@ -1015,10 +1015,9 @@ impl Runtime {
             }
             let mut guard = SpanOutcome::node(span.clone());
             let mut shown = None;
-            let params = {
-                let _e = span.enter();
-                resolve_params(node, store, locals)
-            };
+            // The span is named, not entered: entering and leaving it costs
+            // every layer a lookup (a few % of a node's telemetry).
+            let params = resolve_params(&span, node, store, locals);
             let result = match params {
                 Err(e) => Err(e),
                 Ok((params, whole)) => {
@@ -1344,8 +1343,8 @@ fn node_span(
         target: "pflow::node",
         "node",
         otel.name = node.span_name.as_str(),
-        { attr::NODE_ID } = %node.id,
-        { attr::NODE_TYPE } = %node.node_type,
+        { attr::NODE_ID } = node.id.as_str(),
+        { attr::NODE_TYPE } = node.node_type.as_str(),
         // Defaults are left out (path = id, role `node`, attempt 1 of 1):
         // every reader puts them back (telemetry::compact).
         { attr::NODE_PATH } = (path != node.id).then_some(path),
@@ -1400,6 +1399,7 @@ enum Failure {
 type Shown = Option<Map<String, Value>>;
 
 fn resolve_params(
+    span: &tracing::Span,
     node: &CompiledNode,
     store: &Map<String, Value>,
     locals: &[(&str, &Value)],
@@ -1422,7 +1422,6 @@ fn resolve_params(
     let mut shown = None;
     if detail {
         let p = crate::telemetry::preview::preview_map(&params);
-        let span = tracing::Span::current();
         span.record(attr::NODE_PARAMS, p.text.as_str());
         // A whole preview is the value itself: a digest would only repeat it.
         if p.truncated {
@@ -1447,6 +1446,7 @@ fn resolve_params(
         }
         for (k, template, p) in resolved {
             value_event(
+                span,
                 attr::EVENT_TEMPLATE_RESOLVED,
                 None,
                 Some((k, &template)),
@@ -1464,6 +1464,7 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     }
     let p = preview_named(param, v);
     value_event(
+        &tracing::Span::current(),
         attr::EVENT_TEMPLATE_RESOLVED,
         None,
         Some((param, &template_text(t))),
@@ -1477,6 +1478,7 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
 /// to the preview's length, a `false` truncation flag and a preview that
 /// repeats a param of `shown` are left out (telemetry::compact).
 fn value_event(
+    parent: &tracing::Span,
     name: &str,
     store_key: Option<&str>,
     template: Option<(&str, &str)>,
@@ -1493,6 +1495,7 @@ fn value_event(
         // A `&str` message names the event without a `format!` per event.
         Some((param, text)) => tracing::event!(
             target: "pflow::detail",
+            parent: parent,
             tracing::Level::DEBUG,
             {
                 { attr::PARAM } = param,
@@ -1505,6 +1508,7 @@ fn value_event(
         ),
         None => tracing::event!(
             target: "pflow::detail",
+            parent: parent,
             tracing::Level::DEBUG,
             {
                 { attr::STORE_KEY } = store_key,
@@ -1537,11 +1541,10 @@ fn record_store_writes(
     if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         return;
     }
-    let _e = span.enter();
     for (k, v) in outputs {
         let p = preview_named(k, v);
         let key = format!("{node_id}.{k}");
-        value_event(attr::EVENT_STORE_WRITE, Some(&key), None, &p, shown);
+        value_event(span, attr::EVENT_STORE_WRITE, Some(&key), None, &p, shown);
     }
 }
 

@@ -491,8 +491,12 @@ pub fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    sc.is_valid().then(|| {
+        (
+            crate::format::hex(&sc.trace_id().to_bytes()),
+            crate::format::hex(&sc.span_id().to_bytes()),
+        )
+    })
 }
 
 /// Adds a span link from `span` to another run's span (`trace_id`/`span_id`

@@ -147,12 +147,8 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
-    }
+    out.extend_from_slice(crate::format::hex(bytes).as_bytes());
     out.push(b'"');
 }
 

@@ -342,10 +342,6 @@ pub struct Trace {
     overview: read::Overview,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Loads a whole trace file (OTLP/JSON, one request per line): every span
 /// in memory. The viewers use [`load_with`] to keep a bounded number.
 pub fn load(path: &Path) -> Result<Trace, TraceError> {

@@ -4,8 +4,9 @@
 //! times, workflow name); only the spans a [`Keep`] selects are redacted,
 //! converted and held.
 
-use super::{attrs, hex, shown, AttrValue, Attrs, Trace, TraceError, TraceEvent, TraceSpan};
+use super::{attrs, shown, AttrValue, Attrs, Trace, TraceError, TraceEvent, TraceSpan};
 use crate::accounting::span::SpanFacts;
+use crate::format::hex;
 use crate::telemetry::attr;
 use crate::telemetry::metrics::{Aggregator, MetricsSummary};
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue as ProtoKv};
