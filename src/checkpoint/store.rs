@@ -524,9 +524,9 @@ pub fn list(runs: &Path) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn usage_round_trips_unknown_zero_and_spent_and_reads_the_old_zero_form() {
-        let rec = |usage| NodeRecord {
+    /// Node `a`, executed, with `usage`.
+    fn rec(usage: Option<Reused>) -> NodeRecord {
+        NodeRecord {
             id: "a".into(),
             node_type: "echo".into(),
             fingerprint: "f".into(),
@@ -537,7 +537,11 @@ mod tests {
             how: How::Executed,
             origin: Origin::default(),
             usage,
-        };
+        }
+    }
+
+    #[test]
+    fn usage_round_trips_unknown_zero_and_spent_and_reads_the_old_zero_form() {
         let spent = Reused {
             llm_calls: 2,
             tokens: crate::accounting::Tokens::call(10, 3),
@@ -646,19 +650,7 @@ mod tests {
             nodes: vec![],
         };
         run.write_manifest(&m).unwrap();
-        let rec = NodeRecord {
-            id: "a".into(),
-            node_type: "echo".into(),
-            fingerprint: "f".into(),
-            action: "default".into(),
-            outputs: IndexMap::new(),
-            inline: IndexMap::new(),
-            memo_key: None,
-            how: How::Executed,
-            origin: Origin::default(),
-            usage: None,
-        };
-        run.append_node(&rec).unwrap();
+        run.append_node(&rec(None)).unwrap();
         // A line cut short by a kill.
         let mut f = std::fs::OpenOptions::new()
             .append(true)

@@ -203,7 +203,13 @@ fn count(out: &mut Vec<u8>, name: &str, n: u32) {
     }
 }
 
-fn trace_state(out: &mut Vec<u8>, header: String) {
+/// `{"traceId":…,"spanId":…` and a non-empty `traceState`: how a span and a link both open.
+fn open_context(out: &mut Vec<u8>, cx: &opentelemetry::trace::SpanContext) {
+    out.extend_from_slice(br#"{"traceId":"#);
+    hex(out, &cx.trace_id().to_bytes());
+    out.extend_from_slice(br#","spanId":"#);
+    hex(out, &cx.span_id().to_bytes());
+    let header = cx.trace_state().header();
     if !header.is_empty() {
         out.extend_from_slice(br#","traceState":"#);
         string(out, &header);
@@ -229,11 +235,7 @@ fn kind(k: &SpanKind) -> u8 {
 /// Appends `s` as one OTLP/JSON span object.
 pub fn write_span(out: &mut Vec<u8>, s: &SpanData) {
     let cx = &s.span_context;
-    out.extend_from_slice(br#"{"traceId":"#);
-    hex(out, &cx.trace_id().to_bytes());
-    out.extend_from_slice(br#","spanId":"#);
-    hex(out, &cx.span_id().to_bytes());
-    trace_state(out, cx.trace_state().header());
+    open_context(out, cx);
     out.extend_from_slice(br#","parentSpanId":"#);
     if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
         out.extend_from_slice(b"\"\"");
@@ -279,11 +281,7 @@ pub fn write_span(out: &mut Vec<u8>, s: &SpanData) {
                 out.push(b',');
             }
             let lc = &l.span_context;
-            out.extend_from_slice(br#"{"traceId":"#);
-            hex(out, &lc.trace_id().to_bytes());
-            out.extend_from_slice(br#","spanId":"#);
-            hex(out, &lc.span_id().to_bytes());
-            trace_state(out, lc.trace_state().header());
+            open_context(out, lc);
             out.push(b',');
             attributes(out, &l.attributes);
             count(out, "droppedAttributesCount", l.dropped_attributes_count);
