@@ -400,7 +400,8 @@ pub struct Capped {
 #[derive(Default)]
 struct Line {
     groups: Vec<Group>,
-    /// Copies of the run spans in the line: held if the line crosses the cap.
+    /// The run spans in the line (their encoding is in `groups`): held if
+    /// the line crosses the cap.
     runs: Vec<Option<SpanData>>,
     /// Bytes of the spans and the commas between them.
     bytes: usize,
@@ -457,68 +458,70 @@ impl Capped {
             .take()
             .unwrap_or_else(|| Envelope::new(resource));
         for mut s in spans {
-            if self.capped {
-                // Past the cap nothing is encoded: only run spans are kept, for the last line.
-                if is_run_span(&s) {
-                    redact_span(&mut s, redactor);
-                    self.held.push(s);
-                } else {
-                    self.dropped += 1;
-                }
-                continue;
+            let run = is_run_span(&s);
+            // Past the cap nothing is encoded: only run spans are kept
+            // (redacted), for the last line.
+            if !self.capped || run {
+                redact_span(&mut s, redactor);
             }
-            redact_span(&mut s, redactor);
-            let scope = envelope.scope_index(&s.instrumentation_scope);
-            self.scratch.clear();
-            write_span(&mut self.scratch, &s);
-            let group = self.line.groups.iter().position(|g| g.scope == scope);
-            let overhead = envelope.overhead(
-                self.line
-                    .groups
-                    .iter()
-                    .map(|g| g.scope)
-                    .chain(group.is_none().then_some(scope)),
-            );
-            if !self.line.groups.is_empty()
-                && overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES
-            {
-                self.flush_line(&envelope);
-                if self.capped {
-                    if is_run_span(&s) {
-                        self.held.push(s);
-                    } else {
-                        self.dropped += 1;
-                    }
+            if !self.capped {
+                let scope = envelope.scope_index(&s.instrumentation_scope);
+                self.scratch.clear();
+                write_span(&mut self.scratch, &s);
+                let new_scope = !self.line.groups.iter().any(|g| g.scope == scope);
+                let overhead = envelope.overhead(
+                    self.line
+                        .groups
+                        .iter()
+                        .map(|g| g.scope)
+                        .chain(new_scope.then_some(scope)),
+                );
+                if !self.line.groups.is_empty()
+                    && overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES
+                {
+                    self.flush_line(&envelope);
+                }
+                if !self.capped {
+                    self.append(scope, s, run);
                     continue;
                 }
             }
-            let run = is_run_span(&s).then(|| {
-                self.line.runs.push(Some(s));
-                self.line.runs.len() - 1
-            });
-            let at = match self.line.groups.iter().position(|g| g.scope == scope) {
-                Some(i) => i,
-                None => {
-                    self.line.groups.push(Group {
-                        scope,
-                        body: Vec::with_capacity(64 * 1024),
-                        spans: Vec::new(),
-                    });
-                    self.line.groups.len() - 1
-                }
-            };
-            let g = &mut self.line.groups[at];
-            if !g.body.is_empty() {
-                g.body.push(b',');
-                self.line.bytes += 1;
+            if run {
+                self.held.push(s);
+            } else {
+                self.dropped += 1;
             }
-            let start = g.body.len();
-            g.body.extend_from_slice(&self.scratch);
-            g.spans.push((start..g.body.len(), run));
-            self.line.bytes += self.scratch.len();
         }
         self.flush_line(&envelope);
         self.envelope = Some(envelope);
+    }
+
+    /// Adds the span encoded in `scratch` to the line, under its scope.
+    fn append(&mut self, scope: usize, s: SpanData, run: bool) {
+        let run = run.then(|| {
+            self.line.runs.push(Some(s));
+            self.line.runs.len() - 1
+        });
+        let at = match self.line.groups.iter().position(|g| g.scope == scope) {
+            Some(i) => i,
+            None => {
+                self.line.groups.push(Group {
+                    scope,
+                    body: Vec::with_capacity(64 * 1024),
+                    spans: Vec::new(),
+                });
+                self.line.groups.len() - 1
+            }
+        };
+        let g = &mut self.line.groups[at];
+        if !g.body.is_empty() {
+            g.body.push(b',');
+            self.line.bytes += 1;
+        }
+        let start = g.body.len();
+        g.body.extend_from_slice(&self.scratch);
+        g.spans.push((start..g.body.len(), run));
+        self.line.bytes += self.scratch.len();
     }
 
     /// Writes the line built so far, or cuts it down if it crosses the cap.

@@ -103,7 +103,7 @@ impl Envelope {
         self.scopes.len() - 1
     }
 
-    /// The bytes a line adds around `groups` scopes' spans.
+    /// The bytes a line adds around the spans of `scopes` (one group each).
     pub fn overhead(&self, scopes: impl Iterator<Item = usize>) -> usize {
         let mut n = self.head.len() + self.tail.len();
         for (k, i) in scopes.enumerate() {

@@ -112,21 +112,10 @@ fn the_html_report_shows_a_nodes_resources() {
     let burn = by_path(&last_trace(&env), "burn").span_id.clone();
     let html = env.dir.path().join("report.html");
     pflow_ok(env.pflow().args(["trace", "report", "-o"]).arg(&html));
-    let out = std::process::Command::new("node")
-        .current_dir(repo("tests/browser"))
-        .args(["report.mjs", "details"])
-        .arg(&html)
-        .arg(&burn)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = super::browser::node_script(
+        "report.mjs",
+        &["details".as_ref(), html.as_os_str(), burn.as_ref()],
     );
-    let seen: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(seen["title"], json!("node burn"), "{seen}");
     let text = seen["text"].as_str().unwrap_or_default();
     // Section titles are drawn in capitals; the section ends at the params.
