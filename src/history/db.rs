@@ -95,6 +95,34 @@ CREATE TABLE run_calls (
 );
 CREATE INDEX run_calls_by_model ON run_calls (model);
 "#,
+    // Per-node rows as one JSON array per run and section: a row per node was
+    // ~13k instructions of B-tree work per node at the end of every run (a
+    // quarter of the default mode's overhead on a 10k-node chain). `run_nodes`
+    // stays, as a view with the same columns, for every query and for users
+    // reading the database. A node without LLM usage is `[path, duration_ms]`;
+    // the view fills the usage columns with their zero values (cost known).
+    r#"
+CREATE TABLE run_node_sets (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    section TEXT NOT NULL,
+    nodes TEXT NOT NULL,
+    PRIMARY KEY (run_id, section)
+);
+INSERT INTO run_node_sets (run_id, section, nodes)
+    SELECT run_id, section, json_group_array(json_array(node_path, duration_ms, llm_calls,
+        tokens_input, tokens_output, tokens_total, tokens_cache_read, tokens_cache_write,
+        tokens_reasoning, cost_usd, cost_complete))
+    FROM run_nodes GROUP BY run_id, section;
+DROP TABLE run_nodes;
+CREATE VIEW run_nodes (run_id, section, node_path, duration_ms, llm_calls, tokens_input,
+    tokens_output, tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning,
+    cost_usd, cost_complete) AS
+SELECT s.run_id, s.section, n.value ->> 0, n.value ->> 1, COALESCE(n.value ->> 2, 0),
+    COALESCE(n.value ->> 3, 0), COALESCE(n.value ->> 4, 0), COALESCE(n.value ->> 5, 0),
+    COALESCE(n.value ->> 6, 0), COALESCE(n.value ->> 7, 0), COALESCE(n.value ->> 8, 0),
+    COALESCE(n.value ->> 9, 0.0), COALESCE(n.value ->> 10, 1)
+FROM run_node_sets s, json_each(s.nodes) n;
+"#,
 ];
 
 /// How long one statement waits for another run's write lock.
@@ -239,14 +267,27 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'run_models', 'run_nodes', 'run_calls')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 4);
+        let objects: Vec<(String, String)> = conn
+            .prepare("SELECT type, name FROM sqlite_master WHERE name LIKE 'run%' AND type IN ('table', 'view') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let objects: Vec<(&str, &str)> = objects
+            .iter()
+            .map(|(t, n)| (t.as_str(), n.as_str()))
+            .collect();
+        assert_eq!(
+            objects,
+            [
+                ("table", "run_calls"),
+                ("table", "run_models"),
+                ("table", "run_node_sets"),
+                ("view", "run_nodes"),
+                ("table", "runs"),
+            ]
+        );
         drop(conn);
         // A second open finds the version current and changes nothing.
         let conn = open(&path).unwrap();
@@ -274,7 +315,7 @@ mod tests {
             .unwrap();
         }
         let conn = open(&path).unwrap();
-        assert_eq!(user_version(&conn).unwrap(), 3);
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         let (runs, calls): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM run_calls)",
@@ -291,6 +332,56 @@ mod tests {
             [],
         )
         .unwrap();
+    }
+
+    /// Every column of every `run_nodes` row, as SQLite returns it.
+    fn node_rows(c: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = c
+            .prepare("SELECT * FROM run_nodes ORDER BY run_id, section, node_path")
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn version_3_node_rows_read_back_unchanged_through_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let before = {
+            let c = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..3] {
+                c.execute_batch(step).unwrap();
+            }
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO runs (time, time_unix_ms, command, status, exit_code, duration_ms,
+                    llm_calls, tokens_input, tokens_output, tokens_total, tokens_cache_read,
+                    tokens_cache_write, tokens_reasoning, cost_usd, cost_complete)
+                 VALUES ('2025-01-01T00:00:00Z', 0, 'run', 'ok', 0, 5.0, 1, 10, 5, 15, 0, 0, 0, 0.25, 1),
+                        ('2025-01-02T00:00:00Z', 1, 'run', 'failed', 1, 7.0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
+                 INSERT INTO run_nodes VALUES
+                    (1, 'workflow', 'ask', 4.5, 2, 10, 5, 15, 3, 1, 2, 0.25, 0),
+                    (1, 'workflow', 'prep', 0.125, 0, 0, 0, 0, 0, 0, 0, 0.0, 1),
+                    (1, 'planner', 'plan \"q\" [x]', 3.0, 1, 7, 1, 8, 0, 0, 0, 0.5, 1),
+                    (2, 'workflow', 'w', 7.0, 0, 0, 0, 0, 0, 0, 0, 0.0, 1);",
+            )
+            .unwrap();
+            node_rows(&c)
+        };
+        assert_eq!(before.len(), 4);
+        let conn = open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(node_rows(&conn), before, "same values, same SQLite types");
+        let sets: i64 = conn
+            .query_row("SELECT count(*) FROM run_node_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sets, 3, "one per run and section");
+        // Deleting a run takes its node rows with it.
+        conn.execute("DELETE FROM runs WHERE id = 1", []).unwrap();
+        assert_eq!(node_rows(&conn), before[3..]);
     }
 
     #[test]

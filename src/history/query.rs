@@ -350,7 +350,7 @@ pub fn prune(path: &Path, cutoff: DateTime<Utc>) -> Result<u64, HistoryError> {
         let run = |t: &rusqlite::Transaction, q: &str| t.execute(q, params![ms]);
         let removed = (|| {
             run(&tx, "DELETE FROM run_models WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
-            run(&tx, "DELETE FROM run_nodes WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
+            run(&tx, "DELETE FROM run_node_sets WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
             run(&tx, "DELETE FROM run_calls WHERE run_id IN (SELECT id FROM runs WHERE time_unix_ms < ?1)")?;
             run(&tx, "DELETE FROM runs WHERE time_unix_ms < ?1")
         })()
@@ -432,6 +432,76 @@ mod tests {
             record(&db, &r).unwrap();
         }
         (dir, db)
+    }
+
+    #[test]
+    fn node_rows_read_back_as_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let mut r = run(
+            "2025-01-01T10:00:00Z",
+            "a",
+            "ok",
+            "m",
+            usage(2, 7, 3, 0.125),
+        );
+        r.metrics.workflow.node_usage.get_mut("ask").unwrap().cost = CostTotal::new(0.125, false);
+        // Usage without a node span of its own, a batch item (rolled into its node) and a planner step.
+        r.metrics
+            .workflow
+            .node_usage
+            .insert("late".into(), usage(1, 1, 1, 0.0));
+        r.metrics.workflow.node_timings.insert("fan[3]".into(), 9.0);
+        let mut planner = crate::telemetry::metrics::SectionMetrics::default();
+        planner.node_timings.insert("plan \"x\" [y]".into(), 0.5);
+        r.metrics.planner = Some(planner);
+        record(&db, &r).unwrap();
+        let conn = db::open(&db).unwrap();
+        /// section, path, duration, calls, input, output, total, cost, complete
+        type NodeRow = (String, String, f64, i64, i64, i64, i64, f64, i64);
+        let rows: Vec<NodeRow> = conn
+            .prepare(
+                "SELECT section, node_path, duration_ms, llm_calls, tokens_input, tokens_output,
+                    tokens_total, cost_usd, cost_complete FROM run_nodes ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |sec: &str, p: &str, d, c, i, o, t, usd, complete| {
+            (sec.to_string(), p.to_string(), d, c, i, o, t, usd, complete)
+        };
+        assert_eq!(
+            rows,
+            [
+                row("planner", "plan \"x\" [y]", 0.5, 0, 0, 0, 0, 0.0, 1),
+                row("workflow", "ask", 100.0, 2, 7, 3, 10, 0.125, 0),
+                row("workflow", "late", 0.0, 1, 1, 1, 2, 0.0, 1),
+                row("workflow", "prep", 5.0, 0, 0, 0, 0, 0.0, 1),
+            ]
+        );
+        // A zero-usage node reads the same SQLite types as one with usage.
+        let types: Vec<String> = conn
+            .prepare("SELECT DISTINCT typeof(duration_ms) || typeof(llm_calls) || typeof(cost_usd) || typeof(cost_complete) FROM run_nodes")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(types, ["realintegerrealinteger"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Appending one run: its totals in `runs`, its usage per model in
-//! `run_models`, per node in `run_nodes` and per LLM call in `run_calls`,
+//! `run_models`, per node in `run_node_sets` (one JSON array per section, read
+//! through the `run_nodes` view) and per LLM call in `run_calls`,
 //! all in one transaction so a reader never sees half a run and concurrent
 //! runs never lose one.
 
@@ -143,11 +144,6 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
         let key = [Value::Integer(id), Value::Text(red(model))];
         model_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;
     }
-    let mut node_row = tx.prepare_cached(
-        "INSERT INTO run_nodes (run_id, section, node_path, duration_ms, llm_calls, tokens_input,
-            tokens_output, tokens_total, tokens_cache_read, tokens_cache_write, tokens_reasoning,
-            cost_usd, cost_complete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?;
     let mut call_row = tx.prepare_cached(
         "INSERT INTO run_calls (run_id, seq, section, node_path, model, duration_ms, tokens_input,
             tokens_output, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_usd,
@@ -175,6 +171,8 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             c.failed,
         ])?;
     }
+    let mut set_row = tx
+        .prepare_cached("INSERT INTO run_node_sets (run_id, section, nodes) VALUES (?1, ?2, ?3)")?;
     let sections = std::iter::once(("workflow", &m.workflow))
         .chain(m.planner.as_ref().map(|p| ("planner", p)));
     for (section, s) in sections {
@@ -189,17 +187,45 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
                     .filter(|k| !s.node_timings.contains_key(*k)),
             )
             .filter(|p| batch_of(p).is_none());
+        let mut nodes = Vec::with_capacity(64 * s.node_timings.len() + 2);
+        nodes.push(b'[');
         for path in paths {
-            let none = Usage::default();
-            let u = s.node_usage.get(path).unwrap_or(&none);
-            let key = [
-                Value::Integer(id),
-                Value::Text(section.to_string()),
-                Value::Text(red(path)),
-                Value::Real(s.node_timings.get(path).copied().unwrap_or(0.0)),
-            ];
-            node_row.execute(params_from_iter(key.into_iter().chain(usage_columns(u))))?;
+            if nodes.len() > 1 {
+                nodes.push(b',');
+            }
+            let duration_ms = s.node_timings.get(path).copied().unwrap_or(0.0);
+            let usage = s.node_usage.get(path).filter(|u| **u != Usage::default());
+            let path = red(path);
+            match usage {
+                // The `run_nodes` view reads a missing usage as zero, cost known.
+                None => serde_json::to_writer(&mut nodes, &(path, duration_ms)),
+                Some(u) => {
+                    let t = &u.tokens;
+                    let row = (
+                        path,
+                        duration_ms,
+                        i(u.llm_calls),
+                        i(t.input),
+                        i(t.output),
+                        i(t.total),
+                        i(t.cache_read),
+                        i(t.cache_write),
+                        i(t.reasoning),
+                        u.cost.lower_bound_usd,
+                        u8::from(u.cost.complete),
+                    );
+                    serde_json::to_writer(&mut nodes, &row)
+                }
+            }
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
+        if nodes.len() == 1 {
+            continue;
+        }
+        nodes.push(b']');
+        let nodes = String::from_utf8(nodes)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        set_row.execute(params![id, section, nodes])?;
     }
     Ok(id)
 }

@@ -10,9 +10,11 @@
 //!   secret-named environment variables (provider API keys among them), OTLP
 //!   header values, and values a node passes to a child in a secret-named
 //!   `env` entry ([`add_secret`]); also their base64 and percent-encoded forms;
-//! - credential formats ([`rules`]), compiled once; the keyed rules (most) and
-//!   a rule with keywords runs only when an Aho-Corasick scan finds one of
-//!   them, the few without are one `RegexSet` pass;
+//! - credential formats ([`rules`]); a rule with keywords (most) runs only
+//!   when an Aho-Corasick scan finds one of them, the few without are one
+//!   `RegexSet` pass. Each regex is compiled on its first use: compiling all
+//!   85 up front cost ~35M instructions (~10 ms) per run, most of them for
+//!   rules a run never needs;
 //! - the name rule ([`names::is_secret_name`]) over text (`password=…`,
 //!   `"api_key": "…"`, header lines, URL userinfo and query parameters) and over
 //!   any JSON shape ([`Redactor::redact_json`]): values under secret names
@@ -54,8 +56,9 @@ pub struct Redactor {
     keyword_rule: Vec<usize>,
     /// Rules that run on every string.
     always: Vec<usize>,
-    always_set: RegexSet,
-    regexes: Vec<Regex>,
+    always_set: OnceLock<RegexSet>,
+    /// One per rule in [`RULES`], compiled on first use ([`Redactor::regex`]).
+    regexes: Vec<OnceLock<Regex>>,
     literals: RwLock<Arc<Literals>>,
 }
 
@@ -79,14 +82,7 @@ impl Redactor {
             .enumerate()
             .flat_map(|(i, r)| r.keywords.iter().map(move |_| i))
             .collect();
-        // The rules are constants; a failure here is a programming error that
-        // every test run catches (`rules_compile`).
-        let always_set = RegexSet::new(always.iter().map(|&i| RULES[i].pattern))
-            .expect("redaction rules compile");
-        let regexes = RULES
-            .iter()
-            .map(|r| Regex::new(r.pattern).expect("redaction rule compiles"))
-            .collect();
+        let regexes = RULES.iter().map(|_| OnceLock::new()).collect();
         // A DFA: every string is scanned, and ~150 short keywords make a small one.
         let keywords = AhoCorasick::builder()
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
@@ -97,7 +93,7 @@ impl Redactor {
             keywords,
             keyword_rule,
             always,
-            always_set,
+            always_set: OnceLock::new(),
             regexes,
             literals: RwLock::new(Arc::new(Literals::default())),
         };
@@ -165,6 +161,20 @@ impl Redactor {
         *guard = Arc::new(Literals { list: next, ac });
     }
 
+    // The rules are constants; a compile failure is a programming error that
+    // every test run catches (`rules_compile` compiles them all).
+    fn regex(&self, rule: usize) -> &Regex {
+        self.regexes[rule]
+            .get_or_init(|| Regex::new(RULES[rule].pattern).expect("redaction rule compiles"))
+    }
+
+    fn always_set(&self) -> &RegexSet {
+        self.always_set.get_or_init(|| {
+            RegexSet::new(self.always.iter().map(|&i| RULES[i].pattern))
+                .expect("redaction rules compile")
+        })
+    }
+
     fn literals(&self) -> Arc<Literals> {
         self.literals.read().map(|l| l.clone()).unwrap_or_default()
     }
@@ -208,7 +218,12 @@ impl Redactor {
         // The rules without keywords all need a run of 24+ token characters;
         // ordinary prose has none, and a byte scan is far cheaper than the set.
         if has_token_run(out.as_bytes(), 24) {
-            hits.extend(self.always_set.matches(&out).iter().map(|i| self.always[i]));
+            hits.extend(
+                self.always_set()
+                    .matches(&out)
+                    .iter()
+                    .map(|i| self.always[i]),
+            );
         }
         if hits.is_empty() {
             return out;
@@ -220,12 +235,13 @@ impl Redactor {
                 continue;
             }
             if action == Action::NameValue {
-                if let Some(r) = name_values(&self.regexes[i], &out) {
+                if let Some(r) = name_values(self.regex(i), &out) {
                     out = Cow::Owned(r);
                 }
                 continue;
             }
-            let replaced = self.regexes[i]
+            let replaced = self
+                .regex(i)
                 .replace_all(&out, |c: &Captures| self.replacement(action, c, depth));
             // A closure replacement is always owned; keep the borrow when nothing changed.
             if let Cow::Owned(r) = replaced {

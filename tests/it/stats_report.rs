@@ -332,11 +332,22 @@ async fn an_older_history_is_migrated_and_keeps_its_runs() {
     assert_eq!(g["llm_calls"], 2, "{g}");
     assert_eq!(g["calls_timed"], 1, "{g}");
     assert!(g["latency_p50_ms"].as_f64().unwrap() >= BIG.3 as f64);
-    let version: i64 = rusqlite::Connection::open(env.home().join("history.db"))
-        .unwrap()
+    let conn = rusqlite::Connection::open(env.home().join("history.db")).unwrap();
+    let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    // The old run's node row survives the move to one array per run (schema 4).
+    let old_node: (String, f64, i64, i64, f64) = conn
+        .query_row(
+            "SELECT node_path, duration_ms, llm_calls, tokens_total, cost_usd FROM run_nodes WHERE run_id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(old_node, ("ask".into(), 175.0, 1, 140, 0.00065));
+    let nodes = json_of(env.pflow().args(["stats", "--by", "node"]));
+    assert_eq!(group(&nodes, "ask")["runs"], 2, "{nodes}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

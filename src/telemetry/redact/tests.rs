@@ -7,6 +7,10 @@ mod corpus;
 fn rules_compile() {
     let r = Redactor::new(vec![]);
     assert_eq!(r.regexes.len(), RULES.len());
+    for i in 0..RULES.len() {
+        r.regex(i);
+    }
+    r.always_set();
 }
 
 #[test]
