@@ -154,11 +154,11 @@ impl Node for WriteFile {
     fn spec(&self) -> &'static NodeSpec {
         &specs::WRITE_FILE
     }
-    fn run<'a>(&'a self, _ctx: &'a NodeContext, params: Params) -> NodeFuture<'a> {
+    fn run<'a>(&'a self, _ctx: &'a NodeContext, mut params: Params) -> NodeFuture<'a> {
         Box::pin(async move {
-            let path = params.str("file_path")?;
+            let path = params.str("file_path")?.to_string();
             let text = params
-                .text_opt("content")
+                .take_text("content")
                 .ok_or_else(|| NodeError::param("content", "is required"))?;
             let bytes = if encoding(&params)? == "base64" {
                 base64::engine::general_purpose::STANDARD
@@ -170,7 +170,7 @@ impl Node for WriteFile {
             let create_dirs = params.bool_or("create_dirs", true)?;
             let append = params.bool_or("append", false)?;
             let large = bytes.len() as u64 > INLINE_BYTES;
-            let owned = path.to_string();
+            let owned = path.clone();
             let bytes = run_io(large, move || {
                 let path = owned.as_str();
                 let mut opts = std::fs::OpenOptions::new();

@@ -51,6 +51,16 @@ impl Params {
         })
     }
 
+    /// [`Params::text_opt`], moving a string out instead of copying it: a
+    /// node that consumes a large value (`write-file`'s 50 MB `content`)
+    /// holds it once, not twice.
+    pub fn take_text(&mut self, name: &str) -> Option<String> {
+        match self.0.get_mut(name) {
+            Some(Value::String(s)) => Some(std::mem::take(s)),
+            _ => self.text_opt(name),
+        }
+    }
+
     pub fn bool_or(&self, name: &str, default: bool) -> Result<bool, NodeError> {
         let b = self.typed(name, "true or false", |v| match v {
             Value::Bool(b) => Some(Ok(*b)),
@@ -113,5 +123,14 @@ mod tests {
         assert!(p.bool_or("b", false).unwrap());
         assert_eq!(p.f64_opt("n").unwrap(), Some(2.5));
         assert_eq!(p.text_opt("a").as_deref(), Some("1"));
+        let mut t = Params(
+            json!({"s": "text", "o": {"k": 1}, "n": null})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(t.take_text("s").as_deref(), Some("text"));
+        assert_eq!(t.take_text("o").as_deref(), Some("{\n  \"k\": 1\n}"));
+        assert_eq!((t.take_text("n"), t.take_text("missing")), (None, None));
     }
 }

@@ -8,6 +8,7 @@
 //! store writes are DEBUG events in those spans. The runtime never looks at
 //! what telemetry does with them.
 
+mod digests;
 pub mod estimate;
 pub mod template;
 
@@ -258,6 +259,7 @@ impl RunOutput {
 pub struct Runtime {
     registry: Arc<Registry>,
     services: Arc<Services>,
+    digests: Arc<digests::ParamDigests>,
 }
 
 impl Default for Runtime {
@@ -305,6 +307,7 @@ impl Runtime {
         Runtime {
             registry: Arc::new(registry),
             services: Arc::new(services),
+            digests: Arc::default(),
         }
     }
 
@@ -853,6 +856,7 @@ impl Runtime {
         prefix: &str,
     ) -> Result<RunOutput, RunError> {
         let mut store = inputs;
+        let _forget = digests::ForgetStore::new(&self.digests, &store);
         let builtin = ir::validate::WORKFLOW_ROOT;
         if !wf.ir.inputs.contains_key(builtin)
             && !store.contains_key(builtin)
@@ -917,6 +921,7 @@ impl Runtime {
                     }
                     ck.completed(&node.id, None, &r.outputs, &r.action, memo_key, Some(&r));
                     let action = r.action;
+                    self.digests.forget_root(&store, &node.id);
                     store.insert(node.id.clone(), Value::Object(r.outputs));
                     match wf.edges.get(&(current, action)) {
                         Some(next) => current = *next,
@@ -937,6 +942,7 @@ impl Runtime {
                     if let Some(ck) = ck {
                         ck.completed(&node.id, Some(&span), &out.outputs, &action, memo_key, None);
                     }
+                    self.digests.forget_root(&store, &node.id);
                     store.insert(node.id.clone(), Value::Object(out.outputs));
                     action
                 }
@@ -952,6 +958,7 @@ impl Runtime {
                             "error".into(),
                             json!({"message": err.message, "type": err.kind}),
                         );
+                        self.digests.forget_root(&store, &node.id);
                         store.insert(node.id.clone(), Value::Object(ns));
                         "error".to_string()
                     } else {
@@ -1017,7 +1024,7 @@ impl Runtime {
             let mut shown = None;
             // The span is named, not entered: entering and leaving it costs
             // every layer a lookup (a few % of a node's telemetry).
-            let params = resolve_params(&span, node, store, locals);
+            let params = resolve_params(&span, node, store, locals, &self.digests);
             let result = match params {
                 Err(e) => Err(e),
                 Ok((params, whole)) => {
@@ -1403,6 +1410,7 @@ fn resolve_params(
     node: &CompiledNode,
     store: &Map<String, Value>,
     locals: &[(&str, &Value)],
+    digests: &digests::ParamDigests,
 ) -> Result<(Map<String, Value>, Shown), NodeError> {
     let scope = Scope { store, locals };
     let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
@@ -1425,10 +1433,23 @@ fn resolve_params(
         span.record(attr::NODE_PARAMS, p.text.as_str());
         // A whole preview is the value itself: a digest would only repeat it.
         if p.truncated {
-            span.record(
-                attr::NODE_PARAMS_DIGEST,
-                crate::telemetry::preview::digest_map(&params).as_str(),
-            );
+            // A large store value several nodes take whole is hashed once.
+            let whole_ref = |k: &str| {
+                let (_, cv) = node.params.iter().find(|(name, _)| name == k)?;
+                let CompiledValue::Template(t) = cv else {
+                    return None;
+                };
+                t.single_reference()
+                    .filter(|r| !locals.iter().any(|(name, _)| *name == r.root))
+            };
+            let d = crate::telemetry::preview::digest_map_with(&params, |k, v| {
+                let hash = crate::telemetry::preview::value_digest;
+                match whole_ref(k) {
+                    Some(r) => digests.get_or(store, r, v, hash),
+                    None => hash(v),
+                }
+            });
+            span.record(attr::NODE_PARAMS_DIGEST, d.as_str());
         } else {
             // What the preview shows, from the params rather than by parsing
             // the preview back (a third of a node's detail cost): the values

@@ -42,7 +42,6 @@ use opentelemetry_sdk::Resource;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 
 /// How much telemetry to collect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,18 +281,17 @@ impl Telemetry {
             // a span need not attach its context: ~2% of a traced run's CPU.
             .with_context_activation(false)
             .with_target(false)
-            .with_level(false)
-            // Only pflow's own spans and events: dependencies' tracing events
-            // (hyper's "connecting to …") are not part of pflow's vocabulary.
-            .with_filter(tracing_subscriber::filter::Targets::new().with_target("pflow", level));
-        // The progress layer has no per-layer filter: `tracing::enabled!` at a
-        // level a per-layer filter rejects leaves that filter's "disabled" mark
-        // for the next span on the thread, which then never reached it. The
-        // global filter, outermost, keeps the level as it was for everyone.
+            .with_level(false);
+        // Only pflow's own spans and events: dependencies' tracing events
+        // (hyper's "connecting to …") are not part of pflow's vocabulary, and
+        // the progress layer reads only pflow's spans too. One global filter,
+        // not a per-layer one: per-layer filtering kept a filter state per
+        // span and event (~4.5k instructions a node), and a `tracing::enabled!`
+        // it rejected left a "disabled" mark for the thread's next span.
         let subscriber = tracing_subscriber::registry()
             .with(otel_layer)
             .with(config.progress.as_ref().map(progress::ProgressSink::layer))
-            .with(level);
+            .with(tracing_subscriber::filter::Targets::new().with_target("pflow", level));
         Telemetry {
             config,
             provider: Some(provider),

@@ -160,6 +160,34 @@ pub fn preview_map(m: &serde_json::Map<String, Value>) -> Preview {
 /// text, or of the key-redacted compact JSON of any other value (streamed,
 /// never copied). XXH3 reads tens of GB/s: a 50 MB value costs a few ms.
 pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
+    digest_map_with(m, |_, v| value_digest(v))
+}
+
+/// [`digest_map`] with each shown value's digest from `digest(key, value)`:
+/// the runtime passes one that remembers the digest of a large value many
+/// params reference whole, so it is read once ([`value_digest`] otherwise).
+pub fn digest_map_with(
+    m: &serde_json::Map<String, Value>,
+    mut digest: impl FnMut(&str, &Value) -> u64,
+) -> String {
+    let mut out = serde_json::Map::new();
+    // The same JSON-shape rules as the preview: a value hidden there is hashed as hidden.
+    let pair = redact::is_secret_pair(m);
+    for (k, v) in m {
+        let h = if redact::hides_value(pair, k, v) {
+            // The hidden value's JSON text, `"[REDACTED]"`.
+            xxhash_rust::xxh3::xxh3_64(format!("\"{REDACTED}\"").as_bytes())
+        } else {
+            digest(k, v)
+        };
+        out.insert(k.clone(), Value::String(format!("{h:016x}")));
+    }
+    Value::Object(out).to_string()
+}
+
+/// The 64-bit XXH3 of a string's text, or of the key-redacted compact JSON
+/// of any other value (streamed, never copied).
+pub fn value_digest(v: &Value) -> u64 {
     use xxhash_rust::xxh3::Xxh3Default;
     struct HashWriter(Xxh3Default);
     impl std::io::Write for HashWriter {
@@ -171,23 +199,16 @@ pub fn digest_map(m: &serde_json::Map<String, Value>) -> String {
             Ok(())
         }
     }
-    let mut out = serde_json::Map::new();
-    // The same JSON-shape rules as the preview: a value hidden there is hashed as hidden.
-    let pair = redact::is_secret_pair(m);
-    for (k, v) in m {
-        let mut h = HashWriter(Xxh3Default::new());
-        // Writing to a hasher cannot fail.
-        let _ = match v {
-            _ if redact::hides_value(pair, k, v) => serde_json::to_writer(&mut h, REDACTED),
-            Value::String(s) => {
-                h.0.update(s.as_bytes());
-                Ok(())
-            }
-            _ => serde_json::to_writer(&mut h, &KeyRedacted(v, None)),
-        };
-        out.insert(k.clone(), Value::String(format!("{:016x}", h.0.digest())));
-    }
-    Value::Object(out).to_string()
+    let mut h = HashWriter(Xxh3Default::new());
+    // Writing to a hasher cannot fail.
+    let _ = match v {
+        Value::String(s) => {
+            h.0.update(s.as_bytes());
+            Ok(())
+        }
+        _ => serde_json::to_writer(&mut h, &KeyRedacted(v, None)),
+    };
+    h.0.digest()
 }
 
 /// Bytes of serialised text kept before the cut: a little slack over the
@@ -341,6 +362,21 @@ impl Serialize for KeyRedacted<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn digests_are_xxh3_of_the_text_the_json_or_the_hidden_marker() {
+        let m = json!({"text": "abc", "n": [1, {"k": true}], "api_key": "sk-secret-value-123"});
+        let d: Value = serde_json::from_str(&digest_map(m.as_object().unwrap())).unwrap();
+        let x = |b: &[u8]| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b));
+        assert_eq!(d["text"], x(b"abc"));
+        assert_eq!(d["n"], x(br#"[1,{"k":true}]"#));
+        assert_eq!(d["api_key"], x(br#""[REDACTED]""#));
+        // A caller's digest is used for shown values only.
+        let d: Value =
+            serde_json::from_str(&digest_map_with(m.as_object().unwrap(), |_, _| 7)).unwrap();
+        assert_eq!(d["text"], "0000000000000007");
+        assert_eq!(d["api_key"], x(br#""[REDACTED]""#));
+    }
 
     #[test]
     fn digests_tell_values_apart_beyond_the_preview() {
