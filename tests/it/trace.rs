@@ -289,3 +289,42 @@ fn metrics_can_be_recomputed_from_the_trace_file() {
     let wf_ms = (wf.end - wf.start) as f64 / 1e6;
     assert!((m["duration_ms"].as_f64().unwrap() - wf_ms).abs() < 0.01);
 }
+
+#[test]
+fn a_large_value_read_again_after_its_node_reruns_gets_its_own_digest() {
+    // `gen` makes a 1.1 MB value that differs on each pass and `w` takes it
+    // whole (a digest the runtime remembers per store); `again` fails once, so
+    // the error edge runs `gen` and `w` a second time in the same store.
+    let env = Env::new();
+    let n = env.dir.path().join("n");
+    let n = n.display();
+    let gen = format!(
+        "n=$(cat '{n}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{n}'; head -c 1100000 /dev/zero | tr '\\0' \"$n\""
+    );
+    let out = env.dir.path().join("out.txt");
+    let wf = json!({"ir_version": "0.1.0", "nodes": [
+        {"id": "gen", "type": "shell", "params": {"command": gen}},
+        {"id": "w", "type": "write-file", "params": {"file_path": out.display().to_string(), "content": "${gen.stdout}"}},
+        {"id": "again", "type": "shell", "params": {"command": format!("test $(cat '{n}') -ge 2")}}],
+        "edges": [{"from": "gen", "to": "w"}, {"from": "w", "to": "again"},
+                  {"from": "again", "to": "gen", "action": "error"}]});
+    let (v, spans, _, _) = traced(&env, wf, &[]);
+    assert_eq!(v["success"], json!(true), "{v}");
+    let digests: Vec<Value> = spans
+        .iter()
+        .filter(|s| s.name == "node w")
+        .map(|s| serde_json::from_str::<Value>(s.s("pflow.node.params_digest")).unwrap())
+        .map(|d| d["content"].clone())
+        .collect();
+    let expected: Vec<Value> = ['1', '2']
+        .iter()
+        .map(|c| {
+            let text = Value::String(c.to_string().repeat(1_100_000));
+            json!(format!(
+                "{:016x}",
+                pflow::telemetry::preview::value_digest(&text)
+            ))
+        })
+        .collect();
+    assert_eq!(digests, expected);
+}
