@@ -300,11 +300,7 @@ mod tests {
         let path = dir.path().join("history.db");
         {
             // The database as pflow wrote it before per-call rows existed.
-            let c = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..2] {
-                c.execute_batch(step).unwrap();
-            }
-            c.pragma_update(None, "user_version", 2).unwrap();
+            let c = at_version(&path, 2);
             c.execute(
                 "INSERT INTO runs (time, time_unix_ms, command, status, exit_code, duration_ms,
                     llm_calls, tokens_input, tokens_output, tokens_total, tokens_cache_read,
@@ -334,6 +330,17 @@ mod tests {
         .unwrap();
     }
 
+    /// A database at `path` as pflow wrote it at schema `version`.
+    fn at_version(path: &Path, version: usize) -> Connection {
+        let c = Connection::open(path).unwrap();
+        for step in &MIGRATIONS[..version] {
+            c.execute_batch(step).unwrap();
+        }
+        c.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        c
+    }
+
     /// Every column of every `run_nodes` row, as SQLite returns it.
     fn node_rows(c: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
         let mut stmt = c
@@ -351,11 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         let before = {
-            let c = Connection::open(&path).unwrap();
-            for step in &MIGRATIONS[..3] {
-                c.execute_batch(step).unwrap();
-            }
-            c.pragma_update(None, "user_version", 3).unwrap();
+            let c = at_version(&path, 3);
             c.execute_batch(
                 "INSERT INTO runs (time, time_unix_ms, command, status, exit_code, duration_ms,
                     llm_calls, tokens_input, tokens_output, tokens_total, tokens_cache_read,
