@@ -870,20 +870,21 @@ fn downstream(ir: &WorkflowIr, id: &str) -> HashSet<String> {
 /// link to the execution that produced its outputs.
 pub fn mark_span(span: &tracing::Span, r: &Reuse) {
     span.record(attr::NODE_STATUS, r.how.as_str());
-    span.record(attr::NODE_ACTION, r.action.as_str());
-    span.record(attr::NODE_ORIGIN_RUN_ID, r.origin.run_id.as_str());
+    let set = |key, value: opentelemetry::Value| crate::telemetry::set_attribute(span, key, value);
+    set(attr::NODE_ACTION, r.action.clone().into());
+    set(attr::NODE_ORIGIN_RUN_ID, r.origin.run_id.clone().into());
     if let Some(t) = &r.origin.trace_id {
-        span.record(attr::NODE_ORIGIN_TRACE_ID, t.as_str());
+        set(attr::NODE_ORIGIN_TRACE_ID, t.clone().into());
     }
     if let Some(s) = &r.origin.span_id {
-        span.record(attr::NODE_ORIGIN_SPAN_ID, s.as_str());
+        set(attr::NODE_ORIGIN_SPAN_ID, s.clone().into());
     }
     if let Some(u) = &r.usage {
-        span.record(attr::REUSED_LLM_CALLS, u.llm_calls as i64);
-        span.record(attr::REUSED_INPUT_TOKENS, u.tokens.input as i64);
-        span.record(attr::REUSED_OUTPUT_TOKENS, u.tokens.output as i64);
+        set(attr::REUSED_LLM_CALLS, (u.llm_calls as i64).into());
+        set(attr::REUSED_INPUT_TOKENS, (u.tokens.input as i64).into());
+        set(attr::REUSED_OUTPUT_TOKENS, (u.tokens.output as i64).into());
         if let Some(c) = u.cost_usd {
-            span.record(attr::REUSED_COST_USD, c);
+            set(attr::REUSED_COST_USD, c.into());
         }
     }
     if let (Some(t), Some(s)) = (&r.origin.trace_id, &r.origin.span_id) {

@@ -1018,7 +1018,7 @@ impl Runtime {
             }
             let span = node_span(node, path, role, attempt, max_attempts);
             if let Some(i) = batch_index {
-                span.record(attr::BATCH_INDEX, i as i64);
+                crate::telemetry::set_attribute(&span, attr::BATCH_INDEX, i as i64);
             }
             let mut guard = SpanOutcome::node(span.clone());
             let mut shown = None;
@@ -1052,7 +1052,11 @@ impl Runtime {
                         .as_deref()
                         .filter(|a| *a != compact::DEFAULT_ACTION)
                     {
-                        span.record(attr::NODE_ACTION, action);
+                        crate::telemetry::set_attribute(
+                            &span,
+                            attr::NODE_ACTION,
+                            action.to_string(),
+                        );
                     }
                     let ns = match batch_index {
                         Some(i) => format!("{}.results[{i}]", node.id),
@@ -1207,8 +1211,12 @@ impl Runtime {
             )));
         };
         let span = node_span(node, path, ROLE_BATCH, 1, 1);
-        span.record(attr::BATCH_PARALLEL, batch.parallel);
-        span.record(attr::BATCH_MAX_CONCURRENT, batch.max_concurrent as i64);
+        crate::telemetry::set_attribute(&span, attr::BATCH_PARALLEL, batch.parallel);
+        crate::telemetry::set_attribute(
+            &span,
+            attr::BATCH_MAX_CONCURRENT,
+            batch.max_concurrent as i64,
+        );
         let mut guard = SpanOutcome::node(span.clone());
         let items = {
             let _e = span.enter();
@@ -1353,32 +1361,17 @@ fn node_span(
         { attr::NODE_ID } = node.id.as_str(),
         { attr::NODE_TYPE } = node.node_type.as_str(),
         // Defaults are left out (path = id, role `node`, attempt 1 of 1):
-        // every reader puts them back (telemetry::compact).
+        // every reader puts them back (telemetry::compact). Only what the
+        // progress layer reads is declared; the other node attributes
+        // (params, action, batch settings, origin, reuse, resources) go to
+        // the OpenTelemetry span alone (`telemetry::set_attribute`).
         { attr::NODE_PATH } = (path != node.id).then_some(path),
         { attr::NODE_ROLE } = (role != ROLE_NODE).then_some(role),
         { attr::NODE_ATTEMPT } = (attempt != 1).then_some(attempt as i64),
         { attr::NODE_MAX_ATTEMPTS } = (max_attempts != 1).then_some(max_attempts as i64),
-        { attr::BATCH_INDEX } = Empty,
         { attr::BATCH_SIZE } = Empty,
-        { attr::BATCH_PARALLEL } = Empty,
-        { attr::BATCH_MAX_CONCURRENT } = Empty,
         { attr::BATCH_FAILED } = Empty,
-        { attr::NODE_ACTION } = Empty,
         { attr::NODE_STATUS } = Empty,
-        { attr::NODE_PARAMS } = Empty,
-        { attr::NODE_PARAMS_DIGEST } = Empty,
-        { attr::NODE_ORIGIN_RUN_ID } = Empty,
-        { attr::NODE_ORIGIN_TRACE_ID } = Empty,
-        { attr::NODE_ORIGIN_SPAN_ID } = Empty,
-        { attr::REUSED_LLM_CALLS } = Empty,
-        { attr::REUSED_INPUT_TOKENS } = Empty,
-        { attr::REUSED_OUTPUT_TOKENS } = Empty,
-        { attr::REUSED_COST_USD } = Empty,
-        { attr::NODE_BUSY_US } = Empty,
-        { attr::NODE_RSS_PEAK } = Empty,
-        { attr::PROCESS_CPU_USER } = Empty,
-        { attr::PROCESS_CPU_SYSTEM } = Empty,
-        { attr::PROCESS_MEMORY_PEAK } = Empty,
         { attr::ERROR_TYPE } = Empty,
         otel.status_description = Empty,
     )
@@ -1430,7 +1423,7 @@ fn resolve_params(
     let mut shown = None;
     if detail {
         let p = crate::telemetry::preview::preview_map(&params);
-        span.record(attr::NODE_PARAMS, p.text.as_str());
+        crate::telemetry::set_attribute(span, attr::NODE_PARAMS, p.text);
         // A whole preview is the value itself: a digest would only repeat it.
         if p.truncated {
             // A large store value several nodes take whole is hashed once.
@@ -1449,7 +1442,7 @@ fn resolve_params(
                     None => hash(v),
                 }
             });
-            span.record(attr::NODE_PARAMS_DIGEST, d.as_str());
+            crate::telemetry::set_attribute(span, attr::NODE_PARAMS_DIGEST, d);
         } else {
             // What the preview shows, from the params rather than by parsing
             // the preview back (a third of a node's detail cost): the values

@@ -85,10 +85,11 @@ pub fn resident_bytes() -> Option<u64> {
 /// process's pre-`exec` high-water mark into its `ru_maxrss`, so a peak
 /// not above it may be pflow's own pages, and is left out.
 pub fn record_child(span: &tracing::Span, u: &Usage, inherited: Option<u64>) {
-    span.record(attr::PROCESS_CPU_USER, saturating_i64(u.user_us));
-    span.record(attr::PROCESS_CPU_SYSTEM, saturating_i64(u.system_us));
+    let set = |key, v: u64| super::set_attribute(span, key, saturating_i64(v));
+    set(attr::PROCESS_CPU_USER, u.user_us);
+    set(attr::PROCESS_CPU_SYSTEM, u.system_us);
     if inherited.is_none_or(|i| u.max_rss_bytes > i) {
-        span.record(attr::PROCESS_MEMORY_PEAK, saturating_i64(u.max_rss_bytes));
+        set(attr::PROCESS_MEMORY_PEAK, u.max_rss_bytes);
     }
 }
 
@@ -154,13 +155,12 @@ impl Drop for Meter {
     fn drop(&mut self) {
         let busy_us = self.busy_ns / 1000;
         if busy_us > 0 {
-            self.span
-                .record(attr::NODE_BUSY_US, saturating_i64(busy_us));
+            super::set_attribute(&self.span, attr::NODE_BUSY_US, saturating_i64(busy_us));
         }
         if let Some(start) = self.rss_start {
             if let Some(end) = Usage::this_thread().map(|u| u.max_rss_bytes) {
                 if end > start {
-                    self.span.record(attr::NODE_RSS_PEAK, saturating_i64(end));
+                    super::set_attribute(&self.span, attr::NODE_RSS_PEAK, saturating_i64(end));
                 }
             }
         }
