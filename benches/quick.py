@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Quick paired figures for issue 16 against a built pflow binary, without
 compiling the bench harness: the write-file chain's per-node slope (10 -> 500
-nodes, each pair interleaved) and the 10k echo chain's CPU ratios (off /
-default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS] [--big]
+nodes, each pair interleaved), the whole 2,000-node write-file chain per mode,
+and the 10k echo chain's CPU ratios (off / default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS] [--big]
 With --big it also runs the 50 MB case (read-file of a 50 MB file, then three
 write-files of it): CPU and peak RSS of default and --trace against off.
 It is a benchmark, not a test: it prints numbers and asserts nothing."""
@@ -70,6 +70,17 @@ if CHAINS:
             cpus.append((b[1] - a[1]) / 490 * 1e6)
         print(f"write-file per node, {mode:7}: wall {statistics.median(walls):6.1f} us, "
               f"cpu {statistics.median(cpus):6.1f} us")
+    # The whole 2,000-node chain as a user times it. The slope above can hide
+    # or expose the checkpoint writer's drain at the end of a run (it overlaps
+    # whatever fixed work the run does last), so it is read beside this.
+    w2k = chain("w2k", 2000, write)
+    whole = {"off": [], "default": [], "trace": []}
+    for _ in range(ROUNDS):
+        for mode in whole:
+            whole[mode].append(run(w2k, mode))
+    for mode, runs in whole.items():
+        print(f"write-file 2k chain, {mode:7}: wall {statistics.median(w for w, _ in runs) * 1e3:6.1f} ms, "
+              f"cpu {statistics.median(c for _, c in runs) * 1e3:6.1f} ms")
     e10k = chain("e10k", 10000, echo)
     res = {"off": [], "default": [], "trace": []}
     for _ in range(ROUNDS):
