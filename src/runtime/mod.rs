@@ -1501,38 +1501,36 @@ fn value_event(
 ) {
     let param = compact::event_param(name, template.map(|t| t.0), store_key);
     let repeats = !p.truncated && compact::repeats_param(shown, param, &p.text);
-    let preview = (!repeats).then_some(p.text.as_str());
     let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
         .then_some(p.size as i64);
-    let truncated = p.truncated.then_some(true);
-    match template {
-        // A `&str` message names the event without a `format!` per event.
-        Some((param, text)) => tracing::event!(
-            target: "pflow::detail",
-            parent: parent,
-            tracing::Level::DEBUG,
-            {
-                { attr::PARAM } = param,
-                { attr::TEMPLATE } = text,
-                { attr::VALUE_PREVIEW } = preview,
-                { attr::VALUE_SIZE } = size,
-                { attr::VALUE_TRUNCATED } = truncated,
-                message = attr::EVENT_TEMPLATE_RESOLVED
+    // Straight onto the OpenTelemetry span, in the order the `tracing` event
+    // recorded them: as an event it went through every layer, and the
+    // OpenTelemetry layer added level and target attributes only to drop them.
+    use opentelemetry::KeyValue;
+    let mut attrs = Vec::with_capacity(5);
+    let event = match template {
+        Some((param, text)) => {
+            attrs.push(KeyValue::new(attr::PARAM, param.to_string()));
+            attrs.push(KeyValue::new(attr::TEMPLATE, text.to_string()));
+            attr::EVENT_TEMPLATE_RESOLVED
+        }
+        None => {
+            if let Some(k) = store_key {
+                attrs.push(KeyValue::new(attr::STORE_KEY, k.to_string()));
             }
-        ),
-        None => tracing::event!(
-            target: "pflow::detail",
-            parent: parent,
-            tracing::Level::DEBUG,
-            {
-                { attr::STORE_KEY } = store_key,
-                { attr::VALUE_PREVIEW } = preview,
-                { attr::VALUE_SIZE } = size,
-                { attr::VALUE_TRUNCATED } = truncated,
-                message = attr::EVENT_STORE_WRITE
-            }
-        ),
+            attr::EVENT_STORE_WRITE
+        }
+    };
+    if !repeats {
+        attrs.push(KeyValue::new(attr::VALUE_PREVIEW, p.text.clone()));
     }
+    if let Some(size) = size {
+        attrs.push(KeyValue::new(attr::VALUE_SIZE, size));
+    }
+    if p.truncated {
+        attrs.push(KeyValue::new(attr::VALUE_TRUNCATED, true));
+    }
+    crate::telemetry::add_event(parent, event, attrs);
 }
 
 fn template_text(t: &crate::ir::template::Template) -> String {

@@ -498,6 +498,14 @@ pub fn set_attribute(
     span.set_attribute(key, value);
 }
 
+/// Adds event `name` to `span`'s OpenTelemetry span only (nothing when
+/// telemetry is off): for pflow's detail events, which no `tracing` layer
+/// reads (see [`set_attribute`]).
+pub fn add_event(span: &tracing::Span, name: &'static str, attributes: Vec<KeyValue>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.add_event(name, attributes);
+}
+
 /// The (trace id, span id) of `span` in hex, when telemetry records it.
 pub fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
