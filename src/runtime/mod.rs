@@ -5,8 +5,9 @@
 //! nodes, runs batches (concurrently when asked, bounded by
 //! `max_concurrent`) and nested workflows. Every workflow, node attempt and
 //! batch item is a `tracing` span; resolved params, template resolutions and
-//! store writes are DEBUG events in those spans. The runtime never looks at
-//! what telemetry does with them.
+//! store writes are detail (recorded when `pflow::detail` is enabled at
+//! DEBUG), set as attributes and events on those spans' OpenTelemetry side.
+//! The runtime never looks at what telemetry does with them.
 
 mod digests;
 pub mod estimate;
