@@ -59,6 +59,15 @@ def run(path, mode, rss=False):
     return wall, cpu
 
 
+def interleaved(path, rss=False):
+    """ROUNDS runs of `path` per mode, the modes interleaved within each round."""
+    res = {"off": [], "default": [], "trace": []}
+    for _ in range(ROUNDS):
+        for mode in res:
+            res[mode].append(run(path, mode, rss))
+    return res
+
+
 print(f"{BIN}, {ROUNDS} rounds, load {os.getloadavg()[0]:.2f}")
 if CHAINS:
     small, large = chain("w10", 10, write), chain("w500", 500, write)
@@ -73,19 +82,11 @@ if CHAINS:
     # The whole 2,000-node chain as a user times it. The slope above can hide
     # or expose the checkpoint writer's drain at the end of a run (it overlaps
     # whatever fixed work the run does last), so it is read beside this.
-    w2k = chain("w2k", 2000, write)
-    whole = {"off": [], "default": [], "trace": []}
-    for _ in range(ROUNDS):
-        for mode in whole:
-            whole[mode].append(run(w2k, mode))
-    for mode, runs in whole.items():
+    for mode, runs in interleaved(chain("w2k", 2000, write)).items():
         print(f"write-file 2k chain, {mode:7}: wall {statistics.median(w for w, _ in runs) * 1e3:6.1f} ms, "
               f"cpu {statistics.median(c for _, c in runs) * 1e3:6.1f} ms")
-    e10k = chain("e10k", 10000, echo)
-    res = {"off": [], "default": [], "trace": []}
-    for _ in range(ROUNDS):
-        for mode in res:
-            res[mode].append(run(e10k, mode)[1])
+    res = {mode: [cpu for _, cpu in runs]
+           for mode, runs in interleaved(chain("e10k", 10000, echo)).items()}
     for mode in ("default", "trace"):
         ratios = [m / o for m, o in zip(res[mode], res["off"])]
         print(f"echo 10k CPU, {mode}/off: {statistics.median(ratios):.2f}x "
@@ -102,10 +103,7 @@ if BIG:
     with open(path, "w") as f:
         json.dump({"ir_version": "0.1.0", "metadata": {"name": "big"}, "nodes": nodes,
                    "edges": [{"from": a["id"], "to": b["id"]} for a, b in zip(nodes, nodes[1:])]}, f)
-    big = {"off": [], "default": [], "trace": []}
-    for _ in range(ROUNDS):
-        for mode in big:
-            big[mode].append(run(path, mode, rss=True))
+    big = interleaved(path, rss=True)
     for mode in ("default", "trace"):
         cpu = statistics.median(m[1] / o[1] for m, o in zip(big[mode], big["off"]))
         rss = statistics.median(m[2] / o[2] for m, o in zip(big[mode], big["off"]))

@@ -199,21 +199,14 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
             match usage {
                 // The `run_nodes` view reads a missing usage as zero, cost known.
                 None => serde_json::to_writer(&mut nodes, &(path, duration_ms)),
+                // The usage columns in `usage_columns`' order: the view reads them by position.
                 Some(u) => {
-                    let t = &u.tokens;
-                    let row = (
-                        path,
-                        duration_ms,
-                        i(u.llm_calls),
-                        i(t.input),
-                        i(t.output),
-                        i(t.total),
-                        i(t.cache_read),
-                        i(t.cache_write),
-                        i(t.reasoning),
-                        u.cost.lower_bound_usd,
-                        u8::from(u.cost.complete),
-                    );
+                    let mut row = vec![serde_json::json!(path), serde_json::json!(duration_ms)];
+                    row.extend(usage_columns(u).into_iter().map(|c| match c {
+                        Value::Integer(n) => serde_json::json!(n),
+                        Value::Real(x) => serde_json::json!(x),
+                        _ => serde_json::Value::Null,
+                    }));
                     serde_json::to_writer(&mut nodes, &row)
                 }
             }

@@ -321,6 +321,13 @@ impl Runtime {
         &self.services
     }
 
+    /// The store takes node `id`'s outputs; what was remembered of the values
+    /// there before (their digests) is dropped with them.
+    fn put(&self, store: &mut Map<String, Value>, id: &str, outputs: Map<String, Value>) {
+        self.digests.forget_root(store, id);
+        store.insert(id.to_string(), Value::Object(outputs));
+    }
+
     fn budget_stop(&self) -> Option<Box<crate::llm::budget::BudgetExceeded>> {
         self.services.budget().stopped().map(Box::new)
     }
@@ -922,8 +929,7 @@ impl Runtime {
                     }
                     ck.completed(&node.id, None, &r.outputs, &r.action, memo_key, Some(&r));
                     let action = r.action;
-                    self.digests.forget_root(&store, &node.id);
-                    store.insert(node.id.clone(), Value::Object(r.outputs));
+                    self.put(&mut store, &node.id, r.outputs);
                     match wf.edges.get(&(current, action)) {
                         Some(next) => current = *next,
                         None => break,
@@ -943,8 +949,7 @@ impl Runtime {
                     if let Some(ck) = ck {
                         ck.completed(&node.id, Some(&span), &out.outputs, &action, memo_key, None);
                     }
-                    self.digests.forget_root(&store, &node.id);
-                    store.insert(node.id.clone(), Value::Object(out.outputs));
+                    self.put(&mut store, &node.id, out.outputs);
                     action
                 }
                 Err(Failure::Interrupted) => return Err(RunError::Interrupted),
@@ -959,8 +964,7 @@ impl Runtime {
                             "error".into(),
                             json!({"message": err.message, "type": err.kind}),
                         );
-                        self.digests.forget_root(&store, &node.id);
-                        store.insert(node.id.clone(), Value::Object(ns));
+                        self.put(&mut store, &node.id, ns);
                         "error".to_string()
                     } else {
                         return Err(RunError::Node {
@@ -1460,14 +1464,7 @@ fn resolve_params(
             shown = Some(m);
         }
         for (k, template, p) in resolved {
-            value_event(
-                span,
-                attr::EVENT_TEMPLATE_RESOLVED,
-                None,
-                Some((k, &template)),
-                &p,
-                shown.as_ref(),
-            );
+            value_event(span, None, Some((k, &template)), p, shown.as_ref());
         }
     }
     Ok((params, shown))
@@ -1477,13 +1474,11 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
     if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
         return;
     }
-    let p = preview_named(param, v);
     value_event(
         &tracing::Span::current(),
-        attr::EVENT_TEMPLATE_RESOLVED,
         None,
         Some((param, &template_text(t))),
-        &p,
+        preview_named(param, v),
         None,
     );
 }
@@ -1494,13 +1489,16 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
 /// repeats a param of `shown` are left out (telemetry::compact).
 fn value_event(
     parent: &tracing::Span,
-    name: &str,
     store_key: Option<&str>,
     template: Option<(&str, &str)>,
-    p: &crate::telemetry::preview::Preview,
+    p: crate::telemetry::preview::Preview,
     shown: Option<&Map<String, Value>>,
 ) {
-    let param = compact::event_param(name, template.map(|t| t.0), store_key);
+    let event = match template {
+        Some(_) => attr::EVENT_TEMPLATE_RESOLVED,
+        None => attr::EVENT_STORE_WRITE,
+    };
+    let param = compact::event_param(event, template.map(|t| t.0), store_key);
     let repeats = !p.truncated && compact::repeats_param(shown, param, &p.text);
     let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
         .then_some(p.size as i64);
@@ -1509,21 +1507,19 @@ fn value_event(
     // OpenTelemetry layer added level and target attributes only to drop them.
     use opentelemetry::KeyValue;
     let mut attrs = Vec::with_capacity(5);
-    let event = match template {
+    match template {
         Some((param, text)) => {
             attrs.push(KeyValue::new(attr::PARAM, param.to_string()));
             attrs.push(KeyValue::new(attr::TEMPLATE, text.to_string()));
-            attr::EVENT_TEMPLATE_RESOLVED
         }
         None => {
             if let Some(k) = store_key {
                 attrs.push(KeyValue::new(attr::STORE_KEY, k.to_string()));
             }
-            attr::EVENT_STORE_WRITE
         }
-    };
+    }
     if !repeats {
-        attrs.push(KeyValue::new(attr::VALUE_PREVIEW, p.text.clone()));
+        attrs.push(KeyValue::new(attr::VALUE_PREVIEW, p.text));
     }
     if let Some(size) = size {
         attrs.push(KeyValue::new(attr::VALUE_SIZE, size));
@@ -1555,9 +1551,8 @@ fn record_store_writes(
         return;
     }
     for (k, v) in outputs {
-        let p = preview_named(k, v);
         let key = format!("{node_id}.{k}");
-        value_event(span, attr::EVENT_STORE_WRITE, Some(&key), None, &p, shown);
+        value_event(span, Some(&key), None, preview_named(k, v), shown);
     }
 }
 
