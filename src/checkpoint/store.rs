@@ -407,7 +407,7 @@ impl RunDir {
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<(), CheckpointError> {
-        let bytes = serde_json::to_vec_pretty(m).map_err(|e| CheckpointError::Io {
+        let bytes = serde_json::to_vec(m).map_err(|e| CheckpointError::Io {
             path: self.dir.clone(),
             source: std::io::Error::other(e),
         })?;

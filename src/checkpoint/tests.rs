@@ -40,6 +40,7 @@ fn record_run(home: &Path, run_id: &str, ir: &WorkflowIr, topic: &str, fail_at: 
         root_span_id: Some("0123456789abcdef".into()),
         file: Path::new("/tmp/wf.json"),
         ir,
+        ir_hash: &crate::history::WorkflowIdent::of(ir).hash,
         nodes: views(ir),
         inputs: &inputs(topic),
         mode: None,
@@ -75,6 +76,7 @@ fn continue_run(
         root_span_id: None,
         file: Path::new("/tmp/wf.json"),
         ir,
+        ir_hash: &crate::history::WorkflowIdent::of(ir).hash,
         nodes: views(ir),
         inputs: &inputs(topic),
         mode: Some(mode),
@@ -245,6 +247,7 @@ fn memo_policy_and_keys() {
         root_span_id: None,
         file: Path::new("/tmp/wf.json"),
         ir: &ir,
+        ir_hash: &crate::history::WorkflowIdent::of(&ir).hash,
         nodes: views(&ir),
         inputs: &inputs("cats"),
         mode: None,
@@ -292,4 +295,43 @@ fn run_arguments_resolve() {
         .unwrap_err()
         .to_string()
         .contains("no run `zzz`"));
+}
+
+/// Fingerprints in earlier checkpoints were taken over a `json!` value; the
+/// borrowed basis must hash the same bytes, or every node of a run started
+/// before an upgrade would read as changed on resume.
+#[test]
+fn fingerprint_and_memo_basis_match_the_json_form() {
+    let child = wf("${a.text}");
+    let ir = ir::from_value(
+        &json!({"ir_version": "0.1.0", "nodes": [
+            {"id": "m", "type": "llm", "params": {"model": "echo", "prompt": "p ${x}", "temperature": 0, "n": 1.5, "z": [1, {"b": 2, "a": null}]},
+             "batch": {"items": "${list}", "parallel": true, "max_concurrent": 3}},
+            {"id": "w", "type": "workflow", "params": {"workflow_ref": "c.json"}}]}),
+        "wf.json",
+    )
+    .unwrap();
+    for (n, child) in [(&ir.nodes[0], None), (&ir.nodes[1], Some(&child))] {
+        let info = node_info(&NodeView { ir: n, child }, CacheMode::On);
+        let basis =
+            json!({"type": n.node_type, "params": n.params, "batch": n.batch, "child": child});
+        let old =
+            store::sha256_hex(&serde_json::to_vec(&json!({"id": n.id, "node": basis})).unwrap());
+        assert_eq!(info.fingerprint, old, "{}", n.id);
+        if info.memo {
+            assert_eq!(info.basis, basis);
+        } else {
+            assert_eq!(info.basis, Value::Null);
+        }
+    }
+    assert!(
+        node_info(
+            &NodeView {
+                ir: &ir.nodes[0],
+                child: None
+            },
+            CacheMode::On
+        )
+        .memo
+    );
 }

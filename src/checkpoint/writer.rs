@@ -296,8 +296,11 @@ impl Sink {
         let rec = match job {
             Job::Failed { error, .. } => return Err(error),
             Job::Executed { mut rec, outputs } => {
+                // One buffer for every value's bytes: most are a few bytes long.
+                let mut bytes = Vec::new();
                 for (k, v) in outputs {
-                    let bytes = serde_json::to_vec(&v).map_err(|e| self.io_err(e))?;
+                    bytes.clear();
+                    serde_json::to_writer(&mut bytes, &v).map_err(|e| self.io_err(e))?;
                     let d = store::sha256_hex(&bytes);
                     if bytes.len() <= store::INLINE_MAX {
                         rec.inline.insert(d.clone(), v);
@@ -320,8 +323,11 @@ impl Sink {
                 rec
             }
         };
-        let line = serde_json::to_vec(&rec).map_err(|e| self.io_err(e))?;
-        lines.extend_from_slice(&line);
+        let start = lines.len();
+        if let Err(e) = serde_json::to_writer(&mut *lines, &rec) {
+            lines.truncate(start);
+            return Err(self.io_err(e));
+        }
         lines.push(b'\n');
         Ok(rec)
     }

@@ -227,6 +227,11 @@ pub fn load_file(path: &Path) -> Result<WorkflowIr, IrError> {
 
 /// Parses IR text; `origin` names the source in errors.
 pub fn parse_str(src: &str, origin: &str) -> Result<WorkflowIr, IrError> {
+    // Most files parse: tracking the JSON path of every value (a third of
+    // the parse of a large workflow) is only paid again for one that does not.
+    if let Ok(ir) = serde_json::from_str::<WorkflowIr>(src) {
+        return Ok(ir);
+    }
     let mut de = serde_json::Deserializer::from_str(src);
     let parsed: Result<WorkflowIr, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {

@@ -15,6 +15,7 @@ use super::template::{walk_strings, Reference, Segment, Template};
 use super::{BatchIr, NodeIr, WorkflowIr};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 /// How bad a diagnostic is: errors stop the run, warnings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -91,12 +92,14 @@ pub struct ValidationContext<'a> {
     pub strict_params: bool,
     /// Where `params` came from, for diagnostics (`(command line)`).
     pub params_path: String,
-    pub describe: &'a dyn Fn(&NodeIr) -> NodeShape,
+    /// A node's shape; nodes of one type may share one (`Arc`), so a large
+    /// workflow does not build and drop a shape per node.
+    pub describe: &'a dyn Fn(&NodeIr) -> Arc<NodeShape>,
 }
 
 impl<'a> ValidationContext<'a> {
     /// A context that knows only the node types: no parameters, no input or stdin checks.
-    pub fn lenient(describe: &'a dyn Fn(&NodeIr) -> NodeShape) -> Self {
+    pub fn lenient(describe: &'a dyn Fn(&NodeIr) -> Arc<NodeShape>) -> Self {
         ValidationContext {
             params: HashSet::new(),
             stdin: None,
@@ -183,25 +186,25 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
 
     // Node ids: valid, unique, not reserved.
     let mut ids: HashMap<&str, usize> = HashMap::new();
-    let mut shapes: HashMap<&str, NodeShape> = HashMap::new();
+    let mut shapes: HashMap<&str, Arc<NodeShape>> = HashMap::new();
     for (i, node) in ir.nodes.iter().enumerate() {
-        let path = format!("nodes[{i}].id");
+        let path = || format!("nodes[{i}].id");
         if !is_valid_name(&node.id) {
             c.error(
-                &path,
+                path(),
                 format!("invalid node id `{}`", node.id),
                 Some("use letters, digits, `_` and `-`".into()),
             );
         } else if is_reserved(&node.id) {
             c.error(
-                &path,
+                path(),
                 format!("node id `{}` is reserved for the runtime", node.id),
                 None,
             );
         }
         if let Some(first) = ids.insert(&node.id, i) {
             c.error(
-                &path,
+                path(),
                 format!(
                     "duplicate node id `{}` (first used by nodes[{first}])",
                     node.id
@@ -211,7 +214,7 @@ pub fn validate(ir: &WorkflowIr, cx: &ValidationContext<'_>) -> Vec<Diagnostic> 
             ids.insert(&node.id, first);
         }
         let shape = (cx.describe)(node);
-        match &shape {
+        match &*shape {
             NodeShape::Unknown { known_types } => c.error(
                 format!("nodes[{i}].type"),
                 format!(
@@ -761,7 +764,7 @@ struct Roots<'a> {
     ir: &'a WorkflowIr,
     cx: &'a ValidationContext<'a>,
     ids: &'a HashMap<&'a str, usize>,
-    shapes: &'a HashMap<&'a str, NodeShape>,
+    shapes: &'a HashMap<&'a str, Arc<NodeShape>>,
     flow: Flow,
     /// Roots read as free `${NAME}` parameters (neither input nor node).
     free: std::cell::RefCell<HashSet<String>>,
@@ -826,7 +829,7 @@ impl Roots<'_> {
                 ),
             ));
         }
-        let out = outputs_of(self.shapes.get(r.root.as_str()))?
+        let out = outputs_of(self.shapes.get(r.root.as_str()).map(|s| &**s))?
             .iter()
             .find(|o| o.name == *key)?;
         Some((
@@ -979,7 +982,7 @@ impl Roots<'_> {
         what: &str,
     ) {
         let root = r.root.as_str();
-        let node_outs = outputs_of(self.shapes.get(root));
+        let node_outs = outputs_of(self.shapes.get(root).map(|s| &**s));
         let names = |o: &[Typed]| {
             o.iter()
                 .map(|t| t.name.as_str())
@@ -1135,8 +1138,8 @@ mod tests {
     use super::*;
     use crate::ir::parse_str;
 
-    fn shape(n: &NodeIr) -> NodeShape {
-        match n.node_type.as_str() {
+    fn shape(n: &NodeIr) -> Arc<NodeShape> {
+        Arc::new(match n.node_type.as_str() {
             "echo" => NodeShape::Known {
                 required_params: vec![],
                 params: None,
@@ -1153,7 +1156,7 @@ mod tests {
             _ => NodeShape::Unknown {
                 known_types: vec!["echo".into(), "read-file".into()],
             },
-        }
+        })
     }
 
     fn check(src: &str) -> Vec<Diagnostic> {

@@ -344,7 +344,10 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     (ir, Some(output))
                 }
             };
-            *ident = Some(crate::history::WorkflowIdent::of(&ir));
+            let ir_hash = ident
+                .insert(crate::history::WorkflowIdent::of(&ir))
+                .hash
+                .clone();
             if let Some(out) = plan_only {
                 return write_plan(ir, out, given);
             }
@@ -372,6 +375,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     root_span_id: crate::telemetry::span_ids(&root).map(|i| i.1),
                     file,
                     ir: &wf.ir,
+                    ir_hash: &ir_hash,
                     nodes: wf.node_views(),
                     inputs: &inputs,
                     mode: resume.clone(),

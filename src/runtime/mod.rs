@@ -23,6 +23,7 @@ use crate::telemetry::preview::preview_named;
 use crate::telemetry::{attr, compact};
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -464,7 +465,19 @@ impl Runtime {
         cx: &CompileContext,
         depth: u32,
     ) -> Result<CompiledWorkflow, IrError> {
-        let shape = |n: &ir::NodeIr| self.shape(n, base_dir);
+        // One shape per node type (a `workflow` node's depends on its child).
+        let by_type: RefCell<HashMap<String, Arc<NodeShape>>> = RefCell::default();
+        let shape = |n: &ir::NodeIr| {
+            if n.node_type == "workflow" {
+                return Arc::new(self.shape(n, base_dir));
+            }
+            if let Some(s) = by_type.borrow().get(&n.node_type) {
+                return s.clone();
+            }
+            let s = Arc::new(self.shape(n, base_dir));
+            by_type.borrow_mut().insert(n.node_type.clone(), s.clone());
+            s
+        };
         let vcx = ValidationContext {
             params: cx.params.clone(),
             stdin: cx.stdin,
