@@ -706,8 +706,11 @@ impl Session {
         m.status = status.to_string();
         m.failed_node = failed_node.map(str::to_string);
         m.nodes = std::mem::take(&mut self.lock().records);
+        let by_node = metrics.map(|mt| node_usage(&mt.workflow.node_usage));
         for rec in m.nodes.iter_mut().filter(|r| r.how == How::Executed) {
-            rec.usage = metrics.map(|mt| node_usage(&mt.workflow.node_usage, &rec.id));
+            rec.usage = by_node
+                .as_ref()
+                .map(|u| u.get(rec.id.as_str()).copied().unwrap_or_default());
         }
         match run.write_manifest(&m) {
             Ok(()) => run.drop_node_log(),
@@ -759,13 +762,14 @@ fn executed_job(
 
 /// The reused usage of top-level node `id`: its own entry and those of the
 /// nodes nested under it (`id/child`), as the aggregation summed them.
-fn node_usage(usage: &IndexMap<String, crate::accounting::Usage>, id: &str) -> Reused {
-    let nested = format!("{id}/");
-    let mut total = Reused::default();
+/// Each top-level node's usage with its nested calls' (`id/…`) added, in
+/// one pass: looking every node up in the whole map was quadratic in a run
+/// of many LLM nodes.
+fn node_usage(usage: &IndexMap<String, crate::accounting::Usage>) -> HashMap<&str, Reused> {
+    let mut total: HashMap<&str, Reused> = HashMap::new();
     for (path, u) in usage {
-        if path == id || path.starts_with(&nested) {
-            total.add(&Reused::of_usage(u));
-        }
+        let top = path.split_once('/').map_or(path.as_str(), |(id, _)| id);
+        total.entry(top).or_default().add(&Reused::of_usage(u));
     }
     total
 }
