@@ -442,6 +442,7 @@ impl Session {
             resumed_from: s.prior.as_ref().map(|p| p.manifest.run_id.clone()),
             failed_node: None,
             nodes: Vec::new(),
+            usage: None,
         };
         let (run, writer) = if s.write {
             let opened =
@@ -705,16 +706,11 @@ impl Session {
         }
         m.status = status.to_string();
         m.failed_node = failed_node.map(str::to_string);
-        m.nodes = std::mem::take(&mut self.lock().records);
-        let by_node = metrics.map(|mt| node_usage(&mt.workflow.node_usage));
-        for rec in m.nodes.iter_mut().filter(|r| r.how == How::Executed) {
-            rec.usage = by_node
-                .as_ref()
-                .map(|u| u.get(rec.id.as_str()).copied().unwrap_or_default());
-        }
-        match run.write_manifest(&m) {
-            Ok(()) => run.drop_node_log(),
-            Err(e) => warnings.push(format!("checkpoint manifest not written: {e}")),
+        // The records are in `nodes.jsonl` already; the manifest adds usage.
+        self.lock().records.clear();
+        m.usage = metrics.map(|mt| node_usage(&mt.workflow.node_usage));
+        if let Err(e) = run.write_manifest(&m) {
+            warnings.push(format!("checkpoint manifest not written: {e}"));
         }
         warnings
     }
@@ -762,14 +758,19 @@ fn executed_job(
 
 /// The reused usage of top-level node `id`: its own entry and those of the
 /// nodes nested under it (`id/child`), as the aggregation summed them.
-/// Each top-level node's usage with its nested calls' (`id/…`) added, in
-/// one pass: looking every node up in the whole map was quadratic in a run
-/// of many LLM nodes.
-fn node_usage(usage: &IndexMap<String, crate::accounting::Usage>) -> HashMap<&str, Reused> {
-    let mut total: HashMap<&str, Reused> = HashMap::new();
+/// Each top-level node's usage with its nested calls' (`id/…`) added, for
+/// the nodes that used an LLM, in one pass (looking every node up in the
+/// whole map was quadratic in a run of many LLM nodes).
+fn node_usage(usage: &IndexMap<String, crate::accounting::Usage>) -> IndexMap<String, Reused> {
+    let mut total: IndexMap<String, Reused> = IndexMap::new();
     for (path, u) in usage {
         let top = path.split_once('/').map_or(path.as_str(), |(id, _)| id);
-        total.entry(top).or_default().add(&Reused::of_usage(u));
+        match total.get_mut(top) {
+            Some(t) => t.add(&Reused::of_usage(u)),
+            None => {
+                total.insert(top.to_string(), Reused::of_usage(u));
+            }
+        }
     }
     total
 }

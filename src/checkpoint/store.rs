@@ -2,10 +2,11 @@
 //! by its run id (`<UTC time>_<8 hex>`, so names sort by time), holding
 //!
 //! - `manifest.json`: what ran (workflow file, IR and node fingerprints,
-//!   inputs by digest, trace and root span ids, status) and every completed
-//!   node (its outputs by digest, action, origin span, usage);
-//! - `nodes.jsonl`: node records appended as nodes complete, so a run killed
-//!   before it could write its final manifest still leaves them;
+//!   inputs by digest, trace and root span ids, status) and, once the run
+//!   has ended, the LLM usage of the nodes it executed;
+//! - `nodes.jsonl`: every completed node (its outputs by digest, action,
+//!   origin span), appended as nodes complete, so a run killed before it
+//!   could write its final manifest still leaves them;
 //! - `objects/<sha256>`: each input, and each output value longer than
 //!   [`INLINE_MAX`] bytes of JSON, once, by the SHA-256 of its JSON (a value
 //!   two nodes share is stored once); shorter outputs are kept in their
@@ -24,8 +25,11 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The manifest's format version.
-pub const SCHEMA: u32 = 1;
+/// The manifest's format version. 1: the final manifest repeated every node
+/// record of `nodes.jsonl` (serializing each record a second time at the
+/// end of the run was a tenth of a small node's cost); 2: the records stay
+/// in `nodes.jsonl` and the manifest adds their usage. Both are read.
+pub const SCHEMA: u32 = 2;
 
 /// Where a node's outputs were first produced: the execution a restored or
 /// cached node is linked to.
@@ -87,7 +91,7 @@ pub struct NodeRecord {
 /// `usage` as the record holds it: `null` when unknown, `{}` for a node that
 /// made no LLM call ($0, known), else the whole [`Reused`]. Writing the nine
 /// zero counts of every tool node was a tenth of a traced run's per-node
-/// cost (each record is written twice: in `nodes.jsonl` and the manifest).
+/// cost.
 mod usage_field {
     use crate::accounting::Reused;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -146,8 +150,15 @@ pub struct Manifest {
     /// The node the run stopped at, when it failed there.
     #[serde(default)]
     pub failed_node: Option<String>,
-    #[serde(default)]
+    /// Completed nodes: read from `nodes.jsonl` (format 2), or as a format
+    /// 1 manifest held them. Never written into the manifest.
+    #[serde(default, skip_serializing)]
     pub nodes: Vec<NodeRecord>,
+    /// Once the run has ended with metrics: the LLM usage of each top-level
+    /// node that used any (id → usage, nested calls included). An executed
+    /// node not listed made no LLM call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<IndexMap<String, Reused>>,
 }
 
 impl Manifest {
@@ -439,12 +450,8 @@ impl RunDir {
         f.write_all(&line).map_err(self.io(&path))
     }
 
-    /// The final manifest was written: the per-node log is no longer needed.
-    pub fn drop_node_log(&self) {
-        let _ = std::fs::remove_file(self.log_path());
-    }
-
-    /// The run's manifest; nodes a killed run logged but never wrote into it are added.
+    /// The run's manifest with its node records (from `nodes.jsonl`, where a
+    /// killed run leaves them too) and, once it has ended, their usage.
     pub fn load(&self) -> Result<Manifest, CheckpointError> {
         let path = self.dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(self.io(&path))?;
@@ -453,13 +460,17 @@ impl RunDir {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        if m.schema != SCHEMA {
+        if !(1..=SCHEMA).contains(&m.schema) {
             return Err(CheckpointError::Corrupt {
                 path,
-                message: format!("checkpoint format {} (this pflow reads {SCHEMA})", m.schema),
+                message: format!(
+                    "checkpoint format {} (this pflow reads 1 to {SCHEMA})",
+                    m.schema
+                ),
             });
         }
-        if !m.finished() {
+        // Format 1 held a finished run's records itself.
+        if m.schema >= 2 || !m.finished() {
             let log = self.log_path();
             if let Ok(text) = std::fs::read_to_string(&log) {
                 // A line cut by a kill is the last one: the complete ones before it count.
@@ -467,6 +478,11 @@ impl RunDir {
                     .lines()
                     .filter_map(|l| serde_json::from_str(l).ok())
                     .collect();
+            }
+        }
+        if let Some(usage) = &m.usage {
+            for rec in m.nodes.iter_mut().filter(|r| r.how == How::Executed) {
+                rec.usage = Some(usage.get(&rec.id).copied().unwrap_or_default());
             }
         }
         Ok(m)
@@ -648,6 +664,7 @@ mod tests {
             resumed_from: None,
             failed_node: None,
             nodes: vec![],
+            usage: None,
         };
         run.write_manifest(&m).unwrap();
         run.append_node(&rec(None)).unwrap();
@@ -660,5 +677,71 @@ mod tests {
         let back = run.load().unwrap();
         assert_eq!(back.nodes.len(), 1);
         assert_eq!(back.node("a").unwrap().action, "default");
+    }
+
+    /// Format 2: a finished run's records are read from `nodes.jsonl`, and
+    /// the manifest's usage fills in its executed nodes' (none listed: $0).
+    #[test]
+    fn a_finished_run_reads_its_records_from_the_log_with_the_manifests_usage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
+        run.create().unwrap();
+        let spent = Reused {
+            llm_calls: 1,
+            tokens: crate::accounting::Tokens::call(7, 2),
+            cost_usd: Some(0.5),
+        };
+        let kept = Reused {
+            llm_calls: 3,
+            ..Reused::default()
+        };
+        let named = |id: &str, how: How, usage: Option<Reused>| NodeRecord {
+            id: id.into(),
+            how,
+            ..rec(usage)
+        };
+        run.append_node(&named("a", How::Executed, None)).unwrap();
+        run.append_node(&named("b", How::Executed, None)).unwrap();
+        run.append_node(&named("c", How::Restored, Some(kept)))
+            .unwrap();
+        let text = format!(
+            r#"{{"schema":2,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{{}},"inputs":{{}},"trace_id":null,"root_span_id":null,"usage":{{"a":{}}}}}"#,
+            serde_json::to_string(&spent).unwrap()
+        );
+        std::fs::write(run.dir.join("manifest.json"), text).unwrap();
+        let back = run.load().unwrap();
+        let usage = |id: &str| back.node(id).unwrap().usage;
+        assert_eq!(usage("a"), Some(spent));
+        assert_eq!(usage("b"), Some(Reused::default()));
+        assert_eq!(usage("c"), Some(kept), "a restored node keeps its own");
+
+        // Written by this build: the records are not repeated in the manifest.
+        let mut m = back.clone();
+        m.status = "failed".into();
+        run.write_manifest(&m).unwrap();
+        let written = std::fs::read_to_string(run.dir.join("manifest.json")).unwrap();
+        assert!(!written.contains("\"nodes\""), "{written}");
+        let again = run.load().unwrap();
+        let ids = |m: &Manifest| -> Vec<(String, Option<Reused>)> {
+            m.nodes.iter().map(|n| (n.id.clone(), n.usage)).collect()
+        };
+        assert_eq!(ids(&again), ids(&back));
+
+        // Format 1 (earlier builds): the finished manifest holds the records.
+        let old = format!(
+            r#"{{"schema":1,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{{}},"inputs":{{}},"trace_id":null,"root_span_id":null,"nodes":[{}]}}"#,
+            serde_json::to_string(&named("z", How::Executed, Some(spent))).unwrap()
+        );
+        std::fs::write(run.dir.join("manifest.json"), old).unwrap();
+        let back = run.load().unwrap();
+        assert_eq!(back.nodes.len(), 1);
+        assert_eq!(back.node("z").unwrap().usage, Some(spent));
+
+        std::fs::write(
+            run.dir.join("manifest.json"),
+            r#"{"schema":3,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{},"inputs":{},"trace_id":null,"root_span_id":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(run.load(), Err(CheckpointError::Corrupt { .. })));
     }
 }

@@ -57,6 +57,9 @@ struct State {
     spent: Spend,
     /// A call's cost is unknown (unpriced model, no usage): the cost is a lower bound.
     cost_incomplete: bool,
+    /// [`State::totals`] for the spend it was made from: a line per node
+    /// formatted the same two numbers (floats) again while nothing was spent.
+    totals_memo: Option<(u64, u64, bool, String)>,
 }
 
 impl ProgressSink {
@@ -121,20 +124,32 @@ impl State {
     /// them. A loop can run more nodes than were planned; the total then
     /// grows with them, so done never exceeds it.
     fn counts(&self) -> String {
-        use crate::format::count;
-        let nodes = match self.nodes_total {
-            Some(t) => format!(
-                "{}/{}",
-                self.nodes_done,
-                count(t.max(self.nodes_done), "node")
-            ),
-            None => format!("{}/? nodes", self.nodes_done),
+        let mut s = String::new();
+        self.write_counts(&mut s);
+        s
+    }
+
+    /// [`State::counts`] onto `out` (a line per node: no string of its own).
+    fn write_counts(&self, out: &mut String) {
+        use std::fmt::Write;
+        let noun = |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+        let _ = match self.nodes_total {
+            Some(t) => {
+                let t = t.max(self.nodes_done);
+                write!(out, "{}/{t} {}", self.nodes_done, noun(t, "node", "nodes"))
+            }
+            None => write!(out, "{}/? nodes", self.nodes_done),
         };
         if self.items_total == 0 && self.items_done == 0 {
-            return nodes;
+            return;
         }
-        let items = count(self.items_total.max(self.items_done), "item");
-        format!("{nodes}, {}/{items}", self.items_done)
+        let t = self.items_total.max(self.items_done);
+        let _ = write!(
+            out,
+            ", {}/{t} {}",
+            self.items_done,
+            noun(t, "item", "items")
+        );
     }
 
     fn bar_text(&self, elapsed: Duration) -> String {
@@ -168,13 +183,28 @@ impl State {
 }
 
 /// `[0.12s] ✓ read (1/7 nodes) · 0 tok · $0.000000`: a top-level node finished.
-fn done_line(elapsed: Duration, what: &str, state: &State) -> String {
-    format!(
-        "[{:.2}s] {what} ({}) · {}",
-        elapsed.as_secs_f64(),
-        state.counts(),
-        state.totals()
-    )
+fn done_line(elapsed: Duration, what: &str, state: &mut State) -> String {
+    use std::fmt::Write;
+    let mut line = String::with_capacity(48 + what.len());
+    // Hundredths, rounded as `{:.2}` rounds, without float formatting.
+    let centis = (elapsed.as_micros() + 5_000) / 10_000;
+    let _ = write!(line, "[{}.{:02}s] {what} (", centis / 100, centis % 100);
+    state.write_counts(&mut line);
+    line.push_str(") · ");
+    let key = (
+        state.spent.tokens,
+        state.spent.usd.to_bits(),
+        state.cost_incomplete,
+    );
+    match &state.totals_memo {
+        Some((t, u, i, text)) if (*t, *u, *i) == key => line.push_str(text),
+        _ => {
+            let text = state.totals();
+            line.push_str(&text);
+            state.totals_memo = Some((key.0, key.1, key.2, text));
+        }
+    }
+    line
 }
 
 pub use crate::format::thousands;
@@ -442,7 +472,7 @@ where
                 if data.top_level {
                     self.sink
                         .has_lines()
-                        .then(|| done_line(self.sink.elapsed(), &outcome(data), &st))
+                        .then(|| done_line(self.sink.elapsed(), &outcome(data), &mut st))
                 } else {
                     None
                 }
@@ -490,6 +520,39 @@ mod tests {
     use super::*;
     use tracing::field::Empty;
     use tracing_subscriber::layer::SubscriberExt;
+
+    /// The line's time rounds as `{:.2}` does; its totals follow the spend
+    /// even though they are kept from one line to the next.
+    #[test]
+    fn done_line_rounds_its_time_and_follows_the_spend() {
+        let mut st = State {
+            nodes_total: Some(3),
+            nodes_done: 1,
+            ..State::default()
+        };
+        let at = |us: u64| Duration::from_micros(us);
+        assert_eq!(
+            done_line(at(1_234_999), "✓ a", &mut st),
+            "[1.23s] ✓ a (1/3 nodes) · 0 tok · $0.000000"
+        );
+        assert_eq!(
+            done_line(at(1_235_000), "✓ a", &mut st),
+            "[1.24s] ✓ a (1/3 nodes) · 0 tok · $0.000000"
+        );
+        st.spent.tokens = 12_345;
+        st.spent.usd = 0.5;
+        st.nodes_done = 2;
+        assert_eq!(
+            done_line(at(61_999_999), "✓ b", &mut st),
+            "[62.00s] ✓ b (2/3 nodes) · 12,345 tok · $0.500000"
+        );
+        st.cost_incomplete = true;
+        st.items_total = 1;
+        assert_eq!(
+            done_line(at(5_000), "✓ c", &mut st),
+            "[0.01s] ✓ c (2/3 nodes, 0/1 item) · 12,345 tok · ≥ $0.500000"
+        );
+    }
 
     /// Runs `f` (which may read the live sink) in a top workflow of `nodes`
     /// nodes, under a progress layer.

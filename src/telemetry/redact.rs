@@ -434,13 +434,16 @@ fn has_token_run(b: &[u8], n: usize) -> bool {
 /// `{"name": "DB_PASSWORD", "value": X}` (also `key`, `header`…): an object
 /// naming a secret, whose value fields are then hidden.
 pub fn is_secret_pair(map: &serde_json::Map<String, Value>) -> bool {
-    ["name", "key", "header", "field", "Name", "Key", "variable"]
-        .iter()
-        .any(|k| {
-            map.get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(is_secret_name)
-        })
+    const NAMES: [&str; 7] = ["name", "key", "header", "field", "Name", "Key", "variable"];
+    let names = |v: &Value| v.as_str().is_some_and(is_secret_name);
+    // Most maps (a node's params) have fewer keys than there are names: a
+    // walk over them beats seven hashed lookups, twice per node.
+    if map.len() <= NAMES.len() {
+        map.iter()
+            .any(|(k, v)| NAMES.contains(&k.as_str()) && names(v))
+    } else {
+        NAMES.iter().any(|k| map.get(*k).is_some_and(names))
+    }
 }
 
 /// `["Authorization", X]`: a name/value tuple naming a secret.
