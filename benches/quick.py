@@ -2,7 +2,9 @@
 """Quick paired figures for issue 16 against a built pflow binary, without
 compiling the bench harness: the write-file chain's per-node slope (10 -> 500
 nodes, each pair interleaved), the whole 2,000-node write-file chain per mode,
-and the 10k echo chain's CPU ratios (off / default / --trace interleaved). Usage: benches/quick.py [PFLOW_BIN] [ROUNDS] [--big]
+and the 10k echo chain's CPU ratios (off / default / --trace interleaved). The
+slope is also printed for the default mode with PFLOW_CHECKPOINTS=off
+("no-ckpt"), which is what checkpoints cost per node. Usage: benches/quick.py [PFLOW_BIN] [ROUNDS] [--big]
 With --big it also runs the 50 MB case (read-file of a 50 MB file, then three
 write-files of it): CPU and peak RSS of default and --trace against off.
 It is a benchmark, not a test: it prints numbers and asserts nothing."""
@@ -43,6 +45,9 @@ def run(path, mode, rss=False):
         env["OTEL_SDK_DISABLED"] = "true"
     if mode == "trace":
         args.insert(2, "--trace")
+    if mode == "no-ckpt":
+        # The default mode without checkpoints: what they cost per node.
+        env["PFLOW_CHECKPOINTS"] = "off"
     if rss:
         # GNU time's %M: this run's own peak RSS (getrusage of children keeps the max of all).
         args = ["/usr/bin/time", "-f", "%M", "-o", os.path.join(work, "rss")] + args
@@ -71,7 +76,7 @@ def interleaved(path, rss=False):
 print(f"{BIN}, {ROUNDS} rounds, load {os.getloadavg()[0]:.2f}")
 if CHAINS:
     small, large = chain("w10", 10, write), chain("w500", 500, write)
-    for mode in ("off", "default", "trace"):
+    for mode in ("off", "default", "trace", "no-ckpt"):
         walls, cpus = [], []
         for _ in range(ROUNDS):
             a, b = run(small, mode), run(large, mode)
