@@ -11,12 +11,13 @@ use crate::accounting::CostTotal;
 /// of its telemetry.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    // Bytes first: pushing `char`s checked capacity and encoded each one.
+    let mut out = vec![0; 2 * bytes.len()];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    s
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `$0.001234`: six decimals, enough for a single cheap call.
@@ -178,6 +179,14 @@ pub fn clock(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), want);
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn byte_sizes() {

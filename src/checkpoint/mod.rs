@@ -640,11 +640,10 @@ impl Session {
                 r.inline.clone(),
             ),
             None => {
-                let ids = span.and_then(crate::telemetry::span_ids);
                 let origin = Origin {
                     run_id: self.run_id.clone(),
-                    trace_id: ids.as_ref().map(|i| i.0.clone()).or(self.trace_id.clone()),
-                    span_id: ids.map(|i| i.1),
+                    trace_id: self.trace_id.clone(),
+                    span_id: span.and_then(crate::telemetry::span_id),
                 };
                 (
                     How::Executed,

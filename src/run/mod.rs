@@ -372,7 +372,7 @@ pub async fn run(config: RunConfig, observer: &mut dyn RunObserver) -> RunReport
                     home,
                     run_id,
                     trace_id,
-                    root_span_id: crate::telemetry::span_ids(&root).map(|i| i.1),
+                    root_span_id: crate::telemetry::span_id(&root),
                     file,
                     ir: &wf.ir,
                     ir_hash: &ir_hash,

@@ -506,17 +506,14 @@ pub fn add_event(span: &tracing::Span, name: &'static str, attributes: Vec<KeyVa
     span.add_event(name, attributes);
 }
 
-/// The (trace id, span id) of `span` in hex, when telemetry records it.
-pub fn span_ids(span: &tracing::Span) -> Option<(String, String)> {
+/// The span id of `span` in hex, when telemetry records it. Its trace id is
+/// the run's (every span of a run is in the root's trace): callers have it.
+pub fn span_id(span: &tracing::Span) -> Option<String> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
-        (
-            crate::format::hex(&sc.trace_id().to_bytes()),
-            crate::format::hex(&sc.span_id().to_bytes()),
-        )
-    })
+    sc.is_valid()
+        .then(|| crate::format::hex(&sc.span_id().to_bytes()))
 }
 
 /// Adds a span link from `span` to another run's span (`trace_id`/`span_id`
