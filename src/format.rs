@@ -85,17 +85,29 @@ pub fn percent(share: f64) -> String {
 
 /// `1 node`, `2 nodes`, `1 LLM call`: the noun's plural is `noun` + `s`.
 pub fn count(n: u64, noun: &str) -> String {
-    format!("{n} {}", plural(n, noun))
+    let mut s = String::new();
+    write_count(&mut s, n, noun);
+    s
+}
+
+/// [`count`] onto `out`, for text built once per node (no string of its own).
+pub fn write_count(out: &mut String, n: u64, noun: &str) {
+    use std::fmt::Write;
+    let _ = write!(out, "{n} {noun}{}", plural_suffix(n, noun));
 }
 
 /// `noun` for 1, `noun` + `s` otherwise (`batch` → `batches`).
 pub fn plural(n: u64, noun: &str) -> String {
+    format!("{noun}{}", plural_suffix(n, noun))
+}
+
+fn plural_suffix(n: u64, noun: &str) -> &'static str {
     if n == 1 {
-        noun.to_string()
+        ""
     } else if noun.ends_with("ch") || noun.ends_with('s') || noun.ends_with('x') {
-        format!("{noun}es")
+        "es"
     } else {
-        format!("{noun}s")
+        "s"
     }
 }
 

@@ -829,7 +829,7 @@ impl Roots<'_> {
                 ),
             ));
         }
-        let out = outputs_of(self.shapes.get(r.root.as_str()).map(|s| &**s))?
+        let out = outputs_of(self.shapes.get(r.root.as_str()).map(Arc::as_ref))?
             .iter()
             .find(|o| o.name == *key)?;
         Some((
@@ -982,7 +982,7 @@ impl Roots<'_> {
         what: &str,
     ) {
         let root = r.root.as_str();
-        let node_outs = outputs_of(self.shapes.get(root).map(|s| &**s));
+        let node_outs = outputs_of(self.shapes.get(root).map(Arc::as_ref));
         let names = |o: &[Typed]| {
             o.iter()
                 .map(|t| t.name.as_str())

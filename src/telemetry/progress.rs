@@ -131,25 +131,18 @@ impl State {
 
     /// [`State::counts`] onto `out` (a line per node: no string of its own).
     fn write_counts(&self, out: &mut String) {
+        use crate::format::write_count;
         use std::fmt::Write;
-        let noun = |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
-        let _ = match self.nodes_total {
-            Some(t) => {
-                let t = t.max(self.nodes_done);
-                write!(out, "{}/{t} {}", self.nodes_done, noun(t, "node", "nodes"))
-            }
-            None => write!(out, "{}/? nodes", self.nodes_done),
-        };
+        let _ = write!(out, "{}/", self.nodes_done);
+        match self.nodes_total {
+            Some(t) => write_count(out, t.max(self.nodes_done), "node"),
+            None => out.push_str("? nodes"),
+        }
         if self.items_total == 0 && self.items_done == 0 {
             return;
         }
-        let t = self.items_total.max(self.items_done);
-        let _ = write!(
-            out,
-            ", {}/{t} {}",
-            self.items_done,
-            noun(t, "item", "items")
-        );
+        let _ = write!(out, ", {}/", self.items_done);
+        write_count(out, self.items_total.max(self.items_done), "item");
     }
 
     fn bar_text(&self, elapsed: Duration) -> String {
