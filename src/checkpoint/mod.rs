@@ -346,7 +346,8 @@ impl ResumeSummary {
 struct State {
     /// Still taking nodes from the prior run: ends at the first node that runs.
     restoring: bool,
-    records: Vec<NodeRecord>,
+    /// Nodes the writer stored (their records are in `nodes.jsonl`).
+    stored: usize,
     warnings: Vec<String>,
     /// Writing failed once: the rest of the run is not checkpointed.
     broken: bool,
@@ -688,7 +689,7 @@ impl Session {
         if let Some(w) = &self.writer {
             let written = w.close();
             let mut st = self.lock();
-            st.records.extend(written.records);
+            st.stored += written.records.len();
             st.warnings.extend(written.warnings);
             st.broken |= written.broken;
         }
@@ -699,14 +700,13 @@ impl Session {
         let mut m = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
         // A run refused before any node completed (e.g. `--only` on a node
         // whose inputs changed) holds nothing: it must not become `last`.
-        if status == crate::outcome::RunStatus::Invalid.as_str() && self.lock().records.is_empty() {
+        if status == crate::outcome::RunStatus::Invalid.as_str() && self.lock().stored == 0 {
             let _ = std::fs::remove_dir_all(&run.dir);
             return warnings;
         }
         m.status = status.to_string();
         m.failed_node = failed_node.map(str::to_string);
         // The records are in `nodes.jsonl` already; the manifest adds usage.
-        self.lock().records.clear();
         m.usage = metrics.map(|mt| node_usage(&mt.workflow.node_usage));
         if let Err(e) = run.write_manifest(&m) {
             warnings.push(format!("checkpoint manifest not written: {e}"));

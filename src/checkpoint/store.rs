@@ -704,11 +704,20 @@ mod tests {
         run.append_node(&named("b", How::Executed, None)).unwrap();
         run.append_node(&named("c", How::Restored, Some(kept)))
             .unwrap();
-        let text = format!(
-            r#"{{"schema":2,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{{}},"inputs":{{}},"trace_id":null,"root_span_id":null,"usage":{{"a":{}}}}}"#,
-            serde_json::to_string(&spent).unwrap()
+        // A finished manifest of `schema`, ending with `more` fields.
+        let manifest = |schema: u32, more: &str| {
+            let text = format!(
+                r#"{{"schema":{schema},"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{{}},"inputs":{{}},"trace_id":null,"root_span_id":null{more}}}"#
+            );
+            std::fs::write(run.dir.join("manifest.json"), text).unwrap();
+        };
+        manifest(
+            2,
+            &format!(
+                r#","usage":{{"a":{}}}"#,
+                serde_json::to_string(&spent).unwrap()
+            ),
         );
-        std::fs::write(run.dir.join("manifest.json"), text).unwrap();
         let back = run.load().unwrap();
         let usage = |id: &str| back.node(id).unwrap().usage;
         assert_eq!(usage("a"), Some(spent));
@@ -728,20 +737,18 @@ mod tests {
         assert_eq!(ids(&again), ids(&back));
 
         // Format 1 (earlier builds): the finished manifest holds the records.
-        let old = format!(
-            r#"{{"schema":1,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{{}},"inputs":{{}},"trace_id":null,"root_span_id":null,"nodes":[{}]}}"#,
-            serde_json::to_string(&named("z", How::Executed, Some(spent))).unwrap()
+        manifest(
+            1,
+            &format!(
+                r#","nodes":[{}]"#,
+                serde_json::to_string(&named("z", How::Executed, Some(spent))).unwrap()
+            ),
         );
-        std::fs::write(run.dir.join("manifest.json"), old).unwrap();
         let back = run.load().unwrap();
         assert_eq!(back.nodes.len(), 1);
         assert_eq!(back.node("z").unwrap().usage, Some(spent));
 
-        std::fs::write(
-            run.dir.join("manifest.json"),
-            r#"{"schema":3,"run_id":"r","started":"","status":"ok","workflow_file":"/wf.json","ir_hash":"","fingerprints":{},"inputs":{},"trace_id":null,"root_span_id":null}"#,
-        )
-        .unwrap();
+        manifest(3, "");
         assert!(matches!(run.load(), Err(CheckpointError::Corrupt { .. })));
     }
 }
