@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 pub use store::{new_run_id, How, Manifest, NodeRecord, Origin, RunDir};
 
 /// Why a checkpoint could not be read, written or used.
@@ -186,8 +186,7 @@ pub struct NodeView<'a> {
 /// What the session knows of one top-level node.
 #[derive(Debug)]
 struct NodeInfo {
-    node_type: String,
-    fingerprint: String,
+    head: Arc<writer::Head>,
     /// The node's IR (and child IR) as the memo key's basis; `Null` unless `memo`.
     basis: Value,
     /// The names its templates read (inputs and node ids).
@@ -214,7 +213,9 @@ struct Fingerprinted<'a> {
     node: &'a Basis<'a>,
 }
 
-fn node_info(v: &NodeView<'_>, cache: CacheMode) -> NodeInfo {
+/// `resuming`: the run continues another, whose nodes are checked against
+/// the inputs they read (a fresh run needs a node's reads only for its memo key).
+fn node_info(v: &NodeView<'_>, cache: CacheMode, resuming: bool) -> NodeInfo {
     let n = v.ir;
     let basis = Basis {
         node_type: &n.node_type,
@@ -222,24 +223,6 @@ fn node_info(v: &NodeView<'_>, cache: CacheMode) -> NodeInfo {
         batch: &n.batch,
         child: v.child,
     };
-    let mut roots = Vec::new();
-    let mut add = |_: &str, s: &str| {
-        if let Ok(t) = ir::template::Template::parse(s) {
-            for r in t.references() {
-                if !roots.contains(&r.root) {
-                    roots.push(r.root.clone());
-                }
-            }
-        }
-    };
-    ir::template::walk_node_strings(n, &mut add);
-    let fingerprint = store::sha256_hex(
-        &serde_json::to_vec(&Fingerprinted {
-            id: &n.id,
-            node: &basis,
-        })
-        .unwrap_or_default(),
-    );
     let memo = match (cache, n.cache) {
         (CacheMode::Off, _) => false,
         // The user asked, on the node: any type, any temperature.
@@ -247,9 +230,32 @@ fn node_info(v: &NodeView<'_>, cache: CacheMode) -> NodeInfo {
         (CacheMode::On, None) => deterministic(n),
         (CacheMode::Default, None) => false,
     };
+    let mut roots = Vec::new();
+    if memo || resuming {
+        let mut add = |_: &str, s: &str| {
+            if let Ok(t) = ir::template::Template::parse(s) {
+                for r in t.references() {
+                    if !roots.contains(&r.root) {
+                        roots.push(r.root.clone());
+                    }
+                }
+            }
+        };
+        ir::template::walk_node_strings(n, &mut add);
+    }
+    let fingerprint = store::sha256_hex(
+        &serde_json::to_vec(&Fingerprinted {
+            id: &n.id,
+            node: &basis,
+        })
+        .unwrap_or_default(),
+    );
     NodeInfo {
-        node_type: n.node_type.clone(),
-        fingerprint,
+        head: Arc::new(writer::Head {
+            id: n.id.clone(),
+            node_type: n.node_type.clone(),
+            fingerprint,
+        }),
         // Only a memoized node's key needs it.
         basis: if memo {
             serde_json::to_value(&basis).unwrap_or_default()
@@ -366,7 +372,6 @@ pub struct Session {
     run: Option<RunDir>,
     /// Stores completed nodes off the runtime's path (`Some` with `run`).
     writer: Option<writer::Writer>,
-    trace_id: Option<String>,
     nodes: HashMap<String, NodeInfo>,
     prior: Option<Prior>,
     /// Node → why it is not restored (completed in the prior run, but invalid).
@@ -403,10 +408,11 @@ impl Session {
     /// that cannot be written is a warning ([`Session::take_warnings`]).
     pub fn start(s: Start<'_>) -> Result<(Session, Option<ResumeSummary>), CheckpointError> {
         let runs = runs_dir(s.home);
+        let resuming = s.prior.is_some();
         let nodes: HashMap<String, NodeInfo> = s
             .nodes
             .iter()
-            .map(|v| (v.ir.id.clone(), node_info(v, s.cache)))
+            .map(|v| (v.ir.id.clone(), node_info(v, s.cache, resuming)))
             .collect();
         let mut warnings = Vec::new();
         let run = RunDir::new(&runs, s.run_id);
@@ -431,12 +437,9 @@ impl Session {
             workflow_file: absolute(s.file),
             workflow_name: s.ir.name().map(str::to_string),
             ir_hash: s.ir_hash.to_string(),
-            fingerprints: s
-                .ir
-                .nodes
-                .iter()
-                .filter_map(|n| Some((n.id.clone(), nodes.get(&n.id)?.fingerprint.clone())))
-                .collect(),
+            // Each record has its node's: listing every node's here too was
+            // two serializations of them per run on the run's thread.
+            fingerprints: IndexMap::new(),
             inputs: input_digests.clone(),
             trace_id: s.trace_id.clone(),
             root_span_id: s.root_span_id,
@@ -446,17 +449,22 @@ impl Session {
             usage: None,
         };
         let (run, writer) = if s.write {
-            let opened =
-                run.create()
-                    .and_then(|()| run.put_map(s.inputs).map(|_| ()))
-                    .and_then(|()| run.write_manifest(&manifest))
-                    .and_then(|()| {
-                        writer::Writer::start(run.clone(), runs.clone(), s.run_id.to_string())
-                            .map_err(|source| CheckpointError::Io {
-                                path: run.dir.clone(),
-                                source,
-                            })
-                    });
+            let opened = run
+                .create()
+                .and_then(|()| run.put_map(s.inputs).map(|_| ()))
+                .and_then(|()| run.write_manifest(&manifest))
+                .and_then(|()| {
+                    writer::Writer::start(
+                        run.clone(),
+                        runs.clone(),
+                        s.run_id.to_string(),
+                        s.trace_id.clone(),
+                    )
+                    .map_err(|source| CheckpointError::Io {
+                        path: run.dir.clone(),
+                        source,
+                    })
+                });
             match opened {
                 Ok(w) => (Some(run), Some(w)),
                 Err(e) => {
@@ -474,7 +482,6 @@ impl Session {
             run_id: s.run_id.to_string(),
             run,
             writer,
-            trace_id: s.trace_id,
             nodes,
             invalid,
             mode: s.mode,
@@ -632,47 +639,34 @@ impl Session {
         let Some(info) = self.nodes.get(id) else {
             return;
         };
-        let (how, origin, usage, digests, inline) = match reuse {
-            Some(r) => (
-                r.how,
-                r.origin.clone(),
-                r.usage,
-                r.digests.clone(),
-                r.inline.clone(),
-            ),
-            None => {
-                let origin = Origin {
-                    run_id: self.run_id.clone(),
-                    trace_id: self.trace_id.clone(),
-                    span_id: span.and_then(crate::telemetry::span_id),
-                };
-                (
-                    How::Executed,
-                    origin,
-                    None,
-                    IndexMap::new(),
-                    IndexMap::new(),
-                )
-            }
-        };
-        let rec = NodeRecord {
-            id: id.to_string(),
-            node_type: info.node_type.clone(),
-            fingerprint: info.fingerprint.clone(),
-            action: action.to_string(),
-            outputs: digests,
-            inline,
-            memo_key,
-            how,
-            origin,
-            usage,
-        };
         let job = match reuse {
             Some(r) => writer::Job::Reused {
-                rec,
+                rec: NodeRecord {
+                    id: id.to_string(),
+                    node_type: info.head.node_type.clone(),
+                    fingerprint: info.head.fingerprint.clone(),
+                    action: action.to_string(),
+                    outputs: r.digests.clone(),
+                    inline: r.inline.clone(),
+                    memo_key,
+                    how: r.how,
+                    origin: r.origin.clone(),
+                    usage: r.usage,
+                },
                 source: r.source.clone(),
             },
-            None => executed_job(writer, rec, outputs),
+            // What only this completion knows; the writer makes the record.
+            None => executed_job(
+                writer,
+                writer::Executed {
+                    head: info.head.clone(),
+                    action: action.to_string(),
+                    span_id: span.and_then(crate::telemetry::span_id_bytes),
+                    memo_key,
+                    outputs: IndexMap::with_capacity(outputs.len()),
+                },
+                outputs,
+            ),
         };
         writer.push(job);
     }
@@ -689,7 +683,7 @@ impl Session {
         if let Some(w) = &self.writer {
             let written = w.close();
             let mut st = self.lock();
-            st.stored += written.records.len();
+            st.stored += written.stored;
             st.warnings.extend(written.warnings);
             st.broken |= written.broken;
         }
@@ -726,7 +720,7 @@ impl Session {
 /// vary from run to run. Small values go to the writer as copies.
 fn executed_job(
     writer: &writer::Writer,
-    mut rec: NodeRecord,
+    mut node: writer::Executed,
     outputs: &Map<String, Value>,
 ) -> writer::Job {
     let mut small = Map::new();
@@ -734,23 +728,23 @@ fn executed_job(
         if writer::approx_size(v) > writer::STREAM_FROM {
             match writer.run().put_streamed(v) {
                 Ok((d, _)) => {
-                    rec.outputs.insert(k.clone(), d);
+                    node.outputs.insert(k.clone(), d);
                 }
                 Err(e) => {
                     return writer::Job::Failed {
-                        id: rec.id,
+                        id: node.head.id.clone(),
                         error: e,
                     }
                 }
             }
         } else {
             // Its place in the output order, filled by the writer.
-            rec.outputs.insert(k.clone(), String::new());
+            node.outputs.insert(k.clone(), String::new());
             small.insert(k.clone(), v.clone());
         }
     }
     writer::Job::Executed {
-        rec,
+        node,
         outputs: small,
     }
 }
@@ -813,7 +807,7 @@ fn plan(
         let Some(rec) = prior.manifest.node(&n.id) else {
             continue;
         };
-        if rec.fingerprint != info.fingerprint {
+        if rec.fingerprint != info.head.fingerprint {
             direct.push((n.id.clone(), format!("changed since run {from_run}")));
         } else if let Some(i) = changed_inputs.iter().find(|i| info.roots.contains(i)) {
             direct.push((n.id.clone(), format!("input `{i}` changed")));

@@ -1,12 +1,12 @@
 //! The on-disk layout of `$PFLOW_HOME/runs/`: one directory per run, named
 //! by its run id (`<UTC time>_<8 hex>`, so names sort by time), holding
 //!
-//! - `manifest.json`: what ran (workflow file, IR and node fingerprints,
-//!   inputs by digest, trace and root span ids, status) and, once the run
-//!   has ended, the LLM usage of the nodes it executed;
-//! - `nodes.jsonl`: every completed node (its outputs by digest, action,
-//!   origin span), appended as nodes complete, so a run killed before it
-//!   could write its final manifest still leaves them;
+//! - `manifest.json`: what ran (workflow file, IR hash, inputs by digest,
+//!   trace and root span ids, status) and, once the run has ended, the LLM
+//!   usage of the nodes it executed;
+//! - `nodes.jsonl`: every completed node (its fingerprint, outputs by
+//!   digest, action, origin span), appended as nodes complete, so a run
+//!   killed before it could write its final manifest still leaves them;
 //! - `objects/<sha256>`: each input, and each output value longer than
 //!   [`INLINE_MAX`] bytes of JSON, once, by the SHA-256 of its JSON (a value
 //!   two nodes share is stored once); shorter outputs are kept in their
@@ -139,7 +139,9 @@ pub struct Manifest {
     pub workflow_name: Option<String>,
     /// SHA-256 of the IR (the history's workflow hash).
     pub ir_hash: String,
-    /// Node id → fingerprint, for every node of the workflow.
+    /// Node id → fingerprint, for every node of the workflow: written by
+    /// format 1 and early format 2 only (each record has its node's).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub fingerprints: IndexMap<String, String>,
     /// Input name → object digest.
     pub inputs: IndexMap<String, String>,

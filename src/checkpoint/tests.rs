@@ -208,7 +208,7 @@ fn memo_policy_and_keys() {
     let info = |cache| {
         let v = views(&ir);
         v.iter()
-            .map(|n| (n.ir.id.clone(), node_info(n, cache).memo))
+            .map(|n| (n.ir.id.clone(), node_info(n, cache, false).memo))
             .collect::<Vec<_>>()
     };
     let on = |pairs: Vec<(String, bool)>| {
@@ -312,12 +312,12 @@ fn fingerprint_and_memo_basis_match_the_json_form() {
     )
     .unwrap();
     for (n, child) in [(&ir.nodes[0], None), (&ir.nodes[1], Some(&child))] {
-        let info = node_info(&NodeView { ir: n, child }, CacheMode::On);
+        let info = node_info(&NodeView { ir: n, child }, CacheMode::On, false);
         let basis =
             json!({"type": n.node_type, "params": n.params, "batch": n.batch, "child": child});
         let old =
             store::sha256_hex(&serde_json::to_vec(&json!({"id": n.id, "node": basis})).unwrap());
-        assert_eq!(info.fingerprint, old, "{}", n.id);
+        assert_eq!(info.head.fingerprint, old, "{}", n.id);
         if info.memo {
             assert_eq!(info.basis, basis);
         } else {
@@ -330,8 +330,22 @@ fn fingerprint_and_memo_basis_match_the_json_form() {
                 ir: &ir.nodes[0],
                 child: None
             },
-            CacheMode::On
+            CacheMode::On,
+            false
         )
         .memo
     );
+    // What a node reads is worked out for its memo key or for a resume only.
+    let m = NodeView {
+        ir: &ir.nodes[0],
+        child: None,
+    };
+    assert!(node_info(&m, CacheMode::Off, false).roots.is_empty());
+    for (cache, resuming) in [(CacheMode::Off, true), (CacheMode::On, false)] {
+        assert_eq!(
+            node_info(&m, cache, resuming).roots,
+            ["x", "list"],
+            "{resuming}"
+        );
+    }
 }

@@ -7,15 +7,21 @@
 //!
 //! The thread drains the queue in batches (on a short tick, or at once when
 //! the queue holds a lot), so the runtime pays a lock and a push per node,
-//! not a wake-up. The run's end — success, failure or interrupt alike —
+//! not a wake-up. The tick is short (1 ms) because the run's end waits for
+//! whatever the last tick gathered: with 10 ms, a run of a few hundred fast
+//! nodes waited at its end for the writer to store most of them, ~4 µs a
+//! node of the run's wall time. A writer that finds nothing in a whole tick
+//! sleeps until the next node is pushed (one wake-up per quiet spell), so a
+//! run waiting on an LLM call does not tick a thousand times a second. The run's end — success, failure or interrupt alike —
 //! closes the writer and waits for it ([`Writer::close`], also on drop), so
 //! every completed node is on disk before the final manifest is written;
 //! only a hard kill can lose the last tick's nodes, which `resume` then runs
 //! again. Memory is bounded: past [`MAX_PENDING`] bytes queued, the runtime
 //! waits for the writer.
 
-use super::store::{self, MemoEntry, NodeRecord, RunDir};
+use super::store::{self, How, MemoEntry, NodeRecord, Origin, RunDir};
 use super::CheckpointError;
+use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::io::Write;
@@ -24,8 +30,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a completed node may wait before the writer looks at the queue.
-const TICK: Duration = Duration::from_millis(10);
+/// How long a completed node may wait before the writer looks at the queue,
+/// while nodes keep completing.
+const TICK: Duration = Duration::from_millis(1);
 /// Queued bytes past which the writer is woken at once.
 const WAKE_AT: usize = 1 << 20;
 /// Queued bytes past which the runtime waits for the writer.
@@ -36,11 +43,35 @@ const JOB_OVERHEAD: usize = 512;
 /// by the runtime's thread, from where they are, never copied.
 pub(super) const STREAM_FROM: usize = 1 << 20;
 
+/// What every record of a node repeats: one per node for the run, shared
+/// with the writer (copying three strings per completion on the run's
+/// thread was a third of what handing a node over cost).
+#[derive(Debug)]
+pub(super) struct Head {
+    pub id: String,
+    pub node_type: String,
+    /// SHA-256 of the node's IR (and a nested workflow's IR).
+    pub fingerprint: String,
+}
+
+/// An executed node as the runtime hands it over; the writer makes its record.
+#[derive(Debug)]
+pub(super) struct Executed {
+    pub head: Arc<Head>,
+    pub action: String,
+    /// The node span's id (its trace is the run's).
+    pub span_id: Option<[u8; 8]>,
+    pub memo_key: Option<String>,
+    /// Output key → digest, in output order; the digests of the values the
+    /// writer stores are filled by it.
+    pub outputs: IndexMap<String, String>,
+}
+
 /// One completed node to store.
 pub(super) enum Job {
-    /// Executed: `outputs` are stored and `rec.outputs` filled with their digests.
+    /// Executed: `outputs` are stored and `node.outputs` filled with their digests.
     Executed {
-        rec: NodeRecord,
+        node: Executed,
         outputs: Map<String, Value>,
     },
     /// Restored or cached: its objects (already in `rec.outputs`) taken over from `source`.
@@ -81,6 +112,8 @@ struct Queue {
     /// Weight of the jobs queued and of the batch being written.
     pending: usize,
     closing: bool,
+    /// The writer found nothing in a whole tick and sleeps until a push wakes it.
+    asleep: bool,
 }
 
 struct Shared {
@@ -102,8 +135,9 @@ impl Shared {
 /// What the writer leaves when it is done.
 #[derive(Debug, Default)]
 pub(super) struct Written {
-    /// Every node stored, in completion order.
-    pub records: Vec<NodeRecord>,
+    /// Nodes stored (their records are in `nodes.jsonl`; handing them back
+    /// only to drop them cost the run's thread ~1.6k instructions a node).
+    pub stored: usize,
     pub warnings: Vec<String>,
     /// A write failed: the nodes from there on are not in the checkpoint.
     pub broken: bool,
@@ -124,15 +158,22 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the thread writing into `run` (memo entries under `runs`).
-    pub fn start(run: RunDir, runs: PathBuf, run_id: String) -> std::io::Result<Writer> {
-        Writer::bounded(run, runs, run_id, MAX_PENDING)
+    /// Starts the thread writing into `run` (memo entries under `runs`) the
+    /// records of run `run_id`, whose spans are in trace `trace_id`.
+    pub fn start(
+        run: RunDir,
+        runs: PathBuf,
+        run_id: String,
+        trace_id: Option<String>,
+    ) -> std::io::Result<Writer> {
+        Writer::bounded(run, runs, run_id, trace_id, MAX_PENDING)
     }
 
     fn bounded(
         run: RunDir,
         runs: PathBuf,
         run_id: String,
+        trace_id: Option<String>,
         max_pending: usize,
     ) -> std::io::Result<Writer> {
         let shared = Arc::new(Shared {
@@ -145,6 +186,7 @@ impl Writer {
             run: run.clone(),
             runs,
             run_id,
+            trace_id,
             known: HashSet::new(),
             log: None,
             out: Written::default(),
@@ -180,7 +222,8 @@ impl Writer {
         }
         q.pending += w;
         q.jobs.push((w, job));
-        if q.pending >= WAKE_AT {
+        if q.asleep || q.pending >= WAKE_AT {
+            q.asleep = false;
             self.shared.work.notify_one();
         }
     }
@@ -222,6 +265,7 @@ struct Sink {
     run: RunDir,
     runs: PathBuf,
     run_id: String,
+    trace_id: Option<String>,
     /// Digests already stored in this run (no `stat` per value).
     known: HashSet<String>,
     /// `nodes.jsonl`, opened once.
@@ -231,20 +275,31 @@ struct Sink {
 
 impl Sink {
     fn serve(mut self, shared: &Shared) -> Written {
+        // Whether the last look found nothing: then the writer sleeps until woken.
+        let mut quiet = false;
         loop {
             let (jobs, weight, closing) = {
                 let mut q = shared.lock();
                 if q.jobs.is_empty() && !q.closing {
-                    q = shared
-                        .work
-                        .wait_timeout(q, TICK)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    if quiet {
+                        q.asleep = true;
+                        while q.asleep && q.jobs.is_empty() && !q.closing {
+                            q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                        }
+                        q.asleep = false;
+                    } else {
+                        q = shared
+                            .work
+                            .wait_timeout(q, TICK)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
                 }
                 let jobs = std::mem::take(&mut q.jobs);
                 let weight = jobs.iter().map(|j| j.0).sum::<usize>();
                 (jobs, weight, q.closing)
             };
+            quiet = jobs.is_empty();
             if !jobs.is_empty() {
                 self.write_batch(jobs);
                 let mut q = shared.lock();
@@ -259,29 +314,33 @@ impl Sink {
 
     fn write_batch(&mut self, jobs: Vec<(usize, Job)>) {
         let mut lines = Vec::new();
-        let mut added = Vec::new();
+        let mut first: Option<String> = None;
+        let mut added = 0;
         for (_, job) in jobs {
             if self.out.broken {
                 break;
             }
             let id = match &job {
-                Job::Executed { rec, .. } | Job::Reused { rec, .. } => rec.id.clone(),
+                Job::Executed { node, .. } => node.head.id.clone(),
+                Job::Reused { rec, .. } => rec.id.clone(),
                 Job::Failed { id, .. } => id.clone(),
             };
             match self.store(job, &mut lines) {
-                Ok(rec) => added.push(rec),
+                Ok(()) => {
+                    added += 1;
+                    first.get_or_insert(id);
+                }
                 Err(e) => self.fail(&id, e),
             }
         }
         if !lines.is_empty() {
             if let Err(e) = self.append(&lines) {
-                let first = added.first().map(|r| r.id.clone()).unwrap_or_default();
                 // The log is what a killed run is resumed from: these nodes are not in it.
-                added.clear();
-                self.fail(&first, e);
+                self.fail(first.as_deref().unwrap_or_default(), e);
+                return;
             }
         }
-        self.out.records.extend(added);
+        self.out.stored += added;
     }
 
     fn fail(&mut self, id: &str, e: CheckpointError) {
@@ -292,10 +351,26 @@ impl Sink {
     }
 
     /// Stores one node's objects and memo entry; its log line goes into `lines`.
-    fn store(&mut self, job: Job, lines: &mut Vec<u8>) -> Result<NodeRecord, CheckpointError> {
+    fn store(&mut self, job: Job, lines: &mut Vec<u8>) -> Result<(), CheckpointError> {
         let rec = match job {
             Job::Failed { error, .. } => return Err(error),
-            Job::Executed { mut rec, outputs } => {
+            Job::Executed { node, outputs } => {
+                let mut rec = NodeRecord {
+                    id: node.head.id.clone(),
+                    node_type: node.head.node_type.clone(),
+                    fingerprint: node.head.fingerprint.clone(),
+                    action: node.action,
+                    outputs: node.outputs,
+                    inline: IndexMap::new(),
+                    memo_key: node.memo_key,
+                    how: How::Executed,
+                    origin: Origin {
+                        run_id: self.run_id.clone(),
+                        trace_id: self.trace_id.clone(),
+                        span_id: node.span_id.map(|b| crate::format::hex(&b)),
+                    },
+                    usage: None,
+                };
                 // One buffer for every value's bytes: most are a few bytes long.
                 let mut bytes = Vec::new();
                 for (k, v) in outputs {
@@ -329,7 +404,7 @@ impl Sink {
             return Err(self.io_err(e));
         }
         lines.push(b'\n');
-        Ok(rec)
+        Ok(())
     }
 
     fn memo(&self, key: &str, node: &str) -> Result<(), CheckpointError> {
@@ -370,22 +445,29 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::store::{How, Origin};
     use serde_json::json;
 
-    fn rec(id: &str) -> NodeRecord {
-        NodeRecord {
-            id: id.into(),
-            node_type: "echo".into(),
-            fingerprint: "f".into(),
+    fn node(id: &str) -> Executed {
+        Executed {
+            head: Arc::new(Head {
+                id: id.into(),
+                node_type: "echo".into(),
+                fingerprint: "f".into(),
+            }),
             action: "default".into(),
-            outputs: Default::default(),
-            inline: Default::default(),
+            span_id: Some([1, 2, 3, 4, 5, 6, 7, 0xab]),
             memo_key: None,
-            how: How::Executed,
-            origin: Origin::default(),
-            usage: None,
+            outputs: IndexMap::new(),
         }
+    }
+
+    /// The records in the run's log.
+    fn log(run: &RunDir) -> Vec<NodeRecord> {
+        std::fs::read_to_string(run.log_path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn outputs(v: Value) -> Map<String, Value> {
@@ -404,33 +486,41 @@ mod tests {
     fn close_writes_every_queued_node_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let w =
+            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
         let long = "y".repeat(store::INLINE_MAX);
         for i in 0..300 {
             let mut out = outputs(json!(format!("{}{long}", i % 100)));
             out.insert("short".into(), json!(i));
             w.push(Job::Executed {
-                rec: rec(&format!("n{i}")),
+                node: node(&format!("n{i}")),
                 // Every third long value repeats: stored once.
                 outputs: out,
             });
         }
         let out = w.close();
         assert!(!out.broken && out.warnings.is_empty(), "{:?}", out.warnings);
-        let ids: Vec<&str> = out.records.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids.len(), 300);
-        assert_eq!(ids[0], "n0");
-        assert_eq!(ids[299], "n299");
+        assert_eq!(out.stored, 300);
         // The log a killed run is resumed from has every node, in order.
-        let log = std::fs::read_to_string(run.log_path()).unwrap();
-        let logged: Vec<NodeRecord> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(logged.len(), 300);
-        assert_eq!(logged[150].id, "n150");
+        let logged = log(&run);
+        let ids: Vec<&str> = logged.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 300);
+        assert_eq!((ids[0], ids[150], ids[299]), ("n0", "n150", "n299"));
+        // The writer makes the record: the node's head, the run's origin.
+        let r = &logged[150];
+        assert_eq!(
+            (r.node_type.as_str(), r.fingerprint.as_str(), r.how),
+            ("echo", "f", How::Executed)
+        );
+        assert_eq!(
+            r.origin,
+            Origin {
+                run_id: "r".into(),
+                trace_id: Some("t".into()),
+                span_id: Some("01020304050607ab".into()),
+            }
+        );
         // Digests point at objects holding the values.
-        let r = &out.records[150];
         assert_eq!(
             run.get(&r.outputs["value"]).unwrap(),
             json!(format!("50{long}"))
@@ -453,10 +543,10 @@ mod tests {
         );
         // A second close has nothing more; a push after it is ignored.
         w.push(Job::Executed {
-            rec: rec("late"),
+            node: node("late"),
             outputs: outputs(json!(1)),
         });
-        assert!(w.close().records.is_empty());
+        assert_eq!(w.close().stored, 0);
     }
 
     #[test]
@@ -464,26 +554,67 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
         // A bound smaller than one value: each push waits for the queue to empty.
-        let w = Writer::bounded(run.clone(), tmp.path().into(), "r".into(), 1024).unwrap();
+        let w = Writer::bounded(run.clone(), tmp.path().into(), "r".into(), None, 1024).unwrap();
         let big = "x".repeat(4096);
         for i in 0..20 {
             w.push(Job::Executed {
-                rec: rec(&format!("n{i}")),
+                node: node(&format!("n{i}")),
                 outputs: outputs(json!(format!("{i}{big}"))),
             });
             assert!(w.shared.lock().pending <= 4096 + 2 * JOB_OVERHEAD + 64);
         }
-        assert_eq!(w.close().records.len(), 20);
+        assert_eq!(w.close().stored, 20);
+    }
+
+    /// Lines in the run's log, waiting up to 30 s for `n` of them.
+    fn logged(run: &RunDir, n: usize) -> usize {
+        let t0 = std::time::Instant::now();
+        loop {
+            let lines = std::fs::read_to_string(run.log_path())
+                .map(|s| s.lines().count())
+                .unwrap_or(0);
+            if lines >= n || t0.elapsed() > Duration::from_secs(30) {
+                return lines;
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    #[test]
+    fn a_writer_asleep_after_a_quiet_spell_is_woken_by_the_next_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = run_dir(tmp.path());
+        let w =
+            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        for round in 0..3 {
+            w.push(Job::Executed {
+                node: node(&format!("n{round}")),
+                outputs: outputs(json!(round)),
+            });
+            // Written while the run goes on (what a killed run is resumed from).
+            assert_eq!(logged(&run, round + 1), round + 1, "round {round}");
+            // Many ticks with nothing queued: the writer sleeps without a timeout.
+            let t0 = std::time::Instant::now();
+            while !w.shared.lock().asleep && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(TICK);
+            }
+            assert!(
+                w.shared.lock().asleep,
+                "round {round}: the writer never slept"
+            );
+        }
+        assert_eq!(w.close().stored, 3);
     }
 
     #[test]
     fn a_failed_write_stops_the_checkpoint_with_a_warning() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let w =
+            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
         let long = "z".repeat(store::INLINE_MAX);
         w.push(Job::Executed {
-            rec: rec("a"),
+            node: node("a"),
             outputs: outputs(json!(format!("first{long}"))),
         });
         // Once the first node is written, the directory goes away.
@@ -493,16 +624,16 @@ mod tests {
         }
         std::fs::remove_dir_all(&run.dir).unwrap();
         w.push(Job::Executed {
-            rec: rec("b"),
+            node: node("b"),
             outputs: outputs(json!(format!("second{long}"))),
         });
         w.push(Job::Executed {
-            rec: rec("c"),
+            node: node("c"),
             outputs: outputs(json!(format!("third{long}"))),
         });
         let out = w.close();
         assert!(out.broken);
-        assert_eq!(out.records.len(), 1, "{:?}", out.records);
+        assert_eq!(out.stored, 1);
         assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
         assert!(
             out.warnings[0].contains("from node `b` on"),
@@ -529,16 +660,17 @@ mod tests {
         );
         // Through the session's path: streamed on the caller's thread, the
         // small value beside it queued, the output order kept.
-        let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let w =
+            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
         let mut out = Map::new();
         out.insert("a".into(), json!(1));
         out.insert("value".into(), big.clone());
         out.insert("z".into(), json!("last"));
-        let job = crate::checkpoint::executed_job(&w, rec("big"), &out);
+        let job = crate::checkpoint::executed_job(&w, node("big"), &out);
         assert!(matches!(&job, Job::Executed { outputs, .. } if outputs.len() == 2));
         w.push(job);
-        let written = w.close();
-        let r = &written.records[0];
+        assert_eq!(w.close().stored, 1);
+        let r = &log(&run)[0];
         assert_eq!(r.outputs["value"], d);
         let keys: Vec<&str> = r.outputs.keys().map(|k| k.as_str()).collect();
         assert_eq!(keys, ["a", "value", "z"]);
@@ -551,9 +683,10 @@ mod tests {
     fn dropping_the_writer_still_writes_what_was_queued() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w = Writer::start(run.clone(), tmp.path().into(), "r".into()).unwrap();
+        let w =
+            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
         w.push(Job::Executed {
-            rec: rec("a"),
+            node: node("a"),
             outputs: outputs(json!("kept")),
         });
         drop(w);

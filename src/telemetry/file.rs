@@ -30,6 +30,7 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -97,6 +98,9 @@ pub fn human_bytes(n: u64) -> String {
 enum Msg {
     /// A full buffer of spans, handed over in one go (one wake-up per batch, not per span).
     Batch(Vec<SpanData>),
+    /// Spans are pending again after a quiet spell, for a writer that encodes
+    /// them as they come (one per quiet spell, not per span).
+    Wake,
     /// Ends the file; `save` says whether it is kept (held spans are encoded only then).
     Finish {
         save: bool,
@@ -167,14 +171,35 @@ impl Deferred {
 }
 
 /// Spans ended but not yet handed to the writer.
-type Pending = Arc<Mutex<Vec<SpanData>>>;
+#[derive(Debug, Default)]
+struct Inbox {
+    spans: Mutex<Vec<SpanData>>,
+    /// The writer encodes spans as they come and found none in its last
+    /// tick: the next span wakes it ([`Msg::Wake`]).
+    asleep: AtomicBool,
+}
 
-fn take_pending(p: &Pending) -> Vec<SpanData> {
-    match p.lock() {
-        Ok(mut v) => std::mem::take(&mut *v),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+type Pending = Arc<Inbox>;
+
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+fn take_pending(p: &Pending) -> Vec<SpanData> {
+    std::mem::take(&mut *p.lock())
+}
+
+/// While spans keep coming to a writer that encodes them as they come
+/// (`--trace`), it takes them this often. The run's end waits for whatever
+/// the writer has not encoded yet: taken only in batches of
+/// [`SPANS_PER_LINE`], that was most of a short run's spans, ~8 µs a node
+/// of its wall time.
+const TICK: Duration = Duration::from_millis(1);
+/// How long the writer waits when nothing came in a tick, or while it holds
+/// spans unencoded (the default mode).
+const QUIET: Duration = Duration::from_millis(200);
 
 /// Where encoded lines accumulate.
 pub enum Sink {
@@ -208,6 +233,17 @@ impl Sink {
                     if let Err(e) = file.write_all(line).and_then(|_| file.write_all(b"\n")) {
                         *error = Some(e.to_string());
                     }
+                }
+            }
+        }
+    }
+
+    /// Hands buffered lines to the file, so a killed run's temp file holds them.
+    fn flush(&mut self) {
+        if let Sink::File { file, error } = self {
+            if error.is_none() {
+                if let Err(e) = file.flush() {
+                    *error = Some(e.to_string());
                 }
             }
         }
@@ -303,15 +339,32 @@ impl TraceFileProcessor {
         max_bytes: u64,
         defer: bool,
     ) -> (Self, TraceFileHandle) {
+        Self::with_quiet(sink, resource, redactor, max_bytes, defer, QUIET)
+    }
+
+    /// [`TraceFileProcessor::new`], waiting `quiet` when nothing comes (a
+    /// test makes it long, so only a wake-up can bring the writer back).
+    fn with_quiet(
+        sink: Sink,
+        resource: &Resource,
+        redactor: &'static Redactor,
+        max_bytes: u64,
+        defer: bool,
+        quiet: Duration,
+    ) -> (Self, TraceFileHandle) {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
         let resource = ResourceAttributesWithSchema::from(resource);
-        let pending: Pending = Arc::new(Mutex::new(Vec::with_capacity(SPANS_PER_LINE)));
+        let pending: Pending = Arc::new(Inbox {
+            spans: Mutex::new(Vec::with_capacity(SPANS_PER_LINE)),
+            // A writer encoding spans as they come starts asleep: the first one wakes it.
+            asleep: AtomicBool::new(!defer),
+        });
         let for_writer = pending.clone();
         let worker = std::thread::Builder::new()
             .name("pflow-trace-writer".into())
             .spawn(move || {
                 let out = Capped::new(sink, max_bytes);
-                writer_loop(rx, for_writer, out, resource, redactor, defer)
+                writer_loop(rx, for_writer, out, resource, redactor, defer, quiet)
             })
             .ok();
         let worker = Arc::new(Mutex::new(worker));
@@ -332,36 +385,62 @@ fn writer_loop(
     resource: ResourceAttributesWithSchema,
     redactor: &'static Redactor,
     defer: bool,
+    quiet: Duration,
 ) {
     let mut deferred = Deferred {
         active: defer,
         batches: Vec::new(),
         bytes: 0,
     };
-    let mut encode = |batch: Vec<SpanData>| out.encode(batch, &resource, redactor);
+    let mut wait = quiet;
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Msg::Batch(batch)) => deferred.take(batch, &mut encode),
+        let timed_out = match rx.recv_timeout(wait) {
+            Ok(Msg::Batch(batch)) => {
+                deferred.take(batch, &mut |b| out.add(b, &resource, redactor));
+                false
+            }
+            Ok(Msg::Wake) => false,
             Ok(Msg::Finish { save, reply }) => {
                 if save {
-                    deferred.flush(&mut encode);
+                    deferred.flush(&mut |b| out.add(b, &resource, redactor));
                     let rest = take_pending(&pending);
-                    if !rest.is_empty() {
-                        encode(rest);
-                    }
+                    out.add(rest, &resource, redactor);
+                    out.end_line(&resource);
                 }
                 let _ = reply.send(out.finish(&resource));
                 return;
             }
-            // Quiet for a while: write what has accumulated so a crash loses
-            // little (held spans wait: the trace may still be dropped).
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if deferred.active {
+            // Quiet for a while: hold what has accumulated (the trace may
+            // still be dropped); the line is written if it is saved.
+            if timed_out {
                 let rest = take_pending(&pending);
                 if !rest.is_empty() {
-                    deferred.take(rest, &mut encode);
+                    deferred.take(rest, &mut |b| out.add(b, &resource, redactor));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            continue;
+        }
+        let rest = take_pending(&pending);
+        if !rest.is_empty() {
+            out.add(rest, &resource, redactor);
+            wait = TICK;
+            continue;
+        }
+        // Nothing came in a tick: write the line out so a crash loses
+        // little, and sleep until the next span wakes the writer.
+        out.end_line(&resource);
+        out.sink.flush();
+        pending.asleep.store(true, Ordering::SeqCst);
+        // A span pushed before `asleep` was set sent no wake-up: look again.
+        if pending.lock().is_empty() {
+            wait = quiet;
+        } else {
+            pending.asleep.store(false, Ordering::SeqCst);
+            wait = TICK;
         }
     }
 }
@@ -405,6 +484,8 @@ struct Line {
     runs: Vec<Option<SpanData>>,
     /// Bytes of the spans and the commas between them.
     bytes: usize,
+    /// Spans in the line.
+    spans: usize,
 }
 
 struct Group {
@@ -453,6 +534,35 @@ impl Capped {
         resource: &ResourceAttributesWithSchema,
         redactor: &Redactor,
     ) {
+        self.add(spans, resource, redactor);
+        self.end_line(resource);
+    }
+
+    /// Writes the line built so far.
+    pub fn end_line(&mut self, resource: &ResourceAttributesWithSchema) {
+        if self.line.groups.is_empty() {
+            return;
+        }
+        let envelope = self
+            .envelope
+            .take()
+            .unwrap_or_else(|| Envelope::new(resource));
+        self.flush_line(&envelope);
+        self.envelope = Some(envelope);
+    }
+
+    /// Encodes spans into the line being built, redacting every string on the
+    /// way; a line is written once it holds [`SPANS_PER_LINE`] spans or would
+    /// pass [`LINE_MAX_BYTES`], else by [`Capped::end_line`].
+    pub fn add(
+        &mut self,
+        spans: Vec<SpanData>,
+        resource: &ResourceAttributesWithSchema,
+        redactor: &Redactor,
+    ) {
+        if spans.is_empty() {
+            return;
+        }
         let mut envelope = self
             .envelope
             .take()
@@ -477,7 +587,8 @@ impl Capped {
                         .chain(new_scope.then_some(scope)),
                 );
                 if !self.line.groups.is_empty()
-                    && overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES
+                    && (self.line.spans >= SPANS_PER_LINE
+                        || overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES)
                 {
                     self.flush_line(&envelope);
                 }
@@ -492,7 +603,6 @@ impl Capped {
                 self.dropped += 1;
             }
         }
-        self.flush_line(&envelope);
         self.envelope = Some(envelope);
     }
 
@@ -522,6 +632,7 @@ impl Capped {
         g.body.extend_from_slice(&self.scratch);
         g.spans.push((start..g.body.len(), run));
         self.line.bytes += self.scratch.len();
+        self.line.spans += 1;
     }
 
     /// Writes the line built so far, or cuts it down if it crosses the cap.
@@ -673,18 +784,20 @@ impl SpanProcessor for TraceFileProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let full = {
-            let mut p = match self.pending.lock() {
-                Ok(p) => p,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+        let (full, wake) = {
+            let mut p = self.pending.lock();
             p.push(span);
-            (p.len() >= SPANS_PER_LINE)
-                .then(|| std::mem::replace(&mut *p, Vec::with_capacity(SPANS_PER_LINE)))
+            let wake = p.len() == 1 && self.pending.asleep.swap(false, Ordering::SeqCst);
+            let full = (p.len() >= SPANS_PER_LINE)
+                .then(|| std::mem::replace(&mut *p, Vec::with_capacity(SPANS_PER_LINE)));
+            (full, wake)
         };
+        // A closed channel means the file was already finished: nothing to do.
         if let Some(batch) = full {
-            // A closed channel means the file was already finished: nothing to do.
             let _ = self.tx.send(Msg::Batch(batch));
+        } else if wake {
+            // A full queue means the writer has work already.
+            let _ = self.tx.try_send(Msg::Wake);
         }
     }
 
@@ -883,6 +996,63 @@ mod tests {
                 instrumentation_scope: if i < n / 2 { a.clone() } else { b.clone() },
             })
             .collect()
+    }
+
+    #[test]
+    fn a_traced_run_s_spans_reach_its_file_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, warning) = open_sink(dir.path(), true);
+        assert!(warning.is_none());
+        // Only a wake-up brings the writer back after a quiet spell.
+        let (p, h) = TraceFileProcessor::with_quiet(
+            sink,
+            &Resource::builder_empty().build(),
+            super::super::redact::global(),
+            0,
+            false,
+            Duration::from_secs(3600),
+        );
+        let temp_lines = || -> usize {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .map(|s| s.lines().count())
+                .sum()
+        };
+        for round in 0..3 {
+            for s in spans(3, 10) {
+                p.on_end(s);
+            }
+            let t0 = std::time::Instant::now();
+            while temp_lines() < round + 1 && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(TICK);
+            }
+            assert_eq!(
+                temp_lines(),
+                round + 1,
+                "round {round}: one line per quiet spell"
+            );
+            while !p.pending.asleep.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(TICK);
+            }
+            assert!(p.pending.asleep.load(Ordering::SeqCst), "round {round}");
+        }
+        let done = h.finish(true, dir.path(), "t.json");
+        assert!(done.warning.is_none(), "{:?}", done.warning);
+        let text = std::fs::read_to_string(dir.path().join("t.json")).unwrap();
+        let spans: usize = text
+            .lines()
+            .map(|l| {
+                let r: ExportTraceServiceRequest = serde_json::from_str(l).unwrap();
+                r.resource_spans[0]
+                    .scope_spans
+                    .iter()
+                    .map(|s| s.spans.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!((text.lines().count(), spans), (3, 9));
     }
 
     fn encode(out: &mut Capped, spans: Vec<SpanData>) {

@@ -509,11 +509,15 @@ pub fn add_event(span: &tracing::Span, name: &'static str, attributes: Vec<KeyVa
 /// The span id of `span` in hex, when telemetry records it. Its trace id is
 /// the run's (every span of a run is in the root's trace): callers have it.
 pub fn span_id(span: &tracing::Span) -> Option<String> {
+    span_id_bytes(span).map(|b| crate::format::hex(&b))
+}
+
+/// [`span_id`] unformatted, for a caller that formats it off the run's thread.
+pub fn span_id_bytes(span: &tracing::Span) -> Option<[u8; 8]> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| crate::format::hex(&sc.span_id().to_bytes()))
+    sc.is_valid().then(|| sc.span_id().to_bytes())
 }
 
 /// Adds a span link from `span` to another run's span (`trace_id`/`span_id`
