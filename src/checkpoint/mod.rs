@@ -641,7 +641,7 @@ impl Session {
         };
         let job = match reuse {
             Some(r) => writer::Job::Reused {
-                rec: NodeRecord {
+                rec: Box::new(NodeRecord {
                     id: id.to_string(),
                     node_type: info.head.node_type.clone(),
                     fingerprint: info.head.fingerprint.clone(),
@@ -652,7 +652,7 @@ impl Session {
                     how: r.how,
                     origin: r.origin.clone(),
                     usage: r.usage,
-                },
+                }),
                 source: r.source.clone(),
             },
             // What only this completion knows; the writer makes the record.

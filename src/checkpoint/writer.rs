@@ -75,7 +75,10 @@ pub(super) enum Job {
         outputs: Map<String, Value>,
     },
     /// Restored or cached: its objects (already in `rec.outputs`) taken over from `source`.
-    Reused { rec: NodeRecord, source: RunDir },
+    Reused {
+        rec: Box<NodeRecord>,
+        source: RunDir,
+    },
     /// Storing node `id` failed before it was queued: the checkpoint stops there.
     Failed { id: String, error: CheckpointError },
 }
@@ -395,7 +398,7 @@ impl Sink {
                         self.run.adopt(&source, d)?;
                     }
                 }
-                rec
+                *rec
             }
         };
         let start = lines.len();
