@@ -850,7 +850,6 @@ impl Runtime {
         let rt = self.clone();
         let guard = SpanOutcome::new(span.clone(), attr::WORKFLOW_STATUS);
         async move {
-            let mut guard = guard;
             let r = rt.execute(&wf, inputs, &opts, depth, &prefix).await;
             match &r {
                 Ok(out) => {
@@ -1038,22 +1037,22 @@ impl Runtime {
             if let Some(i) = batch_index {
                 crate::telemetry::set_attribute(&span, attr::BATCH_INDEX, i as i64);
             }
-            let mut guard = SpanOutcome::node(span.clone());
+            // The guard owns the span; everything else borrows it (each
+            // clone's drop walks every layer).
+            let guard = SpanOutcome::node(span);
+            let span = &guard.span;
             let mut shown = None;
             // The span is named, not entered: entering and leaving it costs
             // every layer a lookup (a few % of a node's telemetry).
-            let params = resolve_params(&span, node, store, locals, &self.digests);
+            let params = resolve_params(span, node, store, locals, &self.digests);
             let result = match params {
                 Err(e) => Err(e),
                 Ok((params, whole)) => {
                     shown = whole;
                     let fut = self.run_node(wf, node, params, store, locals, path, opts, depth);
-                    let fut = crate::telemetry::resources::metered(span.clone(), fut);
-                    match std::panic::AssertUnwindSafe(fut)
-                        .catch_unwind()
-                        .instrument(span.clone())
-                        .await
-                    {
+                    // Entered around each poll of the node's future.
+                    let fut = crate::telemetry::resources::metered(span, fut);
+                    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
                         Ok(r) => r,
                         Err(panic) => Err(NodeError::new(
                             "panic",
@@ -1071,7 +1070,7 @@ impl Runtime {
                         .filter(|a| *a != compact::DEFAULT_ACTION)
                     {
                         crate::telemetry::set_attribute(
-                            &span,
+                            span,
                             attr::NODE_ACTION,
                             action.to_string(),
                         );
@@ -1080,9 +1079,12 @@ impl Runtime {
                         Some(i) => format!("{}.results[{i}]", node.id),
                         None => node.id.clone(),
                     };
-                    record_store_writes(&span, &ns, &out.outputs, shown.as_ref());
+                    record_store_writes(span, &ns, &out.outputs, shown.as_ref());
                     guard.ok();
-                    return Ok(Done { out, span });
+                    return Ok(Done {
+                        out,
+                        span: guard.into_span(),
+                    });
                 }
                 Err(err) => {
                     if INTERRUPTED.load(Ordering::Relaxed) {
@@ -1104,12 +1106,12 @@ impl Runtime {
                             return Err(Failure::Budget(stop));
                         }
                     }
-                    drop(guard);
                     if !retry {
                         return Err(Failure::Node(err));
                     }
-                    tracing::info!(parent: &span, { { attr::NODE_NEXT_ATTEMPT } = (attempt + 1) as i64, { attr::NODE_WAIT_S } = node.wait.as_secs_f64() }, "{}", attr::EVENT_RETRY);
-                    drop(span);
+                    tracing::info!(parent: span, { { attr::NODE_NEXT_ATTEMPT } = (attempt + 1) as i64, { attr::NODE_WAIT_S } = node.wait.as_secs_f64() }, "{}", attr::EVENT_RETRY);
+                    // Ends the attempt's span before the wait.
+                    drop(guard);
                     if !node.wait.is_zero() {
                         tokio::time::sleep(node.wait).await;
                     }
@@ -1235,7 +1237,7 @@ impl Runtime {
             attr::BATCH_MAX_CONCURRENT,
             batch.max_concurrent as i64,
         );
-        let mut guard = SpanOutcome::node(span.clone());
+        let guard = SpanOutcome::node(span.clone());
         let items = {
             let _e = span.enter();
             let scope = Scope { store, locals: &[] };
@@ -1624,7 +1626,7 @@ struct SpanOutcome {
     status_field: &'static str,
     /// Node spans leave a successful status out (`ok` is what its absence means).
     record_ok: bool,
-    done: bool,
+    done: std::cell::Cell<bool>,
 }
 
 impl SpanOutcome {
@@ -1633,7 +1635,7 @@ impl SpanOutcome {
             span,
             status_field,
             record_ok: true,
-            done: false,
+            done: std::cell::Cell::new(false),
         }
     }
     fn node(span: tracing::Span) -> Self {
@@ -1641,32 +1643,37 @@ impl SpanOutcome {
             span,
             status_field: attr::NODE_STATUS,
             record_ok: false,
-            done: false,
+            done: std::cell::Cell::new(false),
         }
     }
-    fn ok(&mut self) {
+    fn ok(&self) {
         if self.record_ok {
             self.span.record(self.status_field, compact::STATUS_OK);
         }
-        self.done = true;
+        self.done.set(true);
     }
     /// The failure happened here: the one `exception` event.
-    fn fail(&mut self, kind: &str, message: &str) {
+    fn fail(&self, kind: &str, message: &str) {
         self.span.record(self.status_field, "error");
         crate::telemetry::record_exception(&self.span, kind, message);
-        self.done = true;
+        self.done.set(true);
     }
     /// The failure happened below and was recorded there.
-    fn failed_below(&mut self, kind: &str, message: &str) {
+    fn failed_below(&self, kind: &str, message: &str) {
         self.span.record(self.status_field, "error");
         crate::telemetry::mark_failed(&self.span, kind, message);
-        self.done = true;
+        self.done.set(true);
+    }
+    /// The span, once its outcome is recorded (the guard has nothing left to do).
+    fn into_span(mut self) -> tracing::Span {
+        self.done.set(true);
+        std::mem::replace(&mut self.span, tracing::Span::none())
     }
 }
 
 impl Drop for SpanOutcome {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done.get() {
             let status = if INTERRUPTED.load(Ordering::Relaxed) {
                 "interrupted"
             } else {

@@ -401,13 +401,18 @@ fn writer_loop(
             }
             Ok(Msg::Wake) => false,
             Ok(Msg::Finish { save, reply }) => {
+                let mut unsaved = Vec::new();
                 if save {
                     deferred.flush(&mut |b| out.add(b, &resource, redactor));
                     let rest = take_pending(&pending);
                     out.add(rest, &resource, redactor);
                     out.end_line(&resource);
+                } else {
+                    unsaved = std::mem::take(&mut deferred.batches);
                 }
-                let _ = reply.send(out.finish(&resource));
+                let mut written = out.finish(&resource);
+                written.unsaved = unsaved;
+                let _ = reply.send(written);
                 return;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => true,
@@ -450,6 +455,10 @@ pub struct Written {
     pub sink: Sink,
     pub max_bytes: u64,
     pub dropped_spans: u64,
+    /// The spans held for a trace that is not saved, for the thread that
+    /// made them to free: freed by the writer, every block was a
+    /// cross-thread free (~1k instructions a node of the default mode).
+    unsaved: Vec<Vec<SpanData>>,
 }
 
 /// A sink with a size cap. Lines are written whole while they fit; the line
@@ -726,6 +735,7 @@ impl Capped {
             sink: self.sink,
             max_bytes: self.max_bytes,
             dropped_spans: self.dropped,
+            unsaved: Vec::new(),
         }
     }
 }
@@ -864,6 +874,7 @@ impl TraceFileHandle {
             sink,
             max_bytes,
             dropped_spans,
+            unsaved,
         }) = sink
         else {
             return FinishOutcome {
@@ -871,6 +882,7 @@ impl TraceFileHandle {
                 warning: Some("trace writer did not finish in time; trace not saved".into()),
             };
         };
+        drop(unsaved);
         if !save {
             return FinishOutcome::default();
         }

@@ -97,18 +97,31 @@ fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Runs `fut`, metering pflow's own busy time in it, and records it on
+/// Runs `fut` inside `span` (entered for each poll, so what it starts is
+/// parented to it), metering pflow's own busy time in it, and records it on
 /// `span` (`pflow.node.busy_us`, `pflow.node.rss_peak_bytes`) when `fut` ends
 /// or is dropped (a cancelled or interrupted attempt keeps what it used). A
-/// nested workflow's meter includes its child nodes'.
-pub async fn metered<F: Future>(span: tracing::Span, fut: F) -> F::Output {
-    if span.is_disabled() || BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed) {
-        // Telemetry off: nothing would keep the numbers.
+/// nested workflow's meter includes its child nodes'. The span is borrowed:
+/// `Instrument` takes a clone of it, and every clone's drop walks each layer.
+pub async fn metered<F: Future>(span: &tracing::Span, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    if span.is_disabled() {
+        // Telemetry off: nothing would keep the numbers, nothing to enter.
         return fut.await;
     }
+    if BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed) {
+        return std::future::poll_fn(|cx| {
+            let _in = span.enter();
+            fut.as_mut().poll(cx)
+        })
+        .await;
+    }
     let mut meter = Meter::new(span);
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| meter.poll(fut.as_mut(), cx)).await
+    std::future::poll_fn(|cx| {
+        let _in = span.enter();
+        meter.poll(fut.as_mut(), cx)
+    })
+    .await
 }
 
 static BENCH_BYPASS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -120,16 +133,16 @@ pub fn bypass_meter_for_benchmark(on: bool) {
     BENCH_BYPASS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-struct Meter {
-    span: tracing::Span,
+struct Meter<'s> {
+    span: &'s tracing::Span,
     busy_ns: u64,
     /// The high-water mark before the first poll; `None` until then, or when unreadable.
     rss_start: Option<u64>,
     polled: bool,
 }
 
-impl Meter {
-    fn new(span: tracing::Span) -> Meter {
+impl<'s> Meter<'s> {
+    fn new(span: &'s tracing::Span) -> Meter<'s> {
         Meter {
             span,
             busy_ns: 0,
@@ -151,16 +164,16 @@ impl Meter {
     }
 }
 
-impl Drop for Meter {
+impl Drop for Meter<'_> {
     fn drop(&mut self) {
         let busy_us = self.busy_ns / 1000;
         if busy_us > 0 {
-            super::set_attribute(&self.span, attr::NODE_BUSY_US, saturating_i64(busy_us));
+            super::set_attribute(self.span, attr::NODE_BUSY_US, saturating_i64(busy_us));
         }
         if let Some(start) = self.rss_start {
             if let Some(end) = Usage::this_thread().map(|u| u.max_rss_bytes) {
                 if end > start {
-                    super::set_attribute(&self.span, attr::NODE_RSS_PEAK, saturating_i64(end));
+                    super::set_attribute(self.span, attr::NODE_RSS_PEAK, saturating_i64(end));
                 }
             }
         }
@@ -209,7 +222,8 @@ mod tests {
                 std::hint::black_box(t.elapsed());
             }
         };
-        let mut meter = Meter::new(tracing::Span::none());
+        let none = tracing::Span::none();
+        let mut meter = Meter::new(&none);
         let mut fut = std::pin::pin!(async {
             burn();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
