@@ -242,7 +242,7 @@ fn resources_paired() {
             rt.block_on(async {
                 for i in 0..iters {
                     let fut = std::future::ready(std::hint::black_box(i));
-                    std::hint::black_box(resources::metered(span.clone(), fut).await);
+                    std::hint::black_box(resources::metered(&span, fut).await);
                 }
             });
             t.elapsed().as_secs_f64() * 1e9 / f64::from(iters)
