@@ -10,14 +10,21 @@ use crate::accounting::CostTotal;
 /// node output is hashed) and formatting each node's trace and span ids ~3%
 /// of its telemetry.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(2 * bytes.len());
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`hex`] appended to `out`: the trace encoder writes three ids a span.
+pub fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     // Bytes first: pushing `char`s checked capacity and encoded each one.
-    let mut out = vec![0; 2 * bytes.len()];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    for (pair, b) in out[start..].chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `$0.001234`: six decimals, enough for a single cheap call.
@@ -198,6 +205,10 @@ mod tests {
         let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex(&all), want);
         assert_eq!(hex(&[]), "");
+        // Appended after what the buffer holds.
+        let mut out = b"id=".to_vec();
+        hex_into(&mut out, &[0xab, 0x01]);
+        assert_eq!(out, b"id=ab01");
     }
 
     #[test]

@@ -45,6 +45,9 @@ const SPANS_PER_LINE: usize = 512;
 /// its spans. 512 large spans pass that, so lines are split by size too.
 pub const LINE_MAX_BYTES: usize = 256 * 1024;
 
+/// Line bodies kept for reuse (a line has a group per instrumentation scope).
+const MAX_SPARE_BODIES: usize = 4;
+
 /// Batches queued for the writer before `on_end` waits for it: bounds the
 /// spans held in memory when encoding falls behind the nodes (about 8k spans).
 pub const QUEUE_BATCHES: usize = 16;
@@ -303,7 +306,9 @@ pub fn open_sink(dir: &Path, stream_to_disk: bool) -> (Sink, Option<String>) {
     match opened {
         Ok(f) => (
             Sink::File {
-                file: std::io::BufWriter::with_capacity(256 * 1024, f),
+                // Smaller than most lines, which then go to the file
+                // directly instead of being copied through the buffer.
+                file: std::io::BufWriter::with_capacity(64 * 1024, f),
                 error: None,
             },
             None,
@@ -482,6 +487,8 @@ pub struct Capped {
     line: Line,
     /// One span's encoding, before it joins the line.
     scratch: Vec<u8>,
+    /// Bodies of written lines, cleared, for the next lines' groups.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The line being built: the spans of each scope, in the order the scopes came.
@@ -524,6 +531,7 @@ impl Capped {
             envelope: None,
             line: Line::default(),
             scratch: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -624,9 +632,13 @@ impl Capped {
         let at = match self.line.groups.iter().position(|g| g.scope == scope) {
             Some(i) => i,
             None => {
+                let body = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(64 * 1024));
                 self.line.groups.push(Group {
                     scope,
-                    body: Vec::with_capacity(64 * 1024),
+                    body,
                     spans: Vec::new(),
                 });
                 self.line.groups.len() - 1
@@ -653,6 +665,14 @@ impl Capped {
         let bytes = envelope.line(line.groups.iter().map(|g| (g.scope, &g.body[..])));
         if self.fits(bytes.len()) {
             self.write(bytes);
+            // The next lines reuse the bodies (grown to a line's size once).
+            for g in line.groups {
+                if self.spare.len() < MAX_SPARE_BODIES {
+                    let mut body = g.body;
+                    body.clear();
+                    self.spare.push(body);
+                }
+            }
             return;
         }
         drop(bytes);
