@@ -485,12 +485,16 @@ mod tests {
         run
     }
 
+    /// A writer of run `r` (trace `t`) into `run`, memo entries under `tmp`.
+    fn start(tmp: &tempfile::TempDir, run: &RunDir) -> Writer {
+        Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap()
+    }
+
     #[test]
     fn close_writes_every_queued_node_in_order() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w =
-            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        let w = start(&tmp, &run);
         let long = "y".repeat(store::INLINE_MAX);
         for i in 0..300 {
             let mut out = outputs(json!(format!("{}{long}", i % 100)));
@@ -587,8 +591,7 @@ mod tests {
     fn a_writer_asleep_after_a_quiet_spell_is_woken_by_the_next_node() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w =
-            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        let w = start(&tmp, &run);
         for round in 0..3 {
             w.push(Job::Executed {
                 node: node(&format!("n{round}")),
@@ -613,8 +616,7 @@ mod tests {
     fn a_failed_write_stops_the_checkpoint_with_a_warning() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w =
-            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        let w = start(&tmp, &run);
         let long = "z".repeat(store::INLINE_MAX);
         w.push(Job::Executed {
             node: node("a"),
@@ -663,8 +665,7 @@ mod tests {
         );
         // Through the session's path: streamed on the caller's thread, the
         // small value beside it queued, the output order kept.
-        let w =
-            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        let w = start(&tmp, &run);
         let mut out = Map::new();
         out.insert("a".into(), json!(1));
         out.insert("value".into(), big.clone());
@@ -686,8 +687,7 @@ mod tests {
     fn dropping_the_writer_still_writes_what_was_queued() {
         let tmp = tempfile::tempdir().unwrap();
         let run = run_dir(tmp.path());
-        let w =
-            Writer::start(run.clone(), tmp.path().into(), "r".into(), Some("t".into())).unwrap();
+        let w = start(&tmp, &run);
         w.push(Job::Executed {
             node: node("a"),
             outputs: outputs(json!("kept")),
