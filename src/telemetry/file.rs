@@ -203,6 +203,8 @@ const TICK: Duration = Duration::from_millis(1);
 /// How long the writer waits when nothing came in a tick, or while it holds
 /// spans unencoded (the default mode).
 const QUIET: Duration = Duration::from_millis(200);
+/// How long encoded spans may wait in a line not yet written.
+const LINE_AGE: Duration = Duration::from_millis(200);
 
 /// Where encoded lines accumulate.
 pub enum Sink {
@@ -344,18 +346,20 @@ impl TraceFileProcessor {
         max_bytes: u64,
         defer: bool,
     ) -> (Self, TraceFileHandle) {
-        Self::with_quiet(sink, resource, redactor, max_bytes, defer, QUIET)
+        Self::with_waits(sink, resource, redactor, max_bytes, defer, QUIET, LINE_AGE)
     }
 
-    /// [`TraceFileProcessor::new`], waiting `quiet` when nothing comes (a
-    /// test makes it long, so only a wake-up can bring the writer back).
-    fn with_quiet(
+    /// [`TraceFileProcessor::new`], waiting `quiet` when nothing comes and
+    /// writing a line out once it is `line_age` old (tests set them so that
+    /// only a wake-up brings the writer back, or a pause never ends a line).
+    fn with_waits(
         sink: Sink,
         resource: &Resource,
         redactor: &'static Redactor,
         max_bytes: u64,
         defer: bool,
         quiet: Duration,
+        line_age: Duration,
     ) -> (Self, TraceFileHandle) {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
         let resource = ResourceAttributesWithSchema::from(resource);
@@ -369,7 +373,8 @@ impl TraceFileProcessor {
             .name("pflow-trace-writer".into())
             .spawn(move || {
                 let out = Capped::new(sink, max_bytes);
-                writer_loop(rx, for_writer, out, resource, redactor, defer, quiet)
+                let waits = (quiet, line_age);
+                writer_loop(rx, for_writer, out, resource, redactor, defer, waits)
             })
             .ok();
         let worker = Arc::new(Mutex::new(worker));
@@ -390,7 +395,7 @@ fn writer_loop(
     resource: ResourceAttributesWithSchema,
     redactor: &'static Redactor,
     defer: bool,
-    quiet: Duration,
+    (quiet, line_age): (Duration, Duration),
 ) {
     let mut deferred = Deferred {
         active: defer,
@@ -440,14 +445,21 @@ fn writer_loop(
             wait = TICK;
             continue;
         }
-        // Nothing came in a tick: write the line out so a crash loses
-        // little, and sleep until the next span wakes the writer.
-        out.end_line(&resource);
-        out.sink.flush();
+        // Nothing came in a tick: sleep until the next span wakes the
+        // writer. The line is written out once it is `line_age` old (so a
+        // crash loses little), not at every pause: a line per pause repeated
+        // the resource for every few spans of a run of slow nodes.
+        if out.line_age().is_some_and(|a| a >= line_age) {
+            out.end_line(&resource);
+            out.sink.flush();
+        }
         pending.asleep.store(true, Ordering::SeqCst);
         // A span pushed before `asleep` was set sent no wake-up: look again.
         if pending.lock().is_empty() {
-            wait = quiet;
+            wait = match out.line_age() {
+                Some(a) => line_age.saturating_sub(a).max(TICK),
+                None => quiet,
+            };
         } else {
             pending.asleep.store(false, Ordering::SeqCst);
             wait = TICK;
@@ -502,6 +514,8 @@ struct Line {
     bytes: usize,
     /// Spans in the line.
     spans: usize,
+    /// When its first span was added.
+    started: Option<std::time::Instant>,
 }
 
 struct Group {
@@ -553,6 +567,11 @@ impl Capped {
     ) {
         self.add(spans, resource, redactor);
         self.end_line(resource);
+    }
+
+    /// How long the line built so far has held spans (`None`: it holds none).
+    fn line_age(&self) -> Option<Duration> {
+        self.line.started.map(|t| t.elapsed())
     }
 
     /// Writes the line built so far.
@@ -654,6 +673,9 @@ impl Capped {
         g.spans.push((start..g.body.len(), run));
         self.line.bytes += self.scratch.len();
         self.line.spans += 1;
+        self.line
+            .started
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     /// Writes the line built so far, or cuts it down if it crosses the cap.
@@ -1035,14 +1057,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (sink, warning) = open_sink(dir.path(), true);
         assert!(warning.is_none());
-        // Only a wake-up brings the writer back after a quiet spell.
-        let (p, h) = TraceFileProcessor::with_quiet(
+        // Only a wake-up brings the writer back after a quiet spell; a line
+        // is written at the first pause.
+        let (p, h) = TraceFileProcessor::with_waits(
             sink,
             &Resource::builder_empty().build(),
             super::super::redact::global(),
             0,
             false,
             Duration::from_secs(3600),
+            Duration::ZERO,
         );
         let temp_lines = || -> usize {
             std::fs::read_dir(dir.path())
@@ -1064,16 +1088,51 @@ mod tests {
                 round + 1,
                 "round {round}: one line per quiet spell"
             );
-            while !p.pending.asleep.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(30)
-            {
-                std::thread::sleep(TICK);
-            }
-            assert!(p.pending.asleep.load(Ordering::SeqCst), "round {round}");
+            wait_asleep(&p, round);
         }
-        let done = h.finish(true, dir.path(), "t.json");
+        assert_eq!(saved(&h, dir.path()), (3, 9));
+    }
+
+    #[test]
+    fn a_pause_shorter_than_the_line_age_does_not_end_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _) = open_sink(dir.path(), true);
+        let (p, h) = TraceFileProcessor::with_waits(
+            sink,
+            &Resource::builder_empty().build(),
+            super::super::redact::global(),
+            0,
+            false,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        );
+        for round in 0..3 {
+            for s in spans(3, 10) {
+                p.on_end(s);
+            }
+            // Taken and encoded, then asleep: the pause is over.
+            wait_asleep(&p, round);
+        }
+        // One line: the resource once for all nine spans.
+        assert_eq!(saved(&h, dir.path()), (1, 9));
+    }
+
+    /// Waits (up to 30 s) until the writer has taken every span and sleeps.
+    fn wait_asleep(p: &TraceFileProcessor, round: usize) {
+        let t0 = std::time::Instant::now();
+        let asleep = || p.pending.asleep.load(Ordering::SeqCst) && p.pending.lock().is_empty();
+        while !asleep() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(TICK);
+        }
+        assert!(asleep(), "round {round}: the writer never slept");
+    }
+
+    /// Finishes the trace as `t.json` in `dir`: its lines and spans.
+    fn saved(h: &TraceFileHandle, dir: &Path) -> (usize, usize) {
+        let done = h.finish(true, dir, "t.json");
         assert!(done.warning.is_none(), "{:?}", done.warning);
-        let text = std::fs::read_to_string(dir.path().join("t.json")).unwrap();
-        let spans: usize = text
+        let text = std::fs::read_to_string(dir.join("t.json")).unwrap();
+        let spans = text
             .lines()
             .map(|l| {
                 let r: ExportTraceServiceRequest = serde_json::from_str(l).unwrap();
@@ -1084,7 +1143,7 @@ mod tests {
                     .sum::<usize>()
             })
             .sum();
-        assert_eq!((text.lines().count(), spans), (3, 9));
+        (text.lines().count(), spans)
     }
 
     fn encode(out: &mut Capped, spans: Vec<SpanData>) {
