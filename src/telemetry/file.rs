@@ -1055,19 +1055,8 @@ mod tests {
     #[test]
     fn a_traced_run_s_spans_reach_its_file_while_it_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, warning) = open_sink(dir.path(), true);
-        assert!(warning.is_none());
-        // Only a wake-up brings the writer back after a quiet spell; a line
-        // is written at the first pause.
-        let (p, h) = TraceFileProcessor::with_waits(
-            sink,
-            &Resource::builder_empty().build(),
-            super::super::redact::global(),
-            0,
-            false,
-            Duration::from_secs(3600),
-            Duration::ZERO,
-        );
+        // A line is written at the first pause.
+        let (p, h) = eager(dir.path(), Duration::ZERO);
         let temp_lines = || -> usize {
             std::fs::read_dir(dir.path())
                 .unwrap()
@@ -1096,16 +1085,7 @@ mod tests {
     #[test]
     fn a_pause_shorter_than_the_line_age_does_not_end_a_line() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, _) = open_sink(dir.path(), true);
-        let (p, h) = TraceFileProcessor::with_waits(
-            sink,
-            &Resource::builder_empty().build(),
-            super::super::redact::global(),
-            0,
-            false,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        );
+        let (p, h) = eager(dir.path(), Duration::from_secs(3600));
         for round in 0..3 {
             for s in spans(3, 10) {
                 p.on_end(s);
@@ -1115,6 +1095,22 @@ mod tests {
         }
         // One line: the resource once for all nine spans.
         assert_eq!(saved(&h, dir.path()), (1, 9));
+    }
+
+    /// A `--trace` writer into `dir` writing a line out once it is
+    /// `line_age` old; only a wake-up brings it back after a quiet spell.
+    fn eager(dir: &Path, line_age: Duration) -> (TraceFileProcessor, TraceFileHandle) {
+        let (sink, warning) = open_sink(dir, true);
+        assert!(warning.is_none());
+        TraceFileProcessor::with_waits(
+            sink,
+            &Resource::builder_empty().build(),
+            super::super::redact::global(),
+            0,
+            false,
+            Duration::from_secs(3600),
+            line_age,
+        )
     }
 
     /// Waits (up to 30 s) until the writer has taken every span and sleeps.
