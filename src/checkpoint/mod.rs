@@ -749,8 +749,6 @@ fn executed_job(
     }
 }
 
-/// The reused usage of top-level node `id`: its own entry and those of the
-/// nodes nested under it (`id/child`), as the aggregation summed them.
 /// Each top-level node's usage with its nested calls' (`id/…`) added, for
 /// the nodes that used an LLM, in one pass (looking every node up in the
 /// whole map was quadratic in a run of many LLM nodes).

@@ -539,8 +539,15 @@ pub fn list(runs: &Path) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A created run directory under `tmp` (the writer's tests use it too).
+    pub(in crate::checkpoint) fn run_dir(tmp: &Path) -> RunDir {
+        let run = RunDir::new(tmp, "20260101T000000.000Z_abcdef01");
+        run.create().unwrap();
+        run
+    }
 
     /// Node `a`, executed, with `usage`.
     fn rec(usage: Option<Reused>) -> NodeRecord {
@@ -606,8 +613,7 @@ mod tests {
     #[test]
     fn values_are_stored_once_by_digest_and_private() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
-        run.create().unwrap();
+        let run = run_dir(tmp.path());
         let a = run.put(&json!({"text": "same"})).unwrap();
         let b = run.put(&json!({"text": "same"})).unwrap();
         assert_eq!(a, b);
@@ -649,8 +655,7 @@ mod tests {
     #[test]
     fn an_unfinished_run_keeps_its_logged_nodes() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
-        run.create().unwrap();
+        let run = run_dir(tmp.path());
         let m = Manifest {
             schema: SCHEMA,
             run_id: "20260101T000000.000Z_abcdef01".into(),
@@ -686,8 +691,7 @@ mod tests {
     #[test]
     fn a_finished_run_reads_its_records_from_the_log_with_the_manifests_usage() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = RunDir::new(tmp.path(), "20260101T000000.000Z_abcdef01");
-        run.create().unwrap();
+        let run = run_dir(tmp.path());
         let spent = Reused {
             llm_calls: 1,
             tokens: crate::accounting::Tokens::call(7, 2),

@@ -448,6 +448,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::store::tests::run_dir;
     use serde_json::json;
 
     fn node(id: &str) -> Executed {
@@ -477,12 +478,6 @@ mod tests {
         let mut m = Map::new();
         m.insert("value".into(), v);
         m
-    }
-
-    fn run_dir(tmp: &std::path::Path) -> RunDir {
-        let run = RunDir::new(tmp, "20260101T000000.000Z_abcdef01");
-        run.create().unwrap();
-        run
     }
 
     /// A writer of run `r` (trace `t`) into `run`, memo entries under `tmp`.

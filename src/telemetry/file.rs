@@ -512,10 +512,15 @@ struct Line {
     runs: Vec<Option<SpanData>>,
     /// Bytes of the spans and the commas between them.
     bytes: usize,
-    /// Spans in the line.
-    spans: usize,
     /// When its first span was added.
     started: Option<std::time::Instant>,
+}
+
+impl Line {
+    /// Spans in the line.
+    fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.spans.len()).sum()
+    }
 }
 
 struct Group {
@@ -556,17 +561,6 @@ impl Capped {
     fn write(&mut self, line: Vec<u8>) {
         self.written += line.len() as u64 + 1;
         self.sink.write_line(&line);
-    }
-
-    /// Encodes one batch as OTLP/JSON lines, redacting every string on the way.
-    pub fn encode(
-        &mut self,
-        spans: Vec<SpanData>,
-        resource: &ResourceAttributesWithSchema,
-        redactor: &Redactor,
-    ) {
-        self.add(spans, resource, redactor);
-        self.end_line(resource);
     }
 
     /// How long the line built so far has held spans (`None`: it holds none).
@@ -623,7 +617,7 @@ impl Capped {
                         .chain(new_scope.then_some(scope)),
                 );
                 if !self.line.groups.is_empty()
-                    && (self.line.spans >= SPANS_PER_LINE
+                    && (self.line.len() >= SPANS_PER_LINE
                         || overhead + self.line.bytes + self.scratch.len() + 1 > LINE_MAX_BYTES)
                 {
                     self.flush_line(&envelope);
@@ -672,7 +666,6 @@ impl Capped {
         g.body.extend_from_slice(&self.scratch);
         g.spans.push((start..g.body.len(), run));
         self.line.bytes += self.scratch.len();
-        self.line.spans += 1;
         self.line
             .started
             .get_or_insert_with(std::time::Instant::now);
@@ -1144,7 +1137,9 @@ mod tests {
 
     fn encode(out: &mut Capped, spans: Vec<SpanData>) {
         let resource = ResourceAttributesWithSchema::from(&Resource::builder_empty().build());
-        out.encode(spans, &resource, super::super::redact::global());
+        // One batch, as its own line(s).
+        out.add(spans, &resource, super::super::redact::global());
+        out.end_line(&resource);
     }
 
     fn lines(sink: &Sink) -> Vec<ExportTraceServiceRequest> {

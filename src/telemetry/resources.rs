@@ -109,17 +109,14 @@ pub async fn metered<F: Future>(span: &tracing::Span, fut: F) -> F::Output {
         // Telemetry off: nothing would keep the numbers, nothing to enter.
         return fut.await;
     }
-    if BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed) {
-        return std::future::poll_fn(|cx| {
-            let _in = span.enter();
-            fut.as_mut().poll(cx)
-        })
-        .await;
-    }
-    let mut meter = Meter::new(span);
+    let mut meter =
+        (!BENCH_BYPASS.load(std::sync::atomic::Ordering::Relaxed)).then(|| Meter::new(span));
     std::future::poll_fn(|cx| {
         let _in = span.enter();
-        meter.poll(fut.as_mut(), cx)
+        match &mut meter {
+            Some(m) => m.poll(fut.as_mut(), cx),
+            None => fut.as_mut().poll(cx),
+        }
     })
     .await
 }
