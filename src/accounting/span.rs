@@ -55,11 +55,12 @@ impl SpanKind {
 /// What a span is, from its attributes (`get` returns a value as text, `None`
 /// when absent): the one rule every reader of spans applies — the metrics,
 /// the trace commands, the OTel metrics and the backend profiles.
-pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
+pub fn classify<S: AsRef<str>>(get: &dyn Fn(&str) -> Option<S>) -> SpanKind {
     if get(attr::RUN_STATUS).is_some() || get(attr::RUN_COMMAND).is_some() {
         return SpanKind::Run;
     }
     let op = get(attr::GEN_AI_OPERATION_NAME);
+    let op = op.as_ref().map(AsRef::as_ref);
     let llm_marker = [
         attr::USAGE_INPUT_TOKENS,
         attr::USAGE_OUTPUT_TOKENS,
@@ -68,10 +69,10 @@ pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
     ]
     .iter()
     .any(|k| get(k).is_some());
-    if llm_marker || op.as_deref().is_some_and(|o| LLM_OPERATIONS.contains(&o)) {
+    if llm_marker || op.is_some_and(|o| LLM_OPERATIONS.contains(&o)) {
         return SpanKind::LlmCall;
     }
-    match get(attr::NODE_ROLE).as_deref() {
+    match get(attr::NODE_ROLE).as_ref().map(AsRef::as_ref) {
         Some(attr::ROLE_BATCH) => return SpanKind::Batch,
         Some(attr::ROLE_BATCH_ITEM) => return SpanKind::BatchItem,
         Some(_) => return SpanKind::Node,
@@ -81,9 +82,9 @@ pub fn classify(get: &dyn Fn(&str) -> Option<String>) -> SpanKind {
     }
     if get(attr::PLANNER_STEP).is_some() {
         SpanKind::PlannerStep
-    } else if op.as_deref() == Some("plan") {
+    } else if op == Some("plan") {
         SpanKind::Planner
-    } else if get(attr::WORKFLOW_DEPTH).is_some() || op.as_deref() == Some("invoke_workflow") {
+    } else if get(attr::WORKFLOW_DEPTH).is_some() || op == Some("invoke_workflow") {
         SpanKind::Workflow
     } else {
         SpanKind::Other
@@ -168,8 +169,17 @@ impl SpanFacts {
         for kv in attrs {
             let k = kv.key.as_str();
             let text = || Some(kv.value.as_str().into_owned());
+            // Arms are tried in order: a node span's own keys come first, and
+            // the ones no fact reads (a long run's most common) are passed over
+            // before the other sixty names are compared.
             match k {
                 attr::NODE_ID => node_id = text(),
+                attr::NODE_TYPE => f.node_type = text(),
+                attr::NODE_PARAMS
+                | attr::NODE_PARAMS_DIGEST
+                | attr::NODE_BUSY_US
+                | attr::NODE_RSS_PEAK
+                | attr::NODE_ACTION => {}
                 attr::RUN_STATUS => {
                     f.is_run = true;
                     f.run_status = text();
@@ -189,7 +199,6 @@ impl SpanFacts {
                     f.request_max_tokens = as_i64(&kv.value).map(|v| v.max(0) as u64)
                 }
                 attr::ERROR_TYPE => f.error_type = text(),
-                attr::NODE_TYPE => f.node_type = text(),
                 attr::NODE_STATUS => f.node_status = text(),
                 attr::WORKFLOW_DEPTH => f.workflow_depth = as_i64(&kv.value),
                 attr::NODE_ROLE => f.node_role = text(),
@@ -292,13 +301,14 @@ impl SpanFacts {
     pub fn kind(&self) -> SpanKind {
         // The facts stand for the attributes they were read from; `llm` for
         // any of the LLM-call markers.
+        // (Presence is all the rule reads of a depth.)
         classify(&|k: &str| match k {
-            attr::RUN_COMMAND => self.is_run.then(String::new),
-            attr::LLM_NODE_PATH => self.llm.then(String::new),
-            attr::NODE_ROLE => self.node_role.clone(),
-            attr::GEN_AI_OPERATION_NAME => self.operation.clone(),
-            attr::PLANNER_STEP => self.planner_step.clone(),
-            attr::WORKFLOW_DEPTH => self.workflow_depth.map(|d| d.to_string()),
+            attr::RUN_COMMAND => self.is_run.then_some(""),
+            attr::LLM_NODE_PATH => self.llm.then_some(""),
+            attr::NODE_ROLE => self.node_role.as_deref(),
+            attr::GEN_AI_OPERATION_NAME => self.operation.as_deref(),
+            attr::PLANNER_STEP => self.planner_step.as_deref(),
+            attr::WORKFLOW_DEPTH => self.workflow_depth.map(|_| ""),
             _ => None,
         })
     }

@@ -184,19 +184,18 @@ struct SectionAgg {
     batch_items: u64,
     usage: Usage,
     /// path -> (first start, summed duration)
-    timings: IndexMap<String, (SystemTime, Duration)>,
+    timings: Timings,
     node_usage: IndexMap<String, Usage>,
     path: Option<String>,
     attempts: Option<u64>,
-    steps: IndexMap<String, (SystemTime, Duration)>,
+    steps: Timings,
 }
 
-fn add_timing(
-    map: &mut IndexMap<String, (SystemTime, Duration)>,
-    key: &str,
-    start: Option<SystemTime>,
-    d: Duration,
-) {
+/// Per-node (or per-step) first start and summed duration, under a seeded
+/// fast hasher: filled once per node, where SipHash was a measurable share.
+type Timings = IndexMap<String, (SystemTime, Duration), foldhash::fast::RandomState>;
+
+fn add_timing(map: &mut Timings, key: &str, start: Option<SystemTime>, d: Duration) {
     let start = start.unwrap_or(SystemTime::UNIX_EPOCH);
     let e = map
         .entry(key.to_string())
@@ -205,7 +204,7 @@ fn add_timing(
     e.1 += d;
 }
 
-fn by_start(map: &IndexMap<String, (SystemTime, Duration)>) -> IndexMap<String, f64> {
+fn by_start(map: &Timings) -> IndexMap<String, f64> {
     let mut v: Vec<_> = map.iter().collect();
     v.sort_by_key(|(_, (start, _))| *start);
     v.into_iter()

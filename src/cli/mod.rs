@@ -783,7 +783,12 @@ async fn run_cmd(source: Source, params: &[String], mode: Option<Mode>, cli: &Cl
     if let Some(l) = live {
         l.server.close().await;
     }
-    report.exit_code.code()
+    let code = report.exit_code.code();
+    if crate::telemetry::ends_with_run() {
+        // Its per-node maps are freed by the exit that follows.
+        std::mem::forget(report);
+    }
+    code
 }
 
 /// The command line resolved into a run configuration; an error is a usage

@@ -23,6 +23,7 @@ use crate::telemetry::preview::preview_named;
 use crate::telemetry::{attr, compact};
 use futures::FutureExt;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -875,6 +876,9 @@ impl Runtime {
         depth: u32,
         prefix: &str,
     ) -> Result<RunOutput, RunError> {
+        // The workflow's span, which `run_at` entered: its nodes name it as
+        // their parent, found once here rather than by every layer per node.
+        let parent = tracing::Span::current().id();
         let mut store = inputs;
         let _forget = digests::ForgetStore::new(&self.digests, &store);
         let builtin = ir::validate::WORKFLOW_ROOT;
@@ -936,7 +940,7 @@ impl Runtime {
                 };
                 if let Some(r) = reuse {
                     {
-                        let span = node_span(node, &path, ROLE_NODE, 1, 1);
+                        let span = node_span(node, parent.clone(), &path, ROLE_NODE, 1, 1, None);
                         crate::checkpoint::mark_span(&span, &r);
                     }
                     ck.completed(&node.id, None, &r.outputs, &r.action, memo_key, Some(&r));
@@ -952,8 +956,19 @@ impl Runtime {
             let result = if node.batch.is_some() {
                 self.exec_batch(wf, node, &store, &path, opts, depth).await
             } else {
-                self.exec_attempts(wf, node, &store, &[], &path, ROLE_NODE, None, opts, depth)
-                    .await
+                self.exec_attempts(
+                    wf,
+                    node,
+                    parent.clone(),
+                    &store,
+                    &[],
+                    &path,
+                    ROLE_NODE,
+                    None,
+                    opts,
+                    depth,
+                )
+                .await
             };
             let action = match result {
                 Ok(Done { out, span }) => {
@@ -1018,6 +1033,7 @@ impl Runtime {
         &self,
         wf: &Arc<CompiledWorkflow>,
         node: &CompiledNode,
+        parent: Option<tracing::Id>,
         store: &Map<String, Value>,
         locals: &[(&str, &Value)],
         path: &str,
@@ -1033,7 +1049,17 @@ impl Runtime {
             if let Some(stop) = self.budget_stop() {
                 return Err(Failure::Budget(stop));
             }
-            let span = node_span(node, path, role, attempt, max_attempts);
+            let resolved = resolve_params(node, store, locals, &self.digests);
+            let preview = resolved.as_ref().ok().and_then(|r| r.preview.as_deref());
+            let span = node_span(
+                node,
+                parent.clone(),
+                path,
+                role,
+                attempt,
+                max_attempts,
+                preview,
+            );
             if let Some(i) = batch_index {
                 crate::telemetry::set_attribute(&span, attr::BATCH_INDEX, i as i64);
             }
@@ -1042,14 +1068,16 @@ impl Runtime {
             let guard = SpanOutcome::node(span);
             let span = &guard.span;
             let mut shown = None;
+            let mut detail = false;
             // The span is named, not entered: entering and leaving it costs
             // every layer a lookup (a few % of a node's telemetry).
-            let params = resolve_params(span, node, store, locals, &self.digests);
-            let result = match params {
+            let result = match resolved {
                 Err(e) => Err(e),
-                Ok((params, whole)) => {
-                    shown = whole;
-                    let fut = self.run_node(wf, node, params, store, locals, path, opts, depth);
+                Ok(mut r) => {
+                    r.record(span);
+                    detail = r.preview.is_some();
+                    shown = r.shown;
+                    let fut = self.run_node(wf, node, r.params, store, locals, path, opts, depth);
                     // Entered around each poll of the node's future.
                     let fut = crate::telemetry::resources::metered(span, fut);
                     match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
@@ -1079,7 +1107,7 @@ impl Runtime {
                         Some(i) => format!("{}.results[{i}]", node.id),
                         None => node.id.clone(),
                     };
-                    record_store_writes(span, &ns, &out.outputs, shown.as_ref());
+                    record_store_writes(span, detail, &ns, &out.outputs, shown.as_ref());
                     guard.ok();
                     return Ok(Done {
                         out,
@@ -1230,7 +1258,16 @@ impl Runtime {
                 "batch settings missing",
             )));
         };
-        let span = node_span(node, path, ROLE_BATCH, 1, 1);
+        // Its parent is the current span (the workflow's, or an outer batch item's).
+        let span = node_span(
+            node,
+            tracing::Span::current().id(),
+            path,
+            ROLE_BATCH,
+            1,
+            1,
+            None,
+        );
         crate::telemetry::set_attribute(&span, attr::BATCH_PARALLEL, batch.parallel);
         crate::telemetry::set_attribute(
             &span,
@@ -1266,6 +1303,7 @@ impl Runtime {
             let item_path = format!("{path}[{i}]");
             let item = &items[i];
             let idx = json!(i);
+            let parent = span.id();
             let span = span.clone();
             async move {
                 let locals = [(batch.as_name.as_str(), item), ("__index__", &idx)];
@@ -1273,6 +1311,7 @@ impl Runtime {
                     .exec_attempts(
                         wf,
                         node,
+                        parent,
                         store,
                         &locals,
                         &item_path,
@@ -1356,7 +1395,8 @@ impl Runtime {
         if !errors.is_empty() {
             outputs.insert("errors".into(), Value::Array(errors));
         }
-        record_store_writes(&span, &node.id, &outputs, None);
+        let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
+        record_store_writes(&span, detail, &node.id, &outputs, None);
         guard.ok();
         Ok(Done {
             out: NodeOutput::new(outputs),
@@ -1367,24 +1407,33 @@ impl Runtime {
 
 /// The span of one node attempt, batch item or batch (all fields declared up
 /// front, as tracing requires; those never recorded do not appear).
+/// A node attempt's span, child of `parent` (the workflow's or the batch's
+/// span, alive while it runs): naming it saves every layer a lookup of the
+/// current span.
+#[allow(clippy::too_many_arguments)]
 fn node_span(
     node: &CompiledNode,
+    parent: Option<tracing::Id>,
     path: &str,
     role: &'static str,
     attempt: u32,
     max_attempts: u32,
+    params: Option<&str>,
 ) -> tracing::Span {
     tracing::info_span!(
         target: "pflow::node",
+        parent: parent,
         "node",
         otel.name = node.span_name.as_str(),
         { attr::NODE_ID } = node.id.as_str(),
         { attr::NODE_TYPE } = node.node_type.as_str(),
+        // Known before the span is made (see `Resolved`).
+        { attr::NODE_PARAMS } = params,
         // Defaults are left out (path = id, role `node`, attempt 1 of 1):
-        // every reader puts them back (telemetry::compact). Only what the
-        // progress layer reads is declared; the other node attributes
-        // (params, action, batch settings, origin, reuse, resources) go to
-        // the OpenTelemetry span alone (`telemetry::set_attribute`).
+        // every reader puts them back (telemetry::compact). Besides, only
+        // what the progress layer reads is declared; the other node
+        // attributes (action, batch settings, origin, reuse, resources) go
+        // to the OpenTelemetry span alone (`telemetry::set_attribute`).
         { attr::NODE_PATH } = (path != node.id).then_some(path),
         { attr::NODE_ROLE } = (role != ROLE_NODE).then_some(role),
         { attr::NODE_ATTEMPT } = (attempt != 1).then_some(attempt as i64),
@@ -1414,75 +1463,126 @@ enum Failure {
     Budget(Box<crate::llm::budget::BudgetExceeded>),
 }
 
-/// The params a whole `pflow.node.params` preview shows, parsed: the value
-/// events leave out a preview that only repeats one of them.
-type Shown = Option<Map<String, Value>>;
+/// What a whole `pflow.node.params` preview shows, param by param, for the
+/// value events to leave out a preview that only repeats one: a literal
+/// param borrowed from the compiled node, a resolved one copied, a hidden
+/// one as `None` (the preview shows the redaction marker).
+struct Shown<'n>(Vec<(&'n str, Option<Cow<'n, Value>>)>);
 
-fn resolve_params(
-    span: &tracing::Span,
-    node: &CompiledNode,
+impl Shown<'_> {
+    /// The text param `key` shows ([`compact::value_text`]).
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        let (_, v) = self.0.iter().find(|(k, _)| *k == key)?;
+        Some(match v {
+            Some(v) => compact::value_text(v),
+            None => Cow::Borrowed(crate::telemetry::redact::REDACTED),
+        })
+    }
+}
+
+/// A node's params resolved for one attempt, with what its span records of
+/// them: the preview is known before the span is made, so the span is made
+/// with it (a field recorded at creation costs a visit, one set later a
+/// lookup of the span in every layer).
+struct Resolved<'n> {
+    params: Map<String, Value>,
+    /// `pflow.node.params` (detail only).
+    preview: Option<String>,
+    /// `pflow.node.params_digest`, beside a cut preview.
+    digest: Option<String>,
+    shown: Option<Shown<'n>>,
+    /// Template resolutions, recorded once the span is made.
+    templates: Vec<(&'n str, String, crate::telemetry::preview::Preview)>,
+}
+
+impl Resolved<'_> {
+    /// Records on `span` what its making did not: the digest and the
+    /// template resolutions (after the preview, which decides what they repeat).
+    fn record(&mut self, span: &tracing::Span) {
+        if let Some(d) = self.digest.take() {
+            crate::telemetry::set_attribute(span, attr::NODE_PARAMS_DIGEST, d);
+        }
+        for (k, template, p) in std::mem::take(&mut self.templates) {
+            value_event(span, None, Some((k, &template)), p, self.shown.as_ref());
+        }
+    }
+}
+
+fn resolve_params<'n>(
+    node: &'n CompiledNode,
     store: &Map<String, Value>,
     locals: &[(&str, &Value)],
     digests: &digests::ParamDigests,
-) -> Result<(Map<String, Value>, Shown), NodeError> {
+) -> Result<Resolved<'n>, NodeError> {
     let scope = Scope { store, locals };
     let detail = tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG);
     let mut params = Map::with_capacity(node.params.len());
-    // Recorded once the params preview is known (it decides what they repeat).
-    let mut resolved = Vec::new();
+    let mut templates = Vec::new();
     for (k, cv) in &node.params {
         let v = cv
             .resolve(&scope, &mut |t, v| {
                 if detail {
-                    resolved.push((k.as_str(), template_text(t), preview_named(k, v)));
+                    templates.push((k.as_str(), template_text(t), preview_named(k, v)));
                 }
             })
             .map_err(|e| NodeError::new("template_error", format!("param `{k}`: {e}")))?;
         params.insert(k.clone(), v);
     }
-    let mut shown = None;
-    if detail {
-        let p = crate::telemetry::preview::preview_map(&params);
-        crate::telemetry::set_attribute(span, attr::NODE_PARAMS, p.text);
-        // A whole preview is the value itself: a digest would only repeat it.
-        if p.truncated {
-            // A large store value several nodes take whole is hashed once.
-            let whole_ref = |k: &str| {
-                let (_, cv) = node.params.iter().find(|(name, _)| name == k)?;
-                let CompiledValue::Template(t) = cv else {
-                    return None;
-                };
-                t.single_reference()
-                    .filter(|r| !locals.iter().any(|(name, _)| *name == r.root))
+    let mut out = Resolved {
+        params,
+        preview: None,
+        digest: None,
+        shown: None,
+        templates,
+    };
+    if !detail {
+        return Ok(out);
+    }
+    let params = &out.params;
+    let p = crate::telemetry::preview::preview_map(params);
+    // A whole preview is the value itself: a digest would only repeat it.
+    if p.truncated {
+        // A large store value several nodes take whole is hashed once.
+        let whole_ref = |k: &str| {
+            let (_, cv) = node.params.iter().find(|(name, _)| name == k)?;
+            let CompiledValue::Template(t) = cv else {
+                return None;
             };
-            let d = crate::telemetry::preview::digest_map_with(&params, |k, v| {
+            t.single_reference()
+                .filter(|r| !locals.iter().any(|(name, _)| *name == r.root))
+        };
+        out.digest = Some(crate::telemetry::preview::digest_map_with(
+            params,
+            |k, v| {
                 let hash = crate::telemetry::preview::value_digest;
                 match whole_ref(k) {
                     Some(r) => digests.get_or(store, r, v, hash),
                     None => hash(v),
                 }
-            });
-            crate::telemetry::set_attribute(span, attr::NODE_PARAMS_DIGEST, d);
-        } else {
-            // What the preview shows, from the params rather than by parsing
-            // the preview back (a third of a node's detail cost): the values
-            // it hides are hidden here too. A nested hidden value makes its
-            // param's text differ from any event preview: that event keeps
-            // its own.
-            let pair = crate::telemetry::redact::is_secret_pair(&params);
-            let mut m = params.clone();
-            for (k, v) in m.iter_mut() {
-                if crate::telemetry::redact::hides_value(pair, k, v) {
-                    *v = Value::String(crate::telemetry::redact::REDACTED.into());
-                }
-            }
-            shown = Some(m);
-        }
-        for (k, template, p) in resolved {
-            value_event(span, None, Some((k, &template)), p, shown.as_ref());
-        }
+            },
+        ));
+    } else {
+        // What the preview shows, from the params rather than by parsing
+        // the preview back (a third of a node's detail cost): the values
+        // it hides are hidden here too. A nested hidden value makes its
+        // param's text differ from any event preview: that event keeps
+        // its own.
+        let pair = crate::telemetry::redact::is_secret_pair(params);
+        let m = node.params.iter().filter_map(|(k, cv)| {
+            let v = params.get(k)?;
+            let v = if crate::telemetry::redact::hides_value(pair, k, v) {
+                None
+            } else if let CompiledValue::Literal(lit) = cv {
+                Some(Cow::Borrowed(lit))
+            } else {
+                Some(Cow::Owned(v.clone()))
+            };
+            Some((k.as_str(), v))
+        });
+        out.shown = Some(Shown(m.collect()));
     }
-    Ok((params, shown))
+    out.preview = Some(p.text);
+    Ok(out)
 }
 
 fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
@@ -1504,17 +1604,21 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
 /// repeats a param of `shown` are left out (telemetry::compact).
 fn value_event(
     parent: &tracing::Span,
-    store_key: Option<&str>,
+    store_key: Option<String>,
     template: Option<(&str, &str)>,
     p: crate::telemetry::preview::Preview,
-    shown: Option<&Map<String, Value>>,
+    shown: Option<&Shown<'_>>,
 ) {
     let event = match template {
         Some(_) => attr::EVENT_TEMPLATE_RESOLVED,
         None => attr::EVENT_STORE_WRITE,
     };
-    let param = compact::event_param(event, template.map(|t| t.0), store_key);
-    let repeats = !p.truncated && compact::repeats_param(shown, param, &p.text);
+    let param = compact::event_param(event, template.map(|t| t.0), store_key.as_deref());
+    let repeats = !p.truncated
+        && shown
+            .zip(param)
+            .and_then(|(s, k)| s.text(k))
+            .is_some_and(|t| t == p.text);
     let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
         .then_some(p.size as i64);
     // Straight onto the OpenTelemetry span, in the order the `tracing` event
@@ -1529,7 +1633,7 @@ fn value_event(
         }
         None => {
             if let Some(k) = store_key {
-                attrs.push(KeyValue::new(attr::STORE_KEY, k.to_string()));
+                attrs.push(KeyValue::new(attr::STORE_KEY, k));
             }
         }
     }
@@ -1556,18 +1660,42 @@ fn template_text(t: &crate::ir::template::Template) -> String {
         .collect()
 }
 
+/// The `pflow.store.write` events of a node's outputs, when its params'
+/// resolution found detail recorded (`detail`).
 fn record_store_writes(
     span: &tracing::Span,
+    detail: bool,
     node_id: &str,
     outputs: &Map<String, Value>,
-    shown: Option<&Map<String, Value>>,
+    shown: Option<&Shown<'_>>,
 ) {
-    if !tracing::enabled!(target: "pflow::detail", tracing::Level::DEBUG) {
+    if !detail {
         return;
     }
     for (k, v) in outputs {
-        let key = format!("{node_id}.{k}");
-        value_event(span, Some(&key), None, preview_named(k, v), shown);
+        let mut key = String::with_capacity(node_id.len() + 1 + k.len());
+        key.push_str(node_id);
+        key.push('.');
+        key.push_str(k);
+        // An output that repeats its param whole (an `echo`'s `message`)
+        // needs no preview made only to be left out.
+        let param = compact::event_param(attr::EVENT_STORE_WRITE, None, Some(&key));
+        // Its size is its text's length: the one a whole preview has.
+        let repeated = shown
+            .zip(param)
+            .and_then(|(s, p)| s.text(p))
+            .filter(|t| crate::telemetry::preview::shows_whole(k, v, t))
+            .map(|t| t.len());
+        if let Some(size) = repeated {
+            use opentelemetry::KeyValue;
+            let mut attrs = vec![KeyValue::new(attr::STORE_KEY, key)];
+            if compact::value_sizes_kept() {
+                attrs.push(KeyValue::new(attr::VALUE_SIZE, size as i64));
+            }
+            crate::telemetry::add_event(span, attr::EVENT_STORE_WRITE, attrs);
+            continue;
+        }
+        value_event(span, Some(key), None, preview_named(k, v), shown);
     }
 }
 

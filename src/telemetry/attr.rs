@@ -138,7 +138,7 @@ registry! {
 
     // Resource use (node spans; `http.*` sizes and the first byte on HTTP CLIENT spans).
     NODE_BUSY_US = "pflow.node.busy_us", Attr, false, "µs pflow's own runtime threads spent running the attempt's code (its CPU time, plus preemption inside a poll); absent when 0";
-    NODE_RSS_PEAK = "pflow.node.rss_peak_bytes", Attr, false, "pflow's peak RSS (process high-water mark) at the attempt's end, only when it rose during the attempt";
+    NODE_RSS_PEAK = "pflow.node.rss_peak_bytes", Attr, false, "pflow's peak RSS (process high-water mark) at the attempt's end, only when it rose since the last one read (the attempt before's end)";
     PROCESS_CPU_USER = "pflow.process.cpu.user_us", Attr, false, "`shell`: the command's user CPU time in µs (`wait4` rusage: `sh` and every descendant it waited for)";
     PROCESS_CPU_SYSTEM = "pflow.process.cpu.system_us", Attr, false, "`shell`: the command's system CPU time in µs";
     PROCESS_MEMORY_PEAK = "pflow.process.memory.peak_bytes", Attr, false, "`shell`: the peak RSS of the largest process in the command's waited-for tree (`ru_maxrss`)";

@@ -12,7 +12,7 @@
 //!   `pflow.value.truncated`, a `pflow.value.size` equal to the preview's
 //!   length in bytes (kept when the run exports without content:
 //!   [`value_sizes_kept`]), and a preview that repeats a param the span's whole
-//!   `pflow.node.params` already shows ([`repeats_param`]).
+//!   `pflow.node.params` already shows ([`value_text`]).
 //!
 //! Each rule is written once here and used both ways: the runtime leaves a
 //! value out only when [`restore_span`] (every trace-file reader:
@@ -30,6 +30,7 @@ use super::attr;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 /// Whether value events keep a size equal to their preview's length (set
@@ -79,26 +80,18 @@ pub fn event_param<'a>(
     }
 }
 
-/// A param's value as a value preview shows it: a string as itself,
-/// anything else as compact JSON.
-fn param_text(params: &Map<String, Value>, key: &str) -> Option<String> {
-    Some(match params.get(key)? {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+/// A value as a value preview shows it: a string as itself, anything else
+/// as compact JSON. A whole value event preview equal to its param's text
+/// in the span's whole params preview is left out.
+pub fn value_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
+    }
 }
 
-/// Whether a whole value preview only repeats param `param` of the span's
-/// whole params preview (then the event leaves it out).
-pub fn repeats_param(
-    params: Option<&Map<String, Value>>,
-    param: Option<&str>,
-    preview: &str,
-) -> bool {
-    params
-        .zip(param)
-        .and_then(|(m, k)| param_text(m, k))
-        .is_some_and(|t| t == preview)
+fn param_text(params: &Map<String, Value>, key: &str) -> Option<String> {
+    params.get(key).map(|v| value_text(v).into_owned())
 }
 
 /// The `pflow.value.size` of a value event that left it out: the length

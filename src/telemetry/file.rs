@@ -473,8 +473,9 @@ pub struct Written {
     pub max_bytes: u64,
     pub dropped_spans: u64,
     /// The spans held for a trace that is not saved, for the thread that
-    /// made them to free: freed by the writer, every block was a
-    /// cross-thread free (~1k instructions a node of the default mode).
+    /// made them to free (freed by the writer, every block was a
+    /// cross-thread free: ~1k instructions a node of the default mode), or
+    /// to leave to the process's exit ([`super::process_ends_with_run`]).
     unsaved: Vec<Vec<SpanData>>,
 }
 
@@ -917,7 +918,11 @@ impl TraceFileHandle {
                 warning: Some("trace writer did not finish in time; trace not saved".into()),
             };
         };
-        drop(unsaved);
+        if super::ends_with_run() {
+            std::mem::forget(unsaved);
+        } else {
+            drop(unsaved);
+        }
         if !save {
             return FinishOutcome::default();
         }

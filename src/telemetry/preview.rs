@@ -17,14 +17,14 @@ use super::redact::{self, REDACTED};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 4096;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 65536;
 
 /// Preview limits. Previews are redacted (with [`redact::global`]) before they
 /// are cut, so a cut never leaves a credential too short for its rule.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct PreviewSettings {
     pub max_bytes: usize,
     /// Limit for LLM prompts and responses, which users read whole when debugging.
@@ -56,25 +56,23 @@ impl PreviewSettings {
     }
 }
 
-static SETTINGS: RwLock<Option<Arc<PreviewSettings>>> = RwLock::new(None);
+// Two numbers read for every preview, several times a node: atomics, not a
+// lock and a shared count (that cache line bounced between the run's threads).
+static MAX_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_VALUE_BYTES);
+static MAX_MESSAGE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES);
 
 /// Installs the process-wide preview settings (done by `telemetry::Telemetry::init`).
-pub fn install(settings: Arc<PreviewSettings>) {
-    if let Ok(mut s) = SETTINGS.write() {
-        *s = Some(settings);
-    }
+pub fn install(settings: PreviewSettings) {
+    MAX_BYTES.store(settings.max_bytes, Ordering::Relaxed);
+    MAX_MESSAGE_BYTES.store(settings.max_message_bytes, Ordering::Relaxed);
 }
 
 /// The installed settings, or defaults.
-pub fn settings() -> Arc<PreviewSettings> {
-    if let Ok(s) = SETTINGS.read() {
-        if let Some(s) = s.as_ref() {
-            return s.clone();
-        }
+pub fn settings() -> PreviewSettings {
+    PreviewSettings {
+        max_bytes: MAX_BYTES.load(Ordering::Relaxed),
+        max_message_bytes: MAX_MESSAGE_BYTES.load(Ordering::Relaxed),
     }
-    let s = Arc::new(PreviewSettings::new(DEFAULT_MAX_VALUE_BYTES));
-    install(s.clone());
-    s
 }
 
 /// A bounded view of a value.
@@ -112,6 +110,25 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
         Value::String(s) => limited_string_preview(s, st.max_bytes, Redaction::WhenCut),
         _ => bounded_json(&KeyRedacted(v, None), &st, Redaction::WhenCut),
     }
+}
+
+/// Whether [`preview_named`] of `v` is whole and reads `text`, without
+/// making it when `v` is a string: an output that repeats its param (an
+/// `echo`'s `message`) is checked by comparing, not by copying it.
+pub fn shows_whole(name: &str, v: &Value, text: &str) -> bool {
+    let Value::String(s) = v else {
+        let p = preview_named(name, v);
+        return !p.truncated && p.text == text;
+    };
+    let last = name.rsplit(['.', '[']).next().unwrap_or(name);
+    let max = settings().max_bytes;
+    // `limited_string_preview` keeps the whole string exactly when it is
+    // not binary and fits both the kept head and the preview size.
+    s == text
+        && !redact::hides_value(false, last, v)
+        && s.len() <= max
+        && s.len() <= keep_bytes(max)
+        && !looks_binary(s)
 }
 
 /// When a preview's text is redacted.
@@ -219,14 +236,27 @@ fn keep_bytes(max_bytes: usize) -> usize {
 
 fn bounded_json<T: Serialize>(v: &T, st: &PreviewSettings, redaction: Redaction) -> Preview {
     let keep = keep_bytes(st.max_bytes);
+    // Grown as written: most previews (a node's params) are a few dozen
+    // bytes, and a buffer sized for the largest was most of their cost.
     let mut w = BoundedWriter {
-        buf: Vec::with_capacity(keep.min(64 * 1024)),
+        buf: Vec::with_capacity(keep.min(128)),
         keep,
         total: 0,
     };
     // Writing to BoundedWriter cannot fail.
     let _ = serde_json::to_writer(&mut w, v);
-    let text = String::from_utf8_lossy(&w.buf).into_owned();
+    // Only a cut can split a character.
+    let text = match String::from_utf8(w.buf) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    if redaction == Redaction::WhenCut && w.total <= st.max_bytes {
+        return Preview {
+            text,
+            size: w.total,
+            truncated: false,
+        };
+    }
     finish(&text, w.total, st.max_bytes, redaction)
 }
 
@@ -362,6 +392,37 @@ impl Serialize for KeyRedacted<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn shows_whole_answers_as_the_preview_would() {
+        let max = settings().max_bytes;
+        let long = "x".repeat(max + 1);
+        let fits = "y".repeat(max);
+        let cases: Vec<(&str, Value)> = vec![
+            ("message", json!("hi")),
+            ("message", json!("")),
+            ("out.message", json!("hi")),
+            ("api_key", json!("hi")),
+            ("text", json!("bin\u{0}ary")),
+            ("text", json!(long)),
+            ("text", json!(fits)),
+            ("n", json!(3)),
+            ("obj", json!({"a": [1, "b"]})),
+            ("obj", json!({"password": "p"})),
+        ];
+        for (name, v) in &cases {
+            let p = preview_named(name, v);
+            let texts = [
+                p.text.clone(),
+                crate::telemetry::compact::value_text(v).into_owned(),
+                "other".into(),
+            ];
+            for t in texts {
+                let want = !p.truncated && p.text == t;
+                assert_eq!(shows_whole(name, v, &t), want, "{name} {v} {t:.40}");
+            }
+        }
+    }
 
     #[test]
     fn digests_are_xxh3_of_the_text_the_json_or_the_hidden_marker() {

@@ -13,8 +13,11 @@
 //! poll), beyond the 2 µs a node's recording may cost (benches/README.md).
 //! What the node hands to other threads (tokio's blocking pool for file I/O)
 //! and to child processes is not in it. The peak RSS is the process's
-//! high-water mark, read before the first poll and at the end, recorded when
-//! it rose: the attempt (or one running beside it) took pflow to a new peak.
+//! high-water mark, read at the end of each attempt and recorded when it is
+//! above the one the attempt started from: the last read (by the attempt
+//! before it, or its own first poll when none was read yet). The attempt,
+//! one running beside it, or pflow's bookkeeping since the last attempt's
+//! end took pflow to a new peak.
 //! Elsewhere than Linux only the busy time is recorded.
 
 use super::attr;
@@ -130,6 +133,12 @@ pub fn bypass_meter_for_benchmark(on: bool) {
     BENCH_BYPASS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The process's high-water mark as the last meter read it (0: none has):
+/// the next attempt starts from it instead of reading its own, one system
+/// call a node instead of two. A rise in pflow's bookkeeping between two
+/// attempts is counted to the next.
+static LAST_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Meter<'s> {
     span: &'s tracing::Span,
     busy_ns: u64,
@@ -151,7 +160,10 @@ impl<'s> Meter<'s> {
     fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
         if !self.polled {
             self.polled = true;
-            self.rss_start = Usage::this_thread().map(|u| u.max_rss_bytes);
+            self.rss_start = match LAST_PEAK.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => Usage::this_thread().map(|u| u.max_rss_bytes),
+                known => Some(known),
+            };
         }
         let t = std::time::Instant::now();
         let out = fut.poll(cx);
@@ -169,6 +181,7 @@ impl Drop for Meter<'_> {
         }
         if let Some(start) = self.rss_start {
             if let Some(end) = Usage::this_thread().map(|u| u.max_rss_bytes) {
+                LAST_PEAK.fetch_max(end, std::sync::atomic::Ordering::Relaxed);
                 if end > start {
                     super::set_attribute(self.span, attr::NODE_RSS_PEAK, saturating_i64(end));
                 }
@@ -204,9 +217,16 @@ mod tests {
         // and no less than what is resident now.
         assert!(b.max_rss_bytes > 1 << 20, "{b:?}");
         // Read before the peak: other tests in this process allocate meanwhile.
+        // The kernel counts resident pages per CPU and folds them into the
+        // high-water mark lazily, so the two may disagree by a few batches
+        // of pages (seen: 48 KiB with the whole suite running).
         let now = resident_bytes().expect("statm");
         let peak = Usage::this_thread().expect("getrusage");
-        assert!(now > 1 << 20 && now <= peak.max_rss_bytes, "{now} {peak:?}");
+        let slack = 4 << 20;
+        assert!(
+            now > 1 << 20 && now <= peak.max_rss_bytes + slack,
+            "{now} {peak:?}"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -328,3 +328,80 @@ fn a_large_value_read_again_after_its_node_reruns_gets_its_own_digest() {
         .collect();
     assert_eq!(digests, expected);
 }
+
+/// The raw attributes (as written, before any reader restores what the
+/// compact form left out) of the `pflow.store.write` event for `key`.
+fn raw_store_write(raw: &str, key: &str) -> serde_json::Map<String, Value> {
+    for line in raw.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for s in ss["spans"].as_array().unwrap() {
+                    for e in s["events"].as_array().into_iter().flatten() {
+                        let attrs: serde_json::Map<String, Value> = e["attributes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|a| {
+                                let val = a["value"].as_object().unwrap().values().next();
+                                (a["key"].as_str().unwrap().to_string(), val.unwrap().clone())
+                            })
+                            .collect();
+                        if e["name"] == "pflow.store.write" && attrs["pflow.store.key"] == key {
+                            return attrs;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    panic!("no store write for {key}");
+}
+
+#[test]
+fn store_writes_that_repeat_a_param_leave_their_preview_to_the_reader() {
+    let env = Env::new();
+    let secret = "sk-test-0123456789abcdefghij";
+    let (v, spans, _, raw) = traced(
+        &env,
+        json!({"ir_version": "0.1.0", "nodes": [
+            {"id": "lit", "type": "echo", "params": {"message": "hello", "n": 3}},
+            {"id": "tpl", "type": "echo", "params": {"message": "${lit.message}!"}},
+            {"id": "sh", "type": "shell", "params": {"command": "printf abc"}},
+            {"id": "key", "type": "echo", "params": {"api_key": secret}}],
+            "edges": [{"from": "lit", "to": "tpl"}, {"from": "tpl", "to": "sh"}, {"from": "sh", "to": "key"}]}),
+        &[],
+    );
+    assert_eq!(v["success"], json!(true), "{v}");
+    // A literal param and a resolved one, repeated whole by the output: the
+    // event holds only its key (the preview is the param's text, and the
+    // size its length).
+    for (key, text) in [
+        ("lit.message", "hello"),
+        ("lit.n", "3"),
+        ("tpl.message", "hello!"),
+    ] {
+        let ev = raw_store_write(&raw, key);
+        assert_eq!(ev.len(), 1, "{key}: {ev:?}");
+        // Every reader puts them back.
+        let node = key.split('.').next().unwrap();
+        let span = spans
+            .iter()
+            .find(|s| s.name == format!("node {node}"))
+            .unwrap();
+        let (_, restored) = span
+            .events
+            .iter()
+            .find(|(n, a)| n == "pflow.store.write" && a["pflow.store.key"] == json!(key))
+            .unwrap();
+        assert_eq!(restored["pflow.value.preview"], json!(text), "{key}");
+        assert_eq!(restored["pflow.value.size"], json!(text.len()), "{key}");
+    }
+    // An output no param shows keeps its own preview.
+    let ev = raw_store_write(&raw, "sh.stdout");
+    assert_eq!(ev["pflow.value.preview"], json!("abc"), "{ev:?}");
+    // A hidden param hides the output that repeats it: the event says so itself.
+    let ev = raw_store_write(&raw, "key.api_key");
+    assert_eq!(ev["pflow.value.preview"], json!("[REDACTED]"), "{ev:?}");
+    assert!(!raw.contains(secret));
+}

@@ -160,7 +160,42 @@ pub fn has_secret_root(text: &str) -> bool {
 }
 
 /// Whether a param, header, env var or JSON key name suggests a secret.
+///
+/// Remembered per thread for short names: a run asks about the same few
+/// (each node's param and output keys) several times a node, and working
+/// one out scans it for roots first.
 pub fn is_secret_name(name: &str) -> bool {
+    const SLOTS: usize = 64;
+    const MAX_REMEMBERED: usize = 48;
+    type Memo = [Option<(Box<str>, bool)>; SLOTS];
+    thread_local! {
+        static MEMO: std::cell::RefCell<Memo> =
+            const { std::cell::RefCell::new([const { None }; SLOTS]) };
+    }
+    if name.len() > MAX_REMEMBERED {
+        return judge_name(name);
+    }
+    // FNV-1a: names are short, and a slot only has to spread them.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let slot = (h % SLOTS as u64) as usize;
+    MEMO.with(|m| {
+        let Ok(mut m) = m.try_borrow_mut() else {
+            return judge_name(name);
+        };
+        match &m[slot] {
+            Some((n, secret)) if **n == *name => *secret,
+            _ => {
+                let secret = judge_name(name);
+                m[slot] = Some((name.into(), secret));
+                secret
+            }
+        }
+    })
+}
+
+fn judge_name(name: &str) -> bool {
     if name.len() > 128 || !has_secret_root(name) {
         return false;
     }
@@ -205,6 +240,27 @@ pub fn is_secret_env_var(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_answers_are_the_worked_out_ones() {
+        // 200 names over 64 slots: every slot is taken over several times,
+        // and each name is asked three times (first, remembered, evicted).
+        let names: Vec<String> = (0..200)
+            .map(|i| match i % 4 {
+                0 => format!("param_{i}"),
+                1 => format!("api_key_{i}"),
+                2 => format!("x{i}_token"),
+                _ => format!("monkey{i}"),
+            })
+            .collect();
+        for _ in 0..3 {
+            for n in &names {
+                assert_eq!(is_secret_name(n), judge_name(n), "{n}");
+            }
+        }
+        let long = format!("{}_secret", "a".repeat(60));
+        assert!(is_secret_name(&long) && is_secret_name(&long));
+    }
 
     #[test]
     fn secret_names_of_every_spelling() {
