@@ -1503,7 +1503,13 @@ impl Resolved<'_> {
             crate::telemetry::set_attribute(span, attr::NODE_PARAMS_DIGEST, d);
         }
         for (k, template, p) in std::mem::take(&mut self.templates) {
-            value_event(span, None, Some((k, &template)), p, self.shown.as_ref());
+            let shown = self.shown.as_ref().and_then(|s| s.text(k));
+            let shows = if crate::telemetry::preview::repeats(&p, shown.as_deref()) {
+                Shows::Param { len: p.text.len() }
+            } else {
+                Shows::Own(p)
+            };
+            value_event(span, None, Some((k, &template)), shows);
         }
     }
 }
@@ -1593,34 +1599,42 @@ fn template_event(param: &str, t: &crate::ir::template::Template, v: &Value) {
         &tracing::Span::current(),
         None,
         Some((param, &template_text(t))),
-        preview_named(param, v),
-        None,
+        Shows::Own(preview_named(param, v)),
     );
+}
+
+/// What a value event shows of its value.
+enum Shows {
+    Own(crate::telemetry::preview::Preview),
+    /// Nothing: its whole preview, `len` bytes, only repeats a param of the
+    /// span's whole params preview (every reader puts it back).
+    Param {
+        len: usize,
+    },
 }
 
 /// A `pflow.template.resolved` (`template`: the param and its text) or
 /// `pflow.store.write` (`store_key`) event, in compact form: a size equal
 /// to the preview's length, a `false` truncation flag and a preview that
-/// repeats a param of `shown` are left out (telemetry::compact).
+/// repeats a param are left out (telemetry::compact).
 fn value_event(
     parent: &tracing::Span,
     store_key: Option<String>,
     template: Option<(&str, &str)>,
-    p: crate::telemetry::preview::Preview,
-    shown: Option<&Shown<'_>>,
+    shows: Shows,
 ) {
     let event = match template {
         Some(_) => attr::EVENT_TEMPLATE_RESOLVED,
         None => attr::EVENT_STORE_WRITE,
     };
-    let param = compact::event_param(event, template.map(|t| t.0), store_key.as_deref());
-    let repeats = !p.truncated
-        && shown
-            .zip(param)
-            .and_then(|(s, k)| s.text(k))
-            .is_some_and(|t| t == p.text);
-    let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
-        .then_some(p.size as i64);
+    let (preview, size, truncated) = match shows {
+        Shows::Own(p) => {
+            let size = (p.truncated || p.size != p.text.len() || compact::value_sizes_kept())
+                .then_some(p.size);
+            (Some(p.text), size, p.truncated)
+        }
+        Shows::Param { len } => (None, compact::value_sizes_kept().then_some(len), false),
+    };
     // Straight onto the OpenTelemetry span, in the order the `tracing` event
     // recorded them: as an event it went through every layer, and the
     // OpenTelemetry layer added level and target attributes only to drop them.
@@ -1637,13 +1651,13 @@ fn value_event(
             }
         }
     }
-    if !repeats {
-        attrs.push(KeyValue::new(attr::VALUE_PREVIEW, p.text));
+    if let Some(text) = preview {
+        attrs.push(KeyValue::new(attr::VALUE_PREVIEW, text));
     }
     if let Some(size) = size {
-        attrs.push(KeyValue::new(attr::VALUE_SIZE, size));
+        attrs.push(KeyValue::new(attr::VALUE_SIZE, size as i64));
     }
-    if p.truncated {
+    if truncated {
         attrs.push(KeyValue::new(attr::VALUE_TRUNCATED, true));
     }
     crate::telemetry::add_event(parent, event, attrs);
@@ -1677,25 +1691,15 @@ fn record_store_writes(
         key.push_str(node_id);
         key.push('.');
         key.push_str(k);
-        // An output that repeats its param whole (an `echo`'s `message`)
-        // needs no preview made only to be left out.
         let param = compact::event_param(attr::EVENT_STORE_WRITE, None, Some(&key));
-        // Its size is its text's length: the one a whole preview has.
-        let repeated = shown
-            .zip(param)
-            .and_then(|(s, p)| s.text(p))
-            .filter(|t| crate::telemetry::preview::shows_whole(k, v, t))
-            .map(|t| t.len());
-        if let Some(size) = repeated {
-            use opentelemetry::KeyValue;
-            let mut attrs = vec![KeyValue::new(attr::STORE_KEY, key)];
-            if compact::value_sizes_kept() {
-                attrs.push(KeyValue::new(attr::VALUE_SIZE, size as i64));
-            }
-            crate::telemetry::add_event(span, attr::EVENT_STORE_WRITE, attrs);
-            continue;
-        }
-        value_event(span, Some(key), None, preview_named(k, v), shown);
+        let shown = shown.zip(param).and_then(|(s, p)| s.text(p));
+        let shows = match crate::telemetry::preview::preview_unless_shown(k, v, shown.as_deref()) {
+            Some(p) => Shows::Own(p),
+            None => Shows::Param {
+                len: shown.map_or(0, |t| t.len()),
+            },
+        };
+        value_event(span, Some(key), None, shows);
     }
 }
 

@@ -112,23 +112,30 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
     }
 }
 
-/// Whether [`preview_named`] of `v` is whole and reads `text`, without
-/// making it when `v` is a string: an output that repeats its param (an
-/// `echo`'s `message`) is checked by comparing, not by copying it.
-pub fn shows_whole(name: &str, v: &Value, text: &str) -> bool {
-    let Value::String(s) = v else {
-        let p = preview_named(name, v);
-        return !p.truncated && p.text == text;
-    };
-    let last = name.rsplit(['.', '[']).next().unwrap_or(name);
-    let max = settings().max_bytes;
-    // `limited_string_preview` keeps the whole string exactly when it is
-    // not binary and fits both the kept head and the preview size.
-    s == text
-        && !redact::hides_value(false, last, v)
-        && s.len() <= max
-        && s.len() <= keep_bytes(max)
-        && !looks_binary(s)
+/// Whether preview `p` only repeats `shown` (the text its param shows in
+/// the span's whole params preview): then a value event leaves it out.
+pub fn repeats(p: &Preview, shown: Option<&str>) -> bool {
+    !p.truncated && shown == Some(p.text.as_str())
+}
+
+/// [`preview_named`] of `v`, or `None` when it only [`repeats`] `shown`.
+/// A string is compared, not copied: an output that repeats its param (an
+/// `echo`'s `message`) makes no preview to be left out.
+pub fn preview_unless_shown(name: &str, v: &Value, shown: Option<&str>) -> Option<Preview> {
+    if let (Value::String(s), Some(t)) = (v, shown) {
+        let last = name.rsplit(['.', '[']).next().unwrap_or(name);
+        if s == t && !redact::hides_value(false, last, v) && kept_whole(s, settings().max_bytes) {
+            return None;
+        }
+    }
+    let p = preview_named(name, v);
+    (!repeats(&p, shown)).then_some(p)
+}
+
+/// Whether a string's preview is the whole string (when only a cut is
+/// redacted): text, not binary, within the preview size.
+fn kept_whole(s: &str, max_bytes: usize) -> bool {
+    s.len() <= max_bytes && !looks_binary(s)
 }
 
 /// When a preview's text is redacted.
@@ -265,6 +272,13 @@ fn string_preview(s: &str, st: &PreviewSettings) -> Preview {
 }
 
 fn limited_string_preview(s: &str, max_bytes: usize, redaction: Redaction) -> Preview {
+    if redaction == Redaction::WhenCut && kept_whole(s, max_bytes) {
+        return Preview {
+            text: s.to_string(),
+            size: s.len(),
+            truncated: false,
+        };
+    }
     if looks_binary(s) {
         return Preview {
             text: format!("<binary data, {} bytes>", s.len()),
@@ -394,7 +408,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn shows_whole_answers_as_the_preview_would() {
+    fn preview_unless_shown_answers_as_the_preview_would() {
         let max = settings().max_bytes;
         let long = "x".repeat(max + 1);
         let fits = "y".repeat(max);
@@ -413,13 +427,16 @@ mod tests {
         for (name, v) in &cases {
             let p = preview_named(name, v);
             let texts = [
-                p.text.clone(),
-                crate::telemetry::compact::value_text(v).into_owned(),
-                "other".into(),
+                Some(p.text.clone()),
+                Some(crate::telemetry::compact::value_text(v).into_owned()),
+                Some("other".into()),
+                None,
             ];
             for t in texts {
-                let want = !p.truncated && p.text == t;
-                assert_eq!(shows_whole(name, v, &t), want, "{name} {v} {t:.40}");
+                let got = preview_unless_shown(name, v, t.as_deref());
+                let repeated = !p.truncated && t.as_deref() == Some(p.text.as_str());
+                let want = (!repeated).then(|| p.clone());
+                assert_eq!(got, want, "{name} {v} {:.40}", t.unwrap_or_default());
             }
         }
     }
