@@ -178,22 +178,24 @@ pub(crate) fn insert(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<i64>
     for (section, s) in sections {
         // Nodes that ran, plus any that called an LLM without a node span of
         // their own; batch items are rolled up into their batch node's row.
+        // (Each with its duration as it comes: no second lookup by path.)
         let paths = s
             .node_timings
-            .keys()
+            .iter()
+            .map(|(p, d)| (p, *d))
             .chain(
                 s.node_usage
                     .keys()
-                    .filter(|k| !s.node_timings.contains_key(*k)),
+                    .filter(|k| !s.node_timings.contains_key(*k))
+                    .map(|p| (p, 0.0)),
             )
-            .filter(|p| batch_of(p).is_none());
+            .filter(|(p, _)| batch_of(p).is_none());
         let mut nodes = Vec::with_capacity(64 * s.node_timings.len() + 2);
         nodes.push(b'[');
-        for path in paths {
+        for (path, duration_ms) in paths {
             if nodes.len() > 1 {
                 nodes.push(b',');
             }
-            let duration_ms = s.node_timings.get(path).copied().unwrap_or(0.0);
             let usage = s.node_usage.get(path).filter(|u| **u != Usage::default());
             // Borrowed when there is nothing to hide (every path, nearly).
             let path = crate::telemetry::redact::redact(path);

@@ -1574,8 +1574,15 @@ fn resolve_params<'n>(
         // param's text differ from any event preview: that event keeps
         // its own.
         let pair = crate::telemetry::redact::is_secret_pair(params);
+        // `params` was filled in `node.params`' order (an insertion-ordered
+        // map): walked side by side, each param is found without hashing
+        // its name again.
+        let mut resolved = params.iter();
         let m = node.params.iter().filter_map(|(k, cv)| {
-            let v = params.get(k)?;
+            let v = match resolved.next() {
+                Some((name, v)) if name == k => v,
+                _ => params.get(k)?,
+            };
             let v = if crate::telemetry::redact::hides_value(pair, k, v) {
                 None
             } else if let CompiledValue::Literal(lit) = cv {

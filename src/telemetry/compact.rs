@@ -74,7 +74,12 @@ pub fn event_param<'a>(
     if event == attr::EVENT_TEMPLATE_RESOLVED {
         param
     } else if event == attr::EVENT_STORE_WRITE {
-        store_key?.rsplit('.').next()
+        // The part after the last dot (`.` is ASCII: a byte scan, no char decoding).
+        store_key.map(|k| {
+            k.bytes()
+                .rposition(|b| b == b'.')
+                .map_or(k, |i| &k[i + 1..])
+        })
     } else {
         None
     }
@@ -235,6 +240,30 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{any_value::Value as V, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::span::Event;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    /// A store write's param is the part of its key after the last dot.
+    #[test]
+    fn a_store_writes_param_is_its_keys_last_segment() {
+        for key in [
+            "w.file_path",
+            "w.results[2].text",
+            "plain",
+            "a.b.c",
+            "é.ü",
+            "w.",
+        ] {
+            assert_eq!(
+                event_param(attr::EVENT_STORE_WRITE, None, Some(key)),
+                key.rsplit('.').next(),
+                "{key:?}"
+            );
+        }
+        assert_eq!(event_param(attr::EVENT_STORE_WRITE, None, None), None);
+        assert_eq!(
+            event_param(attr::EVENT_TEMPLATE_RESOLVED, Some("p"), Some("w.x")),
+            Some("p")
+        );
+    }
 
     #[test]
     fn stripped_lines_parse_to_the_same_request() {

@@ -97,7 +97,7 @@ pub fn preview(v: &Value) -> Preview {
 /// (`file::redact_span`) — on the writer thread, off the node's path. Only a
 /// cut needs redacting first, so no credential is cut too short to be seen.
 pub fn preview_named(name: &str, v: &Value) -> Preview {
-    let last = name.rsplit(['.', '[']).next().unwrap_or(name);
+    let last = last_segment(name);
     if redact::hides_value(false, last, v) {
         return Preview {
             text: REDACTED.to_string(),
@@ -112,6 +112,17 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
     }
 }
 
+/// The last segment of a dotted or indexed name (`w.results[0].token` →
+/// `token`), whose name says whether a value is secret. A byte scan: both
+/// separators are ASCII, and a generic `rsplit` over two `char`s cost a few
+/// hundred instructions on every value event.
+pub fn last_segment(name: &str) -> &str {
+    match name.bytes().rposition(|b| b == b'.' || b == b'[') {
+        Some(i) => &name[i + 1..],
+        None => name,
+    }
+}
+
 /// Whether preview `p` only repeats `shown` (the text its param shows in
 /// the span's whole params preview): then a value event leaves it out.
 pub fn repeats(p: &Preview, shown: Option<&str>) -> bool {
@@ -123,7 +134,7 @@ pub fn repeats(p: &Preview, shown: Option<&str>) -> bool {
 /// `echo`'s `message`) makes no preview to be left out.
 pub fn preview_unless_shown(name: &str, v: &Value, shown: Option<&str>) -> Option<Preview> {
     if let (Value::String(s), Some(t)) = (v, shown) {
-        let last = name.rsplit(['.', '[']).next().unwrap_or(name);
+        let last = last_segment(name);
         if s == t && !redact::hides_value(false, last, v) && kept_whole(s, settings().max_bytes) {
             return None;
         }
@@ -312,6 +323,14 @@ fn finish(head: &str, total: usize, max_bytes: usize, redaction: Redaction) -> P
 /// Text with NULs or many control/replacement characters is treated as binary.
 fn looks_binary(s: &str) -> bool {
     let sample = &s[..floor_char_boundary(s, 4096)];
+    // Printable ASCII and whitespace (nearly every value) has no NUL, control
+    // or replacement character: a byte scan answers without decoding chars.
+    if sample
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\n' | b'\r' | b'\t'))
+    {
+        return false;
+    }
     if sample.contains('\0') {
         return true;
     }
@@ -537,6 +556,55 @@ mod tests {
         let st = PreviewSettings::new(100);
         let p = preview_with(&json!("\u{0}\u{1}\u{2}abc"), &st);
         assert!(p.text.starts_with("<binary data, "), "{}", p.text);
+    }
+
+    /// The byte scans give what the `char` scans they replaced gave.
+    #[test]
+    fn byte_scans_answer_as_the_char_scans_did() {
+        for name in [
+            "",
+            "token",
+            "w.token",
+            "w.results[0].token",
+            "a[",
+            "a.",
+            ".",
+            "[x]",
+            "é.ß[ü",
+            "n0.results[3].api_key",
+            "ünï.cödé",
+        ] {
+            assert_eq!(
+                last_segment(name),
+                name.rsplit(['.', '[']).next().unwrap_or(name),
+                "{name:?}"
+            );
+        }
+        let slow = |s: &str| {
+            let odd = s
+                .chars()
+                .filter(|c| {
+                    *c == '\u{FFFD}' || (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                })
+                .count();
+            s.contains('\0') || (odd > 0 && odd * 10 > s.chars().count())
+        };
+        for s in [
+            "",
+            "/tmp/out.txt",
+            "plain text\r\n\tline",
+            "é",
+            "\u{0}",
+            "a\u{1}",
+            "\u{1}\u{2}abc",
+            "abcdefghi\u{7f}",
+            "abcdefghijk\u{7f}",
+            "\u{FFFD}",
+            "x\u{9b}",
+            "~ \u{7e}",
+        ] {
+            assert_eq!(looks_binary(s), slow(s), "{s:?}");
+        }
     }
 
     #[test]

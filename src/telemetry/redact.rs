@@ -37,6 +37,7 @@ use regex::{Captures, Regex, RegexSet};
 use rules::{Action, RULES};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 pub const REDACTED: &str = "[REDACTED]";
@@ -60,6 +61,10 @@ pub struct Redactor {
     /// One per rule in [`RULES`], compiled on first use ([`Redactor::regex`]).
     regexes: Vec<OnceLock<Regex>>,
     literals: RwLock<Arc<Literals>>,
+    /// Whether any literal was ever added: until then a scan reads no lock
+    /// (the run's thread and the progress writer both redact, and a read
+    /// lock's count moved one cache line between them on every line).
+    has_literals: AtomicBool,
 }
 
 /// The known secrets and one automaton over them all (rebuilt when one is
@@ -96,6 +101,7 @@ impl Redactor {
             always_set: OnceLock::new(),
             regexes,
             literals: RwLock::new(Arc::new(Literals::default())),
+            has_literals: AtomicBool::new(false),
         };
         for l in literals {
             r.add_secret(&l);
@@ -159,6 +165,7 @@ impl Redactor {
             .build(&next)
             .ok();
         *guard = Arc::new(Literals { list: next, ac });
+        self.has_literals.store(true, Ordering::Release);
     }
 
     // The rules are constants; a compile failure is a programming error that
@@ -190,7 +197,11 @@ impl Redactor {
 
     fn redact_depth<'a>(&self, s: &'a str, depth: u8) -> Cow<'a, str> {
         let mut out: Cow<'a, str> = Cow::Borrowed(s);
-        if let Some(ac) = self.literals().ac.as_ref() {
+        let literals = self
+            .has_literals
+            .load(Ordering::Acquire)
+            .then(|| self.literals());
+        if let Some(ac) = literals.as_ref().and_then(|l| l.ac.as_ref()) {
             if ac.is_match(out.as_ref()) {
                 let mut dst = String::with_capacity(out.len());
                 ac.replace_all_with(&out, &mut dst, |_, _, dst| {
@@ -325,6 +336,12 @@ impl Redactor {
     fn embedded_json(&self, s: &str) -> Option<String> {
         let t = s.trim_start();
         if !(t.starts_with('{') || t.starts_with('[')) || s.len() > MAX_EMBEDDED_JSON {
+            return None;
+        }
+        // JSON text ends with its closing bracket (the parser refuses anything
+        // after it): `[0.12s] ✓ read (1/7 nodes) …`, every progress line, is
+        // not scanned for secret names only to fail to parse.
+        if !t.trim_end().ends_with(['}', ']']) {
             return None;
         }
         // The shape rules only act on secret names: without one, no parse.

@@ -139,6 +139,8 @@ fn plain_text_is_untouched_and_borrowed() {
         "gen_ai.usage.input_tokens=12 max_tokens: 300",
         "see https://example.com/docs?page=2&lang=en",
         "/home/user/projects/pflow/src/telemetry/redact.rs:42",
+        // Opens like a JSON array (a progress line), is not one.
+        "[0.53s] ✓ token_count (1/3 nodes) · 0 tok · $0.000000",
     ] {
         assert!(
             matches!(r.redact_str(s), Cow::Borrowed(_)),
@@ -146,6 +148,18 @@ fn plain_text_is_untouched_and_borrowed() {
             r.redact_str(s)
         );
     }
+}
+
+/// Text that opens and closes like JSON but has a secret-named key is
+/// parsed and redacted; text that only opens like it keeps the text rules.
+#[test]
+fn only_text_that_closes_like_json_is_parsed() {
+    let r = Redactor::new(vec![]);
+    assert_eq!(r.redact_str(r#"  {"password": "hunter2-x"}  "#), r#"{"password":"[REDACTED]"}"#);
+    assert_eq!(
+        r.redact_str("[0.1s] password=hunter2-x"),
+        "[0.1s] password=[REDACTED]"
+    );
 }
 
 #[test]
