@@ -116,7 +116,7 @@ pub fn preview_named(name: &str, v: &Value) -> Preview {
 /// `token`), whose name says whether a value is secret. A byte scan: both
 /// separators are ASCII, and a generic `rsplit` over two `char`s cost a few
 /// hundred instructions on every value event.
-pub fn last_segment(name: &str) -> &str {
+fn last_segment(name: &str) -> &str {
     match name.bytes().rposition(|b| b == b'.' || b == b'[') {
         Some(i) => &name[i + 1..],
         None => name,

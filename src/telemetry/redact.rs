@@ -61,9 +61,9 @@ pub struct Redactor {
     /// One per rule in [`RULES`], compiled on first use ([`Redactor::regex`]).
     regexes: Vec<OnceLock<Regex>>,
     literals: RwLock<Arc<Literals>>,
-    /// Whether any literal was ever added: until then a scan reads no lock
-    /// (the run's thread and the progress writer both redact, and a read
-    /// lock's count moved one cache line between them on every line).
+    /// Whether any literal was ever added: until then a scan takes no read
+    /// lock (an atomic write to a line the run's thread and the progress
+    /// writer, which both redact, would pass back and forth).
     has_literals: AtomicBool,
 }
 

@@ -155,7 +155,10 @@ fn plain_text_is_untouched_and_borrowed() {
 #[test]
 fn only_text_that_closes_like_json_is_parsed() {
     let r = Redactor::new(vec![]);
-    assert_eq!(r.redact_str(r#"  {"password": "hunter2-x"}  "#), r#"{"password":"[REDACTED]"}"#);
+    assert_eq!(
+        r.redact_str(r#"  {"password": "hunter2-x"}  "#),
+        r#"{"password":"[REDACTED]"}"#
+    );
     assert_eq!(
         r.redact_str("[0.1s] password=hunter2-x"),
         "[0.1s] password=[REDACTED]"
