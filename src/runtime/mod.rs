@@ -1406,10 +1406,9 @@ impl Runtime {
 }
 
 /// The span of one node attempt, batch item or batch (all fields declared up
-/// front, as tracing requires; those never recorded do not appear).
-/// A node attempt's span, child of `parent` (the workflow's or the batch's
-/// span, alive while it runs): naming it saves every layer a lookup of the
-/// current span.
+/// front, as tracing requires; those never recorded do not appear), child of
+/// `parent` (the workflow's, the batch's or an outer item's span, alive while
+/// it runs): naming it saves every layer a lookup of the current span.
 #[allow(clippy::too_many_arguments)]
 fn node_span(
     node: &CompiledNode,
@@ -1574,15 +1573,10 @@ fn resolve_params<'n>(
         // param's text differ from any event preview: that event keeps
         // its own.
         let pair = crate::telemetry::redact::is_secret_pair(params);
-        // `params` was filled in `node.params`' order (an insertion-ordered
-        // map): walked side by side, each param is found without hashing
-        // its name again.
-        let mut resolved = params.iter();
-        let m = node.params.iter().filter_map(|(k, cv)| {
-            let v = match resolved.next() {
-                Some((name, v)) if name == k => v,
-                _ => params.get(k)?,
-            };
+        // `params` holds exactly `node.params`' names (unique: compiled from
+        // a JSON object), inserted in their order into an insertion-ordered
+        // map above: walked side by side, no name is hashed again.
+        let m = node.params.iter().zip(params.values()).map(|((k, cv), v)| {
             let v = if crate::telemetry::redact::hides_value(pair, k, v) {
                 None
             } else if let CompiledValue::Literal(lit) = cv {
@@ -1590,7 +1584,7 @@ fn resolve_params<'n>(
             } else {
                 Some(Cow::Owned(v.clone()))
             };
-            Some((k.as_str(), v))
+            (k.as_str(), v)
         });
         out.shown = Some(Shown(m.collect()));
     }
